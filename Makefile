@@ -1,0 +1,49 @@
+# Abstractinator: `make help` lists the targets. Every target sets itself up (creates .venv) first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST := $(PY) -m pytest
+DATA_DIR := .data/prepared/default
+
+.PHONY: help setup demo test test-slow test-all lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all]'
+	$(PY) -m pip check
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the package editable with all extras (pinned)
+
+demo: setup ## run the main job on the embedded default corpus (CPU): prepare the data and show what it made
+	$(PY) -m abstractinator prepare-data --source default --out $(DATA_DIR)
+
+test: setup ## run the default test suite (fast; no slow or GPU tests)
+	$(PYTEST) -m "not slow and not cuda" -q
+
+test-slow: setup ## run the slow tests (real corpus download, end to end); CI runs these too
+	$(PYTEST) -m "slow and not cuda" -q
+
+test-all: setup ## run every test that this machine can run
+	$(PYTEST) -m "not cuda" -q
+
+lint: setup ## ruff lint
+	$(PY) -m ruff check .
+
+format: setup ## ruff format the code
+	$(PY) -m ruff format .
+
+bench: setup ## model throughput and attention memory benchmarks (JSON + table under bench/results/)
+	$(PY) bench/model_throughput.py
+
+clean: ## remove caches and build outputs (keeps .venv and .data)
+	rm -rf .pytest_cache .ruff_cache .hypothesis *.egg-info build
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

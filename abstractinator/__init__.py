@@ -1,0 +1,1 @@
+"""The `abstractinator` command line: one entry point over configs, components and pipelines."""

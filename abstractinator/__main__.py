@@ -1,0 +1,3 @@
+from abstractinator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""Structured logging: one call configures structlog for console (people) or JSON lines (machines).
+
+Every step logs events with key=value fields (`log.info("shard_written", split="train", bytes=n)`), so a
+pipeline run's logs can be grepped and parsed alike. Logs go to stderr; stdout is kept for results."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from components.settings import get_settings
+
+
+def configure_logging(fmt: str | None = None, level: int = logging.INFO) -> None:
+    fmt = fmt or get_settings().log_format
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger(name)

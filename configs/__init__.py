@@ -1,0 +1,14 @@
+"""Experiment config schema (strict pydantic) and loading. Imports nothing of ours: model/ builds on it."""
+
+from configs.loading import ConfigError, apply_overrides, load_config, validate_config
+from configs.schema import CompressorLevelConfig, ExpConfig, TopTransformerConfig
+
+__all__ = [
+    "CompressorLevelConfig",
+    "ConfigError",
+    "ExpConfig",
+    "TopTransformerConfig",
+    "apply_overrides",
+    "load_config",
+    "validate_config",
+]

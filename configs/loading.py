@@ -1,0 +1,150 @@
+"""Load an `ExpConfig` from wherever one lives, apply `--set key.sub=value` overrides, and turn every failure
+into a one-line `ConfigError` naming the file and the field path.
+
+Accepted sources:
+- a Python config file exporting `exp_config` (an ExpConfig or a dict), like the seed's configs/*.py;
+- a YAML or JSON file holding the config mapping;
+- a checkpoint (.pt) whose `exp_config` entry is the config as plain data (loaded with weights_only=True).
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from configs.schema import ExpConfig
+
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; str() is one line naming the problem (and the field path)."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """All of a pydantic error's problems on one line: `path.to.field: message; other.field: message`."""
+    parts = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<config>"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] not in ("value_error", "assertion_error") and "input" in item:
+            message += f" (got {item['input']!r})"
+        parts.append(f"{path}: {message}")
+    return "; ".join(parts)
+
+
+def validate_config(data: Any, origin: str = "<config>") -> ExpConfig:
+    if isinstance(data, ExpConfig):
+        data = data.as_dict()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: exp_config must be a mapping or an ExpConfig, got {type(data).__name__}")
+    try:
+        return ExpConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{origin}: {describe_validation_error(error)}") from None
+
+
+def _read_python(path: Path) -> Any:
+    try:
+        namespace = runpy.run_path(str(path))
+    except Exception as error:  # a config file is user code: any failure is a config problem
+        raise ConfigError(f"{path}: the config file raised {type(error).__name__}: {error}") from None
+    if "exp_config" not in namespace:
+        raise ConfigError(f"{path}: defines no `exp_config`")
+    return namespace["exp_config"]
+
+
+def _read_mapping_file(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{path}: cannot be parsed: {detail}") from None
+
+
+def _read_checkpoint(path: Path) -> Any:
+    import torch  # only checkpoints need torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{path}: not a readable checkpoint ({detail[:200]})") from None
+    if not isinstance(checkpoint, dict) or "exp_config" not in checkpoint:
+        raise ConfigError(f"{path}: checkpoint holds no exp_config")
+    return checkpoint["exp_config"]
+
+
+def read_config_data(path: str | Path) -> Any:
+    """The raw config (dict or ExpConfig) stored at `path`, before validation."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    if path.suffix == ".py":
+        return _read_python(path)
+    if path.suffix in (".yaml", ".yml", ".json"):
+        return _read_mapping_file(path)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        return _read_checkpoint(path)
+    raise ConfigError(f"{path}: unknown config type (use .py, .yaml, .yml, .json or a .pt checkpoint)")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.0=value` -> (['a', 'b', '0'], value); the value is read as YAML (numbers, bools, null, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value (e.g. max_steps=20)")
+    raw = raw.strip()
+    try:
+        value = None if raw in ("None", "none") else yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _set_path(data: Any, path: list[str], value: Any, full_key: str) -> None:
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(data, list):
+            if not part.isdigit() or int(part) >= len(data):
+                raise ConfigError(f"--set {full_key}: no list index {part!r} (it has {len(data)} entries)")
+            index: Any = int(part)
+        elif isinstance(data, dict):
+            index = part
+            if not last and index not in data:
+                raise ConfigError(f"--set {full_key}: unknown key {'.'.join(path[: depth + 1])!r}")
+        else:
+            raise ConfigError(f"--set {full_key}: {'.'.join(path[:depth])!r} is not a mapping or list")
+        if last:
+            data[index] = value
+        else:
+            if data[index] is None:
+                raise ConfigError(f"--set {full_key}: {'.'.join(path[: depth + 1])!r} is null")
+            data = data[index]
+
+
+def apply_overrides(config: ExpConfig, overrides: Iterable[str], origin: str = "--set") -> ExpConfig:
+    """A new, revalidated config with each `key.sub=value` applied in order."""
+    overrides = list(overrides)
+    if not overrides:
+        return config
+    data = config.as_dict()
+    for text in overrides:
+        path, value = parse_override(text)
+        _set_path(data, path, value, text.partition("=")[0])
+    return validate_config(data, origin=f"{origin} {' '.join(overrides)}")
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExpConfig:
+    """The validated config at `path` with `overrides` applied; raises ConfigError (one line) on any problem."""
+    config = validate_config(read_config_data(path), origin=str(path))
+    return apply_overrides(config, overrides, origin=f"{path} with --set")

@@ -1,0 +1,252 @@
+"""The experiment config schema: one strict pydantic model per concept.
+
+`ExpConfig` covers every key of the seed's config files (design/reference.md section 4) plus ours. Every model
+forbids unknown keys, so a typo fails at load time naming the field path (e.g.
+`compressor_level_configs.0.codebook_size`). Seed code reads configs like dicts (`exp_config['max_steps']`);
+that keeps working through `DictAccess`.
+
+Keys kept only so seed configs load are documented as such; keys whose seed behaviour was a trap (W14, W15)
+are validated instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The byte vocabulary size (256 bytes + BOS, EOS, PAD), owned by model/tokenizer.py; repeated here because the
+# schema must not import the model (imports point one way). tests/test_configs.py checks they agree.
+BYTE_VOCAB_SIZE = 259
+BYTE_EOS_ID = 257
+
+SchedulerType = Literal["cosine_with_min_lr", "cosine", "linear", "constant", "constant_with_warmup"]
+
+
+class DictAccess(BaseModel):
+    """Strict model with the seed's dict-style access: cfg['key'], cfg['key'] = v (validated), cfg.get, as_dict."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in type(self).model_fields:
+            raise KeyError(f"{type(self).__name__} has no key {key!r}")
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return key in type(self).model_fields
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in type(self).model_fields else default
+
+    def updated(self, **changes: Any) -> Any:
+        """A validated copy with `changes` applied (validated together, so their order does not matter)."""
+        return type(self).model_validate({**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (JSON types only): what checkpoints, MLflow params and YAML files hold."""
+        return self.model_dump(mode="json")
+
+
+class CompressorLevelConfig(DictAccess):
+    """One compression level: encoder transformer, entropy segmentation, segment pooling, vector quantizer."""
+
+    dim: int = Field(256, gt=0, description="Model width D of this level.")
+    heads: int = Field(8, gt=0, description="Attention heads (encoder layers and the pooler).")
+    window: int = Field(128, gt=0, description="Sliding attention window: position t sees t-window..t.")
+    num_encoder_layers: int = Field(
+        2, ge=0, description="Depth of each branch whose own count (below) is None."
+    )
+    num_shared_encoder_layers: int = Field(2, ge=0, description="Trunk layers shared by both branches.")
+    num_lm_encoder_layers: int | None = Field(
+        2, ge=0, description="Entropy/LM branch depth; None -> num_encoder_layers."
+    )
+    num_compression_encoder_layers: int | None = Field(
+        2, ge=0, description="Compression branch depth; None -> num_encoder_layers."
+    )
+    encoder_ffn_dim_multiplier: float = Field(4, gt=0, description="SwiGLU hidden width = dim * this.")
+    max_seq_len_encoder: int | None = Field(
+        None, gt=0, description="Accepted so seed configs load; no effect (RoPE has no length limit)."
+    )
+    num_queries: int = Field(1, gt=0, description="Learned queries (pooled vectors) per segment.")
+    codebook_size: int = Field(4096, ge=2, description="Codes K in this level's vector quantizer.")
+    beta: float = Field(1.0, ge=0, description="VQ commitment weight.")
+    vq_reset_interval: int = Field(250, gt=0, description="Steps between dead-code reset checks.")
+    vq_decay: float = Field(0.99, gt=0, lt=1, description="EMA decay of the codebook statistics.")
+    entropy_delta: float = Field(
+        0.2, ge=0, description="Nats: a segment starts where entropy rises by more than this over t-1."
+    )
+    entropy_abs_threshold: float | None = Field(
+        None, gt=0, description="Nats: a segment also starts where entropy exceeds this (None: off)."
+    )
+    min_segment_len: int = Field(1, ge=1, description="No segment is shorter (except a text's last).")
+    max_segment_len: int | None = Field(
+        None, ge=1, description="A segment is cut after this many positions (None: unbounded)."
+    )
+    target_compression_ratio: float | list[float] | None = Field(
+        None, description="Seed key; its penalty had no gradient (W14), so only None is accepted."
+    )
+    compression_loss_weight: float = Field(1.0, ge=0, description="Seed key; used only with a target ratio.")
+
+    @field_validator("target_compression_ratio")
+    @classmethod
+    def _no_gradientless_penalty(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                "the seed's compression-ratio penalty has no gradient (reference W14) and is not supported; "
+                "steer compression with entropy_delta, min_segment_len and max_segment_len"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> CompressorLevelConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if self.max_segment_len is not None and self.max_segment_len < self.min_segment_len:
+            raise ValueError(
+                f"max_segment_len ({self.max_segment_len}) is below min_segment_len ({self.min_segment_len})"
+            )
+        return self
+
+    @property
+    def lm_layers(self) -> int:
+        return self.num_encoder_layers if self.num_lm_encoder_layers is None else self.num_lm_encoder_layers
+
+    @property
+    def compression_layers(self) -> int:
+        if self.num_compression_encoder_layers is None:
+            return self.num_encoder_layers
+        return self.num_compression_encoder_layers
+
+
+class TopTransformerConfig(DictAccess):
+    """The top LM (CodeSequenceTransformer) over the top level's code vectors."""
+
+    embed_dim: int | None = Field(
+        None, gt=0, description="Seed key; the input width is the top level's dim, so it must equal it if set."
+    )
+    dim: int = Field(384, gt=0)
+    num_layers: int = Field(8, ge=1)
+    num_heads: int = Field(12, gt=0)
+    ffn_dim_multiplier: float = Field(4, gt=0)
+    continuous: bool = Field(
+        True, description="True: predict the next vector (MSE). False: logits over codes (CE), gives bits."
+    )
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> TopTransformerConfig:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+
+class ExpConfig(DictAccess):
+    """A whole experiment: model, training, data, logging. Seed keys first, then ours."""
+
+    # --- identity and tracking (seed) ---
+    run_name: str = "HierarchicalAE_KPM_Run_v2"
+    project_name: str | None = "TemporalAutoencodedLanguageModelling"
+    mlflow_batch_interval: int = Field(50, gt=0, description="Metrics are sent to MLflow in batches of this.")
+    log_interval: int = Field(1, gt=0, description="Steps between metric records.")
+
+    # --- model (seed) ---
+    num_levels: int = Field(1, ge=1)
+    initial_vocab_size: Literal[259] = Field(BYTE_VOCAB_SIZE, description="Byte vocab: 256 bytes, BOS, EOS, PAD.")
+    compressor_level_configs: list[CompressorLevelConfig] = Field(
+        default_factory=lambda: [CompressorLevelConfig()]
+    )
+    expander_dim_scale: float = Field(1.0, gt=0, description="Expander width = level dim * this.")
+    expander_num_enc_layers: int = Field(
+        2, ge=0, description="Seed key for its seq2seq expander, which is not built; no effect."
+    )
+    expander_num_dec_layers: int = Field(4, ge=1)
+    expander_heads_scale: float = Field(1.0, gt=0, description="Expander heads = level heads * this.")
+    expander_eos_id: Literal[257] = Field(
+        BYTE_EOS_ID, description="The expanders stop at the byte vocabulary's EOS (257), nothing else."
+    )
+    expander_max_len: int = Field(2048, gt=0, description="Cap on generated positions per expander call.")
+    use_decoder_only_expander: Literal[True] = Field(
+        True, description="Seed key; the segment-aligned decoder-only expander is the one built."
+    )
+    propagate_key_padding_mask: bool = True
+    aux_lm_loss_weight: float = Field(1.0, ge=0, description="Weight of the entropy branch's next-token loss.")
+    top_lm_loss_weight: float = Field(1.0, ge=0)
+    top_transformer_config: TopTransformerConfig | None = Field(default_factory=TopTransformerConfig)
+    use_continuous_expander_inputs: bool = Field(
+        False, description="Feed expanders pre-VQ vectors instead of quantized ones (ablation)."
+    )
+    cross_lookback: int = Field(
+        1, ge=0, description="Expander cross-attention sees its own segment's code and this many before."
+    )
+
+    # --- optimisation (seed) ---
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(16, gt=0)
+    sequence_length: int = Field(1024, ge=2)
+    num_epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="Stops at whichever of this and num_epochs ends first.")
+    gradient_clip_norm: float = Field(1.0, ge=0, description="0 disables clipping.")
+    gradient_accumulation_steps: int = Field(16, ge=1)
+    scheduler_type: SchedulerType = "cosine_with_min_lr"
+    warmup_steps: int = Field(1000, ge=0)
+    scheduler_specific_kwargs: dict[str, float] = Field(default_factory=lambda: {"min_lr": 1e-6})
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay; never on norms, biases, embeddings.")
+
+    # --- data (seed keys; 'default' is the embedded public-domain corpus) ---
+    dataset_name: str = Field(
+        "default",
+        description="'default' (embedded corpus), a local path or glob, s3://bucket/prefix, or a Hugging Face "
+        "dataset name (hf:org/name).",
+    )
+    dataset_config: str | None = None
+    dataset_train_split: str = "train"
+    text_column_name: str = "text"
+    data_dir: str | None = Field(
+        None, description="Prepared shards (prepare-data output); None: the default corpus, prepared on first use."
+    )
+
+    # --- generation samples (seed) ---
+    generation_interval: int = Field(50, gt=0)
+    sample_prompt_for_generation: str = "The purpose of education is "
+    generation_max_len_override: int = Field(512, gt=0)
+
+    # --- checkpoints (seed) ---
+    checkpoint_interval: int = Field(1000, gt=0)
+    checkpoint_dir: str = Field("./checkpoints", description="Local path or s3://bucket/prefix.")
+    resume_from_checkpoint: str | None = None
+    save_base_components_path: str | None = Field(
+        None, description="Stage 1: write compressors+expanders here after training."
+    )
+    keep_last_checkpoints: int = Field(3, ge=1)
+
+    # --- ours ---
+    seed: int = Field(0, description="Seeds parameters init, data order and sampling.")
+    validation_interval: int = Field(500, gt=0, description="Steps between validation passes.")
+    validation_max_bytes: int = Field(262_144, gt=0, description="Bytes of the val split per validation pass.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if available, else cpu.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ExpConfig:
+        if self.num_levels != len(self.compressor_level_configs):
+            raise ValueError(
+                f"num_levels ({self.num_levels}) must equal the number of compressor_level_configs "
+                f"({len(self.compressor_level_configs)})"
+            )
+        top = self.top_transformer_config
+        if top is None and self.top_lm_loss_weight > 0:
+            raise ValueError("top_lm_loss_weight > 0 needs a top_transformer_config (set the weight to 0.0)")
+        top_dim = self.compressor_level_configs[-1].dim
+        if top is not None and top.embed_dim is not None and top.embed_dim != top_dim:
+            raise ValueError(
+                f"top_transformer_config.embed_dim ({top.embed_dim}) must equal the top level's dim ({top_dim})"
+            )
+        return self
+
+    @property
+    def has_discrete_top_lm(self) -> bool:
+        return self.top_transformer_config is not None and not self.top_transformer_config.continuous
