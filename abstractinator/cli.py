@@ -18,11 +18,11 @@ COMMANDS = (config, prepare_data)
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exception types whose message is the whole story for the user."""
-    try:
-        from components.data_sources import DataSourceError
-    except ImportError:  # the data extras are optional for config-only use
-        return (ConfigError,)
-    return (ConfigError, DataSourceError)
+    from components.checkpoints import CheckpointError
+    from components.data_sources import DataSourceError
+    from components.storage import StorageError
+
+    return (ConfigError, DataSourceError, CheckpointError, StorageError)
 
 
 def build_parser() -> argparse.ArgumentParser:

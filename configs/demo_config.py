@@ -29,7 +29,9 @@ exp_config = ExpConfig(
     expander_max_len=1024,
     aux_lm_loss_weight=1.0,
     top_lm_loss_weight=1.0,
-    top_transformer_config=TopTransformerConfig(dim=128, num_layers=3, num_heads=4, ffn_dim_multiplier=3, continuous=False),
+    top_transformer_config=TopTransformerConfig(
+        dim=128, num_layers=3, num_heads=4, ffn_dim_multiplier=3, continuous=False
+    ),
     learning_rate=2e-3,
     batch_size=16,
     sequence_length=256,

@@ -1,0 +1,185 @@
+"""Training checkpoints: written atomically, pruned to the last N, found again through a `latest` pointer.
+
+A checkpoint is a plain dict of tensors and JSON-like data (model, optimizer, scheduler, RNG states, step, epoch,
+data-loader position, config, git commit, data hash), so it loads with `torch.load(weights_only=True)`.
+
+Where it goes (`checkpoint_dir`): a local folder, written as temp file + fsync + rename; or `s3://bucket/prefix`,
+written as one upload of a complete local file, so readers never see half a checkpoint. After the file, the
+`latest` pointer (a small text object naming it) is replaced; then checkpoints beyond the newest N are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.storage import StorageError, parse_s3_uri
+
+CHECKPOINT_FORMAT = "abstractinator-checkpoint"
+CHECKPOINT_VERSION = 1
+LATEST_POINTER = "latest"
+_NAME = re.compile(r"^checkpoint_step(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or used; the message names the file."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint_step{step}.pt"
+
+
+def step_of(name: str) -> int | None:
+    match = _NAME.match(Path(name).name)
+    return int(match.group(1)) if match else None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to `path` so that a crash at any moment leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        try:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            os.unlink(handle.name)
+            raise
+    os.replace(handle.name, path)
+
+
+def read_checkpoint_file(path: Path, origin: str | None = None) -> dict[str, Any]:
+    """Load and check a checkpoint file; truncated, foreign or unsafe files raise CheckpointError."""
+    origin = origin or str(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{origin}: no such checkpoint") from None
+    except Exception as error:  # truncated zip, pickle refused by weights_only, not a torch file at all ...
+        detail = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointError(f"{origin}: not a readable checkpoint ({detail})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{origin}: not an Abstractinator checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    if data.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{origin}: written by a newer version (format {data['format_version']})")
+    return data
+
+
+class CheckpointStore:
+    """Checkpoints in one location (local folder or s3://bucket/prefix)."""
+
+    def __init__(self, location: str | Path, keep_last: int = 3):
+        self.location = str(location)
+        self.keep_last = keep_last
+        self.is_s3 = self.location.startswith("s3://")
+        if self.is_s3:
+            self.bucket, prefix = parse_s3_uri(self.location)
+            self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        else:
+            self.root = Path(self.location)
+
+    # -- naming -----------------------------------------------------------------------------------------------
+    def uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}" if self.is_s3 else str(self.root / name)
+
+    def names(self) -> list[str]:
+        """Checkpoint file names here, oldest step first."""
+        if self.is_s3:
+            from components.storage import list_objects
+
+            keys = [obj.key[len(self.prefix) :] for obj in list_objects(self.bucket, self.prefix)]
+        else:
+            keys = [p.name for p in self.root.glob("checkpoint_step*.pt")] if self.root.is_dir() else []
+        return sorted((k for k in keys if step_of(k) is not None), key=step_of)
+
+    # -- writing ----------------------------------------------------------------------------------------------
+    def save(self, state: dict[str, Any], step: int) -> str:
+        """Write `state` as checkpoint_step{step}.pt, point `latest` at it, prune old ones; returns its URI."""
+        payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **state}
+        name = checkpoint_name(step)
+        if self.is_s3:
+            self._save_s3(payload, name)
+        else:
+            atomic_torch_save(payload, self.root / name)
+            _atomic_write_bytes(self.root / LATEST_POINTER, f"{name}\n".encode())
+        self._prune()
+        return self.uri(name)
+
+    def _save_s3(self, payload: dict[str, Any], name: str) -> None:
+        from components.storage import make_s3_client, upload_file
+
+        client = make_s3_client()
+        with tempfile.TemporaryDirectory(prefix="abstractinator-ckpt-") as tmp:
+            local = Path(tmp) / name
+            torch.save(payload, local)
+            upload_file(local, self.bucket, self.prefix + name, client=client)
+        try:
+            client.put_object(Bucket=self.bucket, Key=self.prefix + LATEST_POINTER, Body=f"{name}\n".encode())
+        except Exception as error:
+            raise StorageError(f"{self.uri(LATEST_POINTER)}: cannot update ({error})") from error
+
+    def _prune(self) -> None:
+        for name in self.names()[: -self.keep_last]:
+            if self.is_s3:
+                from components.storage import make_s3_client
+
+                make_s3_client().delete_object(Bucket=self.bucket, Key=self.prefix + name)
+            else:
+                (self.root / name).unlink(missing_ok=True)
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def latest(self) -> str | None:
+        """URI of the newest complete checkpoint, or None when there is none."""
+        pointer = None
+        if self.is_s3:
+            from components.storage import download_bytes
+
+            try:
+                pointer = download_bytes(self.bucket, self.prefix + LATEST_POINTER).decode().strip()
+            except StorageError:
+                pointer = None
+        elif (self.root / LATEST_POINTER).is_file():
+            pointer = (self.root / LATEST_POINTER).read_text().strip()
+        names = self.names()
+        if pointer in names:
+            return self.uri(pointer)
+        return self.uri(names[-1]) if names else None
+
+
+def load_checkpoint(location: str | Path) -> dict[str, Any]:
+    """Read a checkpoint from a file path, an s3:// URI, or a checkpoint folder (its `latest`)."""
+    location = str(location)
+    if location.startswith("s3://"):
+        from components.storage import download_file
+
+        if not location.endswith(".pt"):
+            latest = CheckpointStore(location).latest()
+            if latest is None:
+                raise CheckpointError(f"{location}: holds no checkpoint")
+            location = latest
+        bucket, key = parse_s3_uri(location)
+        with tempfile.TemporaryDirectory(prefix="abstractinator-ckpt-") as tmp:
+            local = download_file(bucket, key, Path(tmp) / Path(key).name)
+            return read_checkpoint_file(local, origin=location)
+    path = Path(location)
+    if path.is_dir():
+        latest = CheckpointStore(path).latest()
+        if latest is None:
+            raise CheckpointError(f"{path}: holds no checkpoint")
+        path = Path(latest)
+    return read_checkpoint_file(path)

@@ -1,0 +1,234 @@
+"""Pipeline step `prepare_data`: a text source -> train/val/test byte shards, eval sets, manifest (shards.py).
+
+Splits are decided per document by a stable hash of its id (`split_of`), so adding documents never moves old
+ones between splits. The step is deterministic (same documents -> byte-identical directory), idempotent (an
+unchanged source whose prepared files still verify is skipped) and crash safe: everything is written into a
+temp dir inside out_dir, moved into place, and manifest.json is written last; stale temp dirs are removed on
+the next run, under a lock so two runs on one directory cannot interleave.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from components.data_sources import DataSourceError, resolve_source, sha256_file
+from components.eval_data import write_eval_sets
+from components.logs import get_logger
+from components.settings import get_settings
+from components.shards import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    SPLITS,
+    FileInfo,
+    Manifest,
+    ManifestError,
+    ShardWriter,
+    compute_data_hash,
+    find_problems,
+    load_manifest,
+    verify,
+    write_manifest,
+)
+
+log = get_logger(__name__)
+
+SPLIT_MODULUS = 20  # int(sha256(doc_id)) % 20: 0 -> val, 1 -> test, else train (design/data.md)
+TEMP_PREFIX = ".tmp-"
+LOCK_NAME = ".prepare.lock"
+
+
+class PrepareDataParams(BaseModel):
+    """Args of the prepare-data step (CLI flags, dvc params and kfp parameters alike)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        "default", description="'default', file/folder/glob, s3://bucket/prefix or hf:org/name"
+    )
+    out_dir: Path = Field(description="Where shards, eval sets and manifest.json go.")
+    shard_bytes: int = Field(64 * 2**20, gt=0, description="Largest shard file (one document may exceed it).")
+    text_column: str = Field("text", description="Text column of a Hugging Face dataset.")
+    hf_config: str | None = Field(None, description="Hugging Face dataset config name.")
+    hf_split: str = Field("train", description="Hugging Face split to read (we make our own splits from it).")
+    include_eval_sets: bool = Field(True, description="Also extract the eval sets into out_dir/eval.")
+
+
+class SplitSummary(BaseModel):
+    documents: int
+    bytes: int
+
+
+class PrepareDataResult(BaseModel):
+    out_dir: Path
+    manifest_path: Path
+    data_hash: str
+    splits: dict[str, SplitSummary]
+    skipped: bool = Field(description="True when out_dir was already up to date: nothing was written.")
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name} {s.documents} docs {s.bytes:,} B" for name, s in self.splits.items())
+        state = "up to date" if self.skipped else "prepared"
+        return f"{state}: {self.out_dir} ({parts}); data_hash {self.data_hash}"
+
+
+def split_of(doc_id: str) -> str:
+    bucket = int(hashlib.sha256(doc_id.encode("utf-8")).hexdigest(), 16) % SPLIT_MODULUS
+    return "val" if bucket == 0 else "test" if bucket == 1 else "train"
+
+
+def _result(out_dir: Path, manifest: Manifest, skipped: bool) -> PrepareDataResult:
+    return PrepareDataResult(
+        out_dir=out_dir,
+        manifest_path=out_dir / MANIFEST_NAME,
+        data_hash=manifest.data_hash,
+        splits={  # in SPLITS order, not the manifest's sorted one
+            name: SplitSummary(documents=manifest.splits[name].documents, bytes=manifest.splits[name].bytes)
+            for name in SPLITS
+        },
+        skipped=skipped,
+    )
+
+
+@contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    with open(out_dir / LOCK_NAME, "a") as handle:  # "a": taking the lock leaves the file untouched
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+        yield
+
+
+def _up_to_date(out_dir: Path, fingerprint: str, params: dict) -> Manifest | None:
+    """The existing manifest if it was made from this fingerprint and params and every file still verifies."""
+    try:
+        manifest = load_manifest(out_dir)
+    except ManifestError:
+        return None
+    if manifest.fingerprint != fingerprint or manifest.params != params:
+        return None
+    problems = find_problems(out_dir, manifest)
+    if problems:
+        log.warning("prepared_data_damaged", out_dir=str(out_dir), problems=problems[:5], action="rebuilding")
+        return None
+    return manifest
+
+
+def _write_all(source, params: PrepareDataParams, temp: Path) -> tuple[dict, dict[str, FileInfo]]:
+    writers = {split: ShardWriter(temp, split, params.shard_bytes) for split in SPLITS}
+    with tqdm(desc="writing shards", unit="B", unit_scale=True, file=sys.stderr, disable=None) as bar:
+        for document in source.documents():
+            writers[split_of(document.doc_id)].add(document.content)
+            bar.update(len(document.content))
+    splits = {split: writer.close() for split, writer in writers.items()}
+    if not any(split.documents for split in splits.values()):
+        raise DataSourceError(f"data source {params.source!r} yielded no documents")
+    eval_sets = {}
+    if params.include_eval_sets:
+        for path in write_eval_sets(temp / "eval"):
+            relative = path.relative_to(temp).as_posix()
+            info = FileInfo(file=relative, bytes=path.stat().st_size, sha256=sha256_file(path))
+            eval_sets[path.relative_to(temp / "eval").as_posix()] = info
+    return splits, eval_sets
+
+
+def _install(temp: Path, out_dir: Path, manifest: Manifest) -> None:
+    """Moves the listed files from `temp` into out_dir, drops files of an older preparation, writes the
+    manifest. The old manifest goes first: if we die midway, there is no manifest and nothing is trusted."""
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    listed = {info.file for info in manifest.listed_files()}
+    for relative in sorted(listed):
+        target = out_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (temp / relative).replace(target)
+    old_shards = [p for split in SPLITS for p in out_dir.glob(f"{split}-[0-9]*") if p.is_file()]
+    old_eval = (
+        [p for p in (out_dir / "eval").rglob("*") if p.is_file()] if (out_dir / "eval").is_dir() else []
+    )
+    for path in old_shards + old_eval:
+        if path.relative_to(out_dir).as_posix() not in listed:
+            path.unlink()
+    write_manifest(out_dir, manifest)
+
+
+def prepare_data(params: PrepareDataParams) -> PrepareDataResult:
+    """Prepares `params.source` into `params.out_dir`; see the module docstring for the guarantees."""
+    out_dir = Path(params.out_dir)
+    # Resolved first: a source that does not exist should not leave an empty out_dir behind.
+    source = resolve_source(
+        params.source, text_column=params.text_column, hf_config=params.hf_config, hf_split=params.hf_split
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # out_dir is where the data lands, not what it is: leaving it out keeps manifests of copies identical.
+    stored_params = params.model_dump(mode="json", exclude={"out_dir"})
+    with _locked(out_dir):
+        for stale in out_dir.glob(f"{TEMP_PREFIX}*"):
+            log.info("removing_stale_temp_dir", path=str(stale))
+            shutil.rmtree(stale, ignore_errors=True)
+        fingerprint = source.fingerprint()
+        manifest = _up_to_date(out_dir, fingerprint, stored_params)
+        if manifest is not None:
+            log.info(
+                "prepare_data_skipped",
+                out_dir=str(out_dir),
+                reason="up to date",
+                data_hash=manifest.data_hash,
+            )
+            return _result(out_dir, manifest, skipped=True)
+        started = time.monotonic()
+        temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=out_dir))
+        try:
+            splits, eval_sets = _write_all(source, params, temp)
+            manifest = Manifest(
+                format_version=FORMAT_VERSION,
+                source=params.source,
+                fingerprint=fingerprint,
+                params=stored_params,
+                splits=splits,
+                eval_sets=eval_sets,
+                data_hash=compute_data_hash(splits),
+            )
+            _install(temp, out_dir, manifest)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+    for name, split in manifest.splits.items():
+        log.info(
+            "split_written",
+            split=name,
+            documents=split.documents,
+            bytes=split.bytes,
+            shards=len(split.shards),
+        )
+    seconds = round(time.monotonic() - started, 1)
+    log.info("prepare_data_done", out_dir=str(out_dir), data_hash=manifest.data_hash, seconds=seconds)
+    return _result(out_dir, manifest, skipped=False)
+
+
+def ensure_prepared(out_dir: Path | None = None) -> Path:
+    """A prepared directory for commands given none: `out_dir` (default: the data home's default corpus dir)
+    if it already holds intact prepared data of any source, else the default corpus prepared there."""
+    out_dir = Path(out_dir or get_settings().default_prepared_dir)
+    try:
+        verify(out_dir)
+        return out_dir
+    except ManifestError as error:
+        if (out_dir / MANIFEST_NAME).is_file() and _manifest_source(out_dir) not in (None, "default"):
+            raise  # somebody else's corpus, damaged: not ours to overwrite with the default one
+        log.info("preparing_default_corpus", out_dir=str(out_dir), reason=str(error))
+    prepare_data(PrepareDataParams(source="default", out_dir=out_dir))
+    return out_dir
+
+
+def _manifest_source(out_dir: Path) -> str | None:
+    try:
+        return load_manifest(out_dir).source
+    except ManifestError:
+        return None

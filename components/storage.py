@@ -1,0 +1,155 @@
+"""S3 object storage (any S3-compatible store: AWS, SeaweedFS, MinIO) through boto3.
+
+One client factory reads the endpoint and region from the settings; access keys are never ours to handle:
+boto3 reads the standard AWS_* variables (or its config files) itself. Every botocore failure is re-raised
+as a `StorageError` whose message names the bucket and key, so a user sees "s3://bucket/key: no such bucket"
+rather than a botocore traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.settings import get_settings
+
+
+class StorageError(RuntimeError):
+    """An object store was unreachable, refused us, or lacks the bucket/key asked for."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix')."""
+    if not uri.startswith("s3://"):
+        raise StorageError(f"{uri!r} is not an s3:// URI")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"{uri!r} names no bucket (expected s3://bucket/prefix)")
+    return bucket, prefix
+
+
+def make_s3_client(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    *,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    max_attempts: int | None = None,
+):
+    """A boto3 S3 client for the configured endpoint. `max_attempts=None` leaves retries to botocore, which
+    honours AWS_MAX_ATTEMPTS / AWS_RETRY_MODE (a test or an impatient user can set them)."""
+    import boto3
+    from botocore.config import Config
+
+    settings = get_settings()
+    config_kwargs: dict = {"connect_timeout": connect_timeout, "read_timeout": read_timeout}
+    if max_attempts is not None:
+        config_kwargs["retries"] = {"max_attempts": max_attempts, "mode": "standard"}
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or settings.s3_endpoint_url,
+        region_name=region or settings.s3_region,
+        config=Config(**config_kwargs),
+    )
+
+
+def _readable(error: Exception, bucket: str, key: str | None) -> StorageError:
+    """A one-line StorageError naming the object, from any botocore/boto3 exception."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    if isinstance(error, NoCredentialsError):
+        reason = "no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    elif isinstance(error, EndpointConnectionError):
+        reason = f"object store unreachable ({error})"
+    elif isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        reason = {
+            "NoSuchBucket": "no such bucket",
+            "NoSuchKey": "no such key",
+            "404": "not found",
+            "AccessDenied": "access denied",
+            "403": "access denied",
+            "InvalidAccessKeyId": "the access key is not known to the object store",
+            "SignatureDoesNotMatch": "the secret key does not match the access key",
+        }.get(code, f"{code or 'error'}: {error}")
+    else:
+        reason = f"{type(error).__name__}: {error}"
+    return StorageError(f"{where}: {reason}")
+
+
+def _botocore_errors() -> tuple[type[Exception], ...]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
+def list_objects(bucket: str, prefix: str = "", client=None) -> list[ObjectInfo]:
+    """Every object under `prefix`, sorted by key (pagination handled)."""
+    client = client or make_s3_client()
+    objects = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                objects.append(ObjectInfo(item["Key"], int(item["Size"]), item.get("ETag", "").strip('"')))
+    except _botocore_errors() as error:
+        raise _readable(error, bucket, prefix or None) from error
+    return sorted(objects, key=lambda obj: obj.key)
+
+
+def download_bytes(bucket: str, key: str, client=None) -> bytes:
+    client = client or make_s3_client()
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except _botocore_errors() as error:
+        raise _readable(error, bucket, key) from error
+
+
+def download_file(bucket: str, key: str, path: Path, client=None) -> Path:
+    client = client or make_s3_client()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client.download_file(bucket, key, str(path))
+    except _botocore_errors() as error:
+        raise _readable(error, bucket, key) from error
+    return path
+
+
+def upload_file(path: Path, bucket: str, key: str, client=None) -> str:
+    """Uploads `path` to s3://bucket/key and returns that URI."""
+    from boto3.exceptions import S3UploadFailedError
+
+    client = client or make_s3_client()
+    try:
+        client.upload_file(str(path), bucket, key)
+    except _botocore_errors() as error:
+        raise _readable(error, bucket, key) from error
+    except S3UploadFailedError as error:  # wraps the ClientError in its message only
+        raise StorageError(f"s3://{bucket}/{key}: upload failed ({error})") from error
+    return f"s3://{bucket}/{key}"
+
+
+def upload_bytes(data: bytes, bucket: str, key: str, client=None) -> str:
+    """Writes a small object (a pointer, a report) in one request and returns its URI."""
+    client = client or make_s3_client()
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+    except _botocore_errors() as error:
+        raise _readable(error, bucket, key) from error
+    return f"s3://{bucket}/{key}"
+
+
+def delete_object(bucket: str, key: str, client=None) -> None:
+    client = client or make_s3_client()
+    try:
+        client.delete_object(Bucket=bucket, Key=key)
+    except _botocore_errors() as error:
+        raise _readable(error, bucket, key) from error

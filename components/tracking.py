@@ -1,0 +1,249 @@
+"""MLflow tracking that never stops training and never loses a metric.
+
+Everything (params, tags, metrics, text and file artifacts) goes into a local queue; `flush` sends the queue
+with MlflowClient batch calls. If the tracking server is unreachable, the queue is kept, a warning is logged
+once per outage, and the next flush tries again; the run is created lazily, so even a server that is down at
+the start gets the whole run when it comes back. `close` retries for a while; whatever still cannot be sent is
+written to a JSON-lines file that `replay_unsent` sends later.
+
+Tracking URI: the settings' (MLFLOW_TRACKING_URI) or, with none, the seed's layout: runs stored under
+./mlruns/<project_name> (a sqlite database there, since MLflow 3 retired the plain-folder store), opened with
+`mlflow ui --backend-store-uri sqlite:///mlruns/<project_name>/mlflow.db`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.logs import get_logger
+from components.settings import get_settings
+
+log = get_logger(__name__)
+
+# MLflow's REST client retries for minutes by default; we retry at the next flush instead.
+_CLIENT_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_PARAM_LENGTH = 6000
+
+
+def local_store_dir(project_name: str | None) -> Path:
+    return Path("mlruns") / (project_name or "Default")
+
+
+def resolve_tracking_uri(project_name: str | None) -> str:
+    configured = get_settings().mlflow_tracking_uri
+    if configured:
+        return configured
+    store = local_store_dir(project_name)
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store.as_posix()}/mlflow.db"
+
+
+def ui_command(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+@dataclass
+class _Queue:
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)  # key, value, timestamp ms, step
+    texts: list[tuple[str, str]] = field(default_factory=list)  # text, artifact file
+    files: list[tuple[str, str | None]] = field(default_factory=list)  # local path, artifact dir
+
+    def __len__(self) -> int:
+        return len(self.params) + len(self.tags) + len(self.metrics) + len(self.texts) + len(self.files)
+
+
+class RunTracker:
+    """One MLflow run, fed through a local queue. Pass `run_id` to continue a run after a resume."""
+
+    def __init__(
+        self,
+        experiment: str,
+        run_name: str,
+        tracking_uri: str | None = None,
+        run_id: str | None = None,
+        batch_interval: int = 50,
+        unsent_path: Path | None = None,
+    ):
+        for key, value in _CLIENT_ENV_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        from mlflow import MlflowClient
+
+        self.experiment = experiment
+        self.run_name = run_name
+        self.tracking_uri = tracking_uri or resolve_tracking_uri(experiment)
+        self.client = MlflowClient(self.tracking_uri)
+        self.run_id = run_id
+        self.batch_interval = batch_interval
+        self.unsent_path = unsent_path
+        self._queue = _Queue()
+        self._outage_since: float | None = None
+
+    # -- queueing (never blocks, never raises for the server) --------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._queue.params.update({k: str(v)[:_MAX_PARAM_LENGTH] for k, v in params.items()})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._queue.tags.update({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self._queue.metrics.extend((k, float(v), now, step) for k, v in metrics.items())
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._queue.texts.append((text, artifact_file))
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self._queue.files.append((str(local_path), artifact_path))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def maybe_flush(self, step: int) -> None:
+        """Flush every `batch_interval` steps (the seed's mlflow_batch_interval)."""
+        if step % self.batch_interval == 0:
+            self.flush()
+
+    # -- sending ----------------------------------------------------------------------------------------------
+    def _ensure_run(self) -> str:
+        if self.run_id is None:
+            experiment = self.client.get_experiment_by_name(self.experiment)
+            if experiment is None:
+                artifact_location = None
+                if self.tracking_uri.startswith("sqlite:///"):  # keep the seed's "everything under mlruns/"
+                    db_dir = Path(self.tracking_uri.removeprefix("sqlite:///")).parent
+                    artifact_location = (db_dir / "artifacts").resolve().as_uri()
+                experiment_id = self.client.create_experiment(self.experiment, artifact_location=artifact_location)
+            else:
+                experiment_id = experiment.experiment_id
+            self.run_id = self.client.create_run(experiment_id, run_name=self.run_name).info.run_id
+        return self.run_id
+
+    def _send(self) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        run_id = self._ensure_run()
+        queue = self._queue
+        while queue.params or queue.tags:
+            params = dict(list(queue.params.items())[:_MAX_PARAMS_PER_BATCH])
+            tags = dict(list(queue.tags.items())[:_MAX_PARAMS_PER_BATCH])
+            self.client.log_batch(
+                run_id,
+                params=[Param(k, v) for k, v in params.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            for key in params:
+                del queue.params[key]
+            for key in tags:
+                del queue.tags[key]
+        while queue.metrics:
+            chunk = queue.metrics[:_MAX_METRICS_PER_BATCH]
+            self.client.log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step in chunk])
+            del queue.metrics[: len(chunk)]
+        while queue.texts:
+            text, artifact_file = queue.texts[0]
+            self.client.log_text(run_id, text, artifact_file)
+            queue.texts.pop(0)
+        while queue.files:
+            local_path, artifact_path = queue.files[0]
+            if Path(local_path).exists():
+                self.client.log_artifact(run_id, local_path, artifact_path)
+            else:
+                log.warning("artifact_missing", path=local_path)
+            queue.files.pop(0)
+
+    def flush(self) -> bool:
+        """Send what is queued; True if the queue is empty afterwards. Failures keep the queue."""
+        if not self._queue and self.run_id is not None:
+            return True
+        try:
+            self._send()
+        except Exception as error:  # any failure to reach the server: keep everything, retry next time
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
+                log.warning(
+                    "tracking_unreachable",
+                    uri=self.tracking_uri,
+                    pending=self.pending,
+                    error=first_line,
+                    note="training goes on; metrics are kept and sent when the server returns",
+                )
+            return False
+        if self._outage_since is not None:
+            log.info("tracking_reconnected", outage_s=round(time.monotonic() - self._outage_since, 1))
+            self._outage_since = None
+        return True
+
+    def close(
+        self, status: str | None = "FINISHED", retry_for_s: float = 30.0, retry_every_s: float = 2.0
+    ) -> bool:
+        """Flush (retrying for a while) and mark the run `status` (None: leave it running, to be resumed);
+        what still cannot be sent goes to `unsent_path`."""
+        deadline = time.monotonic() + retry_for_s
+        while not self.flush():
+            if time.monotonic() >= deadline:
+                self._write_unsent()
+                return False
+            time.sleep(retry_every_s)
+        if status is None:
+            return True
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as error:
+            log.warning("tracking_terminate_failed", run_id=self.run_id, error=str(error)[:200])
+        return True
+
+    def _write_unsent(self) -> None:
+        path = self.unsent_path or Path("mlflow_unsent.jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "tracking_uri": self.tracking_uri,
+            "experiment": self.experiment,
+            "run_name": self.run_name,
+            "run_id": self.run_id,
+            "params": self._queue.params,
+            "tags": self._queue.tags,
+            "metrics": self._queue.metrics,
+            "texts": self._queue.texts,
+            "files": self._queue.files,
+        }
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        log.error("tracking_unsent_saved", path=str(path), pending=self.pending,
+                  note="send later with components.tracking.replay_unsent")
+
+
+def replay_unsent(path: Path) -> int:
+    """Send every record of an unsent-metrics file; returns how many records were sent (the file is removed)."""
+    sent = 0
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        tracker = RunTracker(record["experiment"], record["run_name"], record["tracking_uri"], record["run_id"])
+        tracker._queue = _Queue(
+            params=record["params"],
+            tags=record["tags"],
+            metrics=[tuple(m) for m in record["metrics"]],
+            texts=[tuple(t) for t in record["texts"]],
+            files=[tuple(f) for f in record["files"]],
+        )
+        if not tracker.flush():
+            raise RuntimeError(f"{path}: the tracking server {record['tracking_uri']} is still unreachable")
+        sent += 1
+    Path(path).unlink()
+    return sent

@@ -1,0 +1,64 @@
+"""Shared fixtures: an isolated data home and small text corpora made in tmp_path (tests never download)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# Hermetic: no test may reach the Hugging Face hub (set before `datasets` is first imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """Set environment variables that Settings reads, with the cached settings rebuilt before and after."""
+    from components.settings import get_settings
+
+    def set_env(**variables: str) -> None:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield set_env
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def data_home(tmp_path, settings_env) -> Path:
+    """A data home of the test's own, so nothing lands in the repository's .data."""
+    home = tmp_path / "data-home"
+    settings_env(ABSTRACTINATOR_DATA_HOME=str(home))
+    return home
+
+
+def write_corpus(root: Path, count: int, seed: int = 0, start: int = 0) -> dict[str, bytes]:
+    """`count` text files of varied length, some in subfolders, some not UTF-8; returns {doc_id: bytes}."""
+    rng = random.Random(seed)
+    words = "the of and to in a is that for it as was with be by on not he this are or".split()
+    documents = {}
+    for number in range(start, start + count):
+        doc_id = f"part{number % 3}/doc{number:04d}.txt" if number % 2 else f"doc{number:04d}.txt"
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(5, 400)))
+        content = f"document {number}: {text}\n".encode() + (b"\xff\xfe" if number % 7 == 0 else b"")
+        path = root / doc_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        documents[doc_id] = content
+    return documents
+
+
+@pytest.fixture
+def corpus_writer():
+    """`write_corpus` itself, for tests that grow a corpus between runs."""
+    return write_corpus
+
+
+@pytest.fixture
+def text_corpus(tmp_path) -> tuple[Path, dict[str, bytes]]:
+    """A folder of 120 small documents (about 140 KB) and its {doc_id: content}."""
+    root = tmp_path / "corpus"
+    return root, write_corpus(root, 120)
