@@ -229,6 +229,9 @@ class ExpConfig(DictAccess):
     validation_interval: int = Field(500, gt=0, description="Steps between validation passes.")
     validation_max_bytes: int = Field(262_144, gt=0, description="Bytes of the val split per validation pass.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if available, else cpu.")
+    attention_backend: Literal["block", "flex"] = Field(
+        "block", description="Sliding-window kernel: block-local SDPA (any device) or FlexAttention (CUDA)."
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ExpConfig:

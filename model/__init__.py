@@ -1,0 +1,34 @@
+"""The Abstractinator model: a hierarchical autoencoder over UTF-8 bytes (design/model.md Part A).
+
+Imports only torch, the stdlib and `configs`. Entry point: `build_model(exp_config)`; one concept per module:
+attention, blocks, segmentation, pooling, quantizer, compressor, expander, top_lm, autoencoder, code_length,
+generation, tokenizer.
+"""
+
+from model.autoencoder import HierarchicalAutoencoder, build_model
+from model.code_length import code_length_bits, code_length_breakdown
+from model.compressor import Compressor
+from model.expander import Expander
+from model.pooling import SegmentPooler
+from model.quantizer import EmaVectorQuantizer
+from model.segmentation import EntropySegmenter
+from model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, ByteTokenizer
+from model.top_lm import CodeSequenceTransformer
+
+__all__ = [
+    "BOS_ID",
+    "EOS_ID",
+    "PAD_ID",
+    "VOCAB_SIZE",
+    "ByteTokenizer",
+    "CodeSequenceTransformer",
+    "Compressor",
+    "EmaVectorQuantizer",
+    "EntropySegmenter",
+    "Expander",
+    "HierarchicalAutoencoder",
+    "SegmentPooler",
+    "build_model",
+    "code_length_bits",
+    "code_length_breakdown",
+]

@@ -1,0 +1,252 @@
+"""Attention: rotary positions, sliding-window causal self-attention, segment-aligned cross-attention.
+
+Shapes: B batch, H heads, S positions, d head dim, W window. Self-attention tensors are (B, H, S, d).
+
+- `apply_rope(x, positions)`: rotary position embedding (half-split convention), positions (S,) or (B, S).
+- `sliding_window_attention(q, k, v, window, key_padding_mask)`: causal attention where position t sees keys
+  t-window..t. Three interchangeable paths give the same numbers within fp32 tolerance:
+    * "block": block-local SDPA. S is cut into blocks of `window` positions; each block attends to itself
+      and the previous block under a banded mask, so memory is O(B*H*S*2W), never O(S^2). The default on
+      every device.
+    * "flex": FlexAttention with a cached block mask (CUDA only).
+    * `dense_sliding_window_attention`: the O(S^2) masked reference, used by tests.
+  Every path uses one softmax scale, 1/sqrt(d) (W12). A query always sees itself, so no row is fully masked
+  and nothing is NaN (W11); outputs at padded query positions are exact zeros.
+- `segment_cross_attention(q, k, v, query_segments, row_valid, lookback, rows_per_segment)`: position t
+  attends only to the code rows of its own segment and `lookback` earlier segments (W2). It gathers those rows
+  (B, H, S, (lookback+1)*L, d), so memory grows linearly with S.
+- `KeyValueCache`: per-layer cache for step-by-step decoding with a sliding window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+ROPE_BASE = 10000.0
+
+# "block" (block-local SDPA, any device) or "flex" (FlexAttention, CUDA only). Chosen per model in
+# build_model (config field `attention_backend`), read here as a process-wide default.
+_BACKEND = {"name": "block"}
+
+
+def set_attention_backend(name: str) -> None:
+    """Select the sliding-window kernel: "block" (default, every device) or "flex" (CUDA FlexAttention)."""
+    if name not in ("block", "flex"):
+        raise ValueError(f"unknown attention backend {name!r}; use 'block' or 'flex'")
+    _BACKEND["name"] = name
+
+
+def get_attention_backend() -> str:
+    return _BACKEND["name"]
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + d/2) of x (B, H, S, d) by angles positions * base^(-2i/d)."""
+    d = x.shape[-1]
+    half = d // 2
+    inv_freq = ROPE_BASE ** (-torch.arange(0, half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[..., None] * inv_freq  # (S, d/2) or (B, S, d/2)
+    if angles.dim() == 3:
+        angles = angles[:, None]  # (B, 1, S, d/2): broadcast over heads
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x[..., :half].float(), x[..., half : 2 * half].float()
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    if 2 * half != d:  # odd head dim: the last channel is not rotated
+        rotated = torch.cat([rotated, x[..., 2 * half :].float()], dim=-1)
+    return rotated.to(x.dtype)
+
+
+def _zero_padded_queries(out: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    if key_padding_mask is None:
+        return out
+    return out.masked_fill(key_padding_mask[:, None, :, None], 0.0)
+
+
+def dense_sliding_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int | None,
+    key_padding_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Reference: the full (S, S) mask. window=None means plain causal attention."""
+    S = q.shape[-2]
+    pos = torch.arange(S, device=q.device)
+    delta = pos[:, None] - pos[None, :]  # query - key
+    allowed = delta >= 0
+    if window is not None:
+        allowed = allowed & (delta <= window)
+    allowed = allowed[None, None]  # (1, 1, S, S)
+    if key_padding_mask is not None:
+        # A padded key is hidden, except from itself, so every row keeps one key and softmax stays finite.
+        allowed = allowed & (~key_padding_mask[:, None, None, :] | (delta == 0))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=q.shape[-1] ** -0.5)
+    return _zero_padded_queries(out, key_padding_mask)
+
+
+def block_local_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, key_padding_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Sliding-window causal attention in O(S * window) memory: blocks of `window` queries, 2*window keys."""
+    B, H, S, d = q.shape
+    W = window
+    n_blocks = math.ceil(S / W)
+    extra = n_blocks * W - S
+    key_valid = torch.ones(B, S, dtype=torch.bool, device=q.device)
+    if key_padding_mask is not None:
+        key_valid = ~key_padding_mask
+    if extra:
+        q, k, v = (F.pad(t, (0, 0, 0, extra)) for t in (q, k, v))
+        key_valid = F.pad(key_valid, (0, extra), value=False)
+
+    def blocks(t: torch.Tensor) -> torch.Tensor:  # (B, H, nb*W, d) -> (B, nb, H, W, d)
+        return t.reshape(B, H, n_blocks, W, d).transpose(1, 2)
+
+    def with_previous_block(t: torch.Tensor) -> torch.Tensor:  # (B, nb, H, W, d) -> (B*nb, H, 2W, d)
+        previous = F.pad(t, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
+        return torch.cat([previous, t], dim=3).reshape(B * n_blocks, H, 2 * W, d)
+
+    # Layout (B*nb, H, ...): the mask is per (batch, block) and broadcasts over heads.
+    qb = blocks(q).reshape(B * n_blocks, H, W, d)
+    kb, vb = with_previous_block(blocks(k)), with_previous_block(blocks(v))
+    kv_valid = key_valid.reshape(B, n_blocks, W)
+    kv_valid = torch.cat([F.pad(kv_valid, (0, 0, 1, 0), value=False)[:, :-1], kv_valid], dim=2)  # (B, nb, 2W)
+
+    # Query i of a block sits at key index i + W of the concatenated (previous, own) keys; it sees i .. i + W.
+    i = torch.arange(W, device=q.device)[:, None]
+    j = torch.arange(2 * W, device=q.device)[None, :]
+    band = (j >= i) & (j <= i + W)
+    is_self = j == i + W
+    allowed = band & (kv_valid[:, :, None, :] | is_self)  # (B, nb, W, 2W)
+
+    out = F.scaled_dot_product_attention(
+        qb, kb, vb, attn_mask=allowed.reshape(B * n_blocks, 1, W, 2 * W), scale=d**-0.5
+    )  # (B*nb, H, W, d)
+    out = out.reshape(B, n_blocks, H, W, d).transpose(1, 2).reshape(B, H, n_blocks * W, d)[:, :, :S]
+    return _zero_padded_queries(out, key_padding_mask)
+
+
+_FLEX = {}
+
+
+def flex_sliding_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int | None,
+    key_padding_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """FlexAttention path (CUDA): same mask and scale as the block path. The padding-free mask is cached."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    if "kernel" not in _FLEX:
+        _FLEX["kernel"] = torch.compile(flex_attention, dynamic=False)
+    B, _, S, d = q.shape
+    span = S if window is None else window
+
+    if key_padding_mask is None:
+        key = (S, span, q.device)
+        if key not in _FLEX:
+
+            def keep(b, h, q_idx, kv_idx):
+                return (kv_idx <= q_idx) & (q_idx - kv_idx <= span)
+
+            _FLEX[key] = create_block_mask(keep, None, None, S, S, device=q.device)
+        block_mask = _FLEX[key]
+    else:
+        pad = key_padding_mask
+
+        def keep(b, h, q_idx, kv_idx):
+            in_window = (kv_idx <= q_idx) & (q_idx - kv_idx <= span)
+            return in_window & (~pad[b, kv_idx] | (q_idx == kv_idx))
+
+        block_mask = create_block_mask(keep, B, None, S, S, device=q.device)
+    out = _FLEX["kernel"](q, k, v, block_mask=block_mask, scale=d**-0.5)
+    return _zero_padded_queries(out, key_padding_mask)
+
+
+def sliding_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int | None,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal attention over keys t-window..t (window=None: all earlier keys). Padded queries give zeros."""
+    S = q.shape[-2]
+    if get_attention_backend() == "flex" and q.is_cuda:
+        return flex_sliding_window_attention(q, k, v, window, key_padding_mask)
+    if window is None or window >= S - 1:
+        if key_padding_mask is None or is_right_padding(key_padding_mask):
+            # Plain causal attention: with padding only at the end, no real query can see a padded key, so
+            # no mask is needed and SDPA can use its fused (flash) kernel: O(S) memory, not O(S^2).
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=q.shape[-1] ** -0.5)
+            return _zero_padded_queries(out, key_padding_mask)
+        return dense_sliding_window_attention(q, k, v, window, key_padding_mask)
+    return block_local_attention(q, k, v, window, key_padding_mask)
+
+
+def is_right_padding(key_padding_mask: torch.Tensor) -> bool:
+    """True if every row's padding (True) comes after all of its real positions."""
+    return bool((key_padding_mask[:, :-1] <= key_padding_mask[:, 1:]).all())
+
+
+def segment_cross_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    query_segments: torch.Tensor,
+    row_valid: torch.Tensor,
+    lookback: int,
+    rows_per_segment: int,
+) -> torch.Tensor:
+    """Each query attends to the code rows of its own segment and `lookback` earlier ones.
+
+    q (B, H, S, d); k, v (B, H, M, d) with M = segments * rows_per_segment, row r belonging to segment
+    r // rows_per_segment; query_segments (B, S) long, -1 for padding; row_valid (B, M) bool.
+    Returns (B, H, S, d); a query with no visible row (padding) gets zeros.
+    """
+    B, H, S, d = q.shape
+    M = k.shape[2]
+    L = rows_per_segment
+    offsets = torch.arange(lookback, -1, -1, device=q.device)  # oldest segment first
+    segments = query_segments[:, :, None] - offsets  # (B, S, lookback+1)
+    rows = segments[..., None] * L + torch.arange(L, device=q.device)  # (B, S, lookback+1, L)
+    rows = rows.reshape(B, S, -1)  # (B, S, R)
+    in_range = (segments[..., None] >= 0).expand(-1, -1, -1, L).reshape(B, S, -1) & (rows < M)
+    safe_rows = torch.where(in_range, rows, torch.zeros_like(rows))
+    visible = in_range & torch.gather(row_valid, 1, safe_rows.reshape(B, -1)).reshape(B, S, -1)
+    visible = visible & (query_segments >= 0)[..., None]
+
+    index = safe_rows.reshape(B, 1, S * safe_rows.shape[-1], 1).expand(B, H, -1, d)
+    k_rows = torch.gather(k, 2, index).reshape(B, H, S, -1, d)  # (B, H, S, R, d)
+    v_rows = torch.gather(v, 2, index).reshape(B, H, S, -1, d)
+    scores = torch.einsum("bhsd,bhsrd->bhsr", q, k_rows).float() * d**-0.5
+    scores = scores.masked_fill(~visible[:, None], float("-inf"))
+    any_visible = visible.any(-1)[:, None, :, None]  # (B, 1, S, 1)
+    weights = torch.softmax(scores.masked_fill(~any_visible, 0.0), dim=-1)
+    weights = (weights * any_visible).to(v.dtype)
+    return torch.einsum("bhsr,bhsrd->bhsd", weights, v_rows)
+
+
+@dataclass
+class KeyValueCache:
+    """Keys/values (B, H, T, d) of the positions decoded so far, trimmed to the last `window` + 1."""
+
+    window: int | None
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    length: int = 0  # positions seen so far (the next position's index)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys = k if self.keys is None else torch.cat([self.keys, k], dim=2)
+        self.values = v if self.values is None else torch.cat([self.values, v], dim=2)
+        if self.window is not None and self.keys.shape[2] > self.window + 1:
+            self.keys = self.keys[:, :, -(self.window + 1) :]
+            self.values = self.values[:, :, -(self.window + 1) :]
+        self.length += k.shape[2]
+        return self.keys, self.values

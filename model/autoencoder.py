@@ -1,0 +1,242 @@
+"""HierarchicalAutoencoder: N compression levels, N expanders and an optional top LM; `build_model(config)`.
+
+Shapes: tokens (B, S) byte ids (model/tokenizer.py), key_padding_mask (B, S) True = padding.
+Level i compresses tokens_i (tokens_0 = bytes) into codes_i (B, N_i * L_i), which are tokens_{i+1}; the
+expander of level i reconstructs tokens_i from level i's quantized code rows. Lists are ordered by level,
+bottom (bytes) first.
+
+total_loss = mean reconstruction CE over levels + sum of VQ commitment losses
+             + aux_lm_loss_weight * mean aux LM CE + top_lm_loss_weight * top LM loss.
+The top LM reads detached code vectors (no rate term into the encoder; model.md Part C).
+
+Two stages: stage 1 trains compressors + expanders (the "base") and `save_base_components`; stage 2
+`load_base_components(freeze=True)`: the base gets requires_grad False and stays in eval mode through every
+`.train()` call (W8), so only the top LM learns and no VQ statistic moves.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model import attention
+from model.blocks import init_weights
+from model.compressor import Compressor, CompressorOutput
+from model.expander import Expander
+from model.tokenizer import PAD_ID, VOCAB_SIZE
+from model.top_lm import CodeSequenceTransformer
+
+if TYPE_CHECKING:
+    from configs import ExpConfig
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-position CE in nats (B, S), zero where not valid."""
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    return ce * valid
+
+
+class HierarchicalAutoencoder(nn.Module):
+    def __init__(self, config: ExpConfig):
+        super().__init__()
+        self.config = config
+        levels = config.compressor_level_configs
+        self.num_levels = config.num_levels
+        self.use_continuous_expander_inputs = config.use_continuous_expander_inputs
+        self.aux_lm_loss_weight = config.aux_lm_loss_weight
+        self.top_lm_loss_weight = config.top_lm_loss_weight
+        lookback = getattr(config, "cross_lookback", 1)
+
+        compressors, expanders = [], []
+        for i, level in enumerate(levels):
+            vocab = VOCAB_SIZE if i == 0 else levels[i - 1].codebook_size
+            compressors.append(Compressor(level, vocab))
+            dim = max(1, int(level.dim * config.expander_dim_scale))
+            heads = max(1, int(level.heads * config.expander_heads_scale))
+            while dim % heads:
+                heads -= 1
+            expanders.append(
+                Expander(
+                    vocab_size=vocab,
+                    memory_dim=level.dim,
+                    dim=dim,
+                    heads=heads,
+                    num_layers=config.expander_num_dec_layers,
+                    window=level.window,
+                    lookback=lookback,
+                    rows_per_segment=level.num_queries,
+                    ffn_multiplier=level.encoder_ffn_dim_multiplier,
+                )
+            )
+        self.compressors = nn.ModuleList(compressors)
+        self.expanders = nn.ModuleList(expanders)
+        top = config.top_transformer_config
+        self.top_lm = None
+        if top is not None:
+            self.top_lm = CodeSequenceTransformer(
+                levels[-1].dim, top.dim, top.num_layers, top.num_heads, top.ffn_dim_multiplier, top.continuous
+            )
+        init_weights(self)
+        self.base_frozen = False
+
+    # ---------------------------------------------------------------- compression
+    def compress(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> dict:
+        """Run every compressor. Returns per-level lists (bottom first) and the top codes.
+
+        Keys: levels (CompressorOutput per level), codes, segment_ids, key_padding_masks (of each level's
+        input), row_valid (of each level's codes), compression_ratios, top_codes, top_valid.
+        """
+        kpm = key_padding_mask
+        if kpm is None:  # PAD is never content (W13), even when the caller passes no mask
+            kpm = tokens == PAD_ID
+        outputs: list[CompressorOutput] = []
+        level_tokens = tokens
+        for compressor in self.compressors:
+            out = compressor(level_tokens, kpm)
+            outputs.append(out)
+            # The next level reads this level's codes; invalid rows are its padding (W13), always.
+            level_tokens, kpm = out.codes, ~out.row_valid
+        return {
+            "levels": outputs,
+            "codes": [o.codes for o in outputs],
+            "segment_ids": [o.segment_ids for o in outputs],
+            "key_padding_masks": [o.key_padding_mask for o in outputs],
+            "row_valid": [o.row_valid for o in outputs],
+            "compression_ratios": [o.compression_ratio for o in outputs],
+            "top_codes": outputs[-1].codes,
+            "top_valid": outputs[-1].row_valid,
+        }
+
+    def reconstruction_logits(self, compressed: dict) -> list[torch.Tensor]:
+        """Teacher-forced logits of every level's expander (bottom first)."""
+        logits = []
+        for expander, out in zip(self.expanders, compressed["levels"], strict=True):
+            memory = out.pre_vq if self.use_continuous_expander_inputs else out.quantized
+            logits.append(expander(out.tokens, out.key_padding_mask, out.segment_ids, memory, out.row_valid))
+        return logits
+
+    def top_lm_loss(self, compressed: dict) -> dict[str, torch.Tensor] | None:
+        if self.top_lm is None:
+            return None
+        top = compressed["levels"][-1]
+        quantizer = self.compressors[-1].quantizer
+        vectors = quantizer.lookup(top.codes).detach() * top.row_valid[..., None]
+        return self.top_lm.loss(vectors, top.codes, top.row_valid, quantizer.codebook)
+
+    # ---------------------------------------------------------------- training objective
+    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> dict:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.base_frozen):
+            compressed = self.compress(tokens, key_padding_mask)
+            recon_logits = self.reconstruction_logits(compressed)
+            recon, accuracy, aux = [], [], []
+            for out, logits in zip(compressed["levels"], recon_logits, strict=True):
+                real = ~out.key_padding_mask
+                count = real.sum().clamp_min(1)
+                recon.append(masked_cross_entropy(logits, out.tokens, real).sum() / count)
+                accuracy.append(((logits.argmax(-1) == out.tokens) & real).sum() / count)
+                aux_valid = real[:, 1:]
+                aux_ce = masked_cross_entropy(out.lm_logits[:, :-1], out.tokens[:, 1:], aux_valid)
+                aux.append(aux_ce.sum() / aux_valid.sum().clamp_min(1))
+            avg_recon = torch.stack(recon).mean()
+            avg_aux = torch.stack(aux).mean()
+            vq_loss = torch.stack([o.vq_loss for o in compressed["levels"]]).sum()
+
+        top = self.top_lm_loss(compressed)
+        top_loss = top["loss"] if top is not None else torch.zeros((), device=tokens.device)
+        total = avg_recon + vq_loss + self.aux_lm_loss_weight * avg_aux + self.top_lm_loss_weight * top_loss
+        levels = compressed["levels"]
+        result = {
+            "total_loss": total,
+            "avg_reconstruction_loss": avg_recon,
+            "reconstruction_losses": recon,
+            "reconstruction_accuracies": accuracy,
+            "vq_loss": vq_loss,
+            "avg_aux_lm_loss": avg_aux,
+            "aux_lm_losses": aux,
+            "avg_top_code_lm_loss": top_loss,
+            "compression_ratios": compressed["compression_ratios"],
+            "all_codebook_perplexities": [o.metrics["batch_perplexity"] for o in levels],
+            "all_smoothed_perplexities": [o.metrics["ema_perplexity"] for o in levels],
+            "live_codes": [o.metrics["live_codes"] for o in levels],
+            "code_resets": [o.metrics["resets"] for o in levels],
+            "reconstruction_logits": recon_logits,
+            "compressed": compressed,
+        }
+        if top is not None and "accuracy" in top:
+            result["top_code_accuracy"] = top["accuracy"]
+        return result
+
+    def set_training_progress(self, step: int, total_steps: int | None = None) -> None:
+        """Tell the quantizers where training is (reset schedule: none in the second half of training)."""
+        for compressor in self.compressors:
+            compressor.quantizer.set_training_progress(step, total_steps)
+
+    # ---------------------------------------------------------------- likelihood and generation
+    def code_length_bits(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Two-part code length in bits per row (B,); see model.code_length."""
+        from model.code_length import code_length_bits
+
+        return code_length_bits(self, tokens, key_padding_mask)
+
+    def decompress(
+        self,
+        top_codes: torch.Tensor,
+        top_valid: torch.Tensor | None = None,
+        max_len: int | None = None,
+        compressed: dict | None = None,
+    ) -> torch.Tensor:
+        """Greedy bytes (B, T) from top codes; see model.generation.decompress."""
+        from model.generation import decompress
+
+        return decompress(self, top_codes, top_valid, max_len, compressed)
+
+    def generate_bytes(
+        self, prompt_tokens: torch.Tensor, max_new_bytes: int, temperature: float = 0.0, generator=None
+    ) -> torch.Tensor:
+        """Continuation of the prompt (S,) or (B, S); see model.generation.generate_bytes."""
+        from model.generation import generate_bytes
+
+        return generate_bytes(self, prompt_tokens, max_new_bytes, temperature, generator)
+
+    # ---------------------------------------------------------------- two-stage training
+    def base_modules(self) -> list[nn.Module]:
+        return [self.compressors, self.expanders]
+
+    def save_base_components(self, path) -> None:
+        """Compressors + expanders as tensors only (weights_only=True loads it; no ring buffers)."""
+        torch.save({"compressors": self.compressors.state_dict(), "expanders": self.expanders.state_dict()}, path)
+
+    def load_base_components(self, path, freeze: bool = True) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for name in ("compressors", "expanders"):
+            try:
+                getattr(self, name).load_state_dict(state[name])
+            except (KeyError, RuntimeError) as error:
+                raise RuntimeError(f"base components {path}: the {name} do not fit this model: {error}") from error
+        if freeze:
+            self.freeze_base()
+
+    def freeze_base(self) -> None:
+        self.base_frozen = True
+        for module in self.base_modules():
+            module.requires_grad_(False)
+            module.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.base_frozen:  # W8: a frozen base never returns to train mode (no EMA, no resets)
+            for module in self.base_modules():
+                module.eval()
+        return self
+
+
+def build_model(exp_config: ExpConfig) -> HierarchicalAutoencoder:
+    """The model an ExpConfig describes; init is seeded by exp_config.seed (the global RNG is left as is)."""
+    backend = getattr(exp_config, "attention_backend", "block")
+    attention.set_attention_backend(backend)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(getattr(exp_config, "seed", 0))
+        return HierarchicalAutoencoder(exp_config)

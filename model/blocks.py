@@ -1,0 +1,163 @@
+"""Transformer building blocks: pre-RMSNorm, RoPE attention, SwiGLU, optional segment-aligned cross-attention.
+
+Shapes: x (B, S, D); key_padding_mask (B, S) bool, True = padding; memory (B, M, D_mem) code rows with
+memory_valid (B, M); query_segments (B, S) long (segment of each position, -1 for padding).
+
+`TransformerBlock.forward` processes a whole sequence (training, teacher forcing); `TransformerBlock.step`
+processes one new position per batch row against a `KeyValueCache` (generation). Both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.attention import KeyValueCache, apply_rope, segment_cross_attention, sliding_window_attention
+
+NORM_EPS = 1e-6
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward: w_out(silu(a) * b) with [a, b] = w_in(x)."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w_in = nn.Linear(dim, 2 * hidden_dim, bias=False)
+        self.w_out = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.w_in(x).chunk(2, dim=-1)
+        return self.w_out(F.silu(a) * b)
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention over keys t-window..t (window=None: all earlier keys), with RoPE."""
+
+    def __init__(self, dim: int, heads: int, window: int | None):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.heads, self.window = heads, window
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def _split(self, x: torch.Tensor, positions: torch.Tensor):
+        B, S, D = x.shape
+        q, k, v = self.qkv(x).view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        return apply_rope(q, positions), apply_rope(k, positions), v
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, S, D = x.shape
+        q, k, v = self._split(x, torch.arange(S, device=x.device))
+        out = sliding_window_attention(q, k, v, self.window, key_padding_mask)
+        return self.out(out.transpose(1, 2).reshape(B, S, D))
+
+    def step(self, x: torch.Tensor, cache: KeyValueCache) -> torch.Tensor:
+        """x (B, 1, D) is the position after the cached ones."""
+        B, _, D = x.shape
+        q, k, v = self._split(x, torch.tensor([cache.length], device=x.device))
+        keys, values = cache.append(k, v)
+        out = F.scaled_dot_product_attention(q, keys, values, scale=q.shape[-1] ** -0.5)
+        return self.out(out.transpose(1, 2).reshape(B, 1, D))
+
+
+class SegmentCrossAttention(nn.Module):
+    """Position t reads the code rows of its own segment and `lookback` earlier segments (W2).
+
+    RoPE positions are segment indices (queries: their segment; rows: the segment they encode), so a query can
+    tell its own segment's code from the look-back ones.
+    """
+
+    def __init__(self, dim: int, memory_dim: int, heads: int, lookback: int, rows_per_segment: int):
+        super().__init__()
+        self.heads, self.lookback, self.rows_per_segment = heads, lookback, rows_per_segment
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(memory_dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_valid: torch.Tensor,
+        query_segments: torch.Tensor,
+        first_segment: int = 0,
+    ) -> torch.Tensor:
+        """`first_segment`: the segment index of memory row 0 (generation passes only the rows it needs)."""
+        B, S, D = x.shape
+        M = memory.shape[1]
+        h, d = self.heads, D // self.heads
+        q = self.q(x).view(B, S, h, d).transpose(1, 2)
+        k, v = self.kv(memory).view(B, M, 2, h, d).permute(2, 0, 3, 1, 4)
+        local_segments = torch.where(query_segments >= 0, query_segments - first_segment, query_segments)
+        q = apply_rope(q, local_segments.clamp_min(0))
+        k = apply_rope(k, torch.arange(M, device=x.device) // self.rows_per_segment)
+        out = segment_cross_attention(q, k, v, local_segments, memory_valid, self.lookback, self.rows_per_segment)
+        return self.out(out.transpose(1, 2).reshape(B, S, D))
+
+
+class TransformerBlock(nn.Module):
+    """x += SelfAttn(norm(x)); [x += CrossAttn(norm(x), memory)]; x += SwiGLU(norm(x))."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        window: int | None,
+        ffn_multiplier: float,
+        memory_dim: int | None = None,
+        lookback: int = 1,
+        rows_per_segment: int = 1,
+    ):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(dim, eps=NORM_EPS)
+        self.attn = SelfAttention(dim, heads, window)
+        self.cross_norm = self.cross = None
+        if memory_dim is not None:
+            self.cross_norm = nn.RMSNorm(dim, eps=NORM_EPS)
+            self.cross = SegmentCrossAttention(dim, memory_dim, heads, lookback, rows_per_segment)
+        self.ffn_norm = nn.RMSNorm(dim, eps=NORM_EPS)
+        self.ffn = SwiGLU(dim, max(1, int(dim * ffn_multiplier)))
+
+    def _cross_and_ffn(self, x, memory, memory_valid, query_segments, first_segment):
+        if self.cross is not None:
+            x = x + self.cross(self.cross_norm(x), memory, memory_valid, query_segments, first_segment)
+        return x + self.ffn(self.ffn_norm(x))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_valid: torch.Tensor | None = None,
+        query_segments: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), key_padding_mask)
+        x = self._cross_and_ffn(x, memory, memory_valid, query_segments, 0)
+        if key_padding_mask is not None:  # padded positions carry exact zeros, so nothing there can turn NaN
+            x = x.masked_fill(key_padding_mask[..., None], 0.0)
+        return x
+
+    def step(
+        self,
+        x: torch.Tensor,
+        cache: KeyValueCache,
+        memory: torch.Tensor | None = None,
+        memory_valid: torch.Tensor | None = None,
+        query_segments: torch.Tensor | None = None,
+        first_segment: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attn.step(self.attn_norm(x), cache)
+        return self._cross_and_ffn(x, memory, memory_valid, query_segments, first_segment)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """nanoGPT-style init: normal(0, std) for linear and embedding weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, std)

@@ -1,0 +1,121 @@
+"""One compression level: tokens -> entropy segments -> pooled vectors -> codes.
+
+Shapes: tokens (B, S) long with key_padding_mask (B, S) (True = padding); D = level dim, V = input vocab,
+L = num_queries, N = most segments in the batch.
+
+    embedding -> shared sliding-window layers -+-> LM layers -> norm -> logits (B, S, V)    (aux LM loss)
+                                               |      entropy of logits[t-1] -> segment_ids (B, S)
+                                               +-> compression layers -> norm -> SegmentPooler -> (B, N*L, D)
+                                                                                -> EmaVectorQuantizer -> codes
+
+The LM branch is the entropy model; its loss is the auxiliary LM loss, and it can be frozen with the base. The
+quantized straight-through vectors carry the reconstruction gradient back into the compression branch and
+pooler (W1). `lm_step` runs the trunk and LM branch one position at a time (generation recomputes boundaries
+with it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from model.attention import KeyValueCache
+from model.blocks import NORM_EPS, TransformerBlock
+from model.pooling import SegmentPooler
+from model.quantizer import EmaVectorQuantizer
+from model.segmentation import EntropySegmenter, predictive_entropy
+
+if TYPE_CHECKING:
+    from configs import CompressorLevelConfig
+
+
+@dataclass
+class CompressorOutput:
+    tokens: torch.Tensor  # (B, S) input ids of this level
+    key_padding_mask: torch.Tensor  # (B, S) True = padding
+    lm_logits: torch.Tensor  # (B, S, V): logits[:, t] predicts tokens[:, t+1]
+    segment_ids: torch.Tensor  # (B, S), -1 at padding
+    pre_vq: torch.Tensor  # (B, N*L, D) pooled vectors
+    quantized: torch.Tensor  # (B, N*L, D) straight-through quantized vectors (0 at invalid rows)
+    codes: torch.Tensor  # (B, N*L) long (0 at invalid rows)
+    row_valid: torch.Tensor  # (B, N*L) bool
+    vq_loss: torch.Tensor
+    compression_ratio: torch.Tensor  # mean over rows of (valid code rows / real input tokens)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Compressor(nn.Module):
+    def __init__(self, level_config: CompressorLevelConfig, vocab_size: int):
+        super().__init__()
+        c = level_config
+        self.vocab_size, self.dim, self.num_queries = vocab_size, c.dim, c.num_queries
+        window = c.window
+        mult = c.encoder_ffn_dim_multiplier
+
+        def stack(n: int) -> nn.ModuleList:
+            return nn.ModuleList(TransformerBlock(c.dim, c.heads, window, mult) for _ in range(n))
+
+        self.embedding = nn.Embedding(vocab_size, c.dim)
+        self.shared_layers = stack(c.num_shared_encoder_layers)
+        self.lm_layers = stack(c.lm_layers)
+        self.lm_norm = nn.RMSNorm(c.dim, eps=NORM_EPS)
+        self.lm_head = nn.Linear(c.dim, vocab_size, bias=False)
+        self.compression_layers = stack(c.compression_layers)
+        self.compression_norm = nn.RMSNorm(c.dim, eps=NORM_EPS)
+        self.pooler = SegmentPooler(c.dim, c.heads, c.num_queries)
+        self.quantizer = EmaVectorQuantizer(
+            c.codebook_size, c.dim, beta=c.beta, decay=c.vq_decay, reset_interval=c.vq_reset_interval
+        )
+        self.segmenter = EntropySegmenter(
+            c.entropy_delta, c.entropy_abs_threshold, c.min_segment_len, c.max_segment_len
+        )
+
+    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> CompressorOutput:
+        B, S = tokens.shape
+        kpm = key_padding_mask if key_padding_mask is not None else torch.zeros_like(tokens, dtype=torch.bool)
+        x = self.embedding(tokens)
+        for layer in self.shared_layers:
+            x = layer(x, kpm)
+        lm_x = x
+        for layer in self.lm_layers:
+            lm_x = layer(lm_x, kpm)
+        lm_logits = self.lm_head(self.lm_norm(lm_x))
+        segment_ids = self.segmenter.segment(predictive_entropy(lm_logits), kpm)
+
+        h = x
+        for layer in self.compression_layers:
+            h = layer(h, kpm)
+        pooled, row_valid = self.pooler(self.compression_norm(h), segment_ids)
+        q = self.quantizer(pooled, row_valid)
+
+        real = (~kpm).sum(1).clamp_min(1)
+        ratio = (row_valid.sum(1).float() / real).mean()
+        return CompressorOutput(
+            tokens=tokens,
+            key_padding_mask=kpm,
+            lm_logits=lm_logits,
+            segment_ids=segment_ids,
+            pre_vq=pooled,
+            quantized=q.quantized,
+            codes=q.codes,
+            row_valid=row_valid,
+            vq_loss=q.loss,
+            compression_ratio=ratio,
+            metrics=q.metrics,
+        )
+
+    def new_caches(self) -> list[KeyValueCache]:
+        layers = list(self.shared_layers) + list(self.lm_layers)
+        return [KeyValueCache(layer.attn.window) for layer in layers]
+
+    @torch.no_grad()
+    def lm_step(self, token: torch.Tensor, caches: list[KeyValueCache]) -> torch.Tensor:
+        """Feed one token per row (B,); returns the LM logits (B, V) for the next position."""
+        x = self.embedding(token)[:, None]
+        layers = list(self.shared_layers) + list(self.lm_layers)
+        for layer, cache in zip(layers, caches, strict=True):
+            x = layer.step(x, cache)
+        return self.lm_head(self.lm_norm(x))[:, 0]

@@ -1,0 +1,89 @@
+"""Expander: reconstruct one level's token sequence from that level's code rows (its compressor's output).
+
+Shapes: targets (B, S) long, key_padding_mask (B, S), segment_ids (B, S) (the compressor's segmentation of
+these tokens, -1 at padding); memory (B, M, D_mem) code rows with memory_valid (B, M), M = segments * L.
+
+Teacher forcing: the input at position t is a learned start vector (t = 0) or the embedding of targets[t-1];
+logits[:, t] predict targets[:, t]. Self-attention is causal (sliding window); cross-attention at position t
+sees only the code rows of segment segment_ids[t] and `lookback` earlier segments (W2). Because segment_ids[t]
+depends only on tokens < t (causal entropy rule), a decoder can always tell which rows position t may read.
+
+The memory is the quantizer's straight-through output, so reconstruction gradients reach the compressor (W1).
+`step` decodes one position per row with KV caches (generation, greedy reconstruction).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from model.attention import KeyValueCache
+from model.blocks import NORM_EPS, TransformerBlock
+
+
+class Expander(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        memory_dim: int,
+        dim: int,
+        heads: int,
+        num_layers: int,
+        window: int,
+        lookback: int,
+        rows_per_segment: int,
+        ffn_multiplier: float = 4.0,
+    ):
+        super().__init__()
+        self.vocab_size, self.lookback, self.rows_per_segment = vocab_size, lookback, rows_per_segment
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.memory_norm = nn.RMSNorm(memory_dim, eps=NORM_EPS)
+        self.layers = nn.ModuleList(
+            TransformerBlock(dim, heads, window, ffn_multiplier, memory_dim, lookback, rows_per_segment)
+            for _ in range(num_layers)
+        )
+        self.norm = nn.RMSNorm(dim, eps=NORM_EPS)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
+
+    def forward(
+        self,
+        targets: torch.Tensor,
+        key_padding_mask: torch.Tensor,
+        segment_ids: torch.Tensor,
+        memory: torch.Tensor,
+        memory_valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """Teacher-forced logits (B, S, V)."""
+        B = targets.shape[0]
+        previous = self.embedding(targets[:, :-1])
+        x = torch.cat([self.start.expand(B, 1, -1).to(previous.dtype), previous], dim=1)
+        memory = self.memory_norm(memory)
+        for layer in self.layers:
+            x = layer(x, key_padding_mask, memory, memory_valid, segment_ids)
+        return self.head(self.norm(x))
+
+    def new_caches(self) -> list[KeyValueCache]:
+        return [KeyValueCache(layer.attn.window) for layer in self.layers]
+
+    @torch.no_grad()
+    def step(
+        self,
+        previous_token: torch.Tensor | None,
+        segment: torch.Tensor,
+        memory: torch.Tensor,
+        first_segment: int,
+        caches: list[KeyValueCache],
+    ) -> torch.Tensor:
+        """One position per row: previous_token (B,) (None at position 0), segment (B,) its segment index,
+        memory (B, M', D_mem) the rows of segments first_segment.. (at least those it may see).
+        Returns logits (B, V)."""
+        if previous_token is None:
+            x = self.start.expand(segment.shape[0], 1, -1)
+        else:
+            x = self.embedding(previous_token)[:, None]
+        memory = self.memory_norm(memory)
+        valid = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x = layer.step(x, cache, memory, valid, segment[:, None], first_segment)
+        return self.head(self.norm(x))[:, 0]

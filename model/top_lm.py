@@ -1,0 +1,69 @@
+"""Top LM (CodeSequenceTransformer): a causal transformer over the top level's code vectors.
+
+Shapes: vectors (B, N, D_code) the top level's code vectors (codebook rows, detached), valid (B, N),
+codes (B, N) long; predictions (B, N, D_code) where prediction k comes from [start, v_0 .. v_{k-1}], so the
+first code has a probability too (a learned start vector), which a code length needs.
+
+- continuous=True: loss = MSE to the next vector, averaged over dims and valid positions.
+- continuous=False: logits over the K codes = -squared distance to each codebook row (per dim), times a
+  learned inverse temperature; loss = cross-entropy. This gives the bits of
+  the top codes.
+
+It reads the codebook (passed in, detached) and never updates it: no EMA, no resets, no shared training-mode
+quantizer (W7).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.blocks import NORM_EPS, TransformerBlock
+
+
+class CodeSequenceTransformer(nn.Module):
+    def __init__(self, code_dim: int, dim: int, num_layers: int, heads: int, ffn_multiplier: float, continuous: bool):
+        super().__init__()
+        self.continuous = continuous
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)
+        self.in_norm = nn.RMSNorm(code_dim, eps=NORM_EPS)
+        self.in_proj = nn.Linear(code_dim, dim, bias=False)
+        self.layers = nn.ModuleList(TransformerBlock(dim, heads, None, ffn_multiplier) for _ in range(num_layers))
+        self.norm = nn.RMSNorm(dim, eps=NORM_EPS)
+        self.out_proj = nn.Linear(dim, code_dim, bias=False)
+        self.log_inverse_temperature = nn.Parameter(torch.zeros(()))
+
+    def predict(self, vectors: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Predictions (B, N, D_code); position k is predicted from the vectors before k."""
+        B = vectors.shape[0]
+        previous = self.in_proj(self.in_norm(vectors[:, :-1]))
+        x = torch.cat([self.start.expand(B, 1, -1).to(previous.dtype), previous], dim=1)
+        kpm = ~valid
+        for layer in self.layers:
+            x = layer(x, kpm)
+        return self.out_proj(self.norm(x))
+
+    def code_logits(self, predictions: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) x (K, D) -> (B, N, K) in fp32: -(mean squared difference per dim) * inverse temperature.
+
+        Code vectors have RMS 1 (the pooler normalises them), so this is on a fixed scale. (Normalising by the
+        codebook's spread instead was unstable: a briefly collapsed codebook blew the logits up.)"""
+        p, c = predictions.float(), codebook.detach().float()
+        squared = (p * p).sum(-1, keepdim=True) - 2 * p @ c.t() + (c * c).sum(-1)
+        return -squared / c.shape[-1] * self.log_inverse_temperature.float().exp()
+
+    def loss(
+        self, vectors: torch.Tensor, codes: torch.Tensor, valid: torch.Tensor, codebook: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Mean loss over valid positions, plus `nll_nats` (B, N) per position in discrete mode."""
+        vectors = vectors.detach()
+        predictions = self.predict(vectors, valid)
+        count = valid.sum().clamp_min(1)
+        if self.continuous:
+            mse = ((predictions.float() - vectors.float()) ** 2).mean(-1)
+            return {"loss": (mse * valid).sum() / count, "predictions": predictions}
+        logits = self.code_logits(predictions, codebook)
+        nll = F.cross_entropy(logits.transpose(1, 2), codes, reduction="none") * valid
+        accuracy = ((logits.argmax(-1) == codes) & valid).sum() / count
+        return {"loss": nll.sum() / count, "nll_nats": nll, "accuracy": accuracy, "predictions": predictions}

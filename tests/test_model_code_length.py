@@ -1,0 +1,86 @@
+"""Code length: equals the cross-entropies a causal decoder pays token by token (recomputing segment
+boundaries from decoded tokens), is finite untrained, and needs a discrete top LM."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import build_model
+from model.generation import LevelDecoder, TopCodeSource
+from tests.model_helpers import padded_batch, tiny_config, torch_single_thread  # noqa: F401
+
+
+@torch.no_grad()
+def top_code_bits(model, codes: list[int]) -> float:
+    """-log2 p(code_k | codes < k), each prediction computed from the prefix alone."""
+    quantizer = model.compressors[-1].quantizer
+    total = 0.0
+    for k, code in enumerate(codes):
+        history = torch.tensor(codes[:k] + [0])[None]
+        prediction = model.top_lm.predict(quantizer.lookup(history), torch.ones_like(history, dtype=torch.bool))
+        logits = model.top_lm.code_logits(prediction[:, -1:], quantizer.codebook)[0, 0]
+        total += float(-F.log_softmax(logits, -1)[code]) / math.log(2)
+    return total
+
+
+def decoder_bits(model, tokens: torch.Tensor) -> tuple[float, float]:
+    """Replay the text through the step-wise decoders (boundaries recomputed causally); returns (level bits,
+    top bits)."""
+    compressed = model.compress(tokens[None])
+    forced = [tokens.tolist()] + [
+        c[0][v[0]].tolist() for c, v in zip(compressed["codes"], compressed["row_valid"], strict=False)
+    ]
+    parent = TopCodeSource(model, forced[-1])
+    decoders = []
+    for level in reversed(range(model.num_levels)):
+        parent = LevelDecoder(model, level, parent, forced[level])
+        decoders.append(parent)
+    bottom = decoders[-1]
+    for _ in range(len(forced[0])):
+        assert bottom.next_token() is not None
+    for level, decoder in zip(reversed(range(model.num_levels)), decoders, strict=False):
+        assert len(decoder.token_nats) == len(forced[level]), "every token of every level was decoded once"
+    levels = sum(sum(d.token_nats) for d in decoders) / math.log(2)
+    return levels, top_code_bits(model, forced[-1])
+
+
+@pytest.mark.parametrize("num_levels,num_queries", [(1, 1), (1, 2), (2, 1)])
+def test_code_length_equals_stepwise_decoder_cross_entropies(num_levels, num_queries):
+    model = build_model(
+        tiny_config(num_levels, level_changes=dict(num_queries=num_queries, entropy_delta=0.05, max_segment_len=5))
+    ).eval()
+    texts = [b"The keeper wrote in his notebook.", b"Tides follow the moon; twice a day."]
+    tokens, kpm = padded_batch(texts)
+    bits = model.code_length_bits(tokens, kpm)
+    assert bits.shape == (2,) and torch.isfinite(bits).all()
+    for row, _text in enumerate(texts):
+        level_bits, top_bits = decoder_bits(model, tokens[row][~kpm[row]])
+        torch.testing.assert_close(bits[row], torch.tensor(level_bits + top_bits), rtol=1e-4, atol=1e-3)
+
+
+def test_untrained_code_length_is_finite_and_near_uniform_cost():
+    model = build_model(tiny_config())
+    tokens, kpm = padded_batch([b"hello world"] * 2)
+    bits = model.code_length_bits(tokens, kpm)
+    assert torch.isfinite(bits).all()
+    n = int((~kpm[0]).sum())
+    assert 0.8 * n * math.log2(259) < float(bits[0]) < 3 * n * math.log2(259)
+    assert model.training  # the mode is restored
+
+
+def test_code_length_leaves_quantizer_state_untouched():
+    model = build_model(tiny_config()).train()
+    before = {k: v.clone() for k, v in model.compressors.state_dict().items()}
+    tokens, kpm = padded_batch([b"abc abc abc"])
+    model.code_length_bits(tokens, kpm)
+    for k, v in model.compressors.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_code_length_needs_a_discrete_top_lm():
+    tokens, kpm = padded_batch([b"abc"])
+    for top in ("continuous", None):
+        with pytest.raises(ValueError, match="discrete top LM"):
+            build_model(tiny_config(top=top)).code_length_bits(tokens, kpm)

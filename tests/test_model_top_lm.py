@@ -1,0 +1,65 @@
+"""Top LM (CodeSequenceTransformer): never touches the compressor's quantizer (W7); continuous (MSE) and
+discrete (CE over -distances) modes learn; the first code has a probability too."""
+
+import pytest
+import torch
+
+from model import build_model
+from tests.model_helpers import text_windows, tiny_config, torch_single_thread  # noqa: F401
+
+
+def test_top_lm_in_train_mode_leaves_codebook_and_ema_statistics_bit_identical():
+    for top in ("discrete", "continuous"):
+        model = build_model(tiny_config(top=top)).train()
+        compressed = model.compress(text_windows(48, 4))  # the compressor's own (legitimate) update
+        quantizer = model.compressors[-1].quantizer
+        before = {k: v.clone() for k, v in quantizer.state_dict().items()}
+        ring = quantizer.ring.clone()
+        for _ in range(3):
+            model.top_lm_loss(compressed)["loss"].backward()
+        for k, v in quantizer.state_dict().items():
+            assert torch.equal(v, before[k]), (top, k)
+        assert torch.equal(quantizer.ring, ring)
+
+
+def test_discrete_logits_are_negative_scaled_squared_distances_and_first_code_is_predicted():
+    model = build_model(tiny_config(top="discrete"))
+    top_lm = model.top_lm
+    codebook = torch.randn(5, 32)
+    prediction = codebook[3:4][None] + 0.01
+    logits = top_lm.code_logits(prediction, codebook)
+    assert logits.argmax(-1).item() == 3
+    expected = -((prediction[0, 0] - codebook) ** 2).mean(-1)
+    torch.testing.assert_close(logits[0, 0], expected)
+    # position 0 is predicted from the learned start vector alone
+    vectors = torch.randn(1, 4, 32)
+    p1 = top_lm.predict(vectors, torch.ones(1, 4, dtype=torch.bool))
+    vectors2 = vectors.clone()
+    vectors2[:, 1:] = torch.randn(1, 3, 32)
+    p2 = top_lm.predict(vectors2, torch.ones(1, 4, dtype=torch.bool))
+    torch.testing.assert_close(p1[:, :2], p2[:, :2])  # predictions 0 and 1 read only vectors before them
+    assert not torch.allclose(p1[:, 2:], p2[:, 2:])
+
+
+@pytest.mark.parametrize("top", ["discrete", "continuous"])
+def test_top_lm_mode_learns_a_fixed_code_sequence(top):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(top=top)).train()
+    compressed = model.compress(text_windows(64, 4))
+    model.eval()  # freeze the codes: only the top LM learns here
+    optimizer = torch.optim.Adam(model.top_lm.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        out = model.top_lm_loss(compressed)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(float(out["loss"].detach()))
+    assert losses[-1] < 0.5 * losses[0]
+    if top == "continuous":
+        quantizer = model.compressors[-1].quantizer
+        levels = compressed["levels"][-1]
+        vectors = quantizer.lookup(levels.codes) * levels.row_valid[..., None]
+        predictions = model.top_lm.predict(vectors, levels.row_valid)
+        mse = ((predictions - vectors) ** 2).mean(-1)[levels.row_valid].mean()
+        torch.testing.assert_close(model.top_lm_loss(compressed)["loss"], mse)  # MSE averaged over dims
