@@ -7,13 +7,19 @@ the problem; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 
-from abstractinator.commands import config, prepare_data
+import abstractinator.commands
 from components.logs import configure_logging
 from configs import ConfigError
 
-COMMANDS = (config, prepare_data)
+
+def command_modules() -> list:
+    """Every module in abstractinator/commands (each registers its own subcommand), in name order."""
+    names = sorted(info.name for info in pkgutil.iter_modules(abstractinator.commands.__path__))
+    return [importlib.import_module(f"abstractinator.commands.{name}") for name in names]
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -32,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-format", choices=["console", "json"], default=None, help="structured log style")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
+    for command in command_modules():
         command.register(subparsers)
     return parser
 

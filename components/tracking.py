@@ -28,7 +28,7 @@ log = get_logger(__name__)
 # MLflow's REST client retries for minutes by default; we retry at the next flush instead.
 _CLIENT_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
 _MAX_METRICS_PER_BATCH = 1000

@@ -16,8 +16,10 @@ Design (model.md Part A; the weak points it avoids are in reference.md):
   Replacements come from a ring buffer of recent valid inputs that is not saved in the state_dict.
 - Metrics: batch and EMA perplexity, live codes (used in the last R_late steps), total resets.
 
-Data parallel: EMA counts and sums are all-reduced, so every rank applies the same update from the whole global
-batch; data initialisation and resets (which draw random rows) are broadcast from rank 0.
+Data parallel: EMA counts and sums are all-reduced and the valid rows of all ranks are gathered (in rank order)
+for data initialisation and the ring buffer, so every rank makes exactly the update, the initial codebook and
+the resets that one process would make from the whole global batch (same seed, same random draws); rank 0's
+result is broadcast after initialisation and resets, so ranks stay identical even if their seeds differ.
 
 Residual VQ (depth > 1) would return codes (..., depth) and keep this interface (`forward`, `lookup`,
 `codebook`).
@@ -42,6 +44,20 @@ class QuantizerOutput:
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """The valid rows of every rank, concatenated in rank order (the rows one process would see)."""
+    if not _distributed():
+        return rows
+    sizes = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([rows.shape[0]], device=rows.device))
+    longest = int(max(size.item() for size in sizes))
+    padded = rows.new_zeros(longest, rows.shape[1])
+    padded[: rows.shape[0]] = rows
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    return torch.cat([part[: int(size.item())] for part, size in zip(gathered, sizes, strict=True)])
 
 
 def perplexity(counts: torch.Tensor) -> torch.Tensor:
@@ -117,15 +133,16 @@ class EmaVectorQuantizer(nn.Module):
         rows = flat[flat_valid]  # (n, D)
         # Under data parallelism every rank must join the collectives, even one whose batch has no valid row.
         update = self.training and (rows.shape[0] > 0 or _distributed())
+        global_rows = _gather_rows(rows.detach()) if update else rows
         if update and not bool(self.initialized):
-            self._init_from_data(rows.detach())
+            self._init_from_data(global_rows)
 
         codes_valid = (
             self.squared_distances(rows.detach()).argmin(-1) if rows.shape[0] else rows.new_zeros(0, dtype=torch.long)
         )
         counts = torch.bincount(codes_valid, minlength=self.num_codes).float()
         if update:
-            self._ema_update(rows.detach(), codes_valid, counts)
+            self._ema_update(rows.detach(), codes_valid, counts, global_rows)
         chosen = self.codebook[codes_valid]  # after the update, like the reference EMA VQ
 
         codes = torch.zeros(flat.shape[0], dtype=torch.long, device=z.device)
@@ -147,13 +164,17 @@ class EmaVectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _init_from_data(self, rows: torch.Tensor) -> None:
-        n = rows.shape[0]
-        if n > 0:
+        if rows.shape[0] > 0:
             self._set_codes_from_data(rows)
-        if _distributed():
-            for buffer in (self.codebook, self.ema_sum, self.ema_count):
-                dist.broadcast(buffer, src=0)
+        self._broadcast_from_rank0(self.codebook, self.ema_sum, self.ema_count)
         self.initialized.fill_(True)
+
+    @staticmethod
+    def _broadcast_from_rank0(*buffers: torch.Tensor) -> None:
+        """With the same seed every rank drew the same rows already; this keeps ranks identical even if not."""
+        if _distributed():
+            for buffer in buffers:
+                dist.broadcast(buffer, src=0)
 
     def _set_codes_from_data(self, rows: torch.Tensor) -> None:
         n = rows.shape[0]
@@ -169,7 +190,9 @@ class EmaVectorQuantizer(nn.Module):
         self.ema_count.fill_(1.0)
 
     @torch.no_grad()
-    def _ema_update(self, rows: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
+    def _ema_update(
+        self, rows: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor, global_rows: torch.Tensor
+    ) -> None:
         self.updates += 1
         step = self.clock()
         sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, rows)
@@ -183,13 +206,11 @@ class EmaVectorQuantizer(nn.Module):
         smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
         self.last_used[counts > 0] = step
-        self._remember(rows)
+        self._remember(global_rows)
         if step - int(self.last_reset_check) >= self.reset_interval and self._resets_allowed():
             self.last_reset_check.fill_(step)
             self._reset_dead_codes(step)
-            if _distributed():  # replacements were drawn from each rank's own ring buffer: rank 0's win
-                for buffer in (self.codebook, self.ema_sum, self.ema_count, self.last_used, self.total_resets):
-                    dist.broadcast(buffer, src=0)
+            self._broadcast_from_rank0(self.codebook, self.ema_sum, self.ema_count, self.last_used, self.total_resets)
 
     def _resets_allowed(self) -> bool:
         if self.total_steps is None or self.progress_step is None:

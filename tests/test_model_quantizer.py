@@ -152,6 +152,35 @@ def test_data_parallel_ranks_keep_identical_codebooks(tmp_path):
     assert int(a["total_resets"]) > 0  # the resets happened, and were the same on both ranks
 
 
+def _half_batch_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)  # as the trainer does: one seed for every rank
+    vq = EmaVectorQuantizer(16, 4, reset_interval=3).train()
+    for step in range(7):
+        vq.set_training_progress(step=step, total_steps=None)
+        z = clustered(n=64, centers=8, seed=step)
+        vq(z[rank * 32 : (rank + 1) * 32], torch.ones(32, dtype=torch.bool))
+    torch.save(dict(vq.state_dict()), f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_with_half_batches_match_one_process_with_the_whole_batch(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_half_batch_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    single = EmaVectorQuantizer(16, 4, reset_interval=3).train()
+    for step in range(7):
+        single.set_training_progress(step=step, total_steps=None)
+        single(clustered(n=64, centers=8, seed=step), torch.ones(64, dtype=torch.bool))
+    ranked = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    assert int(single.total_resets) > 0
+    for key, value in single.state_dict().items():
+        torch.testing.assert_close(ranked[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
 def test_with_gradient_accumulation_staleness_and_intervals_count_optimizer_steps():
     torch.manual_seed(0)
     vq = EmaVectorQuantizer(16, 4, reset_interval=2).train()

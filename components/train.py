@@ -1,0 +1,421 @@
+"""The training step: one function behind `python train.py`, `abstractinator train`, `dvc repro` and the kfp
+stage-1 / stage-2 components.
+
+Stages: `stage1` pretrains compressors + expanders (no top LM) and can write them to save_base_components_path;
+`stage2` loads such a base (`load_base_from`), freezes it and trains only the top LM; `joint` trains everything.
+
+Dependable by construction: AdamW with decay exclusions, gradient accumulation, clipping, warmup + decay, bf16
+autocast on CUDA (fp32 master weights), fp32 on CPU; checkpoints with everything needed for an exact resume
+(model, optimizer, scheduler, RNG, step, data position, MLflow run id), written atomically; SIGTERM (a
+Kubernetes eviction) saves a checkpoint before exiting; MLflow metrics are queued, never blocking training.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from components.byte_windows import ByteWindowLoader
+from components.checkpoints import CheckpointError, CheckpointStore, load_checkpoint
+from components.distributed import DistributedContext, init_distributed, shutdown_distributed
+from components.logs import get_logger
+from components.optimization import build_optimizer, build_scheduler
+from components.provenance import config_hash, flatten, git_commit
+from components.shards import load_manifest
+from components.storage import parse_s3_uri
+from components.tracking import RunTracker, resolve_tracking_uri, ui_command
+from components.train_data import resolve_training_data
+from components.train_metrics import StepMetrics
+from components.validation import generate_sample, validate
+from configs import ExpConfig
+from model import build_model
+from model.tokenizer import NUM_BYTES
+
+log = get_logger(__name__)
+
+Stage = Literal["stage1", "stage2", "joint"]
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+class TrainParams(BaseModel):
+    """Everything a training run needs besides the config's own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: ExpConfig
+    data_dir: Path | None = Field(None, description="Prepared shards; None: the config's dataset.")
+    resume_from_checkpoint: str | None = Field(None, description="Checkpoint file, folder or s3:// URI.")
+    load_base_from: str | None = Field(None, description="Stage 2: base components to load and freeze.")
+    stop_after_steps: int | None = Field(
+        None, ge=1, description="Stop (with a checkpoint) once this many steps are done, keeping the schedule "
+        "of the full run: a time-boxed slice of a longer run, resumed later."
+    )
+    progress: bool = Field(True, description="Show a progress bar (rank 0).")
+    tracking: bool = Field(True, description="Log to MLflow.")
+
+
+class TrainResult(BaseModel):
+    stage: Stage
+    steps: int
+    final_checkpoint: str
+    base_components: str | None
+    mlflow_run_id: str | None
+    tracking_uri: str | None
+    data_dir: str
+    data_hash: str
+    config_hash: str
+    git_commit: str
+    final_metrics: dict[str, float]
+    rank: int = Field(0, description="The distributed rank that returned this (only rank 0's is the record).")
+    complete: bool = Field(description="All steps of the schedule are done (else resume from the checkpoint).")
+    interrupted: bool = Field(False, description="Stopped by SIGTERM after saving a checkpoint.")
+
+
+def stage_of(config: ExpConfig, load_base_from: str | None) -> Stage:
+    if load_base_from:
+        return "stage2"
+    return "stage1" if config.top_transformer_config is None else "joint"
+
+
+def _local_copy(uri: str, directory: Path) -> Path:
+    """A local path for `uri` (downloaded when it is s3://)."""
+    if not uri.startswith("s3://"):
+        return Path(uri)
+    from components.storage import download_file
+
+    bucket, key = parse_s3_uri(uri)
+    return download_file(bucket, key, directory / Path(key).name)
+
+
+def _save_base_components(model: torch.nn.Module, target: str) -> str:
+    if not target.startswith("s3://"):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        model.save_base_components(target)
+        return target
+    from components.storage import upload_file
+
+    bucket, key = parse_s3_uri(target)
+    with tempfile.TemporaryDirectory(prefix="abstractinator-base-") as tmp:
+        local = Path(tmp) / Path(key).name
+        model.save_base_components(local)
+        return upload_file(local, bucket, key)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+class _Sigterm:
+    """Turns SIGTERM into a flag the loop checks after each step (checkpoint, then stop)."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous = None
+
+    def __enter__(self) -> _Sigterm:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. inside some runners): no handler, no flag
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class Trainer:
+    """One training run; `run()` does the work. Split into methods only for readability."""
+
+    def __init__(self, params: TrainParams, context: DistributedContext):
+        self.params = params
+        self.config = config = params.config
+        self.ctx = context
+        self.device = context.device
+        self.stage = stage_of(config, params.load_base_from)
+        self.commit = git_commit()
+        self.config_hash = config_hash(config)
+        self._tmp = tempfile.TemporaryDirectory(prefix="abstractinator-train-")
+
+        if context.is_main:
+            self.data_dir = resolve_training_data(config, params.data_dir)
+        context.barrier()  # other ranks wait until rank 0 has prepared the data
+        if not context.is_main:
+            self.data_dir = resolve_training_data(config, params.data_dir)
+        self.data_hash = load_manifest(self.data_dir).data_hash
+        self.loader = ByteWindowLoader(
+            self.data_dir, "train", config.sequence_length, config.batch_size, config.seed,
+            rank=context.rank, world_size=context.world_size,
+        )
+        self.steps_per_epoch = math.ceil(self.loader.batches_per_epoch / config.gradient_accumulation_steps)
+        total = config.num_epochs * self.steps_per_epoch
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        self.model = build_model(config).to(self.device)
+        if params.load_base_from:
+            base = _local_copy(params.load_base_from, Path(self._tmp.name))
+            self.model.load_base_components(base, freeze=True)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
+        self.step = 0
+        self.last_saved_step: int | None = None
+        self.last_checkpoint: str | None = None
+        self.run_id: str | None = None
+        self.store = CheckpointStore(config.checkpoint_dir, keep_last=config.keep_last_checkpoints)
+
+        resume = params.resume_from_checkpoint or config.resume_from_checkpoint
+        if resume:
+            self._resume(resume)
+        self.ddp = (
+            DistributedDataParallel(self.model, find_unused_parameters=True) if context.enabled else None
+        )
+        self.tracker = self._make_tracker() if (params.tracking and context.is_main) else None
+        self.metrics = StepMetrics([level.codebook_size for level in config.compressor_level_configs])
+
+    # -- set-up helpers -----------------------------------------------------------------------------------------
+    def _resume(self, location: str) -> None:
+        checkpoint = load_checkpoint(location)
+        try:
+            self.model.load_state_dict(checkpoint["model_state"])
+        except RuntimeError as error:
+            first = str(error).splitlines()[0]
+            raise CheckpointError(f"{location}: does not fit this config's model ({first})") from None
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        self.scheduler.load_state_dict(checkpoint["scheduler_state"])
+        _restore_rng(checkpoint["rng_state"], self.device)
+        self.loader.load_state_dict(checkpoint["data_state"])
+        self.step = int(checkpoint["global_step"])
+        self.run_id = checkpoint.get("mlflow_run_id")
+        log.info("resumed", checkpoint=str(location), step=self.step)
+
+    def _make_tracker(self) -> RunTracker:
+        config = self.config
+        tracker = RunTracker(
+            experiment=config.project_name or "Default",
+            run_name=config.run_name,
+            tracking_uri=resolve_tracking_uri(config.project_name),
+            run_id=self.run_id,
+            batch_interval=config.mlflow_batch_interval,
+            unsent_path=Path(self._checkpoint_dir_local()) / "mlflow_unsent.jsonl",
+        )
+        if self.run_id is None:
+            tracker.log_params(flatten(config.as_dict()))
+        tracker.set_tags(
+            {
+                "git_commit": self.commit,
+                "data_hash": self.data_hash,
+                "config_hash": self.config_hash,
+                "stage": self.stage,
+                "world_size": self.ctx.world_size,
+                "device": self.device.type,
+            }
+        )
+        return tracker
+
+    def _checkpoint_dir_local(self) -> str:
+        location = self.config.checkpoint_dir
+        return self._tmp.name if location.startswith("s3://") else location
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _train_step(self) -> tuple[dict[str, float], int]:
+        """One optimizer step over gradient_accumulation_steps micro-batches; returns metrics and bytes seen."""
+        config, model = self.config, self.ddp or self.model
+        accumulation = config.gradient_accumulation_steps
+        self.model.train()
+        set_progress = getattr(self.model, "set_training_progress", None)
+        if set_progress is not None:
+            set_progress(self.step, self.total_steps)
+        self.metrics.reset()
+        byte_count = 0
+        for micro in range(accumulation):
+            batch = self.loader.next_batch()
+            tokens = batch["tokens"].to(self.device, non_blocking=True)
+            padding = batch["key_padding_mask"].to(self.device, non_blocking=True)
+            last = micro == accumulation - 1
+            sync = nullcontext() if (last or self.ddp is None) else self.ddp.no_sync()
+            with sync:
+                with self._autocast():
+                    outputs = model(tokens, key_padding_mask=padding if config.propagate_key_padding_mask else None)
+                (outputs["total_loss"] / accumulation).backward()
+            self.metrics.add(outputs)
+            byte_count += int(((tokens < NUM_BYTES) & ~padding).sum())
+        if config.gradient_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.gradient_clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        averages = {key: self.ctx.mean(value) for key, value in sorted(self.metrics.averages().items())}
+        return averages, int(self.ctx.sum(byte_count))
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "rng_state": _rng_state(self.device),
+            "global_step": self.step,
+            "epoch": self.step // max(self.steps_per_epoch, 1),
+            "data_state": self.loader.state_dict(),
+            "exp_config": self.config.as_dict(),
+            "stage": self.stage,
+            "git_commit": self.commit,
+            "data_hash": self.data_hash,
+            "config_hash": self.config_hash,
+            "mlflow_run_id": self.tracker.run_id if self.tracker else self.run_id,
+        }
+
+    def save_checkpoint(self) -> None:
+        """Rank 0 writes; every rank calls this (it ends in a barrier)."""
+        if self.ctx.is_main:
+            if self.tracker is not None:
+                self.tracker.flush()  # so the run id exists and is stored in the checkpoint
+            self.last_checkpoint = self.store.save(self._checkpoint_state(), self.step)
+            log.info("checkpoint_saved", uri=self.last_checkpoint, step=self.step)
+        self.last_saved_step = self.step
+        self.ctx.barrier()
+
+    def _periodic_work(self) -> dict[str, float]:
+        """Validation, sample generation, checkpoints on their intervals (and at the end)."""
+        config, done = self.config, self.step == self.total_steps
+        extra: dict[str, float] = {}
+        if self.ctx.is_main and (self.step % config.validation_interval == 0 or done):
+            extra = validate(self.model, self.data_dir, config, self.device)
+            log.info("validation", step=self.step, **{k: round(v, 4) for k, v in extra.items()})
+        if self.ctx.is_main and self.tracker and self.step % config.generation_interval == 0:
+            text = generate_sample(self.model, config, self.device)
+            self.tracker.log_text(text, f"samples/sample_generation_step_{self.step}.txt")
+        if self.step % config.checkpoint_interval == 0 or done:
+            self.save_checkpoint()
+        self.ctx.barrier()
+        return extra
+
+    def run(self) -> TrainResult:
+        config, ctx = self.config, self.ctx
+        if ctx.is_main:
+            log.info(
+                "train_start",
+                stage=self.stage,
+                steps=self.total_steps,
+                start_step=self.step,
+                parameters=sum(p.numel() for p in self.model.parameters()),
+                trainable=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+                data=str(self.data_dir),
+                device=str(self.device),
+                world_size=ctx.world_size,
+            )
+        peak = _peak_flops(self.device)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        last_metrics: dict[str, float] = {}
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, disable=not (ctx.is_main and self.params.progress),
+            desc=f"train {self.stage}", unit="step", dynamic_ncols=True,
+        )
+        interrupted = False
+        with _Sigterm() as sigterm:
+            while self.step < self.total_steps:
+                started = time.perf_counter()
+                step_metrics, byte_count = self._train_step()
+                self.step += 1
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                step_metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
+                step_metrics["performance/tokens_per_sec"] = byte_count / elapsed
+                if peak:
+                    step_metrics["performance/mfu"] = 6 * n_params * byte_count / elapsed / (peak * ctx.world_size)
+                step_metrics.update(self._periodic_work())
+                last_metrics = step_metrics
+                if self.tracker and (self.step % config.log_interval == 0 or self.step == self.total_steps):
+                    self.tracker.log_metrics(step_metrics, step=self.step)
+                    self.tracker.maybe_flush(self.step)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{step_metrics['loss/total_avg_accum']:.3f}",
+                    bytes_s=f"{step_metrics['performance/tokens_per_sec']:,.0f}",
+                )
+                if sigterm.received:
+                    interrupted = True
+                    log.warning("stopped_by_sigterm", step=self.step)
+                    break
+                if self.params.stop_after_steps and self.step >= self.params.stop_after_steps:
+                    log.info("stopped_after_steps", step=self.step, of=self.total_steps)
+                    break
+        bar.close()
+        return self._finish(last_metrics, interrupted)
+
+    def _finish(self, last_metrics: dict[str, float], interrupted: bool) -> TrainResult:
+        config = self.config
+        if self.last_saved_step != self.step:
+            self.save_checkpoint()
+        final = self.last_checkpoint
+        base = None
+        complete = self.step >= self.total_steps
+        if self.ctx.is_main and config.save_base_components_path and complete:
+            base = _save_base_components(self.model, config.save_base_components_path)
+            log.info("base_components_saved", path=base)
+        tracking_uri = run_id = None
+        if self.tracker is not None:
+            if final and not final.startswith("s3://"):  # an s3 checkpoint is already an artifact
+                self.tracker.log_artifact(final, "checkpoints")
+            self.tracker.close(status="FINISHED" if complete else "KILLED" if interrupted else None)
+            tracking_uri, run_id = self.tracker.tracking_uri, self.tracker.run_id
+            log.info("mlflow_run", run_id=run_id, view=ui_command(tracking_uri))
+        self._tmp.cleanup()
+        return TrainResult(
+            stage=self.stage,
+            steps=self.step,
+            final_checkpoint=str(final),
+            base_components=base,
+            mlflow_run_id=run_id,
+            tracking_uri=tracking_uri,
+            data_dir=str(self.data_dir),
+            data_hash=self.data_hash,
+            config_hash=self.config_hash,
+            git_commit=self.commit,
+            final_metrics=last_metrics,
+            rank=self.ctx.rank,
+            complete=complete,
+            interrupted=interrupted,
+        )
+
+
+def train(params: TrainParams) -> TrainResult:
+    """Run (or resume) one training stage; see the module docstring."""
+    context = init_distributed(params.config.device)
+    try:
+        return Trainer(params, context).run()
+    finally:
+        shutdown_distributed(context)

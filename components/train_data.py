@@ -1,0 +1,44 @@
+"""Which prepared data a training run reads: `--data DIR`, else the config's `data_dir`, else the config's
+`dataset_name` prepared on first use under the data home (the embedded default corpus unless told otherwise)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from components.prepare_data import PrepareDataParams, ensure_prepared, prepare_data
+from components.settings import get_settings
+from components.shards import MANIFEST_NAME, verify
+from configs import ExpConfig
+
+
+def prepared_dir_for(source: str) -> Path:
+    """A stable folder name per source under the data home, e.g. prepared/hf-roneneldan-TinyStories-1a2b3c4d."""
+    settings = get_settings()
+    if source == "default":
+        return settings.default_prepared_dir
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", source).strip("-")[:60]
+    return settings.data_home / "prepared" / f"{slug}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+
+
+def resolve_training_data(config: ExpConfig, data_dir: str | Path | None = None) -> Path:
+    """A directory of prepared shards for this run. An explicit directory holding a manifest is used as it is
+    (whatever its source; it must verify); otherwise the config's dataset is prepared there (idempotent)."""
+    chosen = data_dir or config.data_dir
+    directory = Path(chosen) if chosen else prepared_dir_for(config.dataset_name)
+    if chosen and (directory / MANIFEST_NAME).is_file():
+        verify(directory)
+        return directory
+    if config.dataset_name == "default":
+        return ensure_prepared(directory)
+    prepare_data(
+        PrepareDataParams(
+            source=config.dataset_name,
+            out_dir=directory,
+            text_column=config.text_column_name,
+            hf_config=config.dataset_config,
+            hf_split=config.dataset_train_split,
+        )
+    )
+    return directory

@@ -1,0 +1,70 @@
+"""Periodic checks during training: validation loss and bits per byte on the val split, and a sample text.
+
+Bits per byte is the model's two-part code length (model.md) over the real bytes of the val windows; it exists
+only with a discrete top LM. Without one (stage 1), the reconstruction cross-entropy in bits per byte is
+reported instead, which is the cost of the bytes given the codes, not a full code length.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from components.byte_windows import iter_eval_windows
+from configs import ExpConfig
+from model.tokenizer import NUM_BYTES, ByteTokenizer
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: torch.device) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    total_loss = reconstruction = bits = 0.0
+    batches = byte_count = 0
+    try:
+        for batch in iter_eval_windows(
+            data_dir, "val", config.sequence_length, config.batch_size, max_bytes=config.validation_max_bytes
+        ):
+            tokens = batch["tokens"].to(device)
+            padding = batch["key_padding_mask"].to(device)
+            outputs = model(tokens, key_padding_mask=padding)
+            total_loss += float(outputs["total_loss"])
+            reconstruction += float(outputs["avg_reconstruction_loss"])
+            if config.has_discrete_top_lm:
+                bits += float(model.code_length_bits(tokens, key_padding_mask=padding).sum())
+            byte_count += int(((tokens < NUM_BYTES) & ~padding).sum())
+            batches += 1
+    finally:
+        model.train(was_training)
+    if batches == 0:
+        return {}
+    metrics = {
+        "val/loss": total_loss / batches,
+        "val/reconstruction_loss": reconstruction / batches,
+        "val/reconstruction_bits_per_byte": reconstruction / batches / math.log(2),
+    }
+    if config.has_discrete_top_lm and byte_count:
+        metrics["val/bits_per_byte"] = bits / byte_count
+    return metrics
+
+
+@torch.no_grad()
+def generate_sample(model: torch.nn.Module, config: ExpConfig, device: torch.device) -> str:
+    """The configured prompt, its reconstruction from its own codes, and (with a top LM) a continuation."""
+    tokenizer = ByteTokenizer()
+    prompt = config.sample_prompt_for_generation
+    tokens = tokenizer.encode(prompt, add_bos=True).unsqueeze(0).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        compressed = model.compress(tokens)
+        reconstructed = model.decompress(compressed["top_codes"], compressed=compressed)
+        lines = [f"Prompt: {prompt}", f"Reconstructed: {tokenizer.decode_text(reconstructed[0])}"]
+        if config.top_transformer_config is not None and config.has_discrete_top_lm:
+            continuation = model.generate_bytes(tokens, max_new_bytes=config.generation_max_len_override)
+            lines.append(f"Continuation: {tokenizer.decode_text(continuation[0])}")
+    finally:
+        model.train(was_training)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,200 @@
+"""The trainer: the seed's command, exact resume, crash safety, the two-stage flow, tracking."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from components.checkpoints import CheckpointStore, load_checkpoint, read_checkpoint_file
+from components.prepare_data import PrepareDataParams, prepare_data
+from components.train import TrainParams, train
+from configs import load_config
+from tests.conftest import write_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Prepared shards of a small local corpus (no download)."""
+    root = tmp_path_factory.mktemp("train-corpus")
+    write_corpus(root / "text", 150, seed=1)
+    out = root / "prepared"
+    prepare_data(PrepareDataParams(source=str(root / "text"), out_dir=out, include_eval_sets=False))
+    return out
+
+
+def ci_config(tmp_path: Path, **changes):
+    config = load_config(REPO / "configs/ci_config.py")
+    return config.updated(checkpoint_dir=str(tmp_path / "checkpoints"), **changes)
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **env}, timeout=timeout
+    )
+
+
+def test_seed_command_trains_checkpoints_and_tracks(tmp_path: Path, corpus: Path) -> None:
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_cli(
+        [
+            str(REPO / "train.py"), "--config", str(REPO / "configs/ci_config.py"), "--set", "max_steps=20",
+            "--set", f"checkpoint_dir={tmp_path / 'ckpt'}", "--data", str(corpus), "--no-progress",
+        ],
+        env={"MLFLOW_TRACKING_URI": tracking},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = CheckpointStore(tmp_path / "ckpt")
+    assert store.names() == ["checkpoint_step10.pt", "checkpoint_step20.pt"]
+    checkpoint = load_checkpoint(tmp_path / "ckpt")
+    assert checkpoint["global_step"] == 20 and checkpoint["data_state"]["batch_index"] == 20
+    assert set(checkpoint) >= {"optimizer_state", "scheduler_state", "rng_state", "exp_config", "git_commit"}
+    client = MlflowClient(tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("abstractinator-ci").experiment_id])
+    assert run.data.params["max_steps"] == "20"
+    assert run.data.tags["stage"] == "joint" and run.data.tags["data_hash"] == checkpoint["data_hash"]
+    assert {"git_commit", "config_hash"} <= set(run.data.tags)
+    history = client.get_metric_history(run.info.run_id, "loss/total_avg_accum")
+    assert sorted(m.step for m in history) == list(range(1, 21))
+    assert "val/bits_per_byte" in run.data.metrics and "compression_avg/ratio_L0" in run.data.metrics
+    assert run.info.status == "FINISHED"
+    artifacts = [f.path for f in client.list_artifacts(run.info.run_id, "samples")]
+    assert "samples/sample_generation_step_50.txt" not in artifacts  # only at generation_interval
+    assert "MLflow run" in result.stdout
+
+
+def test_resumed_run_matches_a_straight_run(tmp_path: Path, corpus: Path, settings_env) -> None:
+    settings_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    steps = 12
+    straight = train(TrainParams(
+        config=ci_config(tmp_path / "a", max_steps=steps, checkpoint_interval=3, run_name="straight"),
+        data_dir=corpus, progress=False,
+    ))
+    first = train(TrainParams(
+        config=ci_config(tmp_path / "b", max_steps=steps, checkpoint_interval=3, run_name="resumed"),
+        data_dir=corpus, progress=False, stop_after_steps=steps // 2,
+    ))
+    assert not first.complete and first.steps == steps // 2
+    resumed = train(TrainParams(
+        config=ci_config(tmp_path / "b", max_steps=steps, checkpoint_interval=3, run_name="resumed"),
+        data_dir=corpus, progress=False, resume_from_checkpoint=first.final_checkpoint,
+    ))
+    assert resumed.complete and resumed.mlflow_run_id == first.mlflow_run_id
+    a = read_checkpoint_file(Path(straight.final_checkpoint))["model_state"]
+    b = read_checkpoint_file(Path(resumed.final_checkpoint))["model_state"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+
+    def losses(run_id: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss/total_avg_accum"))
+
+    assert losses(straight.mlflow_run_id) == losses(resumed.mlflow_run_id)
+    assert len(losses(straight.mlflow_run_id)) == steps
+
+
+def test_sigkill_mid_run_leaves_a_resumable_checkpoint(tmp_path: Path, corpus: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    args = [
+        "-m", "abstractinator", "train", "--config", str(REPO / "configs/ci_config.py"),
+        "--set", "max_steps=400", "--set", "checkpoint_interval=2", "--set", f"checkpoint_dir={ckpt}",
+        "--data", str(corpus), "--no-progress", "--no-tracking",
+    ]
+    process = subprocess.Popen([sys.executable, *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(CheckpointStore(ckpt).names()) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    names = CheckpointStore(ckpt).names()
+    assert names, "no checkpoint was written before the kill"
+    for name in names:  # every file left is complete
+        read_checkpoint_file(ckpt / name)
+    killed_at = load_checkpoint(ckpt)["global_step"]
+    result = run_cli(
+        ["-m", "abstractinator", "train", "--resume_from_checkpoint", str(ckpt), "--set", "max_steps=" +
+         str(killed_at + 4), "--data", str(corpus), "--no-progress", "--no-tracking"],
+        env={}, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(ckpt)["global_step"] == killed_at + 4
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path: Path, corpus: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "abstractinator", "train", "--config", str(REPO / "configs/ci_config.py"),
+         "--set", "max_steps=100000", "--set", "checkpoint_interval=100000", "--set", f"checkpoint_dir={ckpt}",
+         "--set", "validation_interval=100000", "--data", str(corpus), "--no-progress", "--no-tracking"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = []
+    for line in process.stdout:  # wait until the loop runs, then evict the "pod"
+        output.append(line)
+        if "train_start" in line:
+            break
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=120)
+    output.append(rest)
+    assert process.returncode == 143, "".join(output)[-3000:]
+    assert "stopped_by_sigterm" in rest
+    step = load_checkpoint(ckpt)["global_step"]
+    assert 0 < step < 100000
+
+
+def test_two_stage_flow_with_the_seed_configs(tmp_path: Path, corpus: Path) -> None:
+    """The seed README's two commands, shortened with --set, run where ./stage1_base.pt may be written."""
+    shorten = ["--set", "max_steps=3", "--set", "batch_size=2", "--set", "sequence_length=128",
+               "--data", str(corpus), "--no-progress", "--no-tracking"]
+    stage1 = run_cli(
+        [str(REPO / "train.py"), "--config", str(REPO / "configs/stage1_super_tiny_config.py"),
+         "--set", "checkpoint_dir=ckpt1", *shorten],
+        env={}, cwd=tmp_path,
+    )
+    assert stage1.returncode == 0, stage1.stderr[-3000:]
+    assert (tmp_path / "stage1_base.pt").is_file()
+    stage2 = run_cli(
+        [str(REPO / "train.py"), "--config", str(REPO / "configs/stage2_super_tiny_config.py"),
+         "--load_base_from", "./stage1_base.pt", "--set", "checkpoint_dir=ckpt2", *shorten],
+        env={}, cwd=tmp_path,
+    )
+    assert stage2.returncode == 0, stage2.stderr[-3000:]
+    assert "stage2" in stage2.stdout
+    saved_base = torch.load(tmp_path / "stage1_base.pt", weights_only=True)
+    trained = load_checkpoint(tmp_path / "ckpt2")["model_state"]
+    checked = 0
+    for group, state in saved_base.items():
+        if not isinstance(state, dict):
+            continue
+        for key, value in state.items():
+            full = f"{group}.{key}"
+            if full in trained:
+                torch.testing.assert_close(trained[full], value, rtol=0, atol=0, msg=full)
+                checked += 1
+    assert checked > 10, "the base's tensors were not found in the stage-2 model"
+
+
+def test_mismatched_base_names_the_module(tmp_path: Path, corpus: Path) -> None:
+    config = ci_config(tmp_path, top_transformer_config=None, top_lm_loss_weight=0.0, max_steps=1,
+                       save_base_components_path=str(tmp_path / "base.pt"))
+    train(TrainParams(config=config, data_dir=corpus, progress=False, tracking=False))
+    wider = ci_config(tmp_path / "other", max_steps=1).as_dict()
+    wider["compressor_level_configs"][0]["dim"] = 32
+    from configs import validate_config
+
+    with pytest.raises(Exception, match=r"compressor|expander"):
+        train(TrainParams(config=validate_config(wider), data_dir=corpus, progress=False, tracking=False,
+                          load_base_from=str(tmp_path / "base.pt")))
