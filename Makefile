@@ -8,11 +8,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 DATA_DIR := .data/prepared/default
+IMAGE ?= ghcr.io/abstractinator/abstractinator:0.1.0
+GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup demo test test-slow test-all lint format bench clean
+.PHONY: help setup demo test test-slow test-all lint format bench image image-constraints manifests-check clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +45,15 @@ format: setup ## ruff format the code
 
 bench: setup ## model throughput and attention memory benchmarks (JSON + table under bench/results/)
 	$(PY) bench/model_throughput.py
+
+image: ## build the CUDA training image (needs a Docker engine; IMAGE=registry/name:tag)
+	docker build -f docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE) .
+
+image-constraints: setup ## regenerate docker/constraints.txt (the image's pins) from the tested .venv
+	{ sed -n '/^#/p;/^[^#]/q' docker/constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(torch|triton|nvidia-[a-z0-9-]+|abstractinator)==' | grep -v -E '^-e | @ '; } > docker/constraints.txt.new && mv docker/constraints.txt.new docker/constraints.txt
+
+manifests-check: setup ## build every kustomize overlay and validate it offline (strict schemas, CRDs, policy)
+	$(PY) manifests/check.py
 
 clean: ## remove caches and build outputs (keeps .venv and .data)
 	rm -rf .pytest_cache .ruff_cache .hypothesis *.egg-info build

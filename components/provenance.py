@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from components.settings import get_settings
 from configs import ExpConfig
 
 # Keys that say where things go, not what is trained: they do not change the config hash.
@@ -19,8 +20,11 @@ _LOCATION_KEYS = ("checkpoint_dir", "resume_from_checkpoint", "save_base_compone
 
 
 def git_commit(repo: Path | None = None) -> str:
-    """HEAD's commit (with '-dirty' if tracked files changed), or 'unknown' outside a git checkout."""
+    """HEAD's commit (with '-dirty' if tracked files changed); outside a git checkout (the training image) the
+    commit recorded at build time (ABSTRACTINATOR_GIT_COMMIT), else 'unknown'."""
     cwd = repo or Path(__file__).resolve().parents[1]
+    if not (cwd / ".git").exists():
+        return get_settings().git_commit or "unknown"
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
@@ -30,7 +34,7 @@ def git_commit(repo: Path | None = None) -> str:
             cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return get_settings().git_commit or "unknown"
     return f"{commit}-dirty" if dirty else commit
 
 

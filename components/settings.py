@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         description="None: the seed's behaviour, runs under ./mlruns/<project_name>.",
     )
     log_format: str = Field(default="console", description="'console' for people, 'json' for machines.")
+    git_commit: str | None = Field(
+        default=None,
+        description="The code's commit where there is no git checkout (set in the training image at build time).",
+    )
 
     @property
     def downloads_dir(self) -> Path:

@@ -81,3 +81,13 @@ def test_config_hash_ignores_locations_but_not_what_is_trained() -> None:
     base = ExpConfig()
     assert config_hash(base) == config_hash(base.updated(checkpoint_dir="/elsewhere"))
     assert config_hash(base) != config_hash(base.updated(learning_rate=3e-4))
+
+
+def test_git_commit_comes_from_the_checkout_or_from_the_image_setting(tmp_path: Path, settings_env) -> None:
+    from components.provenance import git_commit
+
+    commit = git_commit()
+    assert len(commit.removesuffix("-dirty")) == 40
+    assert git_commit(tmp_path) == "unknown"  # no checkout, no setting
+    settings_env(ABSTRACTINATOR_GIT_COMMIT="0123abc")
+    assert git_commit(tmp_path) == "0123abc"
