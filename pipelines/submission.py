@@ -1,0 +1,289 @@
+"""Submitting the compiled pipeline to a Kubeflow Pipelines cluster, and keeping one named retraining schedule.
+
+`submit` uploads the compiled IR YAML as a new version of a named pipeline (creating the pipeline the first
+time), finds or creates the experiment and starts a run of exactly that version with typed parameters.
+
+`schedule` keeps exactly one recurring run of a given name: with nothing there it creates one; with one that
+already matches (cron, pipeline version, parameters) it does nothing; otherwise it creates the new one and then
+deletes every other recurring run of that name (create first, so a failure never leaves no schedule; a rerun
+converges). Recurring runs use max_concurrency 1 and no catch-up: a retraining that missed its slot runs once.
+
+Which version a schedule runs: by default the latest version *at the time `schedule` runs* (pinned by id; rerun
+`schedule` after each `submit` to re-point it: it is idempotent). `follow_latest=True` sends a pipeline reference
+without a version id, which KFP backends with kubeflow/pipelines PR #11560 (2.5 and later) resolve to the latest
+version at every trigger; older backends reject it. kfp 2.17.3's `Client.create_recurring_run` refuses a missing
+version id before sending anything, so both modes go through the generated API (`client.recurring_runs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.cron import CronError, validate_cron
+from pipelines.kfp_connection import ClusterError, api_errors
+
+MAX_PAGES = 100
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    run_id: str
+    run_url: str
+    pipeline_id: str
+    pipeline_version_id: str
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    name: str
+    action: str  # created | replaced | unchanged | disabled | enabled | deleted | absent
+    recurring_run_ids: tuple[str, ...]
+    pipeline_version_id: str | None = None
+
+
+# -- the compiled pipeline -----------------------------------------------------------------------------------------
+def load_pipeline_spec(package: Path) -> dict:
+    """The PipelineSpec document of a compiled pipeline file (the first YAML document)."""
+    package = Path(package)
+    if not package.is_file():
+        raise ClusterError(
+            f"pipeline file {package} not found: compile it first (abstractinator pipeline compile --out {package})"
+        )
+    try:
+        documents = [d for d in yaml.safe_load_all(package.read_text()) if d is not None]
+    except yaml.YAMLError as error:
+        raise ClusterError(f"pipeline file {package} is not YAML: {' '.join(str(error).split())}") from None
+    if not documents or not isinstance(documents[0], dict) or "pipelineInfo" not in documents[0]:
+        raise ClusterError(f"pipeline file {package} is not a compiled kfp pipeline (no pipelineInfo)")
+    return documents[0]
+
+
+def pipeline_inputs(spec: dict) -> dict[str, dict]:
+    """{name: definition} of the pipeline's top-level parameters (parameterType, defaultValue, isOptional)."""
+    return spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {}) or {}
+
+
+def _convert(name: str, text: str, kind: str) -> Any:
+    try:
+        if kind == "NUMBER_INTEGER":
+            return int(text)
+        if kind == "NUMBER_DOUBLE":
+            return float(text)
+        if kind == "BOOLEAN":
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return lowered in ("true", "1", "yes")
+        if kind in ("LIST", "STRUCT"):
+            value = json.loads(text)
+            if not isinstance(value, list if kind == "LIST" else dict):
+                raise ValueError(text)
+            return value
+    except ValueError:
+        raise ClusterError(f"parameter {name}: {text!r} is not a {kind.lower().replace('number_', '')}") from None
+    return text
+
+
+def parse_parameters(pairs: list[str], spec: dict | None) -> dict[str, Any]:
+    """`key=value` strings as a dict typed by the pipeline's declared inputs (strings where no spec is known)."""
+    declared = pipeline_inputs(spec) if spec else None
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ClusterError(f"parameter {pair!r} is not key=value")
+        if declared is not None and key not in declared:
+            raise ClusterError(f"parameter {key!r} is not an input of the pipeline (inputs: {', '.join(declared)})")
+        kind = declared[key].get("parameterType", "STRING") if declared is not None else "STRING"
+        parameters[key] = _convert(key, value, kind)
+    return parameters
+
+
+def version_name(package: Path, now: datetime | None = None) -> str:
+    """A unique, readable version name: UTC time plus the file's content hash."""
+    digest = hashlib.sha256(Path(package).read_bytes()).hexdigest()[:12]
+    return f"{(now or datetime.now(UTC)).strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+# -- lookups --------------------------------------------------------------------------------------------------------
+def _name_filter(name: str) -> str:
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+
+
+def find_pipeline_id(client, name: str, namespace: str | None = None) -> str | None:
+    kwargs = {"namespace": namespace} if namespace else {}
+    with api_errors(f"looking up pipeline {name!r}"):
+        response = client.pipelines.pipeline_service_list_pipelines(filter=_name_filter(name), **kwargs)
+    pipelines = response.pipelines or []
+    if len(pipelines) > 1:
+        raise ClusterError(f"{len(pipelines)} pipelines are named {name!r}; names must be unique")
+    return pipelines[0].pipeline_id if pipelines else None
+
+
+def latest_version(client, pipeline_id: str):
+    with api_errors(f"listing the versions of pipeline {pipeline_id}"):
+        response = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
+    if not response.pipeline_versions:
+        raise ClusterError(f"pipeline {pipeline_id} has no versions")
+    return response.pipeline_versions[0]
+
+
+def experiment_id(client, name: str, namespace: str | None) -> str:
+    with contextlib.redirect_stdout(sys.stderr), api_errors(f"finding or creating experiment {name!r}"):
+        return client.create_experiment(name=name, namespace=namespace).experiment_id
+
+
+def recurring_runs_named(client, name: str, namespace: str | None = None) -> list:
+    """Every recurring run called `name` (all pages)."""
+    found, token = [], ""
+    kwargs = {"namespace": namespace} if namespace else {}
+    for _ in range(MAX_PAGES):
+        with api_errors(f"listing recurring runs named {name!r}"):
+            response = client.list_recurring_runs(page_token=token, page_size=50, filter=_name_filter(name), **kwargs)
+        found += [r for r in response.recurring_runs or [] if r.display_name == name]
+        token = response.next_page_token or ""
+        if not token:
+            break
+    return found
+
+
+# -- submit ---------------------------------------------------------------------------------------------------------
+def upload_version(client, package: Path, pipeline_name: str, namespace: str | None = None):
+    """Upload `package` as a new version of `pipeline_name` (creating the pipeline the first time)."""
+    pipeline_id = find_pipeline_id(client, pipeline_name, namespace)
+    with contextlib.redirect_stdout(sys.stderr):
+        if pipeline_id is None:
+            with api_errors(f"uploading pipeline {pipeline_name!r}"):
+                pipeline = client.upload_pipeline(str(package), pipeline_name=pipeline_name, namespace=namespace)
+            return latest_version(client, pipeline.pipeline_id)
+        with api_errors(f"uploading a new version of pipeline {pipeline_name!r}"):
+            return client.upload_pipeline_version(
+                str(package), version_name(package), pipeline_id=pipeline_id,
+                description=f"sha256:{hashlib.sha256(Path(package).read_bytes()).hexdigest()}",
+            )
+
+
+def submit(
+    client,
+    package: Path,
+    *,
+    parameters: list[str] | None = None,
+    pipeline_name: str | None = None,
+    experiment: str = "abstractinator",
+    namespace: str | None = None,
+    run_name: str | None = None,
+    pipeline_root: str | None = None,
+    service_account: str | None = None,
+    ui_url: str | None = None,
+) -> SubmitResult:
+    spec = load_pipeline_spec(package)
+    typed = parse_parameters(parameters or [], spec)  # before any upload: a typo fails with nothing sent
+    name = pipeline_name or spec["pipelineInfo"]["name"]
+    version = upload_version(client, Path(package), name, namespace)
+    exp_id = experiment_id(client, experiment, namespace)
+    display = run_name or f"{name} {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S')}"
+    with contextlib.redirect_stdout(sys.stderr), api_errors(f"starting a run of {name!r}"):
+        run = client.run_pipeline(
+            experiment_id=exp_id, job_name=display, params=typed, pipeline_id=version.pipeline_id,
+            version_id=version.pipeline_version_id, pipeline_root=pipeline_root, service_account=service_account,
+        )
+    base = (ui_url or client._existing_config.host).rstrip("/")
+    return SubmitResult(run.run_id, f"{base}/#/runs/details/{run.run_id}", version.pipeline_id,
+                        version.pipeline_version_id, exp_id)
+
+
+# -- schedule -------------------------------------------------------------------------------------------------------
+def _matches(existing, desired) -> bool:
+    def view(run) -> tuple:
+        reference = run.pipeline_version_reference
+        cron = run.trigger.cron_schedule.cron if run.trigger and run.trigger.cron_schedule else None
+        config = run.runtime_config
+        return (
+            cron, reference.pipeline_id if reference else None, reference.pipeline_version_id if reference else None,
+            json.dumps(config.parameters if config else {}, sort_keys=True) if config else "{}",
+            config.pipeline_root if config else None, str(run.max_concurrency), bool(run.no_catchup),
+            str(getattr(run.mode, "value", run.mode)), run.experiment_id, run.service_account or None,
+        )
+
+    return view(existing) == view(desired)
+
+
+def schedule(
+    client,
+    name: str,
+    cron: str,
+    *,
+    pipeline_name: str,
+    parameters: list[str] | None = None,
+    experiment: str = "abstractinator",
+    namespace: str | None = None,
+    follow_latest: bool = False,
+    pipeline_root: str | None = None,
+    service_account: str | None = None,
+) -> ScheduleResult:
+    """Create or replace the one recurring run called `name` (see the module docstring)."""
+    import kfp_server_api as api
+
+    try:
+        cron = validate_cron(cron)
+    except CronError as error:
+        raise ClusterError(str(error)) from None
+    pipeline_id = find_pipeline_id(client, pipeline_name, namespace)
+    if pipeline_id is None:
+        raise ClusterError(f"no pipeline named {pipeline_name!r}: upload it first (abstractinator pipeline submit)")
+    version = latest_version(client, pipeline_id)
+    typed = parse_parameters(parameters or [], version.pipeline_spec if isinstance(version.pipeline_spec, dict)
+                             else None)
+    exp_id = experiment_id(client, experiment, namespace)
+    desired = api.V2beta1RecurringRun(
+        display_name=name,
+        description=f"scheduled retraining of {pipeline_name}"
+        + (" (latest version at each trigger)" if follow_latest else f" version {version.display_name}"),
+        experiment_id=exp_id,
+        mode=api.RecurringRunMode.ENABLE,
+        pipeline_version_reference=api.V2beta1PipelineVersionReference(
+            pipeline_id=pipeline_id, pipeline_version_id=None if follow_latest else version.pipeline_version_id,
+        ),
+        runtime_config=api.V2beta1RuntimeConfig(parameters=typed, pipeline_root=pipeline_root),
+        trigger=api.V2beta1Trigger(cron_schedule=api.V2beta1CronSchedule(cron=cron)),
+        max_concurrency="1",
+        no_catchup=True,
+        service_account=service_account,
+    )
+    existing = recurring_runs_named(client, name, namespace)
+    chosen_version = None if follow_latest else version.pipeline_version_id
+    if len(existing) == 1 and _matches(existing[0], desired):
+        return ScheduleResult(name, "unchanged", (existing[0].recurring_run_id,), chosen_version)
+    with api_errors(f"creating recurring run {name!r}"):
+        created = client.recurring_runs.recurring_run_service_create_recurring_run(recurring_run=desired)
+    for old in existing:
+        with api_errors(f"deleting the replaced recurring run {old.recurring_run_id}"):
+            client.delete_recurring_run(old.recurring_run_id)
+    return ScheduleResult(name, "replaced" if existing else "created", (created.recurring_run_id,), chosen_version)
+
+
+def change_schedule(client, name: str, action: str, namespace: str | None = None) -> ScheduleResult:
+    """`disable`, `enable` or `delete` every recurring run called `name`. Deleting nothing is not an error (the
+    state asked for holds); disabling or enabling nothing is."""
+    existing = recurring_runs_named(client, name, namespace)
+    if not existing:
+        if action == "delete":
+            return ScheduleResult(name, "absent", ())
+        raise ClusterError(f"no recurring run named {name!r} to {action}")
+    method = {"disable": client.disable_recurring_run, "enable": client.enable_recurring_run,
+              "delete": client.delete_recurring_run}[action]
+    for run in existing:
+        with api_errors(f"{action} recurring run {run.recurring_run_id}"):
+            method(run.recurring_run_id)
+    return ScheduleResult(name, f"{action}d", tuple(r.recurring_run_id for r in existing))

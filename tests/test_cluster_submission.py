@@ -1,0 +1,294 @@
+"""`abstractinator pipeline submit` / `schedule` against a fake KFP v2beta1 server on loopback.
+
+The package submitted is a small pipeline compiled here with kfp (typed parameters), so these tests do not depend
+on the real training pipeline; the fake server checks the upload is a pipeline spec and that run parameters are
+inputs of the uploaded version with the right types.
+"""
+
+# no `from __future__ import annotations`: kfp reads the component annotations as types
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fake_kfp_server import FakeKfpHttpServer
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-not-a-secret"
+
+
+def compile_small_pipeline(path, name: str = "small-training") -> None:
+    from kfp import compiler, dsl
+
+    @dsl.component(base_image="python:3.11-slim")
+    def train_step(steps: int, learning_rate: float, config: str, use_gpu: bool) -> str:
+        return f"{config}:{steps}:{learning_rate}:{use_gpu}"
+
+    @dsl.pipeline(name=name)
+    def small(steps: int = 10, learning_rate: float = 0.001, config: str = "ci", use_gpu: bool = False):
+        train_step(steps=steps, learning_rate=learning_rate, config=config, use_gpu=use_gpu)
+
+    compiler.Compiler().compile(small, str(path))
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipeline") / "pipeline.yaml"
+    compile_small_pipeline(path)
+    return path
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    from kfp import Client
+
+    # kfp.Client reads and may write ~/.config/kfp/context.json: keep the test's own
+    monkeypatch.setattr(Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    for name in ("ABSTRACTINATOR_KFP_TOKEN", "ABSTRACTINATOR_KFP_TOKEN_FILE", "KF_PIPELINES_UI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ABSTRACTINATOR_KFP_TOKEN", TOKEN)
+    fake = FakeKfpHttpServer(required_token=TOKEN).start()
+    yield fake
+    fake.stop()
+
+
+def cli(*argv: str) -> int:
+    from pipelines.cluster_cli import register_cluster_commands
+
+    parser = argparse.ArgumentParser(prog="abstractinator pipeline")
+    register_cluster_commands(parser.add_subparsers(dest="action", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_submit_uploads_the_spec_and_runs_it_with_typed_parameters(server, package, capsys):
+    code = cli("submit", "--host", server.url, "--package", str(package), "--experiment", "nightly",
+               "--param", "steps=25", "--param", "learning_rate=3e-4", "--param", "use_gpu=true")
+    out, err = capsys.readouterr()
+    assert code == 0, err
+
+    upload = server.requests_to("POST", "/pipelines/upload")
+    assert len(upload) == 1 and upload[0].query["name"] == "small-training"
+    spec = yaml.safe_load(upload[0].body["file"])
+    assert spec["pipelineInfo"]["name"] == "small-training"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"steps", "learning_rate", "config", "use_gpu"}
+
+    (run_request,) = server.requests_to("POST", "/runs")
+    run = run_request.body
+    assert run_request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert run["runtime_config"]["parameters"] == {"steps": 25, "learning_rate": 0.0003, "use_gpu": True}
+    version = server.state.versions[run["pipeline_version_reference"]["pipeline_version_id"]]
+    assert version["pipeline_spec"] == spec  # the run is of exactly the uploaded version
+    assert server.state.experiments[run["experiment_id"]]["display_name"] == "nightly"
+
+    (run_id,) = server.state.runs
+    assert f"run id: {run_id}" in out
+    assert f"run: {server.url}/#/runs/details/{run_id}" in out
+    assert TOKEN not in out
+
+
+def test_second_submit_adds_a_version_to_the_same_pipeline(server, package, capsys):
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert cli("submit", "--host", server.url, "--package", str(package), "--experiment", "abstractinator") == 0
+    assert len(server.state.pipelines) == 1
+    assert len(server.state.versions) == 2
+    assert len(server.requests_to("POST", "/pipelines/upload_version")) == 1
+    assert len(server.state.experiments) == 1  # found, not created twice
+    run_versions = [r["pipeline_version_reference"]["pipeline_version_id"] for r in server.state.runs.values()]
+    assert len(set(run_versions)) == 2  # each run is of the version its submit uploaded
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [("stepz=3", "'stepz' is not an input of the pipeline"), ("steps=ten", "'ten' is not a integer"),
+     ("use_gpu=maybe", "is not a boolean"), ("noequals", "is not key=value")],
+)
+def test_bad_parameters_fail_before_anything_is_uploaded(server, package, capsys, param, message):
+    code = cli("submit", "--host", server.url, "--package", str(package), "--param", param)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+    assert not server.requests_to("POST", "/pipelines/upload")
+
+
+def test_missing_pipeline_file_is_one_line(server, tmp_path, capsys):
+    missing = tmp_path / "nope.yaml"
+    assert cli("submit", "--host", server.url, "--package", str(missing)) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: pipeline file {missing} not found: compile it first "
+                   f"(abstractinator pipeline compile --out {missing})\n")
+    assert server.state.requests == []
+
+
+def test_unreachable_host_is_one_line(package, capsys):
+    from tests.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli("submit", "--host", url, "--package", str(package)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach Kubeflow Pipelines at {url}:") and err.count("\n") == 1
+
+
+def test_wrong_token_is_refused_with_a_hint(server, package, capsys, monkeypatch, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("wrong\n")
+    assert cli("submit", "--host", server.url, "--package", str(package), "--token-file", str(token_file)) == 2
+    err = capsys.readouterr().err
+    assert "refused the request (HTTP 401)" in err and "wrong" not in err
+
+
+def test_token_file_from_the_environment(server, package, monkeypatch, tmp_path, capsys):
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{TOKEN}\n")
+    monkeypatch.delenv("ABSTRACTINATOR_KFP_TOKEN")
+    monkeypatch.setenv("ABSTRACTINATOR_KFP_TOKEN_FILE", str(token_file))
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in server.state.requests)
+
+
+# -- schedule ---------------------------------------------------------------------------------------------------
+def schedule(server, *extra: str) -> int:
+    return cli("schedule", "--host", server.url, "--name", "weekly-retrain", "--pipeline-name", "small-training",
+               *extra)
+
+
+def test_schedule_twice_leaves_one_recurring_run(server, package, capsys):
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert schedule(server, "--cron", "0 0 3 * * 0", "--param", "steps=100") == 0
+    (first,) = server.recurring_runs_named("weekly-retrain")
+    assert first["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 0"
+    assert first["max_concurrency"] == "1" and first["no_catchup"] is True and first["mode"] == "ENABLE"
+    assert first["runtime_config"]["parameters"] == {"steps": 100}
+    latest = max(server.state.versions.values(), key=lambda v: v["created_at"])
+    assert first["pipeline_version_reference"] == {
+        "pipeline_id": latest["pipeline_id"], "pipeline_version_id": latest["pipeline_version_id"]}
+
+    capsys.readouterr()
+    assert schedule(server, "--cron", "0 0 3 * * 0", "--param", "steps=100") == 0
+    assert "schedule weekly-retrain: unchanged" in capsys.readouterr().out
+    assert server.recurring_runs_named("weekly-retrain") == [first]
+    assert len(server.requests_to("POST", "/recurringruns")) == 1
+
+    assert schedule(server, "--cron", "0 30 4 * * 1-5", "--param", "steps=100") == 0
+    assert "schedule weekly-retrain: replaced" in capsys.readouterr().out
+    (replaced,) = server.recurring_runs_named("weekly-retrain")
+    assert replaced["recurring_run_id"] != first["recurring_run_id"]
+    assert replaced["trigger"]["cron_schedule"]["cron"] == "0 30 4 * * 1-5"
+    assert len(server.requests_to("DELETE", f"/recurringruns/{first['recurring_run_id']}")) == 1
+
+
+def test_schedule_repoints_to_a_newer_version_and_heals_duplicates(server, package):
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert schedule(server, "--cron", "0 0 3 * * 0") == 0
+    # someone made a second one by hand in the UI: the next schedule call converges to one
+    duplicate = dict(next(iter(server.state.recurring_runs.values())), recurring_run_id="by-hand")
+    server.state.recurring_runs["by-hand"] = duplicate
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert schedule(server, "--cron", "0 0 3 * * 0") == 0
+    (only,) = server.recurring_runs_named("weekly-retrain")
+    newest = max(server.state.versions.values(), key=lambda v: v["created_at"])
+    assert only["pipeline_version_reference"]["pipeline_version_id"] == newest["pipeline_version_id"]
+
+
+def test_follow_latest_sends_no_version_id(server, package):
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert schedule(server, "--cron", "@weekly", "--follow-latest") == 0
+    (run,) = server.recurring_runs_named("weekly-retrain")
+    assert "pipeline_version_id" not in run["pipeline_version_reference"]
+    assert run["pipeline_version_reference"]["pipeline_id"] in server.state.pipelines
+
+
+def test_disable_enable_delete(server, package, capsys):
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert schedule(server, "--cron", "0 0 3 * * 0") == 0
+    (run_id,) = server.state.recurring_runs
+    assert schedule(server, "--disable") == 0
+    assert server.state.recurring_runs[run_id]["mode"] == "DISABLE"
+    assert schedule(server, "--enable") == 0
+    assert server.state.recurring_runs[run_id]["mode"] == "ENABLE"
+    assert schedule(server, "--delete") == 0
+    assert server.state.recurring_runs == {}
+    capsys.readouterr()
+    assert schedule(server, "--delete") == 0  # already gone: the state asked for holds
+    assert "schedule weekly-retrain: absent" in capsys.readouterr().out
+    assert schedule(server, "--disable") == 2
+    assert "no recurring run named 'weekly-retrain' to disable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [("0 3 * * 0", "has 5 fields; Kubeflow recurring runs take 6, seconds first"),
+     ("0 0 25 * * 0", "hour 25 is outside 0-23"), ("0 0 3 * * MOO", "day of week 'MOO' is not a number")],
+)
+def test_bad_cron_fails_before_any_request(server, cron, message, capsys):
+    assert schedule(server, "--cron", cron) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert server.state.requests == []
+
+
+def test_schedule_of_an_unknown_pipeline_says_so(server, capsys):
+    assert schedule(server, "--cron", "0 0 3 * * 0") == 2
+    assert "no pipeline named 'small-training': upload it first" in capsys.readouterr().err
+
+
+def test_fake_server_rejects_a_run_with_undeclared_parameters(server, package):
+    """The fake is strict: the tests above would fail if submit sent parameters the pipeline lacks."""
+    from pipelines.kfp_connection import ClusterError, connect
+    from pipelines.submission import upload_version
+
+    client = connect(server.url, token=TOKEN)
+    version = upload_version(client, package, "small-training")
+    with pytest.raises(ClusterError, match="HTTP 400 parameters \\['epochs'\\] are not inputs"):
+        from pipelines.kfp_connection import api_errors
+
+        with api_errors("run"):
+            client.run_pipeline(experiment_id=None, job_name="x", params={"epochs": 1},
+                                pipeline_id=version.pipeline_id, version_id=version.pipeline_version_id)
+    assert json.loads(json.dumps(server.requests_to("POST", "/runs")[0].body))["runtime_config"]["parameters"] == {
+        "epochs": 1}
+
+
+@pytest.mark.skipif(not (REPO / "pipelines/training.py").is_file(), reason="the training pipeline is not there yet")
+def test_submit_the_real_training_pipeline_with_typed_parameters(server, tmp_path, capsys):
+    from pipelines.training import ClusterSettings, compile_pipeline
+
+    package = tmp_path / "training.yaml"
+    compile_pipeline(str(package), ClusterSettings(gpus=2))
+    code = cli("submit", "--host", server.url, "--package", str(package), "--param", "stage1_steps=500",
+               "--param", 'overrides=["max_steps=3"]', "--param", "skip_if_unchanged=false",
+               "--param", "min_improvement=0.02")
+    assert code == 0, capsys.readouterr().err
+    (run,) = server.state.runs.values()
+    assert run["runtime_config"]["parameters"] == {
+        "stage1_steps": 500, "overrides": ["max_steps=3"], "skip_if_unchanged": False, "min_improvement": 0.02}
+    (pipeline,) = server.state.pipelines.values()
+    assert pipeline["display_name"] == "abstractinator-training"
+    # the CLI's default --pipeline-name is this pipeline
+    assert cli("schedule", "--host", server.url, "--name", "weekly", "--cron", "0 0 3 * * 0") == 0
+    (recurring,) = server.recurring_runs_named("weekly")
+    assert recurring["pipeline_version_reference"]["pipeline_id"] == pipeline["pipeline_id"]
+
+
+def test_schedule_without_cron_or_action_is_one_line(server, capsys):
+    assert schedule(server) == 2
+    assert capsys.readouterr().err == "error: schedule needs --cron (or one of --disable, --enable, --delete)\n"
+    assert server.state.requests == []
+
+
+def test_disable_and_delete_together_are_refused(server):
+    with pytest.raises(SystemExit):
+        schedule(server, "--disable", "--delete")
+
+
+@pytest.mark.parametrize(("host", "message"), [
+    ("{url}/not-kfp", "answered HTTP 404 on /apis/v2beta1/healthz: is it the Kubeflow Pipelines API"),
+    ("localhost:8888", "host 'localhost:8888' must start with http:// or https://"),
+])
+def test_a_host_that_is_not_the_kfp_api_is_named(server, package, capsys, host, message):
+    assert cli("submit", "--host", host.format(url=server.url), "--package", str(package)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
