@@ -11,7 +11,7 @@ DATA_DIR := .data/prepared/default
 IMAGE ?= ghcr.io/abstractinator/abstractinator:0.1.0
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup demo test test-slow test-all lint format bench image image-constraints manifests-check clean
+.PHONY: help setup demo test test-slow test-all lint format bench eval-data evaluate image image-constraints manifests-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ format: setup ## ruff format the code
 
 bench: setup ## model throughput and attention memory benchmarks (JSON + table under bench/results/)
 	$(PY) bench/model_throughput.py
+
+eval-data: setup ## fetch the offline lm-eval data and write the <task>_local task YAMLs
+	$(PY) -m abstractinator evaluate --write-local-tasks
+
+evaluate: setup ## compression report of CKPT (default checkpoints/ci) into evaluation/
+	$(PY) -m abstractinator evaluate --checkpoint $(or $(CKPT),checkpoints/ci) --compression --out evaluation/
 
 image: ## build the CUDA training image (needs a Docker engine; IMAGE=registry/name:tag)
 	docker build -f docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE) .

@@ -26,9 +26,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Exception types whose message is the whole story for the user."""
     from components.checkpoints import CheckpointError
     from components.data_sources import DataSourceError
+    from components.evaluate import EvaluationError
     from components.storage import StorageError
 
-    return (ConfigError, DataSourceError, CheckpointError, StorageError)
+    return (ConfigError, DataSourceError, CheckpointError, StorageError, EvaluationError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,113 @@
+"""`abstractinator evaluate` (and the seed's `python evaluate.py`): lm-eval tasks and/or the compression report.
+
+Seed style, lm-eval tasks only (results printed as lm-eval's table):
+    evaluate --model hier_ae --model_args checkpoint=PATH[,device=cpu] [--tasks T ...] [--limit N]
+    evaluate --model hf --model_args pretrained=NAME                    (lm-eval's own hf model)
+Pipeline style, the full report (components/evaluate.py):
+    evaluate --checkpoint PATH --compression [--data DIR] [--text-file PATH] [--tasks T ...] --out DIR
+Without --tasks the seed's default tasks run (as <task>_local when the hub is offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="lm-eval tasks (hier_ae or hf) and the compression report (bits per byte vs gzip/bzip2/xz/zstd)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_evaluate_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=["hier_ae", "hf"], default="hier_ae", help="lm-eval model type")
+    parser.add_argument("--model_args", "--model-args", dest="model_args", nargs="+", default=None,
+                        help="lm-eval model args, e.g. checkpoint=PATH,device=cpu (PATH: file, folder, s3://, "
+                        "models:/name@alias); several words are joined with commas, as in the seed")
+    parser.add_argument("--config", default=None, help="config for hier_ae (default: the checkpoint's own)")
+    parser.add_argument("--tasks", nargs="+", default=None, help="lm-eval tasks (default: the seed's seven)")
+    parser.add_argument("--num_fewshot", "--num-fewshot", dest="num_fewshot", type=int, default=None)
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", default="8")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--limit", type=int, default=None, help="documents per lm-eval task")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint for the compression report")
+    parser.add_argument("--compression", action="store_true", help="score val/test/Canterbury and files")
+    parser.add_argument("--no-canterbury", action="store_true", help="skip the Canterbury texts")
+    parser.add_argument("--data", type=Path, default=None, help="prepared shards (default: the config's)")
+    parser.add_argument("--text-file", "--text_file", dest="text_files", type=Path, action="append", default=[],
+                        help="a file to score (repeatable); named by its file name in the report")
+    parser.add_argument("--max-eval-bytes", dest="max_eval_bytes", type=int, default=None,
+                        help="cap on tokens read per split")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: ./evaluation)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--write-local-tasks", action="store_true",
+                        help="only fetch the offline lm-eval data and write the <task>_local YAMLs; print their "
+                        "folder (lm-eval's --include_path)")
+
+
+def _model_args_checkpoint(model_args: str | None) -> str | None:
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(model_args or "").get("checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    from components.evaluate import EvaluationError, use_offline_hub_settings
+    from components.lm_eval_tasks import DEFAULT_TASKS
+
+    use_offline_hub_settings()
+    args.model_args = ",".join(args.model_args) if args.model_args else None
+    if args.write_local_tasks:
+        from components.evaluate import local_tasks_dir
+
+        print(local_tasks_dir(args.data).resolve())
+        return 0
+    report_mode = args.checkpoint is not None or args.compression or args.text_files
+    if not report_mode:
+        return _run_lm_eval_only(args, list(args.tasks or DEFAULT_TASKS))
+    checkpoint = args.checkpoint or _model_args_checkpoint(args.model_args)
+    if checkpoint is None:
+        raise EvaluationError("the compression report needs --checkpoint PATH")
+    from components.evaluate import EvaluateParams, evaluate
+
+    result = evaluate(EvaluateParams(
+        checkpoint=checkpoint, out_dir=args.out or Path("evaluation"), data_dir=args.data,
+        compression=args.compression or not args.tasks, canterbury=not args.no_canterbury,
+        tasks=args.tasks or [], limit=args.limit, num_fewshot=args.num_fewshot,
+        max_eval_bytes=args.max_eval_bytes, text_files=args.text_files, device=args.device,
+        batch_size=int(args.batch_size), tracking=not args.no_tracking,
+    ))
+    if args.json:
+        print(json.dumps(result.metrics, indent=2))
+    else:
+        print(result.report_md.read_text())
+        print(f"report: {result.report_json} ({len(result.plots)} plots in {result.out_dir})")
+    return 0
+
+
+def _run_lm_eval_only(args: argparse.Namespace, tasks: list[str]) -> int:
+    from lm_eval.utils import make_table
+
+    from components.evaluate import EvaluationError, run_lm_eval
+
+    model_args = args.model_args
+    if args.model == "hier_ae":
+        if _model_args_checkpoint(model_args) is None:
+            raise EvaluationError("--model hier_ae needs --model_args checkpoint=PATH")
+        if args.config and "config=" not in model_args:
+            model_args = f"{model_args},config={args.config}"
+    output = run_lm_eval(args.model, model_args, tasks, args.data, args.limit, args.num_fewshot,
+                         args.batch_size, None if args.device == "auto" else args.device)
+    if args.json:
+        print(json.dumps(output["results"], indent=2, default=str))
+    else:
+        print(make_table(output))
+    return 0

@@ -1,0 +1,185 @@
+"""Compression evaluation: the model's code length in bits per byte beside gzip, bzip2, xz and zstd on the same
+bytes, measured in the same run, plus what each level of the hierarchy does.
+
+A text (a split's documents, or one file) is the token stream BOS + bytes + EOS per document, cut into
+non-overlapping windows of the config's sequence_length (components/byte_windows.py); each window is coded on
+its own, so the model's bits are an achievable code for the whole stream (the framing tokens are paid for,
+which the classic compressors are spared). bits_per_byte = model bits / real bytes (framing excluded), the same
+definition as training's val/bits_per_byte.
+
+Per entry (report["compression"][name]):
+    bytes, bits_per_byte, top_bits_per_byte, level_bits_per_byte [per level]
+    baselines {gzip, bzip2, xz, zstd}: bits per byte of gzip -9, bzip2 -9, xz -9e, zstd -19 on the same bytes
+    levels [per level]: bytes_per_code, codebook_perplexity, live_codes, live_code_share, codebook_size
+    reconstruction: greedy decoding of the first windows from their own top codes: exact_match_bytes (share of
+        byte positions reproduced), exact_match_windows (share of whole windows), windows
+    segment_lengths {length: count} at level 0; sample {text, boundaries} (first window, level-0 starts)
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+import zstandard
+
+from components.byte_windows import iter_eval_windows
+from components.conditional_code_length import one_thread_on_cpu, per_position_bits
+from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID
+
+SAMPLE_BYTES = 400
+
+
+def baseline_bits_per_byte(data: bytes) -> dict[str, float]:
+    """Bits per byte of the four classic compressors at their strongest standard settings."""
+    if not data:
+        return {name: 0.0 for name in ("gzip", "bzip2", "xz", "zstd")}
+    sizes = {
+        "gzip": len(gzip.compress(data, compresslevel=9, mtime=0)),
+        "bzip2": len(bz2.compress(data, compresslevel=9)),
+        "xz": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
+        "zstd": len(zstandard.ZstdCompressor(level=19).compress(data)),
+    }
+    return {name: 8.0 * size / len(data) for name, size in sizes.items()}
+
+
+def text_windows(data: bytes, sequence_length: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """One file framed as BOS + bytes + EOS, cut like iter_eval_windows (last window padded and masked)."""
+    stream = torch.tensor([BOS_ID, *data, EOS_ID], dtype=torch.long)
+    windows = -(-len(stream) // sequence_length)
+    padded = torch.full((windows * sequence_length,), PAD_ID, dtype=torch.long)
+    padded[: len(stream)] = stream
+    rows = padded.view(windows, sequence_length)
+    for first in range(0, windows, batch_size):
+        tokens = rows[first : first + batch_size]
+        yield {"tokens": tokens, "key_padding_mask": tokens == PAD_ID}
+
+
+def split_windows(data_dir: Path, split: str, sequence_length: int, batch_size: int, max_bytes: int | None):
+    return iter_eval_windows(data_dir, split, sequence_length, batch_size, max_bytes=max_bytes)
+
+
+class _Accumulator:
+    def __init__(self, codebook_sizes: list[int]):
+        self.codebook_sizes = codebook_sizes
+        self.bits = self.top_bits = 0.0
+        self.level_bits = [0.0] * len(codebook_sizes)
+        self.byte_count = 0
+        self.data = bytearray()
+        self.code_counts = [torch.zeros(size, dtype=torch.long) for size in codebook_sizes]
+        self.segment_lengths: Counter[int] = Counter()
+        self.matched_bytes = self.compared_bytes = self.exact_windows = self.decoded_windows = 0
+        self.sample: dict | None = None
+
+    def add(self, tokens: torch.Tensor, padding: torch.Tensor, bits: dict) -> None:
+        is_byte = (tokens < NUM_BYTES) & ~padding
+        self.byte_count += int(is_byte.sum())
+        for row, mask in zip(tokens.cpu(), is_byte.cpu(), strict=True):
+            self.data += bytes(row[mask].tolist())
+        self.top_bits += float(bits["top"].sum())
+        for level, level_bits in enumerate(bits["levels"]):
+            self.level_bits[level] += float(level_bits.sum())
+        self.bits = self.top_bits + sum(self.level_bits)
+        for level, out in enumerate(bits["compressed"]["levels"]):
+            codes = out.codes[out.row_valid].cpu()
+            self.code_counts[level] += torch.bincount(codes, minlength=self.codebook_sizes[level])
+        bottom_segments = bits["compressed"]["levels"][0].segment_ids.cpu()
+        for row in bottom_segments:
+            self.segment_lengths.update(torch.bincount(row[row >= 0]).tolist())
+        if self.sample is None:
+            self._keep_sample(tokens[0].cpu(), bottom_segments[0])
+
+    def _keep_sample(self, tokens: torch.Tensor, segment_ids: torch.Tensor) -> None:
+        boundaries, text = [], bytearray()
+        previous = -1
+        for token, segment in zip(tokens.tolist(), segment_ids.tolist(), strict=True):
+            if token < NUM_BYTES:
+                if segment != previous and text:
+                    boundaries.append(len(text))
+                text.append(token)
+            previous = segment if token != PAD_ID else previous
+            if len(text) >= SAMPLE_BYTES:
+                break
+        self.sample = {"text": text.decode("utf-8", errors="replace"), "byte_boundaries": boundaries,
+                       "bytes": bytes(text).hex()}
+
+    def add_reconstruction(self, tokens: torch.Tensor, padding: torch.Tensor, decoded: torch.Tensor) -> None:
+        for row, pad, out in zip(tokens.cpu(), padding.cpu(), decoded.cpu(), strict=True):
+            real = row[~pad]
+            got = torch.full_like(real, PAD_ID)
+            n = min(len(real), len(out))
+            got[:n] = out[:n]
+            is_byte = real < NUM_BYTES
+            self.matched_bytes += int(((got == real) & is_byte).sum())
+            self.compared_bytes += int(is_byte.sum())
+            self.exact_windows += int(bool((got == real).all()))
+            self.decoded_windows += 1
+
+    def result(self) -> dict:
+        count = max(self.byte_count, 1)
+        levels, codes_so_far = [], None
+        for level, counts in enumerate(self.code_counts):
+            total = int(counts.sum())
+            probabilities = counts[counts > 0].double() / max(total, 1)
+            entropy = float(-(probabilities * probabilities.log()).sum()) if total else 0.0
+            live = int((counts > 0).sum())
+            codes_so_far = total
+            levels.append({
+                "codes": total,
+                "bytes_per_code": self.byte_count / codes_so_far if codes_so_far else float("nan"),
+                "codebook_perplexity": math.exp(entropy),
+                "live_codes": live,
+                "codebook_size": self.codebook_sizes[level],
+                "live_code_share": live / self.codebook_sizes[level],
+            })
+        decoded = max(self.decoded_windows, 1)
+        return {
+            "bytes": self.byte_count,
+            "bits": self.bits,
+            "bits_per_byte": self.bits / count,
+            "top_bits_per_byte": self.top_bits / count,
+            "level_bits_per_byte": [bits / count for bits in self.level_bits],
+            "baselines": baseline_bits_per_byte(bytes(self.data)),
+            "levels": levels,
+            "reconstruction": {
+                "exact_match_bytes": self.matched_bytes / max(self.compared_bytes, 1),
+                "exact_match_windows": self.exact_windows / decoded,
+                "windows": self.decoded_windows,
+            },
+            "segment_lengths": {str(k): v for k, v in sorted(self.segment_lengths.items())},
+            "sample": self.sample,
+        }
+
+
+@torch.no_grad()
+def evaluate_compression(
+    model, batches: Iterable[dict[str, torch.Tensor]], device: torch.device, reconstruction_windows: int = 4
+) -> dict:
+    """Code length, baselines and per-level statistics over `batches` (see the module docstring)."""
+    model.eval()
+    sizes = [int(compressor.quantizer.codebook.shape[0]) for compressor in model.compressors]
+    accumulator = _Accumulator(sizes)
+    left_to_decode = reconstruction_windows
+    for batch in batches:
+        tokens = batch["tokens"].to(device)
+        padding = batch["key_padding_mask"].to(device)
+        bits = per_position_bits(model, tokens, padding)
+        accumulator.add(tokens, padding, bits)
+        if left_to_decode > 0:
+            take = min(left_to_decode, tokens.shape[0])
+            compressed = bits["compressed"]
+            with one_thread_on_cpu(device):
+                decoded = model.decompress(
+                    compressed["top_codes"][:take], compressed["top_valid"][:take], max_len=tokens.shape[1]
+                )
+            accumulator.add_reconstruction(tokens[:take], padding[:take], decoded)
+            left_to_decode -= take
+    if accumulator.byte_count == 0:
+        raise ValueError("nothing to evaluate: no bytes")
+    return accumulator.result()

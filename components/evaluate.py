@@ -1,0 +1,244 @@
+"""The evaluation step: one function behind `abstractinator evaluate`, `python evaluate.py`, dvc and kfp.
+
+Contract (the pipeline's promotion gate reads EvaluateResult.metrics):
+
+    evaluate(EvaluateParams(checkpoint=..., out_dir=...)) -> EvaluateResult
+
+EvaluateParams (extra="forbid")
+    checkpoint        checkpoint file, checkpoint folder (its latest), s3:// URI or models:/name@alias
+    out_dir           where report.json, report.md and the PNG plots go
+    data_dir          prepared shards (val/test splits); None: the config's data, prepared on first use
+    compression       score val, test and the Canterbury texts (True)
+    canterbury        include the four Canterbury texts (taken from <data_dir>/eval/canterbury, else fetched)
+    tasks             lm-eval tasks (standard names become <task>_local when the hub is offline)
+    limit, num_fewshot  passed to lm-eval
+    max_eval_bytes    cap on the tokens read per split (speed); None: whole split
+    text_files        more files to score, each named by its file name
+    device            "auto" | "cpu" | "cuda"
+    tracking          log metrics (as eval/<key>) and the report to MLflow: into the checkpoint's
+                      `mlflow_run_id` run when it has one, else a new run in the config's project
+EvaluateResult
+    out_dir, report_json, report_md, plots, metrics (flat dict[str, float]), data_hash, mlflow_run_id
+
+Metric keys (components/eval_report.py `flat_metrics`): val_bits_per_byte, test_bits_per_byte (the gate's),
+<canterbury text>_bits_per_byte, <text file>_bits_per_byte, <name>_<gzip|bzip2|xz|zstd>_bits_per_byte,
+live_code_share_L{i}, bytes_per_code_L{i}, codebook_perplexity_L{i}, reconstruction_exact_match_bytes and
+reconstruction_exact_match_windows (on the test split), and lm-eval results as <task>_<metric>.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run as asked (unknown task, model without probabilities, nothing to score)."""
+
+
+class EvaluateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str
+    out_dir: Path
+    data_dir: Path | None = None
+    compression: bool = True
+    canterbury: bool = True
+    tasks: list[str] = Field(default_factory=list)
+    limit: int | None = Field(None, ge=1)
+    num_fewshot: int | None = Field(None, ge=0)
+    max_eval_bytes: int | None = Field(None, ge=1)
+    text_files: list[Path] = Field(default_factory=list)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(8, ge=1)
+    reconstruction_windows: int = Field(4, ge=0, description="Windows per text decoded greedily from codes.")
+    tracking: bool = True
+
+
+class EvaluateResult(BaseModel):
+    out_dir: Path
+    report_json: Path
+    report_md: Path
+    plots: list[Path]
+    metrics: dict[str, float]
+    data_hash: str | None
+    mlflow_run_id: str | None = None
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("torch", "lm_eval", "abstractinator", "mlflow"):
+        try:
+            found[package] = version(package.replace("_", "-"))
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def use_offline_hub_settings() -> None:
+    """Hub access for lm-eval/datasets only when the hub answers (or the user says so through HF_HUB_OFFLINE);
+    their caches live in the data home."""
+    from components.lm_eval_tasks import hub_reachable
+    from components.settings import get_settings
+
+    os.environ.setdefault("HF_HOME", str((get_settings().data_home / "hf").resolve()))
+    if "HF_HUB_OFFLINE" not in os.environ and not hub_reachable():
+        # Without these, datasets/lm-eval retry the network for minutes before failing.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def local_tasks_dir(data_dir: Path | None) -> Path:
+    """The folder of generated `<task>_local.yaml` files, written (and the data fetched) on first use."""
+    from components.eval_data import ensure_lm_eval_data
+    from components.lm_eval_tasks import write_local_tasks
+    from components.settings import get_settings
+
+    settings = get_settings()
+    candidates = [d / "eval" / "lm_eval" for d in (data_dir, settings.default_prepared_dir) if d is not None]
+    lm_eval_data = next((d for d in candidates if d.is_dir()), None)
+    if lm_eval_data is None:
+        lm_eval_data = settings.default_prepared_dir / "eval" / "lm_eval"
+        ensure_lm_eval_data(lm_eval_data, settings.downloads_dir)
+    tasks_dir = lm_eval_data.parent / "lm_eval_tasks"
+    write_local_tasks(lm_eval_data, tasks_dir)
+    return tasks_dir
+
+
+def run_lm_eval(model, model_args: str | None, tasks: list[str], data_dir: Path | None = None,
+                limit: int | None = None, num_fewshot: int | None = None, batch_size: int | str | None = None,
+                device: str | None = None) -> dict:
+    """lm-eval's simple_evaluate over `tasks` (local ones found via the generated include path); returns its
+    full results dict. `model` is a model name ("hier_ae", "hf") with `model_args`, or an LM instance."""
+    from components.lm_eval_tasks import DEFAULT_TASKS, LOCAL_SUFFIX, hub_offline, localize_task_names
+
+    use_offline_hub_settings()
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    import components.hier_ae_lm  # noqa: F401  (registers hier_ae)
+
+    tasks, changed = localize_task_names(tasks, hub_offline())
+    if changed:
+        log.info("offline_tasks", note="the hub is offline: standard tasks run on local data",
+                 tasks=", ".join(f"{t} -> {t}_local" for t in changed))
+    local = {task + LOCAL_SUFFIX for task in DEFAULT_TASKS}
+    manager = TaskManager()
+    unknown = [task for task in tasks if task not in manager.all_tasks and task not in local]
+    if unknown:
+        raise EvaluationError(f"unknown lm-eval task(s): {', '.join(unknown)} (see `lm_eval ls tasks`)")
+    if any(task in local for task in tasks):  # only then fetch the offline data and write the local YAMLs
+        manager = TaskManager(include_path=str(local_tasks_dir(data_dir)))
+    kwargs = {"model_args": model_args} if isinstance(model, str) else {}
+    return lm_eval.simple_evaluate(model=model, tasks=tasks, limit=limit, num_fewshot=num_fewshot,
+                                   batch_size=batch_size, device=device, task_manager=manager, **kwargs)
+
+
+def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) -> dict:
+    from components.compression_eval import evaluate_compression, split_windows, text_windows
+    from components.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data
+    from components.settings import get_settings
+
+    config, device = loaded.config, loaded.device
+    length, batch = config.sequence_length, params.batch_size
+    entries = {}
+    if params.compression and data_dir is not None:
+        for split in ("val", "test"):
+            log.info("scoring_split", split=split)
+            windows = split_windows(data_dir, split, length, batch, params.max_eval_bytes)
+            entries[split] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
+    files = list(params.text_files)
+    if params.compression and params.canterbury:
+        folder = data_dir / "eval" / "canterbury" if data_dir is not None else None
+        if folder is None or not all((folder / f"{name}.txt").is_file() for name in CANTERBURY_TEXTS):
+            folder = get_settings().default_prepared_dir / "eval" / "canterbury"
+            ensure_canterbury_data(folder, get_settings().downloads_dir)
+        files = [folder / f"{name}.txt" for name in CANTERBURY_TEXTS] + files
+    for path in files:
+        if not Path(path).is_file():
+            raise EvaluationError(f"{path}: no such text file")
+        name = Path(path).stem if Path(path).suffix == ".txt" else Path(path).name
+        log.info("scoring_text", file=str(path))
+        windows = text_windows(Path(path).read_bytes(), length, batch)
+        entries[name] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
+    return entries
+
+
+def evaluate(params: EvaluateParams) -> EvaluateResult:
+    from components.eval_report import flat_metrics, write_report
+    from components.model_loading import load_model
+    from components.shards import load_manifest
+    from components.train_data import resolve_training_data
+
+    loaded = load_model(params.checkpoint, params.device)
+    config = loaded.config
+    if not config.has_discrete_top_lm:
+        raise EvaluationError(
+            f"{params.checkpoint}: its top LM is continuous (or absent), so it has no code length in bits; "
+            "evaluate a checkpoint with a discrete top LM (top_transformer_config.continuous=False)"
+        )
+    data_dir = resolve_training_data(config, params.data_dir) if params.compression else params.data_dir
+    data_hash = load_manifest(data_dir).data_hash if data_dir is not None else loaded.checkpoint.get("data_hash")
+    compression = _compression_entries(params, loaded, data_dir)
+
+    lm_eval_results = {}
+    if params.tasks:
+        from components.conditional_code_length import HierarchicalAEScorer
+        from components.hier_ae_lm import HierarchicalAELM
+
+        scorer = HierarchicalAEScorer(loaded.model, loaded.device, config.sequence_length, params.batch_size)
+        output = run_lm_eval(HierarchicalAELM(scorer=scorer), None, params.tasks, data_dir, params.limit,
+                             params.num_fewshot)
+        lm_eval_results = output["results"]
+    if not compression and not lm_eval_results:
+        raise EvaluationError("nothing to evaluate: enable compression, or give tasks or text files")
+
+    metrics = flat_metrics(compression, lm_eval_results)
+    report = {
+        "checkpoint": params.checkpoint,
+        "step": loaded.checkpoint.get("global_step"),
+        "data_hash": data_hash,
+        "training_data_hash": loaded.checkpoint.get("data_hash"),
+        "config_hash": loaded.checkpoint.get("config_hash"),
+        "git_commit": loaded.checkpoint.get("git_commit"),
+        "versions": versions(),
+        "settings": {"sequence_length": config.sequence_length, "max_eval_bytes": params.max_eval_bytes,
+                     "limit": params.limit, "num_fewshot": params.num_fewshot, "device": str(loaded.device)},
+        "compression": compression,
+        "lm_eval": lm_eval_results,
+        "metrics": metrics,
+    }
+    report_json, report_md, plots = write_report(report, Path(params.out_dir))
+    run_id = _track(params, loaded, metrics, [report_json, report_md, *plots]) if params.tracking else None
+    return EvaluateResult(out_dir=params.out_dir, report_json=report_json, report_md=report_md, plots=plots,
+                          metrics=metrics, data_hash=data_hash, mlflow_run_id=run_id)
+
+
+def _track(params: EvaluateParams, loaded, metrics: dict[str, float], files: list[Path]) -> str | None:
+    from components.tracking import RunTracker, resolve_tracking_uri
+
+    config = loaded.config
+    tracker = RunTracker(
+        experiment=config.project_name or "Default",
+        run_name=f"{config.run_name}-evaluate",
+        tracking_uri=resolve_tracking_uri(config.project_name),
+        run_id=loaded.checkpoint.get("mlflow_run_id"),
+        unsent_path=Path(params.out_dir) / "mlflow_unsent.jsonl",
+    )
+    tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items()},
+                        step=int(loaded.checkpoint.get("global_step") or 0))
+    tracker.set_tags({"evaluated_checkpoint": params.checkpoint})
+    for path in files:
+        tracker.log_artifact(path, "evaluation")
+    tracker.close()
+    return tracker.run_id
