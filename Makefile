@@ -8,10 +8,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 DATA_DIR := .data/prepared/default
+GPUS ?= 1
 IMAGE ?= ghcr.io/abstractinator/abstractinator:0.1.0
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup demo test test-slow test-all lint format bench eval-data evaluate image image-constraints manifests-check clean
+.PHONY: help setup demo up down compile-pipeline test test-slow test-all lint format bench eval-data evaluate image image-constraints manifests-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -25,8 +26,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the package editable with all extras (pinned)
 
-demo: setup ## run the main job on the embedded default corpus (CPU): prepare the data and show what it made
-	$(PY) -m abstractinator prepare-data --source default --out $(DATA_DIR)
+demo: setup ## the whole pipeline on CPU with kfp.local (sqlite MLflow, local artifacts): prepare, stage 1, stage 2, evaluate, gate
+	$(PY) -m abstractinator pipeline run-local --config demo --stage1-steps 500 --stage2-steps 300 \
+		--artifact-root .data/artifacts --pipeline-root .data/kfp-local --model-name abstractinator-demo \
+		--eval-max-bytes 65536 --no-canterbury
+
+up: setup ## start SeaweedFS (S3), PostgreSQL and an MLflow server on loopback (state in .data/stack)
+	$(PY) -m abstractinator stack up --state-dir .data/stack
+
+down: setup ## stop the local stack (its data stays for the next `make up`)
+	$(PY) -m abstractinator stack down --state-dir .data/stack
+
+compile-pipeline: setup ## write the kfp pipeline YAML to build/pipeline.yaml (IMAGE=..., GPUS=1)
+	$(PY) -m abstractinator pipeline compile --out build/pipeline.yaml --image $(IMAGE) --gpus $(GPUS)
 
 test: setup ## run the default test suite (fast; no slow or GPU tests)
 	$(PYTEST) -m "not slow and not cuda" -q

@@ -27,9 +27,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     from components.checkpoints import CheckpointError
     from components.data_sources import DataSourceError
     from components.evaluate import EvaluationError
+    from components.local_stack import PostgresError, StackError
+    from components.promote import RegistryError
     from components.storage import StorageError
 
-    return (ConfigError, DataSourceError, CheckpointError, StorageError, EvaluationError)
+    return (ConfigError, DataSourceError, CheckpointError, StorageError, EvaluationError, RegistryError, StackError,
+            PostgresError)
 
 
 def build_parser() -> argparse.ArgumentParser:

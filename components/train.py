@@ -393,7 +393,6 @@ class Trainer:
             self.tracker.close(status="FINISHED" if complete else "KILLED" if interrupted else None)
             tracking_uri, run_id = self.tracker.tracking_uri, self.tracker.run_id
             log.info("mlflow_run", run_id=run_id, view=ui_command(tracking_uri))
-        self._tmp.cleanup()
         return TrainResult(
             stage=self.stage,
             steps=self.step,
@@ -415,7 +414,11 @@ class Trainer:
 def train(params: TrainParams) -> TrainResult:
     """Run (or resume) one training stage; see the module docstring."""
     context = init_distributed(params.config.device)
+    trainer = None
     try:
-        return Trainer(params, context).run()
+        trainer = Trainer(params, context)
+        return trainer.run()
     finally:
+        if trainer is not None:
+            trainer._tmp.cleanup()  # downloads and S3 staging files, also when the run failed
         shutdown_distributed(context)

@@ -1,0 +1,124 @@
+"""The registered model as an `mlflow.pyfunc` model: strings in, bits per byte, codes or generated text out.
+
+    model = mlflow.pyfunc.load_model("models:/abstractinator@champion")
+    model.predict(["some text"])                                         # [{"text", "bits_per_byte", "bytes"}]
+    model.predict(["some text"], params={"task": "codes"})               # [{"text", "codes": [[...] per level]}]
+    model.predict(["Once upon"], params={"task": "generate", "max_new_bytes": 64})   # [{"text", "generated"}]
+
+Input: a list of strings, or a DataFrame with a `text` column. The artifact is a training checkpoint (model
+state + config as plain data), loaded with `torch.load(weights_only=True)`: no pickled code runs on load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+TASKS = ("bits_per_byte", "codes", "generate")
+PIP_REQUIREMENTS = ["torch==2.13.0", "pydantic==2.14.4", "pyyaml==6.0.4", "numpy==2.4.6", "mlflow==3.17.2"]
+
+
+def _texts(model_input: Any) -> list[str]:
+    if hasattr(model_input, "columns"):  # a pandas DataFrame
+        column = "text" if "text" in model_input.columns else model_input.columns[0]
+        return [str(v) for v in model_input[column].tolist()]
+    if isinstance(model_input, str):
+        return [model_input]
+    return [str(v) for v in model_input]
+
+
+class AbstractinatorPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads the checkpoint artifact on `load_context`; `predict` runs one task per input string."""
+
+    def load_context(self, context) -> None:
+        self.load_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
+
+    def load_checkpoint(self, path: Path) -> None:
+        import torch
+
+        from configs import validate_config
+        from model import ByteTokenizer, build_model
+
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        self.config = validate_config(checkpoint["exp_config"], origin=str(path))
+        self.model = build_model(self.config)
+        self.model.load_state_dict(checkpoint["model_state"])
+        self.model.eval()
+        self.tokenizer = ByteTokenizer()
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        params = dict(params or {})
+        task = params.get("task", "bits_per_byte")
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r} (choose one of {', '.join(TASKS)})")
+        handler = {"bits_per_byte": self._bits_per_byte, "codes": self._codes, "generate": self._generate}[task]
+        return [handler(text, params) for text in _texts(model_input)]
+
+    def _tokens(self, text: str, add_eos: bool):
+        return self.tokenizer.encode(text, add_bos=True, add_eos=add_eos).unsqueeze(0)
+
+    def _bits_per_byte(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        tokens = self._tokens(text, add_eos=True)
+        byte_count = max(len(text.encode("utf-8", errors="surrogateescape")), 1)
+        with torch.no_grad():
+            bits = float(self.model.code_length_bits(tokens)[0])
+        return {"text": text, "bits_per_byte": bits / byte_count, "bytes": byte_count}
+
+    def _codes(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        with torch.no_grad():
+            compressed = self.model.compress(self._tokens(text, add_eos=False))
+        pairs = zip(compressed["codes"], compressed["row_valid"], strict=True)
+        codes = [level_codes[0][valid[0]].tolist() for level_codes, valid in pairs]
+        return {"text": text, "codes": codes}
+
+    def _generate(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        max_new = int(params.get("max_new_bytes", 64))
+        temperature = float(params.get("temperature", 0.0))
+        with torch.no_grad():
+            continuation = self.model.generate_bytes(self._tokens(text, add_eos=False)[0], max_new, temperature)
+        return {"text": text, "generated": self.tokenizer.decode_text(continuation)}
+
+
+def slim_checkpoint(checkpoint_path: Path, out_path: Path) -> Path:
+    """Only what serving needs (model state, config, provenance): no optimizer or data-loader state."""
+    import torch
+
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    keep = ("model_state", "exp_config", "git_commit", "data_hash", "config_hash", "global_step", "stage")
+    torch.save({key: checkpoint[key] for key in keep if key in checkpoint}, out_path)
+    return out_path
+
+
+def log_pyfunc_model(checkpoint_path: Path, name: str = "model") -> Any:
+    """Log the checkpoint (slimmed) as a pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
+    import tempfile
+
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        params=ParamSchema([
+            ParamSpec("task", "string", "bits_per_byte"),
+            ParamSpec("max_new_bytes", "long", 64),
+            ParamSpec("temperature", "double", 0.0),
+        ]),
+    )
+    with tempfile.TemporaryDirectory(prefix="abstractinator-pyfunc-") as tmp:
+        slim = slim_checkpoint(Path(checkpoint_path), Path(tmp) / "model.pt")
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=AbstractinatorPyfunc(),
+            artifacts={CHECKPOINT_ARTIFACT: str(slim)},
+            pip_requirements=PIP_REQUIREMENTS,
+            signature=signature,
+        )

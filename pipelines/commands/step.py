@@ -1,0 +1,69 @@
+"""`abstractinator pipeline step NAME --params params.yaml`: one pipeline step, as the dvc stages run it.
+
+Settings come from params.yaml (validated by `DvcParams`); steps hand each other results/<step>.json (URIs and
+hashes), and write the files dvc shows: results/eval_metrics.json (`dvc metrics show`) and
+results/<stage>_curve.csv (`dvc plots show`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+STEPS = ("prepare", "stage1", "stage2", "evaluate", "promote")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("step", help="run one pipeline step with params.yaml (what dvc repro calls)")
+    parser.add_argument("name", choices=STEPS)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters (%(default)s)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="step results folder (%(default)s)")
+    parser.set_defaults(func=run)
+
+
+def _read(results: Path, step: str) -> dict:
+    path = results / f"{step}.json"
+    if not path.is_file():
+        from configs import ConfigError
+
+        raise ConfigError(f"{path}: missing; run the {step} step first")
+    return json.loads(path.read_text())
+
+
+def run(args: argparse.Namespace) -> int:
+    from components.stages import join_uri
+    from pipelines import artifacts, steps
+    from pipelines.dvc_params import load_dvc_params
+
+    params = load_dvc_params(args.params)
+    spec, results = params.run, args.results
+    results.mkdir(parents=True, exist_ok=True)
+    if args.name == "prepare":
+        result = steps.prepare_step(spec, params.data.source, params.registry.model_name, False,
+                                    params.data.include_eval_sets, params.data.out_dir)
+    elif args.name in ("stage1", "stage2"):
+        prepared = _read(results, "prepare")
+        base = _read(results, "stage1")["base_components_uri"] if args.name == "stage2" else None
+        result = steps.train_stage_step(spec, args.name, prepared["data_uri"], prepared["data_hash"], base)
+        curve = join_uri(spec.run_root(prepared["data_hash"]), args.name, "curve.csv")
+        if artifacts.exists(curve):  # a copy where dvc plots reads it
+            target = results / f"{args.name}_curve.csv"
+            if artifacts.is_s3(curve):
+                artifacts.fetch_file(curve, target)
+            else:
+                shutil.copyfile(curve, target)
+    elif args.name == "evaluate":
+        prepared, stage2 = _read(results, "prepare"), _read(results, "stage2")
+        result = steps.evaluate_step(spec, stage2["checkpoint_uri"], prepared["data_uri"], prepared["data_hash"],
+                                     params.evaluate.tasks, params.evaluate.limit, params.evaluate.max_eval_bytes,
+                                     params.evaluate.canterbury)
+        (results / "eval_metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
+    else:
+        prepared, stage2, evaluation = _read(results, "prepare"), _read(results, "stage2"), _read(results, "evaluate")
+        result = steps.promote_step(spec, params.registry.model_name, stage2["checkpoint_uri"],
+                                    stage2["checkpoint_hash"], evaluation["metrics"], prepared["data_hash"],
+                                    evaluation["report_uri"], params.gate)
+    (results / f"{args.name}.json").write_text(result.model_dump_json(indent=2))
+    print(f"{args.name}: {results / f'{args.name}.json'}")
+    return 0

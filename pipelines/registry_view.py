@@ -1,0 +1,79 @@
+"""Tables of the registry state and the gate's history, for people (run-local, make demo, registry status)."""
+
+from __future__ import annotations
+
+from components.promote import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryError,
+    alias_version,
+    client_for,
+    history,
+    metrics_of,
+    status,
+)
+from components.tracking import ui_command
+
+SHOWN_METRICS = ("test_bits_per_byte", "val_bits_per_byte", "live_code_share_L0", "reconstruction_exact_match_bytes")
+
+
+def status_table(state: dict) -> str:
+    lines = [f"model {state['model']}: " + (", ".join(f"{a} -> v{v}" for a, v in sorted(state["aliases"].items()))
+                                           or "no aliases")]
+    header = f"{'version':>7}  {'aliases':<22}{'decision':<18}" + "".join(f"{m:>{len(m) + 2}}" for m in SHOWN_METRICS)
+    lines.append(header)
+    for version in state["versions"]:
+        metrics = "".join(
+            f"{version['metrics'][m]:>{len(m) + 2}.4f}" if m in version["metrics"] else f"{'-':>{len(m) + 2}}"
+            for m in SHOWN_METRICS
+        )
+        lines.append(f"{version['version']:>7}  {','.join(version['aliases']) or '-':<22}"
+                     f"{version['decision'] or '-':<18}{metrics}")
+        if version["reasons"]:
+            lines.append(f"{'':>9}{version['reasons']}")
+    return "\n".join(lines)
+
+
+def history_table(records: list[dict]) -> str:
+    if not records:
+        return "no gate decisions yet"
+    lines = [f"{'time (UTC)':<20} {'version':>7}  {'action':<17}{'champion':<12}reasons"]
+    for r in records:
+        lines.append(f"{r['time']:<20} {r['version']:>7}  {r['action']:<17}"
+                     f"{r['champion_before'] + ' -> ' + r['champion_after']:<12}{r['reasons']}")
+    return "\n".join(lines)
+
+
+def eval_table(version) -> str:
+    """Every eval metric of one model version (its `metric.*` tags), one per line."""
+    metrics = metrics_of(version)
+    width = max((len(k) for k in metrics), default=10)
+    lines = [f"eval metrics of v{version.version}:"]
+    lines += [f"  {key:<{width}}  {value:10.4f}" for key, value in sorted(metrics.items())]
+    report = (version.tags or {}).get("report_uri")
+    if report:
+        lines.append(f"  report: {report} (and report.md beside it)")
+    return "\n".join(lines)
+
+
+def print_registry(tracking_uri: str, model_name: str, registry_flags: str = "") -> None:
+    client = client_for(tracking_uri)
+    try:
+        state = status(client, model_name)
+    except RegistryError as error:
+        print(f"registry: {error}")
+        return
+    latest = alias_version(client, model_name, CHALLENGER)
+    if latest is not None:
+        print(eval_table(latest))
+        print()
+    print(status_table(state))
+    print()
+    print(history_table(history(client, model_name)))
+    print()
+    print("look further:")
+    print(f"  {ui_command(tracking_uri)}")
+    print(f"  abstractinator registry status --model-name {model_name} {registry_flags}".rstrip())
+    print(f"  abstractinator registry history --model-name {model_name} {registry_flags}".rstrip())
+    print(f"  MLFLOW_TRACKING_URI={tracking_uri} python -c \"import mlflow; "
+          f"m = mlflow.pyfunc.load_model('models:/{model_name}@{CHAMPION}'); print(m.predict(['Hello there']))\"")

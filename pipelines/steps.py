@@ -1,0 +1,269 @@
+"""The five pipeline steps as plain functions: what the kfp components, `abstractinator pipeline step ...` and
+the dvc stages all call. Each step reads URIs (+ content hashes) and writes its artifacts under the run's
+folder of the artifact root (an s3:// prefix or a local folder):
+
+    <artifact_root>/data/<data_hash>/                   prepared shards + manifest (content addressed)
+    <artifact_root>/runs/<run_key>/stage1/...           checkpoints, base_components.pt, curve.csv
+    <artifact_root>/runs/<run_key>/stage2/...           checkpoints, curve.csv
+    <artifact_root>/runs/<run_key>/eval/...             report.json, report.md, plots, metrics.json
+
+The logic lives in components/ (prepare_data, train, evaluate, promote); this module only maps a run's
+settings onto those functions and moves artifacts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.gate_rules import GateRules
+from components.logs import get_logger
+from components.provenance import git_commit
+from components.settings import get_settings
+from components.stages import StageConfigs, join_uri, load_pipeline_config, run_key, stage_configs
+from pipelines import artifacts
+
+log = get_logger(__name__)
+
+
+class RunSpec(BaseModel):
+    """What every step of one pipeline run is told (kfp parameters, CLI flags, params.yaml alike)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field("ci", description="Config name (configs/<name>_config.py) or path.")
+    overrides: list[str] = Field(default_factory=list, description="key=value config overrides.")
+    stage1_steps: int = Field(20, ge=1)
+    stage2_steps: int = Field(20, ge=1)
+    artifact_root: str = Field("artifacts", description="s3://bucket/prefix or a local folder.")
+    run_key: str | None = Field(None, description="Run folder name; None: derived from config, data, code.")
+
+    def stages(self, data_hash: str) -> StageConfigs:
+        config = load_pipeline_config(self.config, self.overrides)
+        key = self.run_key or run_key(config, self.stage1_steps, self.stage2_steps, data_hash, git_commit())
+        return stage_configs(config, self.stage1_steps, self.stage2_steps, self.artifact_root, key)
+
+    def run_root(self, data_hash: str) -> str:
+        base = self.stages(data_hash).base_components_uri  # <root>/runs/<key>/stage1/base_components.pt
+        return base.rsplit("/", 2)[0]
+
+
+def _cache_dir(*parts: str) -> Path:
+    path = get_settings().data_home / "pipeline-cache" / Path(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def local_data(data_uri: str, data_hash: str) -> Path:
+    """Prepared data on this machine (fetched into the cache unless it already holds this data hash)."""
+    from components.shards import ManifestError, verify
+
+    if not artifacts.is_s3(data_uri):
+        return Path(data_uri)
+    directory = _cache_dir("data", data_hash)
+    try:
+        if verify(directory).data_hash == data_hash:
+            return directory
+    except ManifestError:
+        pass
+    artifacts.fetch_dir(data_uri, directory)
+    manifest = verify(directory)
+    if manifest.data_hash != data_hash:
+        raise artifacts.StorageError(f"{data_uri}: holds data {manifest.data_hash}, expected {data_hash}")
+    return directory
+
+
+# -- prepare ---------------------------------------------------------------------------------------------------
+class PrepareStepResult(BaseModel):
+    data_uri: str
+    data_hash: str
+    config_hash: str
+    git_commit: str
+    run_root: str
+    unchanged: bool = Field(description="The registry's champion was made from this data, code and config.")
+    reason: str
+
+
+def prepare_step(spec: RunSpec, data_source: str, model_name: str = "", skip_if_unchanged: bool = True,
+                 include_eval_sets: bool = True, prepared_dir: Path | None = None) -> PrepareStepResult:
+    """Prepare `data_source` (into `prepared_dir`, default: the data home's folder for it), publish it to an
+    s3:// artifact root, and check whether the registry's champion already has this data, code and config."""
+    from components.prepare_data import PrepareDataParams, prepare_data
+    from components.train_data import prepared_dir_for
+
+    prepared = prepare_data(PrepareDataParams(
+        source=data_source, out_dir=prepared_dir or prepared_dir_for(data_source), include_eval_sets=include_eval_sets
+    ))
+    data_hash = prepared.data_hash
+    if artifacts.is_s3(spec.artifact_root):
+        data_uri = join_uri(spec.artifact_root, "data", data_hash)
+        if not artifacts.exists(join_uri(data_uri, "manifest.json")):
+            artifacts.publish_dir(prepared.out_dir, data_uri)
+    else:
+        data_uri = str(prepared.out_dir)
+    stages, commit = spec.stages(data_hash), git_commit()
+    unchanged, reason = False, "retraining check off"
+    if skip_if_unchanged and model_name:
+        unchanged, reason = _champion_unchanged(model_name, spec, data_hash, stages.config_hash, commit)
+    log.info("prepare_step_done", data_uri=data_uri, data_hash=data_hash, unchanged=unchanged, reason=reason)
+    return PrepareStepResult(data_uri=data_uri, data_hash=data_hash, config_hash=stages.config_hash,
+                             git_commit=commit, run_root=spec.run_root(data_hash), unchanged=unchanged,
+                             reason=reason)
+
+
+def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_hash: str, commit: str):
+    from components.promote import champion_provenance, client_for
+    from components.tracking import resolve_tracking_uri
+
+    if commit == "unknown":
+        return False, "the code's git commit is unknown: retraining"
+    config = load_pipeline_config(spec.config, spec.overrides)
+    champion = champion_provenance(client_for(resolve_tracking_uri(config.project_name)), model_name)
+    if champion is None:
+        return False, f"model {model_name!r} has no champion yet"
+    current = {"data_hash": data_hash, "git_commit": commit, "config_hash": config_hash}
+    changed = [key for key, value in current.items() if champion.get(key) != value]
+    if changed:
+        return False, "changed since the champion: " + ", ".join(changed)
+    return True, "data, code and config equal the champion's: nothing to retrain"
+
+
+# -- training stages ---------------------------------------------------------------------------------------------
+class StageStepResult(BaseModel):
+    stage: str
+    checkpoint_uri: str
+    checkpoint_hash: str
+    base_components_uri: str | None
+    base_components_hash: str | None
+    mlflow_run_id: str | None
+    final_metrics: dict[str, float]
+
+
+def _write_curve(run_id: str | None, tracking_uri: str | None, target_uri: str) -> None:
+    """Training curve (step, loss, val bpb) from MLflow as CSV next to the checkpoints (dvc plots read it)."""
+    if not run_id or not tracking_uri:
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows: dict[int, dict[str, float]] = {}
+    for key, column in (("loss/total_avg_accum", "loss"), ("val/bits_per_byte", "val_bits_per_byte"),
+                        ("val/reconstruction_bits_per_byte", "val_reconstruction_bits_per_byte")):
+        for metric in client.get_metric_history(run_id, key):
+            rows.setdefault(metric.step, {})[column] = metric.value
+    with tempfile.TemporaryDirectory(prefix="abstractinator-curve-") as tmp:
+        path = Path(tmp) / "curve.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["step", "loss", "val_bits_per_byte", "val_reconstruction_bits_per_byte"])
+            for step in sorted(rows):
+                row = rows[step]
+                writer.writerow([step, *(row.get(c, "") for c in
+                                         ("loss", "val_bits_per_byte", "val_reconstruction_bits_per_byte"))])
+        artifacts.publish_file(path, target_uri)
+
+
+def _hash_of(uri: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="abstractinator-hash-") as tmp:
+        return artifacts.file_hash(artifacts.fetch_file(uri, Path(tmp) / Path(uri).name))
+
+
+def train_stage_step(spec: RunSpec, stage: Literal["stage1", "stage2"], data_uri: str, data_hash: str,
+                     base_components_uri: str | None = None, tracking: bool = True) -> StageStepResult:
+    from components.train import TrainParams, train
+
+    stages = spec.stages(data_hash)
+    config = stages.stage1 if stage == "stage1" else stages.stage2
+    if stage == "stage2" and not base_components_uri:
+        raise ValueError("stage2 needs the base components of stage 1 (base_components_uri)")
+    result = train(TrainParams(
+        config=config, data_dir=local_data(data_uri, data_hash),
+        load_base_from=base_components_uri if stage == "stage2" else None, progress=False, tracking=tracking,
+    ))
+    if not result.complete:
+        raise RuntimeError(f"{stage} stopped at step {result.steps} before the end: resume it")
+    _write_curve(result.mlflow_run_id, result.tracking_uri,
+                 join_uri(spec.run_root(data_hash), stage, "curve.csv"))
+    base = result.base_components
+    return StageStepResult(
+        stage=stage, checkpoint_uri=result.final_checkpoint, checkpoint_hash=_hash_of(result.final_checkpoint),
+        base_components_uri=base, base_components_hash=_hash_of(base) if base else None,
+        mlflow_run_id=result.mlflow_run_id, final_metrics=result.final_metrics,
+    )
+
+
+# -- evaluate ----------------------------------------------------------------------------------------------------
+class EvaluateStepResult(BaseModel):
+    report_uri: str
+    report_hash: str
+    metrics: dict[str, float]
+
+
+def evaluate_step(spec: RunSpec, checkpoint_uri: str, data_uri: str, data_hash: str, tasks: list[str] | None = None,
+                  limit: int | None = None, max_eval_bytes: int | None = None, canterbury: bool = True,
+                  tracking: bool = True) -> EvaluateStepResult:
+    from components.evaluate import EvaluateParams, evaluate
+
+    eval_uri = join_uri(spec.run_root(data_hash), "eval")
+    local = not artifacts.is_s3(eval_uri)
+    with tempfile.TemporaryDirectory(prefix="abstractinator-eval-") as tmp:
+        out_dir = Path(eval_uri) if local else Path(tmp)
+        result = evaluate(EvaluateParams(
+            checkpoint=checkpoint_uri, out_dir=out_dir, data_dir=local_data(data_uri, data_hash),
+            tasks=tasks or [], limit=limit, max_eval_bytes=max_eval_bytes, canterbury=canterbury, tracking=tracking,
+        ))
+        (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
+        report_hash = artifacts.file_hash(result.report_json)
+        if not local:
+            artifacts.publish_dir(out_dir, eval_uri, last=("report.json",))
+    return EvaluateStepResult(report_uri=join_uri(eval_uri, "report.json"), report_hash=report_hash,
+                              metrics=result.metrics)
+
+
+# -- promote -----------------------------------------------------------------------------------------------------
+class PromoteStepResult(BaseModel):
+    model: str
+    version: str
+    action: str
+    promoted: bool
+    champion: str | None
+    reasons: list[str]
+    tracking_uri: str
+
+
+def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint_hash: str,
+                 metrics: dict[str, float], data_hash: str, report_uri: str, rules: GateRules) -> PromoteStepResult:
+    """Log the stage-2 checkpoint as a pyfunc model, register it as `challenger`, run the gate."""
+    import mlflow
+
+    from components.promote import client_for, promote, register_version, version_tags
+    from components.pyfunc_model import log_pyfunc_model
+    from components.tracking import resolve_tracking_uri
+
+    stages = spec.stages(data_hash)
+    config = stages.stage2
+    tracking_uri = resolve_tracking_uri(config.project_name)
+    provenance = {"data_hash": data_hash, "git_commit": git_commit(), "config_hash": stages.config_hash}
+    extra = {"checkpoint_uri": checkpoint_uri, "checkpoint_hash": checkpoint_hash, "report_uri": report_uri,
+             "config": spec.config, "overrides": " ".join(spec.overrides)[:5000]}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(config.project_name or "Default")
+    with tempfile.TemporaryDirectory(prefix="abstractinator-promote-") as tmp:
+        local = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
+        if artifacts.file_hash(local) != checkpoint_hash:
+            raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one stage 2 reported")
+        with mlflow.start_run(run_name=f"{config.run_name.removesuffix('-stage2')}-candidate") as run:
+            mlflow.set_tags({**provenance, **extra})
+            mlflow.log_metrics(metrics)
+            info = log_pyfunc_model(local)
+    client = client_for(tracking_uri)
+    version = register_version(client, model_name, info.model_uri,
+                               version_tags(metrics, provenance, {**extra, "run_id": run.info.run_id}))
+    outcome = promote(client, model_name, version, rules)
+    return PromoteStepResult(model=model_name, version=version, action=outcome.action, promoted=outcome.promoted,
+                             champion=outcome.champion_after, reasons=outcome.reasons, tracking_uri=tracking_uri)
