@@ -12,7 +12,7 @@ EvaluateParams (extra="forbid")
     canterbury        include the four Canterbury texts (taken from <data_dir>/eval/canterbury, else fetched)
     tasks             lm-eval tasks (standard names become <task>_local when the hub is offline)
     limit, num_fewshot  passed to lm-eval
-    max_eval_bytes    cap on the tokens read per split (speed); None: whole split
+    max_eval_bytes    cap on the tokens read per split and the bytes read per text (speed); None: everything
     text_files        more files to score, each named by its file name
     device            "auto" | "cpu" | "cuda"
     tracking          log metrics (as eval/<key>) and the report to MLflow: into the checkpoint's
@@ -169,7 +169,8 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
             raise EvaluationError(f"{path}: no such text file")
         name = Path(path).stem if Path(path).suffix == ".txt" else Path(path).name
         log.info("scoring_text", file=str(path))
-        windows = text_windows(Path(path).read_bytes(), length, batch)
+        data = Path(path).read_bytes()[: params.max_eval_bytes]  # the compressors see the same bytes
+        windows = text_windows(data, length, batch)
         entries[name] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
     return entries
 
