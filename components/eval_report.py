@@ -88,6 +88,13 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
 def plot_bpb(compression: dict, path: Path) -> Path:
     names = list(compression)
     series = [("model", [compression[n]["bits_per_byte"] for n in names])] + [
@@ -100,10 +107,7 @@ def plot_bpb(compression: dict, path: Path) -> Path:
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=20)
     ax.set_ylabel("bits per byte")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_segment_lengths(compression: dict, path: Path) -> Path:
@@ -115,10 +119,7 @@ def plot_segment_lengths(compression: dict, path: Path) -> Path:
     ax.set_xlabel("segment length (bytes, level 0)")
     ax.set_ylabel("share of segments")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_segment_sample(sample: dict, path: Path) -> Path:

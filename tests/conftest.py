@@ -62,3 +62,14 @@ def text_corpus(tmp_path) -> tuple[Path, dict[str, bytes]]:
     """A folder of 120 small documents (about 140 KB) and its {doc_id: content}."""
     root = tmp_path / "corpus"
     return root, write_corpus(root, 120)
+
+
+def prepare_small_corpus(root: Path, count: int, seed: int) -> Path:
+    """`write_corpus` under root/text, prepared into root/prepared (no eval sets, no download)."""
+    from components.prepare_data import PrepareDataParams, prepare_data
+
+    write_corpus(root / "text", count, seed=seed)
+    out = root / "prepared"
+    prepare_data(PrepareDataParams(source=str(root / "text"), out_dir=out, include_eval_sets=False))
+    return out
+

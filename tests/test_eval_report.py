@@ -18,12 +18,11 @@ from components.checkpoints import CheckpointError, CheckpointStore
 from components.compression_eval import baseline_bits_per_byte
 from components.evaluate import EvaluateParams, EvaluationError, evaluate
 from components.model_loading import load_model
-from components.prepare_data import PrepareDataParams, prepare_data
 from components.train import TrainParams, train
 from configs import load_config
 from model import build_model
 from model.tokenizer import NUM_BYTES
-from tests.conftest import write_corpus
+from tests.conftest import prepare_small_corpus
 from tests.model_helpers import (
     tiny_config,
     torch_single_thread,  # noqa: F401
@@ -35,11 +34,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("eval-corpus")
-    write_corpus(root / "text", 60, seed=5)
-    out = root / "prepared"
-    prepare_data(PrepareDataParams(source=str(root / "text"), out_dir=out, include_eval_sets=False))
-    return out
+    return prepare_small_corpus(tmp_path_factory.mktemp("eval-corpus"), 60, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ import torch
 from mlflow import MlflowClient
 
 from components.checkpoints import CheckpointStore, load_checkpoint, read_checkpoint_file
-from components.prepare_data import PrepareDataParams, prepare_data
 from components.train import TrainParams, train
 from configs import load_config
-from tests.conftest import write_corpus
+from tests.conftest import prepare_small_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,11 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """Prepared shards of a small local corpus (no download)."""
-    root = tmp_path_factory.mktemp("train-corpus")
-    write_corpus(root / "text", 150, seed=1)
-    out = root / "prepared"
-    prepare_data(PrepareDataParams(source=str(root / "text"), out_dir=out, include_eval_sets=False))
-    return out
+    return prepare_small_corpus(tmp_path_factory.mktemp("train-corpus"), 150, seed=1)
 
 
 def ci_config(tmp_path: Path, **changes):

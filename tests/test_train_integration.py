@@ -14,8 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from components.checkpoints import CheckpointStore, load_checkpoint, step_of
-from components.prepare_data import PrepareDataParams, prepare_data
-from tests.conftest import write_corpus
+from tests.conftest import prepare_small_corpus
 from tests.servers import MlflowServer, PostgresServer, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,11 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("integration-corpus")
-    write_corpus(root / "text", 150, seed=2)
-    out = root / "prepared"
-    prepare_data(PrepareDataParams(source=str(root / "text"), out_dir=out, include_eval_sets=False))
-    return out
+    return prepare_small_corpus(tmp_path_factory.mktemp("integration-corpus"), 150, seed=2)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_pipeline_config(args.config, args.overrides)  # a bad config fails here, in one line
     outcome = run_local(pipeline_arguments(args), args.pipeline_root)
-    print(f"pipeline finished in {outcome['seconds']} s: {outcome['reason']}")
+    print(f"pipeline finished in {outcome['seconds']} s (data step's decision: {outcome['reason']})")
     tracking_uri = resolve_tracking_uri(config.project_name)
     flags = "" if get_settings().mlflow_tracking_uri else f"--project {config.project_name}"
     print_registry(tracking_uri, args.model_name, flags)
