@@ -121,24 +121,21 @@ class CheckpointStore:
         return self.uri(name)
 
     def _save_s3(self, payload: dict[str, Any], name: str) -> None:
-        from components.storage import make_s3_client, upload_file
+        from components.storage import make_s3_client, upload_bytes, upload_file
 
         client = make_s3_client()
         with tempfile.TemporaryDirectory(prefix="abstractinator-ckpt-") as tmp:
             local = Path(tmp) / name
             torch.save(payload, local)
             upload_file(local, self.bucket, self.prefix + name, client=client)
-        try:
-            client.put_object(Bucket=self.bucket, Key=self.prefix + LATEST_POINTER, Body=f"{name}\n".encode())
-        except Exception as error:
-            raise StorageError(f"{self.uri(LATEST_POINTER)}: cannot update ({error})") from error
+        upload_bytes(f"{name}\n".encode(), self.bucket, self.prefix + LATEST_POINTER, client=client)
 
     def _prune(self) -> None:
         for name in self.names()[: -self.keep_last]:
             if self.is_s3:
-                from components.storage import make_s3_client
+                from components.storage import delete_object
 
-                make_s3_client().delete_object(Bucket=self.bucket, Key=self.prefix + name)
+                delete_object(self.bucket, self.prefix + name)
             else:
                 (self.root / name).unlink(missing_ok=True)
 

@@ -8,6 +8,7 @@ rather than a botocore traceback.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,3 +154,29 @@ def delete_object(bucket: str, key: str, client=None) -> None:
         client.delete_object(Bucket=bucket, Key=key)
     except _botocore_errors() as error:
         raise _readable(error, bucket, key) from error
+
+
+# -- URIs that may be s3:// or a local path (what steps and checkpoints hand each other) -------------------------
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def publish_file(path: Path, uri: str) -> str:
+    """Copy one file to `uri` (s3:// or a local path); returns the URI."""
+    if is_s3(uri):
+        bucket, key = parse_s3_uri(uri)
+        return upload_file(path, bucket, key)
+    target = Path(uri)
+    if target.resolve() != Path(path).resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return uri
+
+
+def fetch_file(uri: str, path: Path) -> Path:
+    """A local copy of `uri` at `path` (a local URI is returned as is)."""
+    if not is_s3(uri):
+        return Path(uri)
+    bucket, key = parse_s3_uri(uri)
+    return download_file(bucket, key, path)
+

@@ -32,7 +32,7 @@ from components.logs import get_logger
 from components.optimization import build_optimizer, build_scheduler
 from components.provenance import config_hash, flatten, git_commit
 from components.shards import load_manifest
-from components.storage import parse_s3_uri
+from components.storage import fetch_file, is_s3, publish_file
 from components.tracking import RunTracker, resolve_tracking_uri, ui_command
 from components.train_data import resolve_training_data
 from components.train_metrics import StepMetrics
@@ -87,28 +87,12 @@ def stage_of(config: ExpConfig, load_base_from: str | None) -> Stage:
     return "stage1" if config.top_transformer_config is None else "joint"
 
 
-def _local_copy(uri: str, directory: Path) -> Path:
-    """A local path for `uri` (downloaded when it is s3://)."""
-    if not uri.startswith("s3://"):
-        return Path(uri)
-    from components.storage import download_file
-
-    bucket, key = parse_s3_uri(uri)
-    return download_file(bucket, key, directory / Path(key).name)
-
-
-def _save_base_components(model: torch.nn.Module, target: str) -> str:
-    if not target.startswith("s3://"):
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        model.save_base_components(target)
-        return target
-    from components.storage import upload_file
-
-    bucket, key = parse_s3_uri(target)
-    with tempfile.TemporaryDirectory(prefix="abstractinator-base-") as tmp:
-        local = Path(tmp) / Path(key).name
-        model.save_base_components(local)
-        return upload_file(local, bucket, key)
+def _save_base_components(model: torch.nn.Module, target: str, staging: Path) -> str:
+    """Write the base components to `target` (a path or s3://; S3 gets one upload of the complete file)."""
+    local = staging / Path(target).name if is_s3(target) else Path(target)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    model.save_base_components(local)
+    return publish_file(local, target)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -183,7 +167,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.model = build_model(config).to(self.device)
         if params.load_base_from:
-            base = _local_copy(params.load_base_from, Path(self._tmp.name))
+            base = fetch_file(params.load_base_from, Path(self._tmp.name) / Path(params.load_base_from).name)
             self.model.load_base_components(base, freeze=True)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
@@ -244,7 +228,7 @@ class Trainer:
 
     def _checkpoint_dir_local(self) -> str:
         location = self.config.checkpoint_dir
-        return self._tmp.name if location.startswith("s3://") else location
+        return self._tmp.name if is_s3(location) else location
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -384,11 +368,11 @@ class Trainer:
         base = None
         complete = self.step >= self.total_steps
         if self.ctx.is_main and config.save_base_components_path and complete:
-            base = _save_base_components(self.model, config.save_base_components_path)
+            base = _save_base_components(self.model, config.save_base_components_path, Path(self._tmp.name))
             log.info("base_components_saved", path=base)
         tracking_uri = run_id = None
         if self.tracker is not None:
-            if final and not final.startswith("s3://"):  # an s3 checkpoint is already an artifact
+            if final and not is_s3(final):  # an s3 checkpoint is already an artifact
                 self.tracker.log_artifact(final, "checkpoints")
             self.tracker.close(status="FINISHED" if complete else "KILLED" if interrupted else None)
             tracking_uri, run_id = self.tracker.tracking_uri, self.tracker.run_id

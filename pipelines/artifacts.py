@@ -7,44 +7,22 @@ folder never looks complete); a fetched folder is reused when its content hash a
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from components.data_sources import sha256_file
 from components.storage import (
     StorageError,
     download_file,
+    fetch_file,
+    is_s3,
     list_objects,
     make_s3_client,
     parse_s3_uri,
+    publish_file,
     upload_file,
 )
 
 __all__ = ["StorageError", "exists", "fetch_dir", "fetch_file", "file_hash", "is_s3", "publish_dir", "publish_file"]
-
-
-def is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
-
-
-def publish_file(path: Path, uri: str) -> str:
-    """Copy one file to `uri` (s3:// or a local path); returns the URI."""
-    if is_s3(uri):
-        bucket, key = parse_s3_uri(uri)
-        return upload_file(path, bucket, key)
-    target = Path(uri)
-    if target.resolve() != Path(path).resolve():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-    return uri
-
-
-def fetch_file(uri: str, path: Path) -> Path:
-    """A local copy of `uri` at `path` (a local URI is returned as is)."""
-    if not is_s3(uri):
-        return Path(uri)
-    bucket, key = parse_s3_uri(uri)
-    return download_file(bucket, key, path)
 
 
 def publish_dir(directory: Path, uri: str, last: tuple[str, ...] = ("manifest.json",)) -> str:
