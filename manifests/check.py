@@ -176,7 +176,7 @@ def launcher_patch_problems(path: Path) -> list[str]:
     import jsonschema
 
     data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
-    label = path.relative_to(REPO)
+    label = path.relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
     problems = [] if str(data.get("defaultPipelineRoot", "")).startswith("s3://") else [
         f"{label}: defaultPipelineRoot must be an s3:// URI"]
     schema = json.loads((SCHEMAS / "kfp-launcher-providers.schema.json").read_text())
