@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -489,3 +490,140 @@ def test_backup_upload_refuses_bad_input(tmp_path):
         result = subprocess.run([sys.executable, str(script), *args], env={**os.environ, **env},
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and expected in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_registry_backup_and_restore_as_the_cronjob_and_docs_do(built, tmp_path):
+    """The CronJob's pg_dump command and upload script against PostgreSQL and SeaweedFS, then the restore of
+    docs/cluster.md (pg_restore --clean --if-exists --no-owner) into an empty database: the registry is back."""
+    from tests.servers import PostgresServer, SeaweedS3Server
+
+    backup = by_kind(built["overlays/gpu"], "CronJob")["registry-backup"]["spec"]["jobTemplate"]["spec"]
+    pod = backup["template"]["spec"]
+    dump_command, upload_command = pod["initContainers"][0]["command"], pod["containers"][0]["command"]
+    restore_line = next(line.strip() for line in (REPO / "docs/cluster.md").read_text().splitlines()
+                        if "pg_restore " in line and "kubectl" in line)
+    restore_flags = [flag for flag in restore_line.split("pg_restore ", 1)[1].split(" <")[0].split()
+                     if flag.startswith("--")]  # -U/-d name the cluster's user and database
+    assert {"--clean", "--if-exists", "--no-owner"} <= set(restore_flags), restore_line
+    postgres = PostgresServer().start()
+    s3 = SeaweedS3Server("backup-key", "backup-secret-key", ["abstractinator"]).start()
+    try:
+        postgres.create_database("mlflow")
+        pg_env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(postgres.port), "PGUSER": "postgres"}
+        psql = [check_bin("psql"), "-v", "ON_ERROR_STOP=1", "-tAc"]
+        subprocess.run([*psql, "CREATE TABLE registered_models (name text primary key); "
+                        "INSERT INTO registered_models VALUES ('abstractinator')"],
+                       env={**pg_env, "PGDATABASE": "mlflow"}, check=True, capture_output=True)
+        dump = tmp_path / "registry.dump"
+        command = [check_bin(dump_command[0]),
+                   *[argument.replace("/backup/registry.dump", str(dump)) for argument in dump_command[1:]]]
+        subprocess.run(command, env={**pg_env, "PGDATABASE": "mlflow"}, check=True, capture_output=True, timeout=120)
+        script = MANIFESTS / "components/registry-backup" / Path(upload_command[1]).name
+        uploaded = subprocess.run([sys.executable, str(script), str(dump)], capture_output=True, text=True,
+                                  timeout=120, env={**os.environ, **s3.client_env,
+                                                    "REGISTRY_BACKUP_DESTINATION": "s3://abstractinator/backups/db"})
+        assert uploaded.returncode == 0, uploaded.stderr
+        uri = uploaded.stdout.strip()
+        assert re.fullmatch(r"s3://abstractinator/backups/db/\d{8}T\d{6}Z\.dump", uri), uri
+
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
+                              aws_access_key_id="backup-key", aws_secret_access_key="backup-secret-key")
+        restored = tmp_path / "restored.dump"
+        client.download_file("abstractinator", uri.split("/", 3)[3], str(restored))
+        postgres.create_database("fresh")
+        subprocess.run([check_bin("pg_restore"), *restore_flags, "-d", "fresh", str(restored)],
+                       env=pg_env, check=True, capture_output=True, timeout=120)
+        rows = subprocess.run([*psql, "SELECT name FROM registered_models"], env={**pg_env, "PGDATABASE": "fresh"},
+                              check=True, capture_output=True, text=True).stdout.split()
+        assert rows == ["abstractinator"]
+    finally:
+        s3.stop()
+        postgres.stop()
+
+
+def check_bin(name: str) -> str:
+    from components.local_stack import _postgres_bin
+
+    return _postgres_bin(name)
+
+
+# -- docs/cluster.md: every command that needs no cluster runs ---------------------------------------------------
+def doc_commands() -> list[str]:
+    """The command lines of docs/cluster.md's bash blocks, continuations joined, comments dropped."""
+    commands, inside, current = [], False, ""
+    for line in (REPO / "docs/cluster.md").read_text().splitlines():
+        if line.startswith("```"):
+            inside = line.strip() == "```bash" if not inside else False
+            continue
+        if inside:
+            current += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
+            if not line.endswith("\\"):
+                commands.append(current.split("  #")[0].strip())
+                current = ""
+    return [command for command in commands if command and not command.startswith("#")]
+
+
+def offline(command: str) -> str | None:
+    """The part of a docs command that runs without a cluster, or None."""
+    if command.startswith("kubectl kustomize ") or command.startswith("kubectl patch --local "):
+        return command
+    if "--dry-run=client" in command:
+        return command.split(" | kubectl apply")[0]
+    return None
+
+
+@pytest.fixture
+def docs_workdir(tmp_path) -> Path:
+    """Where a reader runs the commands: the repository's manifests/, their private env files, the ConfigMap
+    they fetched from the cluster (as the multi-user profile controller makes it)."""
+    (tmp_path / "manifests").symlink_to(MANIFESTS)
+    files = {"s3.env": "AWS_ACCESS_KEY_ID=id\nAWS_SECRET_ACCESS_KEY=key\n",
+             "mlflow-auth.env": "MLFLOW_TRACKING_USERNAME=abstractinator-pipeline\nMLFLOW_TRACKING_PASSWORD=pw\n",
+             "mlflow-admin.env": "username=admin\npassword=pw\nflask-secret-key=k\n",
+             "mlflow-db.env": "username=mlflow\npassword=pw\nhost=mlflow-postgres\nport=5432\ndatabase=mlflow\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "kfp-launcher.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kfp-launcher", "namespace": "kubeflow"},
+         "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts", "clusterDomain": "cluster.local"}}))
+    return tmp_path
+
+
+def test_every_docs_command_that_needs_no_cluster_runs(docs_workdir, built):
+    runnable = [offline(command) for command in doc_commands() if offline(command)]
+    assert len([c for c in runnable if c.startswith("kubectl kustomize")]) == len(OVERLAYS) + 1  # + pytorchjob
+    assert len([c for c in runnable if "create secret" in c]) == 6
+    assert len([c for c in runnable if "patch --local" in c]) == 1
+    assert "make manifests-check" in doc_commands()  # run by the slow test below
+    templates = {s["metadata"]["name"]: set(s["stringData"]) for s in built["secrets"]}
+    env = {**os.environ, "PIPELINE_NS": "kubeflow", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    rendered_secrets = set()
+    for command in runnable:
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=docs_workdir, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+        for obj in yaml.safe_load_all(result.stdout):
+            if obj and obj["kind"] == "Secret":
+                name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+                assert set(obj["data"]) == templates[name], command  # the keys the workloads read
+                rendered_secrets.add((name, namespace))
+            if obj and obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "kfp-launcher":
+                assert obj["data"]["clusterDomain"] == "cluster.local"  # what KFP owns is kept
+                assert obj["data"]["defaultPipelineRoot"].startswith("s3://")
+    assert rendered_secrets == {("abstractinator-s3", "kubeflow"), ("abstractinator-s3", "abstractinator"),
+                                ("abstractinator-mlflow-auth", "kubeflow"),
+                                ("abstractinator-mlflow-auth", "abstractinator"),
+                                ("mlflow-admin", "abstractinator"), ("mlflow-db", "abstractinator")}
+
+
+@pytest.mark.slow
+def test_docs_make_manifests_check_passes():
+    """`make manifests-check` as docs/cluster.md step 4 runs it (the venv's set-up taken as done)."""
+    result = subprocess.run(["make", "-o", ".venv/.installed", "manifests-check"], cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.stdout.count("\nok ") + result.stdout.startswith("ok ") >= 12
