@@ -64,13 +64,16 @@ def kustomizations(root: Path = ROOT) -> list[Path]:
 
 
 def is_deployable(directory: Path) -> bool:
-    """What a person applies (an overlay, the PyTorchJob), as opposed to building blocks and templates."""
-    relative = directory.resolve().relative_to(ROOT.resolve()).parts if directory.resolve().is_relative_to(
-        ROOT.resolve()) else ("outside",)
-    return relative[0] in ("overlays", "pytorchjob", "outside")
+    """What a person applies (an overlay, the PyTorchJob, or a kustomization of their own outside manifests/), as
+    opposed to the building blocks and the Secret templates."""
+    resolved = directory.resolve()
+    if not resolved.is_relative_to(ROOT.resolve()):
+        return True
+    return resolved.relative_to(ROOT.resolve()).parts[0] in ("overlays", "pytorchjob")
 
 
 def is_overlay(directory: Path) -> bool:
+    """A complete deployment (manifests/overlays/*, or one of the reader's own): it must deny by default."""
     resolved = directory.resolve()
     return not resolved.is_relative_to(ROOT.resolve()) or resolved.parent == (ROOT / "overlays").resolve()
 
