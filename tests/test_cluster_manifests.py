@@ -627,3 +627,20 @@ def test_docs_make_manifests_check_passes():
                             text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert result.stdout.count("\nok ") + result.stdout.startswith("ok ") >= 12
+
+
+def test_the_docs_own_overlay_example_builds_and_passes(docs_workdir, kubectl):
+    """docs/cluster.md step 4's my-cluster/kustomization.yaml, as a reader saves it next to manifests/."""
+    text = (REPO / "docs/cluster.md").read_text()
+    block = text.split("```yaml\n# my-cluster/kustomization.yaml\n", 1)[1].split("```", 1)[0]
+    (docs_workdir / "my-cluster").mkdir()
+    (docs_workdir / "my-cluster/kustomization.yaml").write_text(block)
+    objects, problems = check.check(docs_workdir / "my-cluster", kubectl, tools=None)
+    assert problems == []
+    images = {c["image"] for o in objects for _, pod in check.pod_specs(o) for c in check.containers(pod)}
+    assert "registry.example.com/ml/abstractinator:0.1.0" in images
+    assert not any(image.startswith("ghcr.io/") for image in images)
+    storage = by_kind(objects, "ConfigMap")["abstractinator-storage"]["data"]
+    settings = by_kind(objects, "ConfigMap")["abstractinator-pipeline-settings"]["data"]
+    assert storage["AWS_DEFAULT_REGION"] == settings["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert settings["ABSTRACTINATOR_ARTIFACT_ROOT"] == "s3://my-bucket/abstractinator/pipeline"
