@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,14 @@ class Settings(BaseSettings):
         default=None,
         description="The code's commit where there is no git checkout (set in the training image at build time).",
     )
+
+    @field_validator("s3_endpoint_url", "mlflow_tracking_uri", "s3_region", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value, info):
+        """A key present but empty (a cluster's settings ConfigMap with no endpoint: AWS) means "not set"."""
+        if isinstance(value, str) and not value.strip():
+            return "us-east-1" if info.field_name == "s3_region" else None
+        return value
 
     @property
     def downloads_dir(self) -> Path:

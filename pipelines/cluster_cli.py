@@ -60,7 +60,9 @@ def register_cluster_commands(actions: argparse._SubParsersAction) -> None:
     change = schedule.add_mutually_exclusive_group()
     for action in ("disable", "enable", "delete"):
         change.add_argument(f"--{action}", dest="change", action="store_const", const=action,
-                            help=f"{action} the recurring run(s) called NAME")
+                            help=f"{action} the recurring run(s) called NAME" + (
+                            "; with --cron: schedule and enable it (a disabled schedule otherwise stays "
+                            "disabled)" if action == "enable" else ""))
     schedule.set_defaults(func=run_schedule, change=None)
 
 
@@ -95,18 +97,22 @@ def run_schedule(args: argparse.Namespace) -> int:
     from pipelines.submission import change_schedule, schedule
 
     try:
-        if args.change is None:
-            if args.cron is None:
-                raise ClusterError("schedule needs --cron (or one of --disable, --enable, --delete)")
+        with_cron = args.cron is not None
+        if args.change is None and not with_cron:
+            raise ClusterError("schedule needs --cron (or one of --disable, --enable, --delete)")
+        if with_cron and args.change in ("disable", "delete"):
+            raise ClusterError(f"--{args.change} takes no --cron")
+        if with_cron:
             validate_cron(args.cron)  # a bad cron fails before any network
         client = connect(args.host, args.namespace, read_token(args.token_file))
-        if args.change is not None:
+        if not with_cron:
             result = change_schedule(client, args.name, args.change, args.namespace)
         else:
             result = schedule(
                 client, args.name, args.cron, pipeline_name=args.pipeline_name, parameters=args.params,
                 experiment=args.experiment, namespace=args.namespace, follow_latest=args.follow_latest,
                 pipeline_root=args.pipeline_root, service_account=args.service_account,
+                enable=args.change == "enable",
             )
     except (ClusterError, CronError) as error:
         return _fail(error)

@@ -63,7 +63,8 @@ def _error_message(body: str | bytes | None) -> str:
     try:
         parsed = json.loads(text)
         if isinstance(parsed, dict):
-            text = str(parsed.get("message") or parsed.get("error") or text)
+            # grpc-gateway errors carry `message`; the upload endpoints `error_message` (pipeline_upload_server.go)
+            text = str(parsed.get("message") or parsed.get("error_message") or parsed.get("error") or text)
     except json.JSONDecodeError:
         pass
     return " ".join(text.split())[:300]

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components.gate_rules import GateRules
 from components.logs import get_logger
-from components.provenance import git_commit
+from components.provenance import code_identity, git_commit
 from components.settings import get_settings
 from components.stages import StageConfigs, join_uri, load_pipeline_config, run_key, stage_configs
 from pipelines import artifacts
@@ -45,7 +45,7 @@ class RunSpec(BaseModel):
 
     def stages(self, data_hash: str) -> StageConfigs:
         config = load_pipeline_config(self.config, self.overrides)
-        key = self.run_key or run_key(config, self.stage1_steps, self.stage2_steps, data_hash, git_commit())
+        key = self.run_key or run_key(config, self.stage1_steps, self.stage2_steps, data_hash, code_identity())
         return stage_configs(config, self.stage1_steps, self.stage2_steps, self.artifact_root, key)
 
     def run_root(self, data_hash: str) -> str:
@@ -60,10 +60,14 @@ def _cache_dir(*parts: str) -> Path:
 
 
 def local_data(data_uri: str, data_hash: str) -> Path:
-    """Prepared data on this machine (fetched into the cache unless it already holds this data hash)."""
+    """Prepared data on this machine (fetched into the cache unless it already holds this data hash), verified:
+    every file against the manifest, the manifest against `data_hash`."""
     from components.shards import ManifestError, verify
 
     if not artifacts.is_s3(data_uri):
+        manifest = verify(Path(data_uri))
+        if manifest.data_hash != data_hash:
+            raise artifacts.StorageError(f"{data_uri}: holds data {manifest.data_hash}, expected {data_hash}")
         return Path(data_uri)
     directory = _cache_dir("data", data_hash)
     try:
@@ -83,9 +87,11 @@ class PrepareStepResult(BaseModel):
     data_uri: str
     data_hash: str
     config_hash: str
+    code_identity: str
     git_commit: str
     run_root: str
     unchanged: bool = Field(description="The registry's champion was made from this data, code and config.")
+    local_dir: str = Field(description="The prepared folder on this machine.")
     reason: str
 
 
@@ -106,27 +112,30 @@ def prepare_step(spec: RunSpec, data_source: str, model_name: str = "", skip_if_
             artifacts.publish_dir(prepared.out_dir, data_uri)
     else:
         data_uri = str(prepared.out_dir)
-    stages, commit = spec.stages(data_hash), git_commit()
+    stages, code = spec.stages(data_hash), code_identity()
     unchanged, reason = False, "retraining check off"
     if skip_if_unchanged and model_name:
-        unchanged, reason = _champion_unchanged(model_name, spec, data_hash, stages.config_hash, commit)
+        unchanged, reason = _champion_unchanged(model_name, spec, data_hash, stages.config_hash, code)
     log.info("prepare_step_done", data_uri=data_uri, data_hash=data_hash, unchanged=unchanged, reason=reason)
     return PrepareStepResult(data_uri=data_uri, data_hash=data_hash, config_hash=stages.config_hash,
-                             git_commit=commit, run_root=spec.run_root(data_hash), unchanged=unchanged,
-                             reason=reason)
+                             code_identity=code, git_commit=git_commit(), run_root=spec.run_root(data_hash),
+                             unchanged=unchanged, reason=reason, local_dir=str(prepared.out_dir))
 
 
-def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_hash: str, commit: str):
-    from components.promote import champion_provenance, client_for
+def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_hash: str, code: str):
+    """Whether the champion was made from this data, code (code identity, not the git commit: an uncommitted
+    edit is a change) and config."""
+    from components.promote import CHAMPION, alias_version, client_for
     from components.tracking import resolve_tracking_uri
 
-    if commit == "unknown":
-        return False, "the code's git commit is unknown: retraining"
+    if code == "unknown":
+        return False, "the code identity is unknown: retraining"
     config = load_pipeline_config(spec.config, spec.overrides)
-    champion = champion_provenance(client_for(resolve_tracking_uri(config.project_name)), model_name)
+    champion = alias_version(client_for(resolve_tracking_uri(config.project_name)), model_name, CHAMPION)
     if champion is None:
         return False, f"model {model_name!r} has no champion yet"
-    current = {"data_hash": data_hash, "git_commit": commit, "config_hash": config_hash}
+    champion = champion.tags or {}
+    current = {"data_hash": data_hash, "code_identity": code, "config_hash": config_hash}
     changed = [key for key, value in current.items() if champion.get(key) != value]
     if changed:
         return False, "changed since the champion: " + ", ".join(changed)
@@ -174,19 +183,39 @@ def _hash_of(uri: str) -> str:
 
 
 def train_stage_step(spec: RunSpec, stage: Literal["stage1", "stage2"], data_uri: str, data_hash: str,
-                     base_components_uri: str | None = None, tracking: bool = True) -> StageStepResult:
-    from components.train import TrainParams, train
+                     base_components_uri: str | None = None, tracking: bool = True,
+                     progress: bool = False) -> StageStepResult:
+    """Train one stage into the run folder. A stage that finds a checkpoint of its own there (a retried task, a
+    preempted pod, a rerun) resumes from it: the run folder is keyed by config, steps, data and code, so that
+    checkpoint is this very run's. With several training processes (pipelines.torchrun.training_processes:
+    the pod's GPUs, or ABSTRACTINATOR_TRAINING_PROCESSES) the trainer runs under torchrun, one process per
+    device, each on batch_size / N windows, so the global batch and the result are the one-process run's."""
+    from components.checkpoints import CheckpointStore
+    from components.train import TrainParams
+    from pipelines.task_runtime import tag_mlflow_run
+    from pipelines.torchrun import run_training, training_processes
 
     stages = spec.stages(data_hash)
     config = stages.stage1 if stage == "stage1" else stages.stage2
     if stage == "stage2" and not base_components_uri:
         raise ValueError("stage2 needs the base components of stage 1 (base_components_uri)")
-    result = train(TrainParams(
-        config=config, data_dir=local_data(data_uri, data_hash),
-        load_base_from=base_components_uri if stage == "stage2" else None, progress=False, tracking=tracking,
-    ))
+    processes = training_processes()
+    if processes > 1:
+        if config.batch_size % processes:
+            from configs import ConfigError
+
+            raise ConfigError(f"batch_size {config.batch_size} does not split over {processes} training processes")
+        config = config.updated(batch_size=config.batch_size // processes)
+    resume = CheckpointStore(config.checkpoint_dir).latest()
+    if resume:
+        log.info("stage_resumes", stage=stage, checkpoint=resume)
+    result = run_training(TrainParams(
+        config=config, data_dir=local_data(data_uri, data_hash), resume_from_checkpoint=resume,
+        load_base_from=base_components_uri if stage == "stage2" else None, progress=progress, tracking=tracking,
+    ), gpus=processes)
     if not result.complete:
         raise RuntimeError(f"{stage} stopped at step {result.steps} before the end: resume it")
+    tag_mlflow_run(result.mlflow_run_id, result.tracking_uri)
     _write_curve(result.mlflow_run_id, result.tracking_uri,
                  join_uri(spec.run_root(data_hash), stage, "curve.csv"))
     base = result.base_components
@@ -206,23 +235,37 @@ class EvaluateStepResult(BaseModel):
 
 def evaluate_step(spec: RunSpec, checkpoint_uri: str, data_uri: str, data_hash: str, tasks: list[str] | None = None,
                   limit: int | None = None, max_eval_bytes: int | None = None, canterbury: bool = True,
-                  tracking: bool = True) -> EvaluateStepResult:
+                  tracking: bool = True, checkpoint_hash: str | None = None) -> EvaluateStepResult:
+    """Evaluate the checkpoint (verified against `checkpoint_hash` first, when given) into the run's eval folder."""
     from components.evaluate import EvaluateParams, evaluate
+    from pipelines.task_runtime import tag_mlflow_run
 
     eval_uri = join_uri(spec.run_root(data_hash), "eval")
     local = not artifacts.is_s3(eval_uri)
     with tempfile.TemporaryDirectory(prefix="abstractinator-eval-") as tmp:
-        out_dir = Path(eval_uri) if local else Path(tmp)
+        out_dir = Path(eval_uri) if local else Path(tmp) / "report"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
+        if checkpoint_hash and artifacts.file_hash(checkpoint) != checkpoint_hash:
+            raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one training reported")
         result = evaluate(EvaluateParams(
-            checkpoint=checkpoint_uri, out_dir=out_dir, data_dir=local_data(data_uri, data_hash),
+            checkpoint=str(checkpoint), out_dir=out_dir, data_dir=local_data(data_uri, data_hash),
             tasks=tasks or [], limit=limit, max_eval_bytes=max_eval_bytes, canterbury=canterbury, tracking=tracking,
         ))
         (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
         report_hash = artifacts.file_hash(result.report_json)
         if not local:
             artifacts.publish_dir(out_dir, eval_uri, last=("report.json",))
+    tag_mlflow_run(result.mlflow_run_id, get_settings().mlflow_tracking_uri)
     return EvaluateStepResult(report_uri=join_uri(eval_uri, "report.json"), report_hash=report_hash,
                               metrics=result.metrics)
+
+
+def _kfp_run_tag() -> dict[str, str]:
+    from pipelines.task_runtime import kfp_run_id
+
+    run = kfp_run_id()
+    return {"kfp_run_id": run} if run else {}
 
 
 # -- promote -----------------------------------------------------------------------------------------------------
@@ -248,7 +291,8 @@ def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint
     stages = spec.stages(data_hash)
     config = stages.stage2
     tracking_uri = resolve_tracking_uri(config.project_name)
-    provenance = {"data_hash": data_hash, "git_commit": git_commit(), "config_hash": stages.config_hash}
+    provenance = {"data_hash": data_hash, "git_commit": git_commit(), "config_hash": stages.config_hash,
+                  "code_identity": code_identity()}
     extra = {"checkpoint_uri": checkpoint_uri, "checkpoint_hash": checkpoint_hash, "report_uri": report_uri,
              "config": spec.config, "overrides": " ".join(spec.overrides)[:5000]}
     mlflow.set_tracking_uri(tracking_uri)
@@ -258,7 +302,7 @@ def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint
         if artifacts.file_hash(local) != checkpoint_hash:
             raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one stage 2 reported")
         with mlflow.start_run(run_name=f"{config.run_name.removesuffix('-stage2')}-candidate") as run:
-            mlflow.set_tags({**provenance, **extra})
+            mlflow.set_tags({**provenance, **extra, **_kfp_run_tag()})
             mlflow.log_metrics(metrics)
             info = log_pyfunc_model(local)
     client = client_for(tracking_uri)

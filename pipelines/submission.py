@@ -3,15 +3,24 @@
 `submit` uploads the compiled IR YAML as a new version of a named pipeline (creating the pipeline the first
 time), finds or creates the experiment and starts a run of exactly that version with typed parameters.
 
-`schedule` keeps exactly one recurring run of a given name: with nothing there it creates one; with one that
-already matches (cron, pipeline version, parameters) it does nothing; otherwise it creates the new one and then
-deletes every other recurring run of that name (create first, so a failure never leaves no schedule; a rerun
-converges). Recurring runs use max_concurrency 1 and no catch-up: a retraining that missed its slot runs once.
+`schedule` keeps exactly one recurring run of a given name: with one that already matches (cron, pipeline
+version, parameters, experiment) it does nothing (`unchanged`); otherwise it creates the new one and then deletes
+every other recurring run of that name (create first, so a failure never leaves no schedule). Any number of
+concurrent calls with the same settings converge on one run (see `schedule`); deleting a run that is already
+gone counts as done. A disabled schedule stays disabled unless `enable` is asked. Recurring runs use
+max_concurrency 1 and no catch-up: a retraining that missed its slot runs once.
+
+The API's shapes this module relies on (kubeflow/pipelines 2.17.0, backend/src/apiserver/server/): a version's
+`pipeline_spec` is wrapped with its platform spec when the package has one (api_util.go); a recurring run
+pinned to a version comes back with the default service account filled in, one following the latest version
+comes back with a reference without a version id (api_converter.go `toApiRecurringRun`); `created_at` has whole
+seconds.
 
 Which version a schedule runs: by default the latest version *at the time `schedule` runs* (pinned by id; rerun
 `schedule` after each `submit` to re-point it: it is idempotent). `follow_latest=True` sends a pipeline reference
 without a version id, which KFP backends with kubeflow/pipelines PR #11560 (2.5 and later) resolve to the latest
-version at every trigger; older backends reject it. kfp 2.17.3's `Client.create_recurring_run` refuses a missing
+version at every trigger (the server stores the reference without a version id and returns it so, so a
+second `schedule --follow-latest` is `unchanged`); older backends reject it. kfp 2.17.3's `Client.create_recurring_run` refuses a missing
 version id before sending anything, so both modes go through the generated API (`client.recurring_runs`).
 """
 
@@ -68,9 +77,18 @@ def load_pipeline_spec(package: Path) -> dict:
     return documents[0]
 
 
+def unwrap_pipeline_spec(spec: dict) -> dict:
+    """The PipelineSpec of a version as the API returns it: for a package with a platform (kfp-kubernetes)
+    document the server wraps it as {"pipeline_spec": ..., "platform_spec": ...} (kubeflow/pipelines
+    backend/src/apiserver/server/api_util.go, YamlStringToPipelineSpecStruct); otherwise it is the spec itself."""
+    if "root" not in spec and isinstance(spec.get("pipeline_spec"), dict):
+        return spec["pipeline_spec"]
+    return spec
+
+
 def pipeline_inputs(spec: dict) -> dict[str, dict]:
     """{name: definition} of the pipeline's top-level parameters (parameterType, defaultValue, isOptional)."""
-    return spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {}) or {}
+    return unwrap_pipeline_spec(spec).get("root", {}).get("inputDefinitions", {}).get("parameters", {}) or {}
 
 
 def _convert(name: str, text: str, kind: str) -> Any:
@@ -140,7 +158,16 @@ def latest_version(client, pipeline_id: str):
 
 
 def experiment_id(client, name: str, namespace: str | None) -> str:
+    """Find or create the experiment. kfp looks it up and creates it when missing; a concurrent call may create
+    it in between (HTTP 409 AlreadyExists), and then the second lookup finds it."""
+    import kfp_server_api
+
     with contextlib.redirect_stdout(sys.stderr), api_errors(f"finding or creating experiment {name!r}"):
+        try:
+            return client.create_experiment(name=name, namespace=namespace).experiment_id
+        except kfp_server_api.ApiException as error:
+            if error.status != 409:
+                raise
         return client.create_experiment(name=name, namespace=namespace).experiment_id
 
 
@@ -204,19 +231,53 @@ def submit(
 
 
 # -- schedule -------------------------------------------------------------------------------------------------------
-def _matches(existing, desired) -> bool:
-    def view(run) -> tuple:
-        reference = run.pipeline_version_reference
-        cron = run.trigger.cron_schedule.cron if run.trigger and run.trigger.cron_schedule else None
-        config = run.runtime_config
-        return (
-            cron, reference.pipeline_id if reference else None, reference.pipeline_version_id if reference else None,
-            json.dumps(config.parameters if config else {}, sort_keys=True) if config else "{}",
-            config.pipeline_root if config else None, str(run.max_concurrency), bool(run.no_catchup),
-            str(getattr(run.mode, "value", run.mode)), run.experiment_id, run.service_account or None,
-        )
+def _plain(value: Any) -> Any:
+    """Parameters as the API gives them back: protobuf Values hold every number as a double, so 100 and 100.0
+    are the same value."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
-    return view(existing) == view(desired)
+
+def _settings(run, compare_service_account: bool) -> tuple:
+    """What makes two recurring runs the same schedule (mode and ids aside). The server fills in a default service
+    account (`pipeline-runner`) when none was sent, so it only counts when one was asked for."""
+    reference = run.pipeline_version_reference
+    cron = run.trigger.cron_schedule.cron if run.trigger and run.trigger.cron_schedule else None
+    config = run.runtime_config
+    return (
+        cron, reference.pipeline_id if reference else None,
+        (reference.pipeline_version_id or None) if reference else None,
+        json.dumps(_plain((config.parameters if config else None) or {}), sort_keys=True),
+        (config.pipeline_root if config else None) or None, str(run.max_concurrency), bool(run.no_catchup),
+        run.experiment_id or None, (run.service_account or None) if compare_service_account else None,
+    )
+
+
+def _enabled(run) -> bool:
+    return str(getattr(run.mode, "value", run.mode)) == "ENABLE"
+
+
+def _age(run) -> tuple:
+    """Oldest first; the API keeps whole seconds, so runs made in the same second are ordered by id."""
+    created = run.created_at.timestamp() if run.created_at else float("inf")
+    return created, run.recurring_run_id
+
+
+def _delete_if_present(client, run_id: str) -> None:
+    """Delete a recurring run; one already gone (a concurrent `schedule` removed it) counts as deleted."""
+    import kfp_server_api
+
+    with api_errors(f"deleting the replaced recurring run {run_id}"), contextlib.redirect_stdout(sys.stderr):
+        try:
+            client.delete_recurring_run(run_id)
+        except kfp_server_api.ApiException as error:
+            if error.status != 404:
+                raise
 
 
 def schedule(
@@ -231,8 +292,15 @@ def schedule(
     follow_latest: bool = False,
     pipeline_root: str | None = None,
     service_account: str | None = None,
+    enable: bool = False,
 ) -> ScheduleResult:
-    """Create or replace the one recurring run called `name` (see the module docstring)."""
+    """Converge on exactly one recurring run called `name` with these settings.
+
+    Concurrent calls converge: every call that creates a run lists again afterwards and deletes every run of the
+    name except the oldest one with the requested settings (oldest by the server's creation time, then id). No
+    call deletes the oldest such run, and of any two runs the later one's creator sees both and deletes the
+    younger, so one remains. A disabled schedule stays disabled (a replacement is created disabled) unless
+    `enable`."""
     import kfp_server_api as api
 
     try:
@@ -246,12 +314,14 @@ def schedule(
     typed = parse_parameters(parameters or [], version.pipeline_spec if isinstance(version.pipeline_spec, dict)
                              else None)
     exp_id = experiment_id(client, experiment, namespace)
+    existing = recurring_runs_named(client, name, namespace)
+    keep_disabled = bool(existing) and not enable and not any(_enabled(r) for r in existing)
     desired = api.V2beta1RecurringRun(
         display_name=name,
         description=f"scheduled retraining of {pipeline_name}"
         + (" (latest version at each trigger)" if follow_latest else f" version {version.display_name}"),
         experiment_id=exp_id,
-        mode=api.RecurringRunMode.ENABLE,
+        mode=api.RecurringRunMode.DISABLE if keep_disabled else api.RecurringRunMode.ENABLE,
         pipeline_version_reference=api.V2beta1PipelineVersionReference(
             pipeline_id=pipeline_id, pipeline_version_id=None if follow_latest else version.pipeline_version_id,
         ),
@@ -261,16 +331,30 @@ def schedule(
         no_catchup=True,
         service_account=service_account,
     )
-    existing = recurring_runs_named(client, name, namespace)
     chosen_version = None if follow_latest else version.pipeline_version_id
-    if len(existing) == 1 and _matches(existing[0], desired):
-        return ScheduleResult(name, "unchanged", (existing[0].recurring_run_id,), chosen_version)
-    with api_errors(f"creating recurring run {name!r}"):
-        created = client.recurring_runs.recurring_run_service_create_recurring_run(recurring_run=desired)
-    for old in existing:
-        with api_errors(f"deleting the replaced recurring run {old.recurring_run_id}"):
-            client.delete_recurring_run(old.recurring_run_id)
-    return ScheduleResult(name, "replaced" if existing else "created", (created.recurring_run_id,), chosen_version)
+    wanted = _settings(desired, service_account is not None)
+
+    def same(run) -> bool:
+        return _settings(run, service_account is not None) == wanted
+
+    action = "unchanged"
+    if not any(same(r) for r in existing):
+        with api_errors(f"creating recurring run {name!r}"):
+            client.recurring_runs.recurring_run_service_create_recurring_run(recurring_run=desired)
+        action = "replaced" if existing else "created"
+        existing = recurring_runs_named(client, name, namespace)
+    matching = sorted((r for r in existing if same(r)), key=_age)
+    if not matching:
+        raise ClusterError(f"recurring run {name!r} disappeared while it was being scheduled: run schedule again")
+    kept = matching[0]
+    for other in existing:
+        if other.recurring_run_id != kept.recurring_run_id:
+            _delete_if_present(client, other.recurring_run_id)
+    if enable and not _enabled(kept):
+        with api_errors(f"enabling recurring run {kept.recurring_run_id}"):
+            client.enable_recurring_run(kept.recurring_run_id)
+        action = "enabled" if action == "unchanged" else action
+    return ScheduleResult(name, action, (kept.recurring_run_id,), chosen_version)
 
 
 def change_schedule(client, name: str, action: str, namespace: str | None = None) -> ScheduleResult:
@@ -283,7 +367,13 @@ def change_schedule(client, name: str, action: str, namespace: str | None = None
         raise ClusterError(f"no recurring run named {name!r} to {action}")
     method = {"disable": client.disable_recurring_run, "enable": client.enable_recurring_run,
               "delete": client.delete_recurring_run}[action]
+    import kfp_server_api
+
     for run in existing:
-        with api_errors(f"{action} recurring run {run.recurring_run_id}"):
-            method(run.recurring_run_id)
+        with api_errors(f"{action} recurring run {run.recurring_run_id}"), contextlib.redirect_stdout(sys.stderr):
+            try:
+                method(run.recurring_run_id)
+            except kfp_server_api.ApiException as error:
+                if error.status != 404:  # 404: a concurrent call removed it; the state asked for holds for it
+                    raise
     return ScheduleResult(name, f"{action}d", tuple(r.recurring_run_id for r in existing))

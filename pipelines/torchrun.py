@@ -1,6 +1,7 @@
 """Running the trainer under torchrun inside one pipeline step: one process per GPU the pod was given.
 
-A kfp stage component calls `run_training(params, gpus)`: with 0 or 1 GPU it calls `components.train.train` in
+A pipeline stage (pipelines.steps.train_stage_step: the kfp component and `abstractinator pipeline step`) calls
+`run_training(params, training_processes())`: with 0 or 1 GPU it calls `components.train.train` in
 its own process (nothing changes from the local runner); with N > 1 it writes the TrainParams to a JSON file and
 runs `python -m torch.distributed.run --standalone --nproc_per_node N -m pipelines.torchrun --params F --result R`
 (this module's `main`), whose rank 0 writes the TrainResult back as JSON. The same `components.train.train`
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from components.train import TrainParams, TrainResult
 
 WORKER_MODULE = "pipelines.torchrun"
+PROCESSES_ENV = "ABSTRACTINATOR_TRAINING_PROCESSES"
 
 
 class DistributedTrainingError(RuntimeError):
@@ -66,6 +68,21 @@ def visible_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def training_processes() -> int:
+    """How many trainer processes a pipeline stage runs: ABSTRACTINATOR_TRAINING_PROCESSES if set (N CPU
+    processes with gloo where there is no GPU: how the tests run it), else one per visible GPU, at least 1."""
+    import os
+
+    configured = os.environ.get(PROCESSES_ENV, "").strip()
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            from configs import ConfigError
+
+            raise ConfigError(f"{PROCESSES_ENV}={configured!r}: must be a whole number >= 1")
+        return int(configured)
+    return max(visible_gpus(), 1)
 
 
 def _run_forwarding_sigterm(command: list[str]) -> int:

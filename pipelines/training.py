@@ -1,28 +1,49 @@
 """The training pipeline: prepare_data -> stage1_pretrain -> stage2_top_lm -> evaluate -> promote.
 
 Run parameters (kfp pipeline parameters): config name + overrides, data source, stage step counts, gate rules,
-registry model name, artifact root (S3 prefix). Cluster settings are fixed at compile time (`ClusterSettings`):
-the image, the GPU count of training/eval tasks (0 for CPU clusters), CPU/memory, the Kubernetes Secret whose
-keys become AWS_* variables, and the endpoints the steps reach.
+registry model name, artifact root (empty: the cluster's ABSTRACTINATOR_ARTIFACT_ROOT). What the compiled YAML
+asks of the cluster is fixed at compile time (`ClusterSettings`): the image, the GPUs, CPU and memory of each
+task, retries and timeouts. Where things are (tracking server, S3 endpoint, region, artifact root) is not: every
+task reads it at run time from the ConfigMap `abstractinator-pipeline-settings`, the S3 keys from the Secret
+`abstractinator-s3` and MLflow's basic-auth credentials from the Secret `abstractinator-mlflow-auth` (env from
+Secret references, never values), so one compiled pipeline runs on any cluster that has those objects
+(manifests/). pipelines/task_runtime.py says what each task checks before it starts.
 
-Scheduled retraining: prepare_data compares the data hash, git commit and config hash with the registry
+Every task runs with a writable scratch emptyDir as HOME, TMPDIR, the data home and every cache (the image's
+working directory belongs to root and nothing is written there). Training and evaluation tasks: the GPUs (a
+training task runs one trainer process per GPU, pipelines/torchrun.py), `/dev/shm` as a memory emptyDir (NCCL,
+DataLoader workers), a timeout; the two training tasks also a retry policy (a retried stage resumes from its own
+last checkpoint, pipelines/steps.py). Caching is on for the tasks whose outputs are a pure function of their
+inputs (both training stages and evaluation: config, overrides, step counts, data hash and the compiled code
+identity are inputs) and off for the two that read or write the registry (prepare_data's champion check,
+promote). An unchanged scheduled run therefore reuses its trained and evaluated results instead of retraining.
+
+Scheduled retraining: prepare_data compares the data hash, code identity and config hash with the registry
 champion's; when all three match, the rest of the pipeline is skipped (dsl.If) and nothing is registered.
 """
 
 
 
 from kfp import dsl, kubernetes
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.components import make_components
+from pipelines.task_runtime import REQUIRE_TRACKING_ENV, RUN_ID_ENV, RUN_ID_LABEL, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 
 PIPELINE_NAME = "abstractinator-training"
 DEFAULT_IMAGE = "ghcr.io/abstractinator/abstractinator:0.1.0"
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+MLFLOW_AUTH_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                    "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+SCRATCH = "/scratch"
+SCRATCH_ENV = {  # everything that would otherwise write under HOME, /tmp or the working directory
+    "HOME": SCRATCH, "TMPDIR": SCRATCH, "XDG_CACHE_HOME": f"{SCRATCH}/.cache", "HF_HOME": f"{SCRATCH}/huggingface",
+    "MPLCONFIGDIR": f"{SCRATCH}/.matplotlib", "ABSTRACTINATOR_DATA_HOME": f"{SCRATCH}/data",
+}
 
 
 class ClusterSettings(BaseModel):
-    """Compile-time settings: what the compiled YAML asks of the cluster."""
+    """Compile-time settings: what the compiled YAML asks of the cluster (not where its services are)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,43 +53,88 @@ class ClusterSettings(BaseModel):
     memory: str = Field("16G", description="Memory request and limit of training/eval tasks.")
     light_cpu: str = Field("1", description="CPU of prepare_data and promote.")
     light_memory: str = Field("4G", description="Memory of prepare_data and promote.")
+    settings_config_map: str | None = Field(SETTINGS_CONFIG_MAP, description="ConfigMap of run-time settings.")
     s3_secret: str | None = Field("abstractinator-s3", description="Secret with AWS_ACCESS_KEY_ID/SECRET; None: none.")
-    s3_endpoint_url: str | None = Field(None, description="AWS_ENDPOINT_URL_S3 of every task (None: AWS).")
-    mlflow_tracking_uri: str | None = Field(None, description="MLFLOW_TRACKING_URI of every task.")
+    mlflow_auth_secret: str | None = Field(
+        "abstractinator-mlflow-auth", description="Secret with MLFLOW_TRACKING_USERNAME/PASSWORD (optional in the "
+        "namespace: a tracking server without auth needs none); None: not referenced.")
+    s3_endpoint_url: str | None = Field(None, description="Literal ABSTRACTINATOR_S3_ENDPOINT_URL, overriding "
+                                        "the ConfigMap's (None: the ConfigMap decides).")
+    mlflow_tracking_uri: str | None = Field(None, description="Literal MLFLOW_TRACKING_URI, overriding the "
+                                            "ConfigMap's (None: the ConfigMap decides). No credentials.")
     gpu_node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels for GPU tasks.")
+    training_retries: int = Field(3, ge=0, description="Retries of a failed training task (each resumes).")
+    training_timeout_s: int = Field(24 * 3600, ge=1, description="activeDeadlineSeconds of a training task.")
+    evaluation_timeout_s: int = Field(6 * 3600, ge=1, description="activeDeadlineSeconds of the evaluation.")
+    shm_size: str = Field("8Gi", description="Size limit of the /dev/shm memory volume of GPU tasks.")
+    scratch_size: str = Field("50Gi", description="Size limit of every task's scratch volume.")
+    code_identity: str | None = Field(None, description="The code the image holds (default: this checkout's).")
+
+    @field_validator("mlflow_tracking_uri", "s3_endpoint_url")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value and (urlsplit(value).username or urlsplit(value).password):
+            raise ValueError("must not hold credentials (user:password@): they would be written into the "
+                             "compiled YAML; put them in the Secret abstractinator-mlflow-auth")
+        return value
 
 
-def _configure(task, settings: ClusterSettings, heavy: bool):
-    task.set_caching_options(False)  # every step reads or writes shared state (S3, the registry)
+def _configure(task, settings: ClusterSettings, kind: str):
+    """kind: 'light' (data, promote), 'training' (the two stages) or 'evaluation'."""
+    heavy = kind != "light"
+    task.set_caching_options(kind != "light")
     if heavy:
         task.set_cpu_request(settings.cpu).set_cpu_limit(settings.cpu)
         task.set_memory_request(settings.memory).set_memory_limit(settings.memory)
         if settings.gpus > 0:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(settings.gpus)
-            if settings.gpu_node_selector:
-                for label, value in settings.gpu_node_selector.items():
-                    kubernetes.add_node_selector(task, label, value)
+            for label, value in settings.gpu_node_selector.items():
+                kubernetes.add_node_selector(task, label, value)
             kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                   size_limit=settings.shm_size)
+        timeout = settings.training_timeout_s if kind == "training" else settings.evaluation_timeout_s
+        kubernetes.set_timeout(task, timeout)
     else:
         task.set_cpu_request(settings.light_cpu).set_memory_request(settings.light_memory)
+    if kind == "training" and settings.training_retries:
+        task.set_retry(num_retries=settings.training_retries, backoff_duration="60s", backoff_factor=2.0,
+                       backoff_max_duration="3600s")
+    kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH, size_limit=settings.scratch_size)
+    for name, value in SCRATCH_ENV.items():
+        task.set_env_variable(name, value)
+    if settings.settings_config_map:
+        kubernetes.use_config_map_as_env(task, config_map_name=settings.settings_config_map,
+                                         config_map_key_to_env={key: key for key in SETTINGS_KEYS})
+        task.set_env_variable(REQUIRE_TRACKING_ENV, "1")
     if settings.s3_secret:
         kubernetes.use_secret_as_env(task, secret_name=settings.s3_secret, secret_key_to_env=S3_SECRET_KEYS)
+    if settings.mlflow_auth_secret:
+        kubernetes.use_secret_as_env(task, secret_name=settings.mlflow_auth_secret,
+                                     secret_key_to_env=MLFLOW_AUTH_KEYS, optional=True)
+    kubernetes.use_field_path_as_env(task, RUN_ID_ENV, f"metadata.labels['{RUN_ID_LABEL}']")
     if settings.s3_endpoint_url:
-        task.set_env_variable("AWS_ENDPOINT_URL_S3", settings.s3_endpoint_url)
+        task.set_env_variable("ABSTRACTINATOR_S3_ENDPOINT_URL", settings.s3_endpoint_url)
     if settings.mlflow_tracking_uri:
         task.set_env_variable("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     return task
 
 
 def build_pipeline(settings: ClusterSettings | None = None, local: bool = False):
-    """The pipeline function. `local`: for kfp.local (no platform settings: they would only warn)."""
+    """The pipeline function. `local`: for kfp.local (no platform settings: they would only warn; caching as
+    compiled, which kfp.local honours when its cache is on)."""
+    from components.provenance import code_identity as current_code
+
     settings = settings or ClusterSettings()
     steps = make_components(settings.image)
+    code = settings.code_identity or current_code()
 
-    def configure(task, heavy: bool):
+    def configure(task, kind: str):
         if local:
-            return task.set_caching_options(False)
-        return _configure(task, settings, heavy)
+            return task.set_caching_options(kind != "light")
+        return _configure(task, settings, kind)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Raw text to a gated model in the MLflow registry.")
     def training_pipeline(
@@ -77,7 +143,7 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
         data_source: str = "default",
         stage1_steps: int = 20,
         stage2_steps: int = 20,
-        artifact_root: str = "s3://abstractinator/pipeline",
+        artifact_root: str = "",
         run_key: str = "",
         model_name: str = "abstractinator",
         gate_metric: str = "test_bits_per_byte",
@@ -92,30 +158,31 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
         eval_canterbury: bool = True,
     ) -> str:
         run = dict(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                   artifact_root=artifact_root, run_key=run_key)
+                   artifact_root=artifact_root, run_key=run_key, code_identity=code)
         prepare = configure(steps.prepare_data(
             **run, data_source=data_source, model_name=model_name, skip_if_unchanged=skip_if_unchanged,
             include_eval_sets=include_eval_sets,
-        ), heavy=False)
+        ), "light")
         data = dict(data_uri=prepare.outputs["data_uri"], data_hash=prepare.outputs["data_hash"])
         with dsl.If(prepare.outputs["Output"] == "retrain", name="data-code-or-config-changed"):
-            stage1 = configure(steps.stage1_pretrain(**run, **data), heavy=True)
+            stage1 = configure(steps.stage1_pretrain(**run, **data), "training")
             stage2 = configure(steps.stage2_top_lm(
-                **run, **data, base_components_uri=stage1.outputs["base_components_uri"],
+                **run, **data, base_components=stage1.outputs["base_components"],
                 base_components_hash=stage1.outputs["base_components_hash"],
-            ), heavy=True)
+            ), "training")
             evaluation = configure(steps.evaluate(
-                **run, **data, checkpoint_uri=stage2.outputs["checkpoint_uri"],
+                **run, **data, checkpoint=stage2.outputs["checkpoint"],
                 checkpoint_hash=stage2.outputs["checkpoint_hash"], tasks=eval_tasks, limit=eval_limit,
                 max_eval_bytes=eval_max_bytes, canterbury=eval_canterbury,
-            ), heavy=True)
+            ), "evaluation")
             configure(steps.promote(
-                **run, model_name=model_name, checkpoint_uri=stage2.outputs["checkpoint_uri"],
-                checkpoint_hash=stage2.outputs["checkpoint_hash"], metrics=evaluation.outputs["metrics"],
-                data_hash=prepare.outputs["data_hash"], report_uri=evaluation.outputs["report_uri"],
-                gate_metric=gate_metric, min_improvement=min_improvement, max_bits_per_byte=max_bits_per_byte,
+                **run, model_name=model_name, checkpoint=stage2.outputs["checkpoint"],
+                checkpoint_uri=stage2.outputs["checkpoint_uri"], checkpoint_hash=stage2.outputs["checkpoint_hash"],
+                metrics=evaluation.outputs["metrics"], data_hash=prepare.outputs["data_hash"],
+                report_uri=evaluation.outputs["report_uri"], gate_metric=gate_metric,
+                min_improvement=min_improvement, max_bits_per_byte=max_bits_per_byte,
                 min_live_code_share=min_live_code_share,
-            ), heavy=False)
+            ), "light")
         return prepare.outputs["reason"]
 
     return training_pipeline

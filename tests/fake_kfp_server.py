@@ -1,21 +1,49 @@
-"""A small Kubeflow Pipelines v2beta1 REST server on loopback, for testing the client side of submit and schedule.
+"""A stateful imitation of the Kubeflow Pipelines v2beta1 REST API on loopback, derived from the upstream server.
 
-It implements only what `kfp.Client` (2.17.3) calls for those flows: healthz, experiments (list with a
-display_name filter, create), pipelines (list with a filter, upload, upload_version, list versions), runs (create)
-and recurring runs (list with filters and pages, create, delete, enable, disable). It keeps state in memory,
-records every request (method, path, query, headers, body) for assertions, and rejects bodies a real backend would
-reject: an upload that is not a pipeline spec (YAML with pipelineInfo and root), a run or recurring run whose
-parameters are not inputs of the referenced pipeline version, a cron that has not 6 fields, an unknown id.
+It serves what `kfp.Client` (2.17.3) and pipelines/submission.py call: healthz, experiments, pipelines (list,
+upload, upload_version, list versions), runs (create) and recurring runs (list, create, delete, enable, disable).
+Every response shape follows the upstream apiserver of kubeflow/pipelines tag 2.17.0 (the backend matching kfp
+2.17.3); the file behind each:
+
+- JSON encoding: proto field names, unpopulated fields omitted, enums as names, int64 as strings, timestamps as
+  RFC 3339 with whole seconds (backend/src/apiserver/common/utils.go: `UseProtoNames: true, EmitUnpopulated:
+  false`; model objects keep `CreatedAtInSec`, so two objects made in the same second tie).
+- gRPC errors (everything but the uploads): `{"code": <grpc code>, "message": ..., "details": []}` with the HTTP
+  status of the code, e.g. NotFound -> 404 (grpc-gateway v2's default error handler, go.mod
+  grpc-gateway/v2 v2.28.0).
+- healthz: `{"commit_sha", "tag_name", "multi_user", "pipeline_store"}` (backend/src/apiserver/main.go,
+  `healthzResponse`).
+- uploads: the created Pipeline (v2beta1 `toApiPipeline`) or PipelineVersion; errors as
+  `{"error_message", "error_details"}` with 400/409 (server/pipeline_upload_server.go, `writeErrorToResponse`).
+- a version's `pipeline_spec`: the first YAML document as is, or, when the package also holds a platform
+  (kfp-kubernetes) document, `{"pipeline_spec": <first>, "platform_spec": <second>}`
+  (server/api_util.go `YamlStringToPipelineSpecStruct`, template/v2_template.go
+  `IsPlatformSpecWithKubernetesConfig`).
+- lists sort by the requested key, then by id in the same direction (apiserver/list/list.go).
+- recurring runs (server/api_converter.go `toApiRecurringRun`, resource/resource_manager.go `CreateJob`,
+  `DeleteJob`): a run pinned to a version gets the default service account `pipeline-runner`
+  (template/template.go `setDefaultServiceAccount`); one with only a pipeline id (follow the latest version) is
+  validated against the latest version and keeps the service account it was given and a reference without a
+  version id; `runtime_config` is omitted when it has no parameters and no pipeline root; `mode` and `status`
+  mirror the enabled flag; deleting or enabling an id that does not exist is NotFound (404).
+
+State is in memory; every request is recorded (method, path, query, headers, body) for assertions. Bodies a real
+backend rejects are rejected: an upload with no pipeline spec, run parameters that are not inputs of the version,
+an unparsable cron, max_concurrency outside 1..10, unknown ids. `latency_s` sleeps a random fraction of that
+before each request (outside the lock) so that racing clients interleave as they would against a real server;
+`list_barrier=N` makes the first N recurring-run listings wait for each other.
 """
 
 from __future__ import annotations
 
 import email.parser
 import email.policy
-import itertools
 import json
+import random
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +53,8 @@ from urllib.parse import parse_qs, urlparse
 import yaml
 
 PREFIX = "/apis/v2beta1"
+DEFAULT_SERVICE_ACCOUNT = "pipeline-runner"  # backend/src/apiserver/common/const.go DefaultPipelineRunnerServiceAccount
+GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13}
 
 
 @dataclass
@@ -33,13 +63,27 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     headers: dict[str, str]  # names lower-cased
-    body: Any  # parsed JSON, {"fields": ..., "file": bytes} for uploads, or None
+    body: Any  # parsed JSON, {"file": bytes, "filename": ...} for uploads, or None
 
 
 class FakeError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, upload: bool = False) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.upload = status, upload
+
+    def body(self) -> dict:
+        if self.upload:  # pipeline_upload_server.go writeErrorToResponse: apiv1beta1.Error
+            return {"error_message": str(self), "error_details": str(self)}
+        return {"code": GRPC_CODES.get(self.status, 2), "message": str(self), "details": []}
+
+
+def _rfc3339(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _drop_empty(data: dict) -> dict:
+    """protojson with EmitUnpopulated false: zero values (0, "", False, {}, [], None) are left out."""
+    return {key: value for key, value in data.items() if value not in (None, "", 0, False, {}, [])}
 
 
 @dataclass
@@ -47,63 +91,60 @@ class FakeKfpState:
     multi_user: bool = False
     experiments: dict[str, dict] = field(default_factory=dict)
     pipelines: dict[str, dict] = field(default_factory=dict)
-    versions: dict[str, dict] = field(default_factory=dict)
+    versions: dict[str, dict] = field(default_factory=dict)  # internal: "manifest" holds the uploaded text
     runs: dict[str, dict] = field(default_factory=dict)
-    recurring_runs: dict[str, dict] = field(default_factory=dict)
+    jobs: dict[str, dict] = field(default_factory=dict)  # recurring runs, internal form (model.Job)
     requests: list[RecordedRequest] = field(default_factory=list)
-    clock: itertools.count = field(default_factory=itertools.count)
+    clock: Callable[[], float] = time.time
 
-    def timestamp(self) -> str:
-        # strictly increasing, so "created_at desc" orders objects the way they were made
-        seconds = next(self.clock)
-        return datetime.fromtimestamp(1_800_000_000 + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def now(self) -> int:
+        return int(self.clock())
 
 
-def _display_name_filter(query: dict[str, str]) -> str | None:
-    """The display_name of an EQUALS predicate in a v2beta1 filter (the only filter the client sends here; kfp
-    sends the operation as its enum number 1, the JSON name is accepted too)."""
-    if "filter" not in query:
-        return None
-    predicates = json.loads(query["filter"]).get("predicates", [])
-    for predicate in predicates:
-        if predicate.get("key") != "display_name" or predicate.get("operation") not in ("EQUALS", 1):
-            raise FakeError(400, f"unsupported filter predicate {predicate}")
-        return predicate.get("stringValue", predicate.get("string_value"))
-    return None
+# -- pipeline specs ---------------------------------------------------------------------------------------------------
+def _documents(manifest: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(manifest) if d is not None]
 
 
-def _page(items: list[dict], query: dict[str, str], key: str) -> dict:
-    size = int(query.get("page_size") or 0) or len(items) or 1
-    start = int(query.get("page_token") or 0)
-    page = items[start:start + size]
-    body: dict[str, Any] = {key: page, "total_size": len(items)} if page else {"total_size": len(items)}
-    if start + size < len(items):
-        body["next_page_token"] = str(start + size)
-    return body
+def _is_platform_spec(document: dict) -> bool:
+    return isinstance(document.get("platforms"), dict) and "kubernetes" in document["platforms"]
 
 
-def _sorted(items: list[dict], sort_by: str | None) -> list[dict]:
-    if not sort_by:
-        return items
-    name, _, order = sort_by.partition(" ")
-    return sorted(items, key=lambda item: item.get(name, ""), reverse=order.strip() == "desc")
+def spec_struct(manifest: str) -> dict:
+    """api_util.go YamlStringToPipelineSpecStruct: the pipeline spec, wrapped with the platform spec if any."""
+    pipeline, platform = None, None
+    for document in _documents(manifest):
+        if _is_platform_spec(document):
+            platform = document
+        else:
+            pipeline = document
+    if pipeline is None:
+        raise FakeError(400, "No pipeline spec provided in yaml doc")
+    return pipeline if platform is None else {"pipeline_spec": pipeline, "platform_spec": platform}
 
 
-def _parse_pipeline_spec(content: bytes) -> dict:
+def _read_pipeline_file(content: bytes) -> str:
     try:
-        documents = [d for d in yaml.safe_load_all(content.decode()) if d is not None]
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise FakeError(400, f"uploaded file is not YAML: {error}") from error
-    if not documents or not isinstance(documents[0], dict):
-        raise FakeError(400, "uploaded file holds no pipeline spec")
-    spec = documents[0]
-    if "pipelineInfo" not in spec or "root" not in spec:
-        raise FakeError(400, "pipeline spec lacks pipelineInfo or root")
-    return spec
+        text = content.decode()
+        documents = _documents(text)
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise FakeError(400, "Failed to read a pipeline spec file", upload=True) from None
+    pipelines = [d for d in documents if isinstance(d, dict) and not _is_platform_spec(d)]
+    if len(pipelines) != 1 or "pipelineInfo" not in pipelines[0] or "root" not in pipelines[0]:
+        raise FakeError(400, "Failed to read a pipeline spec file", upload=True)
+    return text
 
 
-def _check_parameters(spec: dict, parameters: dict) -> None:
-    declared = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+def _declared(manifest: str) -> dict:
+    for document in _documents(manifest):
+        if not _is_platform_spec(document):
+            return document.get("root", {}).get("inputDefinitions", {}).get("parameters", {}) or {}
+    return {}
+
+
+def _check_parameters(manifest: str, parameters: dict) -> None:
+    """template/v2_template.go validatePipelineJobInputs: names must be inputs, values of the input's type."""
+    declared = _declared(manifest)
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise FakeError(400, f"parameters {unknown} are not inputs of the pipeline")
@@ -113,6 +154,69 @@ def _check_parameters(spec: dict, parameters: dict) -> None:
         expected = kinds.get(declared[name].get("parameterType", "STRING"), object)
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             raise FakeError(400, f"parameter {name!r}: {value!r} is not a {declared[name].get('parameterType')}")
+
+
+def _check_cron(cron: str | None) -> None:
+    """robfig/cron's Parse as KFP calls it: 6 fields (seconds first) or a descriptor."""
+    if not cron or (len(cron.split()) != 6 and not cron.startswith("@")):
+        raise FakeError(400, f"Schedule cron is not a supported format: {cron!r}")
+
+
+# -- list options -----------------------------------------------------------------------------------------------------
+def _name_filter(query: dict[str, str]) -> str | None:
+    """The value of an EQUALS predicate on display_name (kfp sends the operation as its enum name or number)."""
+    if "filter" not in query:
+        return None
+    for predicate in json.loads(query["filter"]).get("predicates", []):
+        if predicate.get("key") not in ("display_name", "name") or predicate.get("operation") not in ("EQUALS", 1):
+            raise FakeError(400, f"unsupported filter predicate {predicate}")
+        return predicate.get("string_value", predicate.get("stringValue"))
+    return None
+
+
+def _list(items: list[dict], query: dict[str, str], key: str, id_key: str, sort_key: str = "created_at") -> dict:
+    sort_by = query.get("sort_by") or ""
+    name, _, order = sort_by.partition(" ")
+    descending = order.strip() == "desc"
+    field_name = {"created_at": "created_at_s"}.get(name or sort_key, name or sort_key)
+    ordered = sorted(items, key=lambda i: (i.get(field_name) or 0, i[id_key]), reverse=descending)
+    size = int(query.get("page_size") or 0) or 20
+    start = int(query.get("page_token") or 0)
+    page = ordered[start:start + size]
+    body: dict[str, Any] = {key: page, "total_size": len(items)}
+    if start + size < len(items):
+        body["next_page_token"] = str(start + size)
+    return _drop_empty(body)
+
+
+# -- API views of the internal objects ----------------------------------------------------------------------------------
+def api_pipeline(pipeline: dict) -> dict:
+    return _drop_empty({"pipeline_id": pipeline["pipeline_id"], "display_name": pipeline["display_name"],
+                        "name": pipeline["name"], "description": pipeline.get("description"),
+                        "namespace": pipeline.get("namespace"), "created_at": _rfc3339(pipeline["created_at_s"])})
+
+
+def api_version(version: dict) -> dict:
+    return _drop_empty({"pipeline_id": version["pipeline_id"], "pipeline_version_id": version["pipeline_version_id"],
+                        "name": version["name"], "display_name": version["display_name"],
+                        "description": version.get("description"), "created_at": _rfc3339(version["created_at_s"]),
+                        "pipeline_spec": spec_struct(version["manifest"])})
+
+
+def api_recurring_run(job: dict) -> dict:
+    runtime = _drop_empty({"parameters": job.get("parameters"), "pipeline_root": job.get("pipeline_root")})
+    return _drop_empty({
+        "recurring_run_id": job["recurring_run_id"], "display_name": job["display_name"],
+        "description": job.get("description"), "service_account": job.get("service_account"),
+        "created_at": _rfc3339(job["created_at_s"]), "updated_at": _rfc3339(job["updated_at_s"]),
+        "max_concurrency": str(job["max_concurrency"]), "no_catchup": job.get("no_catchup"),
+        "trigger": {"cron_schedule": {"cron": job["cron"]}}, "runtime_config": runtime,
+        "namespace": job.get("namespace"), "experiment_id": job.get("experiment_id"),
+        "pipeline_version_reference": _drop_empty({"pipeline_id": job["pipeline_id"],
+                                                   "pipeline_version_id": job.get("pipeline_version_id")}),
+        "status": "ENABLED" if job["enabled"] else "DISABLED",
+        "mode": "ENABLE" if job["enabled"] else "DISABLE",
+    })
 
 
 class FakeKfpHandler(BaseHTTPRequestHandler):
@@ -140,7 +244,7 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
             for part in message.iter_parts():
                 if part.get_param("name", header="content-disposition") == "uploadfile":
                     return {"file": part.get_payload(decode=True), "filename": part.get_filename()}
-            raise FakeError(400, "multipart upload without an uploadfile part")
+            raise FakeError(400, "Failed to read pipeline from file", upload=True)
         if not raw:
             return None
         try:
@@ -151,6 +255,10 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         url = urlparse(self.path)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+        if self.server.latency_s:
+            time.sleep(random.uniform(0, self.server.latency_s))
+        if method == "GET" and url.path == PREFIX + "/recurringruns":
+            self.server.wait_at_list_barrier()
         state = self.server.state
         try:
             body = self._body()
@@ -164,7 +272,7 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
                     raise FakeError(404, f"no route {url.path}")
                 status, response = self.server.route(method, url.path[len(PREFIX):], query, body)
         except FakeError as error:
-            status, response = error.status, {"error": str(error), "code": error.status, "message": str(error)}
+            status, response = error.status, error.body()
         payload = json.dumps(response).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -176,11 +284,17 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
 class FakeKfpHttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, required_token: str | None = None) -> None:
+    def __init__(self, required_token: str | None = None, latency_s: float = 0.0,
+                 clock: Callable[[], float] = time.time, list_barrier: int = 0) -> None:
         super().__init__(("127.0.0.1", 0), FakeKfpHandler)
-        self.state = FakeKfpState()
+        self.state = FakeKfpState(clock=clock)
         self.lock = threading.Lock()
         self.required_token = required_token
+        self.latency_s = latency_s
+        # the first `list_barrier` recurring-run listings wait for each other: racing clients all see the same
+        # state before any of them acts (the worst interleaving, every time)
+        self.list_barrier = threading.Barrier(list_barrier, timeout=60) if list_barrier else None
+        self._listings = 0
         self._thread: threading.Thread | None = None
 
     @property
@@ -200,19 +314,32 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    # -- assertions helpers -------------------------------------------------------------------------------
+    def wait_at_list_barrier(self) -> None:
+        with self.lock:
+            self._listings += 1
+            waits = self.list_barrier is not None and self._listings <= self.list_barrier.parties
+        if waits:
+            self.list_barrier.wait()
+
+    # -- assertion helpers (API views, as a client would list them) ----------------------------------------------
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         return [r for r in self.state.requests if r.method == method and r.path == PREFIX + path]
 
     def recurring_runs_named(self, name: str) -> list[dict]:
-        return [r for r in self.state.recurring_runs.values() if r["display_name"] == name]
+        with self.lock:
+            return [api_recurring_run(j) for j in self.state.jobs.values() if j["display_name"] == name]
+
+    def api_versions(self) -> list[dict]:
+        with self.lock:
+            return [api_version(v) for v in self.state.versions.values()]
 
     # -- routes ---------------------------------------------------------------------------------------------
     def route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         parts = [p for p in path.split("/") if p]
         state = self.state
         if parts == ["healthz"] and method == "GET":
-            return 200, {"multi_user": state.multi_user, "pipeline_store": "database"}
+            return 200, {"commit_sha": "unknown", "tag_name": "2.17.0", "multi_user": state.multi_user,
+                         "pipeline_store": "database"}
         if parts == ["experiments"]:
             return self._experiments(method, query, body)
         if parts[:1] == ["pipelines"]:
@@ -223,127 +350,163 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
             return self._recurring_runs(method, parts[1:], query, body)
         raise FakeError(404, f"no route {method} {path}")
 
+    def _namespace(self, namespace: str | None) -> str:
+        if self.state.multi_user and not namespace:
+            raise FakeError(400, "namespace is required in multi-user mode")
+        return namespace or ""
+
     def _experiments(self, method: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         state = self.state
         if method == "GET":
-            name = _display_name_filter(query)
-            items = [e for e in state.experiments.values() if name is None or e["display_name"] == name]
-            return 200, _page(items, query, "experiments")
+            name = _name_filter(query)
+            items = [_drop_empty({k: v for k, v in e.items() if k != "created_at_s"})
+                     | {"created_at_s": e["created_at_s"]} for e in state.experiments.values()
+                     if name is None or e["display_name"] == name]
+            listed = _list(items, query, "experiments", "experiment_id")
+            for item in listed.get("experiments", []):
+                item.pop("created_at_s")
+            return 200, listed
         if method == "POST":
             if not body or not body.get("display_name"):
-                raise FakeError(400, "experiment needs a display_name")
-            if any(e["display_name"] == body["display_name"] for e in state.experiments.values()):
-                raise FakeError(409, f"experiment {body['display_name']!r} exists")
+                raise FakeError(400, "Experiment must have a non-empty name")
+            namespace = self._namespace(body.get("namespace"))
+            if any(e["display_name"] == body["display_name"] and e["namespace"] == namespace
+                   for e in state.experiments.values()):
+                raise FakeError(409, f"Failed to create a new experiment: {body['display_name']} already exists")
+            now = state.now()
             experiment = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"],
-                          "namespace": body.get("namespace") or "", "created_at": state.timestamp(),
+                          "namespace": namespace, "created_at": _rfc3339(now), "created_at_s": now,
                           "storage_state": "AVAILABLE"}
             state.experiments[experiment["experiment_id"]] = experiment
-            return 200, experiment
+            return 200, _drop_empty({k: v for k, v in experiment.items() if k != "created_at_s"})
         raise FakeError(405, f"{method} experiments")
 
     def _pipelines(self, method: str, parts: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
         state = self.state
         if not parts and method == "GET":
-            name = _display_name_filter(query)
+            name = _name_filter(query)
             items = [p for p in state.pipelines.values() if name is None or p["display_name"] == name]
-            return 200, _page(items, query, "pipelines")
+            listed = _list(items, query, "pipelines", "pipeline_id")
+            listed["pipelines"] = [api_pipeline(p) for p in listed.get("pipelines", [])]
+            return 200, _drop_empty(listed)
         if parts == ["upload"] and method == "POST":
-            name = query.get("display_name") or query.get("name")
-            if not name:
-                raise FakeError(400, "upload needs a name")
+            name = query.get("display_name") or query.get("name") or (body or {}).get("filename")
             if any(p["display_name"] == name for p in state.pipelines.values()):
-                raise FakeError(409, f"pipeline {name!r} exists")
-            spec = _parse_pipeline_spec(body["file"])
+                raise FakeError(409, "Failed to create a pipeline and a pipeline version", upload=True)
+            manifest = _read_pipeline_file(body["file"])
             pipeline = {"pipeline_id": str(uuid.uuid4()), "display_name": name, "name": name,
-                        "namespace": query.get("namespace", ""), "created_at": state.timestamp()}
+                        "description": query.get("description"), "created_at_s": state.now(),
+                        "namespace": self._namespace(query.get("namespace"))}
             state.pipelines[pipeline["pipeline_id"]] = pipeline
-            self._add_version(pipeline["pipeline_id"], name, spec)
-            return 200, pipeline
+            self._add_version(pipeline["pipeline_id"], name, manifest, query.get("description"))
+            return 200, api_pipeline(pipeline)
         if parts == ["upload_version"] and method == "POST":
             pipeline_id = query.get("pipelineid")
             if pipeline_id not in state.pipelines:
-                raise FakeError(404, f"no pipeline {pipeline_id!r}")
-            name = query.get("display_name") or query.get("name")
-            if not name:
-                raise FakeError(400, "upload_version needs a name")
+                raise FakeError(400, "Failed to create a pipeline version", upload=True)
+            name = query.get("display_name") or query.get("name") or (body or {}).get("filename")
             if any(v["display_name"] == name and v["pipeline_id"] == pipeline_id for v in state.versions.values()):
-                raise FakeError(409, f"version {name!r} exists")
-            return 200, self._add_version(pipeline_id, name, _parse_pipeline_spec(body["file"]))
+                raise FakeError(409, "Failed to create a pipeline version", upload=True)
+            version = self._add_version(pipeline_id, name, _read_pipeline_file(body["file"]), query.get("description"))
+            return 200, api_version(version)
         if len(parts) == 2 and parts[1] == "versions" and method == "GET":
             if parts[0] not in state.pipelines:
-                raise FakeError(404, f"no pipeline {parts[0]!r}")
-            items = _sorted([v for v in state.versions.values() if v["pipeline_id"] == parts[0]],
-                            query.get("sort_by"))
-            return 200, _page(items, query, "pipeline_versions")
+                raise FakeError(404, f"Pipeline {parts[0]} not found")
+            items = [v for v in state.versions.values() if v["pipeline_id"] == parts[0]]
+            listed = _list(items, query, "pipeline_versions", "pipeline_version_id")
+            listed["pipeline_versions"] = [api_version(v) for v in listed.get("pipeline_versions", [])]
+            return 200, _drop_empty(listed)
         raise FakeError(404, f"no route {method} pipelines/{'/'.join(parts)}")
 
-    def _add_version(self, pipeline_id: str, name: str, spec: dict) -> dict:
+    def _add_version(self, pipeline_id: str, name: str, manifest: str, description: str | None) -> dict:
         version = {"pipeline_id": pipeline_id, "pipeline_version_id": str(uuid.uuid4()), "display_name": name,
-                   "name": name, "created_at": self.state.timestamp(), "pipeline_spec": spec}
+                   "name": name, "description": description, "created_at_s": self.state.now(), "manifest": manifest}
         self.state.versions[version["pipeline_version_id"]] = version
         return version
 
-    def _resolve_version(self, body: dict, allow_latest: bool) -> dict:
-        reference = body.get("pipeline_version_reference") or {}
-        if body.get("pipeline_spec"):
-            raise FakeError(400, "this fake expects runs of uploaded pipeline versions, not inline specs")
-        pipeline_id, version_id = reference.get("pipeline_id"), reference.get("pipeline_version_id")
-        if pipeline_id not in self.state.pipelines:
-            raise FakeError(404, f"no pipeline {pipeline_id!r}")
-        if version_id is None:
-            if not allow_latest:
-                raise FakeError(400, "a run needs a pipeline_version_id")
-            versions = [v for v in self.state.versions.values() if v["pipeline_id"] == pipeline_id]
-            return max(versions, key=lambda v: v["created_at"])
-        version = self.state.versions.get(version_id)
-        if version is None or version["pipeline_id"] != pipeline_id:
-            raise FakeError(404, f"no version {version_id!r} of pipeline {pipeline_id!r}")
-        return version
+    def latest_version(self, pipeline_id: str) -> dict:
+        versions = [v for v in self.state.versions.values() if v["pipeline_id"] == pipeline_id]
+        return max(versions, key=lambda v: (v["created_at_s"], v["pipeline_version_id"]))
 
-    def _check_common(self, body: Any, allow_latest: bool) -> None:
+    def _resolve(self, body: Any, allow_latest: bool) -> tuple[str, str | None, dict]:
         if not isinstance(body, dict) or not body.get("display_name"):
-            raise FakeError(400, "body needs a display_name")
+            raise FakeError(400, "Recurring run name is empty. Please specify a valid name")
+        if body.get("pipeline_spec"):
+            raise FakeError(400, "this fake serves runs of uploaded pipeline versions, not inline specs")
         if body.get("experiment_id") and body["experiment_id"] not in self.state.experiments:
-            raise FakeError(404, f"no experiment {body['experiment_id']!r}")
-        version = self._resolve_version(body, allow_latest)
-        _check_parameters(version["pipeline_spec"], (body.get("runtime_config") or {}).get("parameters") or {})
+            raise FakeError(404, f"Experiment {body['experiment_id']} not found")
+        reference = body.get("pipeline_version_reference") or {}
+        pipeline_id, version_id = reference.get("pipeline_id"), reference.get("pipeline_version_id") or None
+        if version_id is None:
+            if not allow_latest or pipeline_id not in self.state.pipelines:
+                raise FakeError(400, "Cannot create a job with an empty pipeline ID")
+            version = self.latest_version(pipeline_id)
+        else:
+            version = self.state.versions.get(version_id)
+            if version is None:
+                raise FakeError(404, f"Pipeline version {version_id} not found")
+            pipeline_id = version["pipeline_id"]
+        _check_parameters(version["manifest"], (body.get("runtime_config") or {}).get("parameters") or {})
+        return pipeline_id, version_id, version
 
     def _create_run(self, body: Any) -> dict:
-        self._check_common(body, allow_latest=False)
-        run = dict(body, run_id=str(uuid.uuid4()), created_at=self.state.timestamp(), state="PENDING")
+        pipeline_id, version_id, _ = self._resolve(body, allow_latest=False)
+        now = self.state.now()
+        run = _drop_empty({**body, "run_id": str(uuid.uuid4()), "created_at": _rfc3339(now), "state": "PENDING",
+                           "service_account": body.get("service_account") or DEFAULT_SERVICE_ACCOUNT,
+                           "pipeline_version_reference": {"pipeline_id": pipeline_id,
+                                                          "pipeline_version_id": version_id}})
         self.state.runs[run["run_id"]] = run
         return run
 
     def _recurring_runs(self, method: str, parts: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
         state = self.state
         if not parts and method == "GET":
-            name = _display_name_filter(query)
+            name = _name_filter(query)
             experiment_id = query.get("experiment_id")
-            items = [r for r in state.recurring_runs.values()
-                     if (name is None or r["display_name"] == name)
-                     and (experiment_id is None or r.get("experiment_id") == experiment_id)]
-            body = _page(_sorted(items, query.get("sort_by")), query, "recurringRuns")
-            return 200, body
+            items = [j for j in state.jobs.values()
+                     if (name is None or j["display_name"] == name)
+                     and (experiment_id is None or j.get("experiment_id") == experiment_id)]
+            listed = _list(items, query, "recurringRuns", "recurring_run_id")
+            listed["recurringRuns"] = [api_recurring_run(j) for j in listed.get("recurringRuns", [])]
+            return 200, _drop_empty(listed)
         if not parts and method == "POST":
-            self._check_common(body, allow_latest=True)
+            pipeline_id, version_id, _ = self._resolve(body, allow_latest=True)
             cron = ((body.get("trigger") or {}).get("cron_schedule") or {}).get("cron")
-            if cron is None or (len(cron.split()) != 6 and not cron.startswith("@")):
-                raise FakeError(400, f"cron {cron!r} must have 6 fields or be a descriptor")
+            _check_cron(cron)
+            max_concurrency = int(body.get("max_concurrency") or 0)
+            if not 1 <= max_concurrency <= 10:
+                raise FakeError(400, "Max concurrency of a recurring run must be at least 1 and at most 10. "
+                                     f"Received {max_concurrency}")
             if body.get("mode") not in ("ENABLE", "DISABLE"):
-                raise FakeError(400, f"mode {body.get('mode')!r}")
-            recurring = dict(body, recurring_run_id=str(uuid.uuid4()), created_at=state.timestamp(),
-                             status="ENABLED" if body["mode"] == "ENABLE" else "DISABLED")
-            state.recurring_runs[recurring["recurring_run_id"]] = recurring
-            return 200, recurring
+                raise FakeError(400, f"Recurring run mode {body.get('mode')!r} is not ENABLE or DISABLE")
+            now = state.now()
+            runtime = body.get("runtime_config") or {}
+            job = {"recurring_run_id": str(uuid.uuid4()), "display_name": body["display_name"],
+                   "description": body.get("description"), "experiment_id": body.get("experiment_id"),
+                   "namespace": self._namespace(body.get("namespace")) if state.multi_user else "",
+                   # resource_manager.go CreateJob: a pinned version goes through the template (default service
+                   # account); "latest at each trigger" is stored as given
+                   "service_account": body.get("service_account")
+                   or (DEFAULT_SERVICE_ACCOUNT if version_id else ""),
+                   "pipeline_id": pipeline_id, "pipeline_version_id": version_id,
+                   "parameters": runtime.get("parameters") or {}, "pipeline_root": runtime.get("pipeline_root"),
+                   "cron": cron, "max_concurrency": max_concurrency, "no_catchup": bool(body.get("no_catchup")),
+                   "enabled": body["mode"] == "ENABLE", "created_at_s": now, "updated_at_s": now}
+            state.jobs[job["recurring_run_id"]] = job
+            return 200, api_recurring_run(job)
         if len(parts) == 1:
             run_id, _, action = parts[0].partition(":")
-            if run_id not in state.recurring_runs:
-                raise FakeError(404, f"no recurring run {run_id!r}")
+            if run_id not in state.jobs:
+                raise FakeError(404, f"Failed to delete recurring run {run_id}. Check if exists: "
+                                     f"ResourceNotFoundError: Job {run_id} not found")
+            job = state.jobs[run_id]
             if method == "DELETE" and not action:
-                del state.recurring_runs[run_id]
+                del state.jobs[run_id]
                 return 200, {}
+            if method == "GET" and not action:
+                return 200, api_recurring_run(job)
             if method == "POST" and action in ("enable", "disable"):
-                state.recurring_runs[run_id].update(
-                    mode=action.upper(), status="ENABLED" if action == "enable" else "DISABLED")
+                job.update(enabled=action == "enable", updated_at_s=state.now())
                 return 200, {}
         raise FakeError(404, f"no route {method} recurringruns/{'/'.join(parts)}")

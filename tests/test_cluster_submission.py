@@ -8,6 +8,7 @@ inputs of the uploaded version with the right types.
 # no `from __future__ import annotations`: kfp reads the component annotations as types
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def server(monkeypatch, tmp_path):
     for name in ("ABSTRACTINATOR_KFP_TOKEN", "ABSTRACTINATOR_KFP_TOKEN_FILE", "KF_PIPELINES_UI_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ABSTRACTINATOR_KFP_TOKEN", TOKEN)
-    fake = FakeKfpHttpServer(required_token=TOKEN).start()
+    # one second per object made: "latest version" is unambiguous here (the race test keeps the real clock)
+    fake = FakeKfpHttpServer(required_token=TOKEN, clock=itertools.count(1_800_000_000).__next__).start()
     yield fake
     fake.stop()
 
@@ -81,7 +83,7 @@ def test_submit_uploads_the_spec_and_runs_it_with_typed_parameters(server, packa
     assert run_request.headers["authorization"] == f"Bearer {TOKEN}"
     assert run["runtime_config"]["parameters"] == {"steps": 25, "learning_rate": 0.0003, "use_gpu": True}
     version = server.state.versions[run["pipeline_version_reference"]["pipeline_version_id"]]
-    assert version["pipeline_spec"] == spec  # the run is of exactly the uploaded version
+    assert yaml.safe_load(version["manifest"]) == spec  # the run is of exactly the uploaded version
     assert server.state.experiments[run["experiment_id"]]["display_name"] == "nightly"
 
     (run_id,) = server.state.runs
@@ -162,7 +164,7 @@ def test_schedule_twice_leaves_one_recurring_run(server, package, capsys):
     assert first["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 0"
     assert first["max_concurrency"] == "1" and first["no_catchup"] is True and first["mode"] == "ENABLE"
     assert first["runtime_config"]["parameters"] == {"steps": 100}
-    latest = max(server.state.versions.values(), key=lambda v: v["created_at"])
+    latest = server.latest_version(first["pipeline_version_reference"]["pipeline_id"])
     assert first["pipeline_version_reference"] == {
         "pipeline_id": latest["pipeline_id"], "pipeline_version_id": latest["pipeline_version_id"]}
 
@@ -184,33 +186,84 @@ def test_schedule_repoints_to_a_newer_version_and_heals_duplicates(server, packa
     assert cli("submit", "--host", server.url, "--package", str(package)) == 0
     assert schedule(server, "--cron", "0 0 3 * * 0") == 0
     # someone made a second one by hand in the UI: the next schedule call converges to one
-    duplicate = dict(next(iter(server.state.recurring_runs.values())), recurring_run_id="by-hand")
-    server.state.recurring_runs["by-hand"] = duplicate
+    duplicate = dict(next(iter(server.state.jobs.values())), recurring_run_id="by-hand")
+    server.state.jobs["by-hand"] = duplicate
     assert cli("submit", "--host", server.url, "--package", str(package)) == 0
     assert schedule(server, "--cron", "0 0 3 * * 0") == 0
     (only,) = server.recurring_runs_named("weekly-retrain")
-    newest = max(server.state.versions.values(), key=lambda v: v["created_at"])
+    newest = server.latest_version(only["pipeline_version_reference"]["pipeline_id"])
     assert only["pipeline_version_reference"]["pipeline_version_id"] == newest["pipeline_version_id"]
 
 
-def test_follow_latest_sends_no_version_id(server, package):
+def test_follow_latest_sends_no_version_id_and_is_idempotent(server, package, capsys):
     assert cli("submit", "--host", server.url, "--package", str(package)) == 0
-    assert schedule(server, "--cron", "@weekly", "--follow-latest") == 0
+    assert schedule(server, "--cron", "@weekly", "--follow-latest", "--param", "steps=7") == 0
     (run,) = server.recurring_runs_named("weekly-retrain")
+    (sent,) = server.requests_to("POST", "/recurringruns")
+    assert "pipeline_version_id" not in sent.body["pipeline_version_reference"]
     assert "pipeline_version_id" not in run["pipeline_version_reference"]
+    assert "service_account" not in run  # kept as sent; a pinned run gets the server's default (next test)
     assert run["pipeline_version_reference"]["pipeline_id"] in server.state.pipelines
+    capsys.readouterr()
+    assert schedule(server, "--cron", "@weekly", "--follow-latest", "--param", "steps=7") == 0
+    assert "schedule weekly-retrain: unchanged" in capsys.readouterr().out
+    assert server.recurring_runs_named("weekly-retrain") == [run]
+
+
+def test_the_server_default_service_account_does_not_count_as_a_change(server, package, capsys):
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert schedule(server, "--cron", "@weekly") == 0
+    (run,) = server.recurring_runs_named("weekly-retrain")
+    assert run["service_account"] == "pipeline-runner"  # filled in by the server, not sent
+    capsys.readouterr()
+    assert schedule(server, "--cron", "@weekly") == 0
+    assert "unchanged" in capsys.readouterr().out
+    assert schedule(server, "--cron", "@weekly", "--service-account", "abstractinator-runner") == 0
+    (replaced,) = server.recurring_runs_named("weekly-retrain")
+    assert replaced["service_account"] == "abstractinator-runner"
+
+
+def test_a_disabled_schedule_stays_disabled_unless_enabled(server, package, capsys):
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    assert schedule(server, "--cron", "0 0 3 * * 0") == 0
+    assert schedule(server, "--disable") == 0
+    capsys.readouterr()
+    assert schedule(server, "--cron", "0 0 3 * * 0") == 0
+    assert "unchanged" in capsys.readouterr().out
+    (run,) = server.recurring_runs_named("weekly-retrain")
+    assert run["status"] == "DISABLED"
+    assert schedule(server, "--cron", "0 0 4 * * 0") == 0  # replaced, still disabled
+    (run,) = server.recurring_runs_named("weekly-retrain")
+    assert run["status"] == "DISABLED" and run["trigger"]["cron_schedule"]["cron"] == "0 0 4 * * 0"
+    capsys.readouterr()
+    assert schedule(server, "--cron", "0 0 4 * * 0", "--enable") == 0
+    assert "schedule weekly-retrain: enabled" in capsys.readouterr().out
+    (run,) = server.recurring_runs_named("weekly-retrain")
+    assert run["status"] == "ENABLED"
+
+
+def test_deleting_a_recurring_run_that_is_already_gone_counts_as_done(server, package):
+    from pipelines.kfp_connection import ClusterError, connect
+    from pipelines.submission import _delete_if_present
+
+    client = connect(server.url, token=TOKEN)
+    _delete_if_present(client, "already-gone")  # 404: no error
+    (request,) = server.requests_to("DELETE", "/recurringruns/already-gone")
+    server.required_token = "another"  # any other failure is still one line
+    with pytest.raises(ClusterError, match="HTTP 401"):
+        _delete_if_present(client, "already-gone")
 
 
 def test_disable_enable_delete(server, package, capsys):
     assert cli("submit", "--host", server.url, "--package", str(package)) == 0
     assert schedule(server, "--cron", "0 0 3 * * 0") == 0
-    (run_id,) = server.state.recurring_runs
+    (run_id,) = server.state.jobs
     assert schedule(server, "--disable") == 0
-    assert server.state.recurring_runs[run_id]["mode"] == "DISABLE"
+    assert server.state.jobs[run_id]["enabled"] is False
     assert schedule(server, "--enable") == 0
-    assert server.state.recurring_runs[run_id]["mode"] == "ENABLE"
+    assert server.state.jobs[run_id]["enabled"] is True
     assert schedule(server, "--delete") == 0
-    assert server.state.recurring_runs == {}
+    assert server.state.jobs == {}
     capsys.readouterr()
     assert schedule(server, "--delete") == 0  # already gone: the state asked for holds
     assert "schedule weekly-retrain: absent" in capsys.readouterr().out
@@ -292,3 +345,35 @@ def test_a_host_that_is_not_the_kfp_api_is_named(server, package, capsys, host, 
     assert cli("submit", "--host", host.format(url=server.url), "--package", str(package)) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.slow  # ~9 s: four interpreters importing kfp
+def test_racing_schedule_calls_leave_one_recurring_run(monkeypatch, tmp_path, package):
+    """4 processes run the same `schedule` at once; every one of them lists before any creates (a barrier in the
+    fake), so all 4 create. They must converge on exactly one recurring run with the requested settings."""
+    import os
+    import subprocess
+    import sys
+
+    fake = FakeKfpHttpServer(required_token=TOKEN, latency_s=0.05, list_barrier=4).start()
+    try:
+        monkeypatch.setenv("ABSTRACTINATOR_KFP_TOKEN", TOKEN)
+        monkeypatch.setattr("kfp.Client._LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+        assert cli("submit", "--host", fake.url, "--package", str(package)) == 0
+        env = {**os.environ, "ABSTRACTINATOR_KFP_TOKEN": TOKEN, "HOME": str(tmp_path),
+               "PYTHONPATH": str(REPO)}
+        command = [sys.executable, "-m", "abstractinator", "pipeline", "schedule", "--host", fake.url,
+                   "--name", "weekly-retrain", "--pipeline-name", "small-training", "--cron", "0 0 3 * * 0",
+                   "--param", "steps=42"]
+        racers = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True) for _ in range(4)]
+        outputs = [racer.communicate(timeout=120) for racer in racers]
+        assert [racer.returncode for racer in racers] == [0] * 4, [err for _, err in outputs]
+        assert len(fake.requests_to("POST", "/recurringruns")) == 4  # the barrier made every racer create
+        (only,) = fake.recurring_runs_named("weekly-retrain")
+        assert only["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 0"
+        assert only["runtime_config"]["parameters"] == {"steps": 42}
+        assert only["pipeline_version_reference"]["pipeline_version_id"] == fake.latest_version(
+            only["pipeline_version_reference"]["pipeline_id"])["pipeline_version_id"]
+    finally:
+        fake.stop()

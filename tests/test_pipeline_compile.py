@@ -1,5 +1,6 @@
-"""The compiled kfp pipeline (IR YAML): five components, GPU and CPU/memory requests, the S3 Secret as env,
-the image and the retraining condition; and `abstractinator pipeline compile`."""
+"""The compiled kfp pipeline (IR YAML): five components, GPU and CPU/memory requests, settings from the ConfigMap
+and keys from Secrets (never values), KFP artifacts, caching, retries, timeouts, volumes; and
+`abstractinator pipeline compile`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import pytest
 import yaml
 
 from abstractinator.cli import main
+from components.provenance import code_identity
+from pipelines.task_runtime import SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 from pipelines.training import DEFAULT_IMAGE, ClusterSettings, compile_pipeline
 
 COMPONENTS = ("prepare-data", "stage1-pretrain", "stage2-top-lm", "evaluate", "promote")
-HEAVY = ("stage1-pretrain", "stage2-top-lm", "evaluate")
+TRAINING = ("stage1-pretrain", "stage2-top-lm")
+HEAVY = (*TRAINING, "evaluate")
 
 
 def load(path: Path) -> tuple[dict, dict]:
@@ -22,10 +26,20 @@ def load(path: Path) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> tuple[dict, dict]:
+    """The default compile (what `make compile-pipeline` does), with 2 GPUs."""
     out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
-    compile_pipeline(str(out), ClusterSettings(gpus=2, image="registry.example/abstractinator:test",
-                                               s3_endpoint_url="http://seaweedfs:8333"))
+    assert main(["pipeline", "compile", "--out", str(out), "--gpus", "2",
+                 "--image", "registry.example/abstractinator:test"]) == 0
     return load(out)
+
+
+def tasks_of(pipeline: dict) -> dict:
+    (condition,) = [name for name in pipeline["root"]["dag"]["tasks"] if name.startswith("condition")]
+    return {**pipeline["root"]["dag"]["tasks"], **pipeline["components"][f"comp-{condition}"]["dag"]["tasks"]}
+
+
+def platform_executors(platform: dict) -> dict:
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def test_five_components_wired_in_order(compiled) -> None:
@@ -39,33 +53,82 @@ def test_five_components_wired_in_order(compiled) -> None:
     assert set(tasks) == set(COMPONENTS[1:])
     assert tasks["stage2-top-lm"]["dependentTasks"] == ["stage1-pretrain"]
     assert tasks["promote"]["inputs"]["parameters"]["metrics"]["taskOutputParameter"]["producerTask"] == "evaluate"
+    base = tasks["stage2-top-lm"]["inputs"]["artifacts"]["base_components"]["taskOutputArtifact"]
+    assert base == {"outputArtifactKey": "base_components", "producerTask": "stage1-pretrain"}
+    assert tasks["evaluate"]["inputs"]["artifacts"]["checkpoint"]["taskOutputArtifact"]["producerTask"] == \
+        "stage2-top-lm"
 
 
-def test_gpu_cpu_memory_and_image(compiled) -> None:
+def test_outputs_are_kfp_artifacts(compiled) -> None:
     pipeline, _ = compiled
-    executors = pipeline["deploymentSpec"]["executors"]
+
+    def artifact_types(component: str) -> dict[str, str]:
+        outputs = pipeline["components"][f"comp-{component}"]["outputDefinitions"].get("artifacts", {})
+        return {name: spec["artifactType"]["schemaTitle"] for name, spec in outputs.items()}
+
+    assert artifact_types("prepare-data") == {"dataset": "system.Dataset"}
+    assert artifact_types("stage1-pretrain") == {"checkpoint": "system.Model", "base_components": "system.Model"}
+    assert artifact_types("stage2-top-lm") == {"checkpoint": "system.Model"}
+    assert artifact_types("evaluate") == {"scores": "system.Metrics", "report": "system.Markdown"}
+
+
+def test_tasks_read_settings_from_the_config_map_and_keys_from_secrets(compiled) -> None:
+    pipeline, platform = compiled
+    executors = platform_executors(platform)
     for name in COMPONENTS:
-        container = executors[f"exec-{name}"]["container"]
+        executor = executors[f"exec-{name}"]
+        (config_map,) = executor["configMapAsEnv"]
+        assert config_map["configMapName"] == SETTINGS_CONFIG_MAP
+        assert {item["envVar"] for item in config_map["keyToEnv"]} == set(SETTINGS_KEYS) >= {
+            "MLFLOW_TRACKING_URI", "ABSTRACTINATOR_ARTIFACT_ROOT"}
+        secrets = {secret["secretName"]: secret for secret in executor["secretAsEnv"]}
+        assert {i["envVar"] for i in secrets["abstractinator-s3"]["keyToEnv"]} == {
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert {i["envVar"] for i in secrets["abstractinator-mlflow-auth"]["keyToEnv"]} == {
+            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+        assert executor["fieldPathAsEnv"] == [{"name": "KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"}]
+        env = {e["name"]: e["value"] for e in pipeline["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
+               ["env"]}
+        # nothing baked in: no endpoint, no tracking server; every writable place is the scratch volume
+        assert "MLFLOW_TRACKING_URI" not in env and "ABSTRACTINATOR_S3_ENDPOINT_URL" not in env
+        assert env["ABSTRACTINATOR_REQUIRE_TRACKING_SERVER"] == "1"
+        assert all(env[key].startswith("/scratch") for key in ("HOME", "TMPDIR", "XDG_CACHE_HOME",
+                                                               "ABSTRACTINATOR_DATA_HOME", "MPLCONFIGDIR"))
+        assert {"volumeName": "scratch", "mountPath": "/scratch", "sizeLimit": "50Gi"} in executor["emptyDirMounts"]
+
+
+def test_gpu_tasks_get_gpus_shm_timeout_and_training_a_retry_policy(compiled) -> None:
+    pipeline, platform = compiled
+    executors, tasks = platform_executors(platform), tasks_of(pipeline)
+    for name in COMPONENTS:
+        container = pipeline["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
         assert container["image"] == "registry.example/abstractinator:test"
-        resources = container["resources"]
+        resources, executor = container["resources"], executors[f"exec-{name}"]
         if name in HEAVY:
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
             assert resources["accelerator"]["resourceCount"] == "2"
             assert resources["resourceCpuLimit"] == "4" and resources["resourceMemoryLimit"] == "16G"
+            assert executor["tolerations"][0]["key"] == "nvidia.com/gpu"
+            assert {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"} in \
+                executor["emptyDirMounts"]
+            assert int(executor["activeDeadlineSeconds"]) > 0
         else:
-            assert "accelerator" not in resources
-        assert {"name": "AWS_ENDPOINT_URL_S3", "value": "http://seaweedfs:8333"} in container["env"]
+            assert "accelerator" not in resources and "activeDeadlineSeconds" not in executor
+        if name in TRAINING:
+            assert tasks[name]["retryPolicy"]["maxRetryCount"] == 3
+        else:
+            assert "retryPolicy" not in tasks[name]
 
 
-def test_every_task_reads_the_s3_secret_as_env(compiled) -> None:
-    _, platform = compiled
-    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in COMPONENTS:
-        (secret,) = executors[f"exec-{name}"]["secretAsEnv"]
-        assert secret["secretName"] == "abstractinator-s3"
-        assert {item["envVar"] for item in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-    for name in HEAVY:
-        assert executors[f"exec-{name}"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+def test_caching_is_on_exactly_for_the_deterministic_tasks(compiled) -> None:
+    pipeline, _ = compiled
+    tasks = tasks_of(pipeline)
+    cached = {name for name in COMPONENTS if tasks[name].get("cachingOptions", {}).get("enableCache")}
+    assert cached == set(HEAVY)  # not the data step (asks the registry) nor promote (writes it)
+    for name in HEAVY:  # the cache key holds the code identity of the compiled checkout and the data hash
+        inputs = tasks[name]["inputs"]["parameters"]
+        assert inputs["code_identity"]["runtimeValue"]["constant"] == code_identity()
+        assert inputs["data_hash"] == {"componentInputParameter": "pipelinechannel--prepare-data-data_hash"}
 
 
 def test_pipeline_parameters(compiled) -> None:
@@ -75,16 +138,45 @@ def test_pipeline_parameters(compiled) -> None:
                  "model_name", "min_improvement", "max_bits_per_byte", "min_live_code_share", "gate_metric"):
         assert name in parameters
     assert parameters["stage1_steps"]["defaultValue"] == 20
+    assert parameters["artifact_root"]["defaultValue"] == ""  # the cluster's ABSTRACTINATOR_ARTIFACT_ROOT
 
 
-def test_cli_compile_with_no_gpu(tmp_path: Path, capsys) -> None:
+def test_cli_compile_with_no_gpu_and_no_cluster_objects(tmp_path: Path, capsys) -> None:
     out = tmp_path / "cpu.yaml"
-    assert main(["pipeline", "compile", "--out", str(out), "--gpus", "0", "--s3-secret", ""]) == 0
+    assert main(["pipeline", "compile", "--out", str(out), "--gpus", "0", "--s3-secret", "",
+                 "--mlflow-auth-secret", ""]) == 0
     assert "0 GPU" in capsys.readouterr().out
     pipeline, *rest = list(yaml.safe_load_all(out.read_text()))
     for executor in pipeline["deploymentSpec"]["executors"].values():
         assert "accelerator" not in executor["container"].get("resources", {})
         assert executor["container"]["image"] == DEFAULT_IMAGE
-    platform_executors = rest[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if rest else {}
-    assert not any("secretAsEnv" in e for e in platform_executors.values())
+    executors = rest[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if rest else {}
+    assert not any("secretAsEnv" in e for e in executors.values())
     assert main(["pipeline", "compile", "--out", str(out), "--gpus", "-1"]) == 2
+
+
+def test_literal_overrides_are_env_values_and_credentials_are_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "--out", str(out), "--mlflow-tracking-uri", "http://mlflow:5000",
+                 "--s3-endpoint-url", "http://seaweedfs:8333"]) == 0
+    pipeline, _ = load(out)
+    env = pipeline["deploymentSpec"]["executors"]["exec-promote"]["container"]["env"]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in env
+    assert {"name": "ABSTRACTINATOR_S3_ENDPOINT_URL", "value": "http://seaweedfs:8333"} in env
+    capsys.readouterr()
+    refused = tmp_path / "refused.yaml"
+    assert main(["pipeline", "compile", "--out", str(refused), "--mlflow-tracking-uri",
+                 "http://admin:hunter2@mlflow:5000"]) == 2
+    err = capsys.readouterr().err
+    assert "holds credentials" in err and "hunter2" not in err and err.count("\n") == 1
+    assert not refused.exists()
+    with pytest.raises(ValueError, match="must not hold credentials"):
+        ClusterSettings(mlflow_tracking_uri="https://u:p@mlflow.example")
+
+
+def test_compile_pipeline_function_defaults(tmp_path: Path) -> None:
+    out = compile_pipeline(str(tmp_path / "p.yaml"))
+    pipeline, platform = load(Path(out))
+    assert pipeline["pipelineInfo"]["name"] == "abstractinator-training"
+    assert platform_executors(platform)["exec-prepare-data"]["configMapAsEnv"][0]["configMapName"] == \
+        SETTINGS_CONFIG_MAP
