@@ -56,13 +56,13 @@ def stage1_pretrain(config: str, overrides: list, stage1_steps: int, stage2_step
     from pipelines.kfp_artifacts import save_model
     from pipelines.steps import RunSpec, train_stage_step
     from pipelines.task_runtime import artifact_root as resolve_root
-    from pipelines.task_runtime import check_task_environment, task_failure
+    from pipelines.task_runtime import check_task_environment, show_progress, task_failure
 
     with task_failure():
         check_task_environment(code_identity)
         spec = RunSpec(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
                        artifact_root=resolve_root(artifact_root), run_key=run_key or None)
-        result = train_stage_step(spec, "stage1", data_uri, data_hash)
+        result = train_stage_step(spec, "stage1", data_uri, data_hash, progress=show_progress())
         save_model(result.checkpoint_uri, checkpoint, result.checkpoint_hash, stage="stage1")
         save_model(result.base_components_uri, base_components, result.base_components_hash, stage="stage1")
     return (result.checkpoint_uri, result.checkpoint_hash, result.base_components_hash,
@@ -77,14 +77,14 @@ def stage2_top_lm(config: str, overrides: list, stage1_steps: int, stage2_steps:
     from pipelines.kfp_artifacts import save_model, verified_model_path
     from pipelines.steps import RunSpec, train_stage_step
     from pipelines.task_runtime import artifact_root as resolve_root
-    from pipelines.task_runtime import check_task_environment, task_failure
+    from pipelines.task_runtime import check_task_environment, show_progress, task_failure
 
     with task_failure():
         check_task_environment(code_identity)
         spec = RunSpec(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
                        artifact_root=resolve_root(artifact_root), run_key=run_key or None)
         base = verified_model_path(base_components, base_components_hash)
-        result = train_stage_step(spec, "stage2", data_uri, data_hash, base)
+        result = train_stage_step(spec, "stage2", data_uri, data_hash, base, progress=show_progress())
         save_model(result.checkpoint_uri, checkpoint, result.checkpoint_hash, stage="stage2")
     return result.checkpoint_uri, result.checkpoint_hash, result.mlflow_run_id or ""
 

@@ -13,6 +13,7 @@ a mismatch cannot pass unnoticed), a dataset against its manifest and data hash 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -54,10 +55,16 @@ def verified_model_path(model, expected_hash: str) -> str:
 
 
 def log_metrics(metrics_artifact, metrics: dict[str, float]) -> None:
-    """Every finite metric into a Metrics output (the KFP UI's metrics view); names keep their '/' parts."""
-    for name, value in sorted(metrics.items()):
-        if isinstance(value, int | float) and math.isfinite(value):
-            metrics_artifact.log_metric(name, float(value))
+    """Every finite metric into a Metrics output (the KFP UI's metrics view reads the metadata), and the same as
+    JSON in its file: a Metrics artifact otherwise has no file, and kfp.local's cache treats an output whose file
+    is missing as a miss (kfp/local/cache.py `LocalCache.get`), so the evaluation would never be reused."""
+    finite = {name: float(value) for name, value in sorted(metrics.items())
+              if isinstance(value, int | float) and math.isfinite(value)}
+    for name, value in finite.items():
+        metrics_artifact.log_metric(name, value)
+    target = Path(metrics_artifact.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(finite, indent=2, sort_keys=True))
 
 
 def save_report(report_uri: str, report) -> None:

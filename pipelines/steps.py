@@ -269,6 +269,28 @@ def _kfp_run_tag() -> dict[str, str]:
 
 
 # -- promote -----------------------------------------------------------------------------------------------------
+def _registered_result(client, model_name: str, checkpoint_hash: str, tracking_uri: str):
+    """The earlier decision on this very checkpoint, when a version of `model_name` holds it already (a run whose
+    training and evaluation came from KFP's cache), so it is not registered and judged a second time."""
+    from components.promote import CHAMPION, alias_version
+
+    try:
+        found = client.search_model_versions(f"name='{model_name}' and tags.checkpoint_hash='{checkpoint_hash}'")
+    except Exception:  # no such model yet (some stores raise rather than return nothing)
+        return None
+    if not found:
+        return None
+    version = min(found, key=lambda v: int(v.version))
+    champion = alias_version(client, model_name, CHAMPION)
+    decision = (version.tags or {}).get("gate.decision", "registered")
+    return PromoteStepResult(
+        model=model_name, version=str(version.version), action="already_registered",
+        promoted=champion is not None and str(champion.version) == str(version.version),
+        champion=str(champion.version) if champion else None, tracking_uri=tracking_uri,
+        reasons=[f"checkpoint {checkpoint_hash.removeprefix('sha256:')[:12]} is version {version.version} "
+                 f"already ({decision}): not registered again"])
+
+
 class PromoteStepResult(BaseModel):
     model: str
     version: str
@@ -291,6 +313,9 @@ def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint
     stages = spec.stages(data_hash)
     config = stages.stage2
     tracking_uri = resolve_tracking_uri(config.project_name)
+    earlier = _registered_result(client_for(tracking_uri), model_name, checkpoint_hash, tracking_uri)
+    if earlier is not None:  # a cached (unchanged) run: its checkpoint was judged already
+        return earlier
     provenance = {"data_hash": data_hash, "git_commit": git_commit(), "config_hash": stages.config_hash,
                   "code_identity": code_identity()}
     extra = {"checkpoint_uri": checkpoint_uri, "checkpoint_hash": checkpoint_hash, "report_uri": report_uri,

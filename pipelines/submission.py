@@ -19,9 +19,10 @@ seconds.
 Which version a schedule runs: by default the latest version *at the time `schedule` runs* (pinned by id; rerun
 `schedule` after each `submit` to re-point it: it is idempotent). `follow_latest=True` sends a pipeline reference
 without a version id, which KFP backends with kubeflow/pipelines PR #11560 (2.5 and later) resolve to the latest
-version at every trigger (the server stores the reference without a version id and returns it so, so a
-second `schedule --follow-latest` is `unchanged`); older backends reject it. kfp 2.17.3's `Client.create_recurring_run` refuses a missing
-version id before sending anything, so both modes go through the generated API (`client.recurring_runs`).
+version at every trigger (the server stores the reference without a version id and returns it so, so a second
+`schedule --follow-latest` is `unchanged`); older backends reject it. kfp 2.17.3's `Client.create_recurring_run`
+refuses a missing version id before sending anything, so both modes go through the generated API
+(`client.recurring_runs`).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ class TaskSettings(BaseSettings):
     artifact_root: str = Field("", alias="ABSTRACTINATOR_ARTIFACT_ROOT")
     require_tracking_server: bool = Field(False, alias=REQUIRE_TRACKING_ENV)
     kfp_run_id: str = Field("", alias=RUN_ID_ENV)
+    pipeline_progress: bool = Field(False, alias="ABSTRACTINATOR_PIPELINE_PROGRESS")
 
 
 class TaskEnvironmentError(RuntimeError):
@@ -74,6 +75,12 @@ def check_task_environment(compiled_code_identity: str) -> None:
         raise TaskEnvironmentError(
             f"this image's code ({code_identity()[:12]}) is not the code the pipeline was compiled from "
             f"({compiled_code_identity[:12]}): build the image and compile the pipeline from the same checkout")
+
+
+def show_progress() -> bool:
+    """Draw the trainer's progress bar: under `abstractinator pipeline run-local`, which turns it into bars on
+    the screen (pipelines/local_progress.py); not in a pod's log."""
+    return TaskSettings().pipeline_progress
 
 
 def kfp_run_id() -> str | None:

@@ -377,3 +377,47 @@ def test_racing_schedule_calls_leave_one_recurring_run(monkeypatch, tmp_path, pa
             only["pipeline_version_reference"]["pipeline_id"])["pipeline_version_id"]
     finally:
         fake.stop()
+
+
+def documented_commands() -> list[list[str]]:
+    """Every `abstractinator pipeline ...` command in the bash blocks of docs/cluster.md, as argv (line
+    continuations joined, comments dropped)."""
+    import re
+    import shlex
+
+    text = (REPO / "docs" / "cluster.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("abstractinator pipeline "):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_the_documented_cluster_commands_run_verbatim(server, tmp_path, monkeypatch, capsys):
+    """docs/cluster.md steps 5, 7 and 8 as written (the default compile: GPU requests, the S3 Secret, the settings
+    ConfigMap; so the uploaded package has a platform document and the API wraps its spec), with only the host
+    pointed at the fake; then `schedule` again is `unchanged`."""
+    from abstractinator.cli import main
+
+    commands = documented_commands()
+    assert [c[1] for c in commands] == ["compile", "submit", "schedule"], commands
+    monkeypatch.chdir(tmp_path)
+    for argv in commands:
+        argv = [server.url if arg == "http://localhost:8888" else arg for arg in argv]
+        assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "schedule weekly-retrain: created" in out
+    (version,) = server.api_versions()
+    assert set(version["pipeline_spec"]) == {"pipeline_spec", "platform_spec"}  # as the real API returns it
+    (run,) = server.state.runs.values()
+    assert run["runtime_config"]["parameters"]["stage1_steps"] == 2000
+    (recurring,) = server.recurring_runs_named("weekly-retrain")
+    assert recurring["runtime_config"]["parameters"] == {
+        "config": "demo", "artifact_root": "s3://my-bucket/abstractinator/pipeline"}
+    schedule_argv = [server.url if arg == "http://localhost:8888" else arg for arg in commands[2]]
+    assert main(schedule_argv) == 0
+    assert "schedule weekly-retrain: unchanged" in capsys.readouterr().out
+    assert server.recurring_runs_named("weekly-retrain") == [recurring]

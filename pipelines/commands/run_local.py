@@ -11,21 +11,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser("run-local", help="run the whole pipeline on this machine (kfp.local)")
     add_run_arguments(parser)
-    parser.add_argument("--pipeline-root", type=Path, default=None, help="kfp.local's bookkeeping folder")
+    parser.add_argument("--pipeline-root", type=Path, default=None,
+                        help="kfp.local's folder: task bookkeeping, KFP artifacts and the task cache (default: a "
+                        "temporary folder, nothing cached)")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="where the tasks' full logs go (default: <data home>/pipeline-logs/run-local-*.log)")
+    parser.add_argument("--raw", action="store_true", help="print kfp.local's own output instead of a summary")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from components.settings import get_settings
     from components.stages import load_pipeline_config
     from components.tracking import resolve_tracking_uri
     from pipelines.commands import pipeline_arguments
+    from pipelines.local_progress import default_log_path
     from pipelines.local_run import run_local
     from pipelines.registry_view import print_registry
 
     config = load_pipeline_config(args.config, args.overrides)  # a bad config fails here, in one line
-    outcome = run_local(pipeline_arguments(args), args.pipeline_root)
+    log_path = (args.log_file or default_log_path(get_settings().data_home)).absolute()
+    try:
+        outcome = run_local(pipeline_arguments(args), args.pipeline_root, log_path, follow=not args.raw)
+    except RuntimeError as error:
+        print(f"error: {' '.join(str(error).split())} (full task logs: {log_path})", file=sys.stderr)
+        return 1
     print(f"pipeline finished in {outcome['seconds']} s (data step's decision: {outcome['reason']})")
+    print(f"full task logs: {outcome['log_path']}")
     tracking_uri = resolve_tracking_uri(config.project_name)
     flags = "" if get_settings().mlflow_tracking_uri else f"--project {config.project_name}"
     print_registry(tracking_uri, args.model_name, flags)
