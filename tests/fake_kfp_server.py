@@ -189,7 +189,7 @@ def _list(items: list[dict], query: dict[str, str], key: str, id_key: str, sort_
     return _drop_empty(body)
 
 
-# -- API views of the internal objects ----------------------------------------------------------------------------------
+# -- API views of the internal objects --------------------------------------------------------------------------------
 def api_pipeline(pipeline: dict) -> dict:
     return _drop_empty({"pipeline_id": pipeline["pipeline_id"], "display_name": pipeline["display_name"],
                         "name": pipeline["name"], "description": pipeline.get("description"),

@@ -133,3 +133,102 @@ def test_two_cpu_processes_train_through_the_worker(tmp_path, monkeypatch, data_
     assert Path(result.data_dir) == prepared  # the params reached the workers through the JSON hand-over
     assert Path(result.final_checkpoint).is_file()
     assert "loss/total_avg_accum" in result.final_metrics
+
+
+# -- through the pipeline's stage step ---------------------------------------------------------------------------------
+STAGE_OVERRIDES = ["validation_interval=1000", "generation_interval=1000", "checkpoint_interval=2"]
+
+
+@pytest.fixture(scope="module")
+def small_prepared(tmp_path_factory) -> tuple[Path, str]:
+    from components.shards import load_manifest
+    from tests.conftest import prepare_small_corpus
+
+    prepared = prepare_small_corpus(tmp_path_factory.mktemp("stage-corpus"), 150, seed=2)
+    return prepared, load_manifest(prepared).data_hash
+
+
+def stage_spec(root: Path, steps: int):
+    from pipelines.steps import RunSpec
+
+    return RunSpec(config="ci", overrides=STAGE_OVERRIDES, stage1_steps=steps, stage2_steps=1,
+                   artifact_root=str(root), run_key="k")
+
+
+def model_state(checkpoint: str) -> dict:
+    from components.checkpoints import load_checkpoint
+
+    return load_checkpoint(checkpoint)["model_state"]
+
+
+@pytest.mark.slow
+def test_a_stage_step_with_two_processes_logs_world_size_2_and_matches_one_process(
+        tmp_path, monkeypatch, capfd, small_prepared):
+    """ABSTRACTINATOR_TRAINING_PROCESSES=2 (what N GPUs give a pod; gloo on CPU here): the stage step runs the
+    trainer under torchrun, each process on half the batch, and ends where the one-process step ends."""
+    from pipelines.steps import train_stage_step
+
+    prepared, data_hash = small_prepared
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ABSTRACTINATOR_TRAINING_PROCESSES", raising=False)
+    one = train_stage_step(stage_spec(tmp_path / "one", 4), "stage1", str(prepared), data_hash, tracking=False)
+    assert "world_size=1" in "".join(capfd.readouterr())
+    monkeypatch.setenv("ABSTRACTINATOR_TRAINING_PROCESSES", "2")
+    two = train_stage_step(stage_spec(tmp_path / "two", 4), "stage1", str(prepared), data_hash, tracking=False)
+    logs = "".join(capfd.readouterr())
+    assert "world_size=2" in logs and "train_start" in logs
+    loss = "loss/total_avg_accum"
+    assert two.final_metrics[loss] == pytest.approx(one.final_metrics[loss], rel=2e-3)  # as the DDP test
+    a, b = model_state(one.checkpoint_uri), model_state(two.checkpoint_uri)
+    worst = max(float((a[key].float() - b[key].float()).abs().max()) for key in a if a[key].is_floating_point())
+    assert worst < 1e-4  # the same global batch: the same parameters up to reduction order (about 2e-6)
+    assert two.base_components_uri and Path(two.base_components_uri).is_file()
+
+
+@pytest.mark.slow
+def test_a_killed_stage_resumes_on_retry_and_ends_with_the_uninterrupted_parameters(
+        tmp_path, monkeypatch, capfd, small_prepared):
+    """A stage killed mid-run (SIGKILL: a preempted pod, nothing saved on the way out) and run again, as KFP's
+    retry does, resumes from its own last checkpoint and ends with the same parameters as a run never killed."""
+    import subprocess
+    import time
+
+    import torch
+
+    from pipelines.steps import train_stage_step
+
+    prepared, data_hash = small_prepared
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("ABSTRACTINATOR_TRAINING_PROCESSES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    steps = 10
+    straight = train_stage_step(stage_spec(tmp_path / "straight", steps), "stage1", str(prepared), data_hash,
+                                tracking=False)
+
+    killed_root = tmp_path / "killed"
+    script = (f"from pipelines.steps import train_stage_step\nfrom tests.test_cluster_torchrun import stage_spec\n"
+              f"from pathlib import Path\n"
+              f"train_stage_step(stage_spec(Path({str(killed_root)!r}), {steps}), 'stage1', {str(prepared)!r}, "
+              f"{data_hash!r}, tracking=False)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = killed_root / "runs" / "k" / "stage1" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("checkpoint_step*.pt")) and time.monotonic() < deadline:
+        assert process.poll() is None, "the first attempt ended before it could be killed"
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    saved = sorted(int(p.stem.removeprefix("checkpoint_step")) for p in checkpoints.glob("checkpoint_step*.pt"))
+    assert saved and max(saved) < steps  # killed mid-run, after at least one checkpoint
+
+    capfd.readouterr()
+    retried = train_stage_step(stage_spec(killed_root, steps), "stage1", str(prepared), data_hash, tracking=False)
+    logs = "".join(capfd.readouterr())
+    assert "stage_resumes" in logs and f"start_step={max(saved)}" in logs  # not from step 0
+    assert retried.checkpoint_uri.endswith(f"checkpoint_step{steps}.pt")
+    a, b = model_state(straight.checkpoint_uri), model_state(retried.checkpoint_uri)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)

@@ -73,3 +73,77 @@ def test_run_key_is_deterministic_and_changes_with_each_input(ci) -> None:
 def test_join_uri() -> None:
     assert join_uri("s3://b/p/", "runs", "/k/", "stage1") == "s3://b/p/runs/k/stage1"
     assert join_uri("artifacts", "data", "") == "artifacts/data"
+
+
+# -- code identity ---------------------------------------------------------------------------------------------------
+def make_checkout(root, git: bool = True):
+    """A tiny repository with files in and out of CODE_PATHS (and ignored ones), committed."""
+    import subprocess
+
+    files = {"model/net.py": "W = 1\n", "configs/ci_config.py": "STEPS = 3\n", "pyproject.toml": "[project]\n",
+             "pipelines/steps.py": "x = 1\n", "docs/notes.md": "prose\n", ".gitignore": "__pycache__/\n*.pyc\n"}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    if git:
+        run = dict(cwd=root, check=True, capture_output=True)
+        subprocess.run(["git", "init", "-q"], **run)
+        subprocess.run(["git", "add", "-A"], **run)
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], **run)
+    return root
+
+
+def test_code_identity_changes_with_any_edit_to_code_committed_or_not(tmp_path) -> None:
+    from components.provenance import code_identity
+
+    repo = make_checkout(tmp_path)
+    clean = code_identity(repo)
+    (repo / "docs" / "notes.md").write_text("other prose\n")  # not code
+    (repo / "model" / "__pycache__").mkdir()
+    (repo / "model" / "__pycache__" / "net.cpython-311.pyc").write_bytes(b"\0")  # ignored
+    assert code_identity(repo) == clean
+    (repo / "model" / "net.py").write_text("W = 2\n")  # uncommitted edit: a change ("-dirty" could not tell)
+    edited = code_identity(repo)
+    assert edited != clean
+    (repo / "model" / "net.py").write_text("W = 1\n")
+    assert code_identity(repo) == clean
+    (repo / "pipelines" / "new_step.py").write_text("y = 2\n")  # untracked, not ignored
+    assert code_identity(repo) not in (clean, edited)
+
+
+def test_an_image_without_git_agrees_with_the_checkout_it_was_built_from(tmp_path) -> None:
+    """The image copies the source tree without .git (docker/Dockerfile); installing may leave egg-info and
+    __pycache__ behind. Its identity is the clean checkout's."""
+    import shutil
+
+    from components.provenance import code_identity
+
+    repo = make_checkout(tmp_path / "repo")
+    image = tmp_path / "image"
+    shutil.copytree(repo, image, ignore=shutil.ignore_patterns(".git", "docs", ".gitignore"))
+    (image / "abstractinator.egg-info").mkdir()
+    (image / "abstractinator.egg-info" / "PKG-INFO").write_text("Name: abstractinator\n")
+    (image / "pipelines" / "__pycache__").mkdir()
+    (image / "pipelines" / "__pycache__" / "steps.cpython-311.pyc").write_bytes(b"\0")
+    assert code_identity(image) == code_identity(repo)
+    (image / "configs" / "ci_config.py").write_text("STEPS = 4\n")
+    assert code_identity(image) != code_identity(repo)
+
+
+def test_code_identity_of_an_installed_wheel_is_the_recorded_one(tmp_path, monkeypatch) -> None:
+    from components.provenance import code_identity
+
+    site = tmp_path / "site-packages"
+    (site / "components").mkdir(parents=True)
+    monkeypatch.delenv("ABSTRACTINATOR_CODE_IDENTITY", raising=False)
+    assert code_identity(site) == "unknown"
+    monkeypatch.setenv("ABSTRACTINATOR_CODE_IDENTITY", "abc123")
+    assert code_identity(site) == "abc123"
+
+
+def test_this_checkout_has_an_identity_and_the_run_key_follows_it(ci) -> None:
+    from components.provenance import code_identity
+
+    identity = code_identity()
+    assert len(identity) == 64 and identity == code_identity()
+    assert run_key(ci, 5, 5, "d", identity) != run_key(ci, 5, 5, "d", identity[::-1])
