@@ -211,7 +211,8 @@ def test_a_killed_stage_resumes_on_retry_and_ends_with_the_uninterrupted_paramet
               f"from pathlib import Path\n"
               f"train_stage_step(stage_spec(Path({str(killed_root)!r}), {steps}), 'stage1', {str(prepared)!r}, "
               f"{data_hash!r}, tracking=False)\n")
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(REPO)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = killed_root / "runs" / "k" / "stage1" / "checkpoints"
     deadline = time.monotonic() + 300
