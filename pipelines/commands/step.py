@@ -1,8 +1,10 @@
 """`abstractinator pipeline step NAME --params params.yaml`: one pipeline step, as the dvc stages run it.
 
 Settings come from params.yaml (validated by `DvcParams`); steps hand each other results/<step>.json (URIs and
-hashes), and write the files dvc shows: results/eval_metrics.json (`dvc metrics show`) and
-results/<stage>_curve.csv (`dvc plots show`)."""
+hashes; each step verifies what it reads against them), and write the files dvc shows:
+results/eval_metrics.json (`dvc metrics show`) and results/<stage>_curve.csv (`dvc plots show`). A training
+step runs one trainer process per visible GPU under torchrun (ABSTRACTINATOR_TRAINING_PROCESSES=N for N CPU
+processes) and resumes from its run folder's last checkpoint when it has one."""
 
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         prepared, stage2 = _read(results, "prepare"), _read(results, "stage2")
         result = steps.evaluate_step(spec, stage2["checkpoint_uri"], prepared["data_uri"], prepared["data_hash"],
                                      params.evaluate.tasks, params.evaluate.limit, params.evaluate.max_eval_bytes,
-                                     params.evaluate.canterbury)
+                                     params.evaluate.canterbury, checkpoint_hash=stage2["checkpoint_hash"])
         (results / "eval_metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
     else:
         prepared, stage2, evaluation = _read(results, "prepare"), _read(results, "stage2"), _read(results, "evaluate")
