@@ -421,3 +421,30 @@ def test_the_documented_cluster_commands_run_verbatim(server, tmp_path, monkeypa
     assert main(schedule_argv) == 0
     assert "schedule weekly-retrain: unchanged" in capsys.readouterr().out
     assert server.recurring_runs_named("weekly-retrain") == [recurring]
+
+
+def test_the_fake_answers_in_the_upstream_shapes(server, package):
+    """What the imitation promises in its docstring, checked on the wire: healthz fields, gRPC-style errors with
+    the gRPC code, upload errors as error_message, proto names with unpopulated fields left out."""
+    import urllib.error
+    import urllib.request
+
+    def get(path: str) -> tuple[int, dict]:
+        request = urllib.request.Request(server.url + "/apis/v2beta1" + path,
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    assert get("/healthz") == (200, {"commit_sha": "unknown", "tag_name": "2.17.0", "multi_user": False,
+                                     "pipeline_store": "database"})
+    status, body = get("/pipelines/nope/versions")
+    assert status == 404 and body["code"] == 5 and set(body) == {"code", "message", "details"}
+    assert cli("submit", "--host", server.url, "--package", str(package)) == 0
+    status, listed = get("/recurringruns")
+    assert (status, listed) == (200, {})  # nothing: not even total_size 0 (EmitUnpopulated false)
+    (pipeline,) = get("/pipelines")[1]["pipelines"]
+    assert set(pipeline) == {"pipeline_id", "display_name", "name", "created_at"}
+    assert pipeline["created_at"].endswith("Z") and "." not in pipeline["created_at"]  # whole seconds

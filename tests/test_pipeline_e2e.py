@@ -110,3 +110,43 @@ assert isinstance(generated, str) and len(generated.encode()) <= 8 * 4
 print("served", scored["bits_per_byte"])
 """], env=env, capture_output=True, text=True, timeout=300)
     assert serve.returncode == 0 and "served" in serve.stdout, serve.stderr[-3000:]
+
+
+def test_a_local_run_on_two_processes_is_followable_and_an_unchanged_rerun_comes_from_the_cache(tmp_path: Path) -> None:
+    """kfp.local, no servers: each training stage runs 2 trainer processes (gloo; what 2 GPUs give a pod) and
+    logs world_size=2; the screen has one line per task, the executor logs are in the log file; a rerun with the
+    same inputs reuses both stages and the evaluation from KFP's cache and registers nothing new."""
+    from mlflow import MlflowClient
+
+    from tests.conftest import write_corpus
+
+    write_corpus(tmp_path / "text", 150, seed=3)
+    env = {**os.environ, "ABSTRACTINATOR_DATA_HOME": str(tmp_path / "home"), "ABSTRACTINATOR_TRAINING_PROCESSES": "2",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    for name in ("MLFLOW_TRACKING_URI", "ABSTRACTINATOR_MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    args = [sys.executable, "-m", "abstractinator", "pipeline", "run-local", "--config", "ci", "--data-source",
+            str(tmp_path / "text"), "--stage1-steps", "2", "--stage2-steps", "2", "--artifact-root",
+            str(tmp_path / "artifacts"), "--pipeline-root", str(tmp_path / "kfp-local"), "--model-name", "local-e2e",
+            "--no-eval-sets", "--no-canterbury", "--eval-max-bytes", "4096", "--max-bits-per-byte", "0"]
+
+    def run(log: str, *extra: str) -> str:
+        result = subprocess.run([*args, "--log-file", str(tmp_path / log), *extra], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        return result.stdout
+
+    first = run("first.log")
+    for task in ("prepare-data", "stage1-pretrain", "stage2-top-lm", "evaluate", "promote"):
+        assert f"{task}: started" in first and f"{task}: SUCCESS" in first
+    assert "action=promoted" in first and f"full task logs: {tmp_path / 'first.log'}" in first
+    assert "executor_input" not in first and "executor_input" in (tmp_path / "first.log").read_text()
+    assert (tmp_path / "first.log").read_text().count("world_size=2") == 2  # stage 1 and stage 2
+
+    again = run("again.log", "--no-skip-unchanged")  # past the champion check: only KFP's cache stops it
+    assert "prepare-data: SUCCESS" in again
+    for cached in ("stage1-pretrain", "stage2-top-lm", "evaluate"):
+        assert f"{cached}: started" not in again
+    assert "action=already_registered" in again
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/abstractinator-ci/mlflow.db")
+    assert len(client.search_model_versions("name='local-e2e'")) == 1
