@@ -80,3 +80,17 @@ def test_tasks_read_s3_keys_from_the_secret_the_manifests_template(tmp_path):
         (secret,) = [s for s in platform[executor]["secretAsEnv"] if s["secretName"] == template["metadata"]["name"]]
         assert not secret.get("optional")
         assert {item["secretKey"] for item in secret["keyToEnv"]} <= set(template["stringData"])
+
+
+def test_tasks_read_the_settings_and_mlflow_auth_the_manifests_create(tmp_path):
+    """The contract with manifests/: the ConfigMap the tasks read holds every key they map, and the MLflow auth
+    Secret's template has every key they read from it."""
+    spec, platform = compile_for(tmp_path, 1)
+    settings = yaml.safe_load((REPO / "manifests/kfp/base/settings.yaml").read_text())
+    auth = yaml.safe_load((REPO / "manifests/secrets/mlflow-auth.template.yaml").read_text())
+    for executor in spec["deploymentSpec"]["executors"]:
+        (config_map,) = platform[executor]["configMapAsEnv"]
+        assert config_map["configMapName"] == settings["metadata"]["name"]
+        assert {item["configMapKey"] for item in config_map["keyToEnv"]} == set(settings["data"])
+        (secret,) = [s for s in platform[executor]["secretAsEnv"] if s["secretName"] == auth["metadata"]["name"]]
+        assert {item["secretKey"] for item in secret["keyToEnv"]} <= set(auth["stringData"])
