@@ -7,6 +7,13 @@
 
 Input: a list of strings, or a DataFrame with a `text` column. The artifact is a training checkpoint (model
 state + config as plain data), loaded with `torch.load(weights_only=True)`: no pickled code runs on load.
+
+Self-contained: the model is logged as MLflow "models from code" (this file is the model's code: MLflow runs it
+at load time and it ends with `set_model`), with the `model` and `configs` packages as `code_paths` and pinned
+requirements, so it loads where this repository is absent (a serving image, `mlflow models serve`). Nothing is
+pickled: MLflow 3 refuses cloudpickled models unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set
+(mlflow/pyfunc/model.py, `_load_context_model_and_signature`), and a pickle would run code on load. This file
+imports only the standard library and mlflow at module level for the same reason.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import mlflow.models
 import mlflow.pyfunc
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 TASKS = ("bits_per_byte", "codes", "generate")
-PIP_REQUIREMENTS = ["torch==2.13.0", "pydantic==2.14.4", "pyyaml==6.0.4", "numpy==2.4.6", "mlflow==3.17.2"]
+# What the model's code (model/, configs/, this file) imports, pinned to the versions it was logged with.
+REQUIRED_DISTRIBUTIONS = ("torch", "pydantic", "pyyaml", "numpy", "mlflow")
+CODE_PACKAGES = ("model", "configs")  # top-level packages the model needs; both import nothing of components/
 
 
 def _texts(model_input: Any) -> list[str]:
@@ -98,8 +108,28 @@ def slim_checkpoint(checkpoint_path: Path, out_path: Path) -> Path:
     return out_path
 
 
+def pip_requirements() -> list[str]:
+    """`name==version` of each required distribution as installed here (what the model was tested with)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in REQUIRED_DISTRIBUTIONS]
+
+
+def _stage_code(target: Path) -> list[str]:
+    """Copies of the code packages without bytecode caches; their paths, for `code_paths`."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    paths = []
+    for package in CODE_PACKAGES:
+        shutil.copytree(root / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        paths.append(str(target / package))
+    return paths
+
+
 def log_pyfunc_model(checkpoint_path: Path, name: str = "model") -> Any:
-    """Log the checkpoint (slimmed) as a pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
+    """Log the checkpoint (slimmed) as a self-contained pyfunc model in the active MLflow run; returns mlflow's
+    ModelInfo."""
     import tempfile
 
     from mlflow.models import ModelSignature
@@ -117,8 +147,13 @@ def log_pyfunc_model(checkpoint_path: Path, name: str = "model") -> Any:
         slim = slim_checkpoint(Path(checkpoint_path), Path(tmp) / "model.pt")
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=AbstractinatorPyfunc(),
+            python_model=str(Path(__file__).resolve()),  # models from code: this file, not a pickle
             artifacts={CHECKPOINT_ARTIFACT: str(slim)},
-            pip_requirements=PIP_REQUIREMENTS,
+            code_paths=_stage_code(Path(tmp) / "code"),
+            pip_requirements=pip_requirements(),
             signature=signature,
         )
+
+
+# Models from code: MLflow executes this file when it logs and when it loads the model; this is the model.
+mlflow.models.set_model(AbstractinatorPyfunc())
