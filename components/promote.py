@@ -1,31 +1,37 @@
 """The MLflow registry gate: register a challenger, move `champion` (or refuse, saying why), roll back, history.
 
-One registered model holds every version a pipeline run produced. Version tags carry where it came from
-(`data_hash`, `git_commit`, `config_hash`, eval metrics as `metric.<name>`) and each gate decision
-(`gate.decision`, `gate.reasons`, `gate.champion_before`); aliases: `challenger` (the newest candidate),
-`champion` (the serving one). Every decision is also a run in the `promotions` experiment.
+One registered model holds every version a pipeline run produced. Aliases: `challenger` (the newest candidate),
+`champion` (the serving one). The gate decides from the version's evidence (components/gate_evidence.py: the
+evaluation report and run, checked at promotion time), never from tags; version tags mirror provenance, metrics
+(`metric.<name>`) and each decision (`gate.decision`, `gate.reasons`, ...) for people to read.
 
-Two gates racing (two pipeline runs finishing together) must leave a consistent champion. A decision is made
-and applied under a registry-wide mutex, and the alias move is a compare-and-set: the champion is re-read right
-before it moves and the move only happens if it still points at the version the decision was made against
-(else the decision is made again). The mutex is a registered model `<name>.gate-lock`: creating a registered
-model is atomic in every MLflow backend (a unique key in the database), so exactly one gate can hold it; a lock
-older than `stale_after_s` (a gate that died) is broken.
+Every decision is a run in the `promotions` experiment (the audit record). A decision is made and applied under
+the registry lock (components/registry_lock.py: a lease with a heartbeat, broken safely when its holder dies),
+and applied crash-consistently, in this order:
+
+1. the audit run is created with `state=pending` and everything the decision writes (one create call);
+2. the decision tags are written on the version(s);
+3. the alias moves (for promotions and rollbacks), right after checking the lock is still held;
+4. the audit run becomes `state=applied`.
+
+A crash (or a dead tracking server) anywhere leaves at most one pending audit run; the next gate run (promote or
+rollback), before deciding anything, completes it: rewrites its tags, moves the alias if it still points at the
+champion the decision was made against, and marks it applied. So the champion, the audit history and the tags
+agree after every gate run.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
 
+from components.gate_evidence import LINEAGE_KEYS, EvidenceError, read_evidence
 from components.gate_rules import GateDecision, GateRules, decide
 from components.logs import get_logger
+from components.registry_lock import LockError, RegistryError, RegistryLock, already_exists, not_found
 
 log = get_logger(__name__)
 
@@ -33,11 +39,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PROMOTIONS_EXPERIMENT = "promotions"
 METRIC_TAG_PREFIX = "metric."
-PROVENANCE_TAGS = ("data_hash", "git_commit", "config_hash")
-
-
-class RegistryError(RuntimeError):
-    """The registry was unreachable, or lacks the model/version asked for; str() is one line."""
+PROVENANCE_TAGS = ("data_hash", "code_identity", "git_commit", "config_hash")
+MOVES_CHAMPION = ("promoted", "forced", "rolled_back")
+PENDING, APPLIED = "pending", "applied"
 
 
 class GateOutcome(BaseModel):
@@ -60,21 +64,16 @@ def client_for(tracking_uri: str | None = None):
 
     from components.tracking import _CLIENT_ENV_DEFAULTS
 
-    for key, value in _CLIENT_ENV_DEFAULTS.items():
+    for key, value in {**_CLIENT_ENV_DEFAULTS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
         os.environ.setdefault(key, value)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def _not_found(error: Exception) -> bool:
-    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(error, "error_code", "")) or "not found" in str(error).lower()
-
-
-def _already_exists(error: Exception) -> bool:
-    return "RESOURCE_ALREADY_EXISTS" in str(getattr(error, "error_code", "")) or "already exists" in str(error)
+_not_found, _already_exists = not_found, already_exists
 
 
 def metrics_of(version) -> dict[str, float]:
-    """The eval metrics stored as `metric.<name>` tags on a model version."""
+    """The eval metrics mirrored as `metric.<name>` tags on a model version (for display only)."""
     metrics = {}
     for key, value in (version.tags or {}).items():
         if key.startswith(METRIC_TAG_PREFIX):
@@ -97,57 +96,23 @@ def alias_version(client, name: str, alias: str):
         raise
 
 
-# -- the mutex ---------------------------------------------------------------------------------------------------
-@contextmanager
-def registry_lock(client, name: str, timeout_s: float = 120.0, stale_after_s: float = 600.0) -> Iterator[str]:
-    """Hold `<name>.gate-lock` (see the module docstring); yields the holder's token."""
-    from mlflow.exceptions import MlflowException
-
-    lock_name = f"{name}.gate-lock"
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client.create_registered_model(lock_name, tags={"token": token, "since": str(time.time())})
-            break
-        except MlflowException as error:
-            if not _already_exists(error):
-                raise
-        try:
-            held = client.get_registered_model(lock_name)
-            since = float((held.tags or {}).get("since", time.time()))
-            if time.time() - since > stale_after_s:
-                log.warning("gate_lock_stale_broken", lock=lock_name, age_s=round(time.time() - since))
-                client.delete_registered_model(lock_name)
-                continue
-        except MlflowException as error:
-            if not _not_found(error):
-                raise
-            continue  # released between our create and our read: try again at once
-        if time.monotonic() > deadline:
-            raise RegistryError(f"registry lock {lock_name!r} held by another gate for more than {timeout_s:.0f} s")
-        time.sleep(0.2)
-    try:
-        yield token
-    finally:
-        try:
-            held = client.get_registered_model(lock_name)
-            if (held.tags or {}).get("token") == token:
-                client.delete_registered_model(lock_name)
-        except MlflowException as error:
-            log.warning("gate_lock_release_failed", lock=lock_name, error=str(error)[:200])
+def registry_lock(client, name: str, timeout_s: float = 120.0, lease_s: float = 6.0) -> RegistryLock:
+    """The gate's lock for `name` (a context manager)."""
+    return RegistryLock(client, name, lease_s=lease_s, timeout_s=timeout_s)
 
 
 # -- registering ---------------------------------------------------------------------------------------------------
 def version_tags(metrics: dict[str, float], provenance: dict[str, str], extra: dict[str, str] | None = None):
+    """Display tags of a version: provenance, the metrics as `metric.<name>` (never read by the gate), extras."""
     tags = {k: str(v) for k, v in provenance.items()}
     tags.update({f"{METRIC_TAG_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()})
     tags.update(extra or {})
     return tags
 
 
-def register_version(client, name: str, model_uri: str, tags: dict[str, str]) -> str:
-    """A new version of `name` (created if needed) from a logged model, tagged, aliased `challenger`."""
+def register_version(client, name: str, model_uri: str, tags: dict[str, str], run_id: str | None = None) -> str:
+    """A new version of `name` (created if needed) from a logged model, tagged, aliased `challenger`. `run_id`
+    (the candidate run holding the evidence) is fixed on the version for good."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -156,119 +121,202 @@ def register_version(client, name: str, model_uri: str, tags: dict[str, str]) ->
         if not _already_exists(error):
             raise
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    run_id = model_uri.removeprefix("runs:/").split("/")[0] if model_uri.startswith("runs:/") else None
+    if run_id is None and model_uri.startswith("runs:/"):
+        run_id = model_uri.removeprefix("runs:/").split("/")[0]
     version = client.create_model_version(name, source=model_uri, tags=tags, model_id=model_id, run_id=run_id)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     log.info("model_version_registered", model=name, version=version.version)
     return str(version.version)
 
 
-# -- deciding --------------------------------------------------------------------------------------------------------
-def _record(client, outcome: GateOutcome, rules: GateRules | None, metrics: dict[str, float]) -> None:
-    """A run in the `promotions` experiment, and tags on the version the decision was about."""
+# -- applying a decision (crash-consistently: see the module docstring) -----------------------------------------
+def _experiment_id(client) -> str:
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(PROMOTIONS_EXPERIMENT)
-    )
-    run = client.create_run(
-        experiment_id,
-        run_name=f"{outcome.model}-v{outcome.version}-{outcome.action}",
-        tags={
-            "model": outcome.model,
-            "version": str(outcome.version),
-            "action": outcome.action,
-            "reasons": "; ".join(outcome.reasons)[:5000],
-            "champion_before": str(outcome.champion_before),
-            "champion_after": str(outcome.champion_after),
-            "rules": rules.model_dump_json() if rules else "",
-        },
-    )
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(PROMOTIONS_EXPERIMENT)
+    except MlflowException as error:  # another gate created it first
+        if not _already_exists(error):
+            raise
+        return client.get_experiment_by_name(PROMOTIONS_EXPERIMENT).experiment_id
+
+
+def _decision_tags(outcome: GateOutcome, audit_run: str = "") -> dict[str, dict[str, str]]:
+    """{version: {tag: value}} that a decision writes."""
+    reasons = "; ".join(outcome.reasons)[:5000]
+    tags = {str(outcome.version): {"gate.decision": outcome.action, "gate.reasons": reasons,
+                                   "gate.champion_before": str(outcome.champion_before),
+                                   "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+    if outcome.action in ("promoted", "forced") and outcome.champion_before is not None:
+        tags[str(outcome.version)]["gate.promoted_over"] = outcome.champion_before
+    if outcome.action == "rolled_back":
+        tags.setdefault(str(outcome.champion_before), {})["gate.rolled_back"] = "true"
+    return tags
+
+
+def _apply(client, lock: RegistryLock, outcome: GateOutcome, rules: GateRules | None,
+           metrics: dict[str, float]) -> None:
+    """Steps 1-4 of the module docstring."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
-    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-    client.set_terminated(run.info.run_id)
-    if outcome.version is not None:
-        for key, value in {
-            "gate.decision": outcome.action,
-            "gate.reasons": "; ".join(outcome.reasons)[:5000],
-            "gate.champion_before": str(outcome.champion_before),
-            "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }.items():
-            client.set_model_version_tag(outcome.model, outcome.version, key, value)
+    version_tags_ = _decision_tags(outcome)
+    lock.verify()  # a gate that lost its lock decides nothing (it may have decided against a stale champion)
+    run = client.create_run(  # 1. the audit record, pending, in one call
+        _experiment_id(client),
+        run_name=f"{outcome.model}-v{outcome.version}-{outcome.action}",
+        tags={
+            "model": outcome.model, "version": str(outcome.version), "action": outcome.action,
+            "reasons": "; ".join(outcome.reasons)[:5000], "champion_before": str(outcome.champion_before),
+            "champion_after": str(outcome.champion_after), "rules": rules.model_dump_json() if rules else "",
+            "version_tags": json.dumps(version_tags_), "state": PENDING,
+        },
+    )
+    _complete(client, lock, run.info.run_id, outcome.model, version_tags_, outcome.action,
+              outcome.champion_before, outcome.champion_after)
+    if metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
 
-def promote(client, name: str, version: str, rules: GateRules, max_attempts: int = 5, force: bool = False,
-            forced_by: str = "") -> GateOutcome:
+def _version_or_none(value: str | None) -> str | None:
+    return None if value in (None, "", "None") else str(value)
+
+
+def _complete(client, lock: RegistryLock, run_id: str, name: str, version_tags_: dict[str, dict[str, str]],
+              action: str, before: str | None, after: str | None) -> str:
+    """Steps 2-4 for the audit run `run_id` (a fresh one, or a pending one left by a crash); returns its end
+    state: `applied`, or `superseded` when the champion was moved by hand meanwhile."""
+    for version, tags in version_tags_.items():  # 2. the decision tags
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_model_version_tag(name, version, "gate.audit_run", run_id)
+    state = APPLIED
+    if action in MOVES_CHAMPION:  # 3. the alias, compared right before it is set
+        current = alias_version(client, name, CHAMPION)
+        current = str(current.version) if current else None
+        if current == _version_or_none(before):
+            lock.verify()
+            client.set_registered_model_alias(name, CHAMPION, str(after))
+        elif current != _version_or_none(after):
+            state = "superseded"
+    client.set_tag(run_id, "state", state)  # 4.
+    client.set_terminated(run_id)
+    return state
+
+
+def recover(client, name: str, lock: RegistryLock) -> int:
+    """Complete every pending decision about `name` (oldest first); returns how many there were."""
+    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if experiment is None:
+        return 0
+    pending = client.search_runs([experiment.experiment_id],
+                                 filter_string=f"tags.model = '{name}' and tags.state = '{PENDING}'",
+                                 order_by=["attributes.start_time ASC"])
+    for run in pending:
+        tags = run.data.tags
+        state = _complete(client, lock, run.info.run_id, name, json.loads(tags.get("version_tags") or "{}"),
+                          tags.get("action", ""), tags.get("champion_before"), tags.get("champion_after"))
+        client.set_tag(run.info.run_id, "recovered", "true")
+        log.warning("gate_pending_decision_completed", model=name, version=tags.get("version"),
+                    action=tags.get("action"), state=state)
+    return len(pending)
+
+
+# -- deciding --------------------------------------------------------------------------------------------------------
+def _evidence_metrics(client, version, rules: GateRules) -> tuple[dict[str, float] | None, str]:
+    try:
+        return read_evidence(client, version, rules.metric).metrics, ""
+    except EvidenceError as error:
+        return None, str(error)
+
+
+def promote(client, name: str, version: str, rules: GateRules, force: bool = False, forced_by: str = "",
+            lock_timeout_s: float = 120.0, lease_s: float = 6.0) -> GateOutcome:
     """Run the gate for `version`: move `champion` to it or refuse, record the decision either way.
-    `force` (a person overriding the gate, `forced_by` saying who/why) moves it whatever the metrics say."""
+    `force` (a person overriding the gate, `forced_by` saying who/why) moves it whatever the evidence says."""
     from mlflow.exceptions import MlflowException
 
     try:
         challenger = client.get_model_version(name, str(version))
     except MlflowException as error:
-        raise RegistryError(f"model {name!r} version {version}: not in the registry ({error.message})") from None
-    metrics = metrics_of(challenger)
-    with registry_lock(client, name):
-        for _ in range(max_attempts):
-            champion = alias_version(client, name, CHAMPION)
-            before = str(champion.version) if champion else None
-            if before == str(version):
-                return GateOutcome(model=name, action="already_champion", version=str(version),
-                                   champion_before=before, champion_after=before, reasons=["already champion"])
-            decision: GateDecision = decide(metrics, metrics_of(champion) if champion else None, rules)
-            if force:
-                decision = GateDecision(promote=True, reasons=[f"forced: {forced_by or 'by hand'}", *decision.reasons])
-            if not decision.promote:
-                outcome = GateOutcome(model=name, action="refused", version=str(version), champion_before=before,
-                                      champion_after=before, reasons=decision.reasons)
-                break
-            current = alias_version(client, name, CHAMPION)  # compare ...
-            if (str(current.version) if current else None) != before:
-                log.warning("champion_moved_during_decision", expected=before, found=current and current.version)
-                continue
-            client.set_registered_model_alias(name, CHAMPION, str(version))  # ... and set
-            if before is not None:
-                client.set_model_version_tag(name, str(version), "gate.promoted_over", before)
-            outcome = GateOutcome(model=name, action="forced" if force else "promoted", version=str(version),
-                                  champion_before=before,
-                                  champion_after=str(version), reasons=decision.reasons)
-            break
+        if not _not_found(error):
+            raise
+        raise RegistryError(f"model {name!r} version {version}: not in the registry") from None
+    with registry_lock(client, name, lock_timeout_s, lease_s) as lock:
+        recover(client, name, lock)
+        champion = alias_version(client, name, CHAMPION)
+        before = str(champion.version) if champion else None
+        if before == str(version):
+            return GateOutcome(model=name, action="already_champion", version=str(version),
+                               champion_before=before, champion_after=before, reasons=["already champion"])
+        metrics, problem = _evidence_metrics(client, challenger, rules)
+        if metrics is None:
+            decision = GateDecision(promote=False, reasons=[problem])
         else:
-            raise RegistryError(f"model {name!r}: the champion kept moving; gave up after {max_attempts} attempts")
-        _record(client, outcome, rules, metrics)
+            champion_metrics, champion_problem = (_evidence_metrics(client, champion, rules) if champion
+                                                  else (None, ""))
+            decision = decide(metrics, champion_metrics, rules) if not champion_problem else GateDecision(
+                promote=False, reasons=[f"champion {champion_problem}; not comparable"])
+        if (challenger.tags or {}).get("gate.rolled_back") == "true":
+            decision = GateDecision(promote=False, reasons=["rolled back earlier: only --force promotes it again",
+                                                            *decision.reasons])
+        if force:
+            decision = GateDecision(promote=True, reasons=[f"forced: {forced_by or 'by hand'}", *decision.reasons])
+        action = ("forced" if force else "promoted") if decision.promote else "refused"
+        outcome = GateOutcome(model=name, action=action, version=str(version), champion_before=before,
+                              champion_after=str(version) if decision.promote else before, reasons=decision.reasons)
+        _apply(client, lock, outcome, rules, metrics or {})
     log.info("gate_decision", model=name, version=version, action=outcome.action, reasons=outcome.reasons)
     return outcome
 
 
-def rollback(client, name: str) -> GateOutcome:
+def rollback(client, name: str, lock_timeout_s: float = 120.0, lease_s: float = 6.0) -> GateOutcome:
     """Give `champion` back to the version the current champion was promoted over."""
-    with registry_lock(client, name):
+    with registry_lock(client, name, lock_timeout_s, lease_s) as lock:
+        recover(client, name, lock)
         champion = alias_version(client, name, CHAMPION)
         if champion is None:
             raise RegistryError(f"model {name!r} has no champion to roll back")
         previous = (champion.tags or {}).get("gate.promoted_over")
         if not previous:
             raise RegistryError(f"model {name!r}: champion v{champion.version} was the first; nothing to roll back to")
-        client.set_registered_model_alias(name, CHAMPION, previous)
-        client.set_model_version_tag(name, str(champion.version), "gate.rolled_back", "true")
         outcome = GateOutcome(model=name, action="rolled_back", version=previous,
                               champion_before=str(champion.version), champion_after=previous,
                               reasons=[f"rollback from v{champion.version} to v{previous}"])
-        _record(client, outcome, None, {})
+        _apply(client, lock, outcome, None, {})
     log.info("gate_rollback", model=name, champion=previous, was=champion.version)
     return outcome
 
 
 # -- reading -----------------------------------------------------------------------------------------------------------
-def status(client, name: str) -> dict[str, Any]:
-    """Aliases and every version with its provenance, metrics and gate decision."""
+def lineage_of(client, version) -> dict[str, str]:
+    """The candidate run's lineage params (immutable), or {} when the version has no candidate run."""
+    from mlflow.exceptions import MlflowException
+
+    if not version.run_id:
+        return {}
+    try:
+        params = client.get_run(version.run_id).data.params
+    except MlflowException as error:
+        if _not_found(error):
+            return {}
+        raise
+    return {key: params[key] for key in LINEAGE_KEYS if params.get(key)}
+
+
+def status(client, name: str, lineage: bool = True) -> dict[str, Any]:
+    """Aliases and every version with its provenance, metrics, lineage and gate decision."""
     from mlflow.exceptions import MlflowException
 
     try:
         model = client.get_registered_model(name)
     except MlflowException as error:
-        raise RegistryError(f"model {name!r}: not in the registry ({error.message})") from None
+        if not _not_found(error):
+            raise
+        raise RegistryError(f"model {name!r}: not in the registry") from None
     aliases = dict(model.aliases or {})
     versions = []
     for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
@@ -279,6 +327,8 @@ def status(client, name: str) -> dict[str, Any]:
             "metrics": metrics_of(version),
             "decision": tags.get("gate.decision"),
             "reasons": tags.get("gate.reasons"),
+            "run_id": version.run_id,
+            "lineage": lineage_of(client, version) if lineage else {},
             **{key: tags.get(key) for key in PROVENANCE_TAGS},
         })
     return {"model": name, "aliases": {k: str(v) for k, v in aliases.items()}, "versions": versions}
@@ -290,12 +340,13 @@ def history(client, name: str) -> list[dict[str, str]]:
     if experiment is None:
         return []
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.model = '{name}'", order_by=["attributes.start_time ASC"]
+        [experiment.experiment_id], filter_string=f"tags.model = '{name}'", order_by=["attributes.start_time ASC"],
+        max_results=50000,
     )
-    keys = ("version", "action", "champion_before", "champion_after", "reasons")
+    keys = ("version", "action", "champion_before", "champion_after", "reasons", "state")
     return [
         {"time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.info.start_time / 1000)),
-         **{key: run.data.tags.get(key, "") for key in keys}}
+         "run_id": run.info.run_id, **{key: run.data.tags.get(key, "") for key in keys}}
         for run in runs
     ]
 
@@ -310,3 +361,7 @@ def champion_provenance(client, name: str) -> dict[str, str] | None:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+__all__ = ["CHALLENGER", "CHAMPION", "GateOutcome", "LockError", "RegistryError", "alias_version", "client_for",
+           "history", "promote", "recover", "register_version", "rollback", "status", "version_tags"]

@@ -31,21 +31,24 @@ def status_table(state: dict) -> str:
                      f"{version['decision'] or '-':<18}{metrics}")
         if version["reasons"]:
             lines.append(f"{'':>9}{version['reasons']}")
+        if version.get("lineage"):
+            lines.append(f"{'':>9}lineage: " + ", ".join(f"{k}={v}" for k, v in version["lineage"].items()))
     return "\n".join(lines)
 
 
 def history_table(records: list[dict]) -> str:
     if not records:
         return "no gate decisions yet"
-    lines = [f"{'time (UTC)':<20} {'version':>7}  {'action':<17}{'champion':<12}reasons"]
+    lines = [f"{'time (UTC)':<20} {'version':>7}  {'action':<17}{'champion':<12}{'state':<11}reasons"]
     for r in records:
         lines.append(f"{r['time']:<20} {r['version']:>7}  {r['action']:<17}"
-                     f"{r['champion_before'] + ' -> ' + r['champion_after']:<12}{r['reasons']}")
+                     f"{r['champion_before'] + ' -> ' + r['champion_after']:<12}{r.get('state') or '-':<11}"
+                     f"{r['reasons']}")
     return "\n".join(lines)
 
 
 def eval_table(version) -> str:
-    """Every eval metric of one model version (its `metric.*` tags), one per line."""
+    """Every eval metric of one model version (its `metric.*` display tags), one per line."""
     metrics = metrics_of(version)
     width = max((len(k) for k in metrics), default=10)
     lines = [f"eval metrics of v{version.version}:"]

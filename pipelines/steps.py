@@ -231,6 +231,7 @@ class EvaluateStepResult(BaseModel):
     report_uri: str
     report_hash: str
     metrics: dict[str, float]
+    mlflow_run_id: str | None = Field(None, description="The run the evaluation logged its metrics to.")
 
 
 def evaluate_step(spec: RunSpec, checkpoint_uri: str, data_uri: str, data_hash: str, tasks: list[str] | None = None,
@@ -258,7 +259,7 @@ def evaluate_step(spec: RunSpec, checkpoint_uri: str, data_uri: str, data_hash: 
             artifacts.publish_dir(out_dir, eval_uri, last=("report.json",))
     tag_mlflow_run(result.mlflow_run_id, get_settings().mlflow_tracking_uri)
     return EvaluateStepResult(report_uri=join_uri(eval_uri, "report.json"), report_hash=report_hash,
-                              metrics=result.metrics)
+                              metrics=result.metrics, mlflow_run_id=result.mlflow_run_id)
 
 
 def _kfp_run_tag() -> dict[str, str]:
@@ -302,10 +303,17 @@ class PromoteStepResult(BaseModel):
 
 
 def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint_hash: str,
-                 metrics: dict[str, float], data_hash: str, report_uri: str, rules: GateRules) -> PromoteStepResult:
-    """Log the stage-2 checkpoint as a pyfunc model, register it as `challenger`, run the gate."""
+                 metrics: dict[str, float], data_hash: str, report_uri: str, rules: GateRules,
+                 report_hash: str = "", eval_run_id: str | None = None, stage1_run_id: str | None = None,
+                 stage2_run_id: str | None = None, image: str = "", kfp_run_id: str = "",
+                 data_uri: str = "") -> PromoteStepResult:
+    """Log the stage-2 checkpoint as a pyfunc model with its evidence (the evaluation report, checked against
+    `report_hash`) and lineage, register it as `challenger`, run the gate."""
     import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
 
+    from components.gate_evidence import record_evidence
     from components.promote import client_for, promote, register_version, version_tags
     from components.pyfunc_model import log_pyfunc_model
     from components.tracking import resolve_tracking_uri
@@ -318,21 +326,34 @@ def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint
         return earlier
     provenance = {"data_hash": data_hash, "git_commit": git_commit(), "config_hash": stages.config_hash,
                   "code_identity": code_identity()}
+    lineage = {"stage1_run_id": stage1_run_id, "stage2_run_id": stage2_run_id, "eval_run_id": eval_run_id,
+               "data_hash": data_hash, "code_identity": provenance["code_identity"],
+               "config_hash": stages.config_hash, "image": image,
+               "kfp_run_id": kfp_run_id or _kfp_run_tag().get("kfp_run_id", "")}
     extra = {"checkpoint_uri": checkpoint_uri, "checkpoint_hash": checkpoint_hash, "report_uri": report_uri,
-             "config": spec.config, "overrides": " ".join(spec.overrides)[:5000]}
+             "config": spec.config, "overrides": " ".join(spec.overrides)[:5000],
+             **{key: value for key, value in lineage.items() if value}}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(config.project_name or "Default")
+    client = client_for(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="abstractinator-promote-") as tmp:
         local = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
         if artifacts.file_hash(local) != checkpoint_hash:
             raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one stage 2 reported")
+        report = artifacts.fetch_file(report_uri, Path(tmp) / "report.json")
+        if report_hash and artifacts.file_hash(report) != report_hash:
+            raise artifacts.StorageError(f"{report_uri}: content hash differs from the one evaluation reported")
         with mlflow.start_run(run_name=f"{config.run_name.removesuffix('-stage2')}-candidate") as run:
             mlflow.set_tags({**provenance, **extra, **_kfp_run_tag()})
             mlflow.log_metrics(metrics)
+            data_source = resolve_dataset_source(data_uri or join_uri(spec.artifact_root, "data", data_hash))
+            mlflow.log_input(MetaDataset(data_source, name=f"prepared-{data_hash[:12]}", digest=data_hash[:32]),
+                             context="training")
+            record_evidence(client, run.info.run_id, report, lineage)
             info = log_pyfunc_model(local)
-    client = client_for(tracking_uri)
     version = register_version(client, model_name, info.model_uri,
-                               version_tags(metrics, provenance, {**extra, "run_id": run.info.run_id}))
+                               version_tags(metrics, provenance, {**extra, "run_id": run.info.run_id}),
+                               run_id=run.info.run_id)
     outcome = promote(client, model_name, version, rules)
     return PromoteStepResult(model=model_name, version=version, action=outcome.action, promoted=outcome.promoted,
                              champion=outcome.champion_after, reasons=outcome.reasons, tracking_uri=tracking_uri)

@@ -1,27 +1,39 @@
-"""The MLflow registry gate against a real MLflow store (sqlite here; a server in test_registry_race.py):
-register, promote or refuse, record, roll back, force, history, the lock, and the CLI over them."""
+"""The MLflow registry gate against a real MLflow store (sqlite here; a server in test_registry_race.py and
+test_registry_faults.py): register, promote or refuse from checked evidence, record, roll back, force, history,
+the lease lock, completing a decision a crash left pending, and the CLI over them with its exit codes."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 
 from abstractinator.cli import main
 from components import promote as registry
 from components.gate_rules import GateRules
+from components.registry_lock import LockError, RegistryLock
+from tests import registry_helpers
+from tests.servers import free_port
 
 RULES = GateRules(min_improvement=0.05, max_bits_per_byte=7.0, min_live_code_share=0.1)
 MODEL = "gate-test"
 
 
+ARTIFACTS: Path | None = None
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> MlflowClient:
     """One store for the module (creating its tables takes seconds); each test has its own model name."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('registry')}/mlflow.db"
-    return registry.client_for(uri)
+    global ARTIFACTS
+    root = tmp_path_factory.mktemp("registry")
+    ARTIFACTS = root / "artifacts"
+    return registry.client_for(f"sqlite:///{root}/mlflow.db")
 
 
 @pytest.fixture(autouse=True)
@@ -31,14 +43,8 @@ def model_name(request) -> None:
 
 
 def add_version(client: MlflowClient, bpb: float, share: float = 0.5, name: str | None = None) -> str:
-    """A model version with these eval metrics (its source is an empty run artifact folder: the gate never
-    reads the model itself)."""
-    experiment = client.get_experiment_by_name("candidates") or None
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment("candidates")
-    run = client.create_run(experiment_id)
-    tags = registry.version_tags({"test_bits_per_byte": bpb, "live_code_share_L0": share},
-                                 {"data_hash": "d", "git_commit": "c", "config_hash": "h"})
-    return registry.register_version(client, name or MODEL, f"runs:/{run.info.run_id}/model", tags)
+    """A model version whose evaluation measured these metrics (the gate never reads the model itself)."""
+    return registry_helpers.add_version(client, name or MODEL, bpb, share, artifact_root=ARTIFACTS)
 
 
 def champion(client: MlflowClient) -> str | None:
@@ -113,7 +119,7 @@ def test_unknown_model_or_version_fails_in_one_line(client) -> None:
         registry.status(client, "nope")
 
 
-def test_registry_lock_is_exclusive_and_a_stale_lock_is_broken(client) -> None:
+def test_registry_lock_is_exclusive(client) -> None:
     inside, overlaps = [], []
 
     def hold() -> None:
@@ -130,14 +136,122 @@ def test_registry_lock_is_exclusive_and_a_stale_lock_is_broken(client) -> None:
     for thread in threads:
         thread.join()
     assert not overlaps
-    # a gate that died holding the lock: broken once it is older than stale_after_s
-    client.create_registered_model(f"{MODEL}.gate-lock", tags={"token": "dead", "since": str(time.time() - 3600)})
-    with registry.registry_lock(client, MODEL, timeout_s=5, stale_after_s=60):
-        pass
-    client.create_registered_model(f"{MODEL}.gate-lock", tags={"token": "alive", "since": str(time.time())})
-    with pytest.raises(registry.RegistryError, match="held by another gate"):
-        with registry.registry_lock(client, MODEL, timeout_s=0.5):
-            pass
+    with pytest.raises(Exception, match="(?i)not found|does not exist"):
+        client.get_registered_model(f"{MODEL}.gate-lock")  # released
+
+
+def test_a_dead_holders_lock_is_broken_within_the_lease_and_a_live_one_is_not(client) -> None:
+    client.create_registered_model(f"{MODEL}.gate-lock", tags={"token": "dead"})  # no heartbeat will come
+    started = time.monotonic()
+    with RegistryLock(client, MODEL, lease_s=1.0, timeout_s=10):
+        waited = time.monotonic() - started
+    assert 1.0 <= waited < 4.0
+    with RegistryLock(client, MODEL, lease_s=1.0):  # a live holder: its heartbeat keeps the lease
+        with pytest.raises(LockError, match="held by a live gate"):
+            with RegistryLock(client, MODEL, lease_s=1.0, timeout_s=3):
+                pass
+
+
+def test_only_one_of_two_waiters_breaks_a_stale_lock(client) -> None:
+    """The break is an atomic create: both waiters judged generation 'dead' stale; one ends it, and the other
+    cannot delete the lock the first one takes next."""
+    client.create_registered_model(f"{MODEL}.gate-lock", tags={"token": "dead"})
+    first, second = RegistryLock(client, MODEL), RegistryLock(client, MODEL)
+    assert first._end("dead") is True
+    assert first._create_lock() is True
+    assert second._end("dead") is False
+    assert client.get_registered_model(f"{MODEL}.gate-lock").tags["token"] == first.token
+    first.release()
+
+
+def test_a_holder_whose_lock_was_broken_does_not_move_the_champion(client) -> None:
+    version = add_version(client, 3.0)
+    lock = RegistryLock(client, MODEL, lease_s=1.0).acquire()
+    lock._stop.set()  # a holder frozen past its lease: no heartbeat
+    lock._beat.join()
+    with RegistryLock(client, MODEL, lease_s=1.0, timeout_s=10):
+        with pytest.raises(LockError, match="was broken while this gate held it"):
+            lock.verify()
+    outcome = registry.GateOutcome(model=MODEL, action="promoted", version=version, champion_before=None,
+                                   champion_after=version, reasons=["x"])
+    with pytest.raises(LockError):
+        registry._apply(client, lock, outcome, RULES, {})
+    assert champion(client) is None
+
+
+def test_a_forged_metric_tag_changes_nothing(client) -> None:
+    first = add_version(client, 3.0)
+    registry.promote(client, MODEL, first, RULES)
+    worse = add_version(client, 3.5)
+    client.set_model_version_tag(MODEL, worse, "metric.test_bits_per_byte", "0.5")  # anyone with write access
+    outcome = registry.promote(client, MODEL, worse, RULES)
+    assert outcome.action == "refused" and "3.5000 does not beat the champion's 3.0000" in outcome.reasons[0]
+    assert champion(client) == first
+
+
+def test_altered_evidence_is_refused(client) -> None:
+    relogged, replaced = add_version(client, 3.0), add_version(client, 3.0)
+    eval_run = client.get_run(client.get_model_version(MODEL, relogged).run_id).data.params["eval_run_id"]
+    client.log_batch(eval_run, metrics=[Metric("eval/test_bits_per_byte", 0.5, 0, 1)])  # logged again, better
+    outcome = registry.promote(client, MODEL, relogged, RULES)
+    assert outcome.action == "refused" and "disagree on test_bits_per_byte" in outcome.reasons[0]
+
+    run_id = client.get_model_version(MODEL, replaced).run_id
+    forged = ARTIFACTS.parent / "forged" / "report.json"
+    forged.parent.mkdir(exist_ok=True)
+    forged.write_text(json.dumps({"metrics": {"test_bits_per_byte": 0.5, "live_code_share_L0": 0.5}}))
+    client.log_artifact(run_id, str(forged), "evaluation")  # overwrites the report
+    outcome = registry.promote(client, MODEL, replaced, RULES)
+    assert outcome.action == "refused" and "evaluation report altered" in outcome.reasons[0]
+    assert champion(client) is None
+
+
+def test_a_version_without_evidence_is_refused(client) -> None:
+    run = client.create_run(registry_helpers.experiment_id(client, artifact_root=ARTIFACTS))
+    tags = registry.version_tags({"test_bits_per_byte": 1.0}, {"data_hash": "d"})
+    version = registry.register_version(client, MODEL, f"runs:/{run.info.run_id}/model", tags)
+    outcome = registry.promote(client, MODEL, version, RULES)
+    assert outcome.action == "refused" and "records no report_sha256: no evidence" in outcome.reasons[0]
+
+
+def test_a_rolled_back_version_is_only_promoted_again_by_force(client) -> None:
+    first = add_version(client, 3.0)
+    registry.promote(client, MODEL, first, RULES)
+    better = add_version(client, 2.5)
+    registry.promote(client, MODEL, better, RULES)
+    registry.rollback(client, MODEL)
+    outcome = registry.promote(client, MODEL, better, RULES)  # e.g. the pipeline's promote step run again
+    assert outcome.action == "refused" and "rolled back earlier" in outcome.reasons[0]
+    assert registry.promote(client, MODEL, better, RULES, force=True, forced_by="fixed").action == "forced"
+
+
+def test_a_decision_left_pending_by_a_crash_is_completed_by_the_next_gate_run(client, monkeypatch) -> None:
+    first = add_version(client, 3.0)
+    registry.promote(client, MODEL, first, RULES)
+    better = add_version(client, 2.0)
+    real_move = client.set_registered_model_alias
+
+    def crash(name, alias, version):
+        if alias == registry.CHAMPION:
+            raise ConnectionError("the tracking server went away")
+        return real_move(name, alias, version)
+
+    monkeypatch.setattr(client, "set_registered_model_alias", crash)
+    with pytest.raises(ConnectionError):
+        registry.promote(client, MODEL, better, RULES)
+    monkeypatch.setattr(client, "set_registered_model_alias", real_move)
+    # the audit record and the tags were written first; the move is pending
+    assert champion(client) == first
+    assert [r["state"] for r in registry.history(client, MODEL)] == ["applied", "pending"]
+    assert client.get_model_version(MODEL, better).tags["gate.decision"] == "promoted"
+
+    worse = add_version(client, 2.5)
+    outcome = registry.promote(client, MODEL, worse, RULES)
+    assert outcome.champion_before == better and outcome.action == "refused"  # decided after completing it
+    assert champion(client) == better
+    records = registry.history(client, MODEL)
+    assert [(r["action"], r["state"]) for r in records] == [("promoted", "applied"), ("promoted", "applied"),
+                                                             ("refused", "applied")]
 
 
 def test_cli_status_history_promote_rollback(client, capsys) -> None:
@@ -146,13 +260,28 @@ def test_cli_status_history_promote_rollback(client, capsys) -> None:
     common = ["--tracking-uri", uri, "--model-name", MODEL]
     assert main(["registry", "promote", *common, "--min-live-code-share", "0.1"]) == 0
     assert f"promoted: v{first}" in capsys.readouterr().out
+    assert main(["registry", "promote", *common]) == 0  # already champion
+    assert "already_champion" in capsys.readouterr().out
     add_version(client, 3.5)
-    assert main(["registry", "promote", *common]) == 0  # a refusal is a normal outcome of the gate
+    assert main(["registry", "promote", *common]) == 3  # refused: a script can gate on it
     assert "refused" in capsys.readouterr().out
     assert main(["registry", "status", *common]) == 0
     out = capsys.readouterr().out
     assert "champion -> v1" in out and "challenger -> v2" in out and "refused" in out
+    assert "lineage: stage2_run_id=s2" in out and "eval_run_id=" in out and "code_identity=c" in out
     assert main(["registry", "history", *common]) == 0
     assert capsys.readouterr().out.count("\n") == 3  # header + two decisions
     assert main(["registry", "rollback", *common]) == 2
     assert "nothing to roll back to" in capsys.readouterr().err
+    assert main(["registry", "promote", *common, "--version", "99"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: model '{MODEL}' version 99: not in the registry"
+
+
+def test_an_unreachable_server_is_one_line_and_exit_2(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://user:hunter2@127.0.0.1:{free_port()}"
+    for command in (["promote", "--version", "1"], ["status"], ["rollback"], ["history"]):
+        assert main(["registry", *command, "--tracking-uri", uri, "--model-name", MODEL]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: MLflow at http://127.0.0.1:") and "\n" not in err, err
+        assert "hunter2" not in err and "Traceback" not in err

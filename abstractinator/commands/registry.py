@@ -1,4 +1,8 @@
-"""`abstractinator registry promote|status|rollback|history`: the MLflow registry gate by hand."""
+"""`abstractinator registry promote|status|rollback|history`: the MLflow registry gate by hand.
+
+Exit codes: 0 promoted, forced, already champion, rolled back (and status/history shown); 3 the gate refused
+the version (a script can gate on it); 2 an error (unreachable or failing MLflow, unknown model or version, lock
+not taken), always one line on stderr."""
 
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the --project's local store)")
         sub.add_argument("--project", default=None, help="project name of the local store (e.g. abstractinator-ci)")
         sub.add_argument("--json", action="store_true", help="print JSON")
+        if name in ("promote", "rollback"):
+            sub.add_argument("--lock-timeout", type=float, default=120.0, metavar="SECONDS",
+                             help="wait this long for a live gate holding the lock (default: %(default)s)")
         if name == "promote":
             sub.add_argument("--version", default=None, help="model version (default: the challenger alias)")
             sub.add_argument("--force", metavar="WHY", default=None,
@@ -38,22 +45,57 @@ def tracking_uri_of(args: argparse.Namespace) -> str:
     return args.tracking_uri or resolve_tracking_uri(args.project)
 
 
+EXIT_REFUSED = 3
+
+
+def mlflow_failures() -> tuple[type[BaseException], ...]:
+    """What a failing or unreachable tracking server raises through MlflowClient."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, requests.RequestException, OSError
+
+
+def redacted(uri: str) -> str:
+    """`uri` without user:password and query string (they may carry credentials)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) if parts.scheme else uri
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """The error's message on one line, capped, with any user:password@ of a URL in it removed."""
+    import re
+
+    text = str(error).strip() or type(error).__name__
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1", text)
+    return " ".join(text.split())[:limit]
+
+
 def run(args: argparse.Namespace) -> int:
     from components.promote import RegistryError
 
+    uri = ""
     try:
-        return _run(args)
+        uri = tracking_uri_of(args)
+        return _run(args, uri)
     except RegistryError as error:  # one line for the user, like the CLI's other user errors
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except mlflow_failures() as error:
+        print(f"error: MLflow at {redacted(uri)} failed: {one_line(error)}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, uri: str) -> int:
     from components import promote as registry
     from pipelines.commands import gate_rules_from
     from pipelines.registry_view import history_table, status_table
 
-    client = registry.client_for(tracking_uri_of(args))
+    client = registry.client_for(uri)
     if args.registry_command == "status":
         state = registry.status(client, args.model_name)
         print(json.dumps(state, indent=2) if args.json else status_table(state))
@@ -63,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=2) if args.json else history_table(records))
         return 0
     if args.registry_command == "rollback":
-        outcome = registry.rollback(client, args.model_name)
+        outcome = registry.rollback(client, args.model_name, lock_timeout_s=args.lock_timeout)
     else:
         version = args.version
         if version is None:
@@ -72,10 +114,11 @@ def _run(args: argparse.Namespace) -> int:
                 raise registry.RegistryError(f"model {args.model_name!r} has no challenger; pass --version")
             version = str(challenger.version)
         outcome = registry.promote(client, args.model_name, version, gate_rules_from(args),
-                                   force=args.force is not None, forced_by=args.force or "")
+                                   force=args.force is not None, forced_by=args.force or "",
+                                   lock_timeout_s=args.lock_timeout)
     if args.json:
         print(outcome.model_dump_json(indent=2))
     else:
         print(f"{outcome.action}: v{outcome.version}; champion {outcome.champion_before} -> {outcome.champion_after}")
         print("  " + "; ".join(outcome.reasons))
-    return 0 if outcome.promoted or args.registry_command == "promote" else 1
+    return 0 if outcome.promoted else EXIT_REFUSED

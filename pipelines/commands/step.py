@@ -63,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
         (results / "eval_metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
     else:
         prepared, stage2, evaluation = _read(results, "prepare"), _read(results, "stage2"), _read(results, "evaluate")
+        stage1 = _read(results, "stage1")
         result = steps.promote_step(spec, params.registry.model_name, stage2["checkpoint_uri"],
                                     stage2["checkpoint_hash"], evaluation["metrics"], prepared["data_hash"],
-                                    evaluation["report_uri"], params.gate)
+                                    evaluation["report_uri"], params.gate, report_hash=evaluation["report_hash"],
+                                    eval_run_id=evaluation.get("mlflow_run_id"),
+                                    stage1_run_id=stage1.get("mlflow_run_id"),
+                                    stage2_run_id=stage2.get("mlflow_run_id"), data_uri=prepared["data_uri"])
     (results / f"{args.name}.json").write_text(result.model_dump_json(indent=2))
     print(f"{args.name}: {results / f'{args.name}.json'}")
     return 0
