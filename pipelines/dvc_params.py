@@ -1,12 +1,16 @@
 """params.yaml of the dvc stages, validated by pydantic (the same RunSpec and GateRules the kfp pipeline and
-the CLI use): a wrong key or value fails naming the field."""
+the CLI use): a wrong key or value fails naming the field.
+
+dvc.yaml declares files named here as dependencies, so three values must be what dvc can watch: `run.config` is
+the config file's path (not a config name), `run.run_key` is set (the checkpoint folders are outputs), and a
+local `data.source` lies under data/local (the folder dvc.yaml declares for the prepare stage)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.gate_rules import GateRules
 from configs import ConfigError
@@ -18,10 +22,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+LOCAL_SOURCE_DIR = Path("data/local")
+
+
 class DataParams(_Strict):
     source: str = "default"
     out_dir: Path = Path("data/prepared")
     include_eval_sets: bool = True
+
+    @field_validator("source")
+    @classmethod
+    def _watched_if_local(cls, source: str) -> str:
+        if source == "default" or source.startswith(("s3://", "hf:")):
+            return source
+        path = Path(source)
+        if path.is_absolute() or not (path == LOCAL_SOURCE_DIR or LOCAL_SOURCE_DIR in path.parents):
+            raise ValueError(f"a local source must lie under {LOCAL_SOURCE_DIR}/ (the folder dvc.yaml declares as "
+                             f"the prepare stage's dependency), got {source!r}")
+        return source
 
 
 class EvaluateStepParams(_Strict):
@@ -41,6 +59,15 @@ class DvcParams(_Strict):
     evaluate: EvaluateStepParams = Field(default_factory=EvaluateStepParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     gate: GateRules = Field(default_factory=GateRules)
+
+    @model_validator(mode="after")
+    def _dvc_can_watch_it(self) -> DvcParams:
+        if not Path(self.run.config).suffix:  # a name like "ci" is resolved by code dvc cannot follow
+            raise ValueError(f"run.config: give the config file's path, e.g. configs/{self.run.config}_config.py "
+                             "(dvc.yaml declares it as a dependency)")
+        if not self.run.run_key:
+            raise ValueError("run.run_key: must be set (dvc.yaml names the checkpoint folders by it)")
+        return self
 
 
 def load_dvc_params(path: Path) -> DvcParams:

@@ -17,8 +17,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_repository_params_validate() -> None:
     params = load_dvc_params(REPO / "params.yaml")
-    assert params.run.config == "ci" and params.run.run_key == "dvc"
+    assert params.run.config == "configs/ci_config.py" and params.run.run_key == "dvc"
     assert params.gate.metric == "test_bits_per_byte"
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("run", "config", "ci", "run.config: give the config file's path, e.g. configs/ci_config.py"),
+    ("run", "run_key", None, "run.run_key: must be set"),
+    ("data", "source", "/elsewhere/texts", "data.source: a local source must lie under data/local/"),
+])
+def test_params_dvc_cannot_watch_are_refused(tmp_path: Path, section: str, key: str, value, message: str) -> None:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data[section][key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=message):
+        load_dvc_params(path)
 
 
 def test_a_wrong_key_or_value_fails_naming_the_field(tmp_path: Path) -> None:
@@ -33,12 +47,14 @@ def test_a_wrong_key_or_value_fails_naming_the_field(tmp_path: Path) -> None:
     assert "gate.min_improvement" in str(error.value)
 
 
-def test_dvc_stages_are_the_five_steps_through_the_cli() -> None:
+def test_dvc_stages_are_the_steps_before_the_gate_through_the_cli() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     commands = [stage["cmd"] for stage in stages.values()]
-    assert commands == [f"python -m abstractinator pipeline step {name}" for name in STEPS]
+    assert commands == [f"python -m abstractinator pipeline step {name}" for name in STEPS if name != "promote"]
     assert any("metrics" in stage for stage in stages.values())
     assert sum("plots" in stage for stage in stages.values()) == 2
+    declared = {dep for stage in stages.values() for dep in stage["deps"]}
+    assert all((REPO / dep).exists() for dep in declared if "${" not in dep and not dep.startswith("results/"))
 
 
 def test_a_step_without_its_inputs_fails_in_one_line(tmp_path: Path, capsys) -> None:

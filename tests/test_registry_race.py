@@ -1,18 +1,25 @@
-"""Two gates racing against a real MLflow server on loopback must leave a consistent champion: every
-decision is made against the champion of the moment (the lock + compare-and-set in components/promote.py)."""
+"""Gates racing against a real MLflow server on loopback must leave a consistent champion: every decision is
+made under the registry lock against the champion of the moment, and a dead gate's lock is broken exactly once
+(components/registry_lock.py, components/promote.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from components import promote as registry
 from components.gate_rules import GateRules
+from tests.registry_helpers import add_version
 from tests.servers import MlflowServer
 
 pytestmark = pytest.mark.integration
 RULES = GateRules(min_improvement=0.01, max_bits_per_byte=8.0)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +30,22 @@ def server(tmp_path_factory):
     server.stop()
 
 
-def add_version(client, name: str, bpb: float) -> str:
-    experiment = client.get_experiment_by_name("race") or None
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment("race")
-    run = client.create_run(experiment_id)
-    tags = registry.version_tags({"test_bits_per_byte": bpb}, {"data_hash": "d", "git_commit": "c", "config_hash": "h"})
-    return registry.register_version(client, name, f"runs:/{run.info.run_id}/model", tags)
+def assert_consistent(client, name: str) -> list[dict]:
+    """One chain of applied decisions whose last champion is the alias, and tags that agree with it."""
+    records = registry.history(client, name)
+    champion = None
+    for record in records:
+        assert record["state"] == "applied", record
+        assert record["champion_before"] == str(champion), records
+        champion = record["champion_after"] if record["champion_after"] != "None" else None
+        tags = client.get_model_version(name, record["version"]).tags
+        if tags.get("gate.audit_run") == record["run_id"]:
+            assert tags["gate.decision"] == record["action"]
+    alias = registry.alias_version(client, name, registry.CHAMPION)
+    assert (str(alias.version) if alias else None) == champion
+    with pytest.raises(Exception, match="(?i)not found|does not exist"):
+        client.get_registered_model(f"{name}.gate-lock")  # released
+    return records
 
 
 @pytest.mark.parametrize("round_number", range(3))
@@ -49,8 +66,8 @@ def test_two_gates_racing_leave_the_best_version_as_champion(server, round_numbe
         except Exception as error:  # surfaced below with the test's assertion
             errors.append(error)
 
-    threads = [threading.Thread(target=gate, args=(v,)) for v in (good, better)] if round_number % 2 else \
-        [threading.Thread(target=gate, args=(v,)) for v in (better, good)]
+    order = (good, better) if round_number % 2 else (better, good)
+    threads = [threading.Thread(target=gate, args=(v,)) for v in order]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -59,13 +76,36 @@ def test_two_gates_racing_leave_the_best_version_as_champion(server, round_numbe
     # whichever gate went first, `better` ends as champion and `good` never displaced it
     assert str(registry.alias_version(client, name, registry.CHAMPION).version) == better
     assert outcomes[better].action == "promoted"
-    records = registry.history(client, name)
-    # the decisions form one chain: each one was made against the champion left by the one before
-    champion = None
-    for record in records:
-        assert record["champion_before"] == str(champion)
-        champion = record["champion_after"] if record["champion_after"] != "None" else None
-    assert champion == better
-    assert client.get_registered_model(name).name == name
-    with pytest.raises(Exception, match="(?i)not found|does not exist"):
-        client.get_registered_model(f"{name}.gate-lock")  # released
+    assert assert_consistent(client, name)[-1]["champion_after"] == better
+
+
+@pytest.mark.slow
+def test_eight_processes_promoting_at_once_from_a_stale_lock(server, tmp_path: Path) -> None:
+    client = registry.client_for(server.uri)
+    name = "race-eight"
+    bits = [3.0, 2.9, 2.7, 2.8, 2.6, 2.95, 2.65, 2.2]
+    versions = [add_version(client, name, b) for b in bits]
+    dead = add_version(client, name, 1.0, share=0.0)  # the best number, but a dead codebook: must not pass
+    rules = ["--min-improvement", "0.01", "--min-live-code-share", "0.1"]
+    # a gate that died holding the lock: no heartbeat will ever come
+    client.create_registered_model(f"{name}.gate-lock", tags={"token": "dead-gate", "holder": "gone:1"})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": server.uri}
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "abstractinator", "registry", "promote", "--model-name", name,
+                          "--version", version, *rules], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for version in [*versions[1:], dead]  # the first one goes last, after the race
+    ]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in processes]
+    assert all(code in (0, 3) for code, _, _ in results), [r for r in results if r[0] not in (0, 3)]
+    last = subprocess.run([sys.executable, "-m", "abstractinator", "registry", "promote", "--model-name", name,
+                           "--version", versions[0], *rules], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert last.returncode == 3, last.stderr  # 3.0 never beats the best
+    champion = registry.alias_version(client, name, registry.CHAMPION)
+    assert str(champion.version) == versions[bits.index(min(bits))]  # exactly one champion: the best passing
+    records = assert_consistent(client, name)
+    assert sorted(r["version"] for r in records) == sorted([*versions, dead])  # every decision audited
+    assert [r["action"] for r in records if r["version"] == dead] == ["refused"]
+    assert sum(r.startswith(f"{name}.gate-lock.ended-dead-gate") for r in
+               (m.name for m in client.search_registered_models(f"name LIKE '{name}.gate-lock.ended-%'"))) == 1

@@ -49,11 +49,12 @@ EXIT_REFUSED = 3
 
 
 def mlflow_failures() -> tuple[type[BaseException], ...]:
-    """What a failing or unreachable tracking server raises through MlflowClient."""
+    """What a failing or unreachable tracking server raises through MlflowClient (ValueError: a response cut off
+    mid-body does not parse as JSON)."""
     import requests
     from mlflow.exceptions import MlflowException
 
-    return MlflowException, requests.RequestException, OSError
+    return MlflowException, requests.RequestException, OSError, ValueError
 
 
 def redacted(uri: str) -> str:
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except mlflow_failures() as error:
-        print(f"error: MLflow at {redacted(uri)} failed: {one_line(error)}", file=sys.stderr)
+        print(f"error: MLflow at {redacted(uri)} failed: {type(error).__name__}: {one_line(error)}",
+              file=sys.stderr)
         return 2
 
 

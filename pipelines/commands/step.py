@@ -4,7 +4,8 @@ Settings come from params.yaml (validated by `DvcParams`); steps hand each other
 hashes; each step verifies what it reads against them), and write the files dvc shows:
 results/eval_metrics.json (`dvc metrics show`) and results/<stage>_curve.csv (`dvc plots show`). A training
 step runs one trainer process per visible GPU under torchrun (ABSTRACTINATOR_TRAINING_PROCESSES=N for N CPU
-processes) and resumes from its run folder's last checkpoint when it has one."""
+processes) and resumes from its run folder's last checkpoint when it has one. `promote` runs after `dvc repro`
+(it is not a dvc stage) and exits 3 when the gate refuses the candidate."""
 
 from __future__ import annotations
 
@@ -70,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
                                     eval_run_id=evaluation.get("mlflow_run_id"),
                                     stage1_run_id=stage1.get("mlflow_run_id"),
                                     stage2_run_id=stage2.get("mlflow_run_id"), data_uri=prepared["data_uri"])
-    (results / f"{args.name}.json").write_text(result.model_dump_json(indent=2))
+    if args.name == "prepare":  # only what the data is: the later stages depend on this file
+        text = json.dumps({"data_uri": result.data_uri, "data_hash": result.data_hash}, indent=2)
+    else:
+        text = result.model_dump_json(indent=2)
+    (results / f"{args.name}.json").write_text(text)
     print(f"{args.name}: {results / f'{args.name}.json'}")
-    return 0
+    return 3 if args.name == "promote" and not result.promoted else 0  # 3: the gate refused (as `registry promote`)
