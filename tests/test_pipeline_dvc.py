@@ -54,9 +54,7 @@ def make_workspace(tmp_path: Path, **params: dict) -> tuple[Path, dict[str, str]
            "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
            "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONPATH", None)  # `python -m abstractinator` in the copy imports the copy's code
-    run(["git", "init", "-q", "-b", "main"], repo, env)
-    run([DVC, "init", "-q"], repo, env)
-    run([DVC, "config", "core.analytics", "false"], repo, env)
+    run(["git", "init", "-q", "-b", "main"], repo, env)  # the copy has the repository's .dvc/ (remote `store`)
     return repo, env
 
 
@@ -145,8 +143,6 @@ def test_dvc_repro_then_promote_metrics_plots_push_and_pull_into_a_fresh_clone(t
     server = SeaweedS3Server("dvc-test-key", "dvc-test-secret-0123456789", ["abstractinator"]).start()
     try:
         s3_env = {**env, **server.client_env}
-        run([DVC, "remote", "add", "-d", "store", "s3://abstractinator/dvc"], repo, s3_env)
-        run([DVC, "remote", "modify", "store", "region", "us-east-1"], repo, s3_env)
         run([DVC, "remote", "modify", "--local", "store", "endpointurl", server.endpoint_url], repo, s3_env)
         run([DVC, "push"], repo, s3_env)
         run(["git", "add", "-A"], repo, env)

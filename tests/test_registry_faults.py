@@ -21,7 +21,7 @@ from tests.registry_helpers import add_version
 from tests.servers import MlflowServer
 from tests.test_registry_race import assert_consistent
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[1]
 TRIALS = 20
 RULES = GateRules(min_improvement=0.01, max_bits_per_byte=8.0)

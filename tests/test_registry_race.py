@@ -33,14 +33,15 @@ def server(tmp_path_factory):
 def assert_consistent(client, name: str) -> list[dict]:
     """One chain of applied decisions whose last champion is the alias, and tags that agree with it."""
     records = registry.history(client, name)
-    champion = None
+    champion, latest = None, {}
     for record in records:
         assert record["state"] == "applied", record
         assert record["champion_before"] == str(champion), records
         champion = record["champion_after"] if record["champion_after"] != "None" else None
-        tags = client.get_model_version(name, record["version"]).tags
-        if tags.get("gate.audit_run") == record["run_id"]:
-            assert tags["gate.decision"] == record["action"]
+        latest[record["version"]] = record
+    for version, record in latest.items():  # each version's tags are those of its latest decision
+        tags = client.get_model_version(name, version).tags
+        assert tags.get("gate.audit_run") == record["run_id"] and tags["gate.decision"] == record["action"], tags
     alias = registry.alias_version(client, name, registry.CHAMPION)
     assert (str(alias.version) if alias else None) == champion
     with pytest.raises(Exception, match="(?i)not found|does not exist"):

@@ -34,6 +34,22 @@ def _read(results: Path, step: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluation: dict):
+    """The promote step with the evidence and lineage the earlier steps recorded; a failing MLflow is one line."""
+    from abstractinator.commands.registry import mlflow_failures, one_line
+    from components.promote import RegistryError
+
+    try:
+        return steps.promote_step(
+            params.run, params.registry.model_name, stage2["checkpoint_uri"], stage2["checkpoint_hash"],
+            evaluation["metrics"], prepared["data_hash"], evaluation["report_uri"], params.gate,
+            report_hash=evaluation["report_hash"], eval_run_id=evaluation.get("mlflow_run_id"),
+            stage1_run_id=stage1.get("mlflow_run_id"), stage2_run_id=stage2.get("mlflow_run_id"),
+            data_uri=prepared["data_uri"])
+    except mlflow_failures() as error:
+        raise RegistryError(f"MLflow failed: {type(error).__name__}: {one_line(error)}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from components.stages import join_uri
     from pipelines import artifacts, steps
@@ -65,12 +81,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         prepared, stage2, evaluation = _read(results, "prepare"), _read(results, "stage2"), _read(results, "evaluate")
         stage1 = _read(results, "stage1")
-        result = steps.promote_step(spec, params.registry.model_name, stage2["checkpoint_uri"],
-                                    stage2["checkpoint_hash"], evaluation["metrics"], prepared["data_hash"],
-                                    evaluation["report_uri"], params.gate, report_hash=evaluation["report_hash"],
-                                    eval_run_id=evaluation.get("mlflow_run_id"),
-                                    stage1_run_id=stage1.get("mlflow_run_id"),
-                                    stage2_run_id=stage2.get("mlflow_run_id"), data_uri=prepared["data_uri"])
+        result = _promote(steps, params, prepared, stage1, stage2, evaluation)
     if args.name == "prepare":  # only what the data is: the later stages depend on this file
         text = json.dumps({"data_uri": result.data_uri, "data_hash": result.data_hash}, indent=2)
     else:
