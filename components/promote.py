@@ -192,7 +192,8 @@ def _complete(client, lock: RegistryLock, run_id: str, name: str, version_tags_:
     for version, tags in version_tags_.items():  # 2. the decision tags
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
-        client.set_model_version_tag(name, version, "gate.audit_run", run_id)
+        if "gate.decision" in tags:  # the version decided about (a rollback also marks the one it demotes)
+            client.set_model_version_tag(name, version, "gate.audit_run", run_id)
     state = APPLIED
     if action in MOVES_CHAMPION:  # 3. the alias, compared right before it is set
         current = alias_version(client, name, CHAMPION)
