@@ -96,7 +96,11 @@ def test_better_challenger_then_rollback(client) -> None:
     assert client.get_model_version(MODEL, better).tags["gate.rolled_back"] == "true"
     with pytest.raises(registry.RegistryError, match="was the first; nothing to roll back to"):
         registry.rollback(client, MODEL)
-    assert [r["action"] for r in registry.history(client, MODEL)] == ["promoted", "promoted", "rolled_back"]
+    records = registry.history(client, MODEL)
+    assert [r["action"] for r in records] == ["promoted", "promoted", "rolled_back"]
+    demoted = client.get_model_version(MODEL, better).tags  # keeps its own decision, marked rolled back
+    assert demoted["gate.decision"] == "promoted" and demoted["gate.audit_run"] == records[1]["run_id"]
+    assert client.get_model_version(MODEL, first).tags["gate.audit_run"] == records[2]["run_id"]
 
 
 def test_forced_promotion_is_recorded_and_can_be_rolled_back(client) -> None:
