@@ -93,7 +93,7 @@ def evaluate(config: str, overrides: list, stage1_steps: int, stage2_steps: int,
              code_identity: str, checkpoint: Input[Model], checkpoint_hash: str, data_uri: str, data_hash: str,
              tasks: list, limit: int, max_eval_bytes: int, canterbury: bool, scores: Output[Metrics],
              report: Output[Markdown]) -> NamedTuple("EvaluateOutputs", report_uri=str, report_hash=str,
-                                                     metrics=dict):
+                                                     metrics=dict, mlflow_run_id=str):
     """Bits per byte, code use, reconstruction, optional lm-eval tasks: every metric in `scores`, the report as
     Markdown (and report.json under the artifact root)."""
     from pipelines.kfp_artifacts import log_metrics, save_report, verified_model_path
@@ -110,15 +110,17 @@ def evaluate(config: str, overrides: list, stage1_steps: int, stage2_steps: int,
                                canterbury, checkpoint_hash=checkpoint_hash)
         log_metrics(scores, result.metrics)
         save_report(result.report_uri, report)
-    return result.report_uri, result.report_hash, result.metrics
+    return result.report_uri, result.report_hash, result.metrics, result.mlflow_run_id or ""
 
 
 def promote(config: str, overrides: list, stage1_steps: int, stage2_steps: int, artifact_root: str, run_key: str,
             code_identity: str, model_name: str, checkpoint: Input[Model], checkpoint_uri: str, checkpoint_hash: str,
-            metrics: dict, data_hash: str, report_uri: str, gate_metric: str, min_improvement: float,
+            metrics: dict, data_uri: str, data_hash: str, report_uri: str, report_hash: str, eval_run_id: str,
+            stage1_run_id: str, stage2_run_id: str, image: str, gate_metric: str, min_improvement: float,
             max_bits_per_byte: float, min_live_code_share: float) -> NamedTuple(
                 "PromoteOutputs", version=str, action=str, champion=str, reasons=str):
-    """Register the model version (alias challenger) and run the registry gate."""
+    """Register the model version (alias challenger) with its evidence (the report, checked against
+    `report_hash`, and the evaluation run) and lineage (the runs and image that made it), then run the gate."""
     from components.gate_rules import GateRules
     from pipelines.kfp_artifacts import verified_model_path
     from pipelines.steps import RunSpec, promote_step
@@ -134,7 +136,9 @@ def promote(config: str, overrides: list, stage1_steps: int, stage2_steps: int, 
                           max_bits_per_byte=max_bits_per_byte if max_bits_per_byte > 0 else None,
                           min_live_code_share=min_live_code_share)
         result = promote_step(spec, model_name, checkpoint_uri, checkpoint_hash, metrics, data_hash, report_uri,
-                              rules)
+                              rules, report_hash=report_hash, eval_run_id=eval_run_id or None,
+                              stage1_run_id=stage1_run_id or None, stage2_run_id=stage2_run_id or None,
+                              image=image, data_uri=data_uri)
     return result.version, result.action, result.champion or "", "; ".join(result.reasons)
 
 

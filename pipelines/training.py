@@ -178,8 +178,10 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
             configure(steps.promote(
                 **run, model_name=model_name, checkpoint=stage2.outputs["checkpoint"],
                 checkpoint_uri=stage2.outputs["checkpoint_uri"], checkpoint_hash=stage2.outputs["checkpoint_hash"],
-                metrics=evaluation.outputs["metrics"], data_hash=prepare.outputs["data_hash"],
-                report_uri=evaluation.outputs["report_uri"], gate_metric=gate_metric,
+                metrics=evaluation.outputs["metrics"], **data, report_uri=evaluation.outputs["report_uri"],
+                report_hash=evaluation.outputs["report_hash"], eval_run_id=evaluation.outputs["mlflow_run_id"],
+                stage1_run_id=stage1.outputs["mlflow_run_id"], stage2_run_id=stage2.outputs["mlflow_run_id"],
+                image="" if local else settings.image, gate_metric=gate_metric,
                 min_improvement=min_improvement, max_bits_per_byte=max_bits_per_byte,
                 min_live_code_share=min_live_code_share,
             ), "light")

@@ -59,6 +59,21 @@ def test_five_components_wired_in_order(compiled) -> None:
         "stage2-top-lm"
 
 
+def test_promote_receives_the_gate_evidence_and_lineage(compiled) -> None:
+    """The gate checks the report against the hash evaluation reported and the evaluation run's metrics; the
+    version records the runs and the image that made it."""
+    pipeline, _ = compiled
+    inputs = tasks_of(pipeline)["promote"]["inputs"]["parameters"]
+    wired = {name: (spec["taskOutputParameter"]["producerTask"], spec["taskOutputParameter"]["outputParameterKey"])
+             for name, spec in inputs.items() if "taskOutputParameter" in spec}
+    assert wired["report_hash"] == ("evaluate", "report_hash")
+    assert wired["eval_run_id"] == ("evaluate", "mlflow_run_id")
+    assert wired["stage1_run_id"] == ("stage1-pretrain", "mlflow_run_id")
+    assert wired["stage2_run_id"] == ("stage2-top-lm", "mlflow_run_id")
+    assert inputs["data_uri"]["componentInputParameter"] == "pipelinechannel--prepare-data-data_uri"
+    assert inputs["image"]["runtimeValue"]["constant"] == "registry.example/abstractinator:test"
+
+
 def test_outputs_are_kfp_artifacts(compiled) -> None:
     pipeline, _ = compiled
 
