@@ -1,18 +1,22 @@
 """`abstractinator`: the command line over every pipeline step.
 
-Errors a user can fix (a bad config, a missing data source) exit with status 2 and one line on stderr naming
-the problem; anything else is a bug and keeps its traceback.
+Errors a user can fix (a bad config, a missing data source, a full disk, a folder we may not write) exit with
+status 2 and one line on stderr naming the problem; anything else is a bug and keeps its traceback (exit 1).
+Whatever is printed has its credentials masked (components/redaction.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
+import traceback
 
 import abstractinator.commands
 from components.logs import configure_logging
+from components.redaction import redact
 from configs import ConfigError
 
 
@@ -35,6 +39,36 @@ def user_errors() -> tuple[type[Exception], ...]:
             PostgresError)
 
 
+# OSErrors that describe the machine or the user's paths, not a bug: reported in one line.
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or directory",
+    errno.ENOTDIR: "not a directory",
+    errno.EISDIR: "is a directory",
+    errno.ENAMETOOLONG: "file name too long",
+}
+MAX_ERROR_CHARS = 2000
+
+
+def one_line(message: object) -> str:
+    """An error message as one redacted line of bounded length."""
+    text = redact(" ".join(str(message).split()))
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 30] + f" ... ({len(text)} characters)"
+
+
+def describe_os_error(error: OSError) -> str | None:
+    """'PATH: disk full' for an environment OSError; None for any other (a bug, shown with its traceback)."""
+    reason = ENVIRONMENT_ERRNOS.get(error.errno)
+    if reason is None:
+        return None
+    where = error.filename if error.filename is not None else None
+    return f"{where}: {reason}" if where is not None else reason
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="abstractinator",
@@ -53,11 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        described = describe_os_error(error)
+        if described is None:
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
+            return 1
+        print(f"error: {one_line(described)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: keep the traceback (redacted), exit 1
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,12 +6,18 @@ data-loader position, config, git commit, data hash), so it loads with `torch.lo
 Where it goes (`checkpoint_dir`): a local folder, written as temp file + fsync + rename; or `s3://bucket/prefix`,
 written as one upload of a complete local file, so readers never see half a checkpoint. After the file, the
 `latest` pointer (a small text object naming it) is replaced; then checkpoints beyond the newest N are removed.
+
+A process killed mid-write leaves a hidden temp file (`.checkpoint_stepN.pt.XXXX`) or a staging folder in the
+system temp dir named with its pid; `remove_interrupted_writes` (called when training starts) deletes both.
+A full disk is reported as "disk full", never as torch's `[enforce fail at inline_container.cc]`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,74 @@ def step_of(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_LOW_SPACE_BYTES = 64 * 2**20  # below this, a failed write is taken to be a full disk
+
+
+def staging_dir(kind: str) -> tempfile.TemporaryDirectory:
+    """A temp folder named with our pid (`abstractinator-<kind>-<pid>-XXXX`), so a later start can tell that its
+    owner was killed and remove it."""
+    return tempfile.TemporaryDirectory(prefix=f"abstractinator-{kind}-{os.getpid()}-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
+
+
+def _remove_orphaned_staging() -> int:
+    """Removes staging folders (see `staging_dir`) whose process is gone; returns the bytes freed."""
+    freed = 0
+    for folder in Path(tempfile.gettempdir()).glob("abstractinator-*-*-*"):
+        parts = folder.name.split("-")
+        if parts[1] not in ("train", "ckpt") or not parts[2].isdigit() or not folder.is_dir():
+            continue
+        if not _pid_alive(int(parts[2])):
+            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
+    return freed
+
+
+def _is_disk_full(error: BaseException, folder: Path) -> bool:
+    if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+        return True
+    # torch.save reports a failed write as a RuntimeError without the errno; a nearly full disk explains it.
+    if isinstance(error, RuntimeError) and "write" in str(error).lower():
+        try:
+            return shutil.disk_usage(folder).free < _LOW_SPACE_BYTES
+        except OSError:
+            return False
+    return False
+
+
+def _write_failure(error: BaseException, path: Path) -> CheckpointError | None:
+    """A one-line CheckpointError for a write that failed for want of space or permission; None for others."""
+    if _is_disk_full(error, path.parent):
+        return CheckpointError(f"{path.parent}: disk full while writing {path.name}")
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CheckpointError(f"{path.parent}: cannot write {path.name} ({os.strerror(error.errno).lower()})")
+    return None
+
+
+def ensure_writable_folder(folder: Path, purpose: str, error_type: type[Exception] = CheckpointError) -> None:
+    """Create `folder` if needed and prove that a file can be made in it; else one line naming it and why.
+    Checked when a command starts, so a read-only or full folder fails before the work, not after it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.") as probe:
+            probe.write(b"x")
+            probe.flush()
+    except OSError as error:
+        reason = "disk full" if error.errno in _DISK_FULL_ERRNOS else os.strerror(error.errno or 0).lower()
+        raise error_type(f"{folder}: {purpose} cannot be written here ({reason})") from None
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
@@ -51,16 +125,22 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to `path` so that a crash at any moment leaves either the old file or the new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        try:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            os.unlink(handle.name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+            try:
+                torch.save(obj, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                os.unlink(handle.name)
+                raise
+        os.replace(handle.name, path)
+    except (OSError, RuntimeError) as error:
+        failure = _write_failure(error, path)
+        if failure is None:
             raise
-    os.replace(handle.name, path)
+        raise failure from None
 
 
 def read_checkpoint_file(path: Path, origin: str | None = None) -> dict[str, Any]:
@@ -116,17 +196,40 @@ class CheckpointStore:
             self._save_s3(payload, name)
         else:
             atomic_torch_save(payload, self.root / name)
-            _atomic_write_bytes(self.root / LATEST_POINTER, f"{name}\n".encode())
+            try:
+                _atomic_write_bytes(self.root / LATEST_POINTER, f"{name}\n".encode())
+            except OSError as error:
+                failure = _write_failure(error, self.root / LATEST_POINTER)
+                if failure is None:
+                    raise
+                raise failure from None
         self._prune()
         return self.uri(name)
+
+    def check_writable(self) -> None:
+        """Fail now, before any training step, if checkpoints could not be written here (local folders only:
+        an S3 prefix is checked by its first upload)."""
+        if not self.is_s3:
+            ensure_writable_folder(self.root, "checkpoints")
+
+    def remove_interrupted_writes(self) -> int:
+        """Delete what killed writers left behind: hidden temp files here, and staging folders of dead
+        processes in the system temp dir. Returns the number of bytes freed."""
+        freed = 0
+        if not self.is_s3 and self.root.is_dir():
+            for temp in [*self.root.glob(".checkpoint_step*.pt.*"), *self.root.glob(f".{LATEST_POINTER}.*")]:
+                if temp.is_file():
+                    freed += temp.stat().st_size
+                    temp.unlink(missing_ok=True)
+        return freed + _remove_orphaned_staging()
 
     def _save_s3(self, payload: dict[str, Any], name: str) -> None:
         from components.storage import make_s3_client, upload_bytes, upload_file
 
         client = make_s3_client()
-        with tempfile.TemporaryDirectory(prefix="abstractinator-ckpt-") as tmp:
+        with staging_dir("ckpt") as tmp:
             local = Path(tmp) / name
-            torch.save(payload, local)
+            atomic_torch_save(payload, local)
             upload_file(local, self.bucket, self.prefix + name, client=client)
         upload_bytes(f"{name}\n".encode(), self.bucket, self.prefix + LATEST_POINTER, client=client)
 
@@ -170,7 +273,7 @@ def load_checkpoint(location: str | Path) -> dict[str, Any]:
                 raise CheckpointError(f"{location}: holds no checkpoint")
             location = latest
         bucket, key = parse_s3_uri(location)
-        with tempfile.TemporaryDirectory(prefix="abstractinator-ckpt-") as tmp:
+        with staging_dir("ckpt") as tmp:
             local = download_file(bucket, key, Path(tmp) / Path(key).name)
             return read_checkpoint_file(local, origin=location)
     path = Path(location)

@@ -29,6 +29,12 @@ from tqdm import tqdm
 from components.conditional_code_length import ByteScorer, HierarchicalAEScorer, ScoringWindow
 
 LN2 = 0.6931471805599453
+
+
+def to_bytes(text: str) -> bytes:
+    """UTF-8, with lone surrogates (which lm-eval task data can hold) written as their 3-byte forms instead of
+    raising UnicodeEncodeError: a byte model scores any bytes, and the mapping stays one-to-one."""
+    return text.encode("utf-8", errors="surrogatepass")
 GREEDY_PROBE_BYTES = 4  # greedy outputs are prefix-consistent: most continuations fail within these bytes
 
 
@@ -58,7 +64,7 @@ def cut_at_stop(generated: bytes, until: list[str]) -> bytes:
     """`generated` up to (not including) the earliest occurrence of any stop string."""
     cut = len(generated)
     for stop in until:
-        index = generated.find(stop.encode("utf-8")) if stop else -1
+        index = generated.find(to_bytes(stop)) if stop else -1
         if index != -1:
             cut = min(cut, index)
     return generated[:cut]
@@ -123,7 +129,7 @@ class HierarchicalAELM(LM):
 
     # -- lm-eval API --------------------------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        pairs = [(context.encode("utf-8"), continuation.encode("utf-8")) for context, continuation in
+        pairs = [(to_bytes(context), to_bytes(continuation)) for context, continuation in
                  (request.args for request in requests)]
         bits = self._score([plan_windows(c, t, self.max_length, self.stride) for c, t in pairs])
         results = []
@@ -137,7 +143,7 @@ class HierarchicalAELM(LM):
         return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        texts = [request.args[0].encode("utf-8") for request in requests]
+        texts = [to_bytes(request.args[0]) for request in requests]
         bits = self._score([plan_windows(b"", text, self.max_length, self.stride) for text in texts])
         results = [-value * LN2 for value in bits]
         for request, result in zip(requests, results, strict=True):
@@ -153,7 +159,7 @@ class HierarchicalAELM(LM):
             until = [until] if isinstance(until, str) else list(until)
             max_bytes = int(kwargs.get("max_gen_toks", 256))
             # The context tail that fits in one window beside a first new byte (BOS framed if it is all of it).
-            window = plan_windows(context.encode("utf-8"), b"\0", self.max_length, 1)[0]
+            window = plan_windows(to_bytes(context), b"\0", self.max_length, 1)[0]
             generated = self.scorer.greedy_continuation(window.context, window.at_start, max_bytes)
             text = cut_at_stop(generated, until).decode("utf-8", errors="replace")
             self.cache_hook.add_partial("generate_until", request.args, text)

@@ -10,7 +10,13 @@ import sys
 
 import structlog
 
+from components.redaction import install_logging_redaction, redact
 from components.settings import get_settings
+
+
+def _redact_line(logger: object, method: str, line: str) -> str:
+    """The rendered line with credentials masked: after the renderer, so exceptions and nested values are covered."""
+    return redact(line)
 
 
 def configure_logging(fmt: str | None = None, level: int = logging.INFO) -> None:
@@ -21,13 +27,17 @@ def configure_logging(fmt: str | None = None, level: int = logging.INFO) -> None
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
+            _redact_line,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # Look sys.stderr up at each call: a fixed handle goes stale when the stream is replaced (tests, daemons).
         logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
+    install_logging_redaction()
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    if not structlog.is_configured():  # steps run without the CLI (kfp tasks, library use) redact all the same
+        configure_logging()
     return structlog.get_logger(name)

@@ -5,10 +5,15 @@ ones between splits. The step is deterministic (same documents -> byte-identical
 unchanged source whose prepared files still verify is skipped) and crash safe: everything is written into a
 temp dir inside out_dir, moved into place, and manifest.json is written last; stale temp dirs are removed on
 the next run, under a lock so two runs on one directory cannot interleave.
+
+Nothing outside the project's own outputs is ever deleted: a folder we prepare carries a marker file
+(`.abstractinator-prepared`, or a valid manifest of ours from before markers existed). An existing, non-empty
+folder without one is somebody else's: it is refused (`DataSourceError`) unless the caller passes `force`.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import shutil
@@ -46,6 +51,8 @@ log = get_logger(__name__)
 SPLIT_MODULUS = 20  # int(sha256(doc_id)) % 20: 0 -> val, 1 -> test, else train (design/data.md)
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".prepare.lock"
+MARKER_NAME = ".abstractinator-prepared"
+MARKER_TEXT = "Written by `abstractinator prepare-data`: files in this folder may be replaced or removed by it.\n"
 
 
 class PrepareDataParams(BaseModel):
@@ -159,14 +166,46 @@ def _install(temp: Path, out_dir: Path, manifest: Manifest) -> None:
     write_manifest(out_dir, manifest)
 
 
-def prepare_data(params: PrepareDataParams) -> PrepareDataResult:
-    """Prepares `params.source` into `params.out_dir`; see the module docstring for the guarantees."""
+def is_ours(out_dir: Path) -> bool:
+    """True when `out_dir` is missing, empty (but for our own lock/temp files) or was prepared by us."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return True
+    if not out_dir.is_dir():
+        return False
+    if (out_dir / MARKER_NAME).is_file():
+        return True
+    if (out_dir / MANIFEST_NAME).is_file():
+        return _manifest_source(out_dir) is not None  # a valid manifest of ours, written before markers existed
+    return all(entry.name == LOCK_NAME or entry.name.startswith(TEMP_PREFIX) for entry in out_dir.iterdir())
+
+
+def _claim(out_dir: Path, force: bool) -> None:
+    """Create out_dir (or check that it is ours to write) and mark it as ours."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataSourceError(f"{out_dir}: exists and is not a folder")
+    if not is_ours(out_dir):
+        if not force:
+            raise DataSourceError(
+                f"{out_dir}: not empty and not prepared by abstractinator; choose an empty or new folder, or pass "
+                "--force to prepare data there (files named like shards and everything under eval/ get replaced)"
+            )
+        log.warning("preparing_into_foreign_folder", out_dir=str(out_dir), reason="--force")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / MARKER_NAME
+    if not marker.is_file():
+        marker.write_text(MARKER_TEXT, encoding="utf-8")
+
+
+def prepare_data(params: PrepareDataParams, force: bool = False) -> PrepareDataResult:
+    """Prepares `params.source` into `params.out_dir`; see the module docstring for the guarantees. `force`
+    prepares into a non-empty folder that is not ours (by default refused)."""
     out_dir = Path(params.out_dir)
     # Resolved first: a source that does not exist should not leave an empty out_dir behind.
     source = resolve_source(
         params.source, text_column=params.text_column, hf_config=params.hf_config, hf_split=params.hf_split
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim(out_dir, force)
     # out_dir is where the data lands, not what it is: leaving it out keeps manifests of copies identical.
     stored_params = params.model_dump(mode="json", exclude={"out_dir"})
     with _locked(out_dir):
@@ -197,6 +236,10 @@ def prepare_data(params: PrepareDataParams) -> PrepareDataResult:
                 data_hash=compute_data_hash(splits),
             )
             _install(temp, out_dir, manifest)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DataSourceError(f"{out_dir}: disk full while preparing data (nothing was installed)") from None
+            raise
         finally:
             shutil.rmtree(temp, ignore_errors=True)
     for name, split in manifest.splits.items():

@@ -4,15 +4,26 @@ One client factory reads the endpoint and region from the settings; access keys 
 boto3 reads the standard AWS_* variables (or its config files) itself. Every botocore failure is re-raised
 as a `StorageError` whose message names the bucket and key, so a user sees "s3://bucket/key: no such bucket"
 rather than a botocore traceback.
+
+Time is bounded: connect and read time-outs on every call, botocore's own retries, and uploads retried
+`UPLOAD_ATTEMPTS` times with backoff; a failed upload's unfinished multipart parts are aborted (the store would
+keep them, unseen and billed, forever).
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.logs import get_logger
 from components.settings import get_settings
+
+log = get_logger(__name__)
+
+UPLOAD_ATTEMPTS = 3
+UPLOAD_BACKOFF_S = 2.0  # doubled after each failed attempt: 2 s, 4 s
 
 
 class StorageError(RuntimeError):
@@ -124,18 +135,45 @@ def download_file(bucket: str, key: str, path: Path, client=None) -> Path:
     return path
 
 
-def upload_file(path: Path, bucket: str, key: str, client=None) -> str:
-    """Uploads `path` to s3://bucket/key and returns that URI."""
+def abort_incomplete_uploads(bucket: str, prefix: str, client=None) -> int:
+    """Abort every unfinished multipart upload under `prefix`; returns how many. Best effort: a store that is
+    still unreachable leaves them for the next call (logged, not raised)."""
+    client = client or make_s3_client()
+    aborted = 0
+    try:
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted += 1
+    except _botocore_errors() as error:
+        log.warning("s3_abort_multipart_failed", uri=f"s3://{bucket}/{prefix}", error=str(_readable(error, bucket,
+                    prefix or None)))
+    if aborted:
+        log.info("s3_multipart_aborted", uri=f"s3://{bucket}/{prefix}", uploads=aborted)
+    return aborted
+
+
+def upload_file(path: Path, bucket: str, key: str, client=None, attempts: int = UPLOAD_ATTEMPTS) -> str:
+    """Uploads `path` to s3://bucket/key and returns that URI; retried with backoff, and the parts of a failed
+    multipart attempt are aborted."""
     from boto3.exceptions import S3UploadFailedError
 
     client = client or make_s3_client()
-    try:
-        client.upload_file(str(path), bucket, key)
-    except _botocore_errors() as error:
-        raise _readable(error, bucket, key) from error
-    except S3UploadFailedError as error:  # wraps the ClientError in its message only
-        raise StorageError(f"s3://{bucket}/{key}: upload failed ({error})") from error
-    return f"s3://{bucket}/{key}"
+    for attempt in range(1, attempts + 1):
+        try:
+            client.upload_file(str(path), bucket, key)
+            return f"s3://{bucket}/{key}"
+        except _botocore_errors() as error:
+            failure = _readable(error, bucket, key)
+        except S3UploadFailedError as error:  # wraps the ClientError in its message only
+            failure = StorageError(f"s3://{bucket}/{key}: upload failed ({error})")
+        abort_incomplete_uploads(bucket, key, client)
+        if attempt < attempts:
+            delay = UPLOAD_BACKOFF_S * 2 ** (attempt - 1)
+            log.warning("s3_upload_retry", uri=f"s3://{bucket}/{key}", attempt=attempt, of=attempts,
+                        retry_in_s=delay, error=str(failure))
+            time.sleep(delay)
+    raise failure
 
 
 def upload_bytes(data: bytes, bucket: str, key: str, client=None) -> str:

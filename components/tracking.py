@@ -6,6 +6,12 @@ once per outage, and the next flush tries again; the run is created lazily, so e
 the start gets the whole run when it comes back. `close` retries for a while; whatever still cannot be sent is
 written to a JSON-lines file that `replay_unsent` sends later.
 
+A hung (not refused) server costs a bounded delay: each request times out after MLFLOW_HTTP_REQUEST_TIMEOUT
+(5 s by default here, no client-side retries), and after a failed flush the next attempts are skipped for a
+backoff that doubles up to `MAX_BACKOFF_S`, so a long outage costs one time-out per backoff period, logged as
+`tracking_unreachable` / `tracking_reconnected` with the seconds spent waiting. Credentials in the tracking URI
+never reach logs or the unsent file (components/redaction.py).
+
 Tracking URI: the settings' (MLFLOW_TRACKING_URI) or, with none, the seed's layout: runs stored under
 ./mlruns/<project_name> (a sqlite database there, since MLflow 3 retired the plain-folder store), opened with
 `mlflow ui --backend-store-uri sqlite:///mlruns/<project_name>/mlflow.db`.
@@ -21,16 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from components.logs import get_logger
+from components.redaction import is_redacted, redact, redact_data
 from components.settings import get_settings
 
 log = get_logger(__name__)
 
-# MLflow's REST client retries for minutes by default; we retry at the next flush instead.
+# MLflow's REST client retries for minutes by default; we retry at a later flush instead.
 _CLIENT_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
 }
+FIRST_BACKOFF_S = 10.0
+MAX_BACKOFF_S = 120.0
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_LENGTH = 6000
@@ -92,10 +101,13 @@ class RunTracker:
         self.unsent_path = unsent_path
         self._queue = _Queue()
         self._outage_since: float | None = None
+        self._retry_at = 0.0  # monotonic time before which flushes are skipped (after a failure)
+        self._backoff_s = FIRST_BACKOFF_S
+        self._waited_s = 0.0  # time spent in failed requests during the current outage
 
     # -- queueing (never blocks, never raises for the server) --------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
-        self._queue.params.update({k: str(v)[:_MAX_PARAM_LENGTH] for k, v in params.items()})
+        self._queue.params.update({k: redact(v)[:_MAX_PARAM_LENGTH] for k, v in params.items()})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._queue.tags.update({k: str(v) for k, v in tags.items()})
@@ -113,6 +125,23 @@ class RunTracker:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    def pending_state(self) -> dict[str, Any] | None:
+        """What is queued and unsent, as plain data (a checkpoint carries it over a kill); None when empty."""
+        if not self._queue:
+            return None
+        queue = self._queue
+        return {"params": dict(queue.params), "tags": dict(queue.tags), "metrics": list(queue.metrics),
+                "texts": list(queue.texts), "files": list(queue.files)}
+
+    def restore_pending(self, state: dict[str, Any]) -> None:
+        """Queue again what `pending_state` returned (ahead of anything queued since)."""
+        queue = self._queue
+        queue.params = {**state.get("params", {}), **queue.params}
+        queue.tags = {**state.get("tags", {}), **queue.tags}
+        queue.metrics = [tuple(m) for m in state.get("metrics", [])] + queue.metrics
+        queue.texts = [tuple(t) for t in state.get("texts", [])] + queue.texts
+        queue.files = [tuple(f) for f in state.get("files", [])] + queue.files
 
     def maybe_flush(self, step: int) -> None:
         """Flush every `batch_interval` steps (the seed's mlflow_batch_interval)."""
@@ -167,27 +196,41 @@ class RunTracker:
                 log.warning("artifact_missing", path=local_path)
             queue.files.pop(0)
 
-    def flush(self) -> bool:
-        """Send what is queued; True if the queue is empty afterwards. Failures keep the queue."""
+    def flush(self, force: bool = False) -> bool:
+        """Send what is queued; True if the queue is empty afterwards. Failures keep the queue, and during an
+        outage attempts are skipped until the backoff has passed (unless `force`)."""
         if not self._queue and self.run_id is not None:
             return True
+        now = time.monotonic()
+        if not force and now < self._retry_at:
+            return False
         try:
             self._send()
-        except Exception as error:  # any failure to reach the server: keep everything, retry next time
+        except Exception as error:  # any failure to reach the server: keep everything, retry later
+            spent = time.monotonic() - now
+            self._waited_s += spent
+            self._retry_at = time.monotonic() + self._backoff_s
+            first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
             if self._outage_since is None:
-                self._outage_since = time.monotonic()
-                first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
+                self._outage_since = now
                 log.warning(
                     "tracking_unreachable",
-                    uri=self.tracking_uri,
+                    uri=redact(self.tracking_uri),
                     pending=self.pending,
-                    error=first_line,
+                    error=redact(first_line),
+                    waited_s=round(spent, 1),
+                    next_try_in_s=self._backoff_s,
                     note="training goes on; metrics are kept and sent when the server returns",
                 )
+            else:
+                log.info("tracking_still_unreachable", waited_s=round(spent, 1), next_try_in_s=self._backoff_s)
+            self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
             return False
         if self._outage_since is not None:
-            log.info("tracking_reconnected", outage_s=round(time.monotonic() - self._outage_since, 1))
+            log.info("tracking_reconnected", outage_s=round(time.monotonic() - self._outage_since, 1),
+                     waited_s=round(self._waited_s, 1))
             self._outage_since = None
+            self._waited_s, self._backoff_s, self._retry_at = 0.0, FIRST_BACKOFF_S, 0.0
         return True
 
     def close(
@@ -196,7 +239,7 @@ class RunTracker:
         """Flush (retrying for a while) and mark the run `status` (None: leave it running, to be resumed);
         what still cannot be sent goes to `unsent_path`."""
         deadline = time.monotonic() + retry_for_s
-        while not self.flush():
+        while not self.flush(force=True):
             if time.monotonic() >= deadline:
                 self._write_unsent()
                 return False
@@ -206,14 +249,14 @@ class RunTracker:
         try:
             self.client.set_terminated(self.run_id, status=status)
         except Exception as error:
-            log.warning("tracking_terminate_failed", run_id=self.run_id, error=str(error)[:200])
+            log.warning("tracking_terminate_failed", run_id=self.run_id, error=redact(error)[:200])
         return True
 
     def _write_unsent(self) -> None:
         path = self.unsent_path or Path("mlflow_unsent.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = {
-            "tracking_uri": self.tracking_uri,
+        record = redact_data({
+            "tracking_uri": self.tracking_uri,  # redacted: replay_unsent takes the credentials from the environment
             "experiment": self.experiment,
             "run_name": self.run_name,
             "run_id": self.run_id,
@@ -222,19 +265,23 @@ class RunTracker:
             "metrics": self._queue.metrics,
             "texts": self._queue.texts,
             "files": self._queue.files,
-        }
+        })
         with path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         log.error("tracking_unsent_saved", path=str(path), pending=self.pending,
                   note="send later with components.tracking.replay_unsent")
 
 
-def replay_unsent(path: Path) -> int:
-    """Send every record of an unsent-metrics file; returns how many records were sent (the file is removed)."""
+def replay_unsent(path: Path, tracking_uri: str | None = None) -> int:
+    """Send every record of an unsent-metrics file; returns how many records were sent (the file is removed).
+    A record whose URI had credentials masked goes to `tracking_uri` or, by default, the configured one."""
     sent = 0
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
-        tracker = RunTracker(record["experiment"], record["run_name"], record["tracking_uri"], record["run_id"])
+        uri = record["tracking_uri"]
+        if tracking_uri or is_redacted(uri):
+            uri = tracking_uri or get_settings().mlflow_tracking_uri or uri
+        tracker = RunTracker(record["experiment"], record["run_name"], uri, record["run_id"])
         tracker._queue = _Queue(
             params=record["params"],
             tags=record["tags"],
@@ -242,8 +289,8 @@ def replay_unsent(path: Path) -> int:
             texts=[tuple(t) for t in record["texts"]],
             files=[tuple(f) for f in record["files"]],
         )
-        if not tracker.flush():
-            raise RuntimeError(f"{path}: the tracking server {record['tracking_uri']} is still unreachable")
+        if not tracker.flush(force=True):
+            raise RuntimeError(f"{path}: the tracking server {redact(uri)} is still unreachable")
         sent += 1
     Path(path).unlink()
     return sent

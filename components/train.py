@@ -6,17 +6,22 @@ Stages: `stage1` pretrains compressors + expanders (no top LM) and can write the
 
 Dependable by construction: AdamW with decay exclusions, gradient accumulation, clipping, warmup + decay, bf16
 autocast on CUDA (fp32 master weights), fp32 on CPU; checkpoints with everything needed for an exact resume
-(model, optimizer, scheduler, RNG, step, data position, MLflow run id), written atomically; SIGTERM (a
-Kubernetes eviction) saves a checkpoint before exiting; MLflow metrics are queued, never blocking training.
+(model, optimizer, scheduler, RNG, step, data position, codebook-reset buffers, unsent metrics, MLflow run id),
+written atomically; SIGTERM (a Kubernetes eviction) saves a checkpoint before exiting; MLflow metrics are
+queued, never blocking training.
+
+Fails early and plainly: output folders are checked for writability before the first step, a bad
+`load_base_from` is one CheckpointError line, and the first non-finite loss or gradient stops the run
+(`TrainingDiverged`, exit 2) without writing a checkpoint from it; the MLflow run then ends FAILED.
 """
 
 from __future__ import annotations
 
 import math
 import signal
-import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,25 +31,37 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from components.byte_windows import ByteWindowLoader
-from components.checkpoints import CheckpointError, CheckpointStore, load_checkpoint
+from components.checkpoints import (
+    CheckpointError,
+    CheckpointStore,
+    ensure_writable_folder,
+    load_checkpoint,
+    staging_dir,
+)
 from components.distributed import DistributedContext, init_distributed, shutdown_distributed
 from components.logs import get_logger
 from components.optimization import build_optimizer, build_scheduler
 from components.provenance import config_hash, flatten, git_commit
+from components.redaction import redact
 from components.shards import load_manifest
-from components.storage import fetch_file, is_s3, publish_file
+from components.storage import StorageError, fetch_file, is_s3, publish_file
 from components.tracking import RunTracker, resolve_tracking_uri, ui_command
 from components.train_data import resolve_training_data
 from components.train_metrics import StepMetrics
 from components.validation import generate_sample, validate
 from configs import ExpConfig
 from model import build_model
+from model.quantizer import EmaVectorQuantizer
 from model.tokenizer import NUM_BYTES
 
 log = get_logger(__name__)
 
 Stage = Literal["stage1", "stage2", "joint"]
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+class TrainingDiverged(CheckpointError):
+    """The loss or gradient became NaN or infinite; the message names the step (no checkpoint is written)."""
 
 
 class TrainParams(BaseModel):
@@ -93,6 +110,25 @@ def _save_base_components(model: torch.nn.Module, target: str, staging: Path) ->
     local.parent.mkdir(parents=True, exist_ok=True)
     model.save_base_components(local)
     return publish_file(local, target)
+
+
+def _load_base_components(model: torch.nn.Module, location: str, staging: Path) -> None:
+    """Load and freeze stage-1 base components; every way the file can be wrong is one CheckpointError line."""
+    local = fetch_file(location, staging / Path(location).name)
+    if not local.exists():
+        raise CheckpointError(f"--load_base_from {location}: no such file")
+    if not local.is_file():
+        raise CheckpointError(f"--load_base_from {location}: not a file")
+    try:
+        model.load_base_components(local, freeze=True)
+    except OSError:
+        raise  # unreadable file: the CLI names it and the reason
+    except Exception as error:  # truncated, foreign, refused pickle, a full checkpoint, shapes that do not fit
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = (lines[0] if lines else type(error).__name__)[:300]
+        if isinstance(error, KeyError | TypeError | IndexError):
+            detail = f"not a base-components file (no {detail})"
+        raise CheckpointError(f"--load_base_from {location}: cannot be used ({detail})") from None
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -148,9 +184,18 @@ class Trainer:
         self.stage = stage_of(config, params.load_base_from)
         self.commit = git_commit()
         self.config_hash = config_hash(config)
-        self._tmp = tempfile.TemporaryDirectory(prefix="abstractinator-train-")
+        self._tmp = staging_dir("train")
+        self.store = CheckpointStore(config.checkpoint_dir, keep_last=config.keep_last_checkpoints)
 
         if context.is_main:
+            # Before any data is prepared or step is run: a folder we cannot write fails now, not at step N.
+            self.store.check_writable()
+            base_target = config.save_base_components_path
+            if base_target and not is_s3(base_target):
+                ensure_writable_folder(Path(base_target).parent, "base components")
+            freed = self.store.remove_interrupted_writes()
+            if freed:
+                log.info("removed_interrupted_writes", checkpoint_dir=redact(config.checkpoint_dir), bytes=freed)
             self.data_dir = resolve_training_data(config, params.data_dir)
         context.barrier()  # other ranks wait until rank 0 has prepared the data
         if not context.is_main:
@@ -167,15 +212,14 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.model = build_model(config).to(self.device)
         if params.load_base_from:
-            base = fetch_file(params.load_base_from, Path(self._tmp.name) / Path(params.load_base_from).name)
-            self.model.load_base_components(base, freeze=True)
+            _load_base_components(self.model, params.load_base_from, Path(self._tmp.name))
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
         self.step = 0
         self.last_saved_step: int | None = None
         self.last_checkpoint: str | None = None
         self.run_id: str | None = None
-        self.store = CheckpointStore(config.checkpoint_dir, keep_last=config.keep_last_checkpoints)
+        self.unsent_tracking: dict[str, Any] | None = None  # queued metrics a checkpoint carried over a kill
 
         resume = params.resume_from_checkpoint or config.resume_from_checkpoint
         if resume:
@@ -184,6 +228,8 @@ class Trainer:
             DistributedDataParallel(self.model, find_unused_parameters=True) if context.enabled else None
         )
         self.tracker = self._make_tracker() if (params.tracking and context.is_main) else None
+        if self.tracker is not None and self.unsent_tracking:
+            self.tracker.restore_pending(self.unsent_tracking)
         self.metrics = StepMetrics([level.codebook_size for level in config.compressor_level_configs])
 
     # -- set-up helpers -----------------------------------------------------------------------------------------
@@ -200,7 +246,21 @@ class Trainer:
         self.loader.load_state_dict(checkpoint["data_state"])
         self.step = int(checkpoint["global_step"])
         self.run_id = checkpoint.get("mlflow_run_id")
+        self.unsent_tracking = checkpoint.get("tracking_pending")
+        buffers = checkpoint.get("quantizer_reset_buffers")
+        if buffers is None:
+            log.warning("resume_without_reset_buffers", checkpoint=redact(location),
+                        note="an older checkpoint: codebook resets after it may differ from a straight run")
+        else:
+            for name, quantizer in self._quantizers().items():
+                try:
+                    quantizer.load_reset_buffer_state(buffers[name])
+                except (KeyError, ValueError) as error:
+                    raise CheckpointError(f"{location}: reset buffer of {name} does not fit ({error})") from None
         log.info("resumed", checkpoint=str(location), step=self.step)
+
+    def _quantizers(self) -> dict[str, EmaVectorQuantizer]:
+        return {name: m for name, m in self.model.named_modules() if isinstance(m, EmaVectorQuantizer)}
 
     def _make_tracker(self) -> RunTracker:
         config = self.config
@@ -258,13 +318,24 @@ class Trainer:
                 (outputs["total_loss"] / accumulation).backward()
             self.metrics.add(outputs)
             byte_count += int(((tokens < NUM_BYTES) & ~padding).sum())
+        averages = {key: self.ctx.mean(value) for key, value in sorted(self.metrics.averages().items())}
+        # Before the update: a NaN/inf loss or gradient must not reach the weights. The averages are all-reduced,
+        # so every rank takes the same decision (none is left waiting in a collective).
+        self._stop_if_not_finite("loss", averages.get("loss/total_avg_accum", 0.0))
         if config.gradient_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.gradient_clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.gradient_clip_norm)
+            self._stop_if_not_finite("gradient norm", float(norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        averages = {key: self.ctx.mean(value) for key, value in sorted(self.metrics.averages().items())}
         return averages, int(self.ctx.sum(byte_count))
+
+    def _stop_if_not_finite(self, what: str, value: float) -> None:
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: the {what} is {value} (no checkpoint written from it; "
+                f"lower learning_rate or check the data; the last good checkpoint is {self.last_checkpoint})"
+            )
 
     def _checkpoint_state(self) -> dict[str, Any]:
         return {
@@ -281,20 +352,31 @@ class Trainer:
             "data_hash": self.data_hash,
             "config_hash": self.config_hash,
             "mlflow_run_id": self.tracker.run_id if self.tracker else self.run_id,
+            "quantizer_reset_buffers": {name: q.reset_buffer_state() for name, q in self._quantizers().items()},
+            # Metrics the server has not taken yet (it is down): a kill after this checkpoint must not lose them.
+            "tracking_pending": self.tracker.pending_state() if self.tracker else None,
         }
 
-    def save_checkpoint(self) -> None:
-        """Rank 0 writes; every rank calls this (it ends in a barrier)."""
+    def save_checkpoint(self, final: bool = True) -> None:
+        """Rank 0 writes; every rank calls this (it ends in a barrier). A periodic (not `final`) checkpoint that
+        cannot be uploaded (S3 down after the retries) is skipped with a warning: training goes on and the next
+        checkpoint tries again; a final one that fails ends the run."""
         if self.ctx.is_main:
             if self.tracker is not None:
                 self.tracker.flush()  # so the run id exists and is stored in the checkpoint
-            self.last_checkpoint = self.store.save(self._checkpoint_state(), self.step)
-            log.info("checkpoint_saved", uri=self.last_checkpoint, step=self.step)
+            try:
+                self.last_checkpoint = self.store.save(self._checkpoint_state(), self.step)
+                log.info("checkpoint_saved", uri=self.last_checkpoint, step=self.step)
+            except StorageError as error:
+                if final:
+                    raise
+                log.error("checkpoint_upload_failed", step=self.step, error=str(error),
+                          note="training goes on; the next checkpoint tries again")
         self.last_saved_step = self.step
         self.ctx.barrier()
 
     def _periodic_work(self) -> dict[str, float]:
-        """Validation, sample generation, checkpoints on their intervals (and at the end)."""
+        """Validation and sample generation on their intervals (and at the end)."""
         config, done = self.config, self.step == self.total_steps
         extra: dict[str, float] = {}
         if self.ctx.is_main and (self.step % config.validation_interval == 0 or done):
@@ -303,10 +385,14 @@ class Trainer:
         if self.ctx.is_main and self.tracker and self.step % config.generation_interval == 0:
             text = generate_sample(self.model, config, self.device)
             self.tracker.log_text(text, f"samples/sample_generation_step_{self.step}.txt")
-        if self.step % config.checkpoint_interval == 0 or done:
-            self.save_checkpoint()
         self.ctx.barrier()
         return extra
+
+    def _checkpoint_if_due(self) -> None:
+        """After the step's metrics are queued, so the checkpoint's flush sends them: a kill right after a
+        checkpoint loses no metric of the steps it covers."""
+        if self.step % self.config.checkpoint_interval == 0:
+            self.save_checkpoint(final=self.step == self.total_steps)
 
     def run(self) -> TrainResult:
         config, ctx = self.config, self.ctx
@@ -330,7 +416,7 @@ class Trainer:
             desc=f"train {self.stage}", unit="step", dynamic_ncols=True,
         )
         interrupted = False
-        with _Sigterm() as sigterm:
+        with _Sigterm() as sigterm, self._failed_run_marked():
             while self.step < self.total_steps:
                 started = time.perf_counter()
                 step_metrics, byte_count = self._train_step()
@@ -345,6 +431,7 @@ class Trainer:
                 if self.tracker and (self.step % config.log_interval == 0 or self.step == self.total_steps):
                     self.tracker.log_metrics(step_metrics, step=self.step)
                     self.tracker.maybe_flush(self.step)
+                self._checkpoint_if_due()
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{step_metrics['loss/total_avg_accum']:.3f}",
@@ -357,8 +444,24 @@ class Trainer:
                 if self.params.stop_after_steps and self.step >= self.params.stop_after_steps:
                     log.info("stopped_after_steps", step=self.step, of=self.total_steps)
                     break
-        bar.close()
-        return self._finish(last_metrics, interrupted)
+            bar.close()
+            return self._finish(last_metrics, interrupted)
+
+    @contextmanager
+    def _failed_run_marked(self) -> Iterator[None]:
+        """An exception ends the MLflow run FAILED (KILLED for Ctrl-C) instead of leaving it RUNNING forever; what
+        the server does not take within a short wait goes to the unsent file."""
+        try:
+            yield
+        except BaseException as error:
+            if self.tracker is not None:
+                status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+                self.tracker.set_tags({"failure": redact(str(error))[:500]})
+                try:
+                    self.tracker.close(status=status, retry_for_s=5.0, retry_every_s=1.0)
+                except Exception as close_error:  # the original error is the one to report
+                    log.warning("tracking_close_failed", error=redact(str(close_error))[:200])
+            raise
 
     def _finish(self, last_metrics: dict[str, float], interrupted: bool) -> TrainResult:
         config = self.config
@@ -375,7 +478,7 @@ class Trainer:
             if final and not is_s3(final):  # an s3 checkpoint is already an artifact
                 self.tracker.log_artifact(final, "checkpoints")
             self.tracker.close(status="FINISHED" if complete else "KILLED" if interrupted else None)
-            tracking_uri, run_id = self.tracker.tracking_uri, self.tracker.run_id
+            tracking_uri, run_id = redact(self.tracker.tracking_uri), self.tracker.run_id
             log.info("mlflow_run", run_id=run_id, view=ui_command(tracking_uri))
         return TrainResult(
             stage=self.stage,

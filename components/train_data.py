@@ -7,6 +7,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from components.data_sources import DataSourceError
 from components.prepare_data import PrepareDataParams, ensure_prepared, prepare_data
 from components.settings import get_settings
 from components.shards import MANIFEST_NAME, verify
@@ -23,13 +24,21 @@ def prepared_dir_for(source: str) -> Path:
 
 
 def resolve_training_data(config: ExpConfig, data_dir: str | Path | None = None) -> Path:
-    """A directory of prepared shards for this run. An explicit directory holding a manifest is used as it is
-    (whatever its source; it must verify); otherwise the config's dataset is prepared there (idempotent)."""
+    """A directory of prepared shards for this run. An explicit directory (`--data`, or the config's data_dir)
+    must hold a manifest and verify: it is never prepared into or replaced by another corpus. Without one, the
+    config's dataset is prepared under the data home (idempotent)."""
     chosen = data_dir or config.data_dir
-    directory = Path(chosen) if chosen else prepared_dir_for(config.dataset_name)
-    if chosen and (directory / MANIFEST_NAME).is_file():
+    if chosen:
+        directory = Path(chosen)
+        if not (directory / MANIFEST_NAME).is_file():
+            what = "no such folder" if not directory.exists() else f"no {MANIFEST_NAME}, so not prepared data"
+            raise DataSourceError(
+                f"{directory}: {what}; prepare it first with `abstractinator prepare-data --source SOURCE --out "
+                f"{directory}`, or leave out --data to use the config's dataset_name ({config.dataset_name!r})"
+            )
         verify(directory)
         return directory
+    directory = prepared_dir_for(config.dataset_name)
     if config.dataset_name == "default":
         return ensure_prepared(directory)
     prepare_data(

@@ -21,10 +21,40 @@ from pydantic import ValidationError
 from configs.schema import ExpConfig
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few KB; a bigger file is a mistake (or an attack on memory)
+MAX_MESSAGE_CHARS = 2000  # a ConfigError is one readable line, whatever the input held
+MAX_VALUE_CHARS = 80  # of an offending value quoted in a message
 
 
 class ConfigError(ValueError):
-    """A config that cannot be used; str() is one line naming the problem (and the field path)."""
+    """A config that cannot be used; str() is one line naming the problem (and the field path), capped in length."""
+
+    def __init__(self, message: str):
+        message = " ".join(str(message).split())
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 30] + f" ... ({len(message)} characters in all)"
+        super().__init__(message)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without anchors/aliases: nested aliases ("billion laughs") expand a few hundred bytes into
+    gigabytes of lists. A config never needs them, so they are refused where they appear."""
+
+    def compose_node(self, parent, index):  # PyYAML's hook for every node, aliases included
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in configs", mark)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str) -> Any:
+    """yaml.safe_load with aliases refused (see _NoAliasLoader)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _quoted(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 5] + " ...]"
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -36,7 +66,7 @@ def describe_validation_error(error: ValidationError) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] not in ("value_error", "assertion_error") and "input" in item:
-            message += f" (got {item['input']!r})"
+            message += f" (got {_quoted(item['input'])})"
         parts.append(f"{path}: {message}")
     return "; ".join(parts)
 
@@ -64,10 +94,15 @@ def _read_python(path: Path) -> Any:
 
 def _read_mapping_file(path: Path) -> Any:
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
         text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix == ".json" else safe_yaml(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: cannot be parsed: nested too deeply") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = " ".join(lines[:2]) if lines else type(error).__name__
         raise ConfigError(f"{path}: cannot be parsed: {detail}") from None
 
 
@@ -105,8 +140,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: expected key=value (e.g. max_steps=20)")
     raw = raw.strip()
     try:
-        value = None if raw in ("None", "none") else yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
+        value = None if raw in ("None", "none") else safe_yaml(raw) if raw else ""
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return key.strip().split("."), value
 

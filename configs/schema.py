@@ -26,7 +26,9 @@ SchedulerType = Literal["cosine_with_min_lr", "cosine", "linear", "constant", "c
 class DictAccess(BaseModel):
     """Strict model with the seed's dict-style access: cfg['key'], cfg['key'] = v (validated), cfg.get, as_dict."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+    # allow_inf_nan=False: `--set learning_rate=.inf` (or a NaN anywhere) would otherwise train to NaN weights
+    # and report success; every float field, nested ones and dict values included, must be finite.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
 
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:

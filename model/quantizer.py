@@ -13,7 +13,8 @@ Design (model.md Part A; the weak points it avoids are in reference.md):
 - Dead-code reset every `reset_interval` steps: a code is dead if unused for R steps and below average EMA
   usage; R = 5 during the first 100 steps, then 25; no resets in the second half of training when the total is
   known. "Steps" are the trainer's optimizer steps (`set_training_progress`), else training forwards.
-  Replacements come from a ring buffer of recent valid inputs that is not saved in the state_dict.
+  Replacements come from a ring buffer of recent valid inputs that is not in the state_dict (so model files
+  stay small); the trainer's checkpoint carries it (`reset_buffer_state`), so a resume replays the same resets.
 - Metrics: batch and EMA perplexity, live codes (used in the last R_late steps), total resets.
 
 Data parallel: EMA counts and sums are all-reduced and the valid rows of all ranks are gathered (in rank order)
@@ -228,6 +229,21 @@ class EmaVectorQuantizer(nn.Module):
         self.ring[idx] = rows
         self.ring_position = (self.ring_position + rows.shape[0]) % size
         self.ring_filled = min(size, self.ring_filled + rows.shape[0])
+
+    def reset_buffer_state(self) -> dict:
+        """The ring of recent inputs and its position, as plain tensors and ints (a checkpoint entry)."""
+        return {"ring": self.ring[: self.ring_filled].detach().cpu().clone(), "position": self.ring_position,
+                "filled": self.ring_filled, "size": self.ring.shape[0]}
+
+    def load_reset_buffer_state(self, state: dict) -> None:
+        """Restore what `reset_buffer_state` returned; a ring of another size or width is refused."""
+        ring, size = state["ring"], int(state["size"])
+        if size != self.ring.shape[0] or ring.shape[1:] != self.ring.shape[1:] or ring.shape[0] != int(state["filled"]):
+            raise ValueError(f"reset buffer of shape {tuple(ring.shape)} (size {size}) does not fit "
+                             f"{tuple(self.ring.shape)}")
+        restored = torch.zeros_like(self.ring, device=self.codebook.device)
+        restored[: ring.shape[0]] = ring.to(restored.device)
+        self.ring, self.ring_position, self.ring_filled = restored, int(state["position"]), int(state["filled"])
 
     def _reset_dead_codes(self, step: int) -> None:
         stale_after = self.stale_steps_early if step < self.early_steps else self.stale_steps_late

@@ -76,21 +76,52 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or _model_args_checkpoint(args.model_args)
     if checkpoint is None:
         raise EvaluationError("the compression report needs --checkpoint PATH")
-    from components.evaluate import EvaluateParams, evaluate
+    from pydantic import ValidationError
 
-    result = evaluate(EvaluateParams(
-        checkpoint=checkpoint, out_dir=args.out or Path("evaluation"), data_dir=args.data,
-        compression=args.compression or not args.tasks, canterbury=not args.no_canterbury,
-        tasks=args.tasks or [], limit=args.limit, num_fewshot=args.num_fewshot,
-        max_eval_bytes=args.max_eval_bytes, text_files=args.text_files, device=args.device,
-        batch_size=int(args.batch_size), tracking=not args.no_tracking,
-    ))
+    from components.checkpoints import ensure_writable_folder
+    from components.evaluate import EvaluateParams, evaluate
+    from configs.loading import describe_validation_error
+
+    # Every input and the output folder are checked before anything is scored (which takes minutes).
+    for text_file in args.text_files:
+        _check_text_file(text_file)
+    out_dir = args.out or Path("evaluation")
+    ensure_writable_folder(out_dir, "the evaluation report", EvaluationError)
+    if not str(args.batch_size).isdigit():
+        raise EvaluationError(f"--batch_size {args.batch_size!r}: the report needs a whole number")
+    try:
+        params = EvaluateParams(
+            checkpoint=checkpoint, out_dir=out_dir, data_dir=args.data,
+            compression=args.compression or not args.tasks, canterbury=not args.no_canterbury,
+            tasks=args.tasks or [], limit=args.limit, num_fewshot=args.num_fewshot,
+            max_eval_bytes=args.max_eval_bytes, text_files=args.text_files, device=args.device,
+            batch_size=int(args.batch_size), tracking=not args.no_tracking,
+        )
+    except ValidationError as error:
+        raise EvaluationError(f"evaluate: {describe_validation_error(error)}") from None
+    result = evaluate(params)
     if args.json:
         print(json.dumps(result.metrics, indent=2))
     else:
         print(result.report_md.read_text())
         print(f"report: {result.report_json} ({len(result.plots)} plots in {result.out_dir})")
     return 0
+
+
+def _check_text_file(path: Path) -> None:
+    from components.evaluate import EvaluationError
+
+    if not path.exists():
+        raise EvaluationError(f"--text-file {path}: no such file")
+    if not path.is_file():
+        raise EvaluationError(f"--text-file {path}: not a file")
+    if path.stat().st_size == 0:
+        raise EvaluationError(f"--text-file {path}: empty, nothing to score")
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise EvaluationError(f"--text-file {path}: cannot be read ({error.strerror})") from None
 
 
 def _run_lm_eval_only(args: argparse.Namespace, tasks: list[str]) -> int:

@@ -21,13 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hf-config", default=None, help="Hugging Face dataset config name")
     parser.add_argument("--hf-split", default="train", help="Hugging Face dataset split to read")
     parser.add_argument("--no-eval-sets", action="store_true", help="skip the held-out evaluation texts")
+    parser.add_argument("--force", action="store_true",
+                        help="prepare into a non-empty folder that prepare-data did not make (refused by default)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from components.data_sources import DataSourceError
     from components.prepare_data import PrepareDataParams, prepare_data
     from components.settings import get_settings
+    from configs.loading import describe_validation_error
 
     fields = {
         "source": args.source,
@@ -39,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.shard_bytes is not None:
         fields["shard_bytes"] = args.shard_bytes
-    result = prepare_data(PrepareDataParams(**fields))
+    try:
+        params = PrepareDataParams(**fields)
+    except ValidationError as error:
+        raise DataSourceError(f"prepare-data: {describe_validation_error(error)}") from None
+    result = prepare_data(params, force=args.force)
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2))
         return 0

@@ -40,15 +40,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from components.train import TrainParams, train
     from configs import ConfigError, load_config
+    from configs.loading import apply_overrides, validate_config
 
-    source = args.config or args.resume_from_checkpoint
-    if source is None:
+    if args.config is None and args.resume_from_checkpoint is None:
         raise ConfigError("train needs --config or --resume_from_checkpoint")
-    if args.config is None and Path(source).is_dir():
-        from components.checkpoints import CheckpointStore
+    if args.config is not None:
+        config = load_config(args.config, args.overrides)
+    else:  # the checkpoint's own config: a file, a folder (its latest) or s3://
+        from components.checkpoints import load_checkpoint
 
-        source = CheckpointStore(source).latest() or source
-    config = load_config(source, args.overrides)
+        location = args.resume_from_checkpoint
+        stored = load_checkpoint(location).get("exp_config")
+        if stored is None:
+            raise ConfigError(f"{location}: checkpoint holds no exp_config; pass --config")
+        config = apply_overrides(validate_config(stored, origin=location), args.overrides, f"{location} with --set")
     result = train(
         TrainParams(
             config=config,
