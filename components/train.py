@@ -120,14 +120,17 @@ def _load_base_components(model: torch.nn.Module, location: str, staging: Path) 
     if not local.is_file():
         raise CheckpointError(f"--load_base_from {location}: not a file")
     try:
+        state = torch.load(local, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"compressors", "expanders"} <= set(state):
+            what = "a training checkpoint" if isinstance(state, dict) and "model_state" in state else "something else"
+            raise CheckpointError(f"--load_base_from {location}: not a base-components file ({what}; stage 1 "
+                                  "writes base components to its save_base_components_path)")
         model.load_base_components(local, freeze=True)
-    except OSError:
+    except (OSError, CheckpointError):
         raise  # unreadable file: the CLI names it and the reason
-    except Exception as error:  # truncated, foreign, refused pickle, a full checkpoint, shapes that do not fit
+    except Exception as error:  # truncated, foreign, refused pickle, shapes that do not fit
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         detail = (lines[0] if lines else type(error).__name__)[:300]
-        if isinstance(error, KeyError | TypeError | IndexError):
-            detail = f"not a base-components file (no {detail})"
         raise CheckpointError(f"--load_base_from {location}: cannot be used ({detail})") from None
 
 

@@ -103,6 +103,7 @@ def _read_mapping_file(path: Path) -> Any:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         detail = " ".join(lines[:2]) if lines else type(error).__name__
+        detail = detail.replace(' in "<unicode string>",', " at").rstrip(":")
         raise ConfigError(f"{path}: cannot be parsed: {detail}") from None
 
 

@@ -1,0 +1,251 @@
+"""Bad input through the real command line: each case exits 2 with one `error:` line naming the problem, no
+traceback, and leaves every input file as it was (user folders are never cleaned, NaN never trains, a YAML bomb
+never expands, a bad `--load_base_from` or `--text-file` is refused before any work)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from abstractinator.cli import main
+from components.prepare_data import MARKER_NAME, PrepareDataParams, prepare_data
+from components.train import TrainParams, train
+from configs import load_config
+from model import build_model
+from tests.conftest import prepare_small_corpus, write_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+CI = str(REPO / "configs/ci_config.py")
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT")  # structlog's console lines (info, warnings) are not the error
+
+
+class Exploit:
+    """Unpickling this runs a command; a loader that honours it would create the file named."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """Prepared data, a real 1-step checkpoint, user folders that look like shards, and hostile files."""
+    root = tmp_path_factory.mktemp("hardening")
+    corpus = prepare_small_corpus(root / "corpus", 60, seed=3)
+    config = load_config(CI).updated(checkpoint_dir=str(root / "ckpt"), max_steps=1, validation_interval=1000,
+                                     generation_interval=1000)
+    checkpoint = Path(train(TrainParams(config=config, data_dir=corpus, progress=False, tracking=False))
+                      .final_checkpoint)
+    user = root / "user"
+    (user / "eval").mkdir(parents=True)
+    (user / "train-2024-notes.txt").write_text("my notes\n")
+    (user / "val-ideas.txt").write_text("ideas\n")
+    (user / "test-00001.bin").write_bytes(b"not a shard")
+    (user / "eval" / "checklist.txt").write_text("x\n")
+    files = root / "files"
+    files.mkdir()
+    data = checkpoint.read_bytes()
+    (files / "truncated.pt").write_bytes(data[: len(data) // 3])
+    (files / "random.pt").write_bytes(os.urandom(4096))
+    (files / "empty.pt").write_bytes(b"")
+    (files / "folder.pt").mkdir()
+    narrow = load_config(CI).updated(compressor_level_configs=[{**config.compressor_level_configs[0].as_dict(),
+                                                                 "dim": 32}])
+    build_model(narrow).save_base_components(files / "narrow_base.pt")
+    torch.save({"compressors": Exploit(root / "PWNED")}, files / "malicious.pt")
+    with (files / "malicious.pkl").open("wb") as handle:
+        pickle.dump(Exploit(root / "PWNED"), handle)
+    bomb = ["a: &a [" + ", ".join(["x"] * 9) + "]"]  # 9**8 strings once expanded, from 300 bytes
+    bomb += [f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]"
+             for previous, name in zip("abcdefg", "bcdefgh", strict=True)]
+    (files / "bomb.yaml").write_text("\n".join(bomb) + "\n")
+    (files / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (files / "empty.txt").write_bytes(b"")
+    return {"root": root, "corpus": corpus, "checkpoint": checkpoint, "user": user, "files": files}
+
+
+def run_cli(capsys, argv: list[str]) -> tuple[int, list[str], str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    problems = [line for line in captured.err.splitlines() if line.strip() and not _LOG_LINE.match(line)]
+    return code, problems, captured.err
+
+
+def train_args(world, *extra: str) -> list[str]:
+    return ["train", "--config", CI, "--no-tracking", "--no-progress", "--set", "max_steps=1",
+            "--set", f"checkpoint_dir={world['root'] / 'out-ckpt'}", *extra]
+
+
+CASES = {
+    # item 1: a --data folder without a manifest is refused, never cleaned or replaced by the default corpus
+    "train --data user folder": (lambda w: train_args(w, "--data", str(w["user"])), "no manifest.json"),
+    "evaluate --data user folder": (lambda w: ["evaluate", "--checkpoint", str(w["checkpoint"]), "--compression",
+                                               "--no-canterbury", "--no-tracking", "--data", str(w["user"]),
+                                               "--out", str(w["root"] / "eval-out")], "no manifest.json"),
+    "prepare-data --out user folder": (lambda w: ["prepare-data", "--source", str(w["corpus"].parent / "text"),
+                                                  "--out", str(w["user"]), "--no-eval-sets"],
+                                       "not prepared by abstractinator"),
+    "train --data missing folder": (lambda w: train_args(w, "--data", str(w["root"] / "nowhere")), "no such folder"),
+    # item 3: NaN and infinity, by field name
+    "learning_rate inf": (lambda w: train_args(w, "--set", "learning_rate=.inf"),
+                          "learning_rate: Input should be a finite"),
+    "weight_decay nan": (lambda w: train_args(w, "--set", "weight_decay=.nan"),
+                         "weight_decay: Input should be a finite"),
+    "beta inf": (lambda w: train_args(w, "--set", "compressor_level_configs.0.beta=.inf"),
+                 "compressor_level_configs.0.beta"),
+    "min_lr -inf": (lambda w: train_args(w, "--set", "scheduler_specific_kwargs.min_lr=-.inf"),
+                    "scheduler_specific_kwargs.min_lr"),
+    "ffn multiplier inf": (lambda w: train_args(w, "--set",
+                                                "compressor_level_configs.0.encoder_ffn_dim_multiplier=.inf"),
+                           "encoder_ffn_dim_multiplier: Input should be a finite"),
+    # item 8: bounded config loading
+    "yaml alias bomb": (lambda w: ["config", "show", str(w["files"] / "bomb.yaml")], "aliases"),
+    "json nested too deep": (lambda w: ["config", "show", str(w["files"] / "deep.json")], "nested too deeply"),
+    "malicious config checkpoint": (lambda w: ["config", "show", str(w["files"] / "malicious.pt")], "malicious.pt"),
+    # item 7: every --load_base_from failure
+    "base missing": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
+                                          str(w["files"] / "missing.pt")), "no such file"),
+    "base is a folder": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
+                                              str(w["files"] / "folder.pt")), "not a file"),
+    "base truncated": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
+                                            str(w["files"] / "truncated.pt")), "cannot be used"),
+    "base random bytes": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
+                                               str(w["files"] / "random.pt")), "cannot be used"),
+    "base empty": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
+                                        str(w["files"] / "empty.pt")), "cannot be used"),
+    "base is a full checkpoint": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
+                                                       str(w["checkpoint"])), "not a base-components file"),
+    "base shape mismatch": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
+                                                 str(w["files"] / "narrow_base.pt")), "do not fit"),
+    "base malicious pickle": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
+                                                   str(w["files"] / "malicious.pt")), "cannot be used"),
+    "resume from random bytes": (lambda w: train_args(w, "--data", str(w["corpus"]), "--resume_from_checkpoint",
+                                                      str(w["files"] / "random.pt")), "not a readable checkpoint"),
+    # item 7: evaluation inputs checked before anything is scored
+    "evaluate empty text file": (lambda w: ["evaluate", "--checkpoint", str(w["checkpoint"]), "--no-tracking",
+                                            "--text-file", str(w["files"] / "empty.txt"),
+                                            "--out", str(w["root"] / "eval-empty")], "empty, nothing to score"),
+    "evaluate missing text file": (lambda w: ["evaluate", "--checkpoint", str(w["checkpoint"]), "--no-tracking",
+                                              "--text-file", str(w["files"] / "gone.txt"),
+                                              "--out", str(w["root"] / "eval-gone")], "no such file"),
+    "prepare-data bad shard size": (lambda w: ["prepare-data", "--out", str(w["root"] / "p"), "--shard-bytes", "-5"],
+                                    "shard_bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, capsys, data_home) -> None:
+    make_argv, expected = CASES[case]
+    before = {name: snapshot(world[name]) for name in ("user", "files", "corpus")}
+    code, problems, stderr = run_cli(capsys, make_argv(world))
+    assert code == 2, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert len(problems) == 1 and problems[0].startswith("error: "), problems
+    assert expected in problems[0] and len(problems[0]) < 2100, problems[0]
+    assert {name: snapshot(world[name]) for name in ("user", "files", "corpus")} == before
+    assert not (world["root"] / "PWNED").exists()
+
+
+def test_evaluation_inputs_are_refused_before_any_report_is_written(world, capsys, data_home) -> None:
+    out = world["root"] / "eval-refused"
+    code, problems, _ = run_cli(capsys, ["evaluate", "--checkpoint", str(world["checkpoint"]), "--no-tracking",
+                                         "--text-file", str(world["files"] / "empty.txt"), "--out", str(out)])
+    assert code == 2 and not (out / "report.json").exists()
+
+
+def test_the_yaml_bomb_fails_fast_in_a_real_process(world) -> None:
+    """Out of process, so memory and time are the command's own: refused in seconds, a message of one line."""
+    result = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", sys.executable, "-m", "abstractinator",
+                             "config", "show", str(world["files"] / "bomb.yaml")],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    rss_kb = int(re.search(r"maxrss_kb=(\d+)", result.stderr).group(1))
+    assert rss_kb < 600_000, rss_kb  # the import of torch and friends, not 1.27 GB of aliases
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "aliases" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_prepare_data_claims_new_folders_and_takes_foreign_ones_only_with_force(tmp_path, capsys, data_home) -> None:
+    text = tmp_path / "text"
+    write_corpus(text, 20)
+    fresh = tmp_path / "fresh"
+    prepare_data(PrepareDataParams(source=str(text), out_dir=fresh, include_eval_sets=False))
+    assert (fresh / MARKER_NAME).is_file()
+    (fresh / MARKER_NAME).unlink()  # prepared before markers existed: its own manifest still vouches for it
+    assert prepare_data(PrepareDataParams(source=str(text), out_dir=fresh, include_eval_sets=False)).skipped
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "train-0-mine.txt").write_text("mine")
+    argv = ["prepare-data", "--source", str(text), "--out", str(foreign), "--no-eval-sets"]
+    code, problems, _ = run_cli(capsys, argv)
+    assert code == 2 and "--force" in problems[0]
+    assert sorted(p.name for p in foreign.iterdir()) == ["train-0-mine.txt"]  # nothing written, not even a lock
+    code, _, stderr = run_cli(capsys, [*argv, "--force"])
+    assert code == 0, stderr
+    assert (foreign / "manifest.json").is_file() and (foreign / MARKER_NAME).is_file()
+
+
+def _mountable() -> bool:
+    return os.geteuid() == 0 and subprocess.run(["mount", "--version"], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (root only: the way to get a real ENOSPC and a real read-only file system)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if not _mountable() or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                                          capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount(8) for a real full or read-only file system")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_named_at_the_first_checkpoint(world, tiny_disk, capsys, data_home) -> None:
+    code, problems, stderr = run_cli(capsys, [
+        "train", "--config", CI, "--no-tracking", "--no-progress", "--data", str(world["corpus"]),
+        "--set", "max_steps=2", "--set", "checkpoint_interval=1", "--set", f"checkpoint_dir={tiny_disk / 'ckpt'}"])
+    assert code == 2 and "Traceback" not in stderr
+    assert problems == [f"error: {tiny_disk / 'ckpt'}: disk full while writing checkpoint_step1.pt"]
+    assert not list((tiny_disk / "ckpt").iterdir())  # the partial temp file is removed
+
+
+def test_read_only_output_folders_fail_before_any_work(world, tiny_disk, capsys, data_home) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    cases = [
+        (train_args(world, "--data", str(world["corpus"]), "--set", f"checkpoint_dir={tiny_disk / 'ckpt'}"),
+         "checkpoints cannot be written here (read-only file system)"),
+        (["evaluate", "--checkpoint", str(world["checkpoint"]), "--no-tracking", "--compression",
+          "--data", str(world["corpus"]), "--out", str(tiny_disk / "eval")], "read-only file system"),
+        (["prepare-data", "--source", str(world["corpus"].parent / "text"), "--out", str(tiny_disk / "data")],
+         "read-only file system"),
+    ]
+    for argv, expected in cases:
+        code, problems, stderr = run_cli(capsys, argv)
+        assert code == 2 and "Traceback" not in stderr, stderr[-2000:]
+        assert len(problems) == 1 and expected in problems[0], problems
+        assert "train_start" not in stderr  # no step ran before the check
+
+
+def test_json_output_of_prepare_data_is_still_json(tmp_path, capsys, data_home) -> None:
+    write_corpus(tmp_path / "text", 10)
+    code = main(["prepare-data", "--source", str(tmp_path / "text"), "--out", str(tmp_path / "out"),
+                 "--no-eval-sets", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["skipped"] is False
