@@ -33,7 +33,8 @@ _MIN_SECRET_CHARS = 6  # shorter values ("", "x", "1") would mask ordinary text 
 
 # scheme://user:password@ ; the password is anything up to the last '@' before the host (it may hold ':' or '@'
 # only percent-encoded, which is what RFC 3986 requires).
-_USERINFO = re.compile(r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*:)(?P<secret>[^\s/@'\"]+)@")
+# `:/` also matches a URI that went through pathlib (Path("https://u:p@h") prints as "https:/u:p@h").
+_USERINFO = re.compile(r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.-]*:/{1,2}[^\s/@:'\"]*:)(?P<secret>[^\s/@'\"]+)@")
 _QUERY_SECRET = re.compile(
     r"(?P<prefix>[?&;](?:[A-Za-z0-9_.-]*?)(?:token|password|passwd|pwd|secret|signature|credential|api[_-]?key|"
     r"access[_-]?key|sig|auth)[A-Za-z0-9_.-]*=)(?P<secret>[^&#\s'\"]+)",
@@ -49,7 +50,7 @@ def _secret_values() -> list[str]:
 def redact(text: Any) -> str:
     """`text` (any object, via str) with every credential masked; see the module docstring."""
     text = str(text)
-    if "://" in text:
+    if ":/" in text:
         text = _USERINFO.sub(lambda m: f"{m['prefix']}{MASK}@", text)
     if "=" in text:
         text = _QUERY_SECRET.sub(lambda m: f"{m['prefix']}{MASK}", text)
