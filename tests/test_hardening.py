@@ -249,3 +249,21 @@ def test_json_output_of_prepare_data_is_still_json(tmp_path, capsys, data_home) 
     code = main(["prepare-data", "--source", str(tmp_path / "text"), "--out", str(tmp_path / "out"),
                  "--no-eval-sets", "--json"])
     assert code == 0 and json.loads(capsys.readouterr().out)["skipped"] is False
+
+
+def test_the_lm_eval_adapter_scores_text_with_lone_surrogates() -> None:
+    """lm-eval task data can hold lone surrogates, which str.encode('utf-8') refuses (a UnicodeEncodeError
+    traceback); the adapter scores their bytes instead, one to one."""
+    from lm_eval.api.instance import Instance
+
+    from components.hier_ae_lm import HierarchicalAELM, to_bytes
+    from tests.test_eval_adapter import UniformByteScorer
+
+    text = "caf\u00e9 \ud800 end"
+    assert to_bytes(text).decode("utf-8", errors="surrogatepass") == text
+    lm = HierarchicalAELM(scorer=UniformByteScorer())
+    request = Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)
+    (nats,) = lm.loglikelihood_rolling([request])
+    assert nats == pytest.approx(-8.0 * len(to_bytes(text)) * 0.6931471805599453)
+    context = Instance(request_type="loglikelihood", doc={}, arguments=("\udfff", " x"), idx=0)
+    assert lm.loglikelihood([context])[0][0] == pytest.approx(-16.0 * 0.6931471805599453)
