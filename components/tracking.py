@@ -59,6 +59,8 @@ def resolve_tracking_uri(project_name: str | None) -> str:
 
 
 def ui_command(tracking_uri: str) -> str:
+    """What to run to look at the runs, for people (so with any password masked)."""
+    tracking_uri = redact(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
     return f"mlflow ui --backend-store-uri {tracking_uri}"

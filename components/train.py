@@ -481,7 +481,8 @@ class Trainer:
             if final and not is_s3(final):  # an s3 checkpoint is already an artifact
                 self.tracker.log_artifact(final, "checkpoints")
             self.tracker.close(status="FINISHED" if complete else "KILLED" if interrupted else None)
-            tracking_uri, run_id = redact(self.tracker.tracking_uri), self.tracker.run_id
+            # The real URI: in-process callers (the pipeline's curve export) connect with it; printers redact it.
+            tracking_uri, run_id = self.tracker.tracking_uri, self.tracker.run_id
             log.info("mlflow_run", run_id=run_id, view=ui_command(tracking_uri))
         return TrainResult(
             stage=self.stage,

@@ -12,6 +12,7 @@ from components.promote import (
     metrics_of,
     status,
 )
+from components.redaction import redact
 from components.tracking import ui_command
 
 SHOWN_METRICS = ("test_bits_per_byte", "val_bits_per_byte", "live_code_share_L0", "reconstruction_exact_match_bytes")
@@ -78,5 +79,5 @@ def print_registry(tracking_uri: str, model_name: str, registry_flags: str = "")
     print(f"  {ui_command(tracking_uri)}")
     print(f"  abstractinator registry status --model-name {model_name} {registry_flags}".rstrip())
     print(f"  abstractinator registry history --model-name {model_name} {registry_flags}".rstrip())
-    print(f"  MLFLOW_TRACKING_URI={tracking_uri} python -c \"import mlflow; "
+    print(f"  MLFLOW_TRACKING_URI={redact(tracking_uri)} python -c \"import mlflow; "
           f"m = mlflow.pyfunc.load_model('models:/{model_name}@{CHAMPION}'); print(m.predict(['Hello there']))\"")

@@ -267,3 +267,17 @@ def test_the_lm_eval_adapter_scores_text_with_lone_surrogates() -> None:
     assert nats == pytest.approx(-8.0 * len(to_bytes(text)) * 0.6931471805599453)
     context = Instance(request_type="loglikelihood", doc={}, arguments=("\udfff", " x"), idx=0)
     assert lm.loglikelihood([context])[0][0] == pytest.approx(-16.0 * 0.6931471805599453)
+
+
+def test_a_full_disk_while_preparing_data_is_named_and_installs_nothing(tmp_path, tiny_disk, capsys,
+                                                                        data_home) -> None:
+    text = tmp_path / "big"
+    text.mkdir()
+    for number in range(6):  # 3 MB of text for a 2 MB disk
+        (text / f"doc{number}.txt").write_bytes(os.urandom(256 * 1024).hex().encode())
+    code, problems, stderr = run_cli(capsys, ["prepare-data", "--source", str(text), "--out",
+                                              str(tiny_disk / "data"), "--no-eval-sets"])
+    assert code == 2 and "Traceback" not in stderr
+    assert problems == [f"error: {tiny_disk / 'data'}: disk full while preparing data (nothing was installed)"]
+    assert not (tiny_disk / "data" / "manifest.json").exists()
+    assert not list((tiny_disk / "data").glob(".tmp-*"))  # the temp folder went with the failure

@@ -38,6 +38,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from components.redaction import redact_data
     from components.train import TrainParams, train
     from configs import ConfigError, load_config
     from configs.loading import apply_overrides, validate_config
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if result.rank != 0:
         return 0 if not result.interrupted else 143
     if args.json:
-        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        print(json.dumps(redact_data(result.model_dump(mode="json")), indent=2))
         return 0 if not result.interrupted else 143
     print(f"{result.stage}: {result.steps} steps; final checkpoint {result.final_checkpoint}")
     if result.base_components:
