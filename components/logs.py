@@ -6,6 +6,7 @@ pipeline run's logs can be grepped and parsed alike. Logs go to stderr; stdout i
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -35,6 +36,9 @@ def configure_logging(fmt: str | None = None, level: int = logging.INFO) -> None
         cache_logger_on_first_use=False,
     )
     install_logging_redaction()
+    # MLflow writes "View run ... at: <tracking URI>" straight to stdout, past any logging redaction, so a
+    # password in MLFLOW_TRACKING_URI would be printed; our own `mlflow_run` log line says the same, redacted.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

@@ -113,8 +113,8 @@ def test_a_full_local_pipeline_run_leaks_no_credential(tmp_path: Path) -> None:
              "--stage1-steps", "2", "--stage2-steps", "2", "--pipeline-root", str(work / "kfp-local")],
             cwd=work, env=env, capture_output=True, text=True, timeout=2000)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-        leaks = [f"stdout: {m}" for m in (PASSWORD, AWS_SECRET) if m in result.stdout]
-        leaks += [f"stderr: {m}" for m in (PASSWORD, AWS_SECRET) if m in result.stderr]
+        leaks = [f"{name}: {line[:300]}" for name, text in (("stdout", result.stdout), ("stderr", result.stderr))
+                 for line in text.splitlines() if PASSWORD in line or AWS_SECRET in line]
         leaks += grep_tree(work, PASSWORD, AWS_SECRET) + grep_tree(tmp_path / "mlflow-log", PASSWORD, AWS_SECRET)
         bucket = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
                               aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
