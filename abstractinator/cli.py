@@ -16,7 +16,7 @@ import traceback
 
 import abstractinator.commands
 from components.logs import configure_logging
-from components.redaction import redact
+from components.redaction import one_line, redact
 from configs import ConfigError
 
 
@@ -51,15 +51,6 @@ ENVIRONMENT_ERRNOS = {
     errno.EISDIR: "is a directory",
     errno.ENAMETOOLONG: "file name too long",
 }
-MAX_ERROR_CHARS = 2000
-
-
-def one_line(message: object) -> str:
-    """An error message as one redacted line of bounded length."""
-    text = redact(" ".join(str(message).split()))
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 30] + f" ... ({len(text)} characters)"
-
-
 def describe_os_error(error: OSError) -> str | None:
     """'PATH: disk full' for an environment OSError; None for any other (a bug, shown with its traceback)."""
     reason = ENVIRONMENT_ERRNOS.get(error.errno)

@@ -60,6 +60,15 @@ def redact(text: Any) -> str:
     return text
 
 
+MAX_ERROR_CHARS = 2000
+
+
+def one_line(message: object, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error message (or exception) as one redacted line of bounded length: what every error printer shows."""
+    text = redact(" ".join(str(message).split())) or type(message).__name__
+    return text if len(text) <= limit else text[: limit - 30] + f" ... ({len(text)} characters)"
+
+
 def redact_data(data: Any) -> Any:
     """A copy of JSON-like `data` (dicts, lists, tuples, strings, numbers) with every string redacted."""
     if isinstance(data, str):

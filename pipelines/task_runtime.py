@@ -102,11 +102,12 @@ def task_failure() -> Iterator[None]:
     """In a component: a problem the user fixes (settings, config, damaged or mismatched data) ends the task with
     one `error: ...` line and exit status 2 instead of a traceback. Anything else still raises (and KFP retries
     the training tasks)."""
+    from components.redaction import one_line
     from components.storage import StorageError
     from configs import ConfigError
 
     try:
         yield
     except (TaskEnvironmentError, ConfigError, StorageError) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

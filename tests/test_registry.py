@@ -287,5 +287,5 @@ def test_an_unreachable_server_is_one_line_and_exit_2(capsys, monkeypatch) -> No
     for command in (["promote", "--version", "1"], ["status"], ["rollback"], ["history"]):
         assert main(["registry", *command, "--tracking-uri", uri, "--model-name", MODEL]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error: MLflow at http://127.0.0.1:") and "\n" not in err, err
+        assert err.startswith("error: MLflow at http://user:***@127.0.0.1:") and "\n" not in err, err
         assert "hunter2" not in err and "Traceback" not in err

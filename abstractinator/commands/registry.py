@@ -57,27 +57,9 @@ def mlflow_failures() -> tuple[type[BaseException], ...]:
     return MlflowException, requests.RequestException, OSError, ValueError
 
 
-def redacted(uri: str) -> str:
-    """`uri` without user:password and query string (they may carry credentials)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) if parts.scheme else uri
-
-
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """The error's message on one line, capped, with any user:password@ of a URL in it removed."""
-    import re
-
-    text = str(error).strip() or type(error).__name__
-    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1", text)
-    return " ".join(text.split())[:limit]
-
-
 def run(args: argparse.Namespace) -> int:
     from components.promote import RegistryError
+    from components.redaction import one_line, redact
 
     uri = ""
     try:
@@ -87,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except mlflow_failures() as error:
-        print(f"error: MLflow at {redacted(uri)} failed: {type(error).__name__}: {one_line(error)}",
+        print(f"error: MLflow at {redact(uri)} failed: {type(error).__name__}: {one_line(error)}",
               file=sys.stderr)
         return 2
 

@@ -36,8 +36,9 @@ def _read(results: Path, step: str) -> dict:
 
 def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluation: dict):
     """The promote step with the evidence and lineage the earlier steps recorded; a failing MLflow is one line."""
-    from abstractinator.commands.registry import mlflow_failures, one_line
+    from abstractinator.commands.registry import mlflow_failures
     from components.promote import RegistryError
+    from components.redaction import one_line
 
     try:
         return steps.promote_step(
