@@ -1,19 +1,25 @@
 """Compression evaluation: the model's code length in bits per byte beside gzip, bzip2, xz and zstd on the same
 bytes, measured in the same run, plus what each level of the hierarchy does.
 
-A text (a split's documents, or one file) is the token stream BOS + bytes + EOS per document, cut into
-non-overlapping windows of the config's sequence_length (components/byte_windows.py); each window is coded on
-its own, so the model's bits are an achievable code for the whole stream (the framing tokens are paid for,
-which the classic compressors are spared). bits_per_byte = model bits / real bytes (framing excluded), the same
-definition as training's val/bits_per_byte.
+A text (a split's documents, or one file) is the token stream BOS + bytes + EOS per document, cut into windows
+of the config's sequence_length that carry context: window 0 codes its tokens after BOS, each later window
+re-reads the last `context` tokens of the previous one (the receiver has them) and codes the next ones
+(components/codec/window_coder.py's `plan_windows`, the codec's own windows). A window's bits are the
+conditional code length of its new tokens given its known ones (components/conditional_code_length.py), so
+the total is an achievable code for the whole stream: `abstractinator compress` produces it, and the codec's
+tests check its size against `quantized_bits_per_byte` and its step-by-step decoder against these bits. The
+framing tokens are paid for, which the classic compressors are spared. bits_per_byte = model bits / real bytes
+(framing excluded), the definition training's val/bits_per_byte uses (there: independent windows).
 
 Per entry (report["compression"][name]):
-    bytes, bits_per_byte, top_bits_per_byte, level_bits_per_byte [per level]
+    bytes, bits_per_byte, top_bits_per_byte, level_bits_per_byte [per level], context (tokens carried),
+    quantized_bits_per_byte: the same code with each distribution quantized as the range coder codes it
     baselines {gzip, bzip2, xz, zstd}: bits per byte of gzip -9, bzip2 -9, xz -9e, zstd -19 on the same bytes
-    levels [per level]: bytes_per_code, codebook_perplexity, live_codes, live_code_share, codebook_size
+    levels [per level]: bytes_per_code, codebook_perplexity, live_codes, live_code_share, codebook_size (over
+        the codes the code sends)
     reconstruction: greedy decoding of the first windows from their own top codes: exact_match_bytes (share of
         byte positions reproduced), exact_match_windows (share of whole windows), windows
-    segment_lengths {length: count} at level 0; sample {text, boundaries} (first window, level-0 starts)
+    segment_lengths {length: count} at level 0 over the sent tokens; sample {text, boundaries} (first window, level-0 starts)
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import zstandard
 
-from components.byte_windows import iter_eval_windows
-from components.conditional_code_length import one_thread_on_cpu, per_position_bits
+from components.byte_windows import SplitStream
+from components.codec.window_coder import default_context, plan_windows
+from components.conditional_code_length import known_counts, one_thread_on_cpu
+from model.code_length import bits_of, eval_position_logits
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID
 
 SAMPLE_BYTES = 400
@@ -49,26 +58,44 @@ def baseline_bits_per_byte(data: bytes) -> dict[str, float]:
     return {name: 8.0 * size / len(data) for name, size in sizes.items()}
 
 
-def text_windows(data: bytes, sequence_length: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """One file framed as BOS + bytes + EOS, cut like iter_eval_windows (last window padded and masked)."""
+def _batches(windows: list[tuple[int, int, int]], fetch, sequence_length: int, batch_size: int):
+    """Padded batches of windows (start, known_end, end): tokens (B, S), key_padding_mask, known (B,)."""
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first : first + batch_size]
+        tokens = torch.full((len(chunk), sequence_length), PAD_ID, dtype=torch.long)
+        for row, (start, _, end) in enumerate(chunk):
+            tokens[row, : end - start] = fetch(start, end)
+        known = torch.tensor([known_end - start for start, known_end, _ in chunk], dtype=torch.long)
+        yield {"tokens": tokens, "key_padding_mask": tokens == PAD_ID, "known": known}
+
+
+def text_windows(data: bytes, sequence_length: int, batch_size: int, context: int | None = None):
+    """One file framed as BOS + bytes + EOS, in context-carrying windows (see the module docstring)."""
     stream = torch.tensor([BOS_ID, *data, EOS_ID], dtype=torch.long)
-    windows = -(-len(stream) // sequence_length)
-    padded = torch.full((windows * sequence_length,), PAD_ID, dtype=torch.long)
-    padded[: len(stream)] = stream
-    rows = padded.view(windows, sequence_length)
-    for first in range(0, windows, batch_size):
-        tokens = rows[first : first + batch_size]
-        yield {"tokens": tokens, "key_padding_mask": tokens == PAD_ID}
+    context = default_context(sequence_length) if context is None else context
+    windows = list(plan_windows(len(stream), sequence_length, context))
+    yield from _batches(windows, lambda start, end: stream[start:end], sequence_length, batch_size)
 
 
-def split_windows(data_dir: Path, split: str, sequence_length: int, batch_size: int, max_bytes: int | None):
-    return iter_eval_windows(data_dir, split, sequence_length, batch_size, max_bytes=max_bytes)
+def split_windows(data_dir: Path, split: str, sequence_length: int, batch_size: int, max_bytes: int | None,
+                  context: int | None = None):
+    """A split's stream (its first max_bytes tokens), in context-carrying windows."""
+    stream = SplitStream(data_dir, split)
+    limit = stream.length if max_bytes is None else min(stream.length, max_bytes)
+    context = default_context(sequence_length) if context is None else context
+    windows = list(plan_windows(limit, sequence_length, context))
+
+    def fetch(start: int, end: int) -> torch.Tensor:
+        return torch.from_numpy(stream.gather(np.arange(start, end, dtype=np.int64))[0])
+
+    yield from _batches(windows, fetch, sequence_length, batch_size)
 
 
 class _Accumulator:
     def __init__(self, codebook_sizes: list[int]):
         self.codebook_sizes = codebook_sizes
-        self.bits = self.top_bits = 0.0
+        self.bits = self.top_bits = self.quantized_bits = 0.0
+        self.context = 0
         self.level_bits = [0.0] * len(codebook_sizes)
         self.byte_count = 0
         self.data = bytearray()
@@ -77,21 +104,33 @@ class _Accumulator:
         self.matched_bytes = self.compared_bytes = self.exact_windows = self.decoded_windows = 0
         self.sample: dict | None = None
 
-    def add(self, tokens: torch.Tensor, padding: torch.Tensor, bits: dict) -> None:
-        is_byte = (tokens < NUM_BYTES) & ~padding
+    def add(self, tokens: torch.Tensor, padding: torch.Tensor, bits: dict, quantized: dict, counts: list) -> None:
+        """One batch: `bits`/`quantized` per_position_bits (exact/quantized), `counts` known_counts per level
+        and top: only what the window sends (positions at or after its known count) is added."""
+        def sent(values: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+            positions = torch.arange(values.shape[1], device=values.device)
+            return positions[None] >= count[:, None].to(values.device)
+
+        is_byte = (tokens < NUM_BYTES) & ~padding & sent(tokens, counts[0])
         self.byte_count += int(is_byte.sum())
         for row, mask in zip(tokens.cpu(), is_byte.cpu(), strict=True):
             self.data += bytes(row[mask].tolist())
-        self.top_bits += float(bits["top"].sum())
-        for level, level_bits in enumerate(bits["levels"]):
-            self.level_bits[level] += float(level_bits.sum())
+        self.top_bits += float((bits["top"] * sent(bits["top"], counts[-1])).sum())
+        self.quantized_bits += float((quantized["top"] * sent(quantized["top"], counts[-1])).sum())
+        for level, (level_bits, level_quantized) in enumerate(zip(bits["levels"], quantized["levels"], strict=True)):
+            mask = sent(level_bits, counts[level])
+            self.level_bits[level] += float((level_bits * mask).sum())
+            self.quantized_bits += float((level_quantized * mask).sum())
         self.bits = self.top_bits + sum(self.level_bits)
         for level, out in enumerate(bits["compressed"]["levels"]):
-            codes = out.codes[out.row_valid].cpu()
+            codes = out.codes[out.row_valid & sent(out.codes, counts[level + 1])].cpu()
             self.code_counts[level] += torch.bincount(codes, minlength=self.codebook_sizes[level])
         bottom_segments = bits["compressed"]["levels"][0].segment_ids.cpu()
-        for row in bottom_segments:
-            self.segment_lengths.update(torch.bincount(row[row >= 0]).tolist())
+        # Segment lengths over the sent tokens only, so every token of the text is counted once (a segment that
+        # straddles the known part counts its sent tokens).
+        for row, count in zip(bottom_segments, counts[0].cpu(), strict=True):
+            sent_ids = row[int(count):]
+            self.segment_lengths.update(c for c in torch.bincount(sent_ids[sent_ids >= 0]).tolist() if c)
         if self.sample is None:
             self._keep_sample(tokens[0].cpu(), bottom_segments[0])
 
@@ -143,6 +182,8 @@ class _Accumulator:
             "bytes": self.byte_count,
             "bits": self.bits,
             "bits_per_byte": self.bits / count,
+            "quantized_bits_per_byte": self.quantized_bits / count,
+            "context": self.context,
             "top_bits_per_byte": self.top_bits / count,
             "level_bits_per_byte": [bits / count for bits in self.level_bits],
             "baselines": baseline_bits_per_byte(bytes(self.data)),
@@ -161,7 +202,8 @@ class _Accumulator:
 def evaluate_compression(
     model, batches: Iterable[dict[str, torch.Tensor]], device: torch.device, reconstruction_windows: int = 4
 ) -> dict:
-    """Code length, baselines and per-level statistics over `batches` (see the module docstring)."""
+    """Code length, baselines and per-level statistics over `batches` (see the module docstring). Each batch
+    may give `known` (B,): how many leading tokens of each window the receiver has (default 0: all sent)."""
     model.eval()
     sizes = [int(compressor.quantizer.codebook.shape[0]) for compressor in model.compressors]
     accumulator = _Accumulator(sizes)
@@ -169,8 +211,12 @@ def evaluate_compression(
     for batch in batches:
         tokens = batch["tokens"].to(device)
         padding = batch["key_padding_mask"].to(device)
-        bits = per_position_bits(model, tokens, padding)
-        accumulator.add(tokens, padding, bits)
+        known = batch.get("known", torch.zeros(tokens.shape[0], dtype=torch.long)).to(device)
+        logits = eval_position_logits(model, tokens, padding)
+        bits, quantized = bits_of(logits), bits_of(logits, quantized=True)
+        counts = known_counts(model, bits["compressed"], known)
+        accumulator.context = max(accumulator.context, int(known.max()))
+        accumulator.add(tokens, padding, bits, quantized, counts)
         if left_to_decode > 0:
             take = min(left_to_decode, tokens.shape[0])
             compressed = bits["compressed"]

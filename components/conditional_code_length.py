@@ -29,14 +29,13 @@ within the model's window (the lm-eval adapter cuts long inputs into windows wit
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from model.autoencoder import masked_cross_entropy
+from model.code_length import position_bits
 from model.tokenizer import BOS_ID, PAD_ID
 
 
@@ -77,21 +76,10 @@ def window_tokens(window: ScoringWindow) -> tuple[list[int], int]:
     return prefix + list(window.target), len(prefix)
 
 
-@torch.no_grad()
-def per_position_bits(model, tokens: torch.Tensor, key_padding_mask: torch.Tensor) -> dict:
-    """Bits of every token at every level and of every top row, from one pass (what code_length_bits sums).
-
-    Returns levels: list of (B, S_i) bits (0 at padding), top: (B, R) bits, compressed: model.compress output."""
-    if model.top_lm is None or model.top_lm.continuous:
-        raise ValueError("conditional code lengths need a discrete top LM (top_transformer_config.continuous=False)")
-    compressed = model.compress(tokens, key_padding_mask)
-    logits = model.reconstruction_logits(compressed)
-    levels = [
-        masked_cross_entropy(level_logits, out.tokens, ~out.key_padding_mask) / math.log(2)
-        for out, level_logits in zip(compressed["levels"], logits, strict=True)
-    ]
-    top = model.top_lm_loss(compressed)["nll_nats"] / math.log(2)
-    return {"levels": levels, "top": top, "compressed": compressed}
+def per_position_bits(model, tokens: torch.Tensor, key_padding_mask: torch.Tensor, quantized: bool = False) -> dict:
+    """Bits of every token at every level and of every top row, from one pass: model/code_length.py's
+    `position_bits` (the one definition). Returns levels: list of (B, S_i), top: (B, R), compressed."""
+    return position_bits(model, tokens, key_padding_mask, quantized)
 
 
 def known_counts(model, compressed: dict, known_bytes: torch.Tensor) -> list[torch.Tensor]:
@@ -108,19 +96,27 @@ def known_counts(model, compressed: dict, known_bytes: torch.Tensor) -> list[tor
     return counts
 
 
-def conditional_bits_of_batch(model, windows: list[ScoringWindow], device: torch.device) -> list[float]:
+def conditional_bits_of_batch(
+    model, windows: list[ScoringWindow], device: torch.device, quantized: bool = False
+) -> list[float]:
     """bits(target | context) for each window, one padded forward pass."""
-    encoded = [window_tokens(w) for w in windows]
+    return conditional_bits_of_tokens(model, [window_tokens(w) for w in windows], device, quantized)
+
+
+def conditional_bits_of_tokens(
+    model, encoded: list[tuple[list[int], int]], device: torch.device, quantized: bool = False
+) -> list[float]:
+    """bits of tokens[known:] given tokens[:known] for each (tokens, known) pair, one padded forward pass."""
     width = max(len(ids) for ids, _ in encoded)
-    tokens = torch.full((len(windows), width), PAD_ID, dtype=torch.long)
+    tokens = torch.full((len(encoded), width), PAD_ID, dtype=torch.long)
     for row, (ids, _) in enumerate(encoded):
         tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     tokens = tokens.to(device)
     padding = tokens == PAD_ID
     known = torch.tensor([k for _, k in encoded], dtype=torch.long, device=device)
-    bits = per_position_bits(model, tokens, padding)
+    bits = per_position_bits(model, tokens, padding, quantized)
     counts = known_counts(model, bits["compressed"], known)
-    total = torch.zeros(len(windows), dtype=torch.float64, device=device)
+    total = torch.zeros(len(encoded), dtype=torch.float64, device=device)
     for level_bits, count in zip(bits["levels"], counts[:-1], strict=True):
         positions = torch.arange(level_bits.shape[1], device=device)
         total += (level_bits * (positions[None] >= count[:, None])).sum(1).double()

@@ -53,17 +53,25 @@ class TopCodeSource:
         return code
 
     @torch.no_grad()
-    def _predict_next(self) -> int:
+    def _prediction(self) -> torch.Tensor:
+        """The top LM's prediction (1, D) for the next code, from the codes emitted so far."""
         quantizer = self.model.compressors[-1].quantizer
         device = quantizer.codebook.device
         history = torch.tensor(self.emitted + [0], device=device)[None]  # last entry: placeholder, never read
         vectors = quantizer.lookup(history)
         valid = torch.ones_like(history, dtype=torch.bool)
-        prediction = self.model.top_lm.predict(vectors, valid)[:, -1]  # (1, D)
+        return self.model.top_lm.predict(vectors, valid)[:, -1]
+
+    @torch.no_grad()
+    def next_logits(self) -> torch.Tensor:
+        """Logits (K,) of the next code (TopLM.code_logits): the distribution the codec codes it under."""
+        codebook = self.model.compressors[-1].quantizer.codebook
+        return self.model.top_lm.code_logits(self._prediction()[:, None], codebook)[0, 0]
+
+    def _predict_next(self) -> int:
         if self.model.top_lm.continuous:
-            return int(quantizer.nearest(prediction)[0])
-        logits = self.model.top_lm.code_logits(prediction[:, None], quantizer.codebook)[0, 0]
-        return _choose(logits, self.temperature, self.generator)
+            return int(self.model.compressors[-1].quantizer.nearest(self._prediction())[0])
+        return _choose(self.next_logits(), self.temperature, self.generator)
 
 
 class LevelDecoder:
@@ -110,17 +118,20 @@ class LevelDecoder:
         logits = self.expander.step(
             previous, torch.tensor([segment], device=self.device), memory, first, self.expander_caches
         )[0]
-        if self.forced:
-            token = self.forced.popleft()
-        else:
-            if self.level == 0:
-                logits[PAD_ID] = float("-inf")  # padding is never content
-            token = _choose(logits, self.temperature, self.generator)
+        token = self.forced.popleft() if self.forced else self.choose_token(logits)
         self.token_nats.append(float(-torch.log_softmax(logits.float(), -1)[token]))
         lm_logits = self.compressor.lm_step(torch.tensor([token], device=self.device), self.lm_caches)[0]
         self.next_entropy = _entropy(lm_logits)
         self.previous_token = token
         return token
+
+
+    def choose_token(self, logits: torch.Tensor) -> int:
+        """The next token from the expander's logits (V,) (the codec overrides this to code it)."""
+        if self.level == 0:
+            logits = logits.clone()
+            logits[PAD_ID] = float("-inf")  # padding is never content
+        return _choose(logits, self.temperature, self.generator)
 
 
 def _build_chain(model, forced_per_level: list[list[int]], top: TopCodeSource, temperature, generator):

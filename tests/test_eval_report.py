@@ -15,7 +15,9 @@ import zstandard
 
 from components.byte_windows import iter_eval_windows
 from components.checkpoints import CheckpointError, CheckpointStore
+from components.codec.window_coder import default_context, plan_windows
 from components.compression_eval import baseline_bits_per_byte
+from components.conditional_code_length import conditional_bits_of_tokens
 from components.evaluate import EvaluateParams, EvaluationError, evaluate
 from components.model_loading import load_model
 from components.train import TrainParams, train
@@ -81,12 +83,16 @@ def test_compression_report_on_a_ci_checkpoint(ci_checkpoint, corpus, text_file,
     assert report["versions"]["torch"] == torch.__version__
     assert report["data_hash"] == result.data_hash and result.data_hash
 
-    # The headline number, recomputed independently: the model's code length over the same windows.
+    # The headline number, recomputed independently: the conditional code length of each context-carrying
+    # window's new tokens, over the split's stream read once in order.
     loaded = load_model(ci_checkpoint, "cpu")
-    bits = byte_count = 0.0
-    for batch in iter_eval_windows(corpus, "test", loaded.config.sequence_length, 3, max_bytes=4096):
-        bits += float(loaded.model.code_length_bits(batch["tokens"], batch["key_padding_mask"]).sum())
-        byte_count += int(((batch["tokens"] < NUM_BYTES) & ~batch["key_padding_mask"]).sum())
+    length = loaded.config.sequence_length
+    stream = [int(t) for batch in iter_eval_windows(corpus, "test", length, 3, max_bytes=4096)
+              for t in batch["tokens"][~batch["key_padding_mask"]].tolist()]
+    pairs = [(stream[start:end], known - start)
+             for start, known, end in plan_windows(len(stream), length, default_context(length))]
+    bits = sum(conditional_bits_of_tokens(loaded.model, pairs, torch.device("cpu")))
+    byte_count = sum(1 for t in stream[1:] if t < NUM_BYTES)
     assert result.metrics["test_bits_per_byte"] == pytest.approx(bits / byte_count, rel=1e-5)
     data = text_file.read_bytes()
     notes = report["compression"]["notes.md"]
@@ -101,7 +107,7 @@ def test_compression_report_on_a_ci_checkpoint(ci_checkpoint, corpus, text_file,
     assert metrics["bytes_per_code_L0"] == pytest.approx(report["compression"]["test"]["bytes"] / level["codes"])
     assert 1 <= level["codebook_perplexity"] <= level["live_codes"] + 1e-6
     segment_total = sum(int(k) * v for k, v in report["compression"]["notes.md"]["segment_lengths"].items())
-    assert segment_total == len(data) + 2  # every token of BOS + file + EOS lies in exactly one segment
+    assert segment_total == len(data) + 1  # every sent token of BOS + file + EOS (BOS is known) counted once
 
     markdown = result.report_md.read_text()
     assert "| text | bytes | model | gzip -9 | bzip2 -9 | xz -9e | zstd -19 |" in markdown

@@ -1,0 +1,49 @@
+"""The model a file is coded with: loaded through components/model_loading.py, identified for the header.
+
+A registry reference with an alias (models:/name@champion) is pinned to the version the alias points at now
+(models:/name/3), so `decompress` without --model finds the same weights after the alias has moved on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.codec.file_format import CodecError, ModelIdentity, weights_sha256
+from components.model_loading import load_model
+
+
+@dataclass
+class CodecModel:
+    model: object
+    identity: ModelIdentity
+
+
+def _registry_pin(location: str) -> tuple[str, str, str]:
+    """(name, version, pinned reference) of models:/name@alias or models:/name/version."""
+    reference = location.removeprefix("models:/")
+    if "@" not in reference:
+        name, version = reference.rsplit("/", 1)
+        return name, version, location
+    from components.promote import alias_version, client_for
+    from components.tracking import resolve_tracking_uri
+
+    name, alias = reference.split("@", 1)
+    version = alias_version(client_for(resolve_tracking_uri(None)), name, alias)
+    if version is None:
+        raise CodecError(f"{location}: no such model alias in the MLflow registry")
+    return name, str(version.version), f"models:/{name}/{version.version}"
+
+
+def load_codec_model(location: str) -> CodecModel:
+    """The model at `location` (checkpoint file/folder, s3://, models:/...) on CPU, with its identity."""
+    name = version = None
+    source = location
+    if location.startswith("models:/"):
+        name, version, source = _registry_pin(location)
+    elif not location.startswith("s3://"):
+        source = str(Path(location).resolve())
+    loaded = load_model(source, device="cpu")
+    identity = ModelIdentity(weights_sha256=weights_sha256(loaded.model), source=source, registry_name=name,
+                             registry_version=version)
+    return CodecModel(loaded.model, identity)

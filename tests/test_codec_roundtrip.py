@@ -1,0 +1,95 @@
+"""The codec (components/codec/) restores any bytes exactly, and its size is the evaluation's code length.
+
+A tiny model trained once per session (tests/codec_helpers.py) has entropy that varies, so boundaries come from
+the entropy rule; untrained tiny models cover the property test and two levels with two queries per segment.
+The size check ties three computations together: the compression report's batched conditional code length
+(components/compression_eval.py), the encoder's step-by-step distributions (what it actually coded) and the
+range coder's output.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from components.codec.file_format import AdaptSettings
+from components.codec.files import CodecParams
+from components.compression_eval import evaluate_compression, text_windows
+from model import build_model
+from tests.codec_helpers import WINDOW, codec_config, round_trip, trained_model
+from tests.model_helpers import (
+    real_text,
+    torch_single_thread,  # noqa: F401
+)
+
+TEXT = real_text()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return trained_model()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"a", b"\xff\xfe\xc3( \x80 not utf-8 \xed\xa0\x80", bytes(random.Random(0).getrandbits(8) for _ in range(150)),
+     TEXT[:300]],
+    ids=["empty", "one-byte", "invalid-utf8", "random-binary", "text"],
+)
+def test_any_bytes_round_trip_exactly(model, data, tmp_path):
+    restored, summary, packed = round_trip(model, data, tmp_path, CodecParams(context=8, windows_per_block=2))
+    assert restored == data
+    assert summary.bytes_in == len(data) and summary.bytes_out == packed.stat().st_size
+
+
+def test_size_is_the_reports_code_length_and_the_encoder_codes_its_distributions(model, tmp_path):
+    data = TEXT[1000:2500]
+    context = 8
+    report = evaluate_compression(model, text_windows(data, WINDOW, 16, context=context), torch.device("cpu"),
+                                  reconstruction_windows=0)
+    _, summary, _ = round_trip(model, data, tmp_path, CodecParams(context=context, windows_per_block=64))
+    quantized_bits = report["quantized_bits_per_byte"] * len(data)
+    # The step-by-step encoder coded the same distributions the batched evaluation sums (up to float noise).
+    assert summary.coded_bits == pytest.approx(quantized_bits, rel=1e-3)
+    assert report["bits_per_byte"] == pytest.approx(report["quantized_bits_per_byte"], rel=1e-3)
+    # And the range coder's output is that code length: within 1%, plus a few words of flush per block.
+    payload_bits = summary.payload_bits_per_byte * len(data)
+    blocks = 1
+    assert quantized_bits <= payload_bits <= 1.01 * quantized_bits + blocks * 96
+    assert summary.payload_bits_per_byte < 5.0, "a trained model codes its own kind of text in well under 8 bits"
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=90), context=st.integers(0, WINDOW - 1), per_block=st.integers(1, 3))
+def test_property_any_bytes_any_context_round_trip(data, context, per_block, tmp_path_factory):
+    tiny = build_model(codec_config()).eval()  # untrained: flat distributions, every symbol in play
+    restored, _, _ = round_trip(tiny, data, tmp_path_factory.mktemp("prop"), CodecParams(context=context,
+                                                                                        windows_per_block=per_block))
+    assert restored == data
+
+
+def test_two_levels_with_two_queries_round_trip(tmp_path):
+    config = codec_config(num_levels=2, level_changes={"num_queries": 2, "max_segment_len": 5})
+    tiny = build_model(config).eval()
+    data = TEXT[:200]
+    restored, _, _ = round_trip(tiny, data, tmp_path, CodecParams(context=12))
+    assert restored == data
+
+
+def test_adaptive_mode_round_trips_and_learns_from_the_file(model, tmp_path):
+    # A text the model has not seen, repeated: an adapting coder should pay less for the repeats.
+    piece = bytes(random.Random(1).choice(b"qxzjvk ") for _ in range(150))
+    data = piece * 3
+    static_dir, adaptive_dir = tmp_path / "static", tmp_path / "adaptive"
+    static_dir.mkdir(), adaptive_dir.mkdir()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _, static, _ = round_trip(model, data, static_dir, CodecParams(context=8))
+    adapt = CodecParams(context=8, adapt=AdaptSettings(learning_rate=3e-3, steps_per_window=2))
+    restored, adaptive, _ = round_trip(model, data, adaptive_dir, adapt)
+    assert restored == data
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "adapting changes a copy only"
+    assert adaptive.payload_bits_per_byte < static.payload_bits_per_byte
