@@ -1,16 +1,19 @@
 """The compressed file: a header that says what was coded and with which model, then range-coded blocks.
 
     magic  b"ABZC"                      4 bytes
-    format version                      u16 little-endian (FORMAT_VERSION)
-    header length                       u32 little-endian
-    header                              UTF-8 JSON (CodecHeader)
-    payload                             blocks, each: u32 word count, then that many u32 words (little-endian)
+    format version                      u16 (FORMAT_VERSION)
+    fixed fields                        u64 bytes, u64 payload bytes, u32 window, u32 context, u32 windows per
+                                        block, u8 precision bits, then sha256 of the content, of the payload
+                                        and of the model's weights (32 bytes each)
+    details                             u16 length + UTF-8 JSON: model source, registry name/version, adapt
+    payload                             blocks, each: u32 word count, then that many u32 words
 
-The header carries the original length and sha256 of the content, the payload's length and sha256 (so a
-truncated or corrupted file is refused before any decoding), the model's identity (sha256 of its weights, where
-it was loaded from, registry name and version when known) and the coding parameters the decoder must repeat
-(window, context, windows per block, adaptation settings). Each block is one range coder's output, so memory
-stays bounded by a block whatever the file size.
+All integers little-endian. The header carries the original length and sha256 of the content, the payload's
+length and sha256 (so a truncated or corrupted file is refused before any decoding), the model's identity
+(sha256 of its weights, where it was loaded from, registry name and version when known) and the coding
+parameters the decoder must repeat (window, context, windows per block, adaptation settings): about 150 bytes
+plus the model's source. Each block is one range coder's output, so memory stays bounded by a block whatever
+the file size.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 MAGIC = b"ABZC"
 FORMAT_VERSION = 1
-_PREFIX = struct.Struct("<4sHI")
+_PREFIX = struct.Struct("<4sH")
+_FIXED = struct.Struct("<QQIIIB32s32s32sH")
 _WORDS = struct.Struct("<I")
 
 
@@ -78,21 +82,37 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def header_bytes(header: CodecHeader) -> bytes:
-    body = header.model_dump_json(exclude_none=True).encode()
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + body
+    details = {"model": header.model.model_dump(exclude={"weights_sha256"}, exclude_none=True)}
+    if header.adapt is not None:
+        details["adapt"] = header.adapt.model_dump()
+    body = json.dumps(details, separators=(",", ":")).encode()
+    fixed = _FIXED.pack(header.bytes, header.payload_bytes, header.window, header.context, header.windows_per_block,
+                        header.precision_bits, bytes.fromhex(header.sha256), bytes.fromhex(header.payload_sha256),
+                        bytes.fromhex(header.model.weights_sha256), len(body))
+    return _PREFIX.pack(MAGIC, FORMAT_VERSION) + fixed + body
 
 
 def read_header(stream: BinaryIO, name: str) -> CodecHeader:
     prefix = stream.read(_PREFIX.size)
     if len(prefix) < _PREFIX.size or prefix[:4] != MAGIC:
         raise CodecError(f"{name}: not an abstractinator compressed file (no {MAGIC.decode()} magic)")
-    _, version, length = _PREFIX.unpack(prefix)
+    _, version = _PREFIX.unpack(prefix)
     if version != FORMAT_VERSION:
         raise CodecError(f"{name}: format version {version} is not supported (this build reads {FORMAT_VERSION})")
+    fixed = stream.read(_FIXED.size)
+    if len(fixed) < _FIXED.size:
+        raise CodecError(f"{name}: truncated (the header is cut short)")
+    size, payload, window, context, per_block, precision, content, payload_sha, weights, length = _FIXED.unpack(fixed)
     body = stream.read(length)
     try:
-        return CodecHeader.model_validate(json.loads(body))
-    except (ValueError, ValidationError, UnicodeDecodeError):
+        details = json.loads(body)
+        return CodecHeader(
+            bytes=size, sha256=content.hex(), payload_bytes=payload, payload_sha256=payload_sha.hex(),
+            model=ModelIdentity(weights_sha256=weights.hex(), **details.get("model", {})), window=window,
+            context=context, windows_per_block=per_block, precision_bits=precision,
+            adapt=AdaptSettings(**details["adapt"]) if details.get("adapt") else None,
+        )
+    except (ValueError, TypeError, ValidationError, UnicodeDecodeError):
         raise CodecError(f"{name}: corrupted header") from None
 
 

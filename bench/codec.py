@@ -1,0 +1,130 @@
+"""The codec against the classic compressors: `abstractinator compress` (static and --adapt) beside gzip -9,
+bzip2 -9, xz -9e and zstd -19 on the same bytes, in one run.
+
+Texts: the four English Canterbury texts (alice29, asyoulik, lcet10, plrabn12) and a slice of the test split,
+each cut to its first --max-bytes bytes (the codec decodes one token at a time on one thread; see
+docs/codec.md for its speed). For each text and mode the file is compressed and decompressed through
+components/codec/files.py, the round trip is checked byte for byte, and the sizes (header included) and
+compress / decompress bytes/s are recorded. The compression report's quantized code length of the same bytes
+is printed beside the static size (they must agree within 1% plus the header).
+
+Prints a markdown table and writes JSON (default bench/results/codec.json).
+
+    python bench/codec.py --model CHECKPOINT [--max-bytes 4096] [--no-adaptive] [--adapt-lr 1e-4]
+    make bench-codec MODEL=CHECKPOINT
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import gzip
+import json
+import lzma
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import zstandard  # noqa: E402
+
+from components.codec.file_format import AdaptSettings  # noqa: E402
+from components.codec.files import CodecParams, compress_file, decompress_file  # noqa: E402
+from components.codec.model_source import load_codec_model  # noqa: E402
+from components.compression_eval import evaluate_compression, split_windows, text_windows  # noqa: E402
+from components.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data  # noqa: E402
+from components.settings import get_settings  # noqa: E402
+
+COMPRESSORS = {
+    "gzip -9": lambda data: gzip.compress(data, compresslevel=9, mtime=0),
+    "bzip2 -9": lambda data: bz2.compress(data, compresslevel=9),
+    "xz -9e": lambda data: lzma.compress(data, preset=9 | lzma.PRESET_EXTREME),
+    "zstd -19": lambda data: zstandard.ZstdCompressor(level=19).compress(data),
+}
+
+
+def texts(max_bytes: int, split_bytes: int) -> dict[str, bytes]:
+    settings = get_settings()
+    folder = settings.default_prepared_dir / "eval" / "canterbury"
+    if not all((folder / f"{name}.txt").is_file() for name in CANTERBURY_TEXTS):
+        ensure_canterbury_data(folder, settings.downloads_dir)
+    chosen = {name: (folder / f"{name}.txt").read_bytes()[:max_bytes] for name in CANTERBURY_TEXTS}
+    test = bytearray()
+    for batch in split_windows(settings.default_prepared_dir, "test", 1024, 8, split_bytes, context=0):
+        tokens = batch["tokens"][~batch["key_padding_mask"]]
+        test += bytes(t for t in tokens.tolist() if t < 256)
+    chosen["test split"] = bytes(test[:max_bytes])
+    return chosen
+
+
+def run_codec(loaded, data: bytes, params: CodecParams, folder: Path) -> dict:
+    source, packed, restored = folder / "in.bin", folder / "in.abz", folder / "out.bin"
+    source.write_bytes(data)
+    started = time.perf_counter()
+    compress_file(loaded.model, loaded.identity, source, packed, params)
+    compress_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    decompress_file(loaded.model, packed, restored)
+    decompress_seconds = time.perf_counter() - started
+    if restored.read_bytes() != data:
+        raise SystemExit("round trip failed: the decoded bytes differ")
+    return {"bytes": packed.stat().st_size, "compress_bytes_per_s": len(data) / compress_seconds,
+            "decompress_bytes_per_s": len(data) / decompress_seconds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="checkpoint file/folder, s3:// or models:/name@alias")
+    parser.add_argument("--max-bytes", type=int, default=4096, help="bytes of each text (from its start)")
+    parser.add_argument("--split-bytes", type=int, default=65536, help="tokens of the test split read")
+    parser.add_argument("--context", type=int, default=None, help="codec context (default: the codec's)")
+    parser.add_argument("--no-adaptive", action="store_true", help="skip the --adapt runs")
+    parser.add_argument("--adapt-lr", type=float, default=1e-4)
+    parser.add_argument("--adapt-steps", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "codec.json")
+    args = parser.parse_args()
+
+    loaded = load_codec_model(args.model)
+    static = CodecParams(context=args.context)
+    adaptive = CodecParams(context=args.context, adapt=AdaptSettings(learning_rate=args.adapt_lr,
+                                                                     steps_per_window=args.adapt_steps))
+    window = int(loaded.model.config.sequence_length)
+    rows = []
+    for name, data in texts(args.max_bytes, args.split_bytes).items():
+        row = {"text": name, "bytes": len(data)}
+        row.update({label: len(compress(data)) for label, compress in COMPRESSORS.items()})
+        report = evaluate_compression(loaded.model, text_windows(data, window, 8, context=args.context),
+                                      torch.device("cpu"), reconstruction_windows=0)
+        row["report_quantized_bytes"] = report["quantized_bits_per_byte"] * len(data) / 8
+        with tempfile.TemporaryDirectory() as tmp:
+            row["static"] = run_codec(loaded, data, static, Path(tmp))
+            if not args.no_adaptive:
+                row["adaptive"] = run_codec(loaded, data, adaptive, Path(tmp))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    header = ("| text | bytes | model (static) | model (adaptive) | " + " | ".join(COMPRESSORS)
+              + " | compress B/s (static / adaptive) | decompress B/s (static / adaptive) |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for row in rows:
+        adapt = row.get("adaptive")
+        speeds = [f"{row['static'][k]:.0f}" + (f" / {adapt[k]:.0f}" if adapt else "")
+                  for k in ("compress_bytes_per_s", "decompress_bytes_per_s")]
+        cells = [row["text"], f"{row['bytes']:,}", f"{row['static']['bytes']:,}",
+                 f"{adapt['bytes']:,}" if adapt else "-", *(f"{row[c]:,}" for c in COMPRESSORS), *speeds]
+        print("| " + " | ".join(cells) + " |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"model": loaded.identity.model_dump(), "max_bytes": args.max_bytes, "window": window,
+              "context": args.context, "adapt_lr": args.adapt_lr, "adapt_steps": args.adapt_steps, "rows": rows}
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""`abstractinator compress` / `decompress`: a round trip through checkpoints, and every refusal is one line,
+exit 2, with nothing partial written (an existing output file stays as it was)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from abstractinator.cli import main
+from components.codec.file_format import FORMAT_VERSION, header_bytes, read_header
+from model import build_model
+from tests.codec_helpers import codec_config, save_checkpoint
+from tests.model_helpers import (
+    real_text,
+    torch_single_thread,  # noqa: F401
+)
+
+DATA = real_text()[:120] + b"\x00\xff"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    first = save_checkpoint(build_model(codec_config(seed=0)), root / "first")
+    other = save_checkpoint(build_model(codec_config(seed=1)), root / "other")
+    return first, other
+
+
+@pytest.fixture(scope="module")
+def packed(checkpoints, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("packed")
+    source, target = folder / "in.bin", folder / "in.abz"
+    source.write_bytes(DATA)
+    assert main(["compress", str(source), str(target), "--model", checkpoints[0], "--no-progress"]) == 0
+    return target
+
+
+def refused(capsys, argv: list[str], fragment: str) -> None:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and fragment in err, err
+
+
+def test_round_trip_through_the_command_line_with_a_json_summary(checkpoints, packed, tmp_path, capsys):
+    restored = tmp_path / "restored.bin"
+    capsys.readouterr()
+    assert main(["decompress", str(packed), str(restored), "--json", "--no-progress"]) == 0  # model from header
+    summary = json.loads(capsys.readouterr().out)
+    assert restored.read_bytes() == DATA
+    assert summary["bytes_in"] == len(DATA) and summary["bytes_out"] == packed.stat().st_size
+    assert summary["bits_per_byte"] == pytest.approx(8 * packed.stat().st_size / len(DATA))
+    assert set(summary) >= {"seconds", "bytes_per_second"}
+    with packed.open("rb") as stream:
+        header = read_header(stream, "x")
+    assert header.bytes == len(DATA) and header.model.source == checkpoints[0]
+
+
+def write_variant(packed, target, header_changes=None, payload=None, version=FORMAT_VERSION):
+    with packed.open("rb") as stream:
+        header = read_header(stream, "x")
+        body = stream.read()
+    header = header.model_copy(update=header_changes or {})
+    prefix = header_bytes(header)
+    if version != FORMAT_VERSION:
+        prefix = prefix[:4] + version.to_bytes(2, "little") + prefix[6:]
+    target.write_bytes(prefix + (body if payload is None else payload))
+    return target
+
+
+@pytest.mark.parametrize("case", ["truncated", "corrupted", "version", "not-ours", "other-model", "diverging"])
+def test_refusals_are_one_line_exit_2_and_leave_the_output_alone(case, checkpoints, packed, tmp_path, capsys):
+    import hashlib
+
+    damaged = tmp_path / "damaged.abz"
+    blob = packed.read_bytes()
+    model_args = []
+    if case == "truncated":
+        damaged.write_bytes(blob[:-5])
+        fragment = "truncated"
+    elif case == "corrupted":
+        flipped = bytearray(blob)
+        flipped[-3] ^= 0x10
+        damaged.write_bytes(bytes(flipped))
+        fragment = "corrupted"
+    elif case == "version":
+        write_variant(packed, damaged, version=FORMAT_VERSION + 1)
+        fragment = f"format version {FORMAT_VERSION + 1}"
+    elif case == "not-ours":
+        damaged.write_bytes(DATA)
+        fragment = "not an abstractinator compressed file"
+    elif case == "other-model":
+        damaged.write_bytes(blob)
+        model_args = ["--model", checkpoints[1]]
+        fragment = "made with another model"
+    else:  # a payload that passes its own sha256 but decodes to something else: caught while decoding
+        with packed.open("rb") as stream:
+            read_header(stream, "x")
+            body = bytearray(stream.read())
+        body[-6] ^= 0x01
+        write_variant(packed, damaged, {"payload_sha256": hashlib.sha256(body).hexdigest()}, bytes(body))
+        fragment = "decod"  # "decoding diverged" or "the decoded content does not match its sha256"
+    output = tmp_path / "out.bin"
+    output.write_bytes(b"previous content")
+    refused(capsys, ["decompress", str(damaged), str(output), "--no-progress", *model_args], fragment)
+    assert output.read_bytes() == b"previous content"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
+
+
+def test_compress_refuses_bad_input_and_models_without_code_probabilities(checkpoints, tmp_path, capsys):
+    missing = tmp_path / "missing.bin"
+    refused(capsys, ["compress", str(missing), str(tmp_path / "x.abz"), "--model", checkpoints[0]], "no such file")
+    source = tmp_path / "in.bin"
+    source.write_bytes(DATA)
+    continuous = save_checkpoint(build_model(codec_config(top="continuous")), tmp_path / "continuous")
+    refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", continuous],
+            "needs a probability for the top codes")
+    refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", str(tmp_path / "nowhere.pt")],
+            "no such checkpoint")
+    refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", checkpoints[0], "--context",
+                     "64"], "--context must be in [0, 64)")
+    assert not (tmp_path / "x.abz").exists()
