@@ -93,3 +93,23 @@ def test_adaptive_mode_round_trips_and_learns_from_the_file(model, tmp_path):
     assert restored == data
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "adapting changes a copy only"
     assert adaptive.payload_bits_per_byte < static.payload_bits_per_byte
+
+
+def canterbury_texts() -> dict[str, bytes]:
+    """The four English Canterbury texts from the prepared data home (skip when it has not been prepared)."""
+    from components.eval_data import CANTERBURY_TEXTS
+    from components.settings import get_settings
+
+    folder = get_settings().default_prepared_dir / "eval" / "canterbury"
+    if not all((folder / f"{name}.txt").is_file() for name in CANTERBURY_TEXTS):
+        pytest.skip(f"the Canterbury texts are not prepared under {folder} (abstractinator prepare-data)")
+    return {name: (folder / f"{name}.txt").read_bytes() for name in CANTERBURY_TEXTS}
+
+
+def test_canterbury_slices_round_trip_with_a_trained_model(model, tmp_path):
+    for name, text in canterbury_texts().items():
+        data = text[5000:5120]  # mid-text: no header lines, real prose
+        (tmp_path / name).mkdir()
+        restored, summary, _ = round_trip(model, data, tmp_path / name, CodecParams(context=8))
+        assert restored == data, name
+        assert summary.payload_bits_per_byte < 7.0, name

@@ -1,0 +1,49 @@
+"""Long codec runs (slow): whole Canterbury texts with a trained tiny model, static and adaptive, and a
+multi-megabyte round trip in bounded memory. The codec decodes one token at a time on one thread (about
+100-500 bytes/s for a tiny model, depending on the machine's load), so these take from tens of minutes (the
+Canterbury texts) to hours (the multi-megabyte file)."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+
+from components.codec.file_format import AdaptSettings
+from components.codec.files import CodecParams
+from tests.codec_helpers import round_trip, trained_model
+from tests.model_helpers import (
+    real_text,
+    torch_single_thread,  # noqa: F401
+)
+from tests.test_codec_roundtrip import canterbury_texts
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", ["alice29", "asyoulik", "lcet10", "plrabn12"])
+def test_whole_canterbury_text_round_trips(name, tmp_path):
+    data = canterbury_texts()[name]
+    restored, summary, _ = round_trip(trained_model(), data, tmp_path)
+    assert restored == data
+    assert summary.payload_bits_per_byte < 6.0
+
+
+def test_adaptive_canterbury_text_round_trips_and_beats_static(tmp_path):
+    data = canterbury_texts()["alice29"][:20_000]
+    (tmp_path / "s").mkdir(), (tmp_path / "a").mkdir()
+    _, static, _ = round_trip(trained_model(), data, tmp_path / "s")
+    restored, adaptive, _ = round_trip(trained_model(), data, tmp_path / "a",
+                                       CodecParams(adapt=AdaptSettings(learning_rate=1e-3)))
+    assert restored == data
+    assert adaptive.payload_bits_per_byte < static.payload_bits_per_byte
+
+
+def test_multi_megabyte_round_trip_in_bounded_memory(tmp_path):
+    data = (real_text() * 250)[: 2 * 1024 * 1024 + 17]  # 2 MB and a bit: many blocks, a partial last one
+    model = trained_model()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    restored, _, _ = round_trip(model, data, tmp_path, CodecParams(windows_per_block=16))
+    growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert restored == data
+    assert growth_kb < 200 * 1024, "memory must not grow with the input (blocks and windows bound it)"
