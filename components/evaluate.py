@@ -175,6 +175,16 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
     return entries
 
 
+def require_bits(model, checkpoint) -> None:
+    """model/code_length.py's guard (the one message for every bits path), as an EvaluationError."""
+    from model.code_length import require_code_probabilities
+
+    try:
+        require_code_probabilities(model, f"{checkpoint}: scoring in bits")
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
+
+
 def evaluate(params: EvaluateParams) -> EvaluateResult:
     from components.eval_report import flat_metrics, write_report
     from components.model_loading import load_model
@@ -183,11 +193,7 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
 
     loaded = load_model(params.checkpoint, params.device)
     config = loaded.config
-    if not config.has_discrete_top_lm:
-        raise EvaluationError(
-            f"{params.checkpoint}: its top LM is continuous (or absent), so it has no code length in bits; "
-            "evaluate a checkpoint with a discrete top LM (top_transformer_config.continuous=False)"
-        )
+    require_bits(loaded.model, params.checkpoint)
     data_dir = resolve_training_data(config, params.data_dir) if params.compression else params.data_dir
     data_hash = load_manifest(data_dir).data_hash if data_dir is not None else loaded.checkpoint.get("data_hash")
     compression = _compression_entries(params, loaded, data_dir)

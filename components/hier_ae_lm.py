@@ -99,13 +99,9 @@ class HierarchicalAELM(LM):
             from configs import load_config
 
             loaded = load_model(checkpoint, device, load_config(config) if config else None)
-            if not loaded.config.has_discrete_top_lm:
-                from components.evaluate import EvaluationError
+            from components.evaluate import require_bits
 
-                raise EvaluationError(
-                    f"{checkpoint}: its top LM is continuous (or absent), so texts have no probability; "
-                    "evaluate a checkpoint with a discrete top LM (top_transformer_config.continuous=False)"
-                )
+            require_bits(loaded.model, checkpoint)
             length = int(max_length) if max_length else loaded.config.sequence_length
             scorer = HierarchicalAEScorer(loaded.model, loaded.device, length, batch)
             self._device = loaded.device
