@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import os
 import tempfile
 import time
@@ -117,9 +118,10 @@ def _stream_tokens(path: Path, size: int, start: int, end: int) -> list[int]:
     return ([BOS_ID] if start == 0 else []) + list(data) + ([EOS_ID] if end == size + 2 else [])
 
 
-def _blocks(windows: list, per_block: int) -> Iterator[list]:
-    for first in range(0, len(windows), per_block):
-        yield windows[first : first + per_block]
+def _blocks(windows: Iterator, per_block: int) -> Iterator[list]:
+    """Consecutive groups of per_block windows, drawn lazily (the plan of a huge file is never held)."""
+    while block := list(itertools.islice(windows, per_block)):
+        yield block
 
 
 def compress_file(model, identity: ModelIdentity, source: Path, destination: Path, params: CodecParams,
@@ -137,7 +139,7 @@ def compress_file(model, identity: ModelIdentity, source: Path, destination: Pat
     started = time.perf_counter()
     model = copy.deepcopy(model) if params.adapt else model  # adapting changes a copy, never the caller's model
     size, content_sha = file_digest(source)
-    windows = list(plan_windows(size + 2, window, context))
+    windows = plan_windows(size + 2, window, context)
     payload, coded_bits = hashlib.sha256(), 0.0
     with coding_mode(model), tempfile.TemporaryFile(dir=destination.parent if destination.parent.exists()
                                                     else None) as body, _progress(size, progress, "compress") as bar:
@@ -210,7 +212,7 @@ def decompress_file(model, source: Path, destination: Path, progress: bool = Fal
                          f"{PRECISION_BITS}")
     started = time.perf_counter()
     model = copy.deepcopy(model) if header.adapt else model
-    windows = list(plan_windows(header.bytes + 2, header.window, header.context))
+    windows = plan_windows(header.bytes + 2, header.window, header.context)
     digest, written = hashlib.sha256(), 0
     with coding_mode(model), source.open("rb") as stream, atomic_output(destination) as out, \
             _progress(header.bytes, progress, "decompress") as bar:
