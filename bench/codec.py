@@ -10,7 +10,7 @@ is printed beside the static size (they must agree within 1% plus the header).
 
 Prints a markdown table and writes JSON (default bench/results/codec.json).
 
-    python bench/codec.py --model CHECKPOINT [--max-bytes 4096] [--no-adaptive] [--adapt-lr 1e-4]
+    python bench/codec.py --model CHECKPOINT [--max-bytes 4096] [--no-adaptive] [--adapt-lr 1e-3]
     make bench-codec MODEL=CHECKPOINT
 """
 
@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--split-bytes", type=int, default=65536, help="tokens of the test split read")
     parser.add_argument("--context", type=int, default=None, help="codec context (default: the codec's)")
     parser.add_argument("--no-adaptive", action="store_true", help="skip the --adapt runs")
-    parser.add_argument("--adapt-lr", type=float, default=1e-4)
+    parser.add_argument("--adapt-lr", type=float, default=1e-3)
     parser.add_argument("--adapt-steps", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "codec.json")
     args = parser.parse_args()
