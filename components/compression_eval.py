@@ -19,7 +19,8 @@ Per entry (report["compression"][name]):
         the codes the code sends)
     reconstruction: greedy decoding of the first windows from their own top codes: exact_match_bytes (share of
         byte positions reproduced), exact_match_windows (share of whole windows), windows
-    segment_lengths {length: count} at level 0 over the sent tokens; sample {text, boundaries} (first window, level-0 starts)
+    segment_lengths {length: count} at level 0 over the sent tokens; sample {text, boundaries} (first window,
+        level-0 starts)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import gzip
 import lzma
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np

@@ -24,7 +24,7 @@ def codec_config(**changes):
     return tiny_config(**values)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trained_state() -> tuple[dict, object]:
     """A tiny one-level model trained for 150 steps on tests/data/model_text.txt: its entropy varies, so
     boundaries come from the entropy rule and not only from max_segment_len."""

@@ -3,7 +3,6 @@ exit 2, with nothing partial written (an existing output file stays as it was)."
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest

@@ -36,8 +36,8 @@ def model():
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"a", b"\xff\xfe\xc3( \x80 not utf-8 \xed\xa0\x80", bytes(random.Random(0).getrandbits(8) for _ in range(150)),
-     TEXT[:300]],
+    [b"", b"a", b"\xff\xfe\xc3( \x80 not utf-8 \xed\xa0\x80",
+     bytes(random.Random(0).getrandbits(8) for _ in range(150)), TEXT[:300]],
     ids=["empty", "one-byte", "invalid-utf8", "random-binary", "text"],
 )
 def test_any_bytes_round_trip_exactly(model, data, tmp_path):
