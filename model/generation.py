@@ -125,7 +125,6 @@ class LevelDecoder:
         self.previous_token = token
         return token
 
-
     def choose_token(self, logits: torch.Tensor) -> int:
         """The next token from the expander's logits (V,) (the codec overrides this to code it)."""
         if self.level == 0:
