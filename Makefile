@@ -14,7 +14,7 @@ GPUS ?= 1
 IMAGE ?= ghcr.io/abstractinator/abstractinator:0.1.0
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup demo up down compile-pipeline test test-slow test-all lint format bench bench-codec eval-data evaluate image image-constraints manifests-check manifests-tools clean
+.PHONY: help setup demo up down compile-pipeline test test-slow test-long test-all lint format bench bench-codec eval-data evaluate image image-constraints manifests-check manifests-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -46,7 +46,10 @@ test: setup ## run the default test suite (fast; no slow or GPU tests)
 	$(PYTEST) -m "not slow and not cuda" -q
 
 test-slow: setup ## run the slow tests (real corpus download, end to end); CI runs these too
-	$(PYTEST) -m "slow and not cuda" -q
+	$(PYTEST) -m "slow and not cuda and not long" -q
+
+test-long: setup ## run the hours-long tests (whole Canterbury texts and a 2 MB file through the codec); not in CI
+	$(PYTEST) -m "long and not cuda" -q
 
 test-all: setup ## run every test that this machine can run
 	$(PYTEST) -m "not cuda" -q

@@ -1,4 +1,4 @@
-"""Long codec runs (slow): whole Canterbury texts with a trained tiny model, static and adaptive, and a
+"""Long codec runs (marker `long`): whole Canterbury texts with a trained tiny model, static and adaptive, and a
 multi-megabyte round trip in bounded memory. The codec decodes one token at a time on one thread (about
 100-500 bytes/s for a tiny model, depending on the machine's load), so these take from tens of minutes (the
 Canterbury texts) to hours (the multi-megabyte file)."""
@@ -18,7 +18,8 @@ from tests.model_helpers import (
 )
 from tests.test_codec_roundtrip import canterbury_texts
 
-pytestmark = pytest.mark.slow
+# Too long for CI (`make test-slow`): `make test-long` runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 @pytest.mark.parametrize("name", ["alice29", "asyoulik", "lcet10", "plrabn12"])
