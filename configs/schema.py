@@ -180,7 +180,8 @@ class ExpConfig(DictAccess):
     top_lm_loss_weight: float = Field(1.0, ge=0)
     top_transformer_config: TopTransformerConfig | None = Field(default_factory=TopTransformerConfig)
     use_continuous_expander_inputs: bool = Field(
-        False, description="Feed expanders pre-VQ vectors instead of quantized ones (ablation)."
+        False, description="Ablation: expanders read pre-VQ vectors while training; evaluation and every code "
+        "length read the quantized ones (what a receiver holds)."
     )
     cross_lookback: int = Field(
         1, ge=0, description="Expander cross-attention sees its own segment's code and this many before."

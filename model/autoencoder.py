@@ -111,10 +111,15 @@ class HierarchicalAutoencoder(nn.Module):
         }
 
     def reconstruction_logits(self, compressed: dict) -> list[torch.Tensor]:
-        """Teacher-forced logits of every level's expander (bottom first)."""
+        """Teacher-forced logits of every level's expander (bottom first).
+
+        With use_continuous_expander_inputs the expanders read the pre-VQ vectors only while training: a
+        receiver holds codes, never pre-VQ vectors, so in eval mode (every code length, validation, evaluation)
+        they read the quantized vectors, and the bits reported are bits a decoder can achieve."""
         logits = []
+        continuous = self.use_continuous_expander_inputs and self.training
         for expander, out in zip(self.expanders, compressed["levels"], strict=True):
-            memory = out.pre_vq if self.use_continuous_expander_inputs else out.quantized
+            memory = out.pre_vq if continuous else out.quantized
             logits.append(expander(out.tokens, out.key_padding_mask, out.segment_ids, memory, out.row_valid))
         return logits
 

@@ -1,9 +1,13 @@
 """Compressor: reconstruction gradient reaches the compression branch and pooler (W1), causal segmentation,
 no NaN with fully padded windows (W11), step-wise LM branch == full forward."""
 
+import math
+
 import torch
 
 from model import build_model
+from model.autoencoder import masked_cross_entropy
+from model.code_length import code_length_breakdown
 from tests.model_helpers import padded_batch, text_windows, tiny_config, torch_single_thread  # noqa: F401
 
 
@@ -77,3 +81,22 @@ def test_continuous_expander_inputs_ablation_feeds_unquantized_vectors_and_train
     assert not torch.allclose(out["reconstruction_logits"][0], expander(*args, level.quantized, level.row_valid))
     out["avg_reconstruction_loss"].backward()
     assert sum(float(p.grad.abs().sum()) for p in model.compressors[0].pooler.parameters()) > 0
+
+
+def test_continuous_expander_inputs_code_length_is_what_a_receiver_of_the_codes_pays():
+    """A receiver holds codes, never pre-VQ vectors: the code length must use the quantized vectors."""
+    model = build_model(tiny_config(use_continuous_expander_inputs=True)).eval()
+    tokens = text_windows(48, 4)
+    breakdown = code_length_breakdown(model, tokens)
+    compressed = model.compress(tokens)
+    level = compressed["levels"][0]
+    expander = model.expanders[0]
+    args = (level.tokens, level.key_padding_mask, level.segment_ids)
+    real = ~level.key_padding_mask
+
+    def bits(memory):
+        logits = expander(*args, memory, level.row_valid)
+        return masked_cross_entropy(logits, level.tokens, real).sum(1) / math.log(2)
+
+    torch.testing.assert_close(breakdown["levels"][0], bits(level.quantized))
+    assert not torch.allclose(breakdown["levels"][0], bits(level.pre_vq))
