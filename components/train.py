@@ -216,6 +216,13 @@ class Trainer:
         self.model = build_model(config).to(self.device)
         if params.load_base_from:
             _load_base_components(self.model, params.load_base_from, Path(self._tmp.name))
+        resume = params.resume_from_checkpoint or config.resume_from_checkpoint
+        checkpoint = load_checkpoint(resume) if resume else None
+        if checkpoint is not None and checkpoint.get("stage") == "stage2" and not params.load_base_from:
+            # A stage-2 checkpoint holds its frozen base in model_state: freeze it again before the optimizer is
+            # built, so the optimizer's parameter groups are the saved ones (resume from the checkpoint alone).
+            self.model.freeze_base()
+            self.stage = "stage2"
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
         self.step = 0
@@ -224,9 +231,8 @@ class Trainer:
         self.run_id: str | None = None
         self.unsent_tracking: dict[str, Any] | None = None  # queued metrics a checkpoint carried over a kill
 
-        resume = params.resume_from_checkpoint or config.resume_from_checkpoint
-        if resume:
-            self._resume(resume)
+        if checkpoint is not None:
+            self._resume(resume, checkpoint)
         self.ddp = (
             DistributedDataParallel(self.model, find_unused_parameters=True) if context.enabled else None
         )
@@ -236,8 +242,7 @@ class Trainer:
         self.metrics = StepMetrics([level.codebook_size for level in config.compressor_level_configs])
 
     # -- set-up helpers -----------------------------------------------------------------------------------------
-    def _resume(self, location: str) -> None:
-        checkpoint = load_checkpoint(location)
+    def _resume(self, location: str, checkpoint: dict[str, Any]) -> None:
         try:
             self.model.load_state_dict(checkpoint["model_state"])
         except RuntimeError as error:

@@ -193,3 +193,23 @@ def test_mismatched_base_names_the_module(tmp_path: Path, corpus: Path) -> None:
     with pytest.raises(Exception, match=r"compressor|expander"):
         train(TrainParams(config=validate_config(wider), data_dir=corpus, progress=False, tracking=False,
                           load_base_from=str(tmp_path / "base.pt")))
+
+
+def test_stage2_resumes_from_its_checkpoint_alone(tmp_path: Path, corpus: Path) -> None:
+    """Stage 2 trains the top LM on a frozen base; resuming needs only the checkpoint (as documented)."""
+    base_path = tmp_path / "base.pt"
+    stage1 = ci_config(tmp_path / "s1", top_transformer_config=None, top_lm_loss_weight=0.0, max_steps=2,
+                       save_base_components_path=str(base_path))
+    train(TrainParams(config=stage1, data_dir=corpus, progress=False, tracking=False))
+    stage2 = ci_config(tmp_path / "s2", max_steps=4, checkpoint_interval=2)
+    first = train(TrainParams(config=stage2, data_dir=corpus, progress=False, tracking=False,
+                              load_base_from=str(base_path), stop_after_steps=2))
+    assert first.stage == "stage2" and not first.complete
+    resumed = train(TrainParams(config=stage2, data_dir=corpus, progress=False, tracking=False,
+                                resume_from_checkpoint=first.final_checkpoint))
+    assert resumed.stage == "stage2" and resumed.complete and resumed.steps == 4
+    before = read_checkpoint_file(Path(first.final_checkpoint))["model_state"]
+    after = read_checkpoint_file(Path(resumed.final_checkpoint))["model_state"]
+    base_keys = [key for key in after if key.startswith(("compressors.", "expanders."))]
+    assert base_keys and all(torch.equal(before[key], after[key]) for key in base_keys), "the base moved"
+    assert any(not torch.equal(before[key], after[key]) for key in after if key.startswith("top_lm."))
