@@ -6,6 +6,8 @@
     report.md     a bits-per-byte table (model and the four compressors, same bytes, same run), per-level table,
                   reconstruction and lm-eval tables
     bpb_vs_compressors.png, segment_lengths.png, segment_sample.png
+With a bench/quality.py JSON (report["quality_benchmark"]), the bar chart and the table gain its plain byte
+transformer (same parameter count, same training seconds as the benchmark's run of the model).
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def _markdown(report: dict) -> str:
         for name, entry in compression.items():
             lines.append(f"| {name} | {entry['bytes']:,} | {entry['bits_per_byte']:.3f} | "
                          + " | ".join(f"{entry['baselines'][c]:.3f}" for c in COMPRESSORS) + " |")
+        benchmark = report.get("quality_benchmark")
+        if benchmark:
+            plain = plain_model_bits(benchmark)
+            lines += ["", f"Plain byte transformer of bench/quality.py ({benchmark.get('config')}, "
+                      f"{benchmark.get('plain', {}).get('parameters', 0):,} parameters, same training seconds as "
+                      f"its run of the model, first {benchmark.get('settings', {}).get('eval_bytes', 0):,} bytes of "
+                      "each text): " + ", ".join(f"{n} {v:.3f}" for n, v in plain.items())]
         lines += ["", "Model bits = top LM bits of the top codes + expander bits of each level given its codes "
                   "(model.md); framing tokens (BOS/EOS) are paid for, bytes count only real bytes.", "",
                   "## Per level", "",
@@ -95,11 +104,20 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig)
     return path
 
-def plot_bpb(compression: dict, path: Path) -> Path:
+def plain_model_bits(benchmark: dict) -> dict[str, float]:
+    """{text: bits per byte} of the plain byte transformer in a bench/quality.py JSON."""
+    return {name: float(entry["plain"]) for name, entry in benchmark.get("entries", {}).items()}
+
+
+def plot_bpb(compression: dict, path: Path, benchmark: dict | None = None) -> Path:
+    """Model and compressors per text; with a bench/quality.py JSON, also its plain byte transformer (equal size,
+    equal training seconds; 0-height where the benchmark did not score that text)."""
     names = list(compression)
-    series = [("model", [compression[n]["bits_per_byte"] for n in names])] + [
-        (COMPRESSOR_LABELS[c], [compression[n]["baselines"][c] for n in names]) for c in COMPRESSORS
-    ]
+    series = [("model", [compression[n]["bits_per_byte"] for n in names])]
+    if benchmark is not None:
+        plain = plain_model_bits(benchmark)
+        series.append(("plain byte transformer", [plain.get(n, 0.0) for n in names]))
+    series += [(COMPRESSOR_LABELS[c], [compression[n]["baselines"][c] for n in names]) for c in COMPRESSORS]
     fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names) + 2), 3.5), dpi=80)
     width = 0.8 / len(series)
     for index, (label, values) in enumerate(series):
@@ -148,7 +166,7 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path, list[Path]]:
     plots = []
     compression = report["compression"]
     if compression:
-        plots.append(plot_bpb(compression, out_dir / "bpb_vs_compressors.png"))
+        plots.append(plot_bpb(compression, out_dir / "bpb_vs_compressors.png", report.get("quality_benchmark")))
         plots.append(plot_segment_lengths(compression, out_dir / "segment_lengths.png"))
         sample = next((e["sample"] for e in compression.values() if e.get("sample")), None)
         if sample:

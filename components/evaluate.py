@@ -28,6 +28,7 @@ reconstruction_exact_match_windows (on the test split), and lm-eval results as <
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -60,6 +61,7 @@ class EvaluateParams(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(8, ge=1)
     reconstruction_windows: int = Field(4, ge=0, description="Windows per text decoded greedily from codes.")
+    quality_benchmark: Path | None = Field(None, description="A bench/quality.py JSON: its plain-model bars.")
     tracking: bool = True
 
 
@@ -225,6 +227,11 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
         "lm_eval": lm_eval_results,
         "metrics": metrics,
     }
+    if params.quality_benchmark is not None:
+        try:
+            report["quality_benchmark"] = json.loads(Path(params.quality_benchmark).read_text())
+        except (OSError, ValueError) as error:
+            raise EvaluationError(f"{params.quality_benchmark}: not a readable benchmark JSON ({error})") from None
     report_json, report_md, plots = write_report(report, Path(params.out_dir))
     run_id = _track(params, loaded, metrics, [report_json, report_md, *plots]) if params.tracking else None
     return EvaluateResult(out_dir=params.out_dir, report_json=report_json, report_md=report_md, plots=plots,

@@ -133,6 +133,13 @@ def test_cli_scores_a_text_file_and_prints_metrics(ci_checkpoint, corpus, text_f
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["notes.md_bits_per_byte"] > 0 and "notes.md_xz_bits_per_byte" in metrics
     assert (tmp_path / "out" / "report.md").is_file()
+    benchmark = tmp_path / "quality.json"
+    benchmark.write_text(json.dumps({"config": "ci", "entries": {"notes.md": {"model": 3.0, "plain": 2.0}}}))
+    code = main(["evaluate", "--checkpoint", str(ci_checkpoint), "--data", str(corpus), "--no-canterbury",
+                 "--text-file", str(text_file), "--max-eval-bytes", "1024", "--out", str(tmp_path / "out2"),
+                 "--no-tracking", "--json", "--device", "cpu", "--quality-benchmark", str(benchmark)])
+    assert code == 0
+    assert "notes.md 2.000" in (tmp_path / "out2" / "report.md").read_text()
 
 
 def test_missing_checkpoint_is_a_one_line_user_error(tmp_path, capsys):
@@ -144,13 +151,32 @@ def test_missing_checkpoint_is_a_one_line_user_error(tmp_path, capsys):
         load_model(tmp_path / "nope.pt")
 
 
-def test_continuous_top_lm_cannot_be_asked_for_bits(tmp_path):
-    config = tiny_config(top="continuous")
+def test_a_base_without_top_lm_cannot_be_asked_for_bits(tmp_path):
+    config = tiny_config(top=None)
     CheckpointStore(tmp_path / "ckpt").save(
         {"model_state": build_model(config).state_dict(), "exp_config": config.as_dict()}, 1
     )
-    with pytest.raises(EvaluationError, match="continuous"):
+    with pytest.raises(EvaluationError, match="no top LM"):
         evaluate(EvaluateParams(checkpoint=str(tmp_path / "ckpt"), out_dir=tmp_path / "out", tracking=False))
+
+
+def test_bar_chart_gains_the_plain_model_bar_from_a_quality_benchmark(tmp_path, monkeypatch):
+    from components import eval_report
+
+    entry = {"bits_per_byte": 2.5, "baselines": {"gzip": 3.0, "bzip2": 2.8, "xz": 2.9, "zstd": 3.1}}
+    benchmark = {"config": "demo", "plain": {"parameters": 1000}, "settings": {"eval_bytes": 4096},
+                 "entries": {"test": {"model": 2.4, "plain": 1.9}}}
+    legends = []
+    real_save = eval_report._save
+    monkeypatch.setattr(eval_report, "_save",
+                        lambda fig, path: legends.append(fig.axes[0].get_legend_handles_labels()) or real_save(fig, path))
+    eval_report.plot_bpb({"test": entry, "val": entry}, tmp_path / "a.png")
+    eval_report.plot_bpb({"test": entry, "val": entry}, tmp_path / "b.png", benchmark)
+    assert "plain byte transformer" not in legends[0][1]
+    handles, labels = legends[1]
+    bars = handles[labels.index("plain byte transformer")]
+    assert [bar.get_height() for bar in bars] == [1.9, 0.0]  # the benchmark scored test only
+    assert (tmp_path / "b.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_unknown_task_is_named(ci_checkpoint, corpus, tmp_path, data_home):

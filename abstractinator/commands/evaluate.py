@@ -47,6 +47,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap on tokens read per split")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: ./evaluation)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--quality-benchmark", type=Path, default=None,
+                        help="a bench/quality.py JSON: adds its plain byte transformer to the bits-per-byte chart")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--write-local-tasks", action="store_true",
                         help="only fetch the offline lm-eval data and write the <task>_local YAMLs; print their "
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             tasks=args.tasks or [], limit=args.limit, num_fewshot=args.num_fewshot,
             max_eval_bytes=args.max_eval_bytes, text_files=args.text_files, device=args.device,
             batch_size=int(args.batch_size), tracking=not args.no_tracking,
+            quality_benchmark=args.quality_benchmark,
         )
     except ValidationError as error:
         raise EvaluationError(f"evaluate: {describe_validation_error(error)}") from None
