@@ -12,10 +12,12 @@ TEXTS = [b"The lamp had to turn once every twenty seconds.", b"Twice a day the s
 
 
 def test_forward_reports_documented_metrics_and_total_is_their_weighted_sum():
-    config = tiny_config(aux_lm_loss_weight=0.5, top_lm_loss_weight=0.3)
+    config = tiny_config(aux_lm_loss_weight=0.5, top_lm_loss_weight=0.3, level_changes={"beta": 1.0})
     model = build_model(config)
+    model(text_windows(48, 4))  # the codebook starts from the first batch (VQ loss ~0 there); later ones differ
     tokens, kpm = padded_batch(TEXTS)
     out = model(tokens, kpm)
+    assert float(out["vq_loss"]) > 0.05 * float(out["total_loss"]), "the VQ term must be visible in the sum"
     for key in (
         "total_loss",
         "avg_reconstruction_loss",

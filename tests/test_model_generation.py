@@ -76,3 +76,21 @@ def test_decompress_stops_when_codes_run_out():
     n_codes = int(compressed["top_valid"].sum())
     restored = model.decompress(compressed["top_codes"], compressed=compressed, max_len=500)
     assert restored.shape[1] <= 4 * n_codes  # each code's segment holds at most max_segment_len bytes
+
+
+def test_generation_continues_the_prompt_instead_of_reconstructing_it():
+    """With an expander that always predicts the byte after the previous one, the continuation of a prompt
+    ending in 'e' is 'fgh...': a generator that decodes the prompt again (from its codes) starts elsewhere."""
+    model = build_model(tiny_config())
+    expander = model.expanders[0]
+    real_step = expander.step
+
+    def successor_step(previous_token, segment, memory, first_segment, caches):
+        logits = real_step(previous_token, segment, memory, first_segment, caches) * 0.0
+        favourite = ord("A") if previous_token is None or int(previous_token[0]) >= 255 else int(previous_token[0]) + 1
+        logits[:, favourite] = 30.0
+        return logits
+
+    expander.step = successor_step
+    out = model.generate_bytes(prompt(), max_new_bytes=10)
+    assert bytes(out.tolist()) == b"fghijklmno"
