@@ -1,6 +1,6 @@
 """The seed's base experiment (design/reference.md 4.1, 4.2): a 33M-parameter one-level model.
 
-Model and training values are the seed's; the data source is the embedded public-domain corpus so it runs
+Model and training values are the seed's (plus a max_segment_len bound, below); the data source is the embedded public-domain corpus so it runs
 anywhere. The seed trained on Hugging Face's fineweb-edu: `--set dataset_name=hf:HuggingFaceFW/fineweb-edu
 --set dataset_config=sample-10BT` where the hub is reachable.
 """
@@ -27,6 +27,10 @@ exp_config = ExpConfig(
             vq_reset_interval=250,
             entropy_delta=0.2,
             entropy_abs_threshold=None,
+            # Ours, not the seed's: at initialisation the entropy is flat, so without a bound each window is one
+            # segment (one code for 1024 bytes) until the entropy model learns; 16 keeps segments short from the
+            # first step (every seed config derives its level from this one).
+            max_segment_len=16,
         )
     ],
     expander_dim_scale=1.0,

@@ -180,3 +180,11 @@ def test_overrides_reach_nested_fields_and_are_validated() -> None:
 def test_bad_overrides_name_the_problem(override: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         apply_overrides(ExpConfig(), [override])
+
+
+def test_every_shipped_config_bounds_its_segments():
+    """Flat entropy at initialisation makes a window one segment unless max_segment_len cuts it."""
+    for path in sorted((REPO / "configs").glob("*config.py")):
+        config = load_config(path)
+        for level in config.compressor_level_configs:
+            assert level.max_segment_len is not None and level.max_segment_len <= 32, path.name
