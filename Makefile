@@ -14,7 +14,7 @@ GPUS ?= 1
 IMAGE ?= ghcr.io/abstractinator/abstractinator:0.1.0
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup demo up down compile-pipeline test test-slow test-long test-all lint format bench bench-codec eval-data evaluate image image-constraints manifests-check manifests-tools clean
+.PHONY: help setup demo up down compile-pipeline test test-slow test-long test-all lint format bench bench-codec bench-quality eval-data evaluate image image-constraints manifests-check manifests-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ bench: setup ## model throughput and attention memory benchmarks (JSON + table u
 bench-codec: setup ## compress/decompress (static, --adapt) vs gzip/bzip2/xz/zstd: MODEL=checkpoint-or-models:/ [MAX_BYTES=4096]
 	$(if $(MODEL),,$(error set MODEL=<checkpoint file/folder, s3:// or models:/name@alias>))
 	$(PY) bench/codec.py --model $(MODEL) --max-bytes $(or $(MAX_BYTES),4096)
+
+bench-quality: setup ## model vs a plain byte transformer of equal size at equal training seconds (demo config and workflow; ARGS=...)
+	$(PY) bench/quality.py --config demo --stage1-steps 500 --stage2-steps 300 $(ARGS)
 
 eval-data: setup ## fetch the offline lm-eval data and write the <task>_local task YAMLs
 	$(PY) -m abstractinator evaluate --write-local-tasks

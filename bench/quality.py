@@ -174,7 +174,7 @@ def train_project(args, config: ExpConfig, data_dir: Path, work: Path, curve_bat
             resume = checkpoint = result.final_checkpoint
             point = {"stage": name, "step": result.steps, "seconds": seconds, "load": os.getloadavg()[0]}
             loaded = load_model(checkpoint, "cpu")
-            if loaded.config.has_discrete_top_lm:
+            if loaded.config.has_code_length:
                 point["val_bits_per_byte"] = score(project_bits, loaded.model, curve_batches())["bits_per_byte"]
             curve.append(point)
             print(f"  project {name} step {result.steps}: {seconds:.0f}s {point.get('val_bits_per_byte', '')}")
@@ -276,6 +276,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-bytes", type=int, default=65_536, help="bytes scored per split and text")
     parser.add_argument("--curve-bytes", type=int, default=16_384, help="val bytes scored per curve point")
     parser.add_argument("--no-canterbury", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both models (default: torch's; 1 is fastest on busy shared cores)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data dir (default: the config's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -292,10 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a wrong name or value: one line, exit 2
         print(f"quality: {error}".splitlines()[0], file=sys.stderr)
         return 2
-    if not config.has_discrete_top_lm:
-        print("quality: the config's top LM is not discrete, so its model has no bits per byte", file=sys.stderr)
+    if not config.has_code_length:
+        print("quality: the config has no top LM, so its model has no bits per byte", file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data_dir = resolve_training_data(config, args.data)
     curve = lambda: split_windows(data_dir, "val", config.sequence_length, 16, args.curve_bytes)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as work:
