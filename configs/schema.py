@@ -254,5 +254,10 @@ class ExpConfig(DictAccess):
         return self
 
     @property
+    def has_code_length(self) -> bool:
+        """A top LM of either kind gives the top codes probabilities (model/top_lm.py), so texts have bits."""
+        return self.top_transformer_config is not None
+
+    @property
     def has_discrete_top_lm(self) -> bool:
         return self.top_transformer_config is not None and not self.top_transformer_config.continuous

@@ -37,14 +37,14 @@ from model.autoencoder import HierarchicalAutoencoder
 
 PRECISION_BITS = 24  # constriction's default fixed-point precision for its categorical models
 CODE_PROBABILITY_ERROR = (
-    "needs a probability for the top codes, which only a discrete top LM gives "
-    "(top_transformer_config.continuous=False)"
+    "needs a probability for the top codes, which only a top LM gives (this model has none: a stage-1 base); "
+    "use a stage-2 or joint checkpoint"
 )
 
 
 def require_code_probabilities(model: HierarchicalAutoencoder, what: str = "a code length") -> None:
     """The one guard: bits per byte, conditional bits and the codec all need the top codes' distribution."""
-    if model.top_lm is None or model.top_lm.continuous:
+    if model.top_lm is None:  # a continuous top LM has code_logits too (its temperature fitted at validation)
         raise ValueError(f"{what} {CODE_PROBABILITY_ERROR}")
 
 

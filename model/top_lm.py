@@ -4,16 +4,21 @@ Shapes: vectors (B, N, D_code) the top level's code vectors (codebook rows, deta
 codes (B, N) long; predictions (B, N, D_code) where prediction k comes from [start, v_0 .. v_{k-1}], so the
 first code has a probability too (a learned start vector), which a code length needs.
 
-- continuous=True: loss = MSE to the next vector, averaged over dims and valid positions.
 - continuous=False: logits over the K codes = -squared distance to each codebook row (per dim), times a
-  learned inverse temperature; loss = cross-entropy. This gives the bits of
-  the top codes.
+  learned inverse temperature; loss = cross-entropy. This gives the bits of the top codes.
+- continuous=True: loss = MSE to the next vector, averaged over dims and valid positions. The distribution over
+  codes is the same `code_logits` (the one method every code length and the range coder read), with an inverse
+  temperature that the MSE never trains: `fit_inverse_temperature` sets it to the value that minimises the
+  codes' cross-entropy on held-out data (validation does, before each checkpoint), so it is stored in the
+  checkpoint with the other parameters.
 
 It reads the codebook (passed in, detached) and never updates it: no EMA, no resets, no shared training-mode
 quantizer (W7).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -62,8 +67,49 @@ class CodeSequenceTransformer(nn.Module):
         count = valid.sum().clamp_min(1)
         if self.continuous:
             mse = ((predictions.float() - vectors.float()) ** 2).mean(-1)
-            return {"loss": (mse * valid).sum() / count, "predictions": predictions}
+            result = {"loss": (mse * valid).sum() / count, "predictions": predictions}
+            if not self.training:  # the code length's share; training never needs it
+                logits = self.code_logits(predictions.detach(), codebook)
+                result["nll_nats"] = F.cross_entropy(logits.transpose(1, 2), codes, reduction="none") * valid
+            return result
         logits = self.code_logits(predictions, codebook)
         nll = F.cross_entropy(logits.transpose(1, 2), codes, reduction="none") * valid
         accuracy = ((logits.argmax(-1) == codes) & valid).sum() / count
         return {"loss": nll.sum() / count, "nll_nats": nll, "accuracy": accuracy, "predictions": predictions}
+
+    @torch.no_grad()
+    def fit_inverse_temperature(
+        self, predictions: list[torch.Tensor], codes: list[torch.Tensor], codebook: torch.Tensor
+    ) -> float:
+        """Set the inverse temperature of `code_logits` to the one that minimises the mean cross-entropy of
+        `codes` (n,) given `predictions` (n, D) (lists of valid rows, e.g. one entry per validation batch).
+
+        The mean NLL is convex in the inverse temperature (a log-sum-exp of functions linear in it), so a
+        golden-section search over its logarithm finds the optimum. Returns the fitted inverse temperature."""
+        p = torch.cat([x.float() for x in predictions]) if predictions else torch.zeros(0, codebook.shape[1])
+        target = torch.cat(codes) if codes else torch.zeros(0, dtype=torch.long)
+        if p.shape[0] == 0:
+            return float(self.log_inverse_temperature.exp())
+        c = codebook.detach().float()
+        distances = ((p * p).sum(-1, keepdim=True) - 2 * p @ c.t() + (c * c).sum(-1)) / c.shape[-1]  # (n, K)
+        true = distances.gather(1, target[:, None].to(distances.device))[:, 0]
+
+        def mean_nll(log_beta: float) -> float:
+            beta = math.exp(log_beta)
+            return float((beta * true + torch.logsumexp(-beta * distances, dim=-1)).mean())
+
+        low, high = -8.0, 12.0
+        ratio = (math.sqrt(5) - 1) / 2
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        fa, fb = mean_nll(a), mean_nll(b)
+        for _ in range(48):
+            if fa < fb:
+                high, b, fb = b, a, fa
+                a = high - ratio * (high - low)
+                fa = mean_nll(a)
+            else:
+                low, a, fa = a, b, fb
+                b = low + ratio * (high - low)
+                fb = mean_nll(b)
+        self.log_inverse_temperature.fill_((low + high) / 2)
+        return math.exp((low + high) / 2)

@@ -63,3 +63,46 @@ def test_top_lm_mode_learns_a_fixed_code_sequence(top):
         predictions = model.top_lm.predict(vectors, levels.row_valid)
         mse = ((predictions - vectors) ** 2).mean(-1)[levels.row_valid].mean()
         torch.testing.assert_close(model.top_lm_loss(compressed)["loss"], mse)  # MSE averaged over dims
+
+
+def test_fitted_inverse_temperature_minimises_the_codes_cross_entropy():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(top="continuous"))
+    top_lm = model.top_lm
+    codebook = torch.randn(16, 32)
+    codes = torch.randint(0, 16, (400,))
+    predictions = codebook[codes] + 0.7 * torch.randn(400, 32)  # noisy predictions: a finite best temperature
+
+    def mean_nll(log_beta: float) -> float:
+        top_lm.log_inverse_temperature.data.fill_(log_beta)
+        logits = top_lm.code_logits(predictions[None], codebook)[0]
+        return float(torch.nn.functional.cross_entropy(logits, codes))
+
+    default = mean_nll(0.0)
+    beta = top_lm.fit_inverse_temperature([predictions[:150], predictions[150:]], [codes[:150], codes[150:]],
+                                          codebook)
+    fitted = float(top_lm.log_inverse_temperature)
+    assert beta == pytest.approx(torch.tensor(fitted).exp().item(), rel=1e-6)
+    best = mean_nll(fitted)
+    assert best < default - 0.1
+    for shift in (-0.05, 0.05):
+        assert best <= mean_nll(fitted + shift) + 1e-6
+
+
+def test_continuous_top_lm_has_a_code_length_from_code_logits():
+    """Every config has bits per byte: the continuous top LM's codes cost their CE under code_logits."""
+    from model.code_length import code_length_breakdown
+
+    model = build_model(tiny_config(top="continuous")).eval()
+    tokens = text_windows(48, 4)
+    breakdown = code_length_breakdown(model, tokens)
+    compressed = model.compress(tokens)
+    quantizer = model.compressors[-1].quantizer
+    valid = compressed["top_valid"]
+    vectors = quantizer.lookup(compressed["top_codes"]) * valid[..., None]
+    logits = model.top_lm.code_logits(model.top_lm.predict(vectors, valid), quantizer.codebook)
+    nats = torch.nn.functional.cross_entropy(logits.transpose(1, 2), compressed["top_codes"], reduction="none")
+    torch.testing.assert_close(breakdown["top"], (nats * valid).sum(1) / torch.log(torch.tensor(2.0)))
+    assert bool((breakdown["top"] > 0).all())
+    model.top_lm.log_inverse_temperature.data.fill_(2.0)  # the temperature is the one the code uses
+    assert not torch.allclose(code_length_breakdown(model, tokens)["top"], breakdown["top"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -180,6 +181,17 @@ def test_two_stage_flow_with_the_seed_configs(tmp_path: Path, corpus: Path) -> N
                 torch.testing.assert_close(trained[full], value, rtol=0, atol=0, msg=full)
                 checked += 1
     assert checked > 10, "the base's tensors were not found in the stage-2 model"
+    # The seed's top LM is continuous: validation fitted its temperature and the checkpoint stores it, and the
+    # seed's evaluation then ends in scores.
+    assert float(trained["top_lm.log_inverse_temperature"]) != 0.0
+    evaluated = run_cli(
+        [str(REPO / "evaluate.py"), "--checkpoint", "ckpt2", "--compression", "--data", str(corpus),
+         "--no-canterbury", "--max-eval-bytes", "2048", "--out", "report", "--no-tracking", "--json"],
+        env={}, cwd=tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert 0 < report["compression"]["test"]["bits_per_byte"] < 16
 
 
 def test_mismatched_base_names_the_module(tmp_path: Path, corpus: Path) -> None:
