@@ -168,8 +168,12 @@ def test_bar_chart_gains_the_plain_model_bar_from_a_quality_benchmark(tmp_path, 
                  "entries": {"test": {"model": 2.4, "plain": 1.9}}}
     legends = []
     real_save = eval_report._save
-    monkeypatch.setattr(eval_report, "_save",
-                        lambda fig, path: legends.append(fig.axes[0].get_legend_handles_labels()) or real_save(fig, path))
+
+    def save(fig, path):
+        legends.append(fig.axes[0].get_legend_handles_labels())
+        return real_save(fig, path)
+
+    monkeypatch.setattr(eval_report, "_save", save)
     eval_report.plot_bpb({"test": entry, "val": entry}, tmp_path / "a.png")
     eval_report.plot_bpb({"test": entry, "val": entry}, tmp_path / "b.png", benchmark)
     assert "plain byte transformer" not in legends[0][1]
