@@ -1,8 +1,8 @@
 """The seed's base experiment (design/reference.md 4.1, 4.2): a 33M-parameter one-level model.
 
 Model and training values are the seed's (plus a max_segment_len bound, below); the data source is the
-embedded public-domain corpus so it runs anywhere. The seed trained on Hugging Face's fineweb-edu: `--set dataset_name=hf:HuggingFaceFW/fineweb-edu
---set dataset_config=sample-10BT` where the hub is reachable.
+embedded public-domain corpus so it runs anywhere. The seed trained on Hugging Face's fineweb-edu:
+`--set dataset_name=hf:HuggingFaceFW/fineweb-edu --set dataset_config=sample-10BT` where the hub is reachable.
 """
 
 from configs.runtime import DEVICE, N_CPU
