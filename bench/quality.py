@@ -10,7 +10,8 @@ In one run, on the config's corpus (the default corpus unless told otherwise):
 2. then a plain causal byte transformer (RoPE, RMSNorm, SwiGLU, tied embeddings: bench/model_throughput.py's)
    of about the same parameter count is trained on the same training windows (same loader, seed, batch and
    sequence length, same AdamW settings and peak learning rate, warmup then cosine to the config's min_lr over
-   the *time* budget) until it has used the same wall-clock seconds, scored at the same elapsed seconds;
+   the *time* budget) until it has used the same seconds, scored at the same elapsed seconds (--clock wall:
+   wall-clock seconds of optimizer steps, the default; --clock cpu: this process's CPU seconds of them);
 3. both are scored the same way on val, test and the four Canterbury texts (the first --eval-bytes of each):
    the text is framed BOS + bytes + EOS and cut into independent windows of the config's sequence_length, every
    window coded cold; the project model's bits are its two-part code length (model/code_length.py), the plain
@@ -172,7 +173,8 @@ def train_project(args, config: ExpConfig, data_dir: Path, work: Path, curve_bat
                                            load_base_from=base, stop_after_steps=end, progress=False, tracking=False))
             seconds = clock.seconds
             resume = checkpoint = result.final_checkpoint
-            point = {"stage": name, "step": result.steps, "seconds": seconds, "load": os.getloadavg()[0]}
+            point = {"stage": name, "step": result.steps, "seconds": seconds, "cpu_seconds": clock.cpu,
+                     "load": os.getloadavg()[0]}
             loaded = load_model(checkpoint, "cpu")
             if loaded.config.has_code_length:
                 point["val_bits_per_byte"] = score(project_bits, loaded.model, curve_batches())["bits_per_byte"]
@@ -193,17 +195,18 @@ def lr_at(config: ExpConfig, step: int, fraction: float) -> float:
 
 def train_plain(args, config: ExpConfig, model: PlainByteTransformer, data_dir: Path, budget: float,
                 checkpoints: list[float], curve_batches) -> dict:
-    """Trains for `budget` wall-clock seconds (scoring at each of `checkpoints` seconds is not timed)."""
+    """Trains for `budget` seconds of the --clock (wall or this process's CPU) of its optimizer steps, scoring at
+    each of `checkpoints` seconds (scoring is not timed)."""
     torch.manual_seed(config.seed)
     loader = ByteWindowLoader(data_dir, "train", config.sequence_length, config.batch_size, config.seed)
     optimizer = build_optimizer(model, config)
     model.train()
     seconds, cpu, step, curve = 0.0, 0.0, 0, []
     pending = sorted(checkpoints)
-    while seconds < budget:
+    while (cpu if args.clock == "cpu" else seconds) < budget:
         started, cpu_started = time.perf_counter(), rusage_seconds()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(config, step, seconds / budget)
+            group["lr"] = lr_at(config, step, (cpu if args.clock == "cpu" else seconds) / budget)
         batch = loader.next_batch()
         tokens, padding = batch["tokens"], batch["key_padding_mask"]
         count_ = (~padding[:, 1:]).sum().clamp_min(1)
@@ -216,11 +219,13 @@ def train_plain(args, config: ExpConfig, model: PlainByteTransformer, data_dir: 
         step += 1
         seconds += time.perf_counter() - started
         cpu += rusage_seconds() - cpu_started
-        while pending and (seconds >= pending[0] or seconds >= budget):
+        used = cpu if args.clock == "cpu" else seconds
+        while pending and (used >= pending[0] or used >= budget):
             pending.pop(0)
             bpb = score(plain_bits, model, curve_batches())["bits_per_byte"]
-            curve.append({"step": step, "seconds": seconds, "val_bits_per_byte": bpb, "load": os.getloadavg()[0]})
-            print(f"  plain step {step}: {seconds:.0f}s {bpb:.3f}")
+            curve.append({"step": step, "seconds": seconds, "cpu_seconds": cpu, "val_bits_per_byte": bpb,
+                          "load": os.getloadavg()[0]})
+            print(f"  plain step {step}: {seconds:.0f}s ({cpu:.0f} CPU s) {bpb:.3f}")
     return {"steps": step, "seconds": seconds, "cpu_seconds": cpu, "curve": curve}
 
 
@@ -232,12 +237,13 @@ def plot(result: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    clock = "cpu_seconds" if result["settings"]["clock"] == "cpu" else "seconds"
     for key, label in (("project", "Abstractinator"), ("plain", "plain byte transformer")):
         points = [p for p in result[key]["curve"] if "val_bits_per_byte" in p]
-        ax.plot([p["seconds"] for p in points], [p["val_bits_per_byte"] for p in points], marker="o", label=label)
+        ax.plot([p[clock] for p in points], [p["val_bits_per_byte"] for p in points], marker="o", label=label)
     xz = result["entries"]["val"]["compressors"]["xz"]
     ax.axhline(xz, color="grey", linestyle="--", label="xz -9e (val)")
-    ax.set_xlabel("training seconds (wall-clock)")
+    ax.set_xlabel("training seconds (wall-clock)" if clock == "seconds" else "training CPU seconds")
     ax.set_ylabel(f"val bits per byte (first {result['settings']['curve_bytes']:,} bytes)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -276,6 +282,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-bytes", type=int, default=65_536, help="bytes scored per split and text")
     parser.add_argument("--curve-bytes", type=int, default=16_384, help="val bytes scored per curve point")
     parser.add_argument("--no-canterbury", action="store_true")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="the budget: wall-clock seconds of optimizer steps, or this process's CPU seconds of "
+                        "them (fairer on a machine shared with other work, whose load can change between phases)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both models (default: torch's; 1 is fastest on busy shared cores)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data dir (default: the config's)")
@@ -310,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         model = loaded.model
         project_params = count(model)
         plain_model = matching_baseline(project_params, args.baseline_layers)
-        points = [p["seconds"] for p in project["curve"]]
-        print(f"plain model: {count(plain_model):,} parameters for {project['seconds']:.0f}s")
-        plain = train_plain(args, config, plain_model, data_dir, project["seconds"], points, curve)
+        key = "cpu_seconds" if args.clock == "cpu" else "seconds"
+        points = [p[key] for p in project["curve"]]
+        print(f"plain model: {count(plain_model):,} parameters for {project[key]:.0f} {args.clock} seconds")
+        plain = train_plain(args, config, plain_model, data_dir, project[key], points, curve)
         plain["load_before"] = load_before
         entries = {}
         for name, batches in eval_sets(data_dir, config, args.eval_bytes, not args.no_canterbury).items():
@@ -326,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                   else {"joint": args.steps}),
         "settings": {"sequence_length": config.sequence_length, "batch_size": config.batch_size,
                      "eval_bytes": args.eval_bytes, "curve_bytes": args.curve_bytes, "threads": torch.get_num_threads(),
-                     "order": "project then plain, back to back"},
+                     "order": "project then plain, back to back", "clock": args.clock},
         "project": {**{k: v for k, v in project.items() if k != "checkpoint"}, "parameters": project_params},
         "plain": {**plain, "parameters": count(plain_model), "dim": plain_model.norm.weight.shape[0],
                   "layers": len(plain_model.blocks)},
