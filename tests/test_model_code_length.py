@@ -1,5 +1,5 @@
 """Code length: equals the cross-entropies a causal decoder pays token by token (recomputing segment
-boundaries from decoded tokens), is finite untrained, and needs a discrete top LM."""
+boundaries from decoded tokens), is finite untrained, and needs a top LM."""
 
 import math
 
@@ -101,5 +101,5 @@ def test_code_length_leaves_quantizer_state_untouched():
 
 def test_code_length_needs_a_top_lm():
     tokens, kpm = padded_batch([b"abc"])
-    with pytest.raises(ValueError, match="needs a top LM"):
+    with pytest.raises(ValueError, match="only a top LM gives"):
         build_model(tiny_config(top=None)).code_length_bits(tokens, kpm)
