@@ -113,7 +113,7 @@ def test_compress_refuses_bad_input_and_models_without_code_probabilities(checkp
     refused(capsys, ["compress", str(missing), str(tmp_path / "x.abz"), "--model", checkpoints[0]], "no such file")
     source = tmp_path / "in.bin"
     source.write_bytes(DATA)
-    continuous = save_checkpoint(build_model(codec_config(top="continuous")), tmp_path / "continuous")
+    continuous = save_checkpoint(build_model(codec_config(top=None)), tmp_path / "base-only")
     refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", continuous],
             "needs a probability for the top codes")
     refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", str(tmp_path / "nowhere.pt")],

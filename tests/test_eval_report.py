@@ -156,7 +156,7 @@ def test_a_base_without_top_lm_cannot_be_asked_for_bits(tmp_path):
     CheckpointStore(tmp_path / "ckpt").save(
         {"model_state": build_model(config).state_dict(), "exp_config": config.as_dict()}, 1
     )
-    with pytest.raises(EvaluationError, match="no top LM"):
+    with pytest.raises(EvaluationError, match="only a top LM gives"):
         evaluate(EvaluateParams(checkpoint=str(tmp_path / "ckpt"), out_dir=tmp_path / "out", tracking=False))
 
 
