@@ -35,8 +35,16 @@ def user_errors() -> tuple[type[Exception], ...]:
     from components.promote import RegistryError
     from components.storage import StorageError
 
-    return (ConfigError, DataSourceError, CheckpointError, StorageError, EvaluationError, RegistryError, StackError,
-            PostgresError)
+    return (
+        ConfigError,
+        DataSourceError,
+        CheckpointError,
+        StorageError,
+        EvaluationError,
+        RegistryError,
+        StackError,
+        PostgresError,
+    )
 
 
 # OSErrors that describe the machine or the user's paths, not a bug: reported in one line.
@@ -51,6 +59,8 @@ ENVIRONMENT_ERRNOS = {
     errno.EISDIR: "is a directory",
     errno.ENAMETOOLONG: "file name too long",
 }
+
+
 def describe_os_error(error: OSError) -> str | None:
     """'PATH: disk full' for an environment OSError; None for any other (a bug, shown with its traceback)."""
     reason = ENVIRONMENT_ERRNOS.get(error.errno)

@@ -72,8 +72,11 @@ def run_codec(loaded, data: bytes, params: CodecParams, folder: Path) -> dict:
     decompress_seconds = time.perf_counter() - started
     if restored.read_bytes() != data:
         raise SystemExit("round trip failed: the decoded bytes differ")
-    return {"bytes": packed.stat().st_size, "compress_bytes_per_s": len(data) / compress_seconds,
-            "decompress_bytes_per_s": len(data) / decompress_seconds}
+    return {
+        "bytes": packed.stat().st_size,
+        "compress_bytes_per_s": len(data) / compress_seconds,
+        "decompress_bytes_per_s": len(data) / decompress_seconds,
+    }
 
 
 def main() -> int:
@@ -90,15 +93,20 @@ def main() -> int:
 
     loaded = load_codec_model(args.model)
     static = CodecParams(context=args.context)
-    adaptive = CodecParams(context=args.context, adapt=AdaptSettings(learning_rate=args.adapt_lr,
-                                                                     steps_per_window=args.adapt_steps))
+    adaptive = CodecParams(
+        context=args.context, adapt=AdaptSettings(learning_rate=args.adapt_lr, steps_per_window=args.adapt_steps)
+    )
     window = int(loaded.model.config.sequence_length)
     rows = []
     for name, data in texts(args.max_bytes, args.split_bytes).items():
         row = {"text": name, "bytes": len(data)}
         row.update({label: len(compress(data)) for label, compress in COMPRESSORS.items()})
-        report = evaluate_compression(loaded.model, text_windows(data, window, 8, context=args.context),
-                                      torch.device("cpu"), reconstruction_windows=0)
+        report = evaluate_compression(
+            loaded.model,
+            text_windows(data, window, 8, context=args.context),
+            torch.device("cpu"),
+            reconstruction_windows=0,
+        )
         row["report_quantized_bytes"] = report["quantized_bits_per_byte"] * len(data) / 8
         with tempfile.TemporaryDirectory() as tmp:
             row["static"] = run_codec(loaded, data, static, Path(tmp))
@@ -107,20 +115,38 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    header = ("| text | bytes | model (static) | model (adaptive) | " + " | ".join(COMPRESSORS)
-              + " | compress B/s (static / adaptive) | decompress B/s (static / adaptive) |")
+    header = (
+        "| text | bytes | model (static) | model (adaptive) | "
+        + " | ".join(COMPRESSORS)
+        + " | compress B/s (static / adaptive) | decompress B/s (static / adaptive) |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for row in rows:
         adapt = row.get("adaptive")
-        speeds = [f"{row['static'][k]:.0f}" + (f" / {adapt[k]:.0f}" if adapt else "")
-                  for k in ("compress_bytes_per_s", "decompress_bytes_per_s")]
-        cells = [row["text"], f"{row['bytes']:,}", f"{row['static']['bytes']:,}",
-                 f"{adapt['bytes']:,}" if adapt else "-", *(f"{row[c]:,}" for c in COMPRESSORS), *speeds]
+        speeds = [
+            f"{row['static'][k]:.0f}" + (f" / {adapt[k]:.0f}" if adapt else "")
+            for k in ("compress_bytes_per_s", "decompress_bytes_per_s")
+        ]
+        cells = [
+            row["text"],
+            f"{row['bytes']:,}",
+            f"{row['static']['bytes']:,}",
+            f"{adapt['bytes']:,}" if adapt else "-",
+            *(f"{row[c]:,}" for c in COMPRESSORS),
+            *speeds,
+        ]
         print("| " + " | ".join(cells) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"model": loaded.identity.model_dump(), "max_bytes": args.max_bytes, "window": window,
-              "context": args.context, "adapt_lr": args.adapt_lr, "adapt_steps": args.adapt_steps, "rows": rows}
+    result = {
+        "model": loaded.identity.model_dump(),
+        "max_bytes": args.max_bytes,
+        "window": window,
+        "context": args.context,
+        "adapt_lr": args.adapt_lr,
+        "adapt_steps": args.adapt_steps,
+        "rows": rows,
+    }
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -119,8 +119,12 @@ def rusage_seconds() -> float:
 
 def bench_config(config: ExpConfig, checkpoint_dir: Path) -> ExpConfig:
     return config.updated(
-        checkpoint_dir=str(checkpoint_dir), validation_interval=NEVER, generation_interval=NEVER,
-        checkpoint_interval=NEVER, validation_max_bytes=config.sequence_length, keep_last_checkpoints=1,
+        checkpoint_dir=str(checkpoint_dir),
+        validation_interval=NEVER,
+        generation_interval=NEVER,
+        checkpoint_interval=NEVER,
+        validation_max_bytes=config.sequence_length,
+        keep_last_checkpoints=1,
         resume_from_checkpoint=None,
     )
 
@@ -158,8 +162,10 @@ def train_project(args, config: ExpConfig, data_dir: Path, work: Path, curve_bat
     """Trains through train() in slices; returns the final checkpoint, step seconds and the curve."""
     if args.workflow == "two-stage":
         pair = stage_configs(config, args.stage1_steps, args.stage2_steps, str(work / "artifacts"), "bench")
-        stages = [("stage1", bench_config(pair.stage1, work / "stage1"), args.stage1_steps, None),
-                  ("stage2", bench_config(pair.stage2, work / "stage2"), args.stage2_steps, pair.base_components_uri)]
+        stages = [
+            ("stage1", bench_config(pair.stage1, work / "stage1"), args.stage1_steps, None),
+            ("stage2", bench_config(pair.stage2, work / "stage2"), args.stage2_steps, pair.base_components_uri),
+        ]
     else:
         joint = config.updated(max_steps=args.steps)
         stages = [("joint", bench_config(joint, work / "joint"), args.steps, None)]
@@ -169,12 +175,26 @@ def train_project(args, config: ExpConfig, data_dir: Path, work: Path, curve_bat
         resume = None
         for end in slice_ends(steps, args.slices):
             with clock:
-                result = train(TrainParams(config=stage_config, data_dir=data_dir, resume_from_checkpoint=resume,
-                                           load_base_from=base, stop_after_steps=end, progress=False, tracking=False))
+                result = train(
+                    TrainParams(
+                        config=stage_config,
+                        data_dir=data_dir,
+                        resume_from_checkpoint=resume,
+                        load_base_from=base,
+                        stop_after_steps=end,
+                        progress=False,
+                        tracking=False,
+                    )
+                )
             seconds = clock.seconds
             resume = checkpoint = result.final_checkpoint
-            point = {"stage": name, "step": result.steps, "seconds": seconds, "cpu_seconds": clock.cpu,
-                     "load": os.getloadavg()[0]}
+            point = {
+                "stage": name,
+                "step": result.steps,
+                "seconds": seconds,
+                "cpu_seconds": clock.cpu,
+                "load": os.getloadavg()[0],
+            }
             loaded = load_model(checkpoint, "cpu")
             if loaded.config.has_code_length:
                 point["val_bits_per_byte"] = score(project_bits, loaded.model, curve_batches())["bits_per_byte"]
@@ -193,8 +213,15 @@ def lr_at(config: ExpConfig, step: int, fraction: float) -> float:
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
 
 
-def train_plain(args, config: ExpConfig, model: PlainByteTransformer, data_dir: Path, budget: float,
-                checkpoints: list[float], curve_batches) -> dict:
+def train_plain(
+    args,
+    config: ExpConfig,
+    model: PlainByteTransformer,
+    data_dir: Path,
+    budget: float,
+    checkpoints: list[float],
+    curve_batches,
+) -> dict:
     """Trains for `budget` seconds of the --clock (wall or this process's CPU) of its optimizer steps, scoring at
     each of `checkpoints` seconds (scoring is not timed)."""
     torch.manual_seed(config.seed)
@@ -223,8 +250,15 @@ def train_plain(args, config: ExpConfig, model: PlainByteTransformer, data_dir: 
         while pending and (used >= pending[0] or used >= budget):
             pending.pop(0)
             bpb = score(plain_bits, model, curve_batches())["bits_per_byte"]
-            curve.append({"step": step, "seconds": seconds, "cpu_seconds": cpu, "val_bits_per_byte": bpb,
-                          "load": os.getloadavg()[0]})
+            curve.append(
+                {
+                    "step": step,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu,
+                    "val_bits_per_byte": bpb,
+                    "load": os.getloadavg()[0],
+                }
+            )
             print(f"  plain step {step}: {seconds:.0f}s ({cpu:.0f} CPU s) {bpb:.3f}")
     return {"steps": step, "seconds": seconds, "cpu_seconds": cpu, "curve": curve}
 
@@ -253,12 +287,16 @@ def plot(result: dict, path: Path) -> Path:
 
 
 def table(result: dict) -> str:
-    rows = ["| text | bytes | model | plain | ratio | gzip -9 | bzip2 -9 | xz -9e | zstd -19 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| text | bytes | model | plain | ratio | gzip -9 | bzip2 -9 | xz -9e | zstd -19 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, entry in result["entries"].items():
         c = entry["compressors"]
-        rows.append(f"| {name} | {entry['bytes']:,} | {entry['model']:.3f} | {entry['plain']:.3f} | "
-                    f"{entry['ratio']:.2f} | {c['gzip']:.3f} | {c['bzip2']:.3f} | {c['xz']:.3f} | {c['zstd']:.3f} |")
+        rows.append(
+            f"| {name} | {entry['bytes']:,} | {entry['model']:.3f} | {entry['plain']:.3f} | "
+            f"{entry['ratio']:.2f} | {c['gzip']:.3f} | {c['bzip2']:.3f} | {c['xz']:.3f} | {c['zstd']:.3f} |"
+        )
     return "\n".join(rows)
 
 
@@ -282,11 +320,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-bytes", type=int, default=65_536, help="bytes scored per split and text")
     parser.add_argument("--curve-bytes", type=int, default=16_384, help="val bytes scored per curve point")
     parser.add_argument("--no-canterbury", action="store_true")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="the budget: wall-clock seconds of optimizer steps, or this process's CPU seconds of "
-                        "them (fairer on a machine shared with other work, whose load can change between phases)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for both models (default: torch's; 1 is fastest on busy shared cores)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="the budget: wall-clock seconds of optimizer steps, or this process's CPU seconds of "
+        "them (fairer on a machine shared with other work, whose load can change between phases)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both models (default: torch's; 1 is fastest on busy shared cores)",
+    )
     parser.add_argument("--data", type=Path, default=None, help="prepared data dir (default: the config's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -327,25 +373,46 @@ def main(argv: list[str] | None = None) -> int:
         entries = {}
         for name, batches in eval_sets(data_dir, config, args.eval_bytes, not args.no_canterbury).items():
             ours, theirs = score(project_bits, model, batches()), score(plain_bits, plain_model, batches())
-            entries[name] = {"bytes": ours["bytes"], "model": ours["bits_per_byte"], "plain": theirs["bits_per_byte"],
-                             "ratio": ours["bits_per_byte"] / theirs["bits_per_byte"],
-                             "compressors": baseline_bits_per_byte(ours["data"])}
+            entries[name] = {
+                "bytes": ours["bytes"],
+                "model": ours["bits_per_byte"],
+                "plain": theirs["bits_per_byte"],
+                "ratio": ours["bits_per_byte"] / theirs["bits_per_byte"],
+                "compressors": baseline_bits_per_byte(ours["data"]),
+            }
     result = {
-        "config": args.config, "overrides": args.set, "workflow": args.workflow,
-        "steps": ({"stage1": args.stage1_steps, "stage2": args.stage2_steps} if args.workflow == "two-stage"
-                  else {"joint": args.steps}),
-        "settings": {"sequence_length": config.sequence_length, "batch_size": config.batch_size,
-                     "eval_bytes": args.eval_bytes, "curve_bytes": args.curve_bytes, "threads": torch.get_num_threads(),
-                     "order": "project then plain, back to back", "clock": args.clock},
+        "config": args.config,
+        "overrides": args.set,
+        "workflow": args.workflow,
+        "steps": (
+            {"stage1": args.stage1_steps, "stage2": args.stage2_steps}
+            if args.workflow == "two-stage"
+            else {"joint": args.steps}
+        ),
+        "settings": {
+            "sequence_length": config.sequence_length,
+            "batch_size": config.batch_size,
+            "eval_bytes": args.eval_bytes,
+            "curve_bytes": args.curve_bytes,
+            "threads": torch.get_num_threads(),
+            "order": "project then plain, back to back",
+            "clock": args.clock,
+        },
         "project": {**{k: v for k, v in project.items() if k != "checkpoint"}, "parameters": project_params},
-        "plain": {**plain, "parameters": count(plain_model), "dim": plain_model.norm.weight.shape[0],
-                  "layers": len(plain_model.blocks)},
+        "plain": {
+            **plain,
+            "parameters": count(plain_model),
+            "dim": plain_model.norm.weight.shape[0],
+            "layers": len(plain_model.blocks),
+        },
         "entries": entries,
     }
     write_json_atomic(args.out, result)
     png = plot(result, args.out.with_suffix(".png"))
-    print(f"\nproject {project_params:,} params, {project['seconds']:.0f}s; plain {count(plain_model):,} params, "
-          f"{plain['steps']} steps, {plain['seconds']:.0f}s\n")
+    print(
+        f"\nproject {project_params:,} params, {project['seconds']:.0f}s; plain {count(plain_model):,} params, "
+        f"{plain['steps']} steps, {plain['seconds']:.0f}s\n"
+    )
     print(table(result))
     print(f"\nwrote {args.out} and {png}")
     return 0

@@ -96,21 +96,15 @@ class ByteWindowLoader:
         check_hashes: bool = True,
     ):
         if sequence_length < 1 or batch_size < 1:
-            raise ValueError(
-                f"sequence_length ({sequence_length}) and batch_size ({batch_size}) must be >= 1"
-            )
+            raise ValueError(f"sequence_length ({sequence_length}) and batch_size ({batch_size}) must be >= 1")
         if seed < 0 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"need seed >= 0 and 0 <= rank < world_size (seed={seed}, {rank=}, {world_size=})"
-            )
+            raise ValueError(f"need seed >= 0 and 0 <= rank < world_size (seed={seed}, {rank=}, {world_size=})")
         self.stream = SplitStream(data_dir, split, check_hashes=check_hashes)
         self.split, self.sequence_length, self.batch_size = split, sequence_length, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.batch_index = 0
         if self.stream.length < sequence_length:
-            log.warning(
-                "split_shorter_than_window", split=split, tokens=self.stream.length, window=sequence_length
-            )
+            log.warning("split_shorter_than_window", split=split, tokens=self.stream.length, window=sequence_length)
 
     @property
     def batches_per_epoch(self) -> int:

@@ -78,8 +78,9 @@ def text_windows(data: bytes, sequence_length: int, batch_size: int, context: in
     yield from _batches(windows, lambda start, end: stream[start:end], sequence_length, batch_size)
 
 
-def split_windows(data_dir: Path, split: str, sequence_length: int, batch_size: int, max_bytes: int | None,
-                  context: int | None = None):
+def split_windows(
+    data_dir: Path, split: str, sequence_length: int, batch_size: int, max_bytes: int | None, context: int | None = None
+):
     """A split's stream (its first max_bytes tokens), in context-carrying windows."""
     stream = SplitStream(data_dir, split)
     limit = stream.length if max_bytes is None else min(stream.length, max_bytes)
@@ -108,6 +109,7 @@ class _Accumulator:
     def add(self, tokens: torch.Tensor, padding: torch.Tensor, bits: dict, quantized: dict, counts: list) -> None:
         """One batch: `bits`/`quantized` per_position_bits (exact/quantized), `counts` known_counts per level
         and top: only what the window sends (positions at or after its known count) is added."""
+
         def sent(values: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
             positions = torch.arange(values.shape[1], device=values.device)
             return positions[None] >= count[:, None].to(values.device)
@@ -130,7 +132,7 @@ class _Accumulator:
         # Segment lengths over the sent tokens only, so every token of the text is counted once (a segment that
         # straddles the known part counts its sent tokens).
         for row, count in zip(bottom_segments, counts[0].cpu(), strict=True):
-            sent_ids = row[int(count):]
+            sent_ids = row[int(count) :]
             self.segment_lengths.update(c for c in torch.bincount(sent_ids[sent_ids >= 0]).tolist() if c)
         if self.sample is None:
             self._keep_sample(tokens[0].cpu(), bottom_segments[0])
@@ -146,8 +148,11 @@ class _Accumulator:
             previous = segment if token != PAD_ID else previous
             if len(text) >= SAMPLE_BYTES:
                 break
-        self.sample = {"text": text.decode("utf-8", errors="replace"), "byte_boundaries": boundaries,
-                       "bytes": bytes(text).hex()}
+        self.sample = {
+            "text": text.decode("utf-8", errors="replace"),
+            "byte_boundaries": boundaries,
+            "bytes": bytes(text).hex(),
+        }
 
     def add_reconstruction(self, tokens: torch.Tensor, padding: torch.Tensor, decoded: torch.Tensor) -> None:
         for row, pad, out in zip(tokens.cpu(), padding.cpu(), decoded.cpu(), strict=True):
@@ -170,14 +175,16 @@ class _Accumulator:
             entropy = float(-(probabilities * probabilities.log()).sum()) if total else 0.0
             live = int((counts > 0).sum())
             codes_so_far = total
-            levels.append({
-                "codes": total,
-                "bytes_per_code": self.byte_count / codes_so_far if codes_so_far else float("nan"),
-                "codebook_perplexity": math.exp(entropy),
-                "live_codes": live,
-                "codebook_size": self.codebook_sizes[level],
-                "live_code_share": live / self.codebook_sizes[level],
-            })
+            levels.append(
+                {
+                    "codes": total,
+                    "bytes_per_code": self.byte_count / codes_so_far if codes_so_far else float("nan"),
+                    "codebook_perplexity": math.exp(entropy),
+                    "live_codes": live,
+                    "codebook_size": self.codebook_sizes[level],
+                    "live_code_share": live / self.codebook_sizes[level],
+                }
+            )
         decoded = max(self.decoded_windows, 1)
         return {
             "bytes": self.byte_count,

@@ -138,8 +138,9 @@ class HierarchicalAEScorer:
         results = [0.0] * len(windows)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            for index, value in zip(chunk, conditional_bits_of_batch(self.model, [windows[i] for i in chunk],
-                                                                     self.device), strict=True):
+            for index, value in zip(
+                chunk, conditional_bits_of_batch(self.model, [windows[i] for i in chunk], self.device), strict=True
+            ):
                 results[index] = value
         return results
 

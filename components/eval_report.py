@@ -51,29 +51,47 @@ def flat_metrics(compression: dict, lm_eval_results: dict) -> dict[str, float]:
 
 
 def _markdown(report: dict) -> str:
-    lines = [f"# Evaluation of `{report['checkpoint']}`", "",
-             f"step {report.get('step')}, data hash `{report.get('data_hash')}`, "
-             + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    lines = [
+        f"# Evaluation of `{report['checkpoint']}`",
+        "",
+        f"step {report.get('step')}, data hash `{report.get('data_hash')}`, "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        "",
+    ]
     compression = report["compression"]
     if compression:
-        lines += ["## Bits per byte (lower is better; same bytes, same run)", "",
-                  "| text | bytes | model | " + " | ".join(COMPRESSOR_LABELS[c] for c in COMPRESSORS) + " |",
-                  "|---|---:|---:|" + "---:|" * len(COMPRESSORS)]
+        lines += [
+            "## Bits per byte (lower is better; same bytes, same run)",
+            "",
+            "| text | bytes | model | " + " | ".join(COMPRESSOR_LABELS[c] for c in COMPRESSORS) + " |",
+            "|---|---:|---:|" + "---:|" * len(COMPRESSORS),
+        ]
         for name, entry in compression.items():
-            lines.append(f"| {name} | {entry['bytes']:,} | {entry['bits_per_byte']:.3f} | "
-                         + " | ".join(f"{entry['baselines'][c]:.3f}" for c in COMPRESSORS) + " |")
+            lines.append(
+                f"| {name} | {entry['bytes']:,} | {entry['bits_per_byte']:.3f} | "
+                + " | ".join(f"{entry['baselines'][c]:.3f}" for c in COMPRESSORS)
+                + " |"
+            )
         benchmark = report.get("quality_benchmark")
         if benchmark:
             plain = plain_model_bits(benchmark)
-            lines += ["", f"Plain byte transformer of bench/quality.py ({benchmark.get('config')}, "
-                      f"{benchmark.get('plain', {}).get('parameters', 0):,} parameters, same training seconds as "
-                      f"its run of the model, first {benchmark.get('settings', {}).get('eval_bytes', 0):,} bytes of "
-                      "each text): " + ", ".join(f"{n} {v:.3f}" for n, v in plain.items())]
-        lines += ["", "Model bits = top LM bits of the top codes + expander bits of each level given its codes "
-                  "(model.md); framing tokens (BOS/EOS) are paid for, bytes count only real bytes.", "",
-                  "## Per level", "",
-                  "| text | level | top LM bpb | expander bpb | bytes/code | codebook perplexity | live codes |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+            lines += [
+                "",
+                f"Plain byte transformer of bench/quality.py ({benchmark.get('config')}, "
+                f"{benchmark.get('plain', {}).get('parameters', 0):,} parameters, same training seconds as "
+                f"its run of the model, first {benchmark.get('settings', {}).get('eval_bytes', 0):,} bytes of "
+                "each text): " + ", ".join(f"{n} {v:.3f}" for n, v in plain.items()),
+            ]
+        lines += [
+            "",
+            "Model bits = top LM bits of the top codes + expander bits of each level given its codes "
+            "(model.md); framing tokens (BOS/EOS) are paid for, bytes count only real bytes.",
+            "",
+            "## Per level",
+            "",
+            "| text | level | top LM bpb | expander bpb | bytes/code | codebook perplexity | live codes |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, entry in compression.items():
             for level, stats in enumerate(entry["levels"]):
                 top = f"{entry['top_bits_per_byte']:.3f}" if level == len(entry["levels"]) - 1 else ""
@@ -82,12 +100,18 @@ def _markdown(report: dict) -> str:
                     f"{stats['bytes_per_code']:.2f} | {stats['codebook_perplexity']:.1f} | "
                     f"{stats['live_codes']}/{stats['codebook_size']} |"
                 )
-        lines += ["", "## Greedy reconstruction from the model's own top codes (diagnostic, not a gate)", "",
-                  "| text | windows | bytes exact | windows exact |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Greedy reconstruction from the model's own top codes (diagnostic, not a gate)",
+            "",
+            "| text | windows | bytes exact | windows exact |",
+            "|---|---:|---:|---:|",
+        ]
         for name, entry in compression.items():
             rec = entry["reconstruction"]
-            lines.append(f"| {name} | {rec['windows']} | {rec['exact_match_bytes']:.3f} | "
-                         f"{rec['exact_match_windows']:.3f} |")
+            lines.append(
+                f"| {name} | {rec['windows']} | {rec['exact_match_bytes']:.3f} | {rec['exact_match_windows']:.3f} |"
+            )
     if report["lm_eval"]:
         lines += ["", "## lm-eval", "", "| task | metric | value |", "|---|---|---:|"]
         for task, values in report["lm_eval"].items():
@@ -97,12 +121,12 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
 
 def plain_model_bits(benchmark: dict) -> dict[str, float]:
     """{text: bits per byte} of the plain byte transformer in a bench/quality.py JSON."""

@@ -117,9 +117,16 @@ def local_tasks_dir(data_dir: Path | None) -> Path:
     return tasks_dir
 
 
-def run_lm_eval(model, model_args: str | None, tasks: list[str], data_dir: Path | None = None,
-                limit: int | None = None, num_fewshot: int | None = None, batch_size: int | str | None = None,
-                device: str | None = None) -> dict:
+def run_lm_eval(
+    model,
+    model_args: str | None,
+    tasks: list[str],
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int | str | None = None,
+    device: str | None = None,
+) -> dict:
     """lm-eval's simple_evaluate over `tasks` (local ones found via the generated include path); returns its
     full results dict. `model` is a model name ("hier_ae", "hf") with `model_args`, or an LM instance."""
     from components.lm_eval_tasks import DEFAULT_TASKS, LOCAL_SUFFIX, hub_offline, localize_task_names
@@ -132,8 +139,11 @@ def run_lm_eval(model, model_args: str | None, tasks: list[str], data_dir: Path 
 
     tasks, changed = localize_task_names(tasks, hub_offline())
     if changed:
-        log.info("offline_tasks", note="the hub is offline: standard tasks run on local data",
-                 tasks=", ".join(f"{t} -> {t}_local" for t in changed))
+        log.info(
+            "offline_tasks",
+            note="the hub is offline: standard tasks run on local data",
+            tasks=", ".join(f"{t} -> {t}_local" for t in changed),
+        )
     local = {task + LOCAL_SUFFIX for task in DEFAULT_TASKS}
     manager = TaskManager()
     unknown = [task for task in tasks if task not in manager.all_tasks and task not in local]
@@ -142,8 +152,16 @@ def run_lm_eval(model, model_args: str | None, tasks: list[str], data_dir: Path 
     if any(task in local for task in tasks):  # only then fetch the offline data and write the local YAMLs
         manager = TaskManager(include_path=str(local_tasks_dir(data_dir)))
     kwargs = {"model_args": model_args} if isinstance(model, str) else {}
-    return lm_eval.simple_evaluate(model=model, tasks=tasks, limit=limit, num_fewshot=num_fewshot,
-                                   batch_size=batch_size, device=device, task_manager=manager, **kwargs)
+    return lm_eval.simple_evaluate(
+        model=model,
+        tasks=tasks,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        batch_size=batch_size,
+        device=device,
+        task_manager=manager,
+        **kwargs,
+    )
 
 
 def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) -> dict:
@@ -206,8 +224,9 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
         from components.hier_ae_lm import HierarchicalAELM
 
         scorer = HierarchicalAEScorer(loaded.model, loaded.device, config.sequence_length, params.batch_size)
-        output = run_lm_eval(HierarchicalAELM(scorer=scorer), None, params.tasks, data_dir, params.limit,
-                             params.num_fewshot)
+        output = run_lm_eval(
+            HierarchicalAELM(scorer=scorer), None, params.tasks, data_dir, params.limit, params.num_fewshot
+        )
         lm_eval_results = output["results"]
     if not compression and not lm_eval_results:
         raise EvaluationError("nothing to evaluate: enable compression, or give tasks or text files")
@@ -221,8 +240,13 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
         "config_hash": loaded.checkpoint.get("config_hash"),
         "git_commit": loaded.checkpoint.get("git_commit"),
         "versions": versions(),
-        "settings": {"sequence_length": config.sequence_length, "max_eval_bytes": params.max_eval_bytes,
-                     "limit": params.limit, "num_fewshot": params.num_fewshot, "device": str(loaded.device)},
+        "settings": {
+            "sequence_length": config.sequence_length,
+            "max_eval_bytes": params.max_eval_bytes,
+            "limit": params.limit,
+            "num_fewshot": params.num_fewshot,
+            "device": str(loaded.device),
+        },
         "compression": compression,
         "lm_eval": lm_eval_results,
         "metrics": metrics,
@@ -234,8 +258,15 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
             raise EvaluationError(f"{params.quality_benchmark}: not a readable benchmark JSON ({error})") from None
     report_json, report_md, plots = write_report(report, Path(params.out_dir))
     run_id = _track(params, loaded, metrics, [report_json, report_md, *plots]) if params.tracking else None
-    return EvaluateResult(out_dir=params.out_dir, report_json=report_json, report_md=report_md, plots=plots,
-                          metrics=metrics, data_hash=data_hash, mlflow_run_id=run_id)
+    return EvaluateResult(
+        out_dir=params.out_dir,
+        report_json=report_json,
+        report_md=report_md,
+        plots=plots,
+        metrics=metrics,
+        data_hash=data_hash,
+        mlflow_run_id=run_id,
+    )
 
 
 def _track(params: EvaluateParams, loaded, metrics: dict[str, float], files: list[Path]) -> str | None:
@@ -249,8 +280,9 @@ def _track(params: EvaluateParams, loaded, metrics: dict[str, float], files: lis
         run_id=loaded.checkpoint.get("mlflow_run_id"),
         unsent_path=Path(params.out_dir) / "mlflow_unsent.jsonl",
     )
-    tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items()},
-                        step=int(loaded.checkpoint.get("global_step") or 0))
+    tracker.log_metrics(
+        {f"eval/{key}": value for key, value in metrics.items()}, step=int(loaded.checkpoint.get("global_step") or 0)
+    )
     tracker.set_tags({"evaluated_checkpoint": params.checkpoint})
     for path in files:
         tracker.log_artifact(path, "evaluation")

@@ -27,8 +27,17 @@ REPORT_ARTIFACT_DIR = "evaluation"
 REPORT_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/report.json"
 EVAL_METRIC_PREFIX = "eval/"
 # The candidate run's params (immutable) that say where the version came from; `registry status` shows them.
-LINEAGE_KEYS = ("stage1_run_id", "stage2_run_id", "eval_run_id", "data_hash", "code_identity", "config_hash",
-                "image", "kfp_run_id", "report_sha256")
+LINEAGE_KEYS = (
+    "stage1_run_id",
+    "stage2_run_id",
+    "eval_run_id",
+    "data_hash",
+    "code_identity",
+    "config_hash",
+    "image",
+    "kfp_run_id",
+    "report_sha256",
+)
 
 
 class EvidenceError(ValueError):
@@ -92,10 +101,14 @@ def read_evidence(client, version, gate_metric: str) -> Evidence:
         logged = client.get_run(eval_run_id).data.metrics
         if EVAL_METRIC_PREFIX + gate_metric not in logged:
             raise EvidenceError(f"{label}: evaluation run {eval_run_id} logged no {EVAL_METRIC_PREFIX}{gate_metric}")
-        differ = sorted(key for key, value in metrics.items()
-                        if EVAL_METRIC_PREFIX + key in logged and not _same(logged[EVAL_METRIC_PREFIX + key], value))
+        differ = sorted(
+            key
+            for key, value in metrics.items()
+            if EVAL_METRIC_PREFIX + key in logged and not _same(logged[EVAL_METRIC_PREFIX + key], value)
+        )
         if differ:
-            raise EvidenceError(f"{label}: evaluation run {eval_run_id} and its report disagree on "
-                                f"{', '.join(differ[:5])}")
+            raise EvidenceError(
+                f"{label}: evaluation run {eval_run_id} and its report disagree on {', '.join(differ[:5])}"
+            )
     lineage = {key: params[key] for key in LINEAGE_KEYS if params.get(key)}
     return Evidence(metrics=metrics, report_sha256=expected, lineage=lineage)

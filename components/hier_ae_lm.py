@@ -35,6 +35,8 @@ def to_bytes(text: str) -> bytes:
     """UTF-8, with lone surrogates (which lm-eval task data can hold) written as their 3-byte forms instead of
     raising UnicodeEncodeError: a byte model scores any bytes, and the mapping stays one-to-one."""
     return text.encode("utf-8", errors="surrogatepass")
+
+
 GREEDY_PROBE_BYTES = 4  # greedy outputs are prefix-consistent: most continuations fail within these bytes
 
 
@@ -125,13 +127,18 @@ class HierarchicalAELM(LM):
 
     # -- lm-eval API --------------------------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        pairs = [(to_bytes(context), to_bytes(continuation)) for context, continuation in
-                 (request.args for request in requests)]
+        pairs = [
+            (to_bytes(context), to_bytes(continuation))
+            for context, continuation in (request.args for request in requests)
+        ]
         bits = self._score([plan_windows(c, t, self.max_length, self.stride) for c, t in pairs])
         results = []
-        for (context, continuation), value in tqdm(zip(pairs, bits, strict=True), total=len(pairs),
-                                                    disable=disable_tqdm or not self.check_greedy,
-                                                    desc="is_greedy"):
+        for (context, continuation), value in tqdm(
+            zip(pairs, bits, strict=True),
+            total=len(pairs),
+            disable=disable_tqdm or not self.check_greedy,
+            desc="is_greedy",
+        ):
             greedy = self.check_greedy and self._is_greedy(context, continuation)
             results.append((-value * LN2, greedy))
         for request, result in zip(requests, results, strict=True):

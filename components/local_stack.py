@@ -112,8 +112,10 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
             closed = [p for p in self.root.parents if p.stat().st_mode & 0o001 == 0]
             if closed:  # the postgres user must be able to reach its data dir
-                raise PostgresError(f"{self.root}: {closed[0]} is not searchable by the postgres user "
-                                    f"(chmod o+x it, or choose a state dir elsewhere)")
+                raise PostgresError(
+                    f"{self.root}: {closed[0]} is not searchable by the postgres user "
+                    f"(chmod o+x it, or choose a state dir elsewhere)"
+                )
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         command = ["runuser", "-u", "postgres", "--", *args] if self._as_postgres else list(args)
@@ -127,14 +129,24 @@ class PostgresServer:
         if not (self.data / "PG_VERSION").is_file():
             self._run(_postgres_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", options,
-                  "-w", "start")
+        self._run(
+            _postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "start"
+        )
         return self
 
     def create_database(self, name: str) -> str:
         """`name` (created unless it exists) as an SQLAlchemy URI."""
-        listed = self._run(_postgres_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                           "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{name}'").stdout.strip()
+        listed = self._run(
+            _postgres_bin("psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname='{name}'",
+        ).stdout.strip()
         if listed != "1":
             self._run(_postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
@@ -152,13 +164,29 @@ class SeaweedS3Server:
     """`weed mini` serving S3 on 127.0.0.1:<port>, keys enforced, `buckets` created at start."""
 
     PORT_FLAGS = (
-        "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "master.port", "master.port.grpc",
-        "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "webdav.port", "admin.port",
+        "s3.port",
+        "s3.port.grpc",
+        "s3.port.iceberg",
+        "s3.port.lance",
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "webdav.port",
+        "admin.port",
         "admin.port.grpc",
     )
 
-    def __init__(self, access_key: str, secret_key: str, buckets: list[str], root: Path | None = None,
-                 ports: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        access_key: str,
+        secret_key: str,
+        buckets: list[str],
+        root: Path | None = None,
+        ports: dict[str, int] | None = None,
+    ) -> None:
         self.keep = root is not None
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="abstractinator-s3-"))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -173,26 +201,43 @@ class SeaweedS3Server:
 
     @property
     def client_env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_ENDPOINT_URL_S3": self.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def _ready(self) -> bool:
         import boto3
 
-        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-                              aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
         names = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
         return set(self.buckets) <= names
 
     def start(self, timeout_s: float = 60) -> SeaweedS3Server:
         weed = Path(sys.executable).parent / "weed"
-        command = [str(weed if weed.exists() else "weed"), "mini", f"-dir={self.root}", "-ip=127.0.0.1",
-                   "-ip.bind=127.0.0.1", f"-bucket={','.join(self.buckets)}", "-admin.ui=false",
-                   *(f"-{flag}={port}" for flag, port in self.ports.items())]
+        command = [
+            str(weed if weed.exists() else "weed"),
+            "mini",
+            f"-dir={self.root}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-bucket={','.join(self.buckets)}",
+            "-admin.ui=false",
+            *(f"-{flag}={port}" for flag, port in self.ports.items()),
+        ]
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         with (self.root / "weed.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root, start_new_session=True
+            )
         self.pid = self.process.pid
         try:
             wait_for(self._ready, timeout_s, f"SeaweedFS (log: {self.root / 'weed.log'})", self.process)
@@ -213,8 +258,14 @@ class SeaweedS3Server:
 class MlflowServer:
     """`mlflow server` on 127.0.0.1:<port>; stop() and start() again keep its port and stores."""
 
-    def __init__(self, backend_uri: str, artifacts_destination: str, env: dict[str, str] | None = None,
-                 port: int | None = None, log_dir: Path | None = None):
+    def __init__(
+        self,
+        backend_uri: str,
+        artifacts_destination: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        log_dir: Path | None = None,
+    ):
         self.backend_uri = backend_uri
         self.artifacts_destination = artifacts_destination
         self.port = port or free_port()
@@ -236,8 +287,18 @@ class MlflowServer:
     def start(self, timeout_s: float = 90) -> MlflowServer:
         mlflow = str(Path(sys.executable).parent / "mlflow")
         command = [
-            mlflow, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-            "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts_destination,
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--artifacts-destination",
+            self.artifacts_destination,
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -297,8 +358,9 @@ class LocalStack:
         try:
             postgres = PostgresServer(root=self.state_dir / "postgres").start()
             backend = postgres.create_database("mlflow")
-            mlflow = MlflowServer(backend, f"s3://{self.BUCKET}/mlflow-artifacts", env=s3.client_env,
-                                  log_dir=self.state_dir / "mlflow").start()
+            mlflow = MlflowServer(
+                backend, f"s3://{self.BUCKET}/mlflow-artifacts", env=s3.client_env, log_dir=self.state_dir / "mlflow"
+            ).start()
         except Exception:
             for server in (mlflow, postgres, s3):
                 if server is not None:

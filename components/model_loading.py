@@ -77,8 +77,11 @@ def _registry_checkpoint(uri: str) -> dict[str, Any]:
         checkpoint = load_checkpoint(tagged)
     else:
         with tempfile.TemporaryDirectory(prefix="abstractinator-model-") as tmp:
-            local = Path(download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=tmp,
-                                                tracking_uri=tracking_uri))
+            local = Path(
+                download_artifacts(
+                    artifact_uri=f"models:/{name}/{version.version}", dst_path=tmp, tracking_uri=tracking_uri
+                )
+            )
             files = sorted(local.rglob("*"), key=lambda p: p.suffix != ".pt") if local.is_dir() else [local]
             checkpoint = next((c for c in map(_model_file, files) if c is not None), None)
         if checkpoint is None:
@@ -126,6 +129,9 @@ def load_model(location: str | Path, device: str | None = "auto", config: ExpCon
         first = str(error).splitlines()[0]
         raise CheckpointError(f"{location}: does not fit the config's model ({first})") from None
     model.to(target).eval()
-    meta = {k: v for k, v in checkpoint.items() if k not in ("model_state", "optimizer_state", "scheduler_state",
-                                                             "rng_state", "data_state")}
+    meta = {
+        k: v
+        for k, v in checkpoint.items()
+        if k not in ("model_state", "optimizer_state", "scheduler_state", "rng_state", "data_state")
+    }
     return LoadedModel(model=model, config=config, checkpoint=meta, location=str(location), device=target)

@@ -60,9 +60,7 @@ class PrepareDataParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(
-        "default", description="'default', file/folder/glob, s3://bucket/prefix or hf:org/name"
-    )
+    source: str = Field("default", description="'default', file/folder/glob, s3://bucket/prefix or hf:org/name")
     out_dir: Path = Field(description="Where shards, eval sets and manifest.json go.")
     shard_bytes: int = Field(64 * 2**20, gt=0, description="Largest shard file (one document may exceed it).")
     text_column: str = Field("text", description="Text column of a Hugging Face dataset.")
@@ -157,9 +155,7 @@ def _install(temp: Path, out_dir: Path, manifest: Manifest) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         (temp / relative).replace(target)
     old_shards = [p for split in SPLITS for p in out_dir.glob(f"{split}-[0-9]*") if p.is_file()]
-    old_eval = (
-        [p for p in (out_dir / "eval").rglob("*") if p.is_file()] if (out_dir / "eval").is_dir() else []
-    )
+    old_eval = [p for p in (out_dir / "eval").rglob("*") if p.is_file()] if (out_dir / "eval").is_dir() else []
     for path in old_shards + old_eval:
         if path.relative_to(out_dir).as_posix() not in listed:
             path.unlink()

@@ -78,7 +78,7 @@ def metrics_of(version) -> dict[str, float]:
     for key, value in (version.tags or {}).items():
         if key.startswith(METRIC_TAG_PREFIX):
             try:
-                metrics[key[len(METRIC_TAG_PREFIX):]] = float(value)
+                metrics[key[len(METRIC_TAG_PREFIX) :]] = float(value)
             except ValueError:
                 pass
     return metrics
@@ -147,9 +147,14 @@ def _experiment_id(client) -> str:
 def _decision_tags(outcome: GateOutcome, audit_run: str = "") -> dict[str, dict[str, str]]:
     """{version: {tag: value}} that a decision writes."""
     reasons = "; ".join(outcome.reasons)[:5000]
-    tags = {str(outcome.version): {"gate.decision": outcome.action, "gate.reasons": reasons,
-                                   "gate.champion_before": str(outcome.champion_before),
-                                   "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+    tags = {
+        str(outcome.version): {
+            "gate.decision": outcome.action,
+            "gate.reasons": reasons,
+            "gate.champion_before": str(outcome.champion_before),
+            "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    }
     if outcome.action in ("promoted", "forced") and outcome.champion_before is not None:
         tags[str(outcome.version)]["gate.promoted_over"] = outcome.champion_before
     if outcome.action == "rolled_back":
@@ -157,8 +162,9 @@ def _decision_tags(outcome: GateOutcome, audit_run: str = "") -> dict[str, dict[
     return tags
 
 
-def _apply(client, lock: RegistryLock, outcome: GateOutcome, rules: GateRules | None,
-           metrics: dict[str, float]) -> None:
+def _apply(
+    client, lock: RegistryLock, outcome: GateOutcome, rules: GateRules | None, metrics: dict[str, float]
+) -> None:
     """Steps 1-4 of the module docstring."""
     from mlflow.entities import Metric
 
@@ -168,14 +174,27 @@ def _apply(client, lock: RegistryLock, outcome: GateOutcome, rules: GateRules | 
         _experiment_id(client),
         run_name=f"{outcome.model}-v{outcome.version}-{outcome.action}",
         tags={
-            "model": outcome.model, "version": str(outcome.version), "action": outcome.action,
-            "reasons": "; ".join(outcome.reasons)[:5000], "champion_before": str(outcome.champion_before),
-            "champion_after": str(outcome.champion_after), "rules": rules.model_dump_json() if rules else "",
-            "version_tags": json.dumps(version_tags_), "state": PENDING,
+            "model": outcome.model,
+            "version": str(outcome.version),
+            "action": outcome.action,
+            "reasons": "; ".join(outcome.reasons)[:5000],
+            "champion_before": str(outcome.champion_before),
+            "champion_after": str(outcome.champion_after),
+            "rules": rules.model_dump_json() if rules else "",
+            "version_tags": json.dumps(version_tags_),
+            "state": PENDING,
         },
     )
-    _complete(client, lock, run.info.run_id, outcome.model, version_tags_, outcome.action,
-              outcome.champion_before, outcome.champion_after)
+    _complete(
+        client,
+        lock,
+        run.info.run_id,
+        outcome.model,
+        version_tags_,
+        outcome.action,
+        outcome.champion_before,
+        outcome.champion_after,
+    )
     if metrics:
         now = int(time.time() * 1000)
         client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
@@ -185,8 +204,16 @@ def _version_or_none(value: str | None) -> str | None:
     return None if value in (None, "", "None") else str(value)
 
 
-def _complete(client, lock: RegistryLock, run_id: str, name: str, version_tags_: dict[str, dict[str, str]],
-              action: str, before: str | None, after: str | None) -> str:
+def _complete(
+    client,
+    lock: RegistryLock,
+    run_id: str,
+    name: str,
+    version_tags_: dict[str, dict[str, str]],
+    action: str,
+    before: str | None,
+    after: str | None,
+) -> str:
     """Steps 2-4 for the audit run `run_id` (a fresh one, or a pending one left by a crash); returns its end
     state: `applied`, or `superseded` when the champion was moved by hand meanwhile."""
     for version, tags in version_tags_.items():  # 2. the decision tags
@@ -213,16 +240,31 @@ def recover(client, name: str, lock: RegistryLock) -> int:
     experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
     if experiment is None:
         return 0
-    pending = client.search_runs([experiment.experiment_id],
-                                 filter_string=f"tags.model = '{name}' and tags.state = '{PENDING}'",
-                                 order_by=["attributes.start_time ASC"])
+    pending = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.model = '{name}' and tags.state = '{PENDING}'",
+        order_by=["attributes.start_time ASC"],
+    )
     for run in pending:
         tags = run.data.tags
-        state = _complete(client, lock, run.info.run_id, name, json.loads(tags.get("version_tags") or "{}"),
-                          tags.get("action", ""), tags.get("champion_before"), tags.get("champion_after"))
+        state = _complete(
+            client,
+            lock,
+            run.info.run_id,
+            name,
+            json.loads(tags.get("version_tags") or "{}"),
+            tags.get("action", ""),
+            tags.get("champion_before"),
+            tags.get("champion_after"),
+        )
         client.set_tag(run.info.run_id, "recovered", "true")
-        log.warning("gate_pending_decision_completed", model=name, version=tags.get("version"),
-                    action=tags.get("action"), state=state)
+        log.warning(
+            "gate_pending_decision_completed",
+            model=name,
+            version=tags.get("version"),
+            action=tags.get("action"),
+            state=state,
+        )
     return len(pending)
 
 
@@ -234,8 +276,16 @@ def _evidence_metrics(client, version, rules: GateRules) -> tuple[dict[str, floa
         return None, str(error)
 
 
-def promote(client, name: str, version: str, rules: GateRules, force: bool = False, forced_by: str = "",
-            lock_timeout_s: float = 120.0, lease_s: float = 6.0) -> GateOutcome:
+def promote(
+    client,
+    name: str,
+    version: str,
+    rules: GateRules,
+    force: bool = False,
+    forced_by: str = "",
+    lock_timeout_s: float = 120.0,
+    lease_s: float = 6.0,
+) -> GateOutcome:
     """Run the gate for `version`: move `champion` to it or refuse, record the decision either way.
     `force` (a person overriding the gate, `forced_by` saying who/why) moves it whatever the evidence says."""
     from mlflow.exceptions import MlflowException
@@ -251,24 +301,39 @@ def promote(client, name: str, version: str, rules: GateRules, force: bool = Fal
         champion = alias_version(client, name, CHAMPION)
         before = str(champion.version) if champion else None
         if before == str(version):
-            return GateOutcome(model=name, action="already_champion", version=str(version),
-                               champion_before=before, champion_after=before, reasons=["already champion"])
+            return GateOutcome(
+                model=name,
+                action="already_champion",
+                version=str(version),
+                champion_before=before,
+                champion_after=before,
+                reasons=["already champion"],
+            )
         metrics, problem = _evidence_metrics(client, challenger, rules)
         if metrics is None:
             decision = GateDecision(promote=False, reasons=[problem])
         else:
-            champion_metrics, champion_problem = (_evidence_metrics(client, champion, rules) if champion
-                                                  else (None, ""))
-            decision = decide(metrics, champion_metrics, rules) if not champion_problem else GateDecision(
-                promote=False, reasons=[f"champion {champion_problem}; not comparable"])
+            champion_metrics, champion_problem = _evidence_metrics(client, champion, rules) if champion else (None, "")
+            decision = (
+                decide(metrics, champion_metrics, rules)
+                if not champion_problem
+                else GateDecision(promote=False, reasons=[f"champion {champion_problem}; not comparable"])
+            )
         if (challenger.tags or {}).get("gate.rolled_back") == "true":
-            decision = GateDecision(promote=False, reasons=["rolled back earlier: only --force promotes it again",
-                                                            *decision.reasons])
+            decision = GateDecision(
+                promote=False, reasons=["rolled back earlier: only --force promotes it again", *decision.reasons]
+            )
         if force:
             decision = GateDecision(promote=True, reasons=[f"forced: {forced_by or 'by hand'}", *decision.reasons])
         action = ("forced" if force else "promoted") if decision.promote else "refused"
-        outcome = GateOutcome(model=name, action=action, version=str(version), champion_before=before,
-                              champion_after=str(version) if decision.promote else before, reasons=decision.reasons)
+        outcome = GateOutcome(
+            model=name,
+            action=action,
+            version=str(version),
+            champion_before=before,
+            champion_after=str(version) if decision.promote else before,
+            reasons=decision.reasons,
+        )
         _apply(client, lock, outcome, rules, metrics or {})
     log.info("gate_decision", model=name, version=version, action=outcome.action, reasons=outcome.reasons)
     return outcome
@@ -284,9 +349,14 @@ def rollback(client, name: str, lock_timeout_s: float = 120.0, lease_s: float = 
         previous = (champion.tags or {}).get("gate.promoted_over")
         if not previous:
             raise RegistryError(f"model {name!r}: champion v{champion.version} was the first; nothing to roll back to")
-        outcome = GateOutcome(model=name, action="rolled_back", version=previous,
-                              champion_before=str(champion.version), champion_after=previous,
-                              reasons=[f"rollback from v{champion.version} to v{previous}"])
+        outcome = GateOutcome(
+            model=name,
+            action="rolled_back",
+            version=previous,
+            champion_before=str(champion.version),
+            champion_after=previous,
+            reasons=[f"rollback from v{champion.version} to v{previous}"],
+        )
         _apply(client, lock, outcome, None, {})
     log.info("gate_rollback", model=name, champion=previous, was=champion.version)
     return outcome
@@ -322,16 +392,18 @@ def status(client, name: str, lineage: bool = True) -> dict[str, Any]:
     versions = []
     for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
         tags = version.tags or {}
-        versions.append({
-            "version": str(version.version),
-            "aliases": sorted(a for a, v in aliases.items() if str(v) == str(version.version)),
-            "metrics": metrics_of(version),
-            "decision": tags.get("gate.decision"),
-            "reasons": tags.get("gate.reasons"),
-            "run_id": version.run_id,
-            "lineage": lineage_of(client, version) if lineage else {},
-            **{key: tags.get(key) for key in PROVENANCE_TAGS},
-        })
+        versions.append(
+            {
+                "version": str(version.version),
+                "aliases": sorted(a for a, v in aliases.items() if str(v) == str(version.version)),
+                "metrics": metrics_of(version),
+                "decision": tags.get("gate.decision"),
+                "reasons": tags.get("gate.reasons"),
+                "run_id": version.run_id,
+                "lineage": lineage_of(client, version) if lineage else {},
+                **{key: tags.get(key) for key in PROVENANCE_TAGS},
+            }
+        )
     return {"model": name, "aliases": {k: str(v) for k, v in aliases.items()}, "versions": versions}
 
 
@@ -341,13 +413,18 @@ def history(client, name: str) -> list[dict[str, str]]:
     if experiment is None:
         return []
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.model = '{name}'", order_by=["attributes.start_time ASC"],
+        [experiment.experiment_id],
+        filter_string=f"tags.model = '{name}'",
+        order_by=["attributes.start_time ASC"],
         max_results=50000,
     )
     keys = ("version", "action", "champion_before", "champion_after", "reasons", "state")
     return [
-        {"time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.info.start_time / 1000)),
-         "run_id": run.info.run_id, **{key: run.data.tags.get(key, "") for key in keys}}
+        {
+            "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.info.start_time / 1000)),
+            "run_id": run.info.run_id,
+            **{key: run.data.tags.get(key, "") for key in keys},
+        }
         for run in runs
     ]
 
@@ -364,5 +441,19 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
 
 
-__all__ = ["CHALLENGER", "CHAMPION", "GateOutcome", "LockError", "RegistryError", "alias_version", "client_for",
-           "history", "promote", "recover", "register_version", "rollback", "status", "version_tags"]
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "GateOutcome",
+    "LockError",
+    "RegistryError",
+    "alias_version",
+    "client_for",
+    "history",
+    "promote",
+    "recover",
+    "register_version",
+    "rollback",
+    "status",
+    "version_tags",
+]

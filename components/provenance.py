@@ -26,8 +26,17 @@ from configs import ExpConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What the training image copies (docker/Dockerfile) that can change what is trained: code, configs, pins.
-CODE_PATHS = ("abstractinator", "components", "configs", "model", "pipelines", "pyproject.toml",
-              "docker/constraints.txt", "train.py", "evaluate.py")
+CODE_PATHS = (
+    "abstractinator",
+    "components",
+    "configs",
+    "model",
+    "pipelines",
+    "pyproject.toml",
+    "docker/constraints.txt",
+    "train.py",
+    "evaluate.py",
+)
 # Ignored by .gitignore under CODE_PATHS (and made by installing or running the code): never part of the identity.
 IGNORED_NAMES = ("__pycache__", "*.pyc", "*.egg-info", "build", "*.pt", ".DS_Store")
 
@@ -47,7 +56,11 @@ def git_commit(repo: Path | None = None) -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return get_settings().git_commit or "unknown"
@@ -71,7 +84,10 @@ def _git_files(root: Path) -> list[str] | None:
     try:
         output = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CODE_PATHS],
-            cwd=root, capture_output=True, check=True, timeout=30,
+            cwd=root,
+            capture_output=True,
+            check=True,
+            timeout=30,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None

@@ -137,11 +137,13 @@ def log_pyfunc_model(checkpoint_path: Path, name: str = "model") -> Any:
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("string")]),
-        params=ParamSchema([
-            ParamSpec("task", "string", "bits_per_byte"),
-            ParamSpec("max_new_bytes", "long", 64),
-            ParamSpec("temperature", "double", 0.0),
-        ]),
+        params=ParamSchema(
+            [
+                ParamSpec("task", "string", "bits_per_byte"),
+                ParamSpec("max_new_bytes", "long", 64),
+                ParamSpec("temperature", "double", 0.0),
+            ]
+        ),
     )
     with tempfile.TemporaryDirectory(prefix="abstractinator-pyfunc-") as tmp:
         slim = slim_checkpoint(Path(checkpoint_path), Path(tmp) / "model.pt")

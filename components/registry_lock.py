@@ -131,14 +131,19 @@ class RegistryLock:
             elif time.monotonic() - since > self.lease_s:
                 attempt = attempts.get(held[0], 0)
                 if self._end(held[0], attempt):
-                    log.warning("gate_lock_stale_broken", lock=self.lock_name, token=held[0][:8],
-                                silent_s=round(time.monotonic() - since, 1))
+                    log.warning(
+                        "gate_lock_stale_broken",
+                        lock=self.lock_name,
+                        token=held[0][:8],
+                        silent_s=round(time.monotonic() - since, 1),
+                    )
                 attempts[held[0]] = attempt + 1
                 observed = None
                 continue
             if time.monotonic() > deadline:
-                raise LockError(f"registry lock {self.lock_name!r} held by a live gate for more than "
-                                f"{self.timeout_s:.0f} s")
+                raise LockError(
+                    f"registry lock {self.lock_name!r} held by a live gate for more than {self.timeout_s:.0f} s"
+                )
             time.sleep(self.poll_s)
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, name=f"{self.lock_name}-heartbeat", daemon=True)
@@ -158,8 +163,10 @@ class RegistryLock:
         """Raise LockError unless this process still holds the lock (call right before a guarded write)."""
         held = self._read()
         if held is None or held[0] != self.token:
-            raise LockError(f"registry lock {self.lock_name!r} was broken while this gate held it "
-                            f"(silent for more than {self.lease_s:.0f} s); nothing was changed by this step")
+            raise LockError(
+                f"registry lock {self.lock_name!r} was broken while this gate held it "
+                f"(silent for more than {self.lease_s:.0f} s); nothing was changed by this step"
+            )
 
     def release(self) -> None:
         self._stop.set()
@@ -175,7 +182,8 @@ class RegistryLock:
         cutoff_ms = (time.time() - MARKER_MAX_AGE_S) * 1000
         try:
             markers = self.client.search_registered_models(
-                filter_string=f"name LIKE '{self.lock_name}.ended-%'", max_results=200)
+                filter_string=f"name LIKE '{self.lock_name}.ended-%'", max_results=200
+            )
             for marker in markers:
                 if marker.creation_timestamp and marker.creation_timestamp < cutoff_ms:
                     self.client.delete_registered_model(marker.name)

@@ -146,8 +146,11 @@ def abort_incomplete_uploads(bucket: str, prefix: str, client=None) -> int:
                 client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
                 aborted += 1
     except _botocore_errors() as error:
-        log.warning("s3_abort_multipart_failed", uri=f"s3://{bucket}/{prefix}", error=str(_readable(error, bucket,
-                    prefix or None)))
+        log.warning(
+            "s3_abort_multipart_failed",
+            uri=f"s3://{bucket}/{prefix}",
+            error=str(_readable(error, bucket, prefix or None)),
+        )
     if aborted:
         log.info("s3_multipart_aborted", uri=f"s3://{bucket}/{prefix}", uploads=aborted)
     return aborted
@@ -170,8 +173,14 @@ def upload_file(path: Path, bucket: str, key: str, client=None, attempts: int = 
         abort_incomplete_uploads(bucket, key, client)
         if attempt < attempts:
             delay = UPLOAD_BACKOFF_S * 2 ** (attempt - 1)
-            log.warning("s3_upload_retry", uri=f"s3://{bucket}/{key}", attempt=attempt, of=attempts,
-                        retry_in_s=delay, error=str(failure))
+            log.warning(
+                "s3_upload_retry",
+                uri=f"s3://{bucket}/{key}",
+                attempt=attempt,
+                of=attempts,
+                retry_in_s=delay,
+                error=str(failure),
+            )
             time.sleep(delay)
     raise failure
 
@@ -217,4 +226,3 @@ def fetch_file(uri: str, path: Path) -> Path:
         return Path(uri)
     bucket, key = parse_s3_uri(uri)
     return download_file(bucket, key, path)
-

@@ -133,8 +133,13 @@ class RunTracker:
         if not self._queue:
             return None
         queue = self._queue
-        return {"params": dict(queue.params), "tags": dict(queue.tags), "metrics": list(queue.metrics),
-                "texts": list(queue.texts), "files": list(queue.files)}
+        return {
+            "params": dict(queue.params),
+            "tags": dict(queue.tags),
+            "metrics": list(queue.metrics),
+            "texts": list(queue.texts),
+            "files": list(queue.files),
+        }
 
     def restore_pending(self, state: dict[str, Any]) -> None:
         """Queue again what `pending_state` returned (ahead of anything queued since)."""
@@ -229,15 +234,16 @@ class RunTracker:
             self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
             return False
         if self._outage_since is not None:
-            log.info("tracking_reconnected", outage_s=round(time.monotonic() - self._outage_since, 1),
-                     waited_s=round(self._waited_s, 1))
+            log.info(
+                "tracking_reconnected",
+                outage_s=round(time.monotonic() - self._outage_since, 1),
+                waited_s=round(self._waited_s, 1),
+            )
             self._outage_since = None
             self._waited_s, self._backoff_s, self._retry_at = 0.0, FIRST_BACKOFF_S, 0.0
         return True
 
-    def close(
-        self, status: str | None = "FINISHED", retry_for_s: float = 30.0, retry_every_s: float = 2.0
-    ) -> bool:
+    def close(self, status: str | None = "FINISHED", retry_for_s: float = 30.0, retry_every_s: float = 2.0) -> bool:
         """Flush (retrying for a while) and mark the run `status` (None: leave it running, to be resumed);
         what still cannot be sent goes to `unsent_path`."""
         deadline = time.monotonic() + retry_for_s
@@ -257,21 +263,27 @@ class RunTracker:
     def _write_unsent(self) -> None:
         path = self.unsent_path or Path("mlflow_unsent.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = redact_data({
-            "tracking_uri": self.tracking_uri,  # redacted: replay_unsent takes the credentials from the environment
-            "experiment": self.experiment,
-            "run_name": self.run_name,
-            "run_id": self.run_id,
-            "params": self._queue.params,
-            "tags": self._queue.tags,
-            "metrics": self._queue.metrics,
-            "texts": self._queue.texts,
-            "files": self._queue.files,
-        })
+        record = redact_data(
+            {
+                "tracking_uri": self.tracking_uri,  # redacted: replay_unsent takes the credentials from the environment
+                "experiment": self.experiment,
+                "run_name": self.run_name,
+                "run_id": self.run_id,
+                "params": self._queue.params,
+                "tags": self._queue.tags,
+                "metrics": self._queue.metrics,
+                "texts": self._queue.texts,
+                "files": self._queue.files,
+            }
+        )
         with path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        log.error("tracking_unsent_saved", path=str(path), pending=self.pending,
-                  note="send later with components.tracking.replay_unsent")
+        log.error(
+            "tracking_unsent_saved",
+            path=str(path),
+            pending=self.pending,
+            note="send later with components.tracking.replay_unsent",
+        )
 
 
 def replay_unsent(path: Path, tracking_uri: str | None = None) -> int:

@@ -74,8 +74,10 @@ class TrainParams(BaseModel):
     resume_from_checkpoint: str | None = Field(None, description="Checkpoint file, folder or s3:// URI.")
     load_base_from: str | None = Field(None, description="Stage 2: base components to load and freeze.")
     stop_after_steps: int | None = Field(
-        None, ge=1, description="Stop (with a checkpoint) once this many steps are done, keeping the schedule "
-        "of the full run: a time-boxed slice of a longer run, resumed later."
+        None,
+        ge=1,
+        description="Stop (with a checkpoint) once this many steps are done, keeping the schedule "
+        "of the full run: a time-boxed slice of a longer run, resumed later.",
     )
     progress: bool = Field(True, description="Show a progress bar (rank 0).")
     tracking: bool = Field(True, description="Log to MLflow.")
@@ -123,8 +125,10 @@ def _load_base_components(model: torch.nn.Module, location: str, staging: Path) 
         state = torch.load(local, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not {"compressors", "expanders"} <= set(state):
             what = "a training checkpoint" if isinstance(state, dict) and "model_state" in state else "something else"
-            raise CheckpointError(f"--load_base_from {location}: not a base-components file ({what}; stage 1 "
-                                  "writes base components to its save_base_components_path)")
+            raise CheckpointError(
+                f"--load_base_from {location}: not a base-components file ({what}; stage 1 "
+                "writes base components to its save_base_components_path)"
+            )
         model.load_base_components(local, freeze=True)
     except (OSError, CheckpointError):
         raise  # unreadable file: the CLI names it and the reason
@@ -205,8 +209,13 @@ class Trainer:
             self.data_dir = resolve_training_data(config, params.data_dir)
         self.data_hash = load_manifest(self.data_dir).data_hash
         self.loader = ByteWindowLoader(
-            self.data_dir, "train", config.sequence_length, config.batch_size, config.seed,
-            rank=context.rank, world_size=context.world_size,
+            self.data_dir,
+            "train",
+            config.sequence_length,
+            config.batch_size,
+            config.seed,
+            rank=context.rank,
+            world_size=context.world_size,
         )
         self.steps_per_epoch = math.ceil(self.loader.batches_per_epoch / config.gradient_accumulation_steps)
         total = config.num_epochs * self.steps_per_epoch
@@ -233,9 +242,7 @@ class Trainer:
 
         if checkpoint is not None:
             self._resume(resume, checkpoint)
-        self.ddp = (
-            DistributedDataParallel(self.model, find_unused_parameters=True) if context.enabled else None
-        )
+        self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True) if context.enabled else None
         self.tracker = self._make_tracker() if (params.tracking and context.is_main) else None
         if self.tracker is not None and self.unsent_tracking:
             self.tracker.restore_pending(self.unsent_tracking)
@@ -257,8 +264,11 @@ class Trainer:
         self.unsent_tracking = checkpoint.get("tracking_pending")
         buffers = checkpoint.get("quantizer_reset_buffers")
         if buffers is None:
-            log.warning("resume_without_reset_buffers", checkpoint=redact(location),
-                        note="an older checkpoint: codebook resets after it may differ from a straight run")
+            log.warning(
+                "resume_without_reset_buffers",
+                checkpoint=redact(location),
+                note="an older checkpoint: codebook resets after it may differ from a straight run",
+            )
         else:
             for name, quantizer in self._quantizers().items():
                 try:
@@ -378,8 +388,12 @@ class Trainer:
             except StorageError as error:
                 if final:
                     raise
-                log.error("checkpoint_upload_failed", step=self.step, error=str(error),
-                          note="training goes on; the next checkpoint tries again")
+                log.error(
+                    "checkpoint_upload_failed",
+                    step=self.step,
+                    error=str(error),
+                    note="training goes on; the next checkpoint tries again",
+                )
         self.last_saved_step = self.step
         self.ctx.barrier()
 
@@ -420,8 +434,12 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         last_metrics: dict[str, float] = {}
         bar = tqdm(
-            total=self.total_steps, initial=self.step, disable=not (ctx.is_main and self.params.progress),
-            desc=f"train {self.stage}", unit="step", dynamic_ncols=True,
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (ctx.is_main and self.params.progress),
+            desc=f"train {self.stage}",
+            unit="step",
+            dynamic_ncols=True,
         )
         interrupted = False
         with _Sigterm() as sigterm, self._failed_run_marked():

@@ -21,8 +21,11 @@ _LOSS_KEYS = {
     "avg_aux_lm_loss": "loss/aux_lm_avg_accum",
     "avg_top_code_lm_loss": "loss/top_code_lm_avg_accum",
 }
-_CODEBOOK_STATE_KEYS = {"all_smoothed_perplexities": "ema_perplexity", "live_codes": "live_codes",
-                        "code_resets": "resets"}
+_CODEBOOK_STATE_KEYS = {
+    "all_smoothed_perplexities": "ema_perplexity",
+    "live_codes": "live_codes",
+    "code_resets": "resets",
+}
 
 
 def _as_float(value) -> float:

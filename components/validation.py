@@ -64,11 +64,13 @@ def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: 
         model.train(was_training)
     if batches == 0:
         return metrics
-    metrics.update({
-        "val/loss": total_loss / batches,
-        "val/reconstruction_loss": reconstruction / batches,
-        "val/reconstruction_bits_per_byte": reconstruction / batches / math.log(2),
-    })
+    metrics.update(
+        {
+            "val/loss": total_loss / batches,
+            "val/reconstruction_loss": reconstruction / batches,
+            "val/reconstruction_bits_per_byte": reconstruction / batches / math.log(2),
+        }
+    )
     if config.has_code_length and byte_count:
         metrics["val/bits_per_byte"] = bits / byte_count
     return metrics

@@ -61,9 +61,7 @@ class CompressorLevelConfig(DictAccess):
     dim: int = Field(256, gt=0, description="Model width D of this level.")
     heads: int = Field(8, gt=0, description="Attention heads (encoder layers and the pooler).")
     window: int = Field(128, gt=0, description="Sliding attention window: position t sees t-window..t.")
-    num_encoder_layers: int = Field(
-        2, ge=0, description="Depth of each branch whose own count (below) is None."
-    )
+    num_encoder_layers: int = Field(2, ge=0, description="Depth of each branch whose own count (below) is None.")
     num_shared_encoder_layers: int = Field(2, ge=0, description="Trunk layers shared by both branches.")
     num_lm_encoder_layers: int | None = Field(
         2, ge=0, description="Entropy/LM branch depth; None -> num_encoder_layers."
@@ -159,9 +157,7 @@ class ExpConfig(DictAccess):
     # --- model (seed) ---
     num_levels: int = Field(1, ge=1)
     initial_vocab_size: Literal[259] = Field(BYTE_VOCAB_SIZE, description="Byte vocab: 256 bytes, BOS, EOS, PAD.")
-    compressor_level_configs: list[CompressorLevelConfig] = Field(
-        default_factory=lambda: [CompressorLevelConfig()]
-    )
+    compressor_level_configs: list[CompressorLevelConfig] = Field(default_factory=lambda: [CompressorLevelConfig()])
     expander_dim_scale: float = Field(1.0, gt=0, description="Expander width = level dim * this.")
     expander_num_enc_layers: int = Field(
         2, ge=0, description="Seed key for its seq2seq expander, which is not built; no effect."
@@ -180,8 +176,9 @@ class ExpConfig(DictAccess):
     top_lm_loss_weight: float = Field(1.0, ge=0)
     top_transformer_config: TopTransformerConfig | None = Field(default_factory=TopTransformerConfig)
     use_continuous_expander_inputs: bool = Field(
-        False, description="Ablation: expanders read pre-VQ vectors while training; evaluation and every code "
-        "length read the quantized ones (what a receiver holds)."
+        False,
+        description="Ablation: expanders read pre-VQ vectors while training; evaluation and every code "
+        "length read the quantized ones (what a receiver holds).",
     )
     cross_lookback: int = Field(
         1, ge=0, description="Expander cross-attention sees its own segment's code and this many before."

@@ -49,8 +49,10 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job",
 SECRET_WORDS = ("password", "secret", "token", "key")
 PLACEHOLDER = "REPLACE_ME"
 # registry host (has a dot or a port, or is localhost) / path : tag, or @sha256:digest
-IMAGE = re.compile(r"^(?P<registry>[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?|localhost(:\d+)?|[a-z0-9-]+:\d+)/"
-                   r"[a-z0-9._/-]+(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@sha256:[0-9a-f]{64})?$")
+IMAGE = re.compile(
+    r"^(?P<registry>[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?|localhost(:\d+)?|[a-z0-9-]+:\d+)/"
+    r"[a-z0-9._/-]+(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@sha256:[0-9a-f]{64})?$"
+)
 URI_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
@@ -89,8 +91,10 @@ def find_kubectl(explicit: str | None = None) -> str:
 def find_tool(name: str, tools: Path = TOOLS) -> str:
     found = shutil.which(name, path=str(tools))
     if not found:
-        raise SystemExit(f"error: {name} not found in {tools} (`make manifests-check` installs it there from "
-                         f"manifests/tools/requirements.txt)")
+        raise SystemExit(
+            f"error: {name} not found in {tools} (`make manifests-check` installs it there from "
+            f"manifests/tools/requirements.txt)"
+        )
     return found
 
 
@@ -118,21 +122,24 @@ def validate_builtin(objects: list[dict], version: str = KUBERNETES_VERSION) -> 
     if not builtin:
         return []
     cli = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent)) or shutil.which(
-        "kubernetes-validate")
+        "kubernetes-validate"
+    )
     if not cli:
         return ["kubernetes-validate not found (pip install kubernetes-validate; it is in the test extra)"]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump_all(builtin, handle, sort_keys=False)
     try:
-        result = subprocess.run([cli, "--strict", "--quiet", "-k", version, handle.name],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [cli, "--strict", "--quiet", "-k", version, handle.name], capture_output=True, text=True, timeout=120
+        )
     finally:
         Path(handle.name).unlink()
     if result.returncode == 0:
         return []
     lines = (result.stdout + result.stderr).strip().splitlines()
     return [line.replace(handle.name, "<built>").strip() for line in lines if line.strip()] or [
-        f"kubernetes-validate exited {result.returncode}"]
+        f"kubernetes-validate exited {result.returncode}"
+    ]
 
 
 def _core_kind_paths(schema: dict, instance, root: dict, path: str = "") -> Iterator[tuple[str, dict]]:
@@ -163,8 +170,10 @@ def validate_custom(obj: dict, version: str = KUBERNETES_VERSION) -> list[str]:
         return [f"{name_of(obj)}: no CRD schema vendored for {key[0]} {key[1]} in manifests/schemas/"]
     schema = json.loads((SCHEMAS / CUSTOM_SCHEMAS[key]).read_text())
     validator = jsonschema.Draft7Validator(schema)
-    problems = [f"{name_of(obj)}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-                for e in validator.iter_errors(obj)]
+    problems = [
+        f"{name_of(obj)}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(obj)
+    ]
     for path, template in _core_kind_paths(schema, obj, schema):
         wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "embedded"}, "template": template}
         try:
@@ -180,12 +189,17 @@ def launcher_patch_problems(path: Path) -> list[str]:
 
     data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
     label = path.relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
-    problems = [] if str(data.get("defaultPipelineRoot", "")).startswith("s3://") else [
-        f"{label}: defaultPipelineRoot must be an s3:// URI"]
+    problems = (
+        []
+        if str(data.get("defaultPipelineRoot", "")).startswith("s3://")
+        else [f"{label}: defaultPipelineRoot must be an s3:// URI"]
+    )
     schema = json.loads((SCHEMAS / "kfp-launcher-providers.schema.json").read_text())
     providers = yaml.safe_load(data.get("providers", "")) or {}
-    problems += [f"{label} providers: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-                 for e in jsonschema.Draft7Validator(schema).iter_errors(providers)]
+    problems += [
+        f"{label} providers: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(providers)
+    ]
     return problems
 
 
@@ -215,8 +229,10 @@ def image_problems(obj: dict) -> list[str]:
             image = str(container.get("image", ""))
             match = IMAGE.match(image)
             if not match or not (match.group("tag") or "@sha256:" in image) or match.group("tag") == "latest":
-                problems.append(f"{where} container {container.get('name')}: image {image!r} has no explicit "
-                                f"registry and tag (set it in manifests/components/images)")
+                problems.append(
+                    f"{where} container {container.get('name')}: image {image!r} has no explicit "
+                    f"registry and tag (set it in manifests/components/images)"
+                )
     return problems
 
 
@@ -233,37 +249,49 @@ def role_problems(obj: dict) -> list[str]:
         if not rule.get("resourceNames"):
             problems.append(f"{name_of(obj)}: a rule on Secrets must name them (resourceNames)")
         if set(rule.get("verbs", [])) - {"get"}:
-            problems.append(f"{name_of(obj)}: Secrets may only be read by name (verbs [get]), not "
-                            f"{sorted(set(rule['verbs']) - {'get'})}")
+            problems.append(
+                f"{name_of(obj)}: Secrets may only be read by name (verbs [get]), not "
+                f"{sorted(set(rule['verbs']) - {'get'})}"
+            )
     return problems
 
 
 def is_default_deny(obj: dict) -> bool:
     spec = obj.get("spec", {})
-    return (obj.get("kind") == "NetworkPolicy" and spec.get("podSelector") in ({}, None)
-            and {"Ingress", "Egress"} <= set(spec.get("policyTypes", []))
-            and not spec.get("ingress") and not spec.get("egress"))
+    return (
+        obj.get("kind") == "NetworkPolicy"
+        and spec.get("podSelector") in ({}, None)
+        and {"Ingress", "Egress"} <= set(spec.get("policyTypes", []))
+        and not spec.get("ingress")
+        and not spec.get("egress")
+    )
 
 
 def default_deny_problems(objects: list[dict]) -> list[str]:
     with_pods = {obj.get("metadata", {}).get("namespace") for obj in objects if any(True for _ in pod_specs(obj))}
     denied = {obj.get("metadata", {}).get("namespace") for obj in objects if is_default_deny(obj)}
-    return [f"namespace {namespace}: pods but no default-deny NetworkPolicy (podSelector {{}}, Ingress and "
-            f"Egress, no rules)" for namespace in sorted(with_pods - denied, key=str)]
+    return [
+        f"namespace {namespace}: pods but no default-deny NetworkPolicy (podSelector {{}}, Ingress and "
+        f"Egress, no rules)"
+        for namespace in sorted(with_pods - denied, key=str)
+    ]
 
 
 def argv_credential_problems(obj: dict) -> list[str]:
     problems = []
     for where, pod in pod_specs(obj):
         for container in containers(pod):
-            from_secrets = {env["name"] for env in container.get("env", [])
-                            if env.get("valueFrom", {}).get("secretKeyRef")}
+            from_secrets = {
+                env["name"] for env in container.get("env", []) if env.get("valueFrom", {}).get("secretKeyRef")
+            }
             for argument in container.get("command", []) + container.get("args", []):
                 used = set(re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(argument))) & from_secrets
                 if used or URI_WITH_PASSWORD.search(str(argument)):
-                    problems.append(f"{where} container {container.get('name')}: argv carries a credential "
-                                    f"({', '.join(sorted(used)) or 'a URI with a password'}): pass it through "
-                                    f"the environment or a file")
+                    problems.append(
+                        f"{where} container {container.get('name')}: argv carries a credential "
+                        f"({', '.join(sorted(used)) or 'a URI with a password'}): pass it through "
+                        f"the environment or a file"
+                    )
     return problems
 
 
@@ -274,9 +302,11 @@ def secret_problems(obj: dict, templates: bool) -> list[str]:
         return [f"{name_of(obj)}: overlays must not create Secrets (use manifests/secrets/ templates or kubectl)"]
     if obj.get("data"):
         return [f"{name_of(obj)}: templates use stringData with {PLACEHOLDER} values, not data"]
-    return [f"{name_of(obj)}: {key} holds a value that is not a {PLACEHOLDER} placeholder"
-            for key, value in obj.get("stringData", {}).items()
-            if any(word in key.lower() for word in SECRET_WORDS) and not str(value).startswith(PLACEHOLDER)]
+    return [
+        f"{name_of(obj)}: {key} holds a value that is not a {PLACEHOLDER} placeholder"
+        for key, value in obj.get("stringData", {}).items()
+        if any(word in key.lower() for word in SECRET_WORDS) and not str(value).startswith(PLACEHOLDER)
+    ]
 
 
 def suppression_problems(objects: list[dict]) -> list[str]:
@@ -284,22 +314,23 @@ def suppression_problems(objects: list[dict]) -> list[str]:
     at "=", so the reason must not contain one)."""
     problems = []
     for obj in objects:
-        metadata = [obj.get("metadata", {})] + [
-            template_metadata for template_metadata in _template_metadata(obj)]
+        metadata = [obj.get("metadata", {})] + [template_metadata for template_metadata in _template_metadata(obj)]
         for meta in metadata:
             for key, value in (meta.get("annotations") or {}).items():
                 if key.startswith("checkov.io/skip"):
                     check, _, reason = str(value).partition("=")
-                    if (not re.fullmatch(r"CKV2?_[A-Z0-9]+_\d+", check) or len(reason.strip()) < 10
-                            or "=" in reason):
+                    if not re.fullmatch(r"CKV2?_[A-Z0-9]+_\d+", check) or len(reason.strip()) < 10 or "=" in reason:
                         problems.append(f"{name_of(obj)}: suppression {key}: {value!r} needs CHECK=written reason")
     return problems
 
 
 def _template_metadata(obj: dict) -> Iterator[dict]:
     spec = obj.get("spec", {})
-    for template in (spec.get("template"), spec.get("jobTemplate", {}).get("spec", {}).get("template"),
-                     *[r.get("template") for r in spec.get("pytorchReplicaSpecs", {}).values()]):
+    for template in (
+        spec.get("template"),
+        spec.get("jobTemplate", {}).get("spec", {}).get("template"),
+        *[r.get("template") for r in spec.get("pytorchReplicaSpecs", {}).values()],
+    ):
         if isinstance(template, dict):
             yield template.get("metadata", {})
 
@@ -308,8 +339,15 @@ def _template_metadata(obj: dict) -> Iterator[dict]:
 def checkov(paths: list[Path], framework: str, tools: Path = TOOLS) -> list[str]:
     """checkov's failed checks, one line each. Its report (3.3.30) leaves out the reasons of skipped checks, so
     suppression_problems and dockerfile_suppression_problems read them where they are written."""
-    command = [find_tool("checkov", tools), "--config-file", str(CHECKOV_CONFIG), "--framework", framework,
-               "--output", "json"]
+    command = [
+        find_tool("checkov", tools),
+        "--config-file",
+        str(CHECKOV_CONFIG),
+        "--framework",
+        framework,
+        "--output",
+        "json",
+    ]
     for path in paths:
         command += ["--file", str(path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -339,8 +377,12 @@ def dockerfile_suppression_problems(dockerfile: Path = DOCKERFILE) -> list[str]:
 
 
 def hadolint(dockerfile: Path = DOCKERFILE, tools: Path = TOOLS) -> list[str]:
-    result = subprocess.run([find_tool("hadolint", tools), "--no-color", "--failure-threshold", "style",
-                             str(dockerfile)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [find_tool("hadolint", tools), "--no-color", "--failure-threshold", "style", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode == 0:
         return []
     lines = (result.stdout + result.stderr).strip().splitlines()
@@ -348,8 +390,9 @@ def hadolint(dockerfile: Path = DOCKERFILE, tools: Path = TOOLS) -> list[str]:
 
 
 # -- driver ------------------------------------------------------------------------------------------------------
-def check(directory: Path, kubectl: str, version: str = KUBERNETES_VERSION,
-          tools: Path | None = TOOLS) -> tuple[list[dict], list[str]]:
+def check(
+    directory: Path, kubectl: str, version: str = KUBERNETES_VERSION, tools: Path | None = TOOLS
+) -> tuple[list[dict], list[str]]:
     """The objects `directory` builds and every problem found in them (checkov only on deployables, and only
     with `tools`)."""
     objects = build(directory, kubectl)
@@ -395,13 +438,20 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             objects, problems = [], [str(error)]
         checked = "checkov, " if is_deployable(directory) else ""
-        report(str(directory.relative_to(REPO)), f"{len(objects)} objects ({sum(map(is_custom, objects))} custom; "
-               f"{checked}schemas, contracts)", problems)
+        report(
+            str(directory.relative_to(REPO)),
+            f"{len(objects)} objects ({sum(map(is_custom, objects))} custom; {checked}schemas, contracts)",
+            problems,
+        )
     for patch in sorted((ROOT / "kfp-launcher").glob("*.yaml")):
         report(str(patch.relative_to(REPO)), "kfp-launcher patch", launcher_patch_problems(patch))
-    report(str(DOCKERFILE.relative_to(REPO)), "hadolint, checkov",
-           hadolint(DOCKERFILE, args.tools) + checkov([DOCKERFILE], "dockerfile", args.tools)
-           + dockerfile_suppression_problems(DOCKERFILE))
+    report(
+        str(DOCKERFILE.relative_to(REPO)),
+        "hadolint, checkov",
+        hadolint(DOCKERFILE, args.tools)
+        + checkov([DOCKERFILE], "dockerfile", args.tools)
+        + dockerfile_suppression_problems(DOCKERFILE),
+    )
     return 1 if failed else 0
 
 

@@ -72,8 +72,12 @@ def quantized_frequencies(logits: np.ndarray) -> np.ndarray:
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     frequencies = np.floor(weights / weights.sum(-1, keepdims=True) * spare).astype(np.int64) + 1
     remainder = (1 << PRECISION_BITS) - frequencies.sum(-1)
-    np.put_along_axis(frequencies, weights.argmax(-1)[..., None],
-                      np.take_along_axis(frequencies, weights.argmax(-1)[..., None], -1) + remainder[..., None], -1)
+    np.put_along_axis(
+        frequencies,
+        weights.argmax(-1)[..., None],
+        np.take_along_axis(frequencies, weights.argmax(-1)[..., None], -1) + remainder[..., None],
+        -1,
+    )
     return frequencies
 
 

@@ -232,15 +232,20 @@ class EmaVectorQuantizer(nn.Module):
 
     def reset_buffer_state(self) -> dict:
         """The ring of recent inputs and its position, as plain tensors and ints (a checkpoint entry)."""
-        return {"ring": self.ring[: self.ring_filled].detach().cpu().clone(), "position": self.ring_position,
-                "filled": self.ring_filled, "size": self.ring.shape[0]}
+        return {
+            "ring": self.ring[: self.ring_filled].detach().cpu().clone(),
+            "position": self.ring_position,
+            "filled": self.ring_filled,
+            "size": self.ring.shape[0],
+        }
 
     def load_reset_buffer_state(self, state: dict) -> None:
         """Restore what `reset_buffer_state` returned; a ring of another size or width is refused."""
         ring, size = state["ring"], int(state["size"])
         if size != self.ring.shape[0] or ring.shape[1:] != self.ring.shape[1:] or ring.shape[0] != int(state["filled"]):
-            raise ValueError(f"reset buffer of shape {tuple(ring.shape)} (size {size}) does not fit "
-                             f"{tuple(self.ring.shape)}")
+            raise ValueError(
+                f"reset buffer of shape {tuple(ring.shape)} (size {size}) does not fit {tuple(self.ring.shape)}"
+            )
         restored = torch.zeros_like(self.ring, device=self.codebook.device)
         restored[: ring.shape[0]] = ring.to(restored.device)
         self.ring, self.ring_position, self.ring_filled = restored, int(state["position"]), int(state["filled"])

@@ -29,8 +29,10 @@ class ByteTokenizer:
     def encode(self, data: bytes | str, add_bos: bool = False, add_eos: bool = False) -> torch.Tensor:
         """Token ids (int64, shape [n]) for `data`, optionally framed by BOS/EOS."""
         raw = data.encode("utf-8", errors="surrogateescape") if isinstance(data, str) else bytes(data)
-        ids = torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(torch.int64) if raw else torch.empty(
-            0, dtype=torch.int64
+        ids = (
+            torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(torch.int64)
+            if raw
+            else torch.empty(0, dtype=torch.int64)
         )
         parts = ([torch.tensor([BOS_ID])] if add_bos else []) + [ids] + ([torch.tensor([EOS_ID])] if add_eos else [])
         return torch.cat(parts)

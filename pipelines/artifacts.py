@@ -48,7 +48,7 @@ def fetch_dir(uri: str, directory: Path) -> Path:
     prefix = prefix.rstrip("/") + "/"
     client = make_s3_client()
     for item in list_objects(bucket, prefix, client=client):
-        download_file(bucket, item.key, Path(directory) / item.key[len(prefix):], client=client)
+        download_file(bucket, item.key, Path(directory) / item.key[len(prefix) :], client=client)
     return Path(directory)
 
 

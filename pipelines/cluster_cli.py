@@ -22,47 +22,72 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user deployments)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment (created if missing)")
     parser.add_argument(
-        "--token-file", type=Path, default=None,
+        "--token-file",
+        type=Path,
+        default=None,
         help="bearer token file (default: $ABSTRACTINATOR_KFP_TOKEN, then $ABSTRACTINATOR_KFP_TOKEN_FILE)",
     )
-    parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                        help="pipeline parameter (repeatable), typed by the pipeline's inputs")
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameter (repeatable), typed by the pipeline's inputs",
+    )
     parser.add_argument("--pipeline-root", default=None, help="override the kfp-launcher defaultPipelineRoot")
     parser.add_argument("--service-account", default=None, help="Kubernetes service account for the run's pods")
 
 
 def register_cluster_commands(actions: argparse._SubParsersAction) -> None:
     submit = actions.add_parser(
-        "submit", help="upload the compiled pipeline as a new version and start a run",
+        "submit",
+        help="upload the compiled pipeline as a new version and start a run",
         description="Uploads the compiled pipeline as a new version of a named pipeline (created the first "
         "time) and starts a run of that version. Prints the run id and its UI link.",
     )
     _connection_arguments(submit)
-    submit.add_argument("--package", type=Path, default=DEFAULT_PACKAGE,
-                        help=f"compiled pipeline YAML (default {DEFAULT_PACKAGE})")
+    submit.add_argument(
+        "--package", type=Path, default=DEFAULT_PACKAGE, help=f"compiled pipeline YAML (default {DEFAULT_PACKAGE})"
+    )
     submit.add_argument("--pipeline-name", default=None, help="pipeline name (default: the spec's pipelineInfo)")
     submit.add_argument("--run-name", default=None, help="run display name (default: pipeline name + time)")
     submit.add_argument("--ui-url", default=None, help="UI base URL for the printed link (default: --host)")
     submit.set_defaults(func=run_submit)
 
     schedule = actions.add_parser(
-        "schedule", help="create or replace the one recurring run of a name (or --disable/--enable/--delete it)",
+        "schedule",
+        help="create or replace the one recurring run of a name (or --disable/--enable/--delete it)",
         description="Idempotent: running it again leaves exactly one recurring run called NAME. Cron strings "
         "have 6 fields, seconds first ('0 0 3 * * 0' = Sundays 03:00 UTC).",
     )
     _connection_arguments(schedule)
     schedule.add_argument("--name", required=True, help="recurring run name (the identity of the schedule)")
     schedule.add_argument("--cron", default=None, help="6-field cron, seconds first")
-    schedule.add_argument("--pipeline-name", default=DEFAULT_SCHEDULE_PIPELINE,
-                          help=f"pipeline to schedule (default {DEFAULT_SCHEDULE_PIPELINE})")
-    schedule.add_argument("--follow-latest", action="store_true",
-                          help="run the pipeline's latest version at each trigger (KFP backend >= 2.5)")
+    schedule.add_argument(
+        "--pipeline-name",
+        default=DEFAULT_SCHEDULE_PIPELINE,
+        help=f"pipeline to schedule (default {DEFAULT_SCHEDULE_PIPELINE})",
+    )
+    schedule.add_argument(
+        "--follow-latest",
+        action="store_true",
+        help="run the pipeline's latest version at each trigger (KFP backend >= 2.5)",
+    )
     change = schedule.add_mutually_exclusive_group()
     for action in ("disable", "enable", "delete"):
-        change.add_argument(f"--{action}", dest="change", action="store_const", const=action,
-                            help=f"{action} the recurring run(s) called NAME" + (
-                            "; with --cron: schedule and enable it (a disabled schedule otherwise stays "
-                            "disabled)" if action == "enable" else ""))
+        change.add_argument(
+            f"--{action}",
+            dest="change",
+            action="store_const",
+            const=action,
+            help=f"{action} the recurring run(s) called NAME"
+            + (
+                "; with --cron: schedule and enable it (a disabled schedule otherwise stays disabled)"
+                if action == "enable"
+                else ""
+            ),
+        )
     schedule.set_defaults(func=run_schedule, change=None)
 
 
@@ -79,9 +104,16 @@ def run_submit(args: argparse.Namespace) -> int:
         load_pipeline_spec(args.package)  # a missing file fails before any network
         client = connect(args.host, args.namespace, read_token(args.token_file))
         result = submit(
-            client, args.package, parameters=args.params, pipeline_name=args.pipeline_name,
-            experiment=args.experiment, namespace=args.namespace, run_name=args.run_name,
-            pipeline_root=args.pipeline_root, service_account=args.service_account, ui_url=args.ui_url or args.host,
+            client,
+            args.package,
+            parameters=args.params,
+            pipeline_name=args.pipeline_name,
+            experiment=args.experiment,
+            namespace=args.namespace,
+            run_name=args.run_name,
+            pipeline_root=args.pipeline_root,
+            service_account=args.service_account,
+            ui_url=args.ui_url or args.host,
         )
     except ClusterError as error:
         return _fail(error)
@@ -109,9 +141,16 @@ def run_schedule(args: argparse.Namespace) -> int:
             result = change_schedule(client, args.name, args.change, args.namespace)
         else:
             result = schedule(
-                client, args.name, args.cron, pipeline_name=args.pipeline_name, parameters=args.params,
-                experiment=args.experiment, namespace=args.namespace, follow_latest=args.follow_latest,
-                pipeline_root=args.pipeline_root, service_account=args.service_account,
+                client,
+                args.name,
+                args.cron,
+                pipeline_name=args.pipeline_name,
+                parameters=args.params,
+                experiment=args.experiment,
+                namespace=args.namespace,
+                follow_latest=args.follow_latest,
+                pipeline_root=args.pipeline_root,
+                service_account=args.service_account,
                 enable=args.change == "enable",
             )
     except (ClusterError, CronError) as error:

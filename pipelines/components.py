@@ -16,7 +16,6 @@ the data task, which asks the registry, is never cached, so an artifact input wo
 Training outputs feed the later tasks as Model artifacts, which a cache hit reuses unchanged.
 """
 
-
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -24,11 +23,20 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def prepare_data(config: str, overrides: list, stage1_steps: int, stage2_steps: int, artifact_root: str,
-                 run_key: str, data_source: str, model_name: str, skip_if_unchanged: bool,
-                 include_eval_sets: bool, code_identity: str, dataset: Output[Dataset]) -> NamedTuple(
-                     "PrepareOutputs", data_uri=str, data_hash=str, config_hash=str, git_commit=str, reason=str,
-                     Output=str):
+def prepare_data(
+    config: str,
+    overrides: list,
+    stage1_steps: int,
+    stage2_steps: int,
+    artifact_root: str,
+    run_key: str,
+    data_source: str,
+    model_name: str,
+    skip_if_unchanged: bool,
+    include_eval_sets: bool,
+    code_identity: str,
+    dataset: Output[Dataset],
+) -> NamedTuple("PrepareOutputs", data_uri=str, data_hash=str, config_hash=str, git_commit=str, reason=str, Output=str):
     """Raw text -> byte shards (the `dataset` artifact, and under the artifact root, content addressed). `Output`
     is "retrain", or "skip" when the registry's champion was made from this data, code and config (named
     `Output` because kfp.local 2.17.3 resolves only `<task>-Output` references in dsl.If conditions)."""
@@ -39,19 +47,39 @@ def prepare_data(config: str, overrides: list, stage1_steps: int, stage2_steps: 
 
     with task_failure():
         check_task_environment(code_identity)
-        spec = RunSpec(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                       artifact_root=resolve_root(artifact_root), run_key=run_key or None)
+        spec = RunSpec(
+            config=config,
+            overrides=overrides,
+            stage1_steps=stage1_steps,
+            stage2_steps=stage2_steps,
+            artifact_root=resolve_root(artifact_root),
+            run_key=run_key or None,
+        )
         result = prepare_step(spec, data_source, model_name, skip_if_unchanged, include_eval_sets)
         save_dataset(result.local_dir, dataset, result.data_hash)
-    return (result.data_uri, result.data_hash, result.config_hash, result.git_commit,
-            result.reason, "skip" if result.unchanged else "retrain")
+    return (
+        result.data_uri,
+        result.data_hash,
+        result.config_hash,
+        result.git_commit,
+        result.reason,
+        "skip" if result.unchanged else "retrain",
+    )
 
 
-def stage1_pretrain(config: str, overrides: list, stage1_steps: int, stage2_steps: int, artifact_root: str,
-                    run_key: str, code_identity: str, data_uri: str, data_hash: str, checkpoint: Output[Model],
-                    base_components: Output[Model]) -> NamedTuple(
-                        "Stage1Outputs", checkpoint_uri=str, checkpoint_hash=str, base_components_hash=str,
-                        mlflow_run_id=str):
+def stage1_pretrain(
+    config: str,
+    overrides: list,
+    stage1_steps: int,
+    stage2_steps: int,
+    artifact_root: str,
+    run_key: str,
+    code_identity: str,
+    data_uri: str,
+    data_hash: str,
+    checkpoint: Output[Model],
+    base_components: Output[Model],
+) -> NamedTuple("Stage1Outputs", checkpoint_uri=str, checkpoint_hash=str, base_components_hash=str, mlflow_run_id=str):
     """Compressors + expanders (no top LM): the final checkpoint and the base components as Model artifacts."""
     from pipelines.kfp_artifacts import save_model
     from pipelines.steps import RunSpec, train_stage_step
@@ -60,19 +88,34 @@ def stage1_pretrain(config: str, overrides: list, stage1_steps: int, stage2_step
 
     with task_failure():
         check_task_environment(code_identity)
-        spec = RunSpec(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                       artifact_root=resolve_root(artifact_root), run_key=run_key or None)
+        spec = RunSpec(
+            config=config,
+            overrides=overrides,
+            stage1_steps=stage1_steps,
+            stage2_steps=stage2_steps,
+            artifact_root=resolve_root(artifact_root),
+            run_key=run_key or None,
+        )
         result = train_stage_step(spec, "stage1", data_uri, data_hash, progress=show_progress())
         save_model(result.checkpoint_uri, checkpoint, result.checkpoint_hash, stage="stage1")
         save_model(result.base_components_uri, base_components, result.base_components_hash, stage="stage1")
-    return (result.checkpoint_uri, result.checkpoint_hash, result.base_components_hash,
-            result.mlflow_run_id or "")
+    return (result.checkpoint_uri, result.checkpoint_hash, result.base_components_hash, result.mlflow_run_id or "")
 
 
-def stage2_top_lm(config: str, overrides: list, stage1_steps: int, stage2_steps: int, artifact_root: str,
-                  run_key: str, code_identity: str, data_uri: str, data_hash: str, base_components: Input[Model],
-                  base_components_hash: str, checkpoint: Output[Model]) -> NamedTuple(
-                      "Stage2Outputs", checkpoint_uri=str, checkpoint_hash=str, mlflow_run_id=str):
+def stage2_top_lm(
+    config: str,
+    overrides: list,
+    stage1_steps: int,
+    stage2_steps: int,
+    artifact_root: str,
+    run_key: str,
+    code_identity: str,
+    data_uri: str,
+    data_hash: str,
+    base_components: Input[Model],
+    base_components_hash: str,
+    checkpoint: Output[Model],
+) -> NamedTuple("Stage2Outputs", checkpoint_uri=str, checkpoint_hash=str, mlflow_run_id=str):
     """The top LM on the frozen stage-1 base (verified against the hash stage 1 reported)."""
     from pipelines.kfp_artifacts import save_model, verified_model_path
     from pipelines.steps import RunSpec, train_stage_step
@@ -81,19 +124,39 @@ def stage2_top_lm(config: str, overrides: list, stage1_steps: int, stage2_steps:
 
     with task_failure():
         check_task_environment(code_identity)
-        spec = RunSpec(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                       artifact_root=resolve_root(artifact_root), run_key=run_key or None)
+        spec = RunSpec(
+            config=config,
+            overrides=overrides,
+            stage1_steps=stage1_steps,
+            stage2_steps=stage2_steps,
+            artifact_root=resolve_root(artifact_root),
+            run_key=run_key or None,
+        )
         base = verified_model_path(base_components, base_components_hash)
         result = train_stage_step(spec, "stage2", data_uri, data_hash, base, progress=show_progress())
         save_model(result.checkpoint_uri, checkpoint, result.checkpoint_hash, stage="stage2")
     return result.checkpoint_uri, result.checkpoint_hash, result.mlflow_run_id or ""
 
 
-def evaluate(config: str, overrides: list, stage1_steps: int, stage2_steps: int, artifact_root: str, run_key: str,
-             code_identity: str, checkpoint: Input[Model], checkpoint_hash: str, data_uri: str, data_hash: str,
-             tasks: list, limit: int, max_eval_bytes: int, canterbury: bool, scores: Output[Metrics],
-             report: Output[Markdown]) -> NamedTuple("EvaluateOutputs", report_uri=str, report_hash=str,
-                                                     metrics=dict, mlflow_run_id=str):
+def evaluate(
+    config: str,
+    overrides: list,
+    stage1_steps: int,
+    stage2_steps: int,
+    artifact_root: str,
+    run_key: str,
+    code_identity: str,
+    checkpoint: Input[Model],
+    checkpoint_hash: str,
+    data_uri: str,
+    data_hash: str,
+    tasks: list,
+    limit: int,
+    max_eval_bytes: int,
+    canterbury: bool,
+    scores: Output[Metrics],
+    report: Output[Markdown],
+) -> NamedTuple("EvaluateOutputs", report_uri=str, report_hash=str, metrics=dict, mlflow_run_id=str):
     """Bits per byte, code use, reconstruction, optional lm-eval tasks: every metric in `scores`, the report as
     Markdown (and report.json under the artifact root)."""
     from pipelines.kfp_artifacts import log_metrics, save_report, verified_model_path
@@ -103,22 +166,57 @@ def evaluate(config: str, overrides: list, stage1_steps: int, stage2_steps: int,
 
     with task_failure():
         check_task_environment(code_identity)
-        spec = RunSpec(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                       artifact_root=resolve_root(artifact_root), run_key=run_key or None)
+        spec = RunSpec(
+            config=config,
+            overrides=overrides,
+            stage1_steps=stage1_steps,
+            stage2_steps=stage2_steps,
+            artifact_root=resolve_root(artifact_root),
+            run_key=run_key or None,
+        )
         path = verified_model_path(checkpoint, checkpoint_hash)
-        result = evaluate_step(spec, path, data_uri, data_hash, tasks, limit or None, max_eval_bytes or None,
-                               canterbury, checkpoint_hash=checkpoint_hash)
+        result = evaluate_step(
+            spec,
+            path,
+            data_uri,
+            data_hash,
+            tasks,
+            limit or None,
+            max_eval_bytes or None,
+            canterbury,
+            checkpoint_hash=checkpoint_hash,
+        )
         log_metrics(scores, result.metrics)
         save_report(result.report_uri, report)
     return result.report_uri, result.report_hash, result.metrics, result.mlflow_run_id or ""
 
 
-def promote(config: str, overrides: list, stage1_steps: int, stage2_steps: int, artifact_root: str, run_key: str,
-            code_identity: str, model_name: str, checkpoint: Input[Model], checkpoint_uri: str, checkpoint_hash: str,
-            metrics: dict, data_uri: str, data_hash: str, report_uri: str, report_hash: str, eval_run_id: str,
-            stage1_run_id: str, stage2_run_id: str, image: str, gate_metric: str, min_improvement: float,
-            max_bits_per_byte: float, min_live_code_share: float) -> NamedTuple(
-                "PromoteOutputs", version=str, action=str, champion=str, reasons=str):
+def promote(
+    config: str,
+    overrides: list,
+    stage1_steps: int,
+    stage2_steps: int,
+    artifact_root: str,
+    run_key: str,
+    code_identity: str,
+    model_name: str,
+    checkpoint: Input[Model],
+    checkpoint_uri: str,
+    checkpoint_hash: str,
+    metrics: dict,
+    data_uri: str,
+    data_hash: str,
+    report_uri: str,
+    report_hash: str,
+    eval_run_id: str,
+    stage1_run_id: str,
+    stage2_run_id: str,
+    image: str,
+    gate_metric: str,
+    min_improvement: float,
+    max_bits_per_byte: float,
+    min_live_code_share: float,
+) -> NamedTuple("PromoteOutputs", version=str, action=str, champion=str, reasons=str):
     """Register the model version (alias challenger) with its evidence (the report, checked against
     `report_hash`, and the evaluation run) and lineage (the runs and image that made it), then run the gate."""
     from components.gate_rules import GateRules
@@ -129,16 +227,37 @@ def promote(config: str, overrides: list, stage1_steps: int, stage2_steps: int, 
 
     with task_failure():
         check_task_environment(code_identity)
-        spec = RunSpec(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                       artifact_root=resolve_root(artifact_root), run_key=run_key or None)
+        spec = RunSpec(
+            config=config,
+            overrides=overrides,
+            stage1_steps=stage1_steps,
+            stage2_steps=stage2_steps,
+            artifact_root=resolve_root(artifact_root),
+            run_key=run_key or None,
+        )
         verified_model_path(checkpoint, checkpoint_hash)  # the lineage input is the checkpoint registered
-        rules = GateRules(metric=gate_metric, min_improvement=min_improvement,
-                          max_bits_per_byte=max_bits_per_byte if max_bits_per_byte > 0 else None,
-                          min_live_code_share=min_live_code_share)
-        result = promote_step(spec, model_name, checkpoint_uri, checkpoint_hash, metrics, data_hash, report_uri,
-                              rules, report_hash=report_hash, eval_run_id=eval_run_id or None,
-                              stage1_run_id=stage1_run_id or None, stage2_run_id=stage2_run_id or None,
-                              image=image, data_uri=data_uri)
+        rules = GateRules(
+            metric=gate_metric,
+            min_improvement=min_improvement,
+            max_bits_per_byte=max_bits_per_byte if max_bits_per_byte > 0 else None,
+            min_live_code_share=min_live_code_share,
+        )
+        result = promote_step(
+            spec,
+            model_name,
+            checkpoint_uri,
+            checkpoint_hash,
+            metrics,
+            data_hash,
+            report_uri,
+            rules,
+            report_hash=report_hash,
+            eval_run_id=eval_run_id or None,
+            stage1_run_id=stage1_run_id or None,
+            stage2_run_id=stage2_run_id or None,
+            image=image,
+            data_uri=data_uri,
+        )
     return result.version, result.action, result.champion or "", "; ".join(result.reasons)
 
 

@@ -37,8 +37,10 @@ class DataParams(_Strict):
             return source
         path = Path(source)
         if path.is_absolute() or not (path == LOCAL_SOURCE_DIR or LOCAL_SOURCE_DIR in path.parents):
-            raise ValueError(f"a local source must lie under {LOCAL_SOURCE_DIR}/ (the folder dvc.yaml declares as "
-                             f"the prepare stage's dependency), got {source!r}")
+            raise ValueError(
+                f"a local source must lie under {LOCAL_SOURCE_DIR}/ (the folder dvc.yaml declares as "
+                f"the prepare stage's dependency), got {source!r}"
+            )
         return source
 
 
@@ -63,8 +65,10 @@ class DvcParams(_Strict):
     @model_validator(mode="after")
     def _dvc_can_watch_it(self) -> DvcParams:
         if not Path(self.run.config).suffix:  # a name like "ci" is resolved by code dvc cannot follow
-            raise ValueError(f"run.config: give the config file's path, e.g. configs/{self.run.config}_config.py "
-                             "(dvc.yaml declares it as a dependency)")
+            raise ValueError(
+                f"run.config: give the config file's path, e.g. configs/{self.run.config}_config.py "
+                "(dvc.yaml declares it as a dependency)"
+            )
         if not self.run.run_key:
             raise ValueError("run.run_key: must be set (dvc.yaml names the checkpoint folders by it)")
         return self

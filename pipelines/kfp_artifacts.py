@@ -58,8 +58,11 @@ def log_metrics(metrics_artifact, metrics: dict[str, float]) -> None:
     """Every finite metric into a Metrics output (the KFP UI's metrics view reads the metadata), and the same as
     JSON in its file: a Metrics artifact otherwise has no file, and kfp.local's cache treats an output whose file
     is missing as a miss (kfp/local/cache.py `LocalCache.get`), so the evaluation would never be reused."""
-    finite = {name: float(value) for name, value in sorted(metrics.items())
-              if isinstance(value, int | float) and math.isfinite(value)}
+    finite = {
+        name: float(value)
+        for name, value in sorted(metrics.items())
+        if isinstance(value, int | float) and math.isfinite(value)
+    }
     for name, value in finite.items():
         metrics_artifact.log_metric(name, value)
     target = Path(metrics_artifact.path)

@@ -28,8 +28,18 @@ PIPELINE_END = re.compile(r"Pipeline '(?P<pipeline>[^']+)' finished with status 
 TRAIN_PROGRESS = re.compile(r"(?P<desc>train \w+):\s+\d+%\|.*?\|\s*(?P<done>\d+)/(?P<total>\d+)")
 SCORING = re.compile(r"\b(scoring_split|scoring_text)\b")
 # the outputs worth a glance; hashes are shortened
-KEY_OUTPUTS = ("Output", "reason", "data_hash", "checkpoint_hash", "base_components_hash", "report_uri", "action",
-               "version", "champion", "reasons")
+KEY_OUTPUTS = (
+    "Output",
+    "reason",
+    "data_hash",
+    "checkpoint_hash",
+    "base_components_hash",
+    "report_uri",
+    "action",
+    "version",
+    "champion",
+    "reasons",
+)
 
 
 def _short(value: str) -> str:

@@ -26,8 +26,9 @@ log = get_logger(__name__)
 PROGRESS_ENV = "ABSTRACTINATOR_PIPELINE_PROGRESS"
 
 
-def run_local(arguments: dict[str, Any], pipeline_root: Path | None = None, log_path: Path | None = None,
-              follow: bool = True) -> dict[str, Any]:
+def run_local(
+    arguments: dict[str, Any], pipeline_root: Path | None = None, log_path: Path | None = None, follow: bool = True
+) -> dict[str, Any]:
     """Run the pipeline with `arguments` (pipeline parameters); returns {'reason', 'seconds', 'pipeline_root',
     'log_path'}. A failing task raises RuntimeError naming it (its last log lines are on the screen, all of them
     in the log). Without `pipeline_root`, kfp.local's folder is a temp dir removed afterwards (and nothing is
@@ -42,8 +43,12 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path | None = None, log_
     root.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path or default_log_path(get_settings().data_home)).absolute()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True,
-               enable_caching=pipeline_root is not None)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        raise_on_error=True,
+        enable_caching=pipeline_root is not None,
+    )
     started = time.monotonic()
     previous = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "1" if follow else "0"  # the tasks' trainers draw progress the view can read

@@ -19,8 +19,10 @@ SHOWN_METRICS = ("test_bits_per_byte", "val_bits_per_byte", "live_code_share_L0"
 
 
 def status_table(state: dict) -> str:
-    lines = [f"model {state['model']}: " + (", ".join(f"{a} -> v{v}" for a, v in sorted(state["aliases"].items()))
-                                           or "no aliases")]
+    lines = [
+        f"model {state['model']}: "
+        + (", ".join(f"{a} -> v{v}" for a, v in sorted(state["aliases"].items())) or "no aliases")
+    ]
     header = f"{'version':>7}  {'aliases':<22}{'decision':<18}" + "".join(f"{m:>{len(m) + 2}}" for m in SHOWN_METRICS)
     lines.append(header)
     for version in state["versions"]:
@@ -28,8 +30,10 @@ def status_table(state: dict) -> str:
             f"{version['metrics'][m]:>{len(m) + 2}.4f}" if m in version["metrics"] else f"{'-':>{len(m) + 2}}"
             for m in SHOWN_METRICS
         )
-        lines.append(f"{version['version']:>7}  {','.join(version['aliases']) or '-':<22}"
-                     f"{version['decision'] or '-':<18}{metrics}")
+        lines.append(
+            f"{version['version']:>7}  {','.join(version['aliases']) or '-':<22}"
+            f"{version['decision'] or '-':<18}{metrics}"
+        )
         if version["reasons"]:
             lines.append(f"{'':>9}{version['reasons']}")
         if version.get("lineage"):
@@ -42,9 +46,11 @@ def history_table(records: list[dict]) -> str:
         return "no gate decisions yet"
     lines = [f"{'time (UTC)':<20} {'version':>7}  {'action':<17}{'champion':<12}{'state':<11}reasons"]
     for r in records:
-        lines.append(f"{r['time']:<20} {r['version']:>7}  {r['action']:<17}"
-                     f"{r['champion_before'] + ' -> ' + r['champion_after']:<12}{r.get('state') or '-':<11}"
-                     f"{r['reasons']}")
+        lines.append(
+            f"{r['time']:<20} {r['version']:>7}  {r['action']:<17}"
+            f"{r['champion_before'] + ' -> ' + r['champion_after']:<12}{r.get('state') or '-':<11}"
+            f"{r['reasons']}"
+        )
     return "\n".join(lines)
 
 
@@ -79,5 +85,7 @@ def print_registry(tracking_uri: str, model_name: str, registry_flags: str = "")
     print(f"  {ui_command(tracking_uri)}")
     print(f"  abstractinator registry status --model-name {model_name} {registry_flags}".rstrip())
     print(f"  abstractinator registry history --model-name {model_name} {registry_flags}".rstrip())
-    print(f"  MLFLOW_TRACKING_URI={redact(tracking_uri)} python -c \"import mlflow; "
-          f"m = mlflow.pyfunc.load_model('models:/{model_name}@{CHAMPION}'); print(m.predict(['Hello there']))\"")
+    print(
+        f'  MLFLOW_TRACKING_URI={redact(tracking_uri)} python -c "import mlflow; '
+        f"m = mlflow.pyfunc.load_model('models:/{model_name}@{CHAMPION}'); print(m.predict(['Hello there']))\""
+    )

@@ -95,16 +95,26 @@ class PrepareStepResult(BaseModel):
     reason: str
 
 
-def prepare_step(spec: RunSpec, data_source: str, model_name: str = "", skip_if_unchanged: bool = True,
-                 include_eval_sets: bool = True, prepared_dir: Path | None = None) -> PrepareStepResult:
+def prepare_step(
+    spec: RunSpec,
+    data_source: str,
+    model_name: str = "",
+    skip_if_unchanged: bool = True,
+    include_eval_sets: bool = True,
+    prepared_dir: Path | None = None,
+) -> PrepareStepResult:
     """Prepare `data_source` (into `prepared_dir`, default: the data home's folder for it), publish it to an
     s3:// artifact root, and check whether the registry's champion already has this data, code and config."""
     from components.prepare_data import PrepareDataParams, prepare_data
     from components.train_data import prepared_dir_for
 
-    prepared = prepare_data(PrepareDataParams(
-        source=data_source, out_dir=prepared_dir or prepared_dir_for(data_source), include_eval_sets=include_eval_sets
-    ))
+    prepared = prepare_data(
+        PrepareDataParams(
+            source=data_source,
+            out_dir=prepared_dir or prepared_dir_for(data_source),
+            include_eval_sets=include_eval_sets,
+        )
+    )
     data_hash = prepared.data_hash
     if artifacts.is_s3(spec.artifact_root):
         data_uri = join_uri(spec.artifact_root, "data", data_hash)
@@ -117,9 +127,17 @@ def prepare_step(spec: RunSpec, data_source: str, model_name: str = "", skip_if_
     if skip_if_unchanged and model_name:
         unchanged, reason = _champion_unchanged(model_name, spec, data_hash, stages.config_hash, code)
     log.info("prepare_step_done", data_uri=data_uri, data_hash=data_hash, unchanged=unchanged, reason=reason)
-    return PrepareStepResult(data_uri=data_uri, data_hash=data_hash, config_hash=stages.config_hash,
-                             code_identity=code, git_commit=git_commit(), run_root=spec.run_root(data_hash),
-                             unchanged=unchanged, reason=reason, local_dir=str(prepared.out_dir))
+    return PrepareStepResult(
+        data_uri=data_uri,
+        data_hash=data_hash,
+        config_hash=stages.config_hash,
+        code_identity=code,
+        git_commit=git_commit(),
+        run_root=spec.run_root(data_hash),
+        unchanged=unchanged,
+        reason=reason,
+        local_dir=str(prepared.out_dir),
+    )
 
 
 def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_hash: str, code: str):
@@ -161,8 +179,11 @@ def _write_curve(run_id: str | None, tracking_uri: str | None, target_uri: str) 
 
     client = MlflowClient(tracking_uri)
     rows: dict[int, dict[str, float]] = {}
-    for key, column in (("loss/total_avg_accum", "loss"), ("val/bits_per_byte", "val_bits_per_byte"),
-                        ("val/reconstruction_bits_per_byte", "val_reconstruction_bits_per_byte")):
+    for key, column in (
+        ("loss/total_avg_accum", "loss"),
+        ("val/bits_per_byte", "val_bits_per_byte"),
+        ("val/reconstruction_bits_per_byte", "val_reconstruction_bits_per_byte"),
+    ):
         for metric in client.get_metric_history(run_id, key):
             rows.setdefault(metric.step, {})[column] = metric.value
     with tempfile.TemporaryDirectory(prefix="abstractinator-curve-") as tmp:
@@ -172,8 +193,9 @@ def _write_curve(run_id: str | None, tracking_uri: str | None, target_uri: str) 
             writer.writerow(["step", "loss", "val_bits_per_byte", "val_reconstruction_bits_per_byte"])
             for step in sorted(rows):
                 row = rows[step]
-                writer.writerow([step, *(row.get(c, "") for c in
-                                         ("loss", "val_bits_per_byte", "val_reconstruction_bits_per_byte"))])
+                writer.writerow(
+                    [step, *(row.get(c, "") for c in ("loss", "val_bits_per_byte", "val_reconstruction_bits_per_byte"))]
+                )
         artifacts.publish_file(path, target_uri)
 
 
@@ -182,9 +204,15 @@ def _hash_of(uri: str) -> str:
         return artifacts.file_hash(artifacts.fetch_file(uri, Path(tmp) / Path(uri).name))
 
 
-def train_stage_step(spec: RunSpec, stage: Literal["stage1", "stage2"], data_uri: str, data_hash: str,
-                     base_components_uri: str | None = None, tracking: bool = True,
-                     progress: bool = False) -> StageStepResult:
+def train_stage_step(
+    spec: RunSpec,
+    stage: Literal["stage1", "stage2"],
+    data_uri: str,
+    data_hash: str,
+    base_components_uri: str | None = None,
+    tracking: bool = True,
+    progress: bool = False,
+) -> StageStepResult:
     """Train one stage into the run folder. A stage that finds a checkpoint of its own there (a retried task, a
     preempted pod, a rerun) resumes from it: the run folder is keyed by config, steps, data and code, so that
     checkpoint is this very run's. With several training processes (pipelines.torchrun.training_processes:
@@ -209,20 +237,30 @@ def train_stage_step(spec: RunSpec, stage: Literal["stage1", "stage2"], data_uri
     resume = CheckpointStore(config.checkpoint_dir).latest()
     if resume:
         log.info("stage_resumes", stage=stage, checkpoint=resume)
-    result = run_training(TrainParams(
-        config=config, data_dir=local_data(data_uri, data_hash), resume_from_checkpoint=resume,
-        load_base_from=base_components_uri if stage == "stage2" else None, progress=progress, tracking=tracking,
-    ), gpus=processes)
+    result = run_training(
+        TrainParams(
+            config=config,
+            data_dir=local_data(data_uri, data_hash),
+            resume_from_checkpoint=resume,
+            load_base_from=base_components_uri if stage == "stage2" else None,
+            progress=progress,
+            tracking=tracking,
+        ),
+        gpus=processes,
+    )
     if not result.complete:
         raise RuntimeError(f"{stage} stopped at step {result.steps} before the end: resume it")
     tag_mlflow_run(result.mlflow_run_id, result.tracking_uri)
-    _write_curve(result.mlflow_run_id, result.tracking_uri,
-                 join_uri(spec.run_root(data_hash), stage, "curve.csv"))
+    _write_curve(result.mlflow_run_id, result.tracking_uri, join_uri(spec.run_root(data_hash), stage, "curve.csv"))
     base = result.base_components
     return StageStepResult(
-        stage=stage, checkpoint_uri=result.final_checkpoint, checkpoint_hash=_hash_of(result.final_checkpoint),
-        base_components_uri=base, base_components_hash=_hash_of(base) if base else None,
-        mlflow_run_id=result.mlflow_run_id, final_metrics=result.final_metrics,
+        stage=stage,
+        checkpoint_uri=result.final_checkpoint,
+        checkpoint_hash=_hash_of(result.final_checkpoint),
+        base_components_uri=base,
+        base_components_hash=_hash_of(base) if base else None,
+        mlflow_run_id=result.mlflow_run_id,
+        final_metrics=result.final_metrics,
     )
 
 
@@ -234,9 +272,18 @@ class EvaluateStepResult(BaseModel):
     mlflow_run_id: str | None = Field(None, description="The run the evaluation logged its metrics to.")
 
 
-def evaluate_step(spec: RunSpec, checkpoint_uri: str, data_uri: str, data_hash: str, tasks: list[str] | None = None,
-                  limit: int | None = None, max_eval_bytes: int | None = None, canterbury: bool = True,
-                  tracking: bool = True, checkpoint_hash: str | None = None) -> EvaluateStepResult:
+def evaluate_step(
+    spec: RunSpec,
+    checkpoint_uri: str,
+    data_uri: str,
+    data_hash: str,
+    tasks: list[str] | None = None,
+    limit: int | None = None,
+    max_eval_bytes: int | None = None,
+    canterbury: bool = True,
+    tracking: bool = True,
+    checkpoint_hash: str | None = None,
+) -> EvaluateStepResult:
     """Evaluate the checkpoint (verified against `checkpoint_hash` first, when given) into the run's eval folder."""
     from components.evaluate import EvaluateParams, evaluate
     from pipelines.task_runtime import tag_mlflow_run
@@ -249,17 +296,29 @@ def evaluate_step(spec: RunSpec, checkpoint_uri: str, data_uri: str, data_hash: 
         checkpoint = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
         if checkpoint_hash and artifacts.file_hash(checkpoint) != checkpoint_hash:
             raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one training reported")
-        result = evaluate(EvaluateParams(
-            checkpoint=str(checkpoint), out_dir=out_dir, data_dir=local_data(data_uri, data_hash),
-            tasks=tasks or [], limit=limit, max_eval_bytes=max_eval_bytes, canterbury=canterbury, tracking=tracking,
-        ))
+        result = evaluate(
+            EvaluateParams(
+                checkpoint=str(checkpoint),
+                out_dir=out_dir,
+                data_dir=local_data(data_uri, data_hash),
+                tasks=tasks or [],
+                limit=limit,
+                max_eval_bytes=max_eval_bytes,
+                canterbury=canterbury,
+                tracking=tracking,
+            )
+        )
         (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
         report_hash = artifacts.file_hash(result.report_json)
         if not local:
             artifacts.publish_dir(out_dir, eval_uri, last=("report.json",))
     tag_mlflow_run(result.mlflow_run_id, get_settings().mlflow_tracking_uri)
-    return EvaluateStepResult(report_uri=join_uri(eval_uri, "report.json"), report_hash=report_hash,
-                              metrics=result.metrics, mlflow_run_id=result.mlflow_run_id)
+    return EvaluateStepResult(
+        report_uri=join_uri(eval_uri, "report.json"),
+        report_hash=report_hash,
+        metrics=result.metrics,
+        mlflow_run_id=result.mlflow_run_id,
+    )
 
 
 def _kfp_run_tag() -> dict[str, str]:
@@ -285,11 +344,17 @@ def _registered_result(client, model_name: str, checkpoint_hash: str, tracking_u
     champion = alias_version(client, model_name, CHAMPION)
     decision = (version.tags or {}).get("gate.decision", "registered")
     return PromoteStepResult(
-        model=model_name, version=str(version.version), action="already_registered",
+        model=model_name,
+        version=str(version.version),
+        action="already_registered",
         promoted=champion is not None and str(champion.version) == str(version.version),
-        champion=str(champion.version) if champion else None, tracking_uri=tracking_uri,
-        reasons=[f"checkpoint {checkpoint_hash.removeprefix('sha256:')[:12]} is version {version.version} "
-                 f"already ({decision}): not registered again"])
+        champion=str(champion.version) if champion else None,
+        tracking_uri=tracking_uri,
+        reasons=[
+            f"checkpoint {checkpoint_hash.removeprefix('sha256:')[:12]} is version {version.version} "
+            f"already ({decision}): not registered again"
+        ],
+    )
 
 
 class PromoteStepResult(BaseModel):
@@ -302,11 +367,23 @@ class PromoteStepResult(BaseModel):
     tracking_uri: str
 
 
-def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint_hash: str,
-                 metrics: dict[str, float], data_hash: str, report_uri: str, rules: GateRules,
-                 report_hash: str = "", eval_run_id: str | None = None, stage1_run_id: str | None = None,
-                 stage2_run_id: str | None = None, image: str = "", kfp_run_id: str = "",
-                 data_uri: str = "") -> PromoteStepResult:
+def promote_step(
+    spec: RunSpec,
+    model_name: str,
+    checkpoint_uri: str,
+    checkpoint_hash: str,
+    metrics: dict[str, float],
+    data_hash: str,
+    report_uri: str,
+    rules: GateRules,
+    report_hash: str = "",
+    eval_run_id: str | None = None,
+    stage1_run_id: str | None = None,
+    stage2_run_id: str | None = None,
+    image: str = "",
+    kfp_run_id: str = "",
+    data_uri: str = "",
+) -> PromoteStepResult:
     """Log the stage-2 checkpoint as a pyfunc model with its evidence (the evaluation report, checked against
     `report_hash`) and lineage, register it as `challenger`, run the gate."""
     import mlflow
@@ -324,15 +401,30 @@ def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint
     earlier = _registered_result(client_for(tracking_uri), model_name, checkpoint_hash, tracking_uri)
     if earlier is not None:  # a cached (unchanged) run: its checkpoint was judged already
         return earlier
-    provenance = {"data_hash": data_hash, "git_commit": git_commit(), "config_hash": stages.config_hash,
-                  "code_identity": code_identity()}
-    lineage = {"stage1_run_id": stage1_run_id, "stage2_run_id": stage2_run_id, "eval_run_id": eval_run_id,
-               "data_hash": data_hash, "code_identity": provenance["code_identity"],
-               "config_hash": stages.config_hash, "image": image,
-               "kfp_run_id": kfp_run_id or _kfp_run_tag().get("kfp_run_id", "")}
-    extra = {"checkpoint_uri": checkpoint_uri, "checkpoint_hash": checkpoint_hash, "report_uri": report_uri,
-             "config": spec.config, "overrides": " ".join(spec.overrides)[:5000],
-             **{key: value for key, value in lineage.items() if value}}
+    provenance = {
+        "data_hash": data_hash,
+        "git_commit": git_commit(),
+        "config_hash": stages.config_hash,
+        "code_identity": code_identity(),
+    }
+    lineage = {
+        "stage1_run_id": stage1_run_id,
+        "stage2_run_id": stage2_run_id,
+        "eval_run_id": eval_run_id,
+        "data_hash": data_hash,
+        "code_identity": provenance["code_identity"],
+        "config_hash": stages.config_hash,
+        "image": image,
+        "kfp_run_id": kfp_run_id or _kfp_run_tag().get("kfp_run_id", ""),
+    }
+    extra = {
+        "checkpoint_uri": checkpoint_uri,
+        "checkpoint_hash": checkpoint_hash,
+        "report_uri": report_uri,
+        "config": spec.config,
+        "overrides": " ".join(spec.overrides)[:5000],
+        **{key: value for key, value in lineage.items() if value},
+    }
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(config.project_name or "Default")
     client = client_for(tracking_uri)
@@ -347,13 +439,25 @@ def promote_step(spec: RunSpec, model_name: str, checkpoint_uri: str, checkpoint
             mlflow.set_tags({**provenance, **extra, **_kfp_run_tag()})
             mlflow.log_metrics(metrics)
             data_source = resolve_dataset_source(data_uri or join_uri(spec.artifact_root, "data", data_hash))
-            mlflow.log_input(MetaDataset(data_source, name=f"prepared-{data_hash[:12]}", digest=data_hash[:32]),
-                             context="training")
+            mlflow.log_input(
+                MetaDataset(data_source, name=f"prepared-{data_hash[:12]}", digest=data_hash[:32]), context="training"
+            )
             record_evidence(client, run.info.run_id, report, lineage)
             info = log_pyfunc_model(local)
-    version = register_version(client, model_name, info.model_uri,
-                               version_tags(metrics, provenance, {**extra, "run_id": run.info.run_id}),
-                               run_id=run.info.run_id)
+    version = register_version(
+        client,
+        model_name,
+        info.model_uri,
+        version_tags(metrics, provenance, {**extra, "run_id": run.info.run_id}),
+        run_id=run.info.run_id,
+    )
     outcome = promote(client, model_name, version, rules)
-    return PromoteStepResult(model=model_name, version=version, action=outcome.action, promoted=outcome.promoted,
-                             champion=outcome.champion_after, reasons=outcome.reasons, tracking_uri=tracking_uri)
+    return PromoteStepResult(
+        model=model_name,
+        version=version,
+        action=outcome.action,
+        promoted=outcome.promoted,
+        champion=outcome.champion_after,
+        reasons=outcome.reasons,
+        tracking_uri=tracking_uri,
+    )

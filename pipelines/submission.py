@@ -197,7 +197,9 @@ def upload_version(client, package: Path, pipeline_name: str, namespace: str | N
             return latest_version(client, pipeline.pipeline_id)
         with api_errors(f"uploading a new version of pipeline {pipeline_name!r}"):
             return client.upload_pipeline_version(
-                str(package), version_name(package), pipeline_id=pipeline_id,
+                str(package),
+                version_name(package),
+                pipeline_id=pipeline_id,
                 description=f"sha256:{hashlib.sha256(Path(package).read_bytes()).hexdigest()}",
             )
 
@@ -223,12 +225,18 @@ def submit(
     display = run_name or f"{name} {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S')}"
     with contextlib.redirect_stdout(sys.stderr), api_errors(f"starting a run of {name!r}"):
         run = client.run_pipeline(
-            experiment_id=exp_id, job_name=display, params=typed, pipeline_id=version.pipeline_id,
-            version_id=version.pipeline_version_id, pipeline_root=pipeline_root, service_account=service_account,
+            experiment_id=exp_id,
+            job_name=display,
+            params=typed,
+            pipeline_id=version.pipeline_id,
+            version_id=version.pipeline_version_id,
+            pipeline_root=pipeline_root,
+            service_account=service_account,
         )
     base = (ui_url or client._existing_config.host).rstrip("/")
-    return SubmitResult(run.run_id, f"{base}/#/runs/details/{run.run_id}", version.pipeline_id,
-                        version.pipeline_version_id, exp_id)
+    return SubmitResult(
+        run.run_id, f"{base}/#/runs/details/{run.run_id}", version.pipeline_id, version.pipeline_version_id, exp_id
+    )
 
 
 # -- schedule -------------------------------------------------------------------------------------------------------
@@ -251,11 +259,15 @@ def _settings(run, compare_service_account: bool) -> tuple:
     cron = run.trigger.cron_schedule.cron if run.trigger and run.trigger.cron_schedule else None
     config = run.runtime_config
     return (
-        cron, reference.pipeline_id if reference else None,
+        cron,
+        reference.pipeline_id if reference else None,
         (reference.pipeline_version_id or None) if reference else None,
         json.dumps(_plain((config.parameters if config else None) or {}), sort_keys=True),
-        (config.pipeline_root if config else None) or None, str(run.max_concurrency), bool(run.no_catchup),
-        run.experiment_id or None, (run.service_account or None) if compare_service_account else None,
+        (config.pipeline_root if config else None) or None,
+        str(run.max_concurrency),
+        bool(run.no_catchup),
+        run.experiment_id or None,
+        (run.service_account or None) if compare_service_account else None,
     )
 
 
@@ -312,8 +324,9 @@ def schedule(
     if pipeline_id is None:
         raise ClusterError(f"no pipeline named {pipeline_name!r}: upload it first (abstractinator pipeline submit)")
     version = latest_version(client, pipeline_id)
-    typed = parse_parameters(parameters or [], version.pipeline_spec if isinstance(version.pipeline_spec, dict)
-                             else None)
+    typed = parse_parameters(
+        parameters or [], version.pipeline_spec if isinstance(version.pipeline_spec, dict) else None
+    )
     exp_id = experiment_id(client, experiment, namespace)
     existing = recurring_runs_named(client, name, namespace)
     keep_disabled = bool(existing) and not enable and not any(_enabled(r) for r in existing)
@@ -324,7 +337,8 @@ def schedule(
         experiment_id=exp_id,
         mode=api.RecurringRunMode.DISABLE if keep_disabled else api.RecurringRunMode.ENABLE,
         pipeline_version_reference=api.V2beta1PipelineVersionReference(
-            pipeline_id=pipeline_id, pipeline_version_id=None if follow_latest else version.pipeline_version_id,
+            pipeline_id=pipeline_id,
+            pipeline_version_id=None if follow_latest else version.pipeline_version_id,
         ),
         runtime_config=api.V2beta1RuntimeConfig(parameters=typed, pipeline_root=pipeline_root),
         trigger=api.V2beta1Trigger(cron_schedule=api.V2beta1CronSchedule(cron=cron)),
@@ -366,8 +380,11 @@ def change_schedule(client, name: str, action: str, namespace: str | None = None
         if action == "delete":
             return ScheduleResult(name, "absent", ())
         raise ClusterError(f"no recurring run named {name!r} to {action}")
-    method = {"disable": client.disable_recurring_run, "enable": client.enable_recurring_run,
-              "delete": client.delete_recurring_run}[action]
+    method = {
+        "disable": client.disable_recurring_run,
+        "enable": client.enable_recurring_run,
+        "delete": client.delete_recurring_run,
+    }[action]
     import kfp_server_api
 
     for run in existing:

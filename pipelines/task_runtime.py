@@ -30,8 +30,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_CONFIG_MAP = "abstractinator-pipeline-settings"
-SETTINGS_KEYS = ("MLFLOW_TRACKING_URI", "ABSTRACTINATOR_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION",
-                 "ABSTRACTINATOR_ARTIFACT_ROOT")
+SETTINGS_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "ABSTRACTINATOR_S3_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "ABSTRACTINATOR_ARTIFACT_ROOT",
+)
 REQUIRE_TRACKING_ENV = "ABSTRACTINATOR_REQUIRE_TRACKING_SERVER"
 RUN_ID_ENV = "KFP_RUN_ID"
 RUN_ID_LABEL = "pipeline/runid"
@@ -59,7 +63,8 @@ def artifact_root(requested: str) -> str:
     if not root:
         raise TaskEnvironmentError(
             f"no artifact root: set key ABSTRACTINATOR_ARTIFACT_ROOT in ConfigMap {SETTINGS_CONFIG_MAP} "
-            "(or pass the artifact_root parameter)")
+            "(or pass the artifact_root parameter)"
+        )
     return root
 
 
@@ -70,11 +75,13 @@ def check_task_environment(compiled_code_identity: str) -> None:
     settings = TaskSettings()
     if settings.require_tracking_server and not settings.mlflow_tracking_uri.strip():
         raise TaskEnvironmentError(
-            f"no tracking server: key MLFLOW_TRACKING_URI is missing or empty in ConfigMap {SETTINGS_CONFIG_MAP}")
+            f"no tracking server: key MLFLOW_TRACKING_URI is missing or empty in ConfigMap {SETTINGS_CONFIG_MAP}"
+        )
     if compiled_code_identity and compiled_code_identity != code_identity():
         raise TaskEnvironmentError(
             f"this image's code ({code_identity()[:12]}) is not the code the pipeline was compiled from "
-            f"({compiled_code_identity[:12]}): build the image and compile the pipeline from the same checkout")
+            f"({compiled_code_identity[:12]}): build the image and compile the pipeline from the same checkout"
+        )
 
 
 def show_progress() -> bool:

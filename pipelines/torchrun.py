@@ -114,8 +114,7 @@ def run_training(params: TrainParams, gpus: int | None = None, workdir: Path | N
         params_file, result_file = Path(tmp) / "train_params.json", Path(tmp) / "train_result.json"
         params_file.write_text(params.model_dump_json())
         status = _run_forwarding_sigterm(
-            trainer_command(nproc, ["--params", str(params_file), "--result", str(result_file)],
-                            module=WORKER_MODULE)
+            trainer_command(nproc, ["--params", str(params_file), "--result", str(result_file)], module=WORKER_MODULE)
         )
         if result_file.is_file():
             return TrainResult.model_validate_json(result_file.read_text())

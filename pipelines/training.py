@@ -22,8 +22,6 @@ Scheduled retraining: prepare_data compares the data hash, code identity and con
 champion's; when all three match, the rest of the pipeline is skipped (dsl.If) and nothing is registered.
 """
 
-
-
 from kfp import dsl, kubernetes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -33,12 +31,18 @@ from pipelines.task_runtime import REQUIRE_TRACKING_ENV, RUN_ID_ENV, RUN_ID_LABE
 PIPELINE_NAME = "abstractinator-training"
 DEFAULT_IMAGE = "ghcr.io/abstractinator/abstractinator:0.1.0"
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-MLFLOW_AUTH_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-                    "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+MLFLOW_AUTH_KEYS = {
+    "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
+}
 SCRATCH = "/scratch"
 SCRATCH_ENV = {  # everything that would otherwise write under HOME, /tmp or the working directory
-    "HOME": SCRATCH, "TMPDIR": SCRATCH, "XDG_CACHE_HOME": f"{SCRATCH}/.cache", "HF_HOME": f"{SCRATCH}/huggingface",
-    "MPLCONFIGDIR": f"{SCRATCH}/.matplotlib", "ABSTRACTINATOR_DATA_HOME": f"{SCRATCH}/data",
+    "HOME": SCRATCH,
+    "TMPDIR": SCRATCH,
+    "XDG_CACHE_HOME": f"{SCRATCH}/.cache",
+    "HF_HOME": f"{SCRATCH}/huggingface",
+    "MPLCONFIGDIR": f"{SCRATCH}/.matplotlib",
+    "ABSTRACTINATOR_DATA_HOME": f"{SCRATCH}/data",
 }
 
 
@@ -56,12 +60,19 @@ class ClusterSettings(BaseModel):
     settings_config_map: str | None = Field(SETTINGS_CONFIG_MAP, description="ConfigMap of run-time settings.")
     s3_secret: str | None = Field("abstractinator-s3", description="Secret with AWS_ACCESS_KEY_ID/SECRET; None: none.")
     mlflow_auth_secret: str | None = Field(
-        "abstractinator-mlflow-auth", description="Secret with MLFLOW_TRACKING_USERNAME/PASSWORD (optional in the "
-        "namespace: a tracking server without auth needs none); None: not referenced.")
-    s3_endpoint_url: str | None = Field(None, description="Literal ABSTRACTINATOR_S3_ENDPOINT_URL, overriding "
-                                        "the ConfigMap's (None: the ConfigMap decides).")
-    mlflow_tracking_uri: str | None = Field(None, description="Literal MLFLOW_TRACKING_URI, overriding the "
-                                            "ConfigMap's (None: the ConfigMap decides). No credentials.")
+        "abstractinator-mlflow-auth",
+        description="Secret with MLFLOW_TRACKING_USERNAME/PASSWORD (optional in the "
+        "namespace: a tracking server without auth needs none); None: not referenced.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="Literal ABSTRACTINATOR_S3_ENDPOINT_URL, overriding the ConfigMap's (None: the ConfigMap decides).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="Literal MLFLOW_TRACKING_URI, overriding the "
+        "ConfigMap's (None: the ConfigMap decides). No credentials.",
+    )
     gpu_node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels for GPU tasks.")
     training_retries: int = Field(3, ge=0, description="Retries of a failed training task (each resumes).")
     training_timeout_s: int = Field(24 * 3600, ge=1, description="activeDeadlineSeconds of a training task.")
@@ -76,8 +87,10 @@ class ClusterSettings(BaseModel):
         from urllib.parse import urlsplit
 
         if value and (urlsplit(value).username or urlsplit(value).password):
-            raise ValueError("must not hold credentials (user:password@): they would be written into the "
-                             "compiled YAML; put them in the Secret abstractinator-mlflow-auth")
+            raise ValueError(
+                "must not hold credentials (user:password@): they would be written into the "
+                "compiled YAML; put them in the Secret abstractinator-mlflow-auth"
+            )
         return value
 
 
@@ -93,27 +106,36 @@ def _configure(task, settings: ClusterSettings, kind: str):
             for label, value in settings.gpu_node_selector.items():
                 kubernetes.add_node_selector(task, label, value)
             kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
-                                   size_limit=settings.shm_size)
+        kubernetes.empty_dir_mount(
+            task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=settings.shm_size
+        )
         timeout = settings.training_timeout_s if kind == "training" else settings.evaluation_timeout_s
         kubernetes.set_timeout(task, timeout)
     else:
         task.set_cpu_request(settings.light_cpu).set_memory_request(settings.light_memory)
     if kind == "training" and settings.training_retries:
-        task.set_retry(num_retries=settings.training_retries, backoff_duration="60s", backoff_factor=2.0,
-                       backoff_max_duration="3600s")
+        task.set_retry(
+            num_retries=settings.training_retries,
+            backoff_duration="60s",
+            backoff_factor=2.0,
+            backoff_max_duration="3600s",
+        )
     kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH, size_limit=settings.scratch_size)
     for name, value in SCRATCH_ENV.items():
         task.set_env_variable(name, value)
     if settings.settings_config_map:
-        kubernetes.use_config_map_as_env(task, config_map_name=settings.settings_config_map,
-                                         config_map_key_to_env={key: key for key in SETTINGS_KEYS})
+        kubernetes.use_config_map_as_env(
+            task,
+            config_map_name=settings.settings_config_map,
+            config_map_key_to_env={key: key for key in SETTINGS_KEYS},
+        )
         task.set_env_variable(REQUIRE_TRACKING_ENV, "1")
     if settings.s3_secret:
         kubernetes.use_secret_as_env(task, secret_name=settings.s3_secret, secret_key_to_env=S3_SECRET_KEYS)
     if settings.mlflow_auth_secret:
-        kubernetes.use_secret_as_env(task, secret_name=settings.mlflow_auth_secret,
-                                     secret_key_to_env=MLFLOW_AUTH_KEYS, optional=True)
+        kubernetes.use_secret_as_env(
+            task, secret_name=settings.mlflow_auth_secret, secret_key_to_env=MLFLOW_AUTH_KEYS, optional=True
+        )
     kubernetes.use_field_path_as_env(task, RUN_ID_ENV, f"metadata.labels['{RUN_ID_LABEL}']")
     if settings.s3_endpoint_url:
         task.set_env_variable("ABSTRACTINATOR_S3_ENDPOINT_URL", settings.s3_endpoint_url)
@@ -157,34 +179,72 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
         eval_max_bytes: int = 0,
         eval_canterbury: bool = True,
     ) -> str:
-        run = dict(config=config, overrides=overrides, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                   artifact_root=artifact_root, run_key=run_key, code_identity=code)
-        prepare = configure(steps.prepare_data(
-            **run, data_source=data_source, model_name=model_name, skip_if_unchanged=skip_if_unchanged,
-            include_eval_sets=include_eval_sets,
-        ), "light")
+        run = dict(
+            config=config,
+            overrides=overrides,
+            stage1_steps=stage1_steps,
+            stage2_steps=stage2_steps,
+            artifact_root=artifact_root,
+            run_key=run_key,
+            code_identity=code,
+        )
+        prepare = configure(
+            steps.prepare_data(
+                **run,
+                data_source=data_source,
+                model_name=model_name,
+                skip_if_unchanged=skip_if_unchanged,
+                include_eval_sets=include_eval_sets,
+            ),
+            "light",
+        )
         data = dict(data_uri=prepare.outputs["data_uri"], data_hash=prepare.outputs["data_hash"])
         with dsl.If(prepare.outputs["Output"] == "retrain", name="data-code-or-config-changed"):
             stage1 = configure(steps.stage1_pretrain(**run, **data), "training")
-            stage2 = configure(steps.stage2_top_lm(
-                **run, **data, base_components=stage1.outputs["base_components"],
-                base_components_hash=stage1.outputs["base_components_hash"],
-            ), "training")
-            evaluation = configure(steps.evaluate(
-                **run, **data, checkpoint=stage2.outputs["checkpoint"],
-                checkpoint_hash=stage2.outputs["checkpoint_hash"], tasks=eval_tasks, limit=eval_limit,
-                max_eval_bytes=eval_max_bytes, canterbury=eval_canterbury,
-            ), "evaluation")
-            configure(steps.promote(
-                **run, model_name=model_name, checkpoint=stage2.outputs["checkpoint"],
-                checkpoint_uri=stage2.outputs["checkpoint_uri"], checkpoint_hash=stage2.outputs["checkpoint_hash"],
-                metrics=evaluation.outputs["metrics"], **data, report_uri=evaluation.outputs["report_uri"],
-                report_hash=evaluation.outputs["report_hash"], eval_run_id=evaluation.outputs["mlflow_run_id"],
-                stage1_run_id=stage1.outputs["mlflow_run_id"], stage2_run_id=stage2.outputs["mlflow_run_id"],
-                image="" if local else settings.image, gate_metric=gate_metric,
-                min_improvement=min_improvement, max_bits_per_byte=max_bits_per_byte,
-                min_live_code_share=min_live_code_share,
-            ), "light")
+            stage2 = configure(
+                steps.stage2_top_lm(
+                    **run,
+                    **data,
+                    base_components=stage1.outputs["base_components"],
+                    base_components_hash=stage1.outputs["base_components_hash"],
+                ),
+                "training",
+            )
+            evaluation = configure(
+                steps.evaluate(
+                    **run,
+                    **data,
+                    checkpoint=stage2.outputs["checkpoint"],
+                    checkpoint_hash=stage2.outputs["checkpoint_hash"],
+                    tasks=eval_tasks,
+                    limit=eval_limit,
+                    max_eval_bytes=eval_max_bytes,
+                    canterbury=eval_canterbury,
+                ),
+                "evaluation",
+            )
+            configure(
+                steps.promote(
+                    **run,
+                    model_name=model_name,
+                    checkpoint=stage2.outputs["checkpoint"],
+                    checkpoint_uri=stage2.outputs["checkpoint_uri"],
+                    checkpoint_hash=stage2.outputs["checkpoint_hash"],
+                    metrics=evaluation.outputs["metrics"],
+                    **data,
+                    report_uri=evaluation.outputs["report_uri"],
+                    report_hash=evaluation.outputs["report_hash"],
+                    eval_run_id=evaluation.outputs["mlflow_run_id"],
+                    stage1_run_id=stage1.outputs["mlflow_run_id"],
+                    stage2_run_id=stage2.outputs["mlflow_run_id"],
+                    image="" if local else settings.image,
+                    gate_metric=gate_metric,
+                    min_improvement=min_improvement,
+                    max_bits_per_byte=max_bits_per_byte,
+                    min_live_code_share=min_live_code_share,
+                ),
+                "light",
+            )
         return prepare.outputs["reason"]
 
     return training_pipeline

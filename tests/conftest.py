@@ -72,4 +72,3 @@ def prepare_small_corpus(root: Path, count: int, seed: int) -> Path:
     out = root / "prepared"
     prepare_data(PrepareDataParams(source=str(root / "text"), out_dir=out, include_eval_sets=False))
     return out
-

@@ -148,8 +148,14 @@ def _check_parameters(manifest: str, parameters: dict) -> None:
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise FakeError(400, f"parameters {unknown} are not inputs of the pipeline")
-    kinds = {"STRING": str, "NUMBER_INTEGER": (int, float), "NUMBER_DOUBLE": (int, float), "BOOLEAN": bool,
-             "LIST": list, "STRUCT": dict}
+    kinds = {
+        "STRING": str,
+        "NUMBER_INTEGER": (int, float),
+        "NUMBER_DOUBLE": (int, float),
+        "BOOLEAN": bool,
+        "LIST": list,
+        "STRUCT": dict,
+    }
     for name, value in parameters.items():
         expected = kinds.get(declared[name].get("parameterType", "STRING"), object)
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
@@ -182,7 +188,7 @@ def _list(items: list[dict], query: dict[str, str], key: str, id_key: str, sort_
     ordered = sorted(items, key=lambda i: (i.get(field_name) or 0, i[id_key]), reverse=descending)
     size = int(query.get("page_size") or 0) or 20
     start = int(query.get("page_token") or 0)
-    page = ordered[start:start + size]
+    page = ordered[start : start + size]
     body: dict[str, Any] = {key: page, "total_size": len(items)}
     if start + size < len(items):
         body["next_page_token"] = str(start + size)
@@ -191,32 +197,55 @@ def _list(items: list[dict], query: dict[str, str], key: str, id_key: str, sort_
 
 # -- API views of the internal objects --------------------------------------------------------------------------------
 def api_pipeline(pipeline: dict) -> dict:
-    return _drop_empty({"pipeline_id": pipeline["pipeline_id"], "display_name": pipeline["display_name"],
-                        "name": pipeline["name"], "description": pipeline.get("description"),
-                        "namespace": pipeline.get("namespace"), "created_at": _rfc3339(pipeline["created_at_s"])})
+    return _drop_empty(
+        {
+            "pipeline_id": pipeline["pipeline_id"],
+            "display_name": pipeline["display_name"],
+            "name": pipeline["name"],
+            "description": pipeline.get("description"),
+            "namespace": pipeline.get("namespace"),
+            "created_at": _rfc3339(pipeline["created_at_s"]),
+        }
+    )
 
 
 def api_version(version: dict) -> dict:
-    return _drop_empty({"pipeline_id": version["pipeline_id"], "pipeline_version_id": version["pipeline_version_id"],
-                        "name": version["name"], "display_name": version["display_name"],
-                        "description": version.get("description"), "created_at": _rfc3339(version["created_at_s"]),
-                        "pipeline_spec": spec_struct(version["manifest"])})
+    return _drop_empty(
+        {
+            "pipeline_id": version["pipeline_id"],
+            "pipeline_version_id": version["pipeline_version_id"],
+            "name": version["name"],
+            "display_name": version["display_name"],
+            "description": version.get("description"),
+            "created_at": _rfc3339(version["created_at_s"]),
+            "pipeline_spec": spec_struct(version["manifest"]),
+        }
+    )
 
 
 def api_recurring_run(job: dict) -> dict:
     runtime = _drop_empty({"parameters": job.get("parameters"), "pipeline_root": job.get("pipeline_root")})
-    return _drop_empty({
-        "recurring_run_id": job["recurring_run_id"], "display_name": job["display_name"],
-        "description": job.get("description"), "service_account": job.get("service_account"),
-        "created_at": _rfc3339(job["created_at_s"]), "updated_at": _rfc3339(job["updated_at_s"]),
-        "max_concurrency": str(job["max_concurrency"]), "no_catchup": job.get("no_catchup"),
-        "trigger": {"cron_schedule": {"cron": job["cron"]}}, "runtime_config": runtime,
-        "namespace": job.get("namespace"), "experiment_id": job.get("experiment_id"),
-        "pipeline_version_reference": _drop_empty({"pipeline_id": job["pipeline_id"],
-                                                   "pipeline_version_id": job.get("pipeline_version_id")}),
-        "status": "ENABLED" if job["enabled"] else "DISABLED",
-        "mode": "ENABLE" if job["enabled"] else "DISABLE",
-    })
+    return _drop_empty(
+        {
+            "recurring_run_id": job["recurring_run_id"],
+            "display_name": job["display_name"],
+            "description": job.get("description"),
+            "service_account": job.get("service_account"),
+            "created_at": _rfc3339(job["created_at_s"]),
+            "updated_at": _rfc3339(job["updated_at_s"]),
+            "max_concurrency": str(job["max_concurrency"]),
+            "no_catchup": job.get("no_catchup"),
+            "trigger": {"cron_schedule": {"cron": job["cron"]}},
+            "runtime_config": runtime,
+            "namespace": job.get("namespace"),
+            "experiment_id": job.get("experiment_id"),
+            "pipeline_version_reference": _drop_empty(
+                {"pipeline_id": job["pipeline_id"], "pipeline_version_id": job.get("pipeline_version_id")}
+            ),
+            "status": "ENABLED" if job["enabled"] else "DISABLED",
+            "mode": "ENABLE" if job["enabled"] else "DISABLE",
+        }
+    )
 
 
 class FakeKfpHandler(BaseHTTPRequestHandler):
@@ -240,7 +269,8 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         if content_type.startswith("multipart/form-data"):
             message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-                f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+                f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+            )
             for part in message.iter_parts():
                 if part.get_param("name", header="content-disposition") == "uploadfile":
                     return {"file": part.get_payload(decode=True), "filename": part.get_filename()}
@@ -270,7 +300,7 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
                     raise FakeError(401, "missing or wrong bearer token")
                 if not url.path.startswith(PREFIX):
                     raise FakeError(404, f"no route {url.path}")
-                status, response = self.server.route(method, url.path[len(PREFIX):], query, body)
+                status, response = self.server.route(method, url.path[len(PREFIX) :], query, body)
         except FakeError as error:
             status, response = error.status, error.body()
         payload = json.dumps(response).encode()
@@ -284,8 +314,13 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
 class FakeKfpHttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, required_token: str | None = None, latency_s: float = 0.0,
-                 clock: Callable[[], float] = time.time, list_barrier: int = 0) -> None:
+    def __init__(
+        self,
+        required_token: str | None = None,
+        latency_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        list_barrier: int = 0,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), FakeKfpHandler)
         self.state = FakeKfpState(clock=clock)
         self.lock = threading.Lock()
@@ -303,8 +338,9 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def start(self) -> FakeKfpHttpServer:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kfp",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kfp", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -338,8 +374,12 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
         parts = [p for p in path.split("/") if p]
         state = self.state
         if parts == ["healthz"] and method == "GET":
-            return 200, {"commit_sha": "unknown", "tag_name": "2.17.0", "multi_user": state.multi_user,
-                         "pipeline_store": "database"}
+            return 200, {
+                "commit_sha": "unknown",
+                "tag_name": "2.17.0",
+                "multi_user": state.multi_user,
+                "pipeline_store": "database",
+            }
         if parts == ["experiments"]:
             return self._experiments(method, query, body)
         if parts[:1] == ["pipelines"]:
@@ -359,9 +399,11 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
         state = self.state
         if method == "GET":
             name = _name_filter(query)
-            items = [_drop_empty({k: v for k, v in e.items() if k != "created_at_s"})
-                     | {"created_at_s": e["created_at_s"]} for e in state.experiments.values()
-                     if name is None or e["display_name"] == name]
+            items = [
+                _drop_empty({k: v for k, v in e.items() if k != "created_at_s"}) | {"created_at_s": e["created_at_s"]}
+                for e in state.experiments.values()
+                if name is None or e["display_name"] == name
+            ]
             listed = _list(items, query, "experiments", "experiment_id")
             for item in listed.get("experiments", []):
                 item.pop("created_at_s")
@@ -370,13 +412,20 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
             if not body or not body.get("display_name"):
                 raise FakeError(400, "Experiment must have a non-empty name")
             namespace = self._namespace(body.get("namespace"))
-            if any(e["display_name"] == body["display_name"] and e["namespace"] == namespace
-                   for e in state.experiments.values()):
+            if any(
+                e["display_name"] == body["display_name"] and e["namespace"] == namespace
+                for e in state.experiments.values()
+            ):
                 raise FakeError(409, f"Failed to create a new experiment: {body['display_name']} already exists")
             now = state.now()
-            experiment = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"],
-                          "namespace": namespace, "created_at": _rfc3339(now), "created_at_s": now,
-                          "storage_state": "AVAILABLE"}
+            experiment = {
+                "experiment_id": str(uuid.uuid4()),
+                "display_name": body["display_name"],
+                "namespace": namespace,
+                "created_at": _rfc3339(now),
+                "created_at_s": now,
+                "storage_state": "AVAILABLE",
+            }
             state.experiments[experiment["experiment_id"]] = experiment
             return 200, _drop_empty({k: v for k, v in experiment.items() if k != "created_at_s"})
         raise FakeError(405, f"{method} experiments")
@@ -394,9 +443,14 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
             if any(p["display_name"] == name for p in state.pipelines.values()):
                 raise FakeError(409, "Failed to create a pipeline and a pipeline version", upload=True)
             manifest = _read_pipeline_file(body["file"])
-            pipeline = {"pipeline_id": str(uuid.uuid4()), "display_name": name, "name": name,
-                        "description": query.get("description"), "created_at_s": state.now(),
-                        "namespace": self._namespace(query.get("namespace"))}
+            pipeline = {
+                "pipeline_id": str(uuid.uuid4()),
+                "display_name": name,
+                "name": name,
+                "description": query.get("description"),
+                "created_at_s": state.now(),
+                "namespace": self._namespace(query.get("namespace")),
+            }
             state.pipelines[pipeline["pipeline_id"]] = pipeline
             self._add_version(pipeline["pipeline_id"], name, manifest, query.get("description"))
             return 200, api_pipeline(pipeline)
@@ -419,8 +473,15 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
         raise FakeError(404, f"no route {method} pipelines/{'/'.join(parts)}")
 
     def _add_version(self, pipeline_id: str, name: str, manifest: str, description: str | None) -> dict:
-        version = {"pipeline_id": pipeline_id, "pipeline_version_id": str(uuid.uuid4()), "display_name": name,
-                   "name": name, "description": description, "created_at_s": self.state.now(), "manifest": manifest}
+        version = {
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": str(uuid.uuid4()),
+            "display_name": name,
+            "name": name,
+            "description": description,
+            "created_at_s": self.state.now(),
+            "manifest": manifest,
+        }
         self.state.versions[version["pipeline_version_id"]] = version
         return version
 
@@ -452,10 +513,16 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
     def _create_run(self, body: Any) -> dict:
         pipeline_id, version_id, _ = self._resolve(body, allow_latest=False)
         now = self.state.now()
-        run = _drop_empty({**body, "run_id": str(uuid.uuid4()), "created_at": _rfc3339(now), "state": "PENDING",
-                           "service_account": body.get("service_account") or DEFAULT_SERVICE_ACCOUNT,
-                           "pipeline_version_reference": {"pipeline_id": pipeline_id,
-                                                          "pipeline_version_id": version_id}})
+        run = _drop_empty(
+            {
+                **body,
+                "run_id": str(uuid.uuid4()),
+                "created_at": _rfc3339(now),
+                "state": "PENDING",
+                "service_account": body.get("service_account") or DEFAULT_SERVICE_ACCOUNT,
+                "pipeline_version_reference": {"pipeline_id": pipeline_id, "pipeline_version_id": version_id},
+            }
+        )
         self.state.runs[run["run_id"]] = run
         return run
 
@@ -464,9 +531,12 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
         if not parts and method == "GET":
             name = _name_filter(query)
             experiment_id = query.get("experiment_id")
-            items = [j for j in state.jobs.values()
-                     if (name is None or j["display_name"] == name)
-                     and (experiment_id is None or j.get("experiment_id") == experiment_id)]
+            items = [
+                j
+                for j in state.jobs.values()
+                if (name is None or j["display_name"] == name)
+                and (experiment_id is None or j.get("experiment_id") == experiment_id)
+            ]
             listed = _list(items, query, "recurringRuns", "recurring_run_id")
             listed["recurringRuns"] = [api_recurring_run(j) for j in listed.get("recurringRuns", [])]
             return 200, _drop_empty(listed)
@@ -476,30 +546,44 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
             _check_cron(cron)
             max_concurrency = int(body.get("max_concurrency") or 0)
             if not 1 <= max_concurrency <= 10:
-                raise FakeError(400, "Max concurrency of a recurring run must be at least 1 and at most 10. "
-                                     f"Received {max_concurrency}")
+                raise FakeError(
+                    400,
+                    f"Max concurrency of a recurring run must be at least 1 and at most 10. Received {max_concurrency}",
+                )
             if body.get("mode") not in ("ENABLE", "DISABLE"):
                 raise FakeError(400, f"Recurring run mode {body.get('mode')!r} is not ENABLE or DISABLE")
             now = state.now()
             runtime = body.get("runtime_config") or {}
-            job = {"recurring_run_id": str(uuid.uuid4()), "display_name": body["display_name"],
-                   "description": body.get("description"), "experiment_id": body.get("experiment_id"),
-                   "namespace": self._namespace(body.get("namespace")) if state.multi_user else "",
-                   # resource_manager.go CreateJob: a pinned version goes through the template (default service
-                   # account); "latest at each trigger" is stored as given
-                   "service_account": body.get("service_account")
-                   or (DEFAULT_SERVICE_ACCOUNT if version_id else ""),
-                   "pipeline_id": pipeline_id, "pipeline_version_id": version_id,
-                   "parameters": runtime.get("parameters") or {}, "pipeline_root": runtime.get("pipeline_root"),
-                   "cron": cron, "max_concurrency": max_concurrency, "no_catchup": bool(body.get("no_catchup")),
-                   "enabled": body["mode"] == "ENABLE", "created_at_s": now, "updated_at_s": now}
+            job = {
+                "recurring_run_id": str(uuid.uuid4()),
+                "display_name": body["display_name"],
+                "description": body.get("description"),
+                "experiment_id": body.get("experiment_id"),
+                "namespace": self._namespace(body.get("namespace")) if state.multi_user else "",
+                # resource_manager.go CreateJob: a pinned version goes through the template (default service
+                # account); "latest at each trigger" is stored as given
+                "service_account": body.get("service_account") or (DEFAULT_SERVICE_ACCOUNT if version_id else ""),
+                "pipeline_id": pipeline_id,
+                "pipeline_version_id": version_id,
+                "parameters": runtime.get("parameters") or {},
+                "pipeline_root": runtime.get("pipeline_root"),
+                "cron": cron,
+                "max_concurrency": max_concurrency,
+                "no_catchup": bool(body.get("no_catchup")),
+                "enabled": body["mode"] == "ENABLE",
+                "created_at_s": now,
+                "updated_at_s": now,
+            }
             state.jobs[job["recurring_run_id"]] = job
             return 200, api_recurring_run(job)
         if len(parts) == 1:
             run_id, _, action = parts[0].partition(":")
             if run_id not in state.jobs:
-                raise FakeError(404, f"Failed to delete recurring run {run_id}. Check if exists: "
-                                     f"ResourceNotFoundError: Job {run_id} not found")
+                raise FakeError(
+                    404,
+                    f"Failed to delete recurring run {run_id}. Check if exists: "
+                    f"ResourceNotFoundError: Job {run_id} not found",
+                )
             job = state.jobs[run_id]
             if method == "DELETE" and not action:
                 del state.jobs[run_id]

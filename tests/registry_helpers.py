@@ -36,8 +36,12 @@ def add_version(client, name: str, bpb: float, share: float = 0.5, artifact_root
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         report.write_text(json.dumps({"metrics": metrics, "checkpoint": "test"}))
-        record_evidence(client, candidate, report, {"eval_run_id": evaluation, "data_hash": "d",
-                                                    "code_identity": "c", "stage2_run_id": "s2"})
+        record_evidence(
+            client,
+            candidate,
+            report,
+            {"eval_run_id": evaluation, "data_hash": "d", "code_identity": "c", "stage2_run_id": "s2"},
+        )
     client.set_terminated(candidate)
     tags = registry.version_tags(metrics, {"data_hash": "d", "git_commit": "c", "config_hash": "h"})
     return registry.register_version(client, name, f"runs:/{candidate}/model", tags, run_id=candidate)

@@ -76,8 +76,9 @@ def test_same_seed_same_batches_other_seed_or_rank_others(prepared):
 def test_ranks_split_the_global_batch_of_a_single_process(prepared):
     out, _ = prepared
     single = ByteWindowLoader(out, "train", sequence_length=32, batch_size=6, seed=5)
-    ranks = [ByteWindowLoader(out, "train", sequence_length=32, batch_size=2, seed=5, rank=r, world_size=3)
-             for r in range(3)]
+    ranks = [
+        ByteWindowLoader(out, "train", sequence_length=32, batch_size=2, seed=5, rank=r, world_size=3) for r in range(3)
+    ]
     for _ in range(3):
         expected = single.next_batch()["tokens"]
         assert torch.equal(torch.cat([loader.next_batch()["tokens"] for loader in ranks]), expected)
@@ -141,9 +142,7 @@ def test_empty_split_is_a_clear_error(tmp_path):
     (tmp_path / "one").mkdir()
     doc_id = next(f"doc{i}.txt" for i in range(100) if split_of(f"doc{i}.txt") == "train")
     (tmp_path / "one" / doc_id).write_bytes(b"only a training document")
-    prepare_data(
-        PrepareDataParams(source=str(tmp_path / "one"), out_dir=tmp_path / "out", include_eval_sets=False)
-    )
+    prepare_data(PrepareDataParams(source=str(tmp_path / "one"), out_dir=tmp_path / "out", include_eval_sets=False))
     with pytest.raises(DataSourceError, match="split 'val' has no documents"):
         ByteWindowLoader(tmp_path / "out", "val", sequence_length=8, batch_size=1, seed=0)
     with pytest.raises(DataSourceError, match="split 'test' has no documents"):

@@ -33,7 +33,10 @@ def test_s3_store_keeps_the_last_n_and_loads_the_latest(s3_env) -> None:
     assert store.names() == ["checkpoint_step10.pt", "checkpoint_step15.pt"]
     assert store.latest() == "s3://ckpts/run-1/checkpoint_step15.pt"
     assert sorted(o.key for o in list_objects("ckpts", "run-1/")) == [
-        "run-1/checkpoint_step10.pt", "run-1/checkpoint_step15.pt", "run-1/latest"]
+        "run-1/checkpoint_step10.pt",
+        "run-1/checkpoint_step15.pt",
+        "run-1/latest",
+    ]
     loaded = load_checkpoint("s3://ckpts/run-1")  # a prefix means its latest checkpoint
     assert loaded["global_step"] == 15 and torch.equal(loaded["model_state"]["w"], torch.full((2,), 15.0))
 

@@ -25,9 +25,11 @@ def load_checker():
 
 
 check = load_checker()
-needs_tools = pytest.mark.skipif(not (check.TOOLS / "checkov").exists() or not (check.TOOLS / "hadolint").exists(),
-                                 reason="checkov/hadolint not installed: `make manifests-tools` (CI runs "
-                                        "`make manifests-check` first, which installs them)")
+needs_tools = pytest.mark.skipif(
+    not (check.TOOLS / "checkov").exists() or not (check.TOOLS / "hadolint").exists(),
+    reason="checkov/hadolint not installed: `make manifests-tools` (CI runs "
+    "`make manifests-check` first, which installs them)",
+)
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -80,8 +82,10 @@ def test_hadolint_and_checkov_pass_on_the_dockerfile():
 @needs_tools
 def test_hadolint_and_checkov_fail_on_a_careless_dockerfile(tmp_path):
     careless = tmp_path / "Dockerfile"
-    careless.write_text("FROM python:latest\nWORKDIR app\nADD . /app\nRUN pip install requests\n"
-                        "RUN cd /app && apt-get install -y curl\n")
+    careless.write_text(
+        "FROM python:latest\nWORKDIR app\nADD . /app\nRUN pip install requests\n"
+        "RUN cd /app && apt-get install -y curl\n"
+    )
     codes = {line.split()[2] for line in check.hadolint(careless)}
     # latest tag, relative WORKDIR, ADD for files, unpinned pip, pip cache, cd in RUN, apt without pins/recommends
     assert {"DL3007", "DL3000", "DL3020", "DL3013", "DL3042", "DL3003", "DL3008", "DL3015"} <= codes, codes
@@ -92,7 +96,8 @@ def test_hadolint_and_checkov_fail_on_a_careless_dockerfile(tmp_path):
     skipped.write_text("# checkov:skip=CKV_DOCKER_2\nFROM python:3.11.7-slim\nUSER 10001\n")
     assert check.checkov([skipped], "dockerfile") == []  # checkov honours the skip ...
     assert check.dockerfile_suppression_problems(skipped) == [  # ... and the project refuses it without a reason
-        f"{skipped}:1: a suppression needs its reason on the same line: # checkov:skip=CKV_DOCKER_2"]
+        f"{skipped}:1: a suppression needs its reason on the same line: # checkov:skip=CKV_DOCKER_2"
+    ]
 
 
 def test_base_torch_matches_the_pyproject_pin(parsed):
@@ -105,7 +110,7 @@ def test_runs_as_the_non_root_user_of_the_manifests(parsed):
     users = [(i, args) for i, (keyword, args) in enumerate(parsed) if keyword == "USER"]
     assert users, "no USER instruction: the image would run as root"
     index, user = users[-1]
-    assert all(keyword not in ("RUN", "COPY", "ADD") for keyword, _ in parsed[index + 1:]), "USER must come last"
+    assert all(keyword not in ("RUN", "COPY", "ADD") for keyword, _ in parsed[index + 1 :]), "USER must come last"
     uid = user.split(":")[0]
     assert uid not in ("root", "0") and uid.isdigit() and int(uid) >= 1000
     mlflow = yaml.safe_load((REPO / "manifests/base/mlflow.yaml").read_text().split("\n---\n")[0])
@@ -134,16 +139,22 @@ def test_constraints_agree_with_pyproject_pins():
             name, _, version = line.partition("==")
             constraints[name.lower().replace("_", "-")] = version
     assert "torch" not in constraints  # the base image's CUDA build, not the CPU wheel of the venv
-    mismatched = {name: (pin, constraints[name]) for name, pin in pyproject_pins().items()
-                  if name in constraints and constraints[name] != pin}
+    mismatched = {
+        name: (pin, constraints[name])
+        for name, pin in pyproject_pins().items()
+        if name in constraints and constraints[name] != pin
+    }
     assert mismatched == {}
     missing = sorted(set(pyproject_pins()) - set(constraints) - {"torch"})
     assert missing == [], f"pinned in pyproject but not in constraints (regenerate them): {missing}"
 
 
 def test_dockerignore_keeps_out_environments_and_secrets_but_not_what_is_copied(parsed):
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", ".data", "checkpoints", "mlruns", "*.pt", ".env"} <= ignored
     for keyword, args in parsed:
         if keyword == "COPY":

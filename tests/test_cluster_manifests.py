@@ -33,9 +33,11 @@ def load_checker():
 
 
 check = load_checker()
-needs_tools = pytest.mark.skipif(not (check.TOOLS / "checkov").exists() or not (check.TOOLS / "hadolint").exists(),
-                                 reason="checkov/hadolint not installed: `make manifests-tools` (CI runs "
-                                        "`make manifests-check` first, which installs them)")
+needs_tools = pytest.mark.skipif(
+    not (check.TOOLS / "checkov").exists() or not (check.TOOLS / "hadolint").exists(),
+    reason="checkov/hadolint not installed: `make manifests-tools` (CI runs "
+    "`make manifests-check` first, which installs them)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -118,20 +120,26 @@ def test_roles_name_their_secrets_and_nothing_is_cluster_wide(built):
         for role in by_kind(built[name], "Role").values():
             roles += 1
             secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
-            assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
-                                     "resourceNames": ["abstractinator-s3"], "verbs": ["get"]}]
+            assert secret_rules == [
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["abstractinator-s3"], "verbs": ["get"]}
+            ]
             assert all(r.get("resourceNames") for r in role["rules"] if "configmaps" in r["resources"])
     assert roles == len(OVERLAYS)
 
 
 def test_role_check_rejects_unnamed_or_listable_secrets():
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get", "list", "watch"]}]}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "r"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get", "list", "watch"]}],
+    }
     problems = check.role_problems(role)
     assert "Role/r: a rule on Secrets must name them (resourceNames)" in problems
     assert any("not ['list', 'watch']" in p for p in problems)
     assert check.role_problems({**role, "kind": "ClusterRole"}) == [
-        "ClusterRole/r: the project needs no cluster-wide permissions"]
+        "ClusterRole/r: the project needs no cluster-wide permissions"
+    ]
 
 
 def test_service_accounts_mount_a_token_only_for_pipeline_pods(built):
@@ -154,39 +162,59 @@ def test_each_overlay_denies_by_default_where_it_runs_pods(built):
         without = [o for o in built[name] if o["metadata"]["name"] != "default-deny"]
         assert check.default_deny_problems(without) == [
             "namespace abstractinator: pods but no default-deny NetworkPolicy (podSelector {}, Ingress and Egress, "
-            "no rules)"]
+            "no rules)"
+        ]
 
 
-@pytest.mark.parametrize(("overlay", "pipeline_namespace"),
-                         [("overlays/gpu", "kubeflow"), ("overlays/multi-user", "abstractinator-pipelines")])
+@pytest.mark.parametrize(
+    ("overlay", "pipeline_namespace"),
+    [("overlays/gpu", "kubeflow"), ("overlays/multi-user", "abstractinator-pipelines")],
+)
 def test_allowed_flows_pipeline_pods_to_mlflow_and_mlflow_to_postgres_only(built, overlay, pipeline_namespace):
     objects = built[overlay]
     policies = by_kind(objects, "NetworkPolicy")
     ingress = policies["mlflow-ingress"]["spec"]["ingress"]
     assert ingress[0]["ports"] == [{"protocol": "TCP", "port": 5000}]
     pipeline_pods, in_namespace = ingress[0]["from"]
-    assert pipeline_pods == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pipeline_namespace}},
-                             "podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}}
+    assert pipeline_pods == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pipeline_namespace}},
+        "podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}},
+    }
     assert in_namespace == {"podSelector": {"matchLabels": {"abstractinator.io/mlflow-client": "true"}}}
     database = policies["postgres-ingress"]["spec"]
     assert database["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mlflow-postgres"}
     assert database["ingress"][0]["from"] == [
-        {"podSelector": {"matchLabels": {"abstractinator.io/postgres-client": "true"}}}]
+        {"podSelector": {"matchLabels": {"abstractinator.io/postgres-client": "true"}}}
+    ]
     assert pods_labelled(objects, "abstractinator.io/postgres-client") == {"mlflow", "registry-backup"}
     assert pods_labelled(objects, "abstractinator.io/mlflow-client") == {"mlflow-create-pipeline-user"}
     assert pods_labelled(objects, "abstractinator.io/s3-client") == {"mlflow", "registry-backup"}
     s3 = policies["s3-egress"]["spec"]["egress"]
-    assert s3 == [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12",
-                                                                     "192.168.0.0/16", "169.254.0.0/16"]}}],
-                   "ports": [{"protocol": "TCP", "port": 443}]}]
+    assert s3 == [
+        {
+            "to": [
+                {
+                    "ipBlock": {
+                        "cidr": "0.0.0.0/0",
+                        "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"],
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 443}],
+        }
+    ]
     dns = policies["allow-dns"]["spec"]["egress"][0]["ports"]
     assert {p["port"] for p in dns} == {53}
 
 
 def test_dev_reaches_kubeflows_object_store_instead_of_the_internet(built):
     egress = by_kind(built["overlays/dev"], "NetworkPolicy")["s3-egress"]["spec"]["egress"]
-    assert egress == [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}}],
-                       "ports": [{"protocol": "TCP", "port": 9000}, {"protocol": "TCP", "port": 8333}]}]
+    assert egress == [
+        {
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}}],
+            "ports": [{"protocol": "TCP", "port": 9000}, {"protocol": "TCP", "port": 8333}],
+        }
+    ]
 
 
 def test_pytorchjob_pods_reach_each_other_mlflow_and_s3(built):
@@ -207,8 +235,10 @@ def test_mlflow_runs_basic_auth_with_no_credential_in_argv(built):
         assert "--backend-store-uri=postgresql+psycopg2://" in container["args"]
         env = {e["name"]: e for e in container["env"]}
         assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "password"}
-        assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-admin",
-                                                                                  "key": "password"}
+        assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "mlflow-admin",
+            "key": "password",
+        }
         ini = by_kind(built[name], "ConfigMap")["mlflow-auth-config"]["data"]["basic_auth.ini"]
         assert "password" not in ini and "database_uri = postgresql+psycopg2://\n" in ini
         storage = by_kind(built[name], "ConfigMap")["abstractinator-storage"]["data"]
@@ -220,8 +250,10 @@ def test_argv_check_rejects_the_old_password_in_the_backend_uri(built):
     deployment = copy.deepcopy(by_kind(built["overlays/gpu"], "Deployment")["mlflow"])
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     container["args"].append("--backend-store-uri=postgresql+psycopg2://$(PGUSER):$(PGPASSWORD)@$(PGHOST)/db")
-    assert any("argv carries a credential (PGHOST, PGPASSWORD, PGUSER)" in p
-               for p in check.argv_credential_problems(deployment))
+    assert any(
+        "argv carries a credential (PGHOST, PGPASSWORD, PGUSER)" in p
+        for p in check.argv_credential_problems(deployment)
+    )
     container["args"][-1] = "--backend-store-uri=postgresql://mlflow:hunter2@db:5432/mlflow"
     assert any("a URI with a password" in p for p in check.argv_credential_problems(deployment))
 
@@ -254,37 +286,54 @@ def test_secret_templates_hold_placeholders_only_and_no_overlay_creates_a_secret
     for secret in built["secrets"]:
         assert check.secret_problems(secret, templates=True) == []
     assert not any(o["kind"] == "Secret" for name, objs in built.items() if name != "secrets" for o in objs)
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"},
-              "stringData": {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI"}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3"},
+        "stringData": {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI"},
+    }
     assert check.secret_problems(secret, templates=True) == [
-        "Secret/s3: AWS_SECRET_ACCESS_KEY holds a value that is not a REPLACE_ME placeholder"]
+        "Secret/s3: AWS_SECRET_ACCESS_KEY holds a value that is not a REPLACE_ME placeholder"
+    ]
     _, problems = check.check(kustomization(tmp_path, secret), kubectl, tools=None)
     assert any("overlays must not create Secrets" in p for p in problems)
 
 
 # -- the KFP modes -----------------------------------------------------------------------------------------------
 def test_the_task_objects_live_where_each_kfp_mode_runs_pods(built):
-    for name, namespace in [("overlays/gpu", "kubeflow"), ("overlays/dev", "kubeflow"),
-                            ("overlays/multi-user", "abstractinator-pipelines")]:
+    for name, namespace in [
+        ("overlays/gpu", "kubeflow"),
+        ("overlays/dev", "kubeflow"),
+        ("overlays/multi-user", "abstractinator-pipelines"),
+    ]:
         objects = built[name]
         settings = [o for o in objects if o["metadata"]["name"] == "abstractinator-pipeline-settings"]
         assert [o["metadata"]["namespace"] for o in settings] == [namespace]
-        assert set(settings[0]["data"]) == {"MLFLOW_TRACKING_URI", "ABSTRACTINATOR_S3_ENDPOINT_URL",
-                                            "AWS_DEFAULT_REGION", "ABSTRACTINATOR_ARTIFACT_ROOT"}
+        assert set(settings[0]["data"]) == {
+            "MLFLOW_TRACKING_URI",
+            "ABSTRACTINATOR_S3_ENDPOINT_URL",
+            "AWS_DEFAULT_REGION",
+            "ABSTRACTINATOR_ARTIFACT_ROOT",
+        }
         assert "@" not in settings[0]["data"]["MLFLOW_TRACKING_URI"]
         assert settings[0]["data"]["ABSTRACTINATOR_ARTIFACT_ROOT"].startswith("s3://")
         runner = by_kind(objects, "RoleBinding")["abstractinator-runner"]
         assert runner["metadata"]["namespace"] == namespace
         assert runner["subjects"] == [
-            {"kind": "ServiceAccount", "name": "abstractinator-runner", "namespace": namespace}]
+            {"kind": "ServiceAccount", "name": "abstractinator-runner", "namespace": namespace}
+        ]
         # KFP owns kfp-launcher in both modes: patched by docs/cluster.md, never created or replaced here
         assert "kfp-launcher" not in by_kind(objects, "ConfigMap")
         services = {o["metadata"]["namespace"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")}
         assert services <= {"abstractinator"}
     dev = by_kind(built["overlays/dev"], "ConfigMap")["abstractinator-pipeline-settings"]["data"]
     assert dev["ABSTRACTINATOR_S3_ENDPOINT_URL"] == "http://minio-service.kubeflow:9000"
-    assert by_kind(built["overlays/gpu"], "ConfigMap")["abstractinator-pipeline-settings"]["data"][
-        "ABSTRACTINATOR_S3_ENDPOINT_URL"] == ""
+    assert (
+        by_kind(built["overlays/gpu"], "ConfigMap")["abstractinator-pipeline-settings"]["data"][
+            "ABSTRACTINATOR_S3_ENDPOINT_URL"
+        ]
+        == ""
+    )
     # a LimitRange only where the namespace is the project's (not KFP's shared `kubeflow`), and it caps nothing
     assert by_kind(built["overlays/gpu"], "LimitRange") == {}
     (limits,) = by_kind(built["overlays/multi-user"], "LimitRange").values()
@@ -312,17 +361,40 @@ def test_overlays_choose_database_backup_and_gpu_check(built):
 def test_launcher_patch_keeps_what_kfp_owns(tmp_path, kubectl):
     """`kubectl patch --type merge --patch-file` (docs/cluster.md, step 5) on the ConfigMap the multi-user profile
     controller makes: our two keys change, its clusterDomain stays."""
-    owned = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kfp-launcher", "namespace": "team"},
-             "data": {"defaultPipelineRoot": "minio://mlpipeline/private-artifacts/team/v2/artifacts",
-                      "clusterDomain": "cluster.local"}}
+    owned = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "kfp-launcher", "namespace": "team"},
+        "data": {
+            "defaultPipelineRoot": "minio://mlpipeline/private-artifacts/team/v2/artifacts",
+            "clusterDomain": "cluster.local",
+        },
+    }
     (tmp_path / "owned.yaml").write_text(yaml.safe_dump(owned))
-    result = subprocess.run([kubectl, "patch", "--local", "-f", str(tmp_path / "owned.yaml"), "--type", "merge",
-                             "--patch-file", str(MANIFESTS / "kfp-launcher/aws.yaml"), "-o", "yaml"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            kubectl,
+            "patch",
+            "--local",
+            "-f",
+            str(tmp_path / "owned.yaml"),
+            "--type",
+            "merge",
+            "--patch-file",
+            str(MANIFESTS / "kfp-launcher/aws.yaml"),
+            "-o",
+            "yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     data = yaml.safe_load(result.stdout)["data"]
     assert data["clusterDomain"] == "cluster.local" and data["defaultPipelineRoot"] == "s3://abstractinator/kfp"
-    assert yaml.safe_load(data["providers"])["s3"]["default"]["credentials"]["secretRef"]["secretName"] == \
-        "abstractinator-s3"
+    assert (
+        yaml.safe_load(data["providers"])["s3"]["default"]["credentials"]["secretRef"]["secretName"]
+        == "abstractinator-s3"
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text((MANIFESTS / "kfp-launcher/aws.yaml").read_text().replace("forcePathStyle", "forcePathstyle"))
     assert any("forcePathstyle" in p for p in check.launcher_patch_problems(bad))
@@ -349,12 +421,16 @@ def test_check_rejects_an_unknown_field(tmp_path, kubectl, good_mlflow):
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda job: job["spec"].update(pytorchReplicaSpec=job["spec"].pop("pytorchReplicaSpecs")),
-         "'pytorchReplicaSpecs' is a required property"),
+        (
+            lambda job: job["spec"].update(pytorchReplicaSpec=job["spec"].pop("pytorchReplicaSpecs")),
+            "'pytorchReplicaSpecs' is a required property",
+        ),
         (lambda job: job["spec"]["pytorchReplicaSpecs"]["Master"].update(replicas=2), "1 was expected"),
         (lambda job: job["spec"]["runPolicy"].update(cleanPodPolicy="Sometimes"), "'Sometimes' is not one of"),
-        (lambda job: job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"].update(nodeSelektor={}),
-         "nodeSelektor"),
+        (
+            lambda job: job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"].update(nodeSelektor={}),
+            "nodeSelektor",
+        ),
         (lambda job: job.update(apiVersion="kubeflow.org/v2"), "no CRD schema vendored for kubeflow.org/v2"),
     ],
 )
@@ -383,8 +459,9 @@ def test_checkov_fails_a_root_container_without_limits(tmp_path, kubectl, good_m
     _, problems = check.check(kustomization(tmp_path, bad, components=(MANIFESTS / "components/images",)), kubectl)
     failed = {p.split()[1] for p in problems if p.startswith("checkov ")}
     assert {"CKV_K8S_11", "CKV_K8S_13", "CKV_K8S_20", "CKV_K8S_23"} <= failed, problems
-    _, problems = check.check(kustomization(tmp_path, good_mlflow, components=(MANIFESTS / "components/images",)),
-                              kubectl)
+    _, problems = check.check(
+        kustomization(tmp_path, good_mlflow, components=(MANIFESTS / "components/images",)), kubectl
+    )
     # alone, without the overlay's NetworkPolicies, the good Deployment fails only the network check
     assert {p.split()[1] for p in problems if p.startswith("checkov ")} == {"CKV2_K8S_6"}, problems
 
@@ -424,17 +501,37 @@ def test_mlflow_deployment_settings_authenticate_and_the_job_creates_the_pipelin
     process = None
     try:
         postgres.create_database("mlflow")
-        env = {**os.environ, "HOME": str(tmp_path), "PGHOST": "127.0.0.1", "PGPORT": str(postgres.port),
-               "PGUSER": "postgres", "PGDATABASE": "mlflow", "PGPASSWORD": "unused-with-trust",
-               "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-               "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-1", "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32,
-               "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"), "MLFLOW_ALLOWED_HOSTS": "127.0.0.1:*",
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        args = [a.replace("$(MLFLOW_ARTIFACTS_DESTINATION)", env["MLFLOW_ARTIFACTS_DESTINATION"])
-                .replace("$(MLFLOW_ALLOWED_HOSTS)", env["MLFLOW_ALLOWED_HOSTS"]) for a in container["args"]]
+        env = {
+            **os.environ,
+            "HOME": str(tmp_path),
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(postgres.port),
+            "PGUSER": "postgres",
+            "PGDATABASE": "mlflow",
+            "PGPASSWORD": "unused-with-trust",
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+            "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-1",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32,
+            "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+            "MLFLOW_ALLOWED_HOSTS": "127.0.0.1:*",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+        args = [
+            a.replace("$(MLFLOW_ARTIFACTS_DESTINATION)", env["MLFLOW_ARTIFACTS_DESTINATION"]).replace(
+                "$(MLFLOW_ALLOWED_HOSTS)", env["MLFLOW_ALLOWED_HOSTS"]
+            )
+            for a in container["args"]
+        ]
         args = [a for a in args if not a.startswith(("--host=", "--port=", "--workers="))]
-        command = [str(Path(sys.executable).parent / container["command"][0]), *container["command"][1:], *args,
-                   "--host=127.0.0.1", f"--port={port}", "--workers=1"]
+        command = [
+            str(Path(sys.executable).parent / container["command"][0]),
+            *container["command"][1:],
+            *args,
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--workers=1",
+        ]
         with (tmp_path / "mlflow.log").open("wb") as log:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
@@ -449,30 +546,54 @@ def test_mlflow_deployment_settings_authenticate_and_the_job_creates_the_pipelin
         with pytest.raises(urllib.error.HTTPError) as anonymous:
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=5)
         assert anonymous.value.code == 401
-        job_env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin",
-                   "MLFLOW_TRACKING_PASSWORD": "admin-password-1", "PIPELINE_USERNAME": "abstractinator-pipeline",
-                   "PIPELINE_PASSWORD": "pipeline-password-1"}
-        outputs = [subprocess.run([sys.executable, str(script)], env=job_env, capture_output=True, text=True,
-                                  timeout=120) for _ in range(2)]
+        job_env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": url,
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": "admin-password-1",
+            "PIPELINE_USERNAME": "abstractinator-pipeline",
+            "PIPELINE_PASSWORD": "pipeline-password-1",
+        }
+        outputs = [
+            subprocess.run([sys.executable, str(script)], env=job_env, capture_output=True, text=True, timeout=120)
+            for _ in range(2)
+        ]
         assert [o.returncode for o in outputs] == [0, 0], outputs[-1].stderr[-500:]
         assert "created" in outputs[0].stdout and "exists" in outputs[1].stdout
         assert "pipeline-password-1" not in outputs[0].stdout + outputs[0].stderr
-        missing = subprocess.run([sys.executable, str(script)], env={**job_env, "PIPELINE_PASSWORD": ""},
-                                 capture_output=True, text=True, timeout=60)
+        missing = subprocess.run(
+            [sys.executable, str(script)],
+            env={**job_env, "PIPELINE_PASSWORD": ""},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert missing.returncode == 2 and "PIPELINE_PASSWORD" in missing.stderr
-        pipeline = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "abstractinator-pipeline",
-                    "MLFLOW_TRACKING_PASSWORD": "pipeline-password-1"}
-        promote = subprocess.run([sys.executable, "-c", PROMOTE], env=pipeline, capture_output=True, text=True,
-                                 timeout=180)
+        pipeline = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": url,
+            "MLFLOW_TRACKING_USERNAME": "abstractinator-pipeline",
+            "MLFLOW_TRACKING_PASSWORD": "pipeline-password-1",
+        }
+        promote = subprocess.run(
+            [sys.executable, "-c", PROMOTE], env=pipeline, capture_output=True, text=True, timeout=180
+        )
         assert promote.returncode == 0 and promote.stdout.splitlines()[-1] == "champion 1", promote.stderr[-800:]
         # another authenticated user (created by the admin) may read the registry but not move the alias
         other = {**job_env, "PIPELINE_USERNAME": "someone-else", "PIPELINE_PASSWORD": "other-password-1"}
         created = subprocess.run([sys.executable, str(script)], env=other, capture_output=True, timeout=120)
         assert created.returncode == 0
-        moved = subprocess.run([sys.executable, "-c", PROMOTE.replace("register = True", "register = False")],
-                               env={**pipeline, "MLFLOW_TRACKING_USERNAME": "someone-else",
-                                    "MLFLOW_TRACKING_PASSWORD": "other-password-1"},
-                               capture_output=True, text=True, timeout=180)
+        moved = subprocess.run(
+            [sys.executable, "-c", PROMOTE.replace("register = True", "register = False")],
+            env={
+                **pipeline,
+                "MLFLOW_TRACKING_USERNAME": "someone-else",
+                "MLFLOW_TRACKING_PASSWORD": "other-password-1",
+            },
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert moved.returncode != 0 and "error code 403" in moved.stderr, moved.stderr[-800:]
     finally:
         if process is not None:
@@ -485,10 +606,13 @@ def test_backup_upload_refuses_bad_input(tmp_path):
     script = MANIFESTS / "components/registry-backup/upload_backup.py"
     empty = tmp_path / "registry.dump"
     empty.write_bytes(b"")
-    for env, args, expected in [({}, [str(empty)], "usage:"),
-                                ({"REGISTRY_BACKUP_DESTINATION": "s3://b/p"}, [str(empty)], "missing or empty")]:
-        result = subprocess.run([sys.executable, str(script), *args], env={**os.environ, **env},
-                                capture_output=True, text=True, timeout=60)
+    for env, args, expected in [
+        ({}, [str(empty)], "usage:"),
+        ({"REGISTRY_BACKUP_DESTINATION": "s3://b/p"}, [str(empty)], "missing or empty"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, str(script), *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 2 and expected in result.stderr, result.stderr
 
 
@@ -502,10 +626,14 @@ def test_registry_backup_and_restore_as_the_cronjob_and_docs_do(built, tmp_path)
     backup = by_kind(built["overlays/gpu"], "CronJob")["registry-backup"]["spec"]["jobTemplate"]["spec"]
     pod = backup["template"]["spec"]
     dump_command, upload_command = pod["initContainers"][0]["command"], pod["containers"][0]["command"]
-    restore_line = next(line.strip() for line in (REPO / "docs/cluster.md").read_text().splitlines()
-                        if "pg_restore " in line and "kubectl" in line)
-    restore_flags = [flag for flag in restore_line.split("pg_restore ", 1)[1].split(" <")[0].split()
-                     if flag.startswith("--")]  # -U/-d name the cluster's user and database
+    restore_line = next(
+        line.strip()
+        for line in (REPO / "docs/cluster.md").read_text().splitlines()
+        if "pg_restore " in line and "kubectl" in line
+    )
+    restore_flags = [
+        flag for flag in restore_line.split("pg_restore ", 1)[1].split(" <")[0].split() if flag.startswith("--")
+    ]  # -U/-d name the cluster's user and database
     assert {"--clean", "--if-exists", "--no-owner"} <= set(restore_flags), restore_line
     postgres = PostgresServer().start()
     s3 = SeaweedS3Server("backup-key", "backup-secret-key", ["abstractinator"]).start()
@@ -513,32 +641,60 @@ def test_registry_backup_and_restore_as_the_cronjob_and_docs_do(built, tmp_path)
         postgres.create_database("mlflow")
         pg_env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(postgres.port), "PGUSER": "postgres"}
         psql = [check_bin("psql"), "-v", "ON_ERROR_STOP=1", "-tAc"]
-        subprocess.run([*psql, "CREATE TABLE registered_models (name text primary key); "
-                        "INSERT INTO registered_models VALUES ('abstractinator')"],
-                       env={**pg_env, "PGDATABASE": "mlflow"}, check=True, capture_output=True)
+        subprocess.run(
+            [
+                *psql,
+                "CREATE TABLE registered_models (name text primary key); "
+                "INSERT INTO registered_models VALUES ('abstractinator')",
+            ],
+            env={**pg_env, "PGDATABASE": "mlflow"},
+            check=True,
+            capture_output=True,
+        )
         dump = tmp_path / "registry.dump"
-        command = [check_bin(dump_command[0]),
-                   *[argument.replace("/backup/registry.dump", str(dump)) for argument in dump_command[1:]]]
+        command = [
+            check_bin(dump_command[0]),
+            *[argument.replace("/backup/registry.dump", str(dump)) for argument in dump_command[1:]],
+        ]
         subprocess.run(command, env={**pg_env, "PGDATABASE": "mlflow"}, check=True, capture_output=True, timeout=120)
         script = MANIFESTS / "components/registry-backup" / Path(upload_command[1]).name
-        uploaded = subprocess.run([sys.executable, str(script), str(dump)], capture_output=True, text=True,
-                                  timeout=120, env={**os.environ, **s3.client_env,
-                                                    "REGISTRY_BACKUP_DESTINATION": "s3://abstractinator/backups/db"})
+        uploaded = subprocess.run(
+            [sys.executable, str(script), str(dump)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **s3.client_env, "REGISTRY_BACKUP_DESTINATION": "s3://abstractinator/backups/db"},
+        )
         assert uploaded.returncode == 0, uploaded.stderr
         uri = uploaded.stdout.strip()
         assert re.fullmatch(r"s3://abstractinator/backups/db/\d{8}T\d{6}Z\.dump", uri), uri
 
         import boto3
 
-        client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
-                              aws_access_key_id="backup-key", aws_secret_access_key="backup-secret-key")
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="backup-key",
+            aws_secret_access_key="backup-secret-key",
+        )
         restored = tmp_path / "restored.dump"
         client.download_file("abstractinator", uri.split("/", 3)[3], str(restored))
         postgres.create_database("fresh")
-        subprocess.run([check_bin("pg_restore"), *restore_flags, "-d", "fresh", str(restored)],
-                       env=pg_env, check=True, capture_output=True, timeout=120)
-        rows = subprocess.run([*psql, "SELECT name FROM registered_models"], env={**pg_env, "PGDATABASE": "fresh"},
-                              check=True, capture_output=True, text=True).stdout.split()
+        subprocess.run(
+            [check_bin("pg_restore"), *restore_flags, "-d", "fresh", str(restored)],
+            env=pg_env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        rows = subprocess.run(
+            [*psql, "SELECT name FROM registered_models"],
+            env={**pg_env, "PGDATABASE": "fresh"},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         assert rows == ["abstractinator"]
     finally:
         s3.stop()
@@ -581,15 +737,24 @@ def docs_workdir(tmp_path) -> Path:
     """Where a reader runs the commands: the repository's manifests/, their private env files, the ConfigMap
     they fetched from the cluster (as the multi-user profile controller makes it)."""
     (tmp_path / "manifests").symlink_to(MANIFESTS)
-    files = {"s3.env": "AWS_ACCESS_KEY_ID=id\nAWS_SECRET_ACCESS_KEY=key\n",
-             "mlflow-auth.env": "MLFLOW_TRACKING_USERNAME=abstractinator-pipeline\nMLFLOW_TRACKING_PASSWORD=pw\n",
-             "mlflow-admin.env": "username=admin\npassword=pw\nflask-secret-key=k\n",
-             "mlflow-db.env": "username=mlflow\npassword=pw\nhost=mlflow-postgres\nport=5432\ndatabase=mlflow\n"}
+    files = {
+        "s3.env": "AWS_ACCESS_KEY_ID=id\nAWS_SECRET_ACCESS_KEY=key\n",
+        "mlflow-auth.env": "MLFLOW_TRACKING_USERNAME=abstractinator-pipeline\nMLFLOW_TRACKING_PASSWORD=pw\n",
+        "mlflow-admin.env": "username=admin\npassword=pw\nflask-secret-key=k\n",
+        "mlflow-db.env": "username=mlflow\npassword=pw\nhost=mlflow-postgres\nport=5432\ndatabase=mlflow\n",
+    }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    (tmp_path / "kfp-launcher.yaml").write_text(yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kfp-launcher", "namespace": "kubeflow"},
-         "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts", "clusterDomain": "cluster.local"}}))
+    (tmp_path / "kfp-launcher.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "kfp-launcher", "namespace": "kubeflow"},
+                "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts", "clusterDomain": "cluster.local"},
+            }
+        )
+    )
     return tmp_path
 
 
@@ -603,8 +768,14 @@ def test_every_docs_command_that_needs_no_cluster_runs(docs_workdir, built):
     env = {**os.environ, "PIPELINE_NS": "kubeflow", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     rendered_secrets = set()
     for command in runnable:
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=docs_workdir, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=docs_workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, f"{command}: {result.stderr}"
         for obj in yaml.safe_load_all(result.stdout):
             if obj and obj["kind"] == "Secret":
@@ -614,17 +785,22 @@ def test_every_docs_command_that_needs_no_cluster_runs(docs_workdir, built):
             if obj and obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "kfp-launcher":
                 assert obj["data"]["clusterDomain"] == "cluster.local"  # what KFP owns is kept
                 assert obj["data"]["defaultPipelineRoot"].startswith("s3://")
-    assert rendered_secrets == {("abstractinator-s3", "kubeflow"), ("abstractinator-s3", "abstractinator"),
-                                ("abstractinator-mlflow-auth", "kubeflow"),
-                                ("abstractinator-mlflow-auth", "abstractinator"),
-                                ("mlflow-admin", "abstractinator"), ("mlflow-db", "abstractinator")}
+    assert rendered_secrets == {
+        ("abstractinator-s3", "kubeflow"),
+        ("abstractinator-s3", "abstractinator"),
+        ("abstractinator-mlflow-auth", "kubeflow"),
+        ("abstractinator-mlflow-auth", "abstractinator"),
+        ("mlflow-admin", "abstractinator"),
+        ("mlflow-db", "abstractinator"),
+    }
 
 
 @pytest.mark.slow
 def test_docs_make_manifests_check_passes():
     """`make manifests-check` as docs/cluster.md step 4 runs it (the venv's set-up taken as done)."""
-    result = subprocess.run(["make", "-o", ".venv/.installed", "manifests-check"], cwd=REPO, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        ["make", "-o", ".venv/.installed", "manifests-check"], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert result.stdout.count("\nok ") + result.stdout.startswith("ok ") >= 12
 

@@ -14,8 +14,10 @@ GPU_TASKS = ("stage1", "stage2", "evaluate")
 CPU_TASKS = ("prepare", "promote")
 IMAGE = "registry.example.com/abstractinator:test-1"
 
-pytestmark = pytest.mark.skipif(not (REPO / "pipelines/training.py").is_file(),
-                                reason="pipelines/training.py (the training pipeline) is not there yet")
+pytestmark = pytest.mark.skipif(
+    not (REPO / "pipelines/training.py").is_file(),
+    reason="pipelines/training.py (the training pipeline) is not there yet",
+)
 
 
 def compile_for(tmp_path: Path, gpus: int) -> tuple[dict, dict]:

@@ -67,8 +67,21 @@ def cli(*argv: str) -> int:
 
 
 def test_submit_uploads_the_spec_and_runs_it_with_typed_parameters(server, package, capsys):
-    code = cli("submit", "--host", server.url, "--package", str(package), "--experiment", "nightly",
-               "--param", "steps=25", "--param", "learning_rate=3e-4", "--param", "use_gpu=true")
+    code = cli(
+        "submit",
+        "--host",
+        server.url,
+        "--package",
+        str(package),
+        "--experiment",
+        "nightly",
+        "--param",
+        "steps=25",
+        "--param",
+        "learning_rate=3e-4",
+        "--param",
+        "use_gpu=true",
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
 
@@ -105,8 +118,12 @@ def test_second_submit_adds_a_version_to_the_same_pipeline(server, package, caps
 
 @pytest.mark.parametrize(
     ("param", "message"),
-    [("stepz=3", "'stepz' is not an input of the pipeline"), ("steps=ten", "'ten' is not a integer"),
-     ("use_gpu=maybe", "is not a boolean"), ("noequals", "is not key=value")],
+    [
+        ("stepz=3", "'stepz' is not an input of the pipeline"),
+        ("steps=ten", "'ten' is not a integer"),
+        ("use_gpu=maybe", "is not a boolean"),
+        ("noequals", "is not key=value"),
+    ],
 )
 def test_bad_parameters_fail_before_anything_is_uploaded(server, package, capsys, param, message):
     code = cli("submit", "--host", server.url, "--package", str(package), "--param", param)
@@ -120,8 +137,10 @@ def test_missing_pipeline_file_is_one_line(server, tmp_path, capsys):
     missing = tmp_path / "nope.yaml"
     assert cli("submit", "--host", server.url, "--package", str(missing)) == 2
     err = capsys.readouterr().err
-    assert err == (f"error: pipeline file {missing} not found: compile it first "
-                   f"(abstractinator pipeline compile --out {missing})\n")
+    assert err == (
+        f"error: pipeline file {missing} not found: compile it first "
+        f"(abstractinator pipeline compile --out {missing})\n"
+    )
     assert server.state.requests == []
 
 
@@ -153,8 +172,9 @@ def test_token_file_from_the_environment(server, package, monkeypatch, tmp_path,
 
 # -- schedule ---------------------------------------------------------------------------------------------------
 def schedule(server, *extra: str) -> int:
-    return cli("schedule", "--host", server.url, "--name", "weekly-retrain", "--pipeline-name", "small-training",
-               *extra)
+    return cli(
+        "schedule", "--host", server.url, "--name", "weekly-retrain", "--pipeline-name", "small-training", *extra
+    )
 
 
 def test_schedule_twice_leaves_one_recurring_run(server, package, capsys):
@@ -166,7 +186,9 @@ def test_schedule_twice_leaves_one_recurring_run(server, package, capsys):
     assert first["runtime_config"]["parameters"] == {"steps": 100}
     latest = server.latest_version(first["pipeline_version_reference"]["pipeline_id"])
     assert first["pipeline_version_reference"] == {
-        "pipeline_id": latest["pipeline_id"], "pipeline_version_id": latest["pipeline_version_id"]}
+        "pipeline_id": latest["pipeline_id"],
+        "pipeline_version_id": latest["pipeline_version_id"],
+    }
 
     capsys.readouterr()
     assert schedule(server, "--cron", "0 0 3 * * 0", "--param", "steps=100") == 0
@@ -273,8 +295,11 @@ def test_disable_enable_delete(server, package, capsys):
 
 @pytest.mark.parametrize(
     ("cron", "message"),
-    [("0 3 * * 0", "has 5 fields; Kubeflow recurring runs take 6, seconds first"),
-     ("0 0 25 * * 0", "hour 25 is outside 0-23"), ("0 0 3 * * MOO", "day of week 'MOO' is not a number")],
+    [
+        ("0 3 * * 0", "has 5 fields; Kubeflow recurring runs take 6, seconds first"),
+        ("0 0 25 * * 0", "hour 25 is outside 0-23"),
+        ("0 0 3 * * MOO", "day of week 'MOO' is not a number"),
+    ],
 )
 def test_bad_cron_fails_before_any_request(server, cron, message, capsys):
     assert schedule(server, "--cron", cron) == 2
@@ -299,10 +324,16 @@ def test_fake_server_rejects_a_run_with_undeclared_parameters(server, package):
         from pipelines.kfp_connection import api_errors
 
         with api_errors("run"):
-            client.run_pipeline(experiment_id=None, job_name="x", params={"epochs": 1},
-                                pipeline_id=version.pipeline_id, version_id=version.pipeline_version_id)
+            client.run_pipeline(
+                experiment_id=None,
+                job_name="x",
+                params={"epochs": 1},
+                pipeline_id=version.pipeline_id,
+                version_id=version.pipeline_version_id,
+            )
     assert json.loads(json.dumps(server.requests_to("POST", "/runs")[0].body))["runtime_config"]["parameters"] == {
-        "epochs": 1}
+        "epochs": 1
+    }
 
 
 @pytest.mark.skipif(not (REPO / "pipelines/training.py").is_file(), reason="the training pipeline is not there yet")
@@ -311,13 +342,29 @@ def test_submit_the_real_training_pipeline_with_typed_parameters(server, tmp_pat
 
     package = tmp_path / "training.yaml"
     compile_pipeline(str(package), ClusterSettings(gpus=2))
-    code = cli("submit", "--host", server.url, "--package", str(package), "--param", "stage1_steps=500",
-               "--param", 'overrides=["max_steps=3"]', "--param", "skip_if_unchanged=false",
-               "--param", "min_improvement=0.02")
+    code = cli(
+        "submit",
+        "--host",
+        server.url,
+        "--package",
+        str(package),
+        "--param",
+        "stage1_steps=500",
+        "--param",
+        'overrides=["max_steps=3"]',
+        "--param",
+        "skip_if_unchanged=false",
+        "--param",
+        "min_improvement=0.02",
+    )
     assert code == 0, capsys.readouterr().err
     (run,) = server.state.runs.values()
     assert run["runtime_config"]["parameters"] == {
-        "stage1_steps": 500, "overrides": ["max_steps=3"], "skip_if_unchanged": False, "min_improvement": 0.02}
+        "stage1_steps": 500,
+        "overrides": ["max_steps=3"],
+        "skip_if_unchanged": False,
+        "min_improvement": 0.02,
+    }
     (pipeline,) = server.state.pipelines.values()
     assert pipeline["display_name"] == "abstractinator-training"
     # the CLI's default --pipeline-name is this pipeline
@@ -337,10 +384,13 @@ def test_disable_and_delete_together_are_refused(server):
         schedule(server, "--disable", "--delete")
 
 
-@pytest.mark.parametrize(("host", "message"), [
-    ("{url}/not-kfp", "answered HTTP 404 on /apis/v2beta1/healthz: is it the Kubeflow Pipelines API"),
-    ("localhost:8888", "host 'localhost:8888' must start with http:// or https://"),
-])
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("{url}/not-kfp", "answered HTTP 404 on /apis/v2beta1/healthz: is it the Kubeflow Pipelines API"),
+        ("localhost:8888", "host 'localhost:8888' must start with http:// or https://"),
+    ],
+)
 def test_a_host_that_is_not_the_kfp_api_is_named(server, package, capsys, host, message):
     assert cli("submit", "--host", host.format(url=server.url), "--package", str(package)) == 2
     err = capsys.readouterr().err
@@ -360,21 +410,38 @@ def test_racing_schedule_calls_leave_one_recurring_run(monkeypatch, tmp_path, pa
         monkeypatch.setenv("ABSTRACTINATOR_KFP_TOKEN", TOKEN)
         monkeypatch.setattr("kfp.Client._LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
         assert cli("submit", "--host", fake.url, "--package", str(package)) == 0
-        env = {**os.environ, "ABSTRACTINATOR_KFP_TOKEN": TOKEN, "HOME": str(tmp_path),
-               "PYTHONPATH": str(REPO)}
-        command = [sys.executable, "-m", "abstractinator", "pipeline", "schedule", "--host", fake.url,
-                   "--name", "weekly-retrain", "--pipeline-name", "small-training", "--cron", "0 0 3 * * 0",
-                   "--param", "steps=42"]
-        racers = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True) for _ in range(4)]
+        env = {**os.environ, "ABSTRACTINATOR_KFP_TOKEN": TOKEN, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+        command = [
+            sys.executable,
+            "-m",
+            "abstractinator",
+            "pipeline",
+            "schedule",
+            "--host",
+            fake.url,
+            "--name",
+            "weekly-retrain",
+            "--pipeline-name",
+            "small-training",
+            "--cron",
+            "0 0 3 * * 0",
+            "--param",
+            "steps=42",
+        ]
+        racers = [
+            subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
         outputs = [racer.communicate(timeout=120) for racer in racers]
         assert [racer.returncode for racer in racers] == [0] * 4, [err for _, err in outputs]
         assert len(fake.requests_to("POST", "/recurringruns")) == 4  # the barrier made every racer create
         (only,) = fake.recurring_runs_named("weekly-retrain")
         assert only["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 0"
         assert only["runtime_config"]["parameters"] == {"steps": 42}
-        assert only["pipeline_version_reference"]["pipeline_version_id"] == fake.latest_version(
-            only["pipeline_version_reference"]["pipeline_id"])["pipeline_version_id"]
+        assert (
+            only["pipeline_version_reference"]["pipeline_version_id"]
+            == fake.latest_version(only["pipeline_version_reference"]["pipeline_id"])["pipeline_version_id"]
+        )
     finally:
         fake.stop()
 
@@ -416,7 +483,9 @@ def test_the_documented_cluster_commands_run_verbatim(server, tmp_path, monkeypa
     assert run["runtime_config"]["parameters"]["stage1_steps"] == 2000
     (recurring,) = server.recurring_runs_named("weekly-retrain")
     assert recurring["runtime_config"]["parameters"] == {
-        "config": "demo", "artifact_root": "s3://my-bucket/abstractinator/pipeline"}
+        "config": "demo",
+        "artifact_root": "s3://my-bucket/abstractinator/pipeline",
+    }
     schedule_argv = [server.url if arg == "http://localhost:8888" else arg for arg in commands[2]]
     assert main(schedule_argv) == 0
     assert "schedule weekly-retrain: unchanged" in capsys.readouterr().out
@@ -430,16 +499,19 @@ def test_the_fake_answers_in_the_upstream_shapes(server, package):
     import urllib.request
 
     def get(path: str) -> tuple[int, dict]:
-        request = urllib.request.Request(server.url + "/apis/v2beta1" + path,
-                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        request = urllib.request.Request(
+            server.url + "/apis/v2beta1" + path, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         try:
             with urllib.request.urlopen(request) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    assert get("/healthz") == (200, {"commit_sha": "unknown", "tag_name": "2.17.0", "multi_user": False,
-                                     "pipeline_store": "database"})
+    assert get("/healthz") == (
+        200,
+        {"commit_sha": "unknown", "tag_name": "2.17.0", "multi_user": False, "pipeline_store": "database"},
+    )
     status, body = get("/pipelines/nope/versions")
     assert status == 404 and body["code"] == 5 and set(body) == {"code", "message", "details"}
     assert cli("submit", "--host", server.url, "--package", str(package)) == 0

@@ -19,19 +19,34 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_single_node_command_is_standalone_torchrun_of_the_cli():
     command = trainer_command(4, ["train", "--config", "configs/ci_config.py"], python="/usr/bin/python3")
-    assert command == ["/usr/bin/python3", "-m", "torch.distributed.run", "--nproc_per_node=4", "--standalone",
-                       "-m", "abstractinator", "train", "--config", "configs/ci_config.py"]
+    assert command == [
+        "/usr/bin/python3",
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=4",
+        "--standalone",
+        "-m",
+        "abstractinator",
+        "train",
+        "--config",
+        "configs/ci_config.py",
+    ]
 
 
 def test_multi_node_command_uses_c10d_rendezvous():
     command = trainer_command(8, ["train"], nnodes=2, rdzv_endpoint="job-master-0:29400", python="py")
     assert "--standalone" not in command
-    assert command[3:7] == ["--nproc_per_node=8", "--nnodes=2", "--rdzv_backend=c10d",
-                            "--rdzv_endpoint=job-master-0:29400"]
+    assert command[3:7] == [
+        "--nproc_per_node=8",
+        "--nnodes=2",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=job-master-0:29400",
+    ]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"nproc": 0}, "nproc must be >= 1"),
-                                                 ({"nproc": 2, "nnodes": 2}, "need rdzv_endpoint")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"nproc": 0}, "nproc must be >= 1"), ({"nproc": 2, "nnodes": 2}, "need rdzv_endpoint")]
+)
 def test_bad_topology_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         trainer_command(args=["train"], **kwargs)
@@ -41,9 +56,18 @@ def ci_params(tmp_path: Path, steps: int = 2):
     from components.train import TrainParams
     from configs import load_config
 
-    config = load_config(REPO / "configs/ci_config.py", [
-        f"max_steps={steps}", f"checkpoint_dir={tmp_path / 'ckpt'}", "validation_interval=1000",
-        "checkpoint_interval=1000", "generation_interval=1000", "batch_size=4", "warmup_steps=1"])
+    config = load_config(
+        REPO / "configs/ci_config.py",
+        [
+            f"max_steps={steps}",
+            f"checkpoint_dir={tmp_path / 'ckpt'}",
+            "validation_interval=1000",
+            "checkpoint_interval=1000",
+            "generation_interval=1000",
+            "batch_size=4",
+            "warmup_steps=1",
+        ],
+    )
     return TrainParams(config=config, progress=False, tracking=False)
 
 
@@ -72,9 +96,20 @@ def test_several_gpus_run_the_worker_under_torchrun_and_read_rank0s_result(monke
 
     monkeypatch.setattr(components.train, "train", lambda params: pytest.fail("trained in-process"))
     seen = {}
-    result = TrainResult(stage="joint", steps=2, final_checkpoint="c.pt", base_components=None, mlflow_run_id=None,
-                         tracking_uri=None, data_dir="d", data_hash="h", config_hash="c", git_commit="g",
-                         final_metrics={"val/loss": 1.5}, complete=True)
+    result = TrainResult(
+        stage="joint",
+        steps=2,
+        final_checkpoint="c.pt",
+        base_components=None,
+        mlflow_run_id=None,
+        tracking_uri=None,
+        data_dir="d",
+        data_hash="h",
+        config_hash="c",
+        git_commit="g",
+        final_metrics={"val/loss": 1.5},
+        complete=True,
+    )
 
     def fake_torchrun(command):
         seen["command"] = command
@@ -86,8 +121,13 @@ def test_several_gpus_run_the_worker_under_torchrun_and_read_rank0s_result(monke
     monkeypatch.setattr(torchrun, "_run_forwarding_sigterm", fake_torchrun)
     params = ci_params(tmp_path)
     assert run_training(params, gpus=4, workdir=tmp_path) == result
-    assert seen["command"][2:7] == ["torch.distributed.run", "--nproc_per_node=4", "--standalone", "-m",
-                                    "pipelines.torchrun"]
+    assert seen["command"][2:7] == [
+        "torch.distributed.run",
+        "--nproc_per_node=4",
+        "--standalone",
+        "-m",
+        "pipelines.torchrun",
+    ]
     assert seen["params"] == params
     assert list(tmp_path.glob("abstractinator-torchrun-*")) == []  # hand-over files cleaned up
 
@@ -100,10 +140,12 @@ def test_no_result_from_rank0_is_an_error(monkeypatch, tmp_path):
 
 def test_sigterm_is_forwarded_to_the_training_processes(tmp_path):
     ready = tmp_path / "ready"
-    child = (f"import pathlib, signal, sys, time\n"
-             f"signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
-             f"pathlib.Path({str(ready)!r}).touch()\n"
-             f"time.sleep(60)\n")
+    child = (
+        f"import pathlib, signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        f"time.sleep(60)\n"
+    )
 
     def send_sigterm_when_ready() -> None:
         for _ in range(200):
@@ -151,8 +193,9 @@ def small_prepared(tmp_path_factory) -> tuple[Path, str]:
 def stage_spec(root: Path, steps: int):
     from pipelines.steps import RunSpec
 
-    return RunSpec(config="ci", overrides=STAGE_OVERRIDES, stage1_steps=steps, stage2_steps=1,
-                   artifact_root=str(root), run_key="k")
+    return RunSpec(
+        config="ci", overrides=STAGE_OVERRIDES, stage1_steps=steps, stage2_steps=1, artifact_root=str(root), run_key="k"
+    )
 
 
 def model_state(checkpoint: str) -> dict:
@@ -163,7 +206,8 @@ def model_state(checkpoint: str) -> dict:
 
 @pytest.mark.slow
 def test_a_stage_step_with_two_processes_logs_world_size_2_and_matches_one_process(
-        tmp_path, monkeypatch, capfd, small_prepared):
+    tmp_path, monkeypatch, capfd, small_prepared
+):
     """ABSTRACTINATOR_TRAINING_PROCESSES=2 (what N GPUs give a pod; gloo on CPU here): the stage step runs the
     trainer under torchrun, each process on half the batch, and ends where the one-process step ends."""
     from pipelines.steps import train_stage_step
@@ -188,7 +232,8 @@ def test_a_stage_step_with_two_processes_logs_world_size_2_and_matches_one_proce
 
 @pytest.mark.slow
 def test_a_killed_stage_resumes_on_retry_and_ends_with_the_uninterrupted_parameters(
-        tmp_path, monkeypatch, capfd, small_prepared):
+    tmp_path, monkeypatch, capfd, small_prepared
+):
     """A stage killed mid-run (SIGKILL: a preempted pod, nothing saved on the way out) and run again, as KFP's
     retry does, resumes from its own last checkpoint and ends with the same parameters as a run never killed."""
     import subprocess
@@ -203,17 +248,24 @@ def test_a_killed_stage_resumes_on_retry_and_ends_with_the_uninterrupted_paramet
     monkeypatch.delenv("ABSTRACTINATOR_TRAINING_PROCESSES", raising=False)
     monkeypatch.chdir(tmp_path)
     steps = 10
-    straight = train_stage_step(stage_spec(tmp_path / "straight", steps), "stage1", str(prepared), data_hash,
-                                tracking=False)
+    straight = train_stage_step(
+        stage_spec(tmp_path / "straight", steps), "stage1", str(prepared), data_hash, tracking=False
+    )
 
     killed_root = tmp_path / "killed"
-    script = (f"from pipelines.steps import train_stage_step\nfrom tests.test_cluster_torchrun import stage_spec\n"
-              f"from pathlib import Path\n"
-              f"train_stage_step(stage_spec(Path({str(killed_root)!r}), {steps}), 'stage1', {str(prepared)!r}, "
-              f"{data_hash!r}, tracking=False)\n")
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
-                               env={**os.environ, "PYTHONPATH": str(REPO)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = (
+        f"from pipelines.steps import train_stage_step\nfrom tests.test_cluster_torchrun import stage_spec\n"
+        f"from pathlib import Path\n"
+        f"train_stage_step(stage_spec(Path({str(killed_root)!r}), {steps}), 'stage1', {str(prepared)!r}, "
+        f"{data_hash!r}, tracking=False)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoints = killed_root / "runs" / "k" / "stage1" / "checkpoints"
     deadline = time.monotonic() + 300
     while not list(checkpoints.glob("checkpoint_step*.pt")) and time.monotonic() < deadline:

@@ -114,12 +114,21 @@ def test_compress_refuses_bad_input_and_models_without_code_probabilities(checkp
     source = tmp_path / "in.bin"
     source.write_bytes(DATA)
     continuous = save_checkpoint(build_model(codec_config(top=None)), tmp_path / "base-only")
-    refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", continuous],
-            "needs a probability for the top codes")
-    refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", str(tmp_path / "nowhere.pt")],
-            "no such checkpoint")
-    refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", checkpoints[0], "--context",
-                     "64"], "--context must be in [0, 64)")
+    refused(
+        capsys,
+        ["compress", str(source), str(tmp_path / "x.abz"), "--model", continuous],
+        "needs a probability for the top codes",
+    )
+    refused(
+        capsys,
+        ["compress", str(source), str(tmp_path / "x.abz"), "--model", str(tmp_path / "nowhere.pt")],
+        "no such checkpoint",
+    )
+    refused(
+        capsys,
+        ["compress", str(source), str(tmp_path / "x.abz"), "--model", checkpoints[0], "--context", "64"],
+        "--context must be in [0, 64)",
+    )
     assert not (tmp_path / "x.abz").exists()
 
 
@@ -133,8 +142,12 @@ def test_registry_alias_is_pinned_to_its_version_in_the_header(checkpoints, tmp_
     run = client.create_run(experiment)
     client.create_registered_model("codec-test")
     for checkpoint in (checkpoints[1], checkpoints[0]):  # version 2 (the first model) becomes the champion
-        version = client.create_model_version("codec-test", source=f"{run.info.artifact_uri}/model",
-                                              run_id=run.info.run_id, tags={"checkpoint_uri": checkpoint})
+        version = client.create_model_version(
+            "codec-test",
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run.info.run_id,
+            tags={"checkpoint_uri": checkpoint},
+        )
     client.set_registered_model_alias("codec-test", "champion", version.version)
     source, packed, restored = tmp_path / "in.bin", tmp_path / "in.abz", tmp_path / "out.bin"
     source.write_bytes(DATA)
@@ -142,9 +155,15 @@ def test_registry_alias_is_pinned_to_its_version_in_the_header(checkpoints, tmp_
     with packed.open("rb") as stream:
         header = read_header(stream, "x")
     assert (header.model.source, header.model.registry_name, header.model.registry_version) == (
-        "models:/codec-test/2", "codec-test", "2")
+        "models:/codec-test/2",
+        "codec-test",
+        "2",
+    )
     client.set_registered_model_alias("codec-test", "champion", "1")  # the alias moves on; the file still decodes
     assert main(["decompress", str(packed), str(restored), "--no-progress"]) == 0
     assert restored.read_bytes() == DATA
-    refused(capsys, ["decompress", str(packed), str(tmp_path / "o2.bin"), "--model", "models:/codec-test@champion"],
-            "made with another model")
+    refused(
+        capsys,
+        ["decompress", str(packed), str(tmp_path / "o2.bin"), "--model", "models:/codec-test@champion"],
+        "made with another model",
+    )

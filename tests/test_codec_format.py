@@ -27,11 +27,13 @@ from tests.codec_helpers import codec_config
 
 def test_quantized_frequencies_are_a_full_positive_integer_table():
     rng = np.random.default_rng(0)
-    logits = np.concatenate([
-        rng.standard_normal((50, 259)) * 3,
-        rng.standard_normal((50, 259)) * 80,  # extremely peaked: the tail must still get 1 each
-        np.zeros((1, 259)),
-    ]).astype(np.float32)
+    logits = np.concatenate(
+        [
+            rng.standard_normal((50, 259)) * 3,
+            rng.standard_normal((50, 259)) * 80,  # extremely peaked: the tail must still get 1 each
+            np.zeros((1, 259)),
+        ]
+    ).astype(np.float32)
     frequencies = quantized_frequencies(logits)
     assert frequencies.dtype == np.int64 and frequencies.min() >= 1
     assert (frequencies.sum(-1) == 1 << PRECISION_BITS).all()
@@ -58,10 +60,20 @@ def test_the_range_coder_codes_with_exactly_these_frequencies():
 
 def test_header_round_trips_and_damage_is_refused():
     header = CodecHeader(
-        bytes=123, sha256="ab" * 32, payload_bytes=40, payload_sha256="cd" * 32,
-        model=ModelIdentity(weights_sha256="ef" * 32, source="models:/abstractinator/3",
-                            registry_name="abstractinator", registry_version="3"),
-        window=256, context=32, windows_per_block=64, precision_bits=PRECISION_BITS,
+        bytes=123,
+        sha256="ab" * 32,
+        payload_bytes=40,
+        payload_sha256="cd" * 32,
+        model=ModelIdentity(
+            weights_sha256="ef" * 32,
+            source="models:/abstractinator/3",
+            registry_name="abstractinator",
+            registry_version="3",
+        ),
+        window=256,
+        context=32,
+        windows_per_block=64,
+        precision_bits=PRECISION_BITS,
         adapt=AdaptSettings(learning_rate=1e-4, steps_per_window=2),
     )
     data = header_bytes(header)

@@ -36,8 +36,13 @@ def model():
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"a", b"\xff\xfe\xc3( \x80 not utf-8 \xed\xa0\x80",
-     bytes(random.Random(0).getrandbits(8) for _ in range(150)), TEXT[:300]],
+    [
+        b"",
+        b"a",
+        b"\xff\xfe\xc3( \x80 not utf-8 \xed\xa0\x80",
+        bytes(random.Random(0).getrandbits(8) for _ in range(150)),
+        TEXT[:300],
+    ],
     ids=["empty", "one-byte", "invalid-utf8", "random-binary", "text"],
 )
 def test_any_bytes_round_trip_exactly(model, data, tmp_path):
@@ -49,8 +54,9 @@ def test_any_bytes_round_trip_exactly(model, data, tmp_path):
 def test_size_is_the_reports_code_length_and_the_encoder_codes_its_distributions(model, tmp_path):
     data = TEXT[1000:2500]
     context = 8
-    report = evaluate_compression(model, text_windows(data, WINDOW, 16, context=context), torch.device("cpu"),
-                                  reconstruction_windows=0)
+    report = evaluate_compression(
+        model, text_windows(data, WINDOW, 16, context=context), torch.device("cpu"), reconstruction_windows=0
+    )
     _, summary, _ = round_trip(model, data, tmp_path, CodecParams(context=context, windows_per_block=64))
     quantized_bits = report["quantized_bits_per_byte"] * len(data)
     # The step-by-step encoder coded the same distributions the batched evaluation sums (up to float noise).
@@ -70,8 +76,9 @@ def test_property_any_bytes_any_context_round_trip(data, context, per_block, tmp
     # windows and blocks, so the context carried from window to window is exercised (empty and one-byte inputs
     # are cases of test_any_bytes_round_trip_exactly).
     tiny = build_model(codec_config(sequence_length=16)).eval()
-    restored, _, _ = round_trip(tiny, data, tmp_path_factory.mktemp("prop"), CodecParams(context=context,
-                                                                                        windows_per_block=per_block))
+    restored, _, _ = round_trip(
+        tiny, data, tmp_path_factory.mktemp("prop"), CodecParams(context=context, windows_per_block=per_block)
+    )
     assert restored == data
 
 

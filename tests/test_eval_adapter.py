@@ -79,7 +79,8 @@ def test_uniform_byte_model_scores_exactly_8_bits_per_byte_through_lm_eval(tmp_p
     write_rolling_task("uniform_check", texts, tmp_path / "tasks")
     scorer = UniformByteScorer(max_length=16)
     results = lm_eval.simple_evaluate(
-        model=HierarchicalAELM(scorer=scorer, stride=5), tasks=["uniform_check"],
+        model=HierarchicalAELM(scorer=scorer, stride=5),
+        tasks=["uniform_check"],
         task_manager=TaskManager(include_path=str(tmp_path / "tasks")),
     )["results"]["uniform_check"]
     assert results["bits_per_byte,none"] == pytest.approx(8.0, abs=1e-12)
@@ -126,20 +127,24 @@ def test_is_greedy_is_true_exactly_for_the_greedy_continuation(trained_model):
     assert len(greedy) == 12 and greedy.isascii()
     other_last = greedy[:-1] + (b"x" if greedy[-1:] != b"x" else b"y")
     other_first = (b"x" if greedy[:1] != b"x" else b"y") + greedy[1:]
-    results = lm.loglikelihood([
-        request("loglikelihood", context.decode(), text.decode()) for text in (greedy, other_last, other_first,
-                                                                               greedy[:3])
-    ])
+    results = lm.loglikelihood(
+        [
+            request("loglikelihood", context.decode(), text.decode())
+            for text in (greedy, other_last, other_first, greedy[:3])
+        ]
+    )
     assert [g for _, g in results] == [True, False, False, True]
 
 
 def test_generate_until_returns_the_continuation_cut_before_the_first_stop_string():
     lm = HierarchicalAELM(scorer=UniformByteScorer())
-    outputs = lm.generate_until([
-        request("generate_until", "prompt", {"until": [". ", ","], "max_gen_toks": 50}),
-        request("generate_until", "prompt", {"until": ["zzz"], "max_gen_toks": 7}),
-        request("generate_until", "prompt", {"until": "def", "max_gen_toks": 50}),
-    ])
+    outputs = lm.generate_until(
+        [
+            request("generate_until", "prompt", {"until": [". ", ","], "max_gen_toks": 50}),
+            request("generate_until", "prompt", {"until": ["zzz"], "max_gen_toks": 7}),
+            request("generate_until", "prompt", {"until": "def", "max_gen_toks": 50}),
+        ]
+    )
     assert outputs == ["abc", "abc, de", "abc, "]
 
 
@@ -149,8 +154,7 @@ def test_generate_until_with_the_model_stops_at_a_stop_string(trained_model):
     context = TEXT[:25]
     free = scorer.greedy_continuation(context, True, 40)
     stop = next(chr(b) for b in free[5:] if b < 128)
-    (output,) = lm.generate_until([request("generate_until", context.decode(), {"until": [stop],
-                                                                                 "max_gen_toks": 40})])
+    (output,) = lm.generate_until([request("generate_until", context.decode(), {"until": [stop], "max_gen_toks": 40})])
     assert output.encode() == free[: free.index(stop.encode())]
     assert len(output) < 40
     (capped,) = lm.generate_until([request("generate_until", context.decode(), {"until": [], "max_gen_toks": 9})])

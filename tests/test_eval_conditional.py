@@ -98,7 +98,7 @@ def test_one_byte_continuations_form_a_sub_probability(model) -> None:
     context = TEXT[:33]
     windows = [ScoringWindow(context, bytes([b])) for b in range(256)]
     bits = torch.tensor(conditional_bits_of_batch(model, windows, torch.device("cpu")), dtype=torch.float64)
-    total = float((2.0 ** -bits).sum())
+    total = float((2.0**-bits).sum())
     assert 0.0 < total <= 1.0 + 1e-6
 
 

@@ -43,8 +43,16 @@ def corpus(tmp_path_factory) -> Path:
 def ci_checkpoint(corpus, tmp_path_factory) -> Path:
     """configs/ci_config.py trained briefly (12 steps, batch 4) on the test corpus (no tracking)."""
     folder = tmp_path_factory.mktemp("eval-ckpt")
-    config = load_config(REPO / "configs/ci_config.py", [f"checkpoint_dir={folder}", "max_steps=12", "batch_size=4",
-                                                          "validation_interval=1000", "generation_interval=1000"])
+    config = load_config(
+        REPO / "configs/ci_config.py",
+        [
+            f"checkpoint_dir={folder}",
+            "max_steps=12",
+            "batch_size=4",
+            "validation_interval=1000",
+            "generation_interval=1000",
+        ],
+    )
     train(TrainParams(config=config, data_dir=corpus, tracking=False, progress=False))
     return folder
 
@@ -71,10 +79,18 @@ def test_baselines_are_the_compressors_own_sizes_in_bits_per_byte():
 def test_compression_report_on_a_ci_checkpoint(ci_checkpoint, corpus, text_file, tmp_path, settings_env):
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings_env(MLFLOW_TRACKING_URI=tracking_uri)
-    result = evaluate(EvaluateParams(
-        checkpoint=str(ci_checkpoint), out_dir=tmp_path / "report", data_dir=corpus, canterbury=False,
-        text_files=[text_file], max_eval_bytes=4096, reconstruction_windows=1, device="cpu",
-    ))
+    result = evaluate(
+        EvaluateParams(
+            checkpoint=str(ci_checkpoint),
+            out_dir=tmp_path / "report",
+            data_dir=corpus,
+            canterbury=False,
+            text_files=[text_file],
+            max_eval_bytes=4096,
+            reconstruction_windows=1,
+            device="cpu",
+        )
+    )
     report = json.loads(result.report_json.read_text())
     assert set(report["compression"]) == {"val", "test", "notes.md"}
     for entry in report["compression"].values():
@@ -87,10 +103,15 @@ def test_compression_report_on_a_ci_checkpoint(ci_checkpoint, corpus, text_file,
     # window's new tokens, over the split's stream read once in order.
     loaded = load_model(ci_checkpoint, "cpu")
     length = loaded.config.sequence_length
-    stream = [int(t) for batch in iter_eval_windows(corpus, "test", length, 3, max_bytes=4096)
-              for t in batch["tokens"][~batch["key_padding_mask"]].tolist()]
-    pairs = [(stream[start:end], known - start)
-             for start, known, end in plan_windows(len(stream), length, default_context(length))]
+    stream = [
+        int(t)
+        for batch in iter_eval_windows(corpus, "test", length, 3, max_bytes=4096)
+        for t in batch["tokens"][~batch["key_padding_mask"]].tolist()
+    ]
+    pairs = [
+        (stream[start:end], known - start)
+        for start, known, end in plan_windows(len(stream), length, default_context(length))
+    ]
     bits = sum(conditional_bits_of_tokens(loaded.model, pairs, torch.device("cpu")))
     byte_count = sum(1 for t in stream[1:] if t < NUM_BYTES)
     assert result.metrics["test_bits_per_byte"] == pytest.approx(bits / byte_count, rel=1e-5)
@@ -99,8 +120,15 @@ def test_compression_report_on_a_ci_checkpoint(ci_checkpoint, corpus, text_file,
     assert notes["bytes"] == len(data) and notes["baselines"] == baseline_bits_per_byte(data)
 
     metrics = result.metrics
-    for key in ("val_bits_per_byte", "test_bits_per_byte", "notes.md_bits_per_byte", "test_gzip_bits_per_byte",
-                "bytes_per_code_L0", "live_code_share_L0", "reconstruction_exact_match_bytes"):
+    for key in (
+        "val_bits_per_byte",
+        "test_bits_per_byte",
+        "notes.md_bits_per_byte",
+        "test_gzip_bits_per_byte",
+        "bytes_per_code_L0",
+        "live_code_share_L0",
+        "reconstruction_exact_match_bytes",
+    ):
         assert key in metrics
     assert 0 < metrics["live_code_share_L0"] <= 1 and 0 <= metrics["reconstruction_exact_match_bytes"] <= 1
     level = report["compression"]["test"]["levels"][0]
@@ -126,18 +154,55 @@ def test_compression_report_on_a_ci_checkpoint(ci_checkpoint, corpus, text_file,
 def test_cli_scores_a_text_file_and_prints_metrics(ci_checkpoint, corpus, text_file, tmp_path, capsys):
     from abstractinator.cli import main
 
-    code = main(["evaluate", "--checkpoint", str(ci_checkpoint), "--compression", "--data", str(corpus),
-                 "--no-canterbury", "--text-file", str(text_file), "--max-eval-bytes", "1024", "--out",
-                 str(tmp_path / "out"), "--no-tracking", "--json", "--device", "cpu"])
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ci_checkpoint),
+            "--compression",
+            "--data",
+            str(corpus),
+            "--no-canterbury",
+            "--text-file",
+            str(text_file),
+            "--max-eval-bytes",
+            "1024",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-tracking",
+            "--json",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["notes.md_bits_per_byte"] > 0 and "notes.md_xz_bits_per_byte" in metrics
     assert (tmp_path / "out" / "report.md").is_file()
     benchmark = tmp_path / "quality.json"
     benchmark.write_text(json.dumps({"config": "ci", "entries": {"notes.md": {"model": 3.0, "plain": 2.0}}}))
-    code = main(["evaluate", "--checkpoint", str(ci_checkpoint), "--data", str(corpus), "--no-canterbury",
-                 "--text-file", str(text_file), "--max-eval-bytes", "1024", "--out", str(tmp_path / "out2"),
-                 "--no-tracking", "--json", "--device", "cpu", "--quality-benchmark", str(benchmark)])
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ci_checkpoint),
+            "--data",
+            str(corpus),
+            "--no-canterbury",
+            "--text-file",
+            str(text_file),
+            "--max-eval-bytes",
+            "1024",
+            "--out",
+            str(tmp_path / "out2"),
+            "--no-tracking",
+            "--json",
+            "--device",
+            "cpu",
+            "--quality-benchmark",
+            str(benchmark),
+        ]
+    )
     assert code == 0
     assert "notes.md 2.000" in (tmp_path / "out2" / "report.md").read_text()
 
@@ -164,8 +229,12 @@ def test_bar_chart_gains_the_plain_model_bar_from_a_quality_benchmark(tmp_path, 
     from components import eval_report
 
     entry = {"bits_per_byte": 2.5, "baselines": {"gzip": 3.0, "bzip2": 2.8, "xz": 2.9, "zstd": 3.1}}
-    benchmark = {"config": "demo", "plain": {"parameters": 1000}, "settings": {"eval_bytes": 4096},
-                 "entries": {"test": {"model": 2.4, "plain": 1.9}}}
+    benchmark = {
+        "config": "demo",
+        "plain": {"parameters": 1000},
+        "settings": {"eval_bytes": 4096},
+        "entries": {"test": {"model": 2.4, "plain": 1.9}},
+    }
     legends = []
     real_save = eval_report._save
 
@@ -185,8 +254,16 @@ def test_bar_chart_gains_the_plain_model_bar_from_a_quality_benchmark(tmp_path, 
 
 def test_unknown_task_is_named(ci_checkpoint, corpus, tmp_path, data_home):
     with pytest.raises(EvaluationError, match="no_such_task"):
-        evaluate(EvaluateParams(checkpoint=str(ci_checkpoint), out_dir=tmp_path / "out", data_dir=corpus,
-                                compression=False, tasks=["no_such_task"], tracking=False))
+        evaluate(
+            EvaluateParams(
+                checkpoint=str(ci_checkpoint),
+                out_dir=tmp_path / "out",
+                data_dir=corpus,
+                compression=False,
+                tasks=["no_such_task"],
+                tracking=False,
+            )
+        )
 
 
 def test_params_reject_unknown_fields(tmp_path):
@@ -199,9 +276,23 @@ def test_lm_eval_command_line_runs_hier_ae_with_every_flag_passed_through(ci_che
     from components.lm_eval_tasks import write_rolling_task
 
     write_rolling_task("notes_bpb", ["The harbour was quiet.", "Boats were in, nets were dry."], tmp_path / "tasks")
-    code = main(["lm-eval", "--model", "hier_ae", "--model_args", f"checkpoint={ci_checkpoint},device=cpu",
-                 "--tasks", "notes_bpb", "--include_path", str(tmp_path / "tasks"), "--output_path",
-                 str(tmp_path / "results"), "--batch_size", "2"])
+    code = main(
+        [
+            "lm-eval",
+            "--model",
+            "hier_ae",
+            "--model_args",
+            f"checkpoint={ci_checkpoint},device=cpu",
+            "--tasks",
+            "notes_bpb",
+            "--include_path",
+            str(tmp_path / "tasks"),
+            "--output_path",
+            str(tmp_path / "results"),
+            "--batch_size",
+            "2",
+        ]
+    )
     assert code == 0
     assert "bits_per_byte" in capsys.readouterr().out
     (results_file,) = (tmp_path / "results").rglob("results_*.json")
@@ -215,8 +306,19 @@ def test_seed_evaluate_command_runs_standard_tasks_offline(ci_checkpoint, tmp_pa
     import subprocess
     import sys
 
-    command = [sys.executable, str(REPO / "evaluate.py"), "--model", "hier_ae", "--model_args",
-               f"checkpoint={ci_checkpoint}", "--tasks", "hellaswag_local", "lambada_openai_local", "--limit", "20"]
+    command = [
+        sys.executable,
+        str(REPO / "evaluate.py"),
+        "--model",
+        "hier_ae",
+        "--model_args",
+        f"checkpoint={ci_checkpoint}",
+        "--tasks",
+        "hellaswag_local",
+        "lambada_openai_local",
+        "--limit",
+        "20",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "hellaswag_local" in done.stdout and "lambada_openai_local" in done.stdout

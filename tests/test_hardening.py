@@ -39,8 +39,11 @@ class Exploit:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +51,12 @@ def world(tmp_path_factory) -> dict[str, Path]:
     """Prepared data, a real 1-step checkpoint, user folders that look like shards, and hostile files."""
     root = tmp_path_factory.mktemp("hardening")
     corpus = prepare_small_corpus(root / "corpus", 60, seed=3)
-    config = load_config(CI).updated(checkpoint_dir=str(root / "ckpt"), max_steps=1, validation_interval=1000,
-                                     generation_interval=1000)
-    checkpoint = Path(train(TrainParams(config=config, data_dir=corpus, progress=False, tracking=False))
-                      .final_checkpoint)
+    config = load_config(CI).updated(
+        checkpoint_dir=str(root / "ckpt"), max_steps=1, validation_interval=1000, generation_interval=1000
+    )
+    checkpoint = Path(
+        train(TrainParams(config=config, data_dir=corpus, progress=False, tracking=False)).final_checkpoint
+    )
     user = root / "user"
     (user / "eval").mkdir(parents=True)
     (user / "train-2024-notes.txt").write_text("my notes\n")
@@ -65,15 +70,18 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (files / "random.pt").write_bytes(os.urandom(4096))
     (files / "empty.pt").write_bytes(b"")
     (files / "folder.pt").mkdir()
-    narrow = load_config(CI).updated(compressor_level_configs=[{**config.compressor_level_configs[0].as_dict(),
-                                                                 "dim": 32}])
+    narrow = load_config(CI).updated(
+        compressor_level_configs=[{**config.compressor_level_configs[0].as_dict(), "dim": 32}]
+    )
     build_model(narrow).save_base_components(files / "narrow_base.pt")
     torch.save({"compressors": Exploit(root / "PWNED")}, files / "malicious.pt")
     with (files / "malicious.pkl").open("wb") as handle:
         pickle.dump(Exploit(root / "PWNED"), handle)
     bomb = ["a: &a [" + ", ".join(["x"] * 9) + "]"]  # 9**8 strings once expanded, from 300 bytes
-    bomb += [f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]"
-             for previous, name in zip("abcdefg", "bcdefgh", strict=True)]
+    bomb += [
+        f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]"
+        for previous, name in zip("abcdefg", "bcdefgh", strict=True)
+    ]
     (files / "bomb.yaml").write_text("\n".join(bomb) + "\n")
     (files / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (files / "empty.txt").write_bytes(b"")
@@ -88,64 +96,143 @@ def run_cli(capsys, argv: list[str]) -> tuple[int, list[str], str]:
 
 
 def train_args(world, *extra: str) -> list[str]:
-    return ["train", "--config", CI, "--no-tracking", "--no-progress", "--set", "max_steps=1",
-            "--set", f"checkpoint_dir={world['root'] / 'out-ckpt'}", *extra]
+    return [
+        "train",
+        "--config",
+        CI,
+        "--no-tracking",
+        "--no-progress",
+        "--set",
+        "max_steps=1",
+        "--set",
+        f"checkpoint_dir={world['root'] / 'out-ckpt'}",
+        *extra,
+    ]
 
 
 CASES = {
     # item 1: a --data folder without a manifest is refused, never cleaned or replaced by the default corpus
     "train --data user folder": (lambda w: train_args(w, "--data", str(w["user"])), "no manifest.json"),
-    "evaluate --data user folder": (lambda w: ["evaluate", "--checkpoint", str(w["checkpoint"]), "--compression",
-                                               "--no-canterbury", "--no-tracking", "--data", str(w["user"]),
-                                               "--out", str(w["root"] / "eval-out")], "no manifest.json"),
-    "prepare-data --out user folder": (lambda w: ["prepare-data", "--source", str(w["corpus"].parent / "text"),
-                                                  "--out", str(w["user"]), "--no-eval-sets"],
-                                       "not prepared by abstractinator"),
+    "evaluate --data user folder": (
+        lambda w: [
+            "evaluate",
+            "--checkpoint",
+            str(w["checkpoint"]),
+            "--compression",
+            "--no-canterbury",
+            "--no-tracking",
+            "--data",
+            str(w["user"]),
+            "--out",
+            str(w["root"] / "eval-out"),
+        ],
+        "no manifest.json",
+    ),
+    "prepare-data --out user folder": (
+        lambda w: [
+            "prepare-data",
+            "--source",
+            str(w["corpus"].parent / "text"),
+            "--out",
+            str(w["user"]),
+            "--no-eval-sets",
+        ],
+        "not prepared by abstractinator",
+    ),
     "train --data missing folder": (lambda w: train_args(w, "--data", str(w["root"] / "nowhere")), "no such folder"),
     # item 3: NaN and infinity, by field name
-    "learning_rate inf": (lambda w: train_args(w, "--set", "learning_rate=.inf"),
-                          "learning_rate: Input should be a finite"),
-    "weight_decay nan": (lambda w: train_args(w, "--set", "weight_decay=.nan"),
-                         "weight_decay: Input should be a finite"),
-    "beta inf": (lambda w: train_args(w, "--set", "compressor_level_configs.0.beta=.inf"),
-                 "compressor_level_configs.0.beta"),
-    "min_lr -inf": (lambda w: train_args(w, "--set", "scheduler_specific_kwargs.min_lr=-.inf"),
-                    "scheduler_specific_kwargs.min_lr"),
-    "ffn multiplier inf": (lambda w: train_args(w, "--set",
-                                                "compressor_level_configs.0.encoder_ffn_dim_multiplier=.inf"),
-                           "encoder_ffn_dim_multiplier: Input should be a finite"),
+    "learning_rate inf": (
+        lambda w: train_args(w, "--set", "learning_rate=.inf"),
+        "learning_rate: Input should be a finite",
+    ),
+    "weight_decay nan": (
+        lambda w: train_args(w, "--set", "weight_decay=.nan"),
+        "weight_decay: Input should be a finite",
+    ),
+    "beta inf": (
+        lambda w: train_args(w, "--set", "compressor_level_configs.0.beta=.inf"),
+        "compressor_level_configs.0.beta",
+    ),
+    "min_lr -inf": (
+        lambda w: train_args(w, "--set", "scheduler_specific_kwargs.min_lr=-.inf"),
+        "scheduler_specific_kwargs.min_lr",
+    ),
+    "ffn multiplier inf": (
+        lambda w: train_args(w, "--set", "compressor_level_configs.0.encoder_ffn_dim_multiplier=.inf"),
+        "encoder_ffn_dim_multiplier: Input should be a finite",
+    ),
     # item 8: bounded config loading
     "yaml alias bomb": (lambda w: ["config", "show", str(w["files"] / "bomb.yaml")], "aliases"),
     "json nested too deep": (lambda w: ["config", "show", str(w["files"] / "deep.json")], "nested too deeply"),
     "malicious config checkpoint": (lambda w: ["config", "show", str(w["files"] / "malicious.pt")], "malicious.pt"),
     # item 7: every --load_base_from failure
-    "base missing": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
-                                          str(w["files"] / "missing.pt")), "no such file"),
-    "base is a folder": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
-                                              str(w["files"] / "folder.pt")), "not a file"),
-    "base truncated": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
-                                            str(w["files"] / "truncated.pt")), "cannot be used"),
-    "base random bytes": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
-                                               str(w["files"] / "random.pt")), "cannot be used"),
-    "base empty": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
-                                        str(w["files"] / "empty.pt")), "cannot be used"),
-    "base is a full checkpoint": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
-                                                       str(w["checkpoint"])), "not a base-components file"),
-    "base shape mismatch": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
-                                                 str(w["files"] / "narrow_base.pt")), "do not fit"),
-    "base malicious pickle": (lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from",
-                                                   str(w["files"] / "malicious.pt")), "cannot be used"),
-    "resume from random bytes": (lambda w: train_args(w, "--data", str(w["corpus"]), "--resume_from_checkpoint",
-                                                      str(w["files"] / "random.pt")), "not a readable checkpoint"),
+    "base missing": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "missing.pt")),
+        "no such file",
+    ),
+    "base is a folder": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "folder.pt")),
+        "not a file",
+    ),
+    "base truncated": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "truncated.pt")),
+        "cannot be used",
+    ),
+    "base random bytes": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "random.pt")),
+        "cannot be used",
+    ),
+    "base empty": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "empty.pt")),
+        "cannot be used",
+    ),
+    "base is a full checkpoint": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["checkpoint"])),
+        "not a base-components file",
+    ),
+    "base shape mismatch": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "narrow_base.pt")),
+        "do not fit",
+    ),
+    "base malicious pickle": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "malicious.pt")),
+        "cannot be used",
+    ),
+    "resume from random bytes": (
+        lambda w: train_args(w, "--data", str(w["corpus"]), "--resume_from_checkpoint", str(w["files"] / "random.pt")),
+        "not a readable checkpoint",
+    ),
     # item 7: evaluation inputs checked before anything is scored
-    "evaluate empty text file": (lambda w: ["evaluate", "--checkpoint", str(w["checkpoint"]), "--no-tracking",
-                                            "--text-file", str(w["files"] / "empty.txt"),
-                                            "--out", str(w["root"] / "eval-empty")], "empty, nothing to score"),
-    "evaluate missing text file": (lambda w: ["evaluate", "--checkpoint", str(w["checkpoint"]), "--no-tracking",
-                                              "--text-file", str(w["files"] / "gone.txt"),
-                                              "--out", str(w["root"] / "eval-gone")], "no such file"),
-    "prepare-data bad shard size": (lambda w: ["prepare-data", "--out", str(w["root"] / "p"), "--shard-bytes", "-5"],
-                                    "shard_bytes"),
+    "evaluate empty text file": (
+        lambda w: [
+            "evaluate",
+            "--checkpoint",
+            str(w["checkpoint"]),
+            "--no-tracking",
+            "--text-file",
+            str(w["files"] / "empty.txt"),
+            "--out",
+            str(w["root"] / "eval-empty"),
+        ],
+        "empty, nothing to score",
+    ),
+    "evaluate missing text file": (
+        lambda w: [
+            "evaluate",
+            "--checkpoint",
+            str(w["checkpoint"]),
+            "--no-tracking",
+            "--text-file",
+            str(w["files"] / "gone.txt"),
+            "--out",
+            str(w["root"] / "eval-gone"),
+        ],
+        "no such file",
+    ),
+    "prepare-data bad shard size": (
+        lambda w: ["prepare-data", "--out", str(w["root"] / "p"), "--shard-bytes", "-5"],
+        "shard_bytes",
+    ),
 }
 
 
@@ -164,16 +251,41 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, capsys, d
 
 def test_evaluation_inputs_are_refused_before_any_report_is_written(world, capsys, data_home) -> None:
     out = world["root"] / "eval-refused"
-    code, problems, _ = run_cli(capsys, ["evaluate", "--checkpoint", str(world["checkpoint"]), "--no-tracking",
-                                         "--text-file", str(world["files"] / "empty.txt"), "--out", str(out)])
+    code, problems, _ = run_cli(
+        capsys,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(world["checkpoint"]),
+            "--no-tracking",
+            "--text-file",
+            str(world["files"] / "empty.txt"),
+            "--out",
+            str(out),
+        ],
+    )
     assert code == 2 and not (out / "report.json").exists()
 
 
 def test_the_yaml_bomb_fails_fast_in_a_real_process(world) -> None:
     """Out of process, so memory and time are the command's own: refused in seconds, a message of one line."""
-    result = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", sys.executable, "-m", "abstractinator",
-                             "config", "show", str(world["files"] / "bomb.yaml")],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [
+            "/usr/bin/time",
+            "-f",
+            "maxrss_kb=%M",
+            sys.executable,
+            "-m",
+            "abstractinator",
+            "config",
+            "show",
+            str(world["files"] / "bomb.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert result.returncode == 2, result.stderr
     rss_kb = int(re.search(r"maxrss_kb=(\d+)", result.stderr).group(1))
     assert rss_kb < 600_000, rss_kb  # the import of torch and friends, not 1.27 GB of aliases
@@ -211,17 +323,37 @@ def tiny_disk(tmp_path):
     """A 2 MB tmpfs (root only: the way to get a real ENOSPC and a real read-only file system)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if not _mountable() or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                                          capture_output=True).returncode != 0:
+    if (
+        not _mountable()
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("needs root and mount(8) for a real full or read-only file system")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_is_named_at_the_first_checkpoint(world, tiny_disk, capsys, data_home) -> None:
-    code, problems, stderr = run_cli(capsys, [
-        "train", "--config", CI, "--no-tracking", "--no-progress", "--data", str(world["corpus"]),
-        "--set", "max_steps=2", "--set", "checkpoint_interval=1", "--set", f"checkpoint_dir={tiny_disk / 'ckpt'}"])
+    code, problems, stderr = run_cli(
+        capsys,
+        [
+            "train",
+            "--config",
+            CI,
+            "--no-tracking",
+            "--no-progress",
+            "--data",
+            str(world["corpus"]),
+            "--set",
+            "max_steps=2",
+            "--set",
+            "checkpoint_interval=1",
+            "--set",
+            f"checkpoint_dir={tiny_disk / 'ckpt'}",
+        ],
+    )
     assert code == 2 and "Traceback" not in stderr
     assert problems == [f"error: {tiny_disk / 'ckpt'}: disk full while writing checkpoint_step1.pt"]
     assert not list((tiny_disk / "ckpt").iterdir())  # the partial temp file is removed
@@ -230,12 +362,28 @@ def test_a_full_disk_is_named_at_the_first_checkpoint(world, tiny_disk, capsys, 
 def test_read_only_output_folders_fail_before_any_work(world, tiny_disk, capsys, data_home) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
     cases = [
-        (train_args(world, "--data", str(world["corpus"]), "--set", f"checkpoint_dir={tiny_disk / 'ckpt'}"),
-         "checkpoints cannot be written here (read-only file system)"),
-        (["evaluate", "--checkpoint", str(world["checkpoint"]), "--no-tracking", "--compression",
-          "--data", str(world["corpus"]), "--out", str(tiny_disk / "eval")], "read-only file system"),
-        (["prepare-data", "--source", str(world["corpus"].parent / "text"), "--out", str(tiny_disk / "data")],
-         "read-only file system"),
+        (
+            train_args(world, "--data", str(world["corpus"]), "--set", f"checkpoint_dir={tiny_disk / 'ckpt'}"),
+            "checkpoints cannot be written here (read-only file system)",
+        ),
+        (
+            [
+                "evaluate",
+                "--checkpoint",
+                str(world["checkpoint"]),
+                "--no-tracking",
+                "--compression",
+                "--data",
+                str(world["corpus"]),
+                "--out",
+                str(tiny_disk / "eval"),
+            ],
+            "read-only file system",
+        ),
+        (
+            ["prepare-data", "--source", str(world["corpus"].parent / "text"), "--out", str(tiny_disk / "data")],
+            "read-only file system",
+        ),
     ]
     for argv, expected in cases:
         code, problems, stderr = run_cli(capsys, argv)
@@ -246,8 +394,9 @@ def test_read_only_output_folders_fail_before_any_work(world, tiny_disk, capsys,
 
 def test_json_output_of_prepare_data_is_still_json(tmp_path, capsys, data_home) -> None:
     write_corpus(tmp_path / "text", 10)
-    code = main(["prepare-data", "--source", str(tmp_path / "text"), "--out", str(tmp_path / "out"),
-                 "--no-eval-sets", "--json"])
+    code = main(
+        ["prepare-data", "--source", str(tmp_path / "text"), "--out", str(tmp_path / "out"), "--no-eval-sets", "--json"]
+    )
     assert code == 0 and json.loads(capsys.readouterr().out)["skipped"] is False
 
 
@@ -269,14 +418,14 @@ def test_the_lm_eval_adapter_scores_text_with_lone_surrogates() -> None:
     assert lm.loglikelihood([context])[0][0] == pytest.approx(-16.0 * 0.6931471805599453)
 
 
-def test_a_full_disk_while_preparing_data_is_named_and_installs_nothing(tmp_path, tiny_disk, capsys,
-                                                                        data_home) -> None:
+def test_a_full_disk_while_preparing_data_is_named_and_installs_nothing(tmp_path, tiny_disk, capsys, data_home) -> None:
     text = tmp_path / "big"
     text.mkdir()
     for number in range(6):  # 3 MB of text for a 2 MB disk
         (text / f"doc{number}.txt").write_bytes(os.urandom(256 * 1024).hex().encode())
-    code, problems, stderr = run_cli(capsys, ["prepare-data", "--source", str(text), "--out",
-                                              str(tiny_disk / "data"), "--no-eval-sets"])
+    code, problems, stderr = run_cli(
+        capsys, ["prepare-data", "--source", str(text), "--out", str(tiny_disk / "data"), "--no-eval-sets"]
+    )
     assert code == 2 and "Traceback" not in stderr
     assert problems == [f"error: {tiny_disk / 'data'}: disk full while preparing data (nothing was installed)"]
     assert not (tiny_disk / "data" / "manifest.json").exists()

@@ -28,8 +28,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900
 
 
 def test_a_frozen_tracking_server_costs_a_bounded_delay_and_loses_nothing(tmp_path: Path) -> None:
-    server = MlflowServer(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"),
-                          log_dir=tmp_path / "log").start()
+    server = MlflowServer(
+        f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"), log_dir=tmp_path / "log"
+    ).start()
     try:
         tracker = RunTracker("frozen", "run", tracking_uri=server.uri, batch_interval=1)
         tracker.log_params({"a": 1})
@@ -66,8 +67,9 @@ class Seaweed:
         self.ports = self.server.ports
 
     def start(self) -> None:
-        self.server = SeaweedS3Server("fault-access-key", "fault-secret-key-0123456789", ["ckpts"], root=self.root,
-                                      ports=self.ports).start()
+        self.server = SeaweedS3Server(
+            "fault-access-key", "fault-secret-key-0123456789", ["ckpts"], root=self.root, ports=self.ports
+        ).start()
 
     def stop(self) -> None:
         self.server.stop()
@@ -87,10 +89,17 @@ def s3_env(seaweed, monkeypatch, settings_env, tmp_path):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off: ours are the ones under test
     monkeypatch.setattr("components.storage.UPLOAD_BACKOFF_S", 0.5)
-    settings_env(ABSTRACTINATOR_S3_ENDPOINT_URL=seaweed.server.endpoint_url,
-                 MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
-    return boto3.client("s3", endpoint_url=seaweed.server.endpoint_url, region_name="us-east-1",
-                        aws_access_key_id="fault-access-key", aws_secret_access_key="fault-secret-key-0123456789")
+    settings_env(
+        ABSTRACTINATOR_S3_ENDPOINT_URL=seaweed.server.endpoint_url,
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=seaweed.server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="fault-access-key",
+        aws_secret_access_key="fault-secret-key-0123456789",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +109,30 @@ def corpus(tmp_path_factory) -> Path:
 
 def s3_config(prefix: str, **changes):
     return load_config(REPO / "configs/ci_config.py").updated(
-        checkpoint_dir=f"s3://ckpts/{prefix}", checkpoint_interval=1, batch_size=2, sequence_length=64,
-        validation_interval=1000, validation_max_bytes=512, generation_interval=1000, run_name=prefix, **changes)
+        checkpoint_dir=f"s3://ckpts/{prefix}",
+        checkpoint_interval=1,
+        batch_size=2,
+        sequence_length=64,
+        validation_interval=1000,
+        validation_max_bytes=512,
+        generation_interval=1000,
+        run_name=prefix,
+        **changes,
+    )
 
 
 def run_status(tmp_path: Path, run_name: str) -> str:
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("abstractinator-ci").experiment_id],
-                                filter_string=f"attributes.run_name = '{run_name}'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("abstractinator-ci").experiment_id],
+        filter_string=f"attributes.run_name = '{run_name}'",
+    )
     return run.info.status
 
 
-def test_s3_down_for_a_checkpoint_is_survived_and_the_run_finishes(s3_env, seaweed, corpus, tmp_path,
-                                                                   monkeypatch) -> None:
+def test_s3_down_for_a_checkpoint_is_survived_and_the_run_finishes(
+    s3_env, seaweed, corpus, tmp_path, monkeypatch
+) -> None:
     original = CheckpointStore.save
 
     def save_with_outage(self, state, step):
@@ -131,13 +151,25 @@ def test_s3_down_for_a_checkpoint_is_survived_and_the_run_finishes(s3_env, seawe
     assert run_status(tmp_path, "survives") == "FINISHED"
 
     # Resuming from S3 needs no --config: the checkpoint's own config is used.
-    code = main(["train", "--resume_from_checkpoint", "s3://ckpts/survives", "--set", "max_steps=5",
-                 "--data", str(corpus), "--no-tracking", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--resume_from_checkpoint",
+            "s3://ckpts/survives",
+            "--set",
+            "max_steps=5",
+            "--data",
+            str(corpus),
+            "--no-tracking",
+            "--no-progress",
+        ]
+    )
     assert code == 0 and load_checkpoint("s3://ckpts/survives")["global_step"] == 5
 
 
 def test_s3_down_for_the_final_checkpoint_fails_in_one_line_and_marks_the_run_failed(
-        s3_env, seaweed, corpus, tmp_path, monkeypatch, capsys) -> None:
+    s3_env, seaweed, corpus, tmp_path, monkeypatch, capsys
+) -> None:
     original = CheckpointStore.save
 
     def save_with_outage(self, state, step):
@@ -164,8 +196,9 @@ def _short_close(self, status="FINISHED", retry_for_s=30.0, retry_every_s=2.0):
 
 def test_unfinished_multipart_uploads_are_aborted(s3_env) -> None:
     upload = s3_env.create_multipart_upload(Bucket="ckpts", Key="big/checkpoint_step9.pt")
-    s3_env.upload_part(Bucket="ckpts", Key="big/checkpoint_step9.pt", UploadId=upload["UploadId"], PartNumber=1,
-                       Body=b"\0" * 5 * 2**20)
+    s3_env.upload_part(
+        Bucket="ckpts", Key="big/checkpoint_step9.pt", UploadId=upload["UploadId"], PartNumber=1, Body=b"\0" * 5 * 2**20
+    )
     assert len(s3_env.list_multipart_uploads(Bucket="ckpts", Prefix="big/").get("Uploads", [])) == 1
     assert abort_incomplete_uploads("ckpts", "big/") == 1
     assert s3_env.list_multipart_uploads(Bucket="ckpts", Prefix="big/").get("Uploads", []) == []

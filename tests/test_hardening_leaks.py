@@ -22,21 +22,30 @@ PASSWORD = "Pw-marker-7f3a9c1e"
 AWS_SECRET = "AwsSecret-marker-0d4e8b2a9f61"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("http://alice:s3cr3t@mlflow:5000/api", f"http://alice:{MASK}@mlflow:5000/api"),
-    ("postgresql+psycopg2://mlflow:pg-pass@db:5432/mlflow", f"postgresql+psycopg2://mlflow:{MASK}@db:5432/mlflow"),
-    ("https://h/x?token=abc123&page=2", f"https://h/x?token={MASK}&page=2"),
-    ("s3://b/k?X-Amz-Signature=deadbeef&X-Amz-Expires=60", f"s3://b/k?X-Amz-Signature={MASK}&X-Amz-Expires=60"),
-    ("url='http://u:p%40ss@h' next", f"url='http://u:{MASK}@h' next"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://alice:s3cr3t@mlflow:5000/api", f"http://alice:{MASK}@mlflow:5000/api"),
+        ("postgresql+psycopg2://mlflow:pg-pass@db:5432/mlflow", f"postgresql+psycopg2://mlflow:{MASK}@db:5432/mlflow"),
+        ("https://h/x?token=abc123&page=2", f"https://h/x?token={MASK}&page=2"),
+        ("s3://b/k?X-Amz-Signature=deadbeef&X-Amz-Expires=60", f"s3://b/k?X-Amz-Signature={MASK}&X-Amz-Expires=60"),
+        ("url='http://u:p%40ss@h' next", f"url='http://u:{MASK}@h' next"),
+    ],
+)
 def test_credentials_in_uris_are_masked(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "s3://bucket/prefix/checkpoint_step10.pt", "http://127.0.0.1:5000/#/experiments/1",
-    "postgresql://mlflow@localhost/mlflow", "loss=1.25 step=3", "models:/abstractinator@champion",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "s3://bucket/prefix/checkpoint_step10.pt",
+        "http://127.0.0.1:5000/#/experiments/1",
+        "postgresql://mlflow@localhost/mlflow",
+        "loss=1.25 step=3",
+        "models:/abstractinator@champion",
+    ],
+)
 def test_text_without_credentials_is_left_alone(text: str) -> None:
     assert redact(text) == text
 
@@ -68,9 +77,25 @@ def test_a_training_run_leaks_no_credential(tmp_path: Path, monkeypatch, capfd, 
     settings_env(MLFLOW_TRACKING_URI=f"http://trainer:{PASSWORD}@127.0.0.1:9", ABSTRACTINATOR_DATA_HOME=str(tmp_path))
     monkeypatch.setattr(RunTracker, "close", partialmethod(RunTracker.close, retry_for_s=0.0))
     ckpt = tmp_path / "ckpt"
-    code = main(["train", "--config", str(REPO / "configs/ci_config.py"), "--no-progress", "--json",
-                 "--data", str(corpus), "--set", "max_steps=2", "--set", f"checkpoint_dir={ckpt}",
-                 "--set", "validation_max_bytes=512", "--set", "batch_size=2"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(REPO / "configs/ci_config.py"),
+            "--no-progress",
+            "--json",
+            "--data",
+            str(corpus),
+            "--set",
+            "max_steps=2",
+            "--set",
+            f"checkpoint_dir={ckpt}",
+            "--set",
+            "validation_max_bytes=512",
+            "--set",
+            "batch_size=2",
+        ]
+    )
     assert code == 0
     assert (ckpt / "mlflow_unsent.jsonl").is_file()  # the queued-metrics file exists, and is clean
     bad_resume = main(["train", "--resume_from_checkpoint", f"https://u:{PASSWORD}@h/{AWS_SECRET}.pt"])
@@ -96,8 +121,12 @@ def test_a_full_local_pipeline_run_leaks_no_credential(tmp_path: Path) -> None:
     s3 = SeaweedS3Server("leak-access-key", AWS_SECRET, ["abstractinator"]).start()
     mlflow = None
     try:
-        mlflow = MlflowServer(f"sqlite:///{tmp_path}/mlflow.db", "s3://abstractinator/mlflow-artifacts",
-                              env=s3.client_env, log_dir=tmp_path / "mlflow-log").start()
+        mlflow = MlflowServer(
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "s3://abstractinator/mlflow-artifacts",
+            env=s3.client_env,
+            log_dir=tmp_path / "mlflow-log",
+        ).start()
         uri = mlflow.uri.replace("http://", f"http://pipeline:{PASSWORD}@")
         home = tmp_path / "home"
         home.mkdir()
@@ -107,17 +136,52 @@ def test_a_full_local_pipeline_run_leaks_no_credential(tmp_path: Path) -> None:
         work.mkdir()
         env = {**os.environ, **s3.client_env, "MLFLOW_TRACKING_URI": uri, "ABSTRACTINATOR_DATA_HOME": str(home)}
         result = subprocess.run(
-            [sys.executable, "-m", "abstractinator", "pipeline", "run-local", "--config", "ci",
-             "--artifact-root", "s3://abstractinator/pipeline", "--model-name", "leak-check", "--no-eval-sets",
-             "--no-canterbury", "--eval-max-bytes", "4096", "--max-bits-per-byte", "12",
-             "--stage1-steps", "2", "--stage2-steps", "2", "--pipeline-root", str(work / "kfp-local")],
-            cwd=work, env=env, capture_output=True, text=True, timeout=2000)
+            [
+                sys.executable,
+                "-m",
+                "abstractinator",
+                "pipeline",
+                "run-local",
+                "--config",
+                "ci",
+                "--artifact-root",
+                "s3://abstractinator/pipeline",
+                "--model-name",
+                "leak-check",
+                "--no-eval-sets",
+                "--no-canterbury",
+                "--eval-max-bytes",
+                "4096",
+                "--max-bits-per-byte",
+                "12",
+                "--stage1-steps",
+                "2",
+                "--stage2-steps",
+                "2",
+                "--pipeline-root",
+                str(work / "kfp-local"),
+            ],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=2000,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-        leaks = [f"{name}: {line[:300]}" for name, text in (("stdout", result.stdout), ("stderr", result.stderr))
-                 for line in text.splitlines() if PASSWORD in line or AWS_SECRET in line]
+        leaks = [
+            f"{name}: {line[:300]}"
+            for name, text in (("stdout", result.stdout), ("stderr", result.stderr))
+            for line in text.splitlines()
+            if PASSWORD in line or AWS_SECRET in line
+        ]
         leaks += grep_tree(work, PASSWORD, AWS_SECRET) + grep_tree(tmp_path / "mlflow-log", PASSWORD, AWS_SECRET)
-        bucket = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
-                              aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+        bucket = boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=s3.access_key,
+            aws_secret_access_key=s3.secret_key,
+        )
         keys = [o["Key"] for o in bucket.list_objects_v2(Bucket="abstractinator").get("Contents", [])]
         assert keys, "the pipeline wrote nothing to S3"
         for key in keys:

@@ -37,9 +37,16 @@ def small_config(folder: Path, **changes):
     steps; resets stop at step total // 2) and no validation or sampling in between."""
     config = load_config(REPO / "configs/ci_config.py")
     level = {**config.compressor_level_configs[0].as_dict(), "vq_reset_interval": 2}
-    defaults = {"checkpoint_dir": str(folder), "compressor_level_configs": [level], "batch_size": 2,
-                "sequence_length": 64, "validation_interval": 1000, "validation_max_bytes": 512,
-                "generation_interval": 1000, "checkpoint_interval": 1000}
+    defaults = {
+        "checkpoint_dir": str(folder),
+        "compressor_level_configs": [level],
+        "batch_size": 2,
+        "sequence_length": 64,
+        "validation_interval": 1000,
+        "validation_max_bytes": 512,
+        "generation_interval": 1000,
+        "checkpoint_interval": 1000,
+    }
     return config.updated(**{**defaults, **changes})
 
 
@@ -71,27 +78,46 @@ def test_the_reset_buffer_round_trips_so_resets_after_a_restore_are_the_same() -
 @pytest.mark.slow
 def test_resume_at_any_step_gives_the_straight_runs_weights_bit_for_bit(tmp_path: Path, corpus: Path) -> None:
     steps = 14  # reset checks at steps 2, 4, 6; none from 7 on
-    straight = train(TrainParams(config=small_config(tmp_path / "straight", max_steps=steps), data_dir=corpus,
-                                 progress=False, tracking=False))
+    straight = train(
+        TrainParams(
+            config=small_config(tmp_path / "straight", max_steps=steps), data_dir=corpus, progress=False, tracking=False
+        )
+    )
     expected = read_checkpoint_file(Path(straight.final_checkpoint))["model_state"]
     assert int(expected["compressors.0.quantizer.total_resets"]) > 0  # the resets this test is about happened
     for stop_at in (1, 5, 9):  # before any reset check, just before the last reset, after the cutoff
         folder = tmp_path / f"resumed-at-{stop_at}"
-        first = train(TrainParams(config=small_config(folder, max_steps=steps), data_dir=corpus, progress=False,
-                                  tracking=False, stop_after_steps=stop_at))
-        resumed = train(TrainParams(config=small_config(folder, max_steps=steps), data_dir=corpus, progress=False,
-                                    tracking=False, resume_from_checkpoint=first.final_checkpoint))
+        first = train(
+            TrainParams(
+                config=small_config(folder, max_steps=steps),
+                data_dir=corpus,
+                progress=False,
+                tracking=False,
+                stop_after_steps=stop_at,
+            )
+        )
+        resumed = train(
+            TrainParams(
+                config=small_config(folder, max_steps=steps),
+                data_dir=corpus,
+                progress=False,
+                tracking=False,
+                resume_from_checkpoint=first.final_checkpoint,
+            )
+        )
         got = read_checkpoint_file(Path(resumed.final_checkpoint))["model_state"]
         assert got.keys() == expected.keys()
         different = [key for key in expected if not torch.equal(expected[key], got[key])]
         assert not different, f"resumed at step {stop_at}: {different[:5]}"
 
 
-def test_a_non_finite_loss_stops_training_without_a_checkpoint_from_it(tmp_path: Path, corpus: Path,
-                                                                         settings_env) -> None:
+def test_a_non_finite_loss_stops_training_without_a_checkpoint_from_it(
+    tmp_path: Path, corpus: Path, settings_env
+) -> None:
     settings_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
-    config = small_config(tmp_path / "ckpt", max_steps=6, learning_rate=1e30, checkpoint_interval=1,
-                          run_name="diverges")
+    config = small_config(
+        tmp_path / "ckpt", max_steps=6, learning_rate=1e30, checkpoint_interval=1, run_name="diverges"
+    )
     with pytest.raises(TrainingDiverged, match=r"training diverged at step \d+: the (loss|gradient norm) is"):
         train(TrainParams(config=config, data_dir=corpus, progress=False))
     store = CheckpointStore(tmp_path / "ckpt")
@@ -103,8 +129,9 @@ def test_a_non_finite_loss_stops_training_without_a_checkpoint_from_it(tmp_path:
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["failure"]
 
 
-def test_the_checkpoint_steps_metrics_are_sent_before_its_checkpoint(tmp_path: Path, corpus: Path, settings_env,
-                                                                    monkeypatch) -> None:
+def test_the_checkpoint_steps_metrics_are_sent_before_its_checkpoint(
+    tmp_path: Path, corpus: Path, settings_env, monkeypatch
+) -> None:
     """A SIGKILL right after a checkpoint must lose none of the metrics of the steps it covers (on resume those
     steps are not run again): when a checkpoint is written, the server already holds its step's metrics."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -123,8 +150,9 @@ def test_the_checkpoint_steps_metrics_are_sent_before_its_checkpoint(tmp_path: P
     assert seen[3] == {1, 2, 3} and seen[6] == set(range(1, 7))
 
 
-def test_metrics_queued_during_an_outage_ride_in_the_checkpoint(tmp_path: Path, corpus: Path, settings_env,
-                                                               monkeypatch) -> None:
+def test_metrics_queued_during_an_outage_ride_in_the_checkpoint(
+    tmp_path: Path, corpus: Path, settings_env, monkeypatch
+) -> None:
     """The server is down when the checkpoint is written: its unsent metrics are in the checkpoint, and a resume
     against a reachable server sends them (a kill would otherwise lose them for good)."""
     settings_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9")  # nothing listens on the discard port
@@ -135,8 +163,9 @@ def test_metrics_queued_during_an_outage_ride_in_the_checkpoint(tmp_path: Path, 
     assert sorted({m[3] for m in pending["metrics"] if m[0] == "loss/total_avg_accum"}) == [1, 2]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     settings_env(MLFLOW_TRACKING_URI=uri)
-    resumed = train(TrainParams(config=config, data_dir=corpus, progress=False,
-                                resume_from_checkpoint=first.final_checkpoint))
+    resumed = train(
+        TrainParams(config=config, data_dir=corpus, progress=False, resume_from_checkpoint=first.final_checkpoint)
+    )
     history = MlflowClient(uri).get_metric_history(resumed.mlflow_run_id, "loss/total_avg_accum")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
 
@@ -152,8 +181,7 @@ def test_leftovers_of_killed_writers_are_removed_at_the_next_start(tmp_path: Pat
     (orphan / "base.pt").write_bytes(b"\0" * 1000)
     alive = Path(tempfile.mkdtemp(prefix=f"abstractinator-ckpt-{os.getpid()}-"))  # a live writer's: kept
     try:
-        train(TrainParams(config=small_config(folder, max_steps=1), data_dir=corpus, progress=False,
-                          tracking=False))
+        train(TrainParams(config=small_config(folder, max_steps=1), data_dir=corpus, progress=False, tracking=False))
         assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_step1.pt", "latest"]
         assert not orphan.exists() and alive.exists()
     finally:
@@ -167,9 +195,25 @@ def test_sigkill_loses_no_metric_of_a_checkpointed_step(tmp_path: Path, corpus: 
     """The issue's probe: kill -9 mid-run, resume; MLflow has every step's loss exactly once per step run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ckpt = tmp_path / "ckpt"
-    args = [sys.executable, "-m", "abstractinator", "train", "--config", str(REPO / "configs/ci_config.py"),
-            "--set", "max_steps=200", "--set", "checkpoint_interval=3", "--set", "mlflow_batch_interval=1000",
-            "--set", f"checkpoint_dir={ckpt}", "--data", str(corpus), "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "abstractinator",
+        "train",
+        "--config",
+        str(REPO / "configs/ci_config.py"),
+        "--set",
+        "max_steps=200",
+        "--set",
+        "checkpoint_interval=3",
+        "--set",
+        "mlflow_batch_interval=1000",
+        "--set",
+        f"checkpoint_dir={ckpt}",
+        "--data",
+        str(corpus),
+        "--no-progress",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -178,9 +222,26 @@ def test_sigkill_loses_no_metric_of_a_checkpointed_step(tmp_path: Path, corpus: 
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = load_checkpoint(ckpt)["global_step"]
-    resumed = subprocess.run([sys.executable, "-m", "abstractinator", "train", "--resume_from_checkpoint", str(ckpt),
-                              "--set", f"max_steps={killed_at + 3}", "--data", str(corpus), "--no-progress"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "abstractinator",
+            "train",
+            "--resume_from_checkpoint",
+            str(ckpt),
+            "--set",
+            f"max_steps={killed_at + 3}",
+            "--data",
+            str(corpus),
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("abstractinator-ci").experiment_id])

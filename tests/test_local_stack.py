@@ -46,11 +46,21 @@ def test_stack_up_use_down_up_again(state_dir: Path, capsys) -> None:
         assert keys["secret_key"] not in printed  # keys are never printed
         assert (state_dir / "credentials").stat().st_mode & 0o077 == 0
         endpoint = state["s3"]["endpoint_url"]
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id=keys["access_key"], aws_secret_access_key=keys["secret_key"])
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=keys["access_key"],
+            aws_secret_access_key=keys["secret_key"],
+        )
         s3.put_object(Bucket="abstractinator", Key="probe.txt", Body=b"hello")
-        stranger = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                aws_access_key_id="nobody", aws_secret_access_key="wrong")
+        stranger = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="nobody",
+            aws_secret_access_key="wrong",
+        )
         with pytest.raises(ClientError):
             stranger.get_object(Bucket="abstractinator", Key="probe.txt")
         with pytest.raises(StackError, match="already up"):
@@ -72,8 +82,13 @@ def test_stack_up_use_down_up_again(state_dir: Path, capsys) -> None:
 
         state = stack.start()  # data kept: the experiment and the object survive a restart
         assert MlflowClient(state["mlflow"]["uri"]).get_experiment_by_name("stack-probe") is not None
-        s3 = boto3.client("s3", endpoint_url=state["s3"]["endpoint_url"], region_name="us-east-1",
-                          aws_access_key_id=keys["access_key"], aws_secret_access_key=keys["secret_key"])
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=state["s3"]["endpoint_url"],
+            region_name="us-east-1",
+            aws_access_key_id=keys["access_key"],
+            aws_secret_access_key=keys["secret_key"],
+        )
         assert s3.get_object(Bucket="abstractinator", Key="probe.txt")["Body"].read() == b"hello"
     finally:
         LocalStack(state_dir).stop()

@@ -21,8 +21,9 @@ def test_plain_bits_are_the_training_cross_entropy_over_real_positions():
     tokens, padding = padded_batch([b"the sea and the lamp", b"short"])
     bits = quality.plain_bits(model, tokens, padding)
     first, _ = padded_batch([b"the sea and the lamp"])
-    assert float(bits[0]) == pytest.approx(float(model(first)["total_loss"]) * (first.shape[1] - 1) / math.log(2),
-                                           rel=1e-5)
+    assert float(bits[0]) == pytest.approx(
+        float(model(first)["total_loss"]) * (first.shape[1] - 1) / math.log(2), rel=1e-5
+    )
     short, _ = padded_batch([b"short"])  # padding costs nothing
     assert float(bits[1]) == pytest.approx(float(quality.plain_bits(model, short, short == -1)[0]), rel=1e-5)
 

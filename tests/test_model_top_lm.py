@@ -79,8 +79,7 @@ def test_fitted_inverse_temperature_minimises_the_codes_cross_entropy():
         return float(torch.nn.functional.cross_entropy(logits, codes))
 
     default = mean_nll(0.0)
-    beta = top_lm.fit_inverse_temperature([predictions[:150], predictions[150:]], [codes[:150], codes[150:]],
-                                          codebook)
+    beta = top_lm.fit_inverse_temperature([predictions[:150], predictions[150:]], [codes[:150], codes[150:]], codebook)
     fitted = float(top_lm.log_inverse_temperature)
     assert beta == pytest.approx(torch.tensor(fitted).exp().item(), rel=1e-6)
     best = mean_nll(fitted)

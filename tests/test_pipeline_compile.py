@@ -28,8 +28,12 @@ def load(path: Path) -> tuple[dict, dict]:
 def compiled(tmp_path_factory) -> tuple[dict, dict]:
     """The default compile (what `make compile-pipeline` does), with 2 GPUs."""
     out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
-    assert main(["pipeline", "compile", "--out", str(out), "--gpus", "2",
-                 "--image", "registry.example/abstractinator:test"]) == 0
+    assert (
+        main(
+            ["pipeline", "compile", "--out", str(out), "--gpus", "2", "--image", "registry.example/abstractinator:test"]
+        )
+        == 0
+    )
     return load(out)
 
 
@@ -55,8 +59,9 @@ def test_five_components_wired_in_order(compiled) -> None:
     assert tasks["promote"]["inputs"]["parameters"]["metrics"]["taskOutputParameter"]["producerTask"] == "evaluate"
     base = tasks["stage2-top-lm"]["inputs"]["artifacts"]["base_components"]["taskOutputArtifact"]
     assert base == {"outputArtifactKey": "base_components", "producerTask": "stage1-pretrain"}
-    assert tasks["evaluate"]["inputs"]["artifacts"]["checkpoint"]["taskOutputArtifact"]["producerTask"] == \
-        "stage2-top-lm"
+    assert (
+        tasks["evaluate"]["inputs"]["artifacts"]["checkpoint"]["taskOutputArtifact"]["producerTask"] == "stage2-top-lm"
+    )
 
 
 def test_promote_receives_the_gate_evidence_and_lineage(compiled) -> None:
@@ -64,8 +69,11 @@ def test_promote_receives_the_gate_evidence_and_lineage(compiled) -> None:
     version records the runs and the image that made it."""
     pipeline, _ = compiled
     inputs = tasks_of(pipeline)["promote"]["inputs"]["parameters"]
-    wired = {name: (spec["taskOutputParameter"]["producerTask"], spec["taskOutputParameter"]["outputParameterKey"])
-             for name, spec in inputs.items() if "taskOutputParameter" in spec}
+    wired = {
+        name: (spec["taskOutputParameter"]["producerTask"], spec["taskOutputParameter"]["outputParameterKey"])
+        for name, spec in inputs.items()
+        if "taskOutputParameter" in spec
+    }
     assert wired["report_hash"] == ("evaluate", "report_hash")
     assert wired["eval_run_id"] == ("evaluate", "mlflow_run_id")
     assert wired["stage1_run_id"] == ("stage1-pretrain", "mlflow_run_id")
@@ -94,21 +102,31 @@ def test_tasks_read_settings_from_the_config_map_and_keys_from_secrets(compiled)
         executor = executors[f"exec-{name}"]
         (config_map,) = executor["configMapAsEnv"]
         assert config_map["configMapName"] == SETTINGS_CONFIG_MAP
-        assert {item["envVar"] for item in config_map["keyToEnv"]} == set(SETTINGS_KEYS) >= {
-            "MLFLOW_TRACKING_URI", "ABSTRACTINATOR_ARTIFACT_ROOT"}
+        assert (
+            {item["envVar"] for item in config_map["keyToEnv"]}
+            == set(SETTINGS_KEYS)
+            >= {"MLFLOW_TRACKING_URI", "ABSTRACTINATOR_ARTIFACT_ROOT"}
+        )
         secrets = {secret["secretName"]: secret for secret in executor["secretAsEnv"]}
         assert {i["envVar"] for i in secrets["abstractinator-s3"]["keyToEnv"]} == {
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        }
         assert {i["envVar"] for i in secrets["abstractinator-mlflow-auth"]["keyToEnv"]} == {
-            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+        }
         assert executor["fieldPathAsEnv"] == [{"name": "KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"}]
-        env = {e["name"]: e["value"] for e in pipeline["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
-               ["env"]}
+        env = {
+            e["name"]: e["value"] for e in pipeline["deploymentSpec"]["executors"][f"exec-{name}"]["container"]["env"]
+        }
         # nothing baked in: no endpoint, no tracking server; every writable place is the scratch volume
         assert "MLFLOW_TRACKING_URI" not in env and "ABSTRACTINATOR_S3_ENDPOINT_URL" not in env
         assert env["ABSTRACTINATOR_REQUIRE_TRACKING_SERVER"] == "1"
-        assert all(env[key].startswith("/scratch") for key in ("HOME", "TMPDIR", "XDG_CACHE_HOME",
-                                                               "ABSTRACTINATOR_DATA_HOME", "MPLCONFIGDIR"))
+        assert all(
+            env[key].startswith("/scratch")
+            for key in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "ABSTRACTINATOR_DATA_HOME", "MPLCONFIGDIR")
+        )
         assert {"volumeName": "scratch", "mountPath": "/scratch", "sizeLimit": "50Gi"} in executor["emptyDirMounts"]
 
 
@@ -124,8 +142,9 @@ def test_gpu_tasks_get_gpus_shm_timeout_and_training_a_retry_policy(compiled) ->
             assert resources["accelerator"]["resourceCount"] == "2"
             assert resources["resourceCpuLimit"] == "4" and resources["resourceMemoryLimit"] == "16G"
             assert executor["tolerations"][0]["key"] == "nvidia.com/gpu"
-            assert {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"} in \
-                executor["emptyDirMounts"]
+            assert {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"} in executor[
+                "emptyDirMounts"
+            ]
             assert int(executor["activeDeadlineSeconds"]) > 0
         else:
             assert "accelerator" not in resources and "activeDeadlineSeconds" not in executor
@@ -149,8 +168,19 @@ def test_caching_is_on_exactly_for_the_deterministic_tasks(compiled) -> None:
 def test_pipeline_parameters(compiled) -> None:
     pipeline, _ = compiled
     parameters = pipeline["root"]["inputDefinitions"]["parameters"]
-    for name in ("config", "overrides", "data_source", "stage1_steps", "stage2_steps", "artifact_root",
-                 "model_name", "min_improvement", "max_bits_per_byte", "min_live_code_share", "gate_metric"):
+    for name in (
+        "config",
+        "overrides",
+        "data_source",
+        "stage1_steps",
+        "stage2_steps",
+        "artifact_root",
+        "model_name",
+        "min_improvement",
+        "max_bits_per_byte",
+        "min_live_code_share",
+        "gate_metric",
+    ):
         assert name in parameters
     assert parameters["stage1_steps"]["defaultValue"] == 20
     assert parameters["artifact_root"]["defaultValue"] == ""  # the cluster's ABSTRACTINATOR_ARTIFACT_ROOT
@@ -158,8 +188,10 @@ def test_pipeline_parameters(compiled) -> None:
 
 def test_cli_compile_with_no_gpu_and_no_cluster_objects(tmp_path: Path, capsys) -> None:
     out = tmp_path / "cpu.yaml"
-    assert main(["pipeline", "compile", "--out", str(out), "--gpus", "0", "--s3-secret", "",
-                 "--mlflow-auth-secret", ""]) == 0
+    assert (
+        main(["pipeline", "compile", "--out", str(out), "--gpus", "0", "--s3-secret", "", "--mlflow-auth-secret", ""])
+        == 0
+    )
     assert "0 GPU" in capsys.readouterr().out
     pipeline, *rest = list(yaml.safe_load_all(out.read_text()))
     for executor in pipeline["deploymentSpec"]["executors"].values():
@@ -172,16 +204,33 @@ def test_cli_compile_with_no_gpu_and_no_cluster_objects(tmp_path: Path, capsys) 
 
 def test_literal_overrides_are_env_values_and_credentials_are_refused(tmp_path: Path, capsys) -> None:
     out = tmp_path / "p.yaml"
-    assert main(["pipeline", "compile", "--out", str(out), "--mlflow-tracking-uri", "http://mlflow:5000",
-                 "--s3-endpoint-url", "http://seaweedfs:8333"]) == 0
+    assert (
+        main(
+            [
+                "pipeline",
+                "compile",
+                "--out",
+                str(out),
+                "--mlflow-tracking-uri",
+                "http://mlflow:5000",
+                "--s3-endpoint-url",
+                "http://seaweedfs:8333",
+            ]
+        )
+        == 0
+    )
     pipeline, _ = load(out)
     env = pipeline["deploymentSpec"]["executors"]["exec-promote"]["container"]["env"]
     assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in env
     assert {"name": "ABSTRACTINATOR_S3_ENDPOINT_URL", "value": "http://seaweedfs:8333"} in env
     capsys.readouterr()
     refused = tmp_path / "refused.yaml"
-    assert main(["pipeline", "compile", "--out", str(refused), "--mlflow-tracking-uri",
-                 "http://admin:hunter2@mlflow:5000"]) == 2
+    assert (
+        main(
+            ["pipeline", "compile", "--out", str(refused), "--mlflow-tracking-uri", "http://admin:hunter2@mlflow:5000"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "holds credentials" in err and "hunter2" not in err and err.count("\n") == 1
     assert not refused.exists()
@@ -193,5 +242,6 @@ def test_compile_pipeline_function_defaults(tmp_path: Path) -> None:
     out = compile_pipeline(str(tmp_path / "p.yaml"))
     pipeline, platform = load(Path(out))
     assert pipeline["pipelineInfo"]["name"] == "abstractinator-training"
-    assert platform_executors(platform)["exec-prepare-data"]["configMapAsEnv"][0]["configMapName"] == \
-        SETTINGS_CONFIG_MAP
+    assert (
+        platform_executors(platform)["exec-prepare-data"]["configMapAsEnv"][0]["configMapName"] == SETTINGS_CONFIG_MAP
+    )

@@ -34,8 +34,13 @@ def make_workspace(tmp_path: Path, **params: dict) -> tuple[Path, dict[str, str]
     """A git + dvc repository holding a copy of this checkout's files (tracked and untracked, not ignored) and
     its params.yaml updated with `params` ({section: {key: value}})."""
     repo = tmp_path / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = REPO / name
         if source.is_file() and not source.is_symlink():
@@ -49,10 +54,17 @@ def make_workspace(tmp_path: Path, **params: dict) -> tuple[Path, dict[str, str]
     home.mkdir()
     if (REPO / ".data" / "downloads").is_dir():  # the corpus archives, when this checkout already has them
         (home / "downloads").symlink_to(REPO / ".data" / "downloads")
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ABSTRACTINATOR_DATA_HOME": str(home),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "ABSTRACTINATOR_DATA_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     env.pop("PYTHONPATH", None)  # `python -m abstractinator` in the copy imports the copy's code
     run(["git", "init", "-q", "-b", "main"], repo, env)  # the copy has the repository's .dvc/ (remote `store`)
     return repo, env
@@ -66,13 +78,24 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
     repo, env = make_workspace(tmp_path, data={"source": "data/local"})
     (repo / "data" / "local" / "a.txt").write_text("a document\n")
     # every stage's outputs, as if `dvc repro` had made them, recorded in dvc.lock without running anything
-    for folder in ("data/prepared", "artifacts/runs/dvc/stage1", "artifacts/runs/dvc/stage2",
-                   "artifacts/runs/dvc/eval"):
+    for folder in (
+        "data/prepared",
+        "artifacts/runs/dvc/stage1",
+        "artifacts/runs/dvc/stage2",
+        "artifacts/runs/dvc/eval",
+    ):
         (repo / folder).mkdir(parents=True)
         (repo / folder / "placeholder").write_text(folder)
     (repo / "results").mkdir()
-    for name in ("prepare.json", "stage1.json", "stage2.json", "evaluate.json", "eval_metrics.json",
-                 "stage1_curve.csv", "stage2_curve.csv"):
+    for name in (
+        "prepare.json",
+        "stage1.json",
+        "stage2.json",
+        "evaluate.json",
+        "eval_metrics.json",
+        "stage1_curve.csv",
+        "stage2_curve.csv",
+    ):
         (repo / "results" / name).write_text("{}" if name.endswith("json") else "step,loss\n")
     run([DVC, "commit", "-f", "-q"], repo, env)
     assert changed_stages(repo, env) == set()
@@ -107,9 +130,13 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
     assert after(lambda: set_param("gate", "min_improvement", 0.5)) == set()  # the gate runs after dvc repro
     assert after(lambda: (repo / "data" / "local" / "b.txt").write_text("another document\n")) == {"prepare"}
     (repo / "data" / "local" / "b.txt").unlink()
-    for relative, stages in (("model/attention.py", TRAINING | {"evaluate"}), ("components/train.py", TRAINING),
-                             ("components/evaluate.py", {"evaluate"}), ("components/data_sources.py", {"prepare"}),
-                             ("components/gate_rules.py", set())):
+    for relative, stages in (
+        ("model/attention.py", TRAINING | {"evaluate"}),
+        ("components/train.py", TRAINING),
+        ("components/evaluate.py", {"evaluate"}),
+        ("components/data_sources.py", {"prepare"}),
+        ("components/gate_rules.py", set()),
+    ):
         original = (repo / relative).read_bytes()
         append(relative)
         try:
@@ -122,12 +149,21 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_dvc_repro_then_promote_metrics_plots_push_and_pull_into_a_fresh_clone(tmp_path: Path) -> None:
-    repo, env = make_workspace(tmp_path, run={"stage1_steps": 3, "stage2_steps": 3},
-                               evaluate={"max_eval_bytes": 4096, "canterbury": False},
-                               data={"include_eval_sets": False})
+    repo, env = make_workspace(
+        tmp_path,
+        run={"stage1_steps": 3, "stage2_steps": 3},
+        evaluate={"max_eval_bytes": 4096, "canterbury": False},
+        data={"include_eval_sets": False},
+    )
     run([DVC, "repro"], repo, env, timeout=1500)
-    promote = subprocess.run([sys.executable, "-m", "abstractinator", "pipeline", "step", "promote"], cwd=repo,
-                             env=env, capture_output=True, text=True, timeout=600)
+    promote = subprocess.run(
+        [sys.executable, "-m", "abstractinator", "pipeline", "step", "promote"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert promote.returncode in (0, 3), promote.stderr[-3000:]
     promoted = json.loads((repo / "results" / "promote.json").read_text())
     assert promoted["version"] == "1" and promoted["action"] in ("promoted", "refused")

@@ -27,8 +27,12 @@ def services(tmp_path_factory):
     postgres = mlflow = None
     try:
         postgres = PostgresServer().start()
-        mlflow = MlflowServer(postgres.create_database("mlflow"), "s3://abstractinator/mlflow-artifacts",
-                              env=s3.client_env, log_dir=tmp_path_factory.mktemp("mlflow-log")).start()
+        mlflow = MlflowServer(
+            postgres.create_database("mlflow"),
+            "s3://abstractinator/mlflow-artifacts",
+            env=s3.client_env,
+            log_dir=tmp_path_factory.mktemp("mlflow-log"),
+        ).start()
         yield s3, mlflow
     finally:
         for server in (mlflow, postgres, s3):
@@ -46,10 +50,28 @@ def env(services, tmp_path_factory) -> dict[str, str]:
 
 
 def run_local(env: dict[str, str], cwd: Path, *extra: str) -> str:
-    args = [sys.executable, "-m", "abstractinator", "pipeline", "run-local", "--config", "ci",
-            "--artifact-root", "s3://abstractinator/pipeline", "--model-name", MODEL, "--no-eval-sets",
-            "--no-canterbury", "--eval-max-bytes", "8192", "--max-bits-per-byte", "8.5",
-            "--pipeline-root", str(cwd / "kfp-local"), *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "abstractinator",
+        "pipeline",
+        "run-local",
+        "--config",
+        "ci",
+        "--artifact-root",
+        "s3://abstractinator/pipeline",
+        "--model-name",
+        MODEL,
+        "--no-eval-sets",
+        "--no-canterbury",
+        "--eval-max-bytes",
+        "8192",
+        "--max-bits-per-byte",
+        "8.5",
+        "--pipeline-root",
+        str(cwd / "kfp-local"),
+        *extra,
+    ]
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
     return result.stdout
@@ -71,8 +93,13 @@ def test_pipeline_gate_rollback_and_serving(services, env, tmp_path: Path) -> No
     tags = client.get_model_version(MODEL, "1").tags
     assert {"data_hash", "git_commit", "config_hash", "metric.test_bits_per_byte"} <= set(tags)
     assert tags["checkpoint_uri"].startswith("s3://abstractinator/pipeline/runs/")
-    bucket = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
-                          aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+    bucket = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+    )
     keys = [o["Key"] for o in bucket.list_objects_v2(Bucket="abstractinator").get("Contents", [])]
     assert any(k.endswith("stage1/base_components.pt") for k in keys)
     assert any(k.endswith("eval/report.json") for k in keys)
@@ -90,15 +117,25 @@ def test_pipeline_gate_rollback_and_serving(services, env, tmp_path: Path) -> No
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 2
 
     cli = [sys.executable, "-m", "abstractinator", "registry"]
-    forced = subprocess.run([*cli, "promote", "--model-name", MODEL, "--version", "2", "--force", "e2e test"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    forced = subprocess.run(
+        [*cli, "promote", "--model-name", MODEL, "--version", "2", "--force", "e2e test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert forced.returncode == 0 and champion(client) == "2", forced.stderr
-    rolled = subprocess.run([*cli, "rollback", "--model-name", MODEL], env=env, capture_output=True, text=True,
-                            timeout=120)
+    rolled = subprocess.run(
+        [*cli, "rollback", "--model-name", MODEL], env=env, capture_output=True, text=True, timeout=120
+    )
     assert rolled.returncode == 0 and champion(client) == "1", rolled.stderr
     assert [r["action"] for r in registry.history(client, MODEL)][-2:] == ["forced", "rolled_back"]
 
-    serve = subprocess.run([sys.executable, "-c", f"""
+    serve = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import mlflow
 model = mlflow.pyfunc.load_model("models:/{MODEL}@champion")
 scored = model.predict(["the cat sat on the mat"])[0]
@@ -108,7 +145,13 @@ assert len(codes) == 1 and all(0 <= c < 64 for c in codes[0]) and codes[0], code
 generated = model.predict(["the "], params={{"task": "generate", "max_new_bytes": 8}})[0]["generated"]
 assert isinstance(generated, str) and len(generated.encode()) <= 8 * 4
 print("served", scored["bits_per_byte"])
-"""], env=env, capture_output=True, text=True, timeout=300)
+""",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert serve.returncode == 0 and "served" in serve.stdout, serve.stderr[-3000:]
 
 
@@ -121,18 +164,52 @@ def test_a_local_run_on_two_processes_is_followable_and_an_unchanged_rerun_comes
     from tests.conftest import write_corpus
 
     write_corpus(tmp_path / "text", 150, seed=3)
-    env = {**os.environ, "ABSTRACTINATOR_DATA_HOME": str(tmp_path / "home"), "ABSTRACTINATOR_TRAINING_PROCESSES": "2",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "ABSTRACTINATOR_DATA_HOME": str(tmp_path / "home"),
+        "ABSTRACTINATOR_TRAINING_PROCESSES": "2",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
     for name in ("MLFLOW_TRACKING_URI", "ABSTRACTINATOR_MLFLOW_TRACKING_URI"):
         env.pop(name, None)
-    args = [sys.executable, "-m", "abstractinator", "pipeline", "run-local", "--config", "ci", "--data-source",
-            str(tmp_path / "text"), "--stage1-steps", "2", "--stage2-steps", "2", "--artifact-root",
-            str(tmp_path / "artifacts"), "--pipeline-root", str(tmp_path / "kfp-local"), "--model-name", "local-e2e",
-            "--no-eval-sets", "--no-canterbury", "--eval-max-bytes", "4096", "--max-bits-per-byte", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "abstractinator",
+        "pipeline",
+        "run-local",
+        "--config",
+        "ci",
+        "--data-source",
+        str(tmp_path / "text"),
+        "--stage1-steps",
+        "2",
+        "--stage2-steps",
+        "2",
+        "--artifact-root",
+        str(tmp_path / "artifacts"),
+        "--pipeline-root",
+        str(tmp_path / "kfp-local"),
+        "--model-name",
+        "local-e2e",
+        "--no-eval-sets",
+        "--no-canterbury",
+        "--eval-max-bytes",
+        "4096",
+        "--max-bits-per-byte",
+        "0",
+    ]
 
     def run(log: str, *extra: str) -> str:
-        result = subprocess.run([*args, "--log-file", str(tmp_path / log), *extra], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=1800)
+        result = subprocess.run(
+            [*args, "--log-file", str(tmp_path / log), *extra],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
         return result.stdout
 

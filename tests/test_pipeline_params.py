@@ -21,11 +21,14 @@ def test_the_repository_params_validate() -> None:
     assert params.gate.metric == "test_bits_per_byte"
 
 
-@pytest.mark.parametrize(("section", "key", "value", "message"), [
-    ("run", "config", "ci", "run.config: give the config file's path, e.g. configs/ci_config.py"),
-    ("run", "run_key", None, "run.run_key: must be set"),
-    ("data", "source", "/elsewhere/texts", "data.source: a local source must lie under data/local/"),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("run", "config", "ci", "run.config: give the config file's path, e.g. configs/ci_config.py"),
+        ("run", "run_key", None, "run.run_key: must be set"),
+        ("data", "source", "/elsewhere/texts", "data.source: a local source must lie under data/local/"),
+    ],
+)
 def test_params_dvc_cannot_watch_are_refused(tmp_path: Path, section: str, key: str, value, message: str) -> None:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     data[section][key] = value
@@ -58,7 +61,8 @@ def test_dvc_stages_are_the_steps_before_the_gate_through_the_cli() -> None:
 
 
 def test_a_step_without_its_inputs_fails_in_one_line(tmp_path: Path, capsys) -> None:
-    code = main(["pipeline", "step", "stage2", "--params", str(REPO / "params.yaml"),
-                 "--results", str(tmp_path / "results")])
+    code = main(
+        ["pipeline", "step", "stage2", "--params", str(REPO / "params.yaml"), "--results", str(tmp_path / "results")]
+    )
     assert code == 2
     assert "prepare.json: missing; run the prepare step first" in capsys.readouterr().err

@@ -65,8 +65,11 @@ def test_run_key_is_deterministic_and_changes_with_each_input(ci) -> None:
     key = run_key(ci, 5, 5, "data1", "commit1")
     assert key == run_key(ci, 5, 5, "data1", "commit1")
     assert key.startswith("ci-")
-    others = {run_key(ci, 6, 5, "data1", "commit1"), run_key(ci, 5, 5, "data2", "commit1"),
-              run_key(ci, 5, 5, "data1", "commit2")}
+    others = {
+        run_key(ci, 6, 5, "data1", "commit1"),
+        run_key(ci, 5, 5, "data2", "commit1"),
+        run_key(ci, 5, 5, "data1", "commit2"),
+    }
     assert key not in others and len(others) == 3
 
 
@@ -80,8 +83,14 @@ def make_checkout(root, git: bool = True):
     """A tiny repository with files in and out of CODE_PATHS (and ignored ones), committed."""
     import subprocess
 
-    files = {"model/net.py": "W = 1\n", "configs/ci_config.py": "STEPS = 3\n", "pyproject.toml": "[project]\n",
-             "pipelines/steps.py": "x = 1\n", "docs/notes.md": "prose\n", ".gitignore": "__pycache__/\n*.pyc\n"}
+    files = {
+        "model/net.py": "W = 1\n",
+        "configs/ci_config.py": "STEPS = 3\n",
+        "pyproject.toml": "[project]\n",
+        "pipelines/steps.py": "x = 1\n",
+        "docs/notes.md": "prose\n",
+        ".gitignore": "__pycache__/\n*.pyc\n",
+    }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)

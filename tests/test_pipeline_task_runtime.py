@@ -15,8 +15,13 @@ from components.provenance import code_identity
 from pipelines import kfp_artifacts, task_runtime
 from pipelines.components import stage1_pretrain
 
-SETTINGS = ("MLFLOW_TRACKING_URI", "ABSTRACTINATOR_MLFLOW_TRACKING_URI", "ABSTRACTINATOR_ARTIFACT_ROOT",
-            "ABSTRACTINATOR_REQUIRE_TRACKING_SERVER", "KFP_RUN_ID")
+SETTINGS = (
+    "MLFLOW_TRACKING_URI",
+    "ABSTRACTINATOR_MLFLOW_TRACKING_URI",
+    "ABSTRACTINATOR_ARTIFACT_ROOT",
+    "ABSTRACTINATOR_REQUIRE_TRACKING_SERVER",
+    "KFP_RUN_ID",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,13 +38,24 @@ def test_a_cluster_task_without_a_tracking_server_stops_at_once_in_one_line(monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
         stage1_pretrain(
-            config="ci", overrides=[], stage1_steps=2, stage2_steps=2, artifact_root="s3://b/p", run_key="",
-            code_identity=code_identity(), data_uri="s3://b/p/data/x", data_hash="x",
-            checkpoint=Model(uri=str(tmp_path / "c")), base_components=Model(uri=str(tmp_path / "b")))
+            config="ci",
+            overrides=[],
+            stage1_steps=2,
+            stage2_steps=2,
+            artifact_root="s3://b/p",
+            run_key="",
+            code_identity=code_identity(),
+            data_uri="s3://b/p/data/x",
+            data_hash="x",
+            checkpoint=Model(uri=str(tmp_path / "c")),
+            base_components=Model(uri=str(tmp_path / "b")),
+        )
     assert stopped.value.code == 2
     err = capsys.readouterr().err
-    assert err == ("error: no tracking server: key MLFLOW_TRACKING_URI is missing or empty in ConfigMap "
-                   "abstractinator-pipeline-settings\n")
+    assert err == (
+        "error: no tracking server: key MLFLOW_TRACKING_URI is missing or empty in ConfigMap "
+        "abstractinator-pipeline-settings\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -139,8 +155,7 @@ def test_a_local_run_shows_one_line_per_task_start_and_end_and_logs_everything()
     lines = [line.split(" ", 1)[1] for line in screen.getvalue().splitlines() if line[:2].isdigit()]
     assert lines == [
         "prepare-data: started",
-        "prepare-data: SUCCESS in 0.0 s  Output=retrain reason=model 'demo' has no champion yet "
-        "data_hash=d18f14de00e7",
+        "prepare-data: SUCCESS in 0.0 s  Output=retrain reason=model 'demo' has no champion yet data_hash=d18f14de00e7",
         "stage1-pretrain: started",
         "stage1-pretrain: SUCCESS in 0.0 s  checkpoint_hash=bb5b5d65b2ff",
         "evaluate: started",
@@ -153,5 +168,6 @@ def test_a_local_run_shows_one_line_per_task_start_and_end_and_logs_everything()
     assert "RuntimeError: out of memory" in screen_text  # a failed task shows its last lines
     assert "executor_input" not in screen_text and "parameterValues" not in screen_text
     assert log.getvalue() == KFP_LOCAL_OUTPUT.replace("\x1b[95m", "").replace("\x1b[96m", "").replace(
-        "\x1b[92m", "").replace("\x1b[91m", "").replace("\x1b[0m", "")
+        "\x1b[92m", ""
+    ).replace("\x1b[91m", "").replace("\x1b[0m", "")
     assert view.failed_tasks == ["evaluate"]

@@ -176,8 +176,9 @@ def test_a_holder_whose_lock_was_broken_does_not_move_the_champion(client) -> No
     with RegistryLock(client, MODEL, lease_s=1.0, timeout_s=10):
         with pytest.raises(LockError, match="was broken while this gate held it"):
             lock.verify()
-    outcome = registry.GateOutcome(model=MODEL, action="promoted", version=version, champion_before=None,
-                                   champion_after=version, reasons=["x"])
+    outcome = registry.GateOutcome(
+        model=MODEL, action="promoted", version=version, champion_before=None, champion_after=version, reasons=["x"]
+    )
     with pytest.raises(LockError):
         registry._apply(client, lock, outcome, RULES, {})
     assert champion(client) is None
@@ -254,8 +255,11 @@ def test_a_decision_left_pending_by_a_crash_is_completed_by_the_next_gate_run(cl
     assert outcome.champion_before == better and outcome.action == "refused"  # decided after completing it
     assert champion(client) == better
     records = registry.history(client, MODEL)
-    assert [(r["action"], r["state"]) for r in records] == [("promoted", "applied"), ("promoted", "applied"),
-                                                             ("refused", "applied")]
+    assert [(r["action"], r["state"]) for r in records] == [
+        ("promoted", "applied"),
+        ("promoted", "applied"),
+        ("refused", "applied"),
+    ]
 
 
 def test_cli_status_history_promote_rollback(client, capsys) -> None:

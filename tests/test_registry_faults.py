@@ -47,17 +47,40 @@ def test_killing_the_tracking_server_mid_promotion_leaves_a_consistent_registry(
     rng = random.Random(15)
     server = MlflowServer(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"), log_dir=tmp_path).start()
     name = "faults"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": server.uri,
-           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLFLOW_TRACKING_URI": server.uri,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
     failures, kills_inside = [], 0
     try:
         for trial in range(TRIALS):
             client = registry.client_for(server.uri)
             version = add_version(client, name, round(rng.uniform(2.0, 4.0), 3))
             gate = subprocess.Popen(
-                [sys.executable, "-m", "abstractinator", "registry", "promote", "--model-name", name,
-                 "--version", version, "--min-improvement", "0.01", "--lock-timeout", "60"],
-                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "abstractinator",
+                    "registry",
+                    "promote",
+                    "--model-name",
+                    name,
+                    "--version",
+                    version,
+                    "--min-improvement",
+                    "0.01",
+                    "--lock-timeout",
+                    "60",
+                ],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             deadline = time.monotonic() + 120
             while gate.poll() is None and not lock_held(client, name) and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -67,8 +90,10 @@ def test_killing_the_tracking_server_mid_promotion_leaves_a_consistent_registry(
             kill(server)
             out, err = gate.communicate(timeout=300)
             errors = [line for line in err.splitlines() if line.startswith("error:")]
-            print(f"trial {trial}: v{version} killed {delay:.2f} s after the lock was seen, gate exit "
-                  f"{gate.returncode} {errors}")
+            print(
+                f"trial {trial}: v{version} killed {delay:.2f} s after the lock was seen, gate exit "
+                f"{gate.returncode} {errors}"
+            )
             assert gate.returncode in (0, 2, 3), (trial, out, err)
             if gate.returncode == 2:
                 failures.append(trial)

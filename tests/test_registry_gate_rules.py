@@ -38,8 +38,9 @@ def test_a_better_challenger_still_fails_the_absolute_checks() -> None:
 
 
 def test_every_problem_is_listed() -> None:
-    decision = decide({"test_bits_per_byte": 7.0, "live_code_share_L0": 0.0, "live_code_share_L1": 0.1},
-                      metrics(3.0), RULES)
+    decision = decide(
+        {"test_bits_per_byte": 7.0, "live_code_share_L0": 0.0, "live_code_share_L1": 0.1}, metrics(3.0), RULES
+    )
     assert len(decision.reasons) == 4  # ceiling, two levels, not better
 
 

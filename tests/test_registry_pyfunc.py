@@ -41,8 +41,15 @@ def champion_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("pyfunc")
     config = load_pipeline_config("ci")
     checkpoint = root / "checkpoint.pt"
-    torch.save({"model_state": build_model(config).state_dict(), "exp_config": config.as_dict(),
-                "optimizer_state": {"big": torch.zeros(10)}, "data_hash": "d"}, checkpoint)
+    torch.save(
+        {
+            "model_state": build_model(config).state_dict(),
+            "exp_config": config.as_dict(),
+            "optimizer_state": {"big": torch.zeros(10)},
+            "data_hash": "d",
+        },
+        checkpoint,
+    )
     uri = f"sqlite:///{root}/mlflow.db"
     mlflow.set_tracking_uri(uri)
     # an explicit artifact location: a sqlite store would otherwise put artifacts in ./mlruns of the cwd
@@ -64,13 +71,26 @@ def without_repository(tmp_path: Path, champion_model) -> tuple[dict[str, str], 
     roots = sorted({str(REPO), str(REPO.resolve()), os.path.realpath("/work/main")})
     (site / "sitecustomize.py").write_text(HIDE_REPOSITORY.format(roots=roots))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(PYTHONPATH=str(site), MLFLOW_TRACKING_URI=champion_model[2], PYTHONDONTWRITEBYTECODE="1",
-               PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")  # `mlflow models serve` execs uvicorn
+    env.update(
+        PYTHONPATH=str(site),
+        MLFLOW_TRACKING_URI=champion_model[2],
+        PYTHONDONTWRITEBYTECODE="1",
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+    )  # `mlflow models serve` execs uvicorn
     work = tmp_path / "elsewhere"
     work.mkdir()
-    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; "
-                            "print([n for n in ('components', 'model', 'configs') if u.find_spec(n)])"],
-                           env=env, cwd=work, capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util as u; print([n for n in ('components', 'model', 'configs') if u.find_spec(n)])",
+        ],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr  # the environment really hides it
     return env, work
 
@@ -120,10 +140,13 @@ def test_the_model_is_code_not_a_pickle(champion_model, tmp_path: Path) -> None:
 
 def test_loads_by_alias_where_the_repository_cannot_be_imported(champion_model, without_repository) -> None:
     env, work = without_repository
-    script = ("import json, mlflow; m = mlflow.pyfunc.load_model('models:/served@champion'); "
-              "print(json.dumps(m.predict(['hello world'])))")
-    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=work, capture_output=True, text=True,
-                            timeout=300)
+    script = (
+        "import json, mlflow; m = mlflow.pyfunc.load_model('models:/served@champion'); "
+        "print(json.dumps(m.predict(['hello world'])))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=work, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = json.loads(result.stdout.strip().splitlines()[-1])
     expected = champion_model[0].predict(["hello world"])[0]["bits_per_byte"]
@@ -138,25 +161,43 @@ def test_mlflow_models_serve_answers_bits_per_byte_over_http(champion_model, wit
     log = work / "serve.log"
     with log.open("wb") as handle:
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/served@champion",
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=work, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                "models:/served@champion",
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=work,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
+
         def ready() -> bool:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
                 return response.status == 200
 
         wait_for(ready, 180, f"mlflow models serve (log: {log})", server)
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": ["hello world"]}).encode(),
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": ["hello world"]}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = json.loads(response.read())
         (row,) = answer["predictions"]
-        assert row["bits_per_byte"] == pytest.approx(champion_model[0].predict(["hello world"])[0]["bits_per_byte"],
-                                                     rel=1e-5)
+        assert row["bits_per_byte"] == pytest.approx(
+            champion_model[0].predict(["hello world"])[0]["bits_per_byte"], rel=1e-5
+        )
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 15)

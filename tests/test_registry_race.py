@@ -92,21 +92,58 @@ def test_eight_processes_promoting_at_once_from_a_stale_lock(server, tmp_path: P
     client.create_registered_model(f"{name}.gate-lock", tags={"token": "dead-gate", "holder": "gone:1"})
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": server.uri}
     processes = [
-        subprocess.Popen([sys.executable, "-m", "abstractinator", "registry", "promote", "--model-name", name,
-                          "--version", version, *rules], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "abstractinator",
+                "registry",
+                "promote",
+                "--model-name",
+                name,
+                "--version",
+                version,
+                *rules,
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for version in [*versions[1:], dead]  # the first one goes last, after the race
     ]
     results = [(p.wait(timeout=600), *p.communicate()) for p in processes]
     assert all(code in (0, 3) for code, _, _ in results), [r for r in results if r[0] not in (0, 3)]
-    last = subprocess.run([sys.executable, "-m", "abstractinator", "registry", "promote", "--model-name", name,
-                           "--version", versions[0], *rules], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    last = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "abstractinator",
+            "registry",
+            "promote",
+            "--model-name",
+            name,
+            "--version",
+            versions[0],
+            *rules,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert last.returncode == 3, last.stderr  # 3.0 never beats the best
     champion = registry.alias_version(client, name, registry.CHAMPION)
     assert str(champion.version) == versions[bits.index(min(bits))]  # exactly one champion: the best passing
     records = assert_consistent(client, name)
     assert sorted(r["version"] for r in records) == sorted([*versions, dead])  # every decision audited
     assert [r["action"] for r in records if r["version"] == dead] == ["refused"]
-    assert sum(r.startswith(f"{name}.gate-lock.ended-dead-gate") for r in
-               (m.name for m in client.search_registered_models(f"name LIKE '{name}.gate-lock.ended-%'"))) == 1
+    assert (
+        sum(
+            r.startswith(f"{name}.gate-lock.ended-dead-gate")
+            for r in (m.name for m in client.search_registered_models(f"name LIKE '{name}.gate-lock.ended-%'"))
+        )
+        == 1
+    )

@@ -34,9 +34,7 @@ def test_params_tags_metrics_and_texts_arrive_in_a_local_store(tmp_path: Path) -
     history = client.get_metric_history(tracker.run_id, "loss/total_avg_accum")
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 13))
     assert run.info.status == "FINISHED"
-    assert "samples/sample_generation_step_12.txt" in [
-        f.path for f in client.list_artifacts(tracker.run_id, "samples")
-    ]
+    assert "samples/sample_generation_step_12.txt" in [f.path for f in client.list_artifacts(tracker.run_id, "samples")]
 
 
 def test_an_unreachable_server_keeps_everything_and_writes_it_out_at_close(tmp_path: Path) -> None:

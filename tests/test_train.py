@@ -43,8 +43,16 @@ def test_seed_command_trains_checkpoints_and_tracks(tmp_path: Path, corpus: Path
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     result = run_cli(
         [
-            str(REPO / "train.py"), "--config", str(REPO / "configs/ci_config.py"), "--set", "max_steps=20",
-            "--set", f"checkpoint_dir={tmp_path / 'ckpt'}", "--data", str(corpus), "--no-progress",
+            str(REPO / "train.py"),
+            "--config",
+            str(REPO / "configs/ci_config.py"),
+            "--set",
+            "max_steps=20",
+            "--set",
+            f"checkpoint_dir={tmp_path / 'ckpt'}",
+            "--data",
+            str(corpus),
+            "--no-progress",
         ],
         env={"MLFLOW_TRACKING_URI": tracking},
         cwd=tmp_path,
@@ -72,19 +80,30 @@ def test_seed_command_trains_checkpoints_and_tracks(tmp_path: Path, corpus: Path
 def test_resumed_run_matches_a_straight_run(tmp_path: Path, corpus: Path, settings_env) -> None:
     settings_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     steps = 12
-    straight = train(TrainParams(
-        config=ci_config(tmp_path / "a", max_steps=steps, checkpoint_interval=3, run_name="straight"),
-        data_dir=corpus, progress=False,
-    ))
-    first = train(TrainParams(
-        config=ci_config(tmp_path / "b", max_steps=steps, checkpoint_interval=3, run_name="resumed"),
-        data_dir=corpus, progress=False, stop_after_steps=steps // 2,
-    ))
+    straight = train(
+        TrainParams(
+            config=ci_config(tmp_path / "a", max_steps=steps, checkpoint_interval=3, run_name="straight"),
+            data_dir=corpus,
+            progress=False,
+        )
+    )
+    first = train(
+        TrainParams(
+            config=ci_config(tmp_path / "b", max_steps=steps, checkpoint_interval=3, run_name="resumed"),
+            data_dir=corpus,
+            progress=False,
+            stop_after_steps=steps // 2,
+        )
+    )
     assert not first.complete and first.steps == steps // 2
-    resumed = train(TrainParams(
-        config=ci_config(tmp_path / "b", max_steps=steps, checkpoint_interval=3, run_name="resumed"),
-        data_dir=corpus, progress=False, resume_from_checkpoint=first.final_checkpoint,
-    ))
+    resumed = train(
+        TrainParams(
+            config=ci_config(tmp_path / "b", max_steps=steps, checkpoint_interval=3, run_name="resumed"),
+            data_dir=corpus,
+            progress=False,
+            resume_from_checkpoint=first.final_checkpoint,
+        )
+    )
     assert resumed.complete and resumed.mlflow_run_id == first.mlflow_run_id
     a = read_checkpoint_file(Path(straight.final_checkpoint))["model_state"]
     b = read_checkpoint_file(Path(resumed.final_checkpoint))["model_state"]
@@ -103,12 +122,25 @@ def test_resumed_run_matches_a_straight_run(tmp_path: Path, corpus: Path, settin
 def test_sigkill_mid_run_leaves_a_resumable_checkpoint(tmp_path: Path, corpus: Path) -> None:
     ckpt = tmp_path / "ckpt"
     args = [
-        "-m", "abstractinator", "train", "--config", str(REPO / "configs/ci_config.py"),
-        "--set", "max_steps=400", "--set", "checkpoint_interval=2", "--set", f"checkpoint_dir={ckpt}",
-        "--data", str(corpus), "--no-progress", "--no-tracking",
+        "-m",
+        "abstractinator",
+        "train",
+        "--config",
+        str(REPO / "configs/ci_config.py"),
+        "--set",
+        "max_steps=400",
+        "--set",
+        "checkpoint_interval=2",
+        "--set",
+        f"checkpoint_dir={ckpt}",
+        "--data",
+        str(corpus),
+        "--no-progress",
+        "--no-tracking",
     ]
-    process = subprocess.Popen([sys.executable, *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while len(CheckpointStore(ckpt).names()) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -120,9 +152,21 @@ def test_sigkill_mid_run_leaves_a_resumable_checkpoint(tmp_path: Path, corpus: P
         read_checkpoint_file(ckpt / name)
     killed_at = load_checkpoint(ckpt)["global_step"]
     result = run_cli(
-        ["-m", "abstractinator", "train", "--resume_from_checkpoint", str(ckpt), "--set", "max_steps=" +
-         str(killed_at + 4), "--data", str(corpus), "--no-progress", "--no-tracking"],
-        env={}, cwd=tmp_path,
+        [
+            "-m",
+            "abstractinator",
+            "train",
+            "--resume_from_checkpoint",
+            str(ckpt),
+            "--set",
+            "max_steps=" + str(killed_at + 4),
+            "--data",
+            str(corpus),
+            "--no-progress",
+            "--no-tracking",
+        ],
+        env={},
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_checkpoint(ckpt)["global_step"] == killed_at + 4
@@ -131,10 +175,30 @@ def test_sigkill_mid_run_leaves_a_resumable_checkpoint(tmp_path: Path, corpus: P
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path: Path, corpus: Path) -> None:
     ckpt = tmp_path / "ckpt"
     process = subprocess.Popen(
-        [sys.executable, "-m", "abstractinator", "train", "--config", str(REPO / "configs/ci_config.py"),
-         "--set", "max_steps=100000", "--set", "checkpoint_interval=100000", "--set", f"checkpoint_dir={ckpt}",
-         "--set", "validation_interval=100000", "--data", str(corpus), "--no-progress", "--no-tracking"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "abstractinator",
+            "train",
+            "--config",
+            str(REPO / "configs/ci_config.py"),
+            "--set",
+            "max_steps=100000",
+            "--set",
+            "checkpoint_interval=100000",
+            "--set",
+            f"checkpoint_dir={ckpt}",
+            "--set",
+            "validation_interval=100000",
+            "--data",
+            str(corpus),
+            "--no-progress",
+            "--no-tracking",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = []
     for line in process.stdout:  # wait until the loop runs, then evict the "pod"
@@ -153,19 +217,45 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path: Path, corpus: Path) 
 
 def test_two_stage_flow_with_the_seed_configs(tmp_path: Path, corpus: Path) -> None:
     """The seed README's two commands, shortened with --set, run where ./stage1_base.pt may be written."""
-    shorten = ["--set", "max_steps=3", "--set", "batch_size=2", "--set", "sequence_length=128",
-               "--data", str(corpus), "--no-progress", "--no-tracking"]
+    shorten = [
+        "--set",
+        "max_steps=3",
+        "--set",
+        "batch_size=2",
+        "--set",
+        "sequence_length=128",
+        "--data",
+        str(corpus),
+        "--no-progress",
+        "--no-tracking",
+    ]
     stage1 = run_cli(
-        [str(REPO / "train.py"), "--config", str(REPO / "configs/stage1_super_tiny_config.py"),
-         "--set", "checkpoint_dir=ckpt1", *shorten],
-        env={}, cwd=tmp_path,
+        [
+            str(REPO / "train.py"),
+            "--config",
+            str(REPO / "configs/stage1_super_tiny_config.py"),
+            "--set",
+            "checkpoint_dir=ckpt1",
+            *shorten,
+        ],
+        env={},
+        cwd=tmp_path,
     )
     assert stage1.returncode == 0, stage1.stderr[-3000:]
     assert (tmp_path / "stage1_base.pt").is_file()
     stage2 = run_cli(
-        [str(REPO / "train.py"), "--config", str(REPO / "configs/stage2_super_tiny_config.py"),
-         "--load_base_from", "./stage1_base.pt", "--set", "checkpoint_dir=ckpt2", *shorten],
-        env={}, cwd=tmp_path,
+        [
+            str(REPO / "train.py"),
+            "--config",
+            str(REPO / "configs/stage2_super_tiny_config.py"),
+            "--load_base_from",
+            "./stage1_base.pt",
+            "--set",
+            "checkpoint_dir=ckpt2",
+            *shorten,
+        ],
+        env={},
+        cwd=tmp_path,
     )
     assert stage2.returncode == 0, stage2.stderr[-3000:]
     assert "stage2" in stage2.stdout
@@ -185,9 +275,23 @@ def test_two_stage_flow_with_the_seed_configs(tmp_path: Path, corpus: Path) -> N
     # seed's evaluation then ends in scores.
     assert float(trained["top_lm.log_inverse_temperature"]) != 0.0
     evaluated = run_cli(
-        [str(REPO / "evaluate.py"), "--checkpoint", "ckpt2", "--compression", "--data", str(corpus),
-         "--no-canterbury", "--max-eval-bytes", "2048", "--out", "report", "--no-tracking", "--json"],
-        env={}, cwd=tmp_path,
+        [
+            str(REPO / "evaluate.py"),
+            "--checkpoint",
+            "ckpt2",
+            "--compression",
+            "--data",
+            str(corpus),
+            "--no-canterbury",
+            "--max-eval-bytes",
+            "2048",
+            "--out",
+            "report",
+            "--no-tracking",
+            "--json",
+        ],
+        env={},
+        cwd=tmp_path,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -195,30 +299,62 @@ def test_two_stage_flow_with_the_seed_configs(tmp_path: Path, corpus: Path) -> N
 
 
 def test_mismatched_base_names_the_module(tmp_path: Path, corpus: Path) -> None:
-    config = ci_config(tmp_path, top_transformer_config=None, top_lm_loss_weight=0.0, max_steps=1,
-                       save_base_components_path=str(tmp_path / "base.pt"))
+    config = ci_config(
+        tmp_path,
+        top_transformer_config=None,
+        top_lm_loss_weight=0.0,
+        max_steps=1,
+        save_base_components_path=str(tmp_path / "base.pt"),
+    )
     train(TrainParams(config=config, data_dir=corpus, progress=False, tracking=False))
     wider = ci_config(tmp_path / "other", max_steps=1).as_dict()
     wider["compressor_level_configs"][0]["dim"] = 32
     from configs import validate_config
 
     with pytest.raises(Exception, match=r"compressor|expander"):
-        train(TrainParams(config=validate_config(wider), data_dir=corpus, progress=False, tracking=False,
-                          load_base_from=str(tmp_path / "base.pt")))
+        train(
+            TrainParams(
+                config=validate_config(wider),
+                data_dir=corpus,
+                progress=False,
+                tracking=False,
+                load_base_from=str(tmp_path / "base.pt"),
+            )
+        )
 
 
 def test_stage2_resumes_from_its_checkpoint_alone(tmp_path: Path, corpus: Path) -> None:
     """Stage 2 trains the top LM on a frozen base; resuming needs only the checkpoint (as documented)."""
     base_path = tmp_path / "base.pt"
-    stage1 = ci_config(tmp_path / "s1", top_transformer_config=None, top_lm_loss_weight=0.0, max_steps=2,
-                       save_base_components_path=str(base_path))
+    stage1 = ci_config(
+        tmp_path / "s1",
+        top_transformer_config=None,
+        top_lm_loss_weight=0.0,
+        max_steps=2,
+        save_base_components_path=str(base_path),
+    )
     train(TrainParams(config=stage1, data_dir=corpus, progress=False, tracking=False))
     stage2 = ci_config(tmp_path / "s2", max_steps=4, checkpoint_interval=2)
-    first = train(TrainParams(config=stage2, data_dir=corpus, progress=False, tracking=False,
-                              load_base_from=str(base_path), stop_after_steps=2))
+    first = train(
+        TrainParams(
+            config=stage2,
+            data_dir=corpus,
+            progress=False,
+            tracking=False,
+            load_base_from=str(base_path),
+            stop_after_steps=2,
+        )
+    )
     assert first.stage == "stage2" and not first.complete
-    resumed = train(TrainParams(config=stage2, data_dir=corpus, progress=False, tracking=False,
-                                resume_from_checkpoint=first.final_checkpoint))
+    resumed = train(
+        TrainParams(
+            config=stage2,
+            data_dir=corpus,
+            progress=False,
+            tracking=False,
+            resume_from_checkpoint=first.final_checkpoint,
+        )
+    )
     assert resumed.stage == "stage2" and resumed.complete and resumed.steps == 4
     before = read_checkpoint_file(Path(first.final_checkpoint))["model_state"]
     after = read_checkpoint_file(Path(resumed.final_checkpoint))["model_state"]

@@ -34,8 +34,19 @@ def postgres():
 
 
 def train_command(corpus: Path, ckpt: Path, *sets: str) -> list[str]:
-    args = [sys.executable, "-m", "abstractinator", "train", "--config", str(REPO / "configs/ci_config.py"),
-            "--set", f"checkpoint_dir={ckpt}", "--data", str(corpus), "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "abstractinator",
+        "train",
+        "--config",
+        str(REPO / "configs/ci_config.py"),
+        "--set",
+        f"checkpoint_dir={ckpt}",
+        "--data",
+        str(corpus),
+        "--no-progress",
+    ]
     for item in sets:
         args += ["--set", item]
     return args
@@ -46,10 +57,20 @@ def test_tracking_server_down_mid_run_loses_no_metric(tmp_path: Path, corpus: Pa
     depend on how fast this machine trains) has every step's metrics."""
     server = MlflowServer(postgres.create_database("mlflow"), str(tmp_path / "artifacts")).start()
     process = subprocess.Popen(
-        train_command(corpus, tmp_path / "ckpt", "max_steps=100000", "mlflow_batch_interval=5",
-                      "checkpoint_interval=5", "validation_interval=100000", "generation_interval=100000"),
-        cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": server.uri},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        train_command(
+            corpus,
+            tmp_path / "ckpt",
+            "max_steps=100000",
+            "mlflow_batch_interval=5",
+            "checkpoint_interval=5",
+            "validation_interval=100000",
+            "generation_interval=100000",
+        ),
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": server.uri},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     client = MlflowClient(server.uri)
     store = CheckpointStore(tmp_path / "ckpt")
@@ -88,18 +109,33 @@ def test_tracking_server_down_mid_run_loses_no_metric(tmp_path: Path, corpus: Pa
 
 def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path, corpus: Path) -> None:
     steps = 6
-    common = [f"max_steps={steps}", "validation_interval=1000", "checkpoint_interval=1000",
-              "generation_interval=1000"]
+    common = [f"max_steps={steps}", "validation_interval=1000", "checkpoint_interval=1000", "generation_interval=1000"]
     single = subprocess.run(
         [*train_command(corpus, tmp_path / "one", "batch_size=8", *common), "--json", "--no-tracking"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert single.returncode == 0, single.stderr[-3000:]
     torchrun = str(Path(sys.executable).parent / "torchrun")
     double = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "abstractinator", "train",
-         *train_command(corpus, tmp_path / "two", "batch_size=4", *common)[4:], "--json", "--no-tracking"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "abstractinator",
+            "train",
+            *train_command(corpus, tmp_path / "two", "batch_size=4", *common)[4:],
+            "--json",
+            "--no-tracking",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert double.returncode == 0, double.stderr[-3000:]

@@ -29,15 +29,22 @@ def positive_float(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "compress", help="compress a file with a model (range coding of its two-part code)", description=__doc__,
+        "compress",
+        help="compress a file with a model (range coding of its two-part code)",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", type=Path, help="file to compress (any bytes)")
     parser.add_argument("output", type=Path, help="compressed file to write (atomically)")
-    parser.add_argument("--model", required=True,
-                        help="checkpoint file, folder, s3:// URI or models:/name@alias (or /version)")
-    parser.add_argument("--context", type=int, default=None,
-                        help="tokens of the previous window each window conditions on (default: window // 8)")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint file, folder, s3:// URI or models:/name@alias (or /version)"
+    )
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="tokens of the previous window each window conditions on (default: window // 8)",
+    )
     parser.add_argument("--windows-per-block", type=positive_int, default=64, help="windows per range-coder block")
     parser.add_argument("--adapt", action="store_true", help="fine-tune the model on the file while coding")
     parser.add_argument("--adapt-lr", type=positive_float, default=1e-4, help="learning rate of --adapt")
@@ -51,8 +58,10 @@ def report(summary, as_json: bool, verb: str) -> None:
     if as_json:
         print(json.dumps(summary.model_dump(), indent=2))
     else:
-        print(f"{verb} {summary.bytes_in} bytes <-> {summary.bytes_out} bytes ({summary.bits_per_byte:.3f} bits per "
-              f"byte) in {summary.seconds:.1f} s ({summary.bytes_per_second:.0f} bytes/s)")
+        print(
+            f"{verb} {summary.bytes_in} bytes <-> {summary.bytes_out} bytes ({summary.bits_per_byte:.3f} bits per "
+            f"byte) in {summary.seconds:.1f} s ({summary.bytes_per_second:.0f} bytes/s)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.input.is_file():
             raise CodecError(f"{args.input}: no such file")
         loaded = load_codec_model(args.model)
-        summary = compress_file(loaded.model, loaded.identity, args.input, args.output, params,
-                                progress=not args.no_progress)
+        summary = compress_file(
+            loaded.model, loaded.identity, args.input, args.output, params, progress=not args.no_progress
+        )
     except (CodecError, CheckpointError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2

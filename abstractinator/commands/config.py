@@ -19,7 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("path", help="config file or checkpoint")
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     show.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a field, e.g. --set compressor_level_configs.0.codebook_size=512 (repeatable)",
     )
     show.set_defaults(func=show_config)

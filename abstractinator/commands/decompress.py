@@ -15,7 +15,9 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "decompress", help="restore a file made by `compress` (verified against its sha256)", description=__doc__,
+        "decompress",
+        help="restore a file made by `compress` (verified against its sha256)",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", type=Path, help="compressed file")

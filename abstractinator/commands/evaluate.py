@@ -28,9 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["hier_ae", "hf"], default="hier_ae", help="lm-eval model type")
-    parser.add_argument("--model_args", "--model-args", dest="model_args", nargs="+", default=None,
-                        help="lm-eval model args, e.g. checkpoint=PATH,device=cpu (PATH: file, folder, s3://, "
-                        "models:/name@alias); several words are joined with commas, as in the seed")
+    parser.add_argument(
+        "--model_args",
+        "--model-args",
+        dest="model_args",
+        nargs="+",
+        default=None,
+        help="lm-eval model args, e.g. checkpoint=PATH,device=cpu (PATH: file, folder, s3://, "
+        "models:/name@alias); several words are joined with commas, as in the seed",
+    )
     parser.add_argument("--config", default=None, help="config for hier_ae (default: the checkpoint's own)")
     parser.add_argument("--tasks", nargs="+", default=None, help="lm-eval tasks (default: the seed's seven)")
     parser.add_argument("--num_fewshot", "--num-fewshot", dest="num_fewshot", type=int, default=None)
@@ -41,18 +47,33 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", action="store_true", help="score val/test/Canterbury and files")
     parser.add_argument("--no-canterbury", action="store_true", help="skip the Canterbury texts")
     parser.add_argument("--data", type=Path, default=None, help="prepared shards (default: the config's)")
-    parser.add_argument("--text-file", "--text_file", dest="text_files", type=Path, action="append", default=[],
-                        help="a file to score (repeatable); named by its file name in the report")
-    parser.add_argument("--max-eval-bytes", dest="max_eval_bytes", type=int, default=None,
-                        help="cap on tokens read per split")
+    parser.add_argument(
+        "--text-file",
+        "--text_file",
+        dest="text_files",
+        type=Path,
+        action="append",
+        default=[],
+        help="a file to score (repeatable); named by its file name in the report",
+    )
+    parser.add_argument(
+        "--max-eval-bytes", dest="max_eval_bytes", type=int, default=None, help="cap on tokens read per split"
+    )
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: ./evaluation)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    parser.add_argument("--quality-benchmark", type=Path, default=None,
-                        help="a bench/quality.py JSON: adds its plain byte transformer to the bits-per-byte chart")
+    parser.add_argument(
+        "--quality-benchmark",
+        type=Path,
+        default=None,
+        help="a bench/quality.py JSON: adds its plain byte transformer to the bits-per-byte chart",
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    parser.add_argument("--write-local-tasks", action="store_true",
-                        help="only fetch the offline lm-eval data and write the <task>_local YAMLs; print their "
-                        "folder (lm-eval's --include_path)")
+    parser.add_argument(
+        "--write-local-tasks",
+        action="store_true",
+        help="only fetch the offline lm-eval data and write the <task>_local YAMLs; print their "
+        "folder (lm-eval's --include_path)",
+    )
 
 
 def _model_args_checkpoint(model_args: str | None) -> str | None:
@@ -93,11 +114,19 @@ def run(args: argparse.Namespace) -> int:
         raise EvaluationError(f"--batch_size {args.batch_size!r}: the report needs a whole number")
     try:
         params = EvaluateParams(
-            checkpoint=checkpoint, out_dir=out_dir, data_dir=args.data,
-            compression=args.compression or not args.tasks, canterbury=not args.no_canterbury,
-            tasks=args.tasks or [], limit=args.limit, num_fewshot=args.num_fewshot,
-            max_eval_bytes=args.max_eval_bytes, text_files=args.text_files, device=args.device,
-            batch_size=int(args.batch_size), tracking=not args.no_tracking,
+            checkpoint=checkpoint,
+            out_dir=out_dir,
+            data_dir=args.data,
+            compression=args.compression or not args.tasks,
+            canterbury=not args.no_canterbury,
+            tasks=args.tasks or [],
+            limit=args.limit,
+            num_fewshot=args.num_fewshot,
+            max_eval_bytes=args.max_eval_bytes,
+            text_files=args.text_files,
+            device=args.device,
+            batch_size=int(args.batch_size),
+            tracking=not args.no_tracking,
             quality_benchmark=args.quality_benchmark,
         )
     except ValidationError as error:
@@ -138,8 +167,16 @@ def _run_lm_eval_only(args: argparse.Namespace, tasks: list[str]) -> int:
             raise EvaluationError("--model hier_ae needs --model_args checkpoint=PATH")
         if args.config and "config=" not in model_args:
             model_args = f"{model_args},config={args.config}"
-    output = run_lm_eval(args.model, model_args, tasks, args.data, args.limit, args.num_fewshot,
-                         args.batch_size, None if args.device == "auto" else args.device)
+    output = run_lm_eval(
+        args.model,
+        model_args,
+        tasks,
+        args.data,
+        args.limit,
+        args.num_fewshot,
+        args.batch_size,
+        None if args.device == "auto" else args.device,
+    )
     if args.json:
         print(json.dumps(output["results"], indent=2, default=str))
     else:

@@ -15,8 +15,11 @@ import sys
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "lm-eval", help="lm-eval's CLI with the hier_ae model registered (all lm-eval flags work)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
+        "lm-eval",
+        help="lm-eval's CLI with the hier_ae model registered (all lm-eval flags work)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
         prefix_chars="\x01",  # no option of ours: every argument, --help included, is lm-eval's
     )
     parser.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments for lm-eval")

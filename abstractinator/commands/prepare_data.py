@@ -21,8 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hf-config", default=None, help="Hugging Face dataset config name")
     parser.add_argument("--hf-split", default="train", help="Hugging Face dataset split to read")
     parser.add_argument("--no-eval-sets", action="store_true", help="skip the held-out evaluation texts")
-    parser.add_argument("--force", action="store_true",
-                        help="prepare into a non-empty folder that prepare-data did not make (refused by default)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="prepare into a non-empty folder that prepare-data did not make (refused by default)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 

@@ -24,17 +24,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--model-name", default="abstractinator", help="registered model (default: %(default)s)")
-        sub.add_argument("--tracking-uri", default=None,
-                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the --project's local store)")
+        sub.add_argument(
+            "--tracking-uri",
+            default=None,
+            help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the --project's local store)",
+        )
         sub.add_argument("--project", default=None, help="project name of the local store (e.g. abstractinator-ci)")
         sub.add_argument("--json", action="store_true", help="print JSON")
         if name in ("promote", "rollback"):
-            sub.add_argument("--lock-timeout", type=float, default=120.0, metavar="SECONDS",
-                             help="wait this long for a live gate holding the lock (default: %(default)s)")
+            sub.add_argument(
+                "--lock-timeout",
+                type=float,
+                default=120.0,
+                metavar="SECONDS",
+                help="wait this long for a live gate holding the lock (default: %(default)s)",
+            )
         if name == "promote":
             sub.add_argument("--version", default=None, help="model version (default: the challenger alias)")
-            sub.add_argument("--force", metavar="WHY", default=None,
-                             help="override the gate (recorded with WHY, e.g. 'hotfix, approved by ...')")
+            sub.add_argument(
+                "--force",
+                metavar="WHY",
+                default=None,
+                help="override the gate (recorded with WHY, e.g. 'hotfix, approved by ...')",
+            )
             add_gate_arguments(sub)
         sub.set_defaults(func=run)
 
@@ -69,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except mlflow_failures() as error:
-        print(f"error: MLflow at {redact(uri)} failed: {type(error).__name__}: {one_line(error)}",
-              file=sys.stderr)
+        print(f"error: MLflow at {redact(uri)} failed: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
         return 2
 
 
@@ -97,9 +108,15 @@ def _run(args: argparse.Namespace, uri: str) -> int:
             if challenger is None:
                 raise registry.RegistryError(f"model {args.model_name!r} has no challenger; pass --version")
             version = str(challenger.version)
-        outcome = registry.promote(client, args.model_name, version, gate_rules_from(args),
-                                   force=args.force is not None, forced_by=args.force or "",
-                                   lock_timeout_s=args.lock_timeout)
+        outcome = registry.promote(
+            client,
+            args.model_name,
+            version,
+            gate_rules_from(args),
+            force=args.force is not None,
+            forced_by=args.force or "",
+            lock_timeout_s=args.lock_timeout,
+        )
     if args.json:
         print(outcome.model_dump_json(indent=2))
     else:

@@ -11,8 +11,12 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("stack", help="start/stop the full local stack (S3, PostgreSQL, MLflow)")
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--state-dir", type=Path, default=Path(".data/stack"),
-                        help="data, logs, pids, generated keys (%(default)s; git-ignored)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".data/stack"),
+        help="data, logs, pids, generated keys (%(default)s; git-ignored)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -35,8 +39,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"S3 (SeaweedFS)  {state['s3']['endpoint_url']}  bucket {state['s3']['bucket']}")
         print(f"MLflow          {state['mlflow']['uri']}  (PostgreSQL on 127.0.0.1:{state['postgres']['port']})")
         print(f"use it:         source {stack.state_dir / 'env'}")
-        print("then:           abstractinator pipeline run-local --config ci "
-              "--artifact-root s3://abstractinator/pipeline")
+        print(
+            "then:           abstractinator pipeline run-local --config ci --artifact-root s3://abstractinator/pipeline"
+        )
         return 0
     if args.action == "down":
         print("stopped" if stack.stop() else "the local stack was not running")

@@ -20,15 +20,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config file (.py exporting exp_config, .yaml, .json) or checkpoint")
     parser.add_argument(
-        "--resume_from_checkpoint", "--resume-from-checkpoint", dest="resume_from_checkpoint", default=None,
+        "--resume_from_checkpoint",
+        "--resume-from-checkpoint",
+        dest="resume_from_checkpoint",
+        default=None,
         help="checkpoint file, checkpoint folder (its latest) or s3:// URI to continue from",
     )
     parser.add_argument(
-        "--load_base_from", "--load-base-from", dest="load_base_from", default=None,
+        "--load_base_from",
+        "--load-base-from",
+        dest="load_base_from",
+        default=None,
         help="stage 2: base components (compressors + expanders) to load and freeze",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config field (repeatable), e.g. --set max_steps=20",
     )
     parser.add_argument("--data", type=Path, default=None, help="prepared shards (default: the config's dataset)")

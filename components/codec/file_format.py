@@ -86,9 +86,18 @@ def header_bytes(header: CodecHeader) -> bytes:
     if header.adapt is not None:
         details["adapt"] = header.adapt.model_dump()
     body = json.dumps(details, separators=(",", ":")).encode()
-    fixed = _FIXED.pack(header.bytes, header.payload_bytes, header.window, header.context, header.windows_per_block,
-                        header.precision_bits, bytes.fromhex(header.sha256), bytes.fromhex(header.payload_sha256),
-                        bytes.fromhex(header.model.weights_sha256), len(body))
+    fixed = _FIXED.pack(
+        header.bytes,
+        header.payload_bytes,
+        header.window,
+        header.context,
+        header.windows_per_block,
+        header.precision_bits,
+        bytes.fromhex(header.sha256),
+        bytes.fromhex(header.payload_sha256),
+        bytes.fromhex(header.model.weights_sha256),
+        len(body),
+    )
     return _PREFIX.pack(MAGIC, FORMAT_VERSION) + fixed + body
 
 
@@ -107,9 +116,15 @@ def read_header(stream: BinaryIO, name: str) -> CodecHeader:
     try:
         details = json.loads(body)
         return CodecHeader(
-            bytes=size, sha256=content.hex(), payload_bytes=payload, payload_sha256=payload_sha.hex(),
-            model=ModelIdentity(weights_sha256=weights.hex(), **details.get("model", {})), window=window,
-            context=context, windows_per_block=per_block, precision_bits=precision,
+            bytes=size,
+            sha256=content.hex(),
+            payload_bytes=payload,
+            payload_sha256=payload_sha.hex(),
+            model=ModelIdentity(weights_sha256=weights.hex(), **details.get("model", {})),
+            window=window,
+            context=context,
+            windows_per_block=per_block,
+            precision_bits=precision,
             adapt=AdaptSettings(**details["adapt"]) if details.get("adapt") else None,
         )
     except (ValueError, TypeError, ValidationError, UnicodeDecodeError):

@@ -89,8 +89,9 @@ def file_digest(path: Path) -> tuple[int, str]:
 def atomic_output(destination: Path):
     """A temporary file beside `destination`, renamed onto it on success and removed on any failure."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part",
-                                         delete=False)
+    handle = tempfile.NamedTemporaryFile(
+        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part", delete=False
+    )
     try:
         with handle:
             yield handle
@@ -124,8 +125,9 @@ def _blocks(windows: Iterator, per_block: int) -> Iterator[list]:
         yield block
 
 
-def compress_file(model, identity: ModelIdentity, source: Path, destination: Path, params: CodecParams,
-                  progress: bool = False) -> CodecSummary:
+def compress_file(
+    model, identity: ModelIdentity, source: Path, destination: Path, params: CodecParams, progress: bool = False
+) -> CodecSummary:
     if not source.is_file():
         raise CodecError(f"{source}: no such file")
     try:
@@ -141,8 +143,11 @@ def compress_file(model, identity: ModelIdentity, source: Path, destination: Pat
     size, content_sha = file_digest(source)
     windows = plan_windows(size + 2, window, context)
     payload, coded_bits = hashlib.sha256(), 0.0
-    with coding_mode(model), tempfile.TemporaryFile(dir=destination.parent if destination.parent.exists()
-                                                    else None) as body, _progress(size, progress, "compress") as bar:
+    with (
+        coding_mode(model),
+        tempfile.TemporaryFile(dir=destination.parent if destination.parent.exists() else None) as body,
+        _progress(size, progress, "compress") as bar,
+    ):
         adapter = OnlineAdapter(model, params.adapt) if params.adapt else None
         for block in _blocks(windows, params.windows_per_block):
             channel = EncodingChannel()
@@ -155,9 +160,16 @@ def compress_file(model, identity: ModelIdentity, source: Path, destination: Pat
             coded_bits += channel.bits
             payload.update(write_block(body, channel.finish()))
         header = CodecHeader(
-            bytes=size, sha256=content_sha, payload_bytes=body.tell(), payload_sha256=payload.hexdigest(),
-            model=identity, window=window, context=context, windows_per_block=params.windows_per_block,
-            precision_bits=PRECISION_BITS, adapt=params.adapt,
+            bytes=size,
+            sha256=content_sha,
+            payload_bytes=body.tell(),
+            payload_sha256=payload.hexdigest(),
+            model=identity,
+            window=window,
+            context=context,
+            windows_per_block=params.windows_per_block,
+            precision_bits=PRECISION_BITS,
+            adapt=params.adapt,
         )
         with atomic_output(destination) as out:
             out.write(header_bytes(header))
@@ -170,8 +182,11 @@ def compress_file(model, identity: ModelIdentity, source: Path, destination: Pat
 
 def _summary(original: int, compressed: int, payload: int, seconds: float) -> CodecSummary:
     return CodecSummary(
-        bytes_in=original, bytes_out=compressed, bits_per_byte=8 * compressed / max(original, 1),
-        payload_bits_per_byte=8 * payload / max(original, 1), seconds=seconds,
+        bytes_in=original,
+        bytes_out=compressed,
+        bits_per_byte=8 * compressed / max(original, 1),
+        payload_bits_per_byte=8 * payload / max(original, 1),
+        seconds=seconds,
         bytes_per_second=original / max(seconds, 1e-9),
     )
 
@@ -208,21 +223,26 @@ def decompress_file(model, source: Path, destination: Path, progress: bool = Fal
     header = read_verified_header(source)
     check_model(model, header, source)
     if header.precision_bits != PRECISION_BITS:
-        raise CodecError(f"{source}: coded at {header.precision_bits}-bit precision, this build codes at "
-                         f"{PRECISION_BITS}")
+        raise CodecError(
+            f"{source}: coded at {header.precision_bits}-bit precision, this build codes at {PRECISION_BITS}"
+        )
     started = time.perf_counter()
     model = copy.deepcopy(model) if header.adapt else model
     windows = plan_windows(header.bytes + 2, header.window, header.context)
     digest, written = hashlib.sha256(), 0
-    with coding_mode(model), source.open("rb") as stream, atomic_output(destination) as out, \
-            _progress(header.bytes, progress, "decompress") as bar:
+    with (
+        coding_mode(model),
+        source.open("rb") as stream,
+        atomic_output(destination) as out,
+        _progress(header.bytes, progress, "decompress") as bar,
+    ):
         read_header(stream, str(source))
         adapter = OnlineAdapter(model, header.adapt) if header.adapt else None
         tail = [BOS_ID]  # the stream so far, as far as the next window can look back
         for block in _blocks(windows, header.windows_per_block):
             channel = DecodingChannel(read_block(stream, str(source)))
             for start, known_end, end in block:
-                known = tail[len(tail) - (known_end - start):]
+                known = tail[len(tail) - (known_end - start) :]
                 new = run_window(model, known, end - known_end, channel)
                 data = _check_tokens(new, known_end, header.bytes, source)
                 out.write(data)
@@ -230,11 +250,13 @@ def decompress_file(model, source: Path, destination: Path, progress: bool = Fal
                 written += len(data)
                 if adapter:
                     adapter.update(known + new)
-                tail = (known + new)[-max(header.context, 1):]
+                tail = (known + new)[-max(header.context, 1) :]
                 bar.update(len(data))
         if written != header.bytes or digest.hexdigest() != header.sha256:
-            raise CodecError(f"{source}: the decoded content does not match its sha256 (decoded on another kind of "
-                             "CPU or torch build than it was coded on?)")
+            raise CodecError(
+                f"{source}: the decoded content does not match its sha256 (decoded on another kind of "
+                "CPU or torch build than it was coded on?)"
+            )
     return _summary(header.bytes, source.stat().st_size, header.payload_bytes, time.perf_counter() - started)
 
 

@@ -44,6 +44,7 @@ def load_codec_model(location: str) -> CodecModel:
     elif not location.startswith("s3://"):
         source = str(Path(location).resolve())
     loaded = load_model(source, device="cpu")
-    identity = ModelIdentity(weights_sha256=weights_sha256(loaded.model), source=source, registry_name=name,
-                             registry_version=version)
+    identity = ModelIdentity(
+        weights_sha256=weights_sha256(loaded.model), source=source, registry_name=name, registry_version=version
+    )
     return CodecModel(loaded.model, identity)

@@ -16,8 +16,13 @@ from mlflow.server.auth.client import AuthServiceClient
 
 
 def main() -> int:
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PIPELINE_USERNAME",
-             "PIPELINE_PASSWORD")
+    names = (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "PIPELINE_USERNAME",
+        "PIPELINE_PASSWORD",
+    )
     missing = [name for name in names if not os.environ.get(name)]
     if missing:
         print(f"error: missing environment: {', '.join(missing)}", file=sys.stderr)

@@ -9,20 +9,33 @@ from components.gate_rules import GateRules
 
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
     """The pipeline parameters as flags (defaults: the pipeline's)."""
-    d = {"config": "ci", "stage1_steps": 20, "stage2_steps": 20, "artifact_root": "artifacts",
-         "model_name": "abstractinator", **(defaults or {})}
+    d = {
+        "config": "ci",
+        "stage1_steps": 20,
+        "stage2_steps": 20,
+        "artifact_root": "artifacts",
+        "model_name": "abstractinator",
+        **(defaults or {}),
+    }
     parser.add_argument("--config", default=d["config"], help="config name or path (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override (repeatable)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)"
+    )
     parser.add_argument("--data-source", default="default", help="corpus (default: the embedded one)")
     parser.add_argument("--stage1-steps", type=int, default=d["stage1_steps"], help="stage 1 steps")
     parser.add_argument("--stage2-steps", type=int, default=d["stage2_steps"], help="stage 2 steps")
-    parser.add_argument("--artifact-root", default=d["artifact_root"],
-                        help="s3://bucket/prefix or a local folder (default: %(default)s)")
+    parser.add_argument(
+        "--artifact-root",
+        default=d["artifact_root"],
+        help="s3://bucket/prefix or a local folder (default: %(default)s)",
+    )
     parser.add_argument("--run-key", default="", help="run folder name (default: derived from config/data/code)")
     parser.add_argument("--model-name", default=d["model_name"], help="registered model (default: %(default)s)")
-    parser.add_argument("--no-skip-unchanged", action="store_true",
-                        help="retrain even if the champion has the same data, code and config")
+    parser.add_argument(
+        "--no-skip-unchanged",
+        action="store_true",
+        help="retrain even if the champion has the same data, code and config",
+    )
     parser.add_argument("--no-eval-sets", action="store_true", help="prepare no eval sets (Canterbury etc.)")
     parser.add_argument("--eval-task", dest="eval_tasks", action="append", default=[], help="lm-eval task")
     parser.add_argument("--eval-limit", type=int, default=0, help="examples per lm-eval task (0: all)")
@@ -34,28 +47,54 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict | None = N
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     rules = GateRules()
     parser.add_argument("--gate-metric", default=rules.metric, help="metric the gate compares (lower is better)")
-    parser.add_argument("--min-improvement", type=float, default=rules.min_improvement,
-                        help="margin to beat the champion by (default: %(default)s)")
-    parser.add_argument("--max-bits-per-byte", type=float, default=rules.max_bits_per_byte,
-                        help="ceiling on the metric, 0: none (default: %(default)s)")
-    parser.add_argument("--min-live-code-share", type=float, default=rules.min_live_code_share,
-                        help="floor on every level's live codebook share (default: %(default)s)")
+    parser.add_argument(
+        "--min-improvement",
+        type=float,
+        default=rules.min_improvement,
+        help="margin to beat the champion by (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-bits-per-byte",
+        type=float,
+        default=rules.max_bits_per_byte,
+        help="ceiling on the metric, 0: none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-live-code-share",
+        type=float,
+        default=rules.min_live_code_share,
+        help="floor on every level's live codebook share (default: %(default)s)",
+    )
 
 
 def gate_rules_from(args: argparse.Namespace) -> GateRules:
-    return GateRules(metric=args.gate_metric, min_improvement=args.min_improvement,
-                     max_bits_per_byte=args.max_bits_per_byte or None, min_live_code_share=args.min_live_code_share)
+    return GateRules(
+        metric=args.gate_metric,
+        min_improvement=args.min_improvement,
+        max_bits_per_byte=args.max_bits_per_byte or None,
+        min_live_code_share=args.min_live_code_share,
+    )
 
 
 def pipeline_arguments(args: argparse.Namespace) -> dict:
     """The kfp pipeline parameters from the flags of add_run_arguments."""
     return {
-        "config": args.config, "overrides": list(args.overrides), "data_source": args.data_source,
-        "stage1_steps": args.stage1_steps, "stage2_steps": args.stage2_steps, "artifact_root": args.artifact_root,
-        "run_key": args.run_key, "model_name": args.model_name, "gate_metric": args.gate_metric,
-        "min_improvement": args.min_improvement, "max_bits_per_byte": args.max_bits_per_byte or 0.0,
-        "min_live_code_share": args.min_live_code_share, "skip_if_unchanged": not args.no_skip_unchanged,
-        "include_eval_sets": not args.no_eval_sets, "eval_tasks": list(args.eval_tasks),
-        "eval_limit": args.eval_limit, "eval_max_bytes": args.eval_max_bytes,
+        "config": args.config,
+        "overrides": list(args.overrides),
+        "data_source": args.data_source,
+        "stage1_steps": args.stage1_steps,
+        "stage2_steps": args.stage2_steps,
+        "artifact_root": args.artifact_root,
+        "run_key": args.run_key,
+        "model_name": args.model_name,
+        "gate_metric": args.gate_metric,
+        "min_improvement": args.min_improvement,
+        "max_bits_per_byte": args.max_bits_per_byte or 0.0,
+        "min_live_code_share": args.min_live_code_share,
+        "skip_if_unchanged": not args.no_skip_unchanged,
+        "include_eval_sets": not args.no_eval_sets,
+        "eval_tasks": list(args.eval_tasks),
+        "eval_limit": args.eval_limit,
+        "eval_max_bytes": args.eval_max_bytes,
         "eval_canterbury": not args.no_canterbury,
     }

@@ -18,21 +18,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpus", type=int, default=1, help="nvidia.com/gpu per training/eval task (0: CPU)")
     parser.add_argument("--cpu", default="4", help="CPU of training/eval tasks (%(default)s)")
     parser.add_argument("--memory", default="16G", help="memory of training/eval tasks (%(default)s)")
-    parser.add_argument("--settings-config-map", default=defaults.settings_config_map,
-                        help="ConfigMap the tasks read their settings from (%(default)s; '': none)")
-    parser.add_argument("--s3-secret", default=defaults.s3_secret,
-                        help="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (%(default)s; '': none)")
-    parser.add_argument("--mlflow-auth-secret", default=defaults.mlflow_auth_secret,
-                        help="Secret holding MLFLOW_TRACKING_USERNAME / _PASSWORD (%(default)s; '': none)")
-    parser.add_argument("--training-retries", type=int, default=defaults.training_retries,
-                        help="retries of a failed training task, each resuming (%(default)s)")
-    parser.add_argument("--training-timeout", type=int, default=defaults.training_timeout_s, metavar="SECONDS",
-                        help="timeout of a training task (%(default)s)")
-    parser.add_argument("--s3-endpoint-url", default=None,
-                        help="fix ABSTRACTINATOR_S3_ENDPOINT_URL in the YAML instead of reading the ConfigMap's")
-    parser.add_argument("--mlflow-tracking-uri", default=None,
-                        help="fix MLFLOW_TRACKING_URI in the YAML instead of reading the ConfigMap's "
-                        "(no credentials: those come from the MLflow auth Secret)")
+    parser.add_argument(
+        "--settings-config-map",
+        default=defaults.settings_config_map,
+        help="ConfigMap the tasks read their settings from (%(default)s; '': none)",
+    )
+    parser.add_argument(
+        "--s3-secret",
+        default=defaults.s3_secret,
+        help="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (%(default)s; '': none)",
+    )
+    parser.add_argument(
+        "--mlflow-auth-secret",
+        default=defaults.mlflow_auth_secret,
+        help="Secret holding MLFLOW_TRACKING_USERNAME / _PASSWORD (%(default)s; '': none)",
+    )
+    parser.add_argument(
+        "--training-retries",
+        type=int,
+        default=defaults.training_retries,
+        help="retries of a failed training task, each resuming (%(default)s)",
+    )
+    parser.add_argument(
+        "--training-timeout",
+        type=int,
+        default=defaults.training_timeout_s,
+        metavar="SECONDS",
+        help="timeout of a training task (%(default)s)",
+    )
+    parser.add_argument(
+        "--s3-endpoint-url",
+        default=None,
+        help="fix ABSTRACTINATOR_S3_ENDPOINT_URL in the YAML instead of reading the ConfigMap's",
+    )
+    parser.add_argument(
+        "--mlflow-tracking-uri",
+        default=None,
+        help="fix MLFLOW_TRACKING_URI in the YAML instead of reading the ConfigMap's "
+        "(no credentials: those come from the MLflow auth Secret)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -46,21 +70,34 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--gpus {args.gpus}: must be >= 0")
     if args.training_retries < 0 or args.training_timeout < 1:
         raise ConfigError("--training-retries must be >= 0 and --training-timeout >= 1")
-    for flag, value in (("--mlflow-tracking-uri", args.mlflow_tracking_uri),
-                        ("--s3-endpoint-url", args.s3_endpoint_url)):
+    for flag, value in (
+        ("--mlflow-tracking-uri", args.mlflow_tracking_uri),
+        ("--s3-endpoint-url", args.s3_endpoint_url),
+    ):
         if value and (urlsplit(value).username or urlsplit(value).password):
-            raise ConfigError(f"{flag}: holds credentials (user:password@), which would be written into the "
-                              "compiled YAML; put them in the Secret named by --mlflow-auth-secret")
+            raise ConfigError(
+                f"{flag}: holds credentials (user:password@), which would be written into the "
+                "compiled YAML; put them in the Secret named by --mlflow-auth-secret"
+            )
     settings = ClusterSettings(
-        image=args.image, gpus=args.gpus, cpu=args.cpu, memory=args.memory,
-        settings_config_map=args.settings_config_map or None, s3_secret=args.s3_secret or None,
-        mlflow_auth_secret=args.mlflow_auth_secret or None, training_retries=args.training_retries,
-        training_timeout_s=args.training_timeout, s3_endpoint_url=args.s3_endpoint_url,
+        image=args.image,
+        gpus=args.gpus,
+        cpu=args.cpu,
+        memory=args.memory,
+        settings_config_map=args.settings_config_map or None,
+        s3_secret=args.s3_secret or None,
+        mlflow_auth_secret=args.mlflow_auth_secret or None,
+        training_retries=args.training_retries,
+        training_timeout_s=args.training_timeout,
+        s3_endpoint_url=args.s3_endpoint_url,
         mlflow_tracking_uri=args.mlflow_tracking_uri,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     compile_pipeline(str(args.out), settings)
-    where = (f"settings from ConfigMap {settings.settings_config_map}" if settings.settings_config_map
-             else "no settings ConfigMap")
+    where = (
+        f"settings from ConfigMap {settings.settings_config_map}"
+        if settings.settings_config_map
+        else "no settings ConfigMap"
+    )
     print(f"compiled {args.out} (image {args.image}, {args.gpus} GPU per training/eval task, {where})")
     return 0

@@ -11,11 +11,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser("run-local", help="run the whole pipeline on this machine (kfp.local)")
     add_run_arguments(parser)
-    parser.add_argument("--pipeline-root", type=Path, default=None,
-                        help="kfp.local's folder: task bookkeeping, KFP artifacts and the task cache (default: a "
-                        "temporary folder, nothing cached)")
-    parser.add_argument("--log-file", type=Path, default=None,
-                        help="where the tasks' full logs go (default: <data home>/pipeline-logs/run-local-*.log)")
+    parser.add_argument(
+        "--pipeline-root",
+        type=Path,
+        default=None,
+        help="kfp.local's folder: task bookkeeping, KFP artifacts and the task cache (default: a "
+        "temporary folder, nothing cached)",
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="where the tasks' full logs go (default: <data home>/pipeline-logs/run-local-*.log)",
+    )
     parser.add_argument("--raw", action="store_true", help="print kfp.local's own output instead of a summary")
     parser.set_defaults(func=run)
 

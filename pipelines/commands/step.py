@@ -42,11 +42,20 @@ def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluati
 
     try:
         return steps.promote_step(
-            params.run, params.registry.model_name, stage2["checkpoint_uri"], stage2["checkpoint_hash"],
-            evaluation["metrics"], prepared["data_hash"], evaluation["report_uri"], params.gate,
-            report_hash=evaluation["report_hash"], eval_run_id=evaluation.get("mlflow_run_id"),
-            stage1_run_id=stage1.get("mlflow_run_id"), stage2_run_id=stage2.get("mlflow_run_id"),
-            data_uri=prepared["data_uri"])
+            params.run,
+            params.registry.model_name,
+            stage2["checkpoint_uri"],
+            stage2["checkpoint_hash"],
+            evaluation["metrics"],
+            prepared["data_hash"],
+            evaluation["report_uri"],
+            params.gate,
+            report_hash=evaluation["report_hash"],
+            eval_run_id=evaluation.get("mlflow_run_id"),
+            stage1_run_id=stage1.get("mlflow_run_id"),
+            stage2_run_id=stage2.get("mlflow_run_id"),
+            data_uri=prepared["data_uri"],
+        )
     except mlflow_failures() as error:
         raise RegistryError(f"MLflow failed: {type(error).__name__}: {one_line(error)}") from None
 
@@ -60,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
     spec, results = params.run, args.results
     results.mkdir(parents=True, exist_ok=True)
     if args.name == "prepare":
-        result = steps.prepare_step(spec, params.data.source, params.registry.model_name, False,
-                                    params.data.include_eval_sets, params.data.out_dir)
+        result = steps.prepare_step(
+            spec,
+            params.data.source,
+            params.registry.model_name,
+            False,
+            params.data.include_eval_sets,
+            params.data.out_dir,
+        )
     elif args.name in ("stage1", "stage2"):
         prepared = _read(results, "prepare")
         base = _read(results, "stage1")["base_components_uri"] if args.name == "stage2" else None
@@ -75,9 +90,17 @@ def run(args: argparse.Namespace) -> int:
                 shutil.copyfile(curve, target)
     elif args.name == "evaluate":
         prepared, stage2 = _read(results, "prepare"), _read(results, "stage2")
-        result = steps.evaluate_step(spec, stage2["checkpoint_uri"], prepared["data_uri"], prepared["data_hash"],
-                                     params.evaluate.tasks, params.evaluate.limit, params.evaluate.max_eval_bytes,
-                                     params.evaluate.canterbury, checkpoint_hash=stage2["checkpoint_hash"])
+        result = steps.evaluate_step(
+            spec,
+            stage2["checkpoint_uri"],
+            prepared["data_uri"],
+            prepared["data_hash"],
+            params.evaluate.tasks,
+            params.evaluate.limit,
+            params.evaluate.max_eval_bytes,
+            params.evaluate.canterbury,
+            checkpoint_hash=stage2["checkpoint_hash"],
+        )
         (results / "eval_metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
     else:
         prepared, stage2, evaluation = _read(results, "prepare"), _read(results, "stage2"), _read(results, "evaluate")

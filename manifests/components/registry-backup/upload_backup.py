@@ -25,8 +25,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {dump} is missing or empty", file=sys.stderr)
         return 2
     bucket, _, prefix = destination.removeprefix("s3://").partition("/")
-    key = "/".join(part for part in (prefix.strip("/"), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + ".dump")
-                   if part)
+    key = "/".join(
+        part for part in (prefix.strip("/"), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + ".dump") if part
+    )
     boto3.client("s3").upload_file(str(dump), bucket, key)
     print(f"s3://{bucket}/{key}")
     return 0
