@@ -54,8 +54,9 @@ test-long: setup ## run the hours-long tests (whole Canterbury texts and a 2 MB 
 test-all: setup ## run every test that this machine can run
 	$(PYTEST) -m "not cuda" -q
 
-lint: setup ## ruff lint
+lint: setup ## ruff lint and format check (CI runs it)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 format: setup ## ruff format the code
 	$(PY) -m ruff format .
