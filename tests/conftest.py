@@ -13,18 +13,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def forget_environment_caches() -> None:
+    """Drop what was read from the environment once per process: our settings, and boto3's default session,
+    whose credentials botocore resolves once and keeps (a later test's AWS_* keys would otherwise be ignored)."""
+    import sys
+
+    from components.settings import get_settings
+
+    get_settings.cache_clear()
+    if "boto3" in sys.modules:
+        sys.modules["boto3"].DEFAULT_SESSION = None
+
+
 @pytest.fixture
 def settings_env(monkeypatch):
-    """Set environment variables that Settings reads, with the cached settings rebuilt before and after."""
-    from components.settings import get_settings
+    """Set environment variables that Settings (and boto3) read, with the cached settings and boto3's default
+    session rebuilt before and after."""
 
     def set_env(**variables: str) -> None:
         for name, value in variables.items():
             monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
+        forget_environment_caches()
 
     yield set_env
-    get_settings.cache_clear()
+    forget_environment_caches()
 
 
 @pytest.fixture
