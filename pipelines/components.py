@@ -9,7 +9,7 @@ annotations as types.
 
 `code_identity` (the compiled checkout's, components.provenance.code_identity) is an input of every task: it is
 part of KFP's cache key, and each task refuses to run in an image holding other code
-(pipelines.task_runtime.check_task_environment). Training and evaluation read the prepared data through its
+(pipelines.task_runtime.task_run_spec). Training and evaluation read the prepared data through its
 content-addressed URI and data hash rather than the Dataset artifact: KFP keys a cached task by the names of its
 input artifacts (kubeflow/pipelines backend/src/v2/cacheutils/cache.go `GenerateCacheKey`; kfp.local alike), and
 the data task, which asks the registry, is never cached, so an artifact input would make every run a cache miss.
@@ -41,20 +41,11 @@ def prepare_data(
     is "retrain", or "skip" when the registry's champion was made from this data, code and config (named
     `Output` because kfp.local 2.17.3 resolves only `<task>-Output` references in dsl.If conditions)."""
     from pipelines.kfp_artifacts import save_dataset
-    from pipelines.steps import RunSpec, prepare_step
-    from pipelines.task_runtime import artifact_root as resolve_root
-    from pipelines.task_runtime import check_task_environment, task_failure
+    from pipelines.steps import prepare_step
+    from pipelines.task_runtime import task_failure, task_run_spec
 
     with task_failure():
-        check_task_environment(code_identity)
-        spec = RunSpec(
-            config=config,
-            overrides=overrides,
-            stage1_steps=stage1_steps,
-            stage2_steps=stage2_steps,
-            artifact_root=resolve_root(artifact_root),
-            run_key=run_key or None,
-        )
+        spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
         result = prepare_step(spec, data_source, model_name, skip_if_unchanged, include_eval_sets)
         save_dataset(result.local_dir, dataset, result.data_hash)
     return (
@@ -82,20 +73,11 @@ def stage1_pretrain(
 ) -> NamedTuple("Stage1Outputs", checkpoint_uri=str, checkpoint_hash=str, base_components_hash=str, mlflow_run_id=str):
     """Compressors + expanders (no top LM): the final checkpoint and the base components as Model artifacts."""
     from pipelines.kfp_artifacts import save_model
-    from pipelines.steps import RunSpec, train_stage_step
-    from pipelines.task_runtime import artifact_root as resolve_root
-    from pipelines.task_runtime import check_task_environment, show_progress, task_failure
+    from pipelines.steps import train_stage_step
+    from pipelines.task_runtime import show_progress, task_failure, task_run_spec
 
     with task_failure():
-        check_task_environment(code_identity)
-        spec = RunSpec(
-            config=config,
-            overrides=overrides,
-            stage1_steps=stage1_steps,
-            stage2_steps=stage2_steps,
-            artifact_root=resolve_root(artifact_root),
-            run_key=run_key or None,
-        )
+        spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
         result = train_stage_step(spec, "stage1", data_uri, data_hash, progress=show_progress())
         save_model(result.checkpoint_uri, checkpoint, result.checkpoint_hash, stage="stage1")
         save_model(result.base_components_uri, base_components, result.base_components_hash, stage="stage1")
@@ -118,20 +100,11 @@ def stage2_top_lm(
 ) -> NamedTuple("Stage2Outputs", checkpoint_uri=str, checkpoint_hash=str, mlflow_run_id=str):
     """The top LM on the frozen stage-1 base (verified against the hash stage 1 reported)."""
     from pipelines.kfp_artifacts import save_model, verified_model_path
-    from pipelines.steps import RunSpec, train_stage_step
-    from pipelines.task_runtime import artifact_root as resolve_root
-    from pipelines.task_runtime import check_task_environment, show_progress, task_failure
+    from pipelines.steps import train_stage_step
+    from pipelines.task_runtime import show_progress, task_failure, task_run_spec
 
     with task_failure():
-        check_task_environment(code_identity)
-        spec = RunSpec(
-            config=config,
-            overrides=overrides,
-            stage1_steps=stage1_steps,
-            stage2_steps=stage2_steps,
-            artifact_root=resolve_root(artifact_root),
-            run_key=run_key or None,
-        )
+        spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
         base = verified_model_path(base_components, base_components_hash)
         result = train_stage_step(spec, "stage2", data_uri, data_hash, base, progress=show_progress())
         save_model(result.checkpoint_uri, checkpoint, result.checkpoint_hash, stage="stage2")
@@ -160,20 +133,11 @@ def evaluate(
     """Bits per byte, code use, reconstruction, optional lm-eval tasks: every metric in `scores`, the report as
     Markdown (and report.json under the artifact root)."""
     from pipelines.kfp_artifacts import log_metrics, save_report, verified_model_path
-    from pipelines.steps import RunSpec, evaluate_step
-    from pipelines.task_runtime import artifact_root as resolve_root
-    from pipelines.task_runtime import check_task_environment, task_failure
+    from pipelines.steps import evaluate_step
+    from pipelines.task_runtime import task_failure, task_run_spec
 
     with task_failure():
-        check_task_environment(code_identity)
-        spec = RunSpec(
-            config=config,
-            overrides=overrides,
-            stage1_steps=stage1_steps,
-            stage2_steps=stage2_steps,
-            artifact_root=resolve_root(artifact_root),
-            run_key=run_key or None,
-        )
+        spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
         path = verified_model_path(checkpoint, checkpoint_hash)
         result = evaluate_step(
             spec,
@@ -221,20 +185,11 @@ def promote(
     `report_hash`, and the evaluation run) and lineage (the runs and image that made it), then run the gate."""
     from components.gate_rules import GateRules
     from pipelines.kfp_artifacts import verified_model_path
-    from pipelines.steps import RunSpec, promote_step
-    from pipelines.task_runtime import artifact_root as resolve_root
-    from pipelines.task_runtime import check_task_environment, task_failure
+    from pipelines.steps import promote_step
+    from pipelines.task_runtime import task_failure, task_run_spec
 
     with task_failure():
-        check_task_environment(code_identity)
-        spec = RunSpec(
-            config=config,
-            overrides=overrides,
-            stage1_steps=stage1_steps,
-            stage2_steps=stage2_steps,
-            artifact_root=resolve_root(artifact_root),
-            run_key=run_key or None,
-        )
+        spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
         verified_model_path(checkpoint, checkpoint_hash)  # the lineage input is the checkpoint registered
         rules = GateRules(
             metric=gate_metric,

@@ -68,6 +68,30 @@ def artifact_root(requested: str) -> str:
     return root
 
 
+def task_run_spec(
+    code_identity: str,
+    config: str,
+    overrides: list,
+    stage1_steps: int,
+    stage2_steps: int,
+    artifact_root_parameter: str,
+    run_key: str,
+):
+    """What every component does first: check the task's environment, then build the run's RunSpec from the
+    pipeline parameters (an empty run key means derived; an empty artifact root means the ConfigMap's)."""
+    from pipelines.steps import RunSpec
+
+    check_task_environment(code_identity)
+    return RunSpec(
+        config=config,
+        overrides=overrides,
+        stage1_steps=stage1_steps,
+        stage2_steps=stage2_steps,
+        artifact_root=artifact_root(artifact_root_parameter),
+        run_key=run_key or None,
+    )
+
+
 def check_task_environment(compiled_code_identity: str) -> None:
     """Stop before any work when the task cannot do it right (see the module docstring)."""
     from components.provenance import code_identity
