@@ -463,7 +463,7 @@ class Trainer:
                     loss=f"{step_metrics['loss/total_avg_accum']:.3f}",
                     bytes_s=f"{step_metrics['performance/tokens_per_sec']:,.0f}",
                 )
-                if sigterm.received:
+                if sigterm.received and self.step < self.total_steps:  # at the last step the run is simply done
                     interrupted = True
                     log.warning("stopped_by_sigterm", step=self.step)
                     break

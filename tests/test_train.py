@@ -185,6 +185,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path: Path, corpus: Path) 
             "--set",
             "max_steps=100000",
             "--set",
+            "num_epochs=1000",  # one epoch is ~90 steps: the run must still be going at the SIGTERM
+            "--set",
             "checkpoint_interval=100000",
             "--set",
             f"checkpoint_dir={ckpt}",

@@ -61,6 +61,7 @@ def test_tracking_server_down_mid_run_loses_no_metric(tmp_path: Path, corpus: Pa
             corpus,
             tmp_path / "ckpt",
             "max_steps=100000",
+            "num_epochs=1000",  # one epoch of this corpus is ~90 steps: the run must outlast the test
             "mlflow_batch_interval=5",
             "checkpoint_interval=5",
             "validation_interval=100000",
