@@ -2,7 +2,7 @@
 
 Errors a user can fix (a bad config, a missing data source, a full disk, a folder we may not write) exit with
 status 2 and one line on stderr naming the problem; anything else is a bug and keeps its traceback (exit 1).
-Whatever is printed has its credentials masked (components/redaction.py).
+Whatever is printed has its credentials masked (components/infrastructure/redaction.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sys
 import traceback
 
 import abstractinator.commands
-from components.logs import configure_logging
-from components.redaction import one_line, redact
+from components.infrastructure.logs import configure_logging
+from components.infrastructure.redaction import one_line, redact
 from configs import ConfigError
 
 
@@ -28,12 +28,12 @@ def command_modules() -> list:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exception types whose message is the whole story for the user."""
-    from components.checkpoints import CheckpointError
-    from components.data_sources import DataSourceError
-    from components.evaluate import EvaluationError
-    from components.local_stack import PostgresError, StackError
-    from components.promote import RegistryError
-    from components.storage import StorageError
+    from components.data.data_sources import DataSourceError
+    from components.evaluation.evaluate import EvaluationError
+    from components.infrastructure.storage import StorageError
+    from components.registry.promote import RegistryError
+    from components.training.checkpoints import CheckpointError
+    from devtools.local_stack import PostgresError, StackError
 
     return (
         ConfigError,

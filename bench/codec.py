@@ -35,9 +35,9 @@ import zstandard  # noqa: E402
 from components.codec.file_format import AdaptSettings  # noqa: E402
 from components.codec.files import CodecParams, compress_file, decompress_file  # noqa: E402
 from components.codec.model_source import load_codec_model  # noqa: E402
-from components.compression_eval import evaluate_compression, split_windows, text_windows  # noqa: E402
-from components.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data  # noqa: E402
-from components.settings import get_settings  # noqa: E402
+from components.data.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data  # noqa: E402
+from components.evaluation.compression_eval import evaluate_compression, split_windows, text_windows  # noqa: E402
+from components.infrastructure.settings import get_settings  # noqa: E402
 
 COMPRESSORS = {
     "gzip -9": lambda data: gzip.compress(data, compresslevel=9, mtime=0),

@@ -1,7 +1,7 @@
 """Model quality at equal wall-clock: the project's model against a plain causal byte transformer.
 
 In one run, on the config's corpus (the default corpus unless told otherwise):
-1. the project's model is trained through the project's own `train()` (components/train.py) with the config and
+1. the project's model is trained through the project's own `train()` (components/training/train.py) with the config and
    workflow given: `two-stage` (stage 1 base, stage 2 top LM on the frozen base, as `make demo` runs it) or
    `joint` (everything from the first step). Training is cut into slices (`stop_after_steps`, resumed from the
    slice's checkpoint, same schedule as one run); the budget is the wall-clock seconds of its optimizer steps
@@ -51,14 +51,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from model_throughput import PlainByteTransformer, count, matching_baseline  # noqa: E402
 
-from components.byte_windows import ByteWindowLoader  # noqa: E402
-from components.compression_eval import baseline_bits_per_byte, split_windows, text_windows  # noqa: E402
-from components.eval_data import CANTERBURY_TEXTS  # noqa: E402
-from components.model_loading import load_model  # noqa: E402
-from components.optimization import build_optimizer  # noqa: E402
-from components.stages import load_pipeline_config, stage_configs  # noqa: E402
-from components.train import Trainer, TrainParams, train  # noqa: E402
-from components.train_data import resolve_training_data  # noqa: E402
+from components.data.byte_windows import ByteWindowLoader  # noqa: E402
+from components.data.eval_data import CANTERBURY_TEXTS  # noqa: E402
+from components.data.train_data import resolve_training_data  # noqa: E402
+from components.evaluation.compression_eval import baseline_bits_per_byte, split_windows, text_windows  # noqa: E402
+from components.evaluation.model_loading import load_model  # noqa: E402
+from components.training.optimization import build_optimizer  # noqa: E402
+from components.training.stages import load_pipeline_config, stage_configs  # noqa: E402
+from components.training.train import Trainer, TrainParams, train  # noqa: E402
 from configs import ExpConfig  # noqa: E402
 from model.tokenizer import NUM_BYTES  # noqa: E402
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.data_sources import sha256_file
-from components.storage import (
+from components.data.data_sources import sha256_file
+from components.infrastructure.storage import (
     StorageError,
     download_file,
     fetch_file,

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.gate_rules import GateRules
+from components.registry.gate_rules import GateRules
 from configs import ConfigError
 from configs.loading import describe_validation_error
 from pipelines.steps import RunSpec

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from components.logs import get_logger
+from components.infrastructure.logs import get_logger
 
 log = get_logger(__name__)
 PROGRESS_ENV = "ABSTRACTINATOR_PIPELINE_PROGRESS"
@@ -35,7 +35,7 @@ def run_local(
     cached). `follow=False` leaves kfp.local's output as it is."""
     from kfp import local
 
-    from components.settings import get_settings
+    from components.infrastructure.settings import get_settings
     from pipelines.local_progress import FollowableOutput, default_log_path
     from pipelines.training import build_pipeline
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from components.promote import (
+from components.infrastructure.redaction import redact
+from components.infrastructure.tracking import ui_command
+from components.registry.promote import (
     CHALLENGER,
     CHAMPION,
     RegistryError,
@@ -12,8 +14,6 @@ from components.promote import (
     metrics_of,
     status,
 )
-from components.redaction import redact
-from components.tracking import ui_command
 
 SHOWN_METRICS = ("test_bits_per_byte", "val_bits_per_byte", "live_code_share_L0", "reconstruction_exact_match_bytes")
 

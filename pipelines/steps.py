@@ -21,11 +21,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.gate_rules import GateRules
-from components.logs import get_logger
-from components.provenance import code_identity, git_commit
-from components.settings import get_settings
-from components.stages import StageConfigs, join_uri, load_pipeline_config, run_key, stage_configs
+from components.infrastructure.logs import get_logger
+from components.infrastructure.provenance import code_identity, git_commit
+from components.infrastructure.settings import get_settings
+from components.registry.gate_rules import GateRules
+from components.training.stages import StageConfigs, join_uri, load_pipeline_config, run_key, stage_configs
 from pipelines import artifacts
 
 log = get_logger(__name__)
@@ -62,7 +62,7 @@ def _cache_dir(*parts: str) -> Path:
 def local_data(data_uri: str, data_hash: str) -> Path:
     """Prepared data on this machine (fetched into the cache unless it already holds this data hash), verified:
     every file against the manifest, the manifest against `data_hash`."""
-    from components.shards import ManifestError, verify
+    from components.data.shards import ManifestError, verify
 
     if not artifacts.is_s3(data_uri):
         manifest = verify(Path(data_uri))
@@ -105,8 +105,8 @@ def prepare_step(
 ) -> PrepareStepResult:
     """Prepare `data_source` (into `prepared_dir`, default: the data home's folder for it), publish it to an
     s3:// artifact root, and check whether the registry's champion already has this data, code and config."""
-    from components.prepare_data import PrepareDataParams, prepare_data
-    from components.train_data import prepared_dir_for
+    from components.data.prepare_data import PrepareDataParams, prepare_data
+    from components.data.train_data import prepared_dir_for
 
     prepared = prepare_data(
         PrepareDataParams(
@@ -143,8 +143,8 @@ def prepare_step(
 def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_hash: str, code: str):
     """Whether the champion was made from this data, code (code identity, not the git commit: an uncommitted
     edit is a change) and config."""
-    from components.promote import CHAMPION, alias_version, client_for
-    from components.tracking import resolve_tracking_uri
+    from components.infrastructure.tracking import resolve_tracking_uri
+    from components.registry.promote import CHAMPION, alias_version, client_for
 
     if code == "unknown":
         return False, "the code identity is unknown: retraining"
@@ -218,8 +218,8 @@ def train_stage_step(
     checkpoint is this very run's. With several training processes (pipelines.torchrun.training_processes:
     the pod's GPUs, or ABSTRACTINATOR_TRAINING_PROCESSES) the trainer runs under torchrun, one process per
     device, each on batch_size / N windows, so the global batch and the result are the one-process run's."""
-    from components.checkpoints import CheckpointStore
-    from components.train import TrainParams
+    from components.training.checkpoints import CheckpointStore
+    from components.training.train import TrainParams
     from pipelines.task_runtime import tag_mlflow_run
     from pipelines.torchrun import run_training, training_processes
 
@@ -285,7 +285,7 @@ def evaluate_step(
     checkpoint_hash: str | None = None,
 ) -> EvaluateStepResult:
     """Evaluate the checkpoint (verified against `checkpoint_hash` first, when given) into the run's eval folder."""
-    from components.evaluate import EvaluateParams, evaluate
+    from components.evaluation.evaluate import EvaluateParams, evaluate
     from pipelines.task_runtime import tag_mlflow_run
 
     eval_uri = join_uri(spec.run_root(data_hash), "eval")
@@ -332,7 +332,7 @@ def _kfp_run_tag() -> dict[str, str]:
 def _registered_result(client, model_name: str, checkpoint_hash: str, tracking_uri: str):
     """The earlier decision on this very checkpoint, when a version of `model_name` holds it already (a run whose
     training and evaluation came from KFP's cache), so it is not registered and judged a second time."""
-    from components.promote import CHAMPION, alias_version
+    from components.registry.promote import CHAMPION, alias_version
 
     try:
         found = client.search_model_versions(f"name='{model_name}' and tags.checkpoint_hash='{checkpoint_hash}'")
@@ -390,10 +390,10 @@ def promote_step(
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    from components.gate_evidence import record_evidence
-    from components.promote import client_for, promote, register_version, version_tags
-    from components.pyfunc_model import log_pyfunc_model
-    from components.tracking import resolve_tracking_uri
+    from components.infrastructure.tracking import resolve_tracking_uri
+    from components.registry.gate_evidence import record_evidence
+    from components.registry.promote import client_for, promote, register_version, version_tags
+    from components.registry.pyfunc_model import log_pyfunc_model
 
     stages = spec.stages(data_hash)
     config = stages.stage2

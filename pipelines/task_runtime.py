@@ -94,7 +94,7 @@ def task_run_spec(
 
 def check_task_environment(compiled_code_identity: str) -> None:
     """Stop before any work when the task cannot do it right (see the module docstring)."""
-    from components.provenance import code_identity
+    from components.infrastructure.provenance import code_identity
 
     settings = TaskSettings()
     if settings.require_tracking_server and not settings.mlflow_tracking_uri.strip():
@@ -133,8 +133,8 @@ def task_failure() -> Iterator[None]:
     """In a component: a problem the user fixes (settings, config, damaged or mismatched data) ends the task with
     one `error: ...` line and exit status 2 instead of a traceback. Anything else still raises (and KFP retries
     the training tasks)."""
-    from components.redaction import one_line
-    from components.storage import StorageError
+    from components.infrastructure.redaction import one_line
+    from components.infrastructure.storage import StorageError
     from configs import ConfigError
 
     try:

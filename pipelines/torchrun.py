@@ -1,11 +1,11 @@
 """Running the trainer under torchrun inside one pipeline step: one process per GPU the pod was given.
 
 A pipeline stage (pipelines.steps.train_stage_step: the kfp component and `abstractinator pipeline step`) calls
-`run_training(params, training_processes())`: with 0 or 1 GPU it calls `components.train.train` in
+`run_training(params, training_processes())`: with 0 or 1 GPU it calls `components.training.train.train` in
 its own process (nothing changes from the local runner); with N > 1 it writes the TrainParams to a JSON file and
 runs `python -m torch.distributed.run --standalone --nproc_per_node N -m pipelines.torchrun --params F --result R`
-(this module's `main`), whose rank 0 writes the TrainResult back as JSON. The same `components.train.train`
-runs in every case; DDP, rank-0-only logging and checkpointing live there (components/distributed.py).
+(this module's `main`), whose rank 0 writes the TrainResult back as JSON. The same `components.training.train.train`
+runs in every case; DDP, rank-0-only logging and checkpointing live there (components/training/distributed.py).
 
 SIGTERM (a pod eviction) sent to the step is passed on to torchrun, which passes it to every rank: the trainer
 saves a checkpoint and exits 143, and `run_training` returns the interrupted result (or raises if none was
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from components.train import TrainParams, TrainResult
+    from components.training.train import TrainParams, TrainResult
 
 WORKER_MODULE = "pipelines.torchrun"
 PROCESSES_ENV = "ABSTRACTINATOR_TRAINING_PROCESSES"
@@ -105,7 +105,7 @@ def _run_forwarding_sigterm(command: list[str]) -> int:
 
 def run_training(params: TrainParams, gpus: int | None = None, workdir: Path | None = None) -> TrainResult:
     """Train with `params` on `gpus` processes (default: every visible GPU); in-process when that is 0 or 1."""
-    from components.train import TrainResult, train
+    from components.training.train import TrainResult, train
 
     nproc = visible_gpus() if gpus is None else gpus
     if nproc <= 1:
@@ -123,7 +123,7 @@ def run_training(params: TrainParams, gpus: int | None = None, workdir: Path | N
 
 def main(argv: list[str] | None = None) -> int:
     """One torchrun worker: train with the params file; rank 0 writes the result file."""
-    from components.train import TrainParams, train
+    from components.training.train import TrainParams, train
 
     parser = argparse.ArgumentParser(prog=f"python -m {WORKER_MODULE}")
     parser.add_argument("--params", type=Path, required=True)

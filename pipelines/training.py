@@ -25,7 +25,7 @@ champion's; when all three match, the rest of the pipeline is skipped (dsl.If) a
 from kfp import dsl, kubernetes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.components import make_components
+from pipelines.kfp_tasks import make_tasks
 from pipelines.task_runtime import REQUIRE_TRACKING_ENV, RUN_ID_ENV, RUN_ID_LABEL, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 
 PIPELINE_NAME = "abstractinator-training"
@@ -147,10 +147,10 @@ def _configure(task, settings: ClusterSettings, kind: str):
 def build_pipeline(settings: ClusterSettings | None = None, local: bool = False):
     """The pipeline function. `local`: for kfp.local (no platform settings: they would only warn; caching as
     compiled, which kfp.local honours when its cache is on)."""
-    from components.provenance import code_identity as current_code
+    from components.infrastructure.provenance import code_identity as current_code
 
     settings = settings or ClusterSettings()
-    steps = make_components(settings.image)
+    steps = make_tasks(settings.image)
     code = settings.code_identity or current_code()
 
     def configure(task, kind: str):

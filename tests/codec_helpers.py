@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from components.checkpoints import CheckpointStore
 from components.codec.file_format import ModelIdentity, weights_sha256
 from components.codec.files import CodecParams, compress_file, decompress_file
+from components.training.checkpoints import CheckpointStore
 from model import build_model
 from model.tokenizer import BOS_ID
 from tests.model_helpers import real_text, tiny_config, train
@@ -56,7 +56,7 @@ def trained_model():
 
 
 def save_checkpoint(model, folder: Path) -> str:
-    """The model as a training checkpoint file that components/model_loading.py reads."""
+    """The model as a training checkpoint file that components/evaluation/model_loading.py reads."""
     return CheckpointStore(folder).save(
         {"model_state": model.state_dict(), "exp_config": model.config.as_dict(), "global_step": 1}, 1
     )

@@ -18,7 +18,7 @@ def forget_environment_caches() -> None:
     whose credentials botocore resolves once and keeps (a later test's AWS_* keys would otherwise be ignored)."""
     import sys
 
-    from components.settings import get_settings
+    from components.infrastructure.settings import get_settings
 
     get_settings.cache_clear()
     if "boto3" in sys.modules:
@@ -78,7 +78,7 @@ def text_corpus(tmp_path) -> tuple[Path, dict[str, bytes]]:
 
 def prepare_small_corpus(root: Path, count: int, seed: int) -> Path:
     """`write_corpus` under root/text, prepared into root/prepared (no eval sets, no download)."""
-    from components.prepare_data import PrepareDataParams, prepare_data
+    from components.data.prepare_data import PrepareDataParams, prepare_data
 
     write_corpus(root / "text", count, seed=seed)
     out = root / "prepared"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mlflow.entities import Metric
 
-from components import promote as registry
-from components.gate_evidence import record_evidence
+from components.registry import promote as registry
+from components.registry.gate_evidence import record_evidence
 
 
 def experiment_id(client, name: str = "candidates", artifact_root: Path | None = None) -> str:

@@ -1,7 +1,7 @@
-"""Real servers for integration tests: the local stack's classes (components/local_stack.py), on loopback and
+"""Real servers for integration tests: the local stack's classes (devtools/local_stack.py), on loopback and
 free ports, stopped by the tests that start them."""
 
-from components.local_stack import (
+from devtools.local_stack import (
     LocalStack,
     MlflowServer,
     PostgresServer,

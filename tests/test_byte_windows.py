@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from components.byte_windows import ByteWindowLoader, SplitStream, iter_eval_windows
-from components.data_sources import DataSourceError
-from components.prepare_data import PrepareDataParams, prepare_data, split_of
-from components.shards import ManifestError
+from components.data.byte_windows import ByteWindowLoader, SplitStream, iter_eval_windows
+from components.data.data_sources import DataSourceError
+from components.data.prepare_data import PrepareDataParams, prepare_data, split_of
+from components.data.shards import ManifestError
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 

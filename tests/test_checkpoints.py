@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.checkpoints import (
+from components.training.checkpoints import (
     CheckpointError,
     CheckpointStore,
     atomic_torch_save,

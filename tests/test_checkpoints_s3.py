@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.checkpoints import CheckpointStore, load_checkpoint
-from components.storage import fetch_file, list_objects, publish_file
+from components.infrastructure.storage import fetch_file, list_objects, publish_file
+from components.training.checkpoints import CheckpointStore, load_checkpoint
 from tests.servers import SeaweedS3Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -702,7 +702,7 @@ def test_registry_backup_and_restore_as_the_cronjob_and_docs_do(built, tmp_path)
 
 
 def check_bin(name: str) -> str:
-    from components.local_stack import _postgres_bin
+    from devtools.local_stack import _postgres_bin
 
     return _postgres_bin(name)
 

@@ -53,7 +53,7 @@ def test_bad_topology_is_refused(kwargs, message):
 
 
 def ci_params(tmp_path: Path, steps: int = 2):
-    from components.train import TrainParams
+    from components.training.train import TrainParams
     from configs import load_config
 
     config = load_config(
@@ -72,7 +72,7 @@ def ci_params(tmp_path: Path, steps: int = 2):
 
 
 def test_params_survive_the_json_hand_over(tmp_path):
-    from components.train import TrainParams
+    from components.training.train import TrainParams
 
     params = ci_params(tmp_path)
     assert TrainParams.model_validate_json(params.model_dump_json()) == params
@@ -80,10 +80,10 @@ def test_params_survive_the_json_hand_over(tmp_path):
 
 @pytest.mark.parametrize("gpus", [0, 1])
 def test_one_gpu_or_none_trains_in_process(monkeypatch, tmp_path, gpus):
-    import components.train
+    import components.training.train
 
     calls = []
-    monkeypatch.setattr(components.train, "train", lambda params: calls.append(params) or "in-process")
+    monkeypatch.setattr(components.training.train, "train", lambda params: calls.append(params) or "in-process")
     monkeypatch.setattr(torchrun, "_run_forwarding_sigterm", lambda command: pytest.fail("started torchrun"))
     params = ci_params(tmp_path)
     assert run_training(params, gpus=gpus) == "in-process"
@@ -91,10 +91,10 @@ def test_one_gpu_or_none_trains_in_process(monkeypatch, tmp_path, gpus):
 
 
 def test_several_gpus_run_the_worker_under_torchrun_and_read_rank0s_result(monkeypatch, tmp_path):
-    import components.train
-    from components.train import TrainParams, TrainResult
+    import components.training.train
+    from components.training.train import TrainParams, TrainResult
 
-    monkeypatch.setattr(components.train, "train", lambda params: pytest.fail("trained in-process"))
+    monkeypatch.setattr(components.training.train, "train", lambda params: pytest.fail("trained in-process"))
     seen = {}
     result = TrainResult(
         stage="joint",
@@ -163,7 +163,7 @@ def test_sigterm_is_forwarded_to_the_training_processes(tmp_path):
 
 @pytest.mark.slow
 def test_two_cpu_processes_train_through_the_worker(tmp_path, monkeypatch, data_home, text_corpus):
-    from components.prepare_data import PrepareDataParams, prepare_data
+    from components.data.prepare_data import PrepareDataParams, prepare_data
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
@@ -183,7 +183,7 @@ STAGE_OVERRIDES = ["validation_interval=1000", "generation_interval=1000", "chec
 
 @pytest.fixture(scope="module")
 def small_prepared(tmp_path_factory) -> tuple[Path, str]:
-    from components.shards import load_manifest
+    from components.data.shards import load_manifest
     from tests.conftest import prepare_small_corpus
 
     prepared = prepare_small_corpus(tmp_path_factory.mktemp("stage-corpus"), 150, seed=2)
@@ -199,7 +199,7 @@ def stage_spec(root: Path, steps: int):
 
 
 def model_state(checkpoint: str) -> dict:
-    from components.checkpoints import load_checkpoint
+    from components.training.checkpoints import load_checkpoint
 
     return load_checkpoint(checkpoint)["model_state"]
 

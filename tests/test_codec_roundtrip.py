@@ -3,7 +3,7 @@
 A tiny model trained once per session (tests/codec_helpers.py) has entropy that varies, so boundaries come from
 the entropy rule; untrained tiny models cover the property test and two levels with two queries per segment.
 The size check ties three computations together: the compression report's batched conditional code length
-(components/compression_eval.py), the encoder's step-by-step distributions (what it actually coded) and the
+(components/evaluation/compression_eval.py), the encoder's step-by-step distributions (what it actually coded) and the
 range coder's output.
 """
 
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from components.codec.file_format import AdaptSettings
 from components.codec.files import CodecParams
-from components.compression_eval import evaluate_compression, text_windows
+from components.evaluation.compression_eval import evaluate_compression, text_windows
 from model import build_model
 from tests.codec_helpers import WINDOW, codec_config, round_trip, trained_model
 from tests.model_helpers import (
@@ -107,8 +107,8 @@ def test_adaptive_mode_round_trips_and_learns_from_the_file(model, tmp_path):
 
 def canterbury_texts() -> dict[str, bytes]:
     """The four English Canterbury texts from the prepared data home (skip when it has not been prepared)."""
-    from components.eval_data import CANTERBURY_TEXTS
-    from components.settings import get_settings
+    from components.data.eval_data import CANTERBURY_TEXTS
+    from components.infrastructure.settings import get_settings
 
     folder = get_settings().default_prepared_dir / "eval" / "canterbury"
     if not all((folder / f"{name}.txt").is_file() for name in CANTERBURY_TEXTS):

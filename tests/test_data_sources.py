@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from components import data_sources
-from components.data_sources import (
+from components.data import data_sources
+from components.data.data_sources import (
     DataSourceError,
     HuggingFaceSource,
     LocalFilesSource,
@@ -26,8 +26,8 @@ from components.data_sources import (
     read_sotu,
     resolve_source,
 )
-from components.eval_data import LM_EVAL_TASK_FILES, extract_canterbury, extract_lm_eval
-from components.prepare_data import PrepareDataParams, prepare_data
+from components.data.eval_data import LM_EVAL_TASK_FILES, extract_canterbury, extract_lm_eval
+from components.data.prepare_data import PrepareDataParams, prepare_data
 
 
 def make_tar(path: Path, members: dict[str, bytes]) -> Path:
@@ -178,7 +178,7 @@ def test_s3_source_on_unreachable_endpoint_fails_fast_naming_the_bucket(unreacha
 
 
 def test_storage_errors_name_bucket_and_key(unreachable_s3):
-    from components.storage import StorageError, download_bytes
+    from components.infrastructure.storage import StorageError, download_bytes
 
     with pytest.raises(StorageError, match="^s3://ckpt/run1/latest: object store unreachable"):
         download_bytes("ckpt", "run1/latest")

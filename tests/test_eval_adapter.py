@@ -9,9 +9,9 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from components.conditional_code_length import HierarchicalAEScorer, ScoringWindow
-from components.hier_ae_lm import HierarchicalAELM, plan_windows
-from components.lm_eval_tasks import write_rolling_task
+from components.evaluation.conditional_code_length import HierarchicalAEScorer, ScoringWindow
+from components.evaluation.hier_ae_lm import HierarchicalAELM, plan_windows
+from components.evaluation.lm_eval_tasks import write_rolling_task
 from model import build_model
 from tests.model_helpers import real_text, text_windows, tiny_config, torch_single_thread, train  # noqa: F401
 from tests.test_eval_conditional import brute_force_bits
@@ -114,7 +114,7 @@ def test_long_texts_are_scored_window_by_window(tiny_model):
 
 
 def _unframed_bits(model, window: ScoringWindow) -> float:
-    from components.conditional_code_length import conditional_bits_of_batch
+    from components.evaluation.conditional_code_length import conditional_bits_of_batch
 
     return conditional_bits_of_batch(model, [window], torch.device("cpu"))[0]
 
@@ -162,7 +162,7 @@ def test_generate_until_with_the_model_stops_at_a_stop_string(trained_model):
 
 
 def test_hier_ae_needs_a_checkpoint():
-    from components.evaluate import EvaluationError
+    from components.evaluation.evaluate import EvaluationError
 
     with pytest.raises(EvaluationError, match="checkpoint="):
         HierarchicalAELM()

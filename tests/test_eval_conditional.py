@@ -1,4 +1,4 @@
-"""Conditional code length (components/conditional_code_length.py) against a brute-force sum.
+"""Conditional code length (components/evaluation/conditional_code_length.py) against a brute-force sum.
 
 The brute force recomputes, position by position and in plain Python, the expander cross-entropy of every
 token of every level and the top LM cross-entropy of every top row, decides which segments the receiver knows
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from components.conditional_code_length import ScoringWindow, conditional_bits_of_batch
+from components.evaluation.conditional_code_length import ScoringWindow, conditional_bits_of_batch
 from model import build_model
 from model.tokenizer import BOS_ID
 from tests.model_helpers import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.checkpoints import CheckpointError, CheckpointStore
-from components.model_loading import load_model
+from components.evaluation.model_loading import load_model
+from components.training.checkpoints import CheckpointError, CheckpointStore
 from model import build_model
 from tests.model_helpers import tiny_config
 
@@ -41,7 +41,7 @@ def test_registry_alias_resolves_to_the_versions_checkpoint(saved, tmp_path, set
     client = MlflowClient(tracking_uri)
     experiment = client.create_experiment("registry-test", artifact_location=(tmp_path / "artifacts").as_uri())
     run = client.create_run(experiment)
-    # A slim checkpoint (model_state + exp_config, no format marker), as components/pyfunc_model.py logs it.
+    # A slim checkpoint (model_state + exp_config, no format marker), as components/registry/pyfunc_model.py logs it.
     slim = tmp_path / "model.pt"
     full = torch.load(file_uri, weights_only=True)
     torch.save({"model_state": full["model_state"], "exp_config": full["exp_config"]}, slim)

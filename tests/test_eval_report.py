@@ -13,14 +13,14 @@ import pytest
 import torch
 import zstandard
 
-from components.byte_windows import iter_eval_windows
-from components.checkpoints import CheckpointError, CheckpointStore
 from components.codec.window_coder import default_context, plan_windows
-from components.compression_eval import baseline_bits_per_byte
-from components.conditional_code_length import conditional_bits_of_tokens
-from components.evaluate import EvaluateParams, EvaluationError, evaluate
-from components.model_loading import load_model
-from components.train import TrainParams, train
+from components.data.byte_windows import iter_eval_windows
+from components.evaluation.compression_eval import baseline_bits_per_byte
+from components.evaluation.conditional_code_length import conditional_bits_of_tokens
+from components.evaluation.evaluate import EvaluateParams, EvaluationError, evaluate
+from components.evaluation.model_loading import load_model
+from components.training.checkpoints import CheckpointError, CheckpointStore
+from components.training.train import TrainParams, train
 from configs import load_config
 from model import build_model
 from model.tokenizer import NUM_BYTES
@@ -226,7 +226,7 @@ def test_a_base_without_top_lm_cannot_be_asked_for_bits(tmp_path):
 
 
 def test_bar_chart_gains_the_plain_model_bar_from_a_quality_benchmark(tmp_path, monkeypatch):
-    from components import eval_report
+    from components.evaluation import eval_report
 
     entry = {"bits_per_byte": 2.5, "baselines": {"gzip": 3.0, "bzip2": 2.8, "xz": 2.9, "zstd": 3.1}}
     benchmark = {
@@ -273,7 +273,7 @@ def test_params_reject_unknown_fields(tmp_path):
 
 def test_lm_eval_command_line_runs_hier_ae_with_every_flag_passed_through(ci_checkpoint, tmp_path, capsys):
     from abstractinator.cli import main
-    from components.lm_eval_tasks import write_rolling_task
+    from components.evaluation.lm_eval_tasks import write_rolling_task
 
     write_rolling_task("notes_bpb", ["The harbour was quiet.", "Boats were in, nets were dry."], tmp_path / "tasks")
     code = main(

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from abstractinator.cli import main
-from components.prepare_data import MARKER_NAME, PrepareDataParams, prepare_data
-from components.train import TrainParams, train
+from components.data.prepare_data import MARKER_NAME, PrepareDataParams, prepare_data
+from components.training.train import TrainParams, train
 from configs import load_config
 from model import build_model
 from tests.conftest import prepare_small_corpus, write_corpus
@@ -405,7 +405,7 @@ def test_the_lm_eval_adapter_scores_text_with_lone_surrogates() -> None:
     traceback); the adapter scores their bytes instead, one to one."""
     from lm_eval.api.instance import Instance
 
-    from components.hier_ae_lm import HierarchicalAELM, to_bytes
+    from components.evaluation.hier_ae_lm import HierarchicalAELM, to_bytes
     from tests.test_eval_adapter import UniformByteScorer
 
     text = "caf\u00e9 \ud800 end"

@@ -15,10 +15,10 @@ import pytest
 from mlflow import MlflowClient
 
 from abstractinator.cli import main
-from components.checkpoints import CheckpointStore, load_checkpoint
-from components.storage import StorageError, abort_incomplete_uploads
-from components.tracking import RunTracker
-from components.train import TrainParams, train
+from components.infrastructure.storage import StorageError, abort_incomplete_uploads
+from components.infrastructure.tracking import RunTracker
+from components.training.checkpoints import CheckpointStore, load_checkpoint
+from components.training.train import TrainParams, train
 from configs import load_config
 from tests.conftest import prepare_small_corpus
 from tests.servers import MlflowServer, SeaweedS3Server
@@ -88,7 +88,7 @@ def s3_env(seaweed, monkeypatch, settings_env, tmp_path):
     for name, value in seaweed.server.client_env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off: ours are the ones under test
-    monkeypatch.setattr("components.storage.UPLOAD_BACKOFF_S", 0.5)
+    monkeypatch.setattr("components.infrastructure.storage.UPLOAD_BACKOFF_S", 0.5)
     settings_env(
         ABSTRACTINATOR_S3_ENDPOINT_URL=seaweed.server.endpoint_url,
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",

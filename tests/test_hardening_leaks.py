@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from abstractinator.cli import main
-from components.redaction import MASK, redact, redact_data
-from components.tracking import RunTracker
+from components.infrastructure.redaction import MASK, redact, redact_data
+from components.infrastructure.tracking import RunTracker
 from tests.conftest import prepare_small_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,9 +17,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from components.checkpoints import CheckpointStore, load_checkpoint, read_checkpoint_file
-from components.tracking import RunTracker
-from components.train import Trainer, TrainingDiverged, TrainParams, train
+from components.infrastructure.tracking import RunTracker
+from components.training.checkpoints import CheckpointStore, load_checkpoint, read_checkpoint_file
+from components.training.train import Trainer, TrainingDiverged, TrainParams, train
 from configs import load_config
 from model.quantizer import EmaVectorQuantizer
 from tests.conftest import prepare_small_corpus

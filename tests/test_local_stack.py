@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from abstractinator.cli import main
-from components.local_stack import LocalStack, StackError
+from devtools.local_stack import LocalStack, StackError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from components.optimization import build_optimizer, build_scheduler, lr_multiplier_fn, parameter_groups
+from components.training.optimization import build_optimizer, build_scheduler, lr_multiplier_fn, parameter_groups
 from configs import ExpConfig
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from abstractinator.cli import main
-from components.provenance import code_identity
+from components.infrastructure.provenance import code_identity
 from pipelines.task_runtime import SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 from pipelines.training import DEFAULT_IMAGE, ClusterSettings, compile_pipeline
 

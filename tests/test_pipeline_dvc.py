@@ -132,10 +132,10 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
     (repo / "data" / "local" / "b.txt").unlink()
     for relative, stages in (
         ("model/attention.py", TRAINING | {"evaluate"}),
-        ("components/train.py", TRAINING),
-        ("components/evaluate.py", {"evaluate"}),
-        ("components/data_sources.py", {"prepare"}),
-        ("components/gate_rules.py", set()),
+        ("components/training/train.py", TRAINING),
+        ("components/evaluation/evaluate.py", {"evaluate"}),
+        ("components/data/data_sources.py", {"prepare"}),
+        ("components/registry/gate_rules.py", set()),
     ):
         original = (repo / relative).read_bytes()
         append(relative)

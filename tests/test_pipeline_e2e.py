@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components import promote as registry
+from components.registry import promote as registry
 from tests.servers import MlflowServer, PostgresServer, SeaweedS3Server
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,11 +1,11 @@
-"""The two stage configs of a pipeline run, derived from one config (components/stages.py)."""
+"""The two stage configs of a pipeline run, derived from one config (components/training/stages.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from components.provenance import config_hash
-from components.stages import join_uri, load_pipeline_config, resolve_config_path, run_key, stage_configs
+from components.infrastructure.provenance import config_hash
+from components.training.stages import join_uri, load_pipeline_config, resolve_config_path, run_key, stage_configs
 from configs import ConfigError
 
 
@@ -103,7 +103,7 @@ def make_checkout(root, git: bool = True):
 
 
 def test_code_identity_changes_with_any_edit_to_code_committed_or_not(tmp_path) -> None:
-    from components.provenance import code_identity
+    from components.infrastructure.provenance import code_identity
 
     repo = make_checkout(tmp_path)
     clean = code_identity(repo)
@@ -125,7 +125,7 @@ def test_an_image_without_git_agrees_with_the_checkout_it_was_built_from(tmp_pat
     __pycache__ behind. Its identity is the clean checkout's."""
     import shutil
 
-    from components.provenance import code_identity
+    from components.infrastructure.provenance import code_identity
 
     repo = make_checkout(tmp_path / "repo")
     image = tmp_path / "image"
@@ -140,7 +140,7 @@ def test_an_image_without_git_agrees_with_the_checkout_it_was_built_from(tmp_pat
 
 
 def test_code_identity_of_an_installed_wheel_is_the_recorded_one(tmp_path, monkeypatch) -> None:
-    from components.provenance import code_identity
+    from components.infrastructure.provenance import code_identity
 
     site = tmp_path / "site-packages"
     (site / "components").mkdir(parents=True)
@@ -151,7 +151,7 @@ def test_code_identity_of_an_installed_wheel_is_the_recorded_one(tmp_path, monke
 
 
 def test_this_checkout_has_an_identity_and_the_run_key_follows_it(ci) -> None:
-    from components.provenance import code_identity
+    from components.infrastructure.provenance import code_identity
 
     identity = code_identity()
     assert len(identity) == 64 and identity == code_identity()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from kfp.dsl import Metrics, Model
 
-from components.provenance import code_identity
+from components.infrastructure.provenance import code_identity
 from pipelines import kfp_artifacts, task_runtime
-from pipelines.components import stage1_pretrain
+from pipelines.kfp_tasks import stage1_pretrain
 
 SETTINGS = (
     "MLFLOW_TRACKING_URI",

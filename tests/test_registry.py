@@ -14,9 +14,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from abstractinator.cli import main
-from components import promote as registry
-from components.gate_rules import GateRules
-from components.registry_lock import LockError, RegistryLock
+from components.registry import promote as registry
+from components.registry.gate_rules import GateRules
+from components.registry.registry_lock import LockError, RegistryLock
 from tests import registry_helpers
 from tests.servers import free_port
 

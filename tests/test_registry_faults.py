@@ -1,7 +1,7 @@
 """A promotion survives a tracking server killed at a random point of it: the CLI fails in one line (exit 2),
 and after the server restarts the next gate run completes what was pending, breaks the dead gate's lock within
-seconds, and leaves the champion, the audit history and the version tags in agreement (components/promote.py,
-components/registry_lock.py)."""
+seconds, and leaves the champion, the audit history and the version tags in agreement (components/registry/promote.py,
+components/registry/registry_lock.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from components import promote as registry
-from components.gate_rules import GateRules
+from components.registry import promote as registry
+from components.registry.gate_rules import GateRules
 from tests.registry_helpers import add_version
 from tests.servers import MlflowServer
 from tests.test_registry_race import assert_consistent

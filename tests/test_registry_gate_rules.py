@@ -1,10 +1,10 @@
-"""The gate's rule as a pure function of metrics (components/gate_rules.py)."""
+"""The gate's rule as a pure function of metrics (components/registry/gate_rules.py)."""
 
 from __future__ import annotations
 
 import math
 
-from components.gate_rules import GateRules, absolute_problems, decide
+from components.registry.gate_rules import GateRules, absolute_problems, decide
 
 RULES = GateRules(min_improvement=0.05, max_bits_per_byte=6.0, min_live_code_share=0.2)
 

@@ -1,5 +1,5 @@
 """The registered model as mlflow.pyfunc: logged from a checkpoint, loaded by alias, predicting bits per byte,
-codes and generated text for strings (components/pyfunc_model.py); self-contained (it loads and serves where
+codes and generated text for strings (components/registry/pyfunc_model.py); self-contained (it loads and serves where
 this repository cannot be imported) and never unpickled."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
-from components import promote as registry
-from components.pyfunc_model import log_pyfunc_model
-from components.stages import load_pipeline_config
+from components.registry import promote as registry
+from components.registry.pyfunc_model import log_pyfunc_model
+from components.training.stages import load_pipeline_config
 from model import build_model
 from tests.servers import free_port, wait_for
 

@@ -1,6 +1,6 @@
 """Gates racing against a real MLflow server on loopback must leave a consistent champion: every decision is
 made under the registry lock against the champion of the moment, and a dead gate's lock is broken exactly once
-(components/registry_lock.py, components/promote.py)."""
+(components/registry/registry_lock.py, components/registry/promote.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from components import promote as registry
-from components.gate_rules import GateRules
+from components.registry import promote as registry
+from components.registry.gate_rules import GateRules
 from tests.registry_helpers import add_version
 from tests.servers import MlflowServer
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from components.provenance import config_hash, flatten
-from components.tracking import RunTracker, replay_unsent
+from components.infrastructure.provenance import config_hash, flatten
+from components.infrastructure.tracking import RunTracker, replay_unsent
 from configs import ExpConfig
 
 
@@ -82,7 +82,7 @@ def test_config_hash_ignores_locations_but_not_what_is_trained() -> None:
 
 
 def test_git_commit_comes_from_the_checkout_or_from_the_image_setting(tmp_path: Path, settings_env) -> None:
-    from components.provenance import git_commit
+    from components.infrastructure.provenance import git_commit
 
     commit = git_commit()
     assert len(commit.removesuffix("-dirty")) == 40

@@ -14,8 +14,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from components.checkpoints import CheckpointStore, load_checkpoint, read_checkpoint_file
-from components.train import TrainParams, train
+from components.training.checkpoints import CheckpointStore, load_checkpoint, read_checkpoint_file
+from components.training.train import TrainParams, train
 from configs import load_config
 from tests.conftest import prepare_small_corpus
 

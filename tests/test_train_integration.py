@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from components.checkpoints import CheckpointStore, load_checkpoint, step_of
+from components.training.checkpoints import CheckpointStore, load_checkpoint, step_of
 from tests.conftest import prepare_small_corpus
 from tests.servers import MlflowServer, PostgresServer, wait_for
 

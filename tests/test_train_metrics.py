@@ -2,7 +2,7 @@
 
 import torch
 
-from components.train_metrics import StepMetrics
+from components.training.train_metrics import StepMetrics
 from model import build_model
 from tests.model_helpers import text_windows, tiny_config, torch_single_thread  # noqa: F401
 

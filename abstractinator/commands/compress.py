@@ -65,10 +65,10 @@ def report(summary, as_json: bool, verb: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.checkpoints import CheckpointError
     from components.codec.file_format import AdaptSettings, CodecError
     from components.codec.files import CodecParams, compress_file
     from components.codec.model_source import load_codec_model
+    from components.training.checkpoints import CheckpointError
 
     try:
         if args.output.resolve() == args.input.resolve():

@@ -30,10 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from abstractinator.commands.compress import report
-    from components.checkpoints import CheckpointError
     from components.codec.file_format import CodecError
     from components.codec.files import check_model, decompress_file, read_verified_header
     from components.codec.model_source import load_codec_model
+    from components.training.checkpoints import CheckpointError
 
     try:
         if args.output.resolve() == args.input.resolve():

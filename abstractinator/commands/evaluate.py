@@ -3,7 +3,7 @@
 Seed style, lm-eval tasks only (results printed as lm-eval's table):
     evaluate --model hier_ae --model_args checkpoint=PATH[,device=cpu] [--tasks T ...] [--limit N]
     evaluate --model hf --model_args pretrained=NAME                    (lm-eval's own hf model)
-Pipeline style, the full report (components/evaluate.py):
+Pipeline style, the full report (components/evaluation/evaluate.py):
     evaluate --checkpoint PATH --compression [--data DIR] [--text-file PATH] [--tasks T ...] --out DIR
 Without --tasks the seed's default tasks run (as <task>_local when the hub is offline).
 """
@@ -83,13 +83,13 @@ def _model_args_checkpoint(model_args: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.evaluate import EvaluationError, use_offline_hub_settings
-    from components.lm_eval_tasks import DEFAULT_TASKS
+    from components.evaluation.evaluate import EvaluationError, use_offline_hub_settings
+    from components.evaluation.lm_eval_tasks import DEFAULT_TASKS
 
     use_offline_hub_settings()
     args.model_args = ",".join(args.model_args) if args.model_args else None
     if args.write_local_tasks:
-        from components.evaluate import local_tasks_dir
+        from components.evaluation.evaluate import local_tasks_dir
 
         print(local_tasks_dir(args.data).resolve())
         return 0
@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
         raise EvaluationError("the compression report needs --checkpoint PATH")
     from pydantic import ValidationError
 
-    from components.checkpoints import ensure_writable_folder
-    from components.evaluate import EvaluateParams, evaluate
+    from components.evaluation.evaluate import EvaluateParams, evaluate
+    from components.training.checkpoints import ensure_writable_folder
     from configs.loading import describe_validation_error
 
     # Every input and the output folder are checked before anything is scored (which takes minutes).
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_text_file(path: Path) -> None:
-    from components.evaluate import EvaluationError
+    from components.evaluation.evaluate import EvaluationError
 
     if not path.exists():
         raise EvaluationError(f"--text-file {path}: no such file")
@@ -159,7 +159,7 @@ def _check_text_file(path: Path) -> None:
 def _run_lm_eval_only(args: argparse.Namespace, tasks: list[str]) -> int:
     from lm_eval.utils import make_table
 
-    from components.evaluate import EvaluationError, run_lm_eval
+    from components.evaluation.evaluate import EvaluationError, run_lm_eval
 
     model_args = args.model_args
     if args.model == "hier_ae":

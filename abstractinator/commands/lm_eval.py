@@ -27,12 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.evaluate import use_offline_hub_settings
+    from components.evaluation.evaluate import use_offline_hub_settings
 
     use_offline_hub_settings()
     from lm_eval.__main__ import cli_evaluate
 
-    import components.hier_ae_lm  # noqa: F401  (registers hier_ae before lm-eval parses --model)
+    import components.evaluation.hier_ae_lm  # noqa: F401  (registers hier_ae before lm-eval parses --model)
 
     saved = sys.argv
     sys.argv = ["lm-eval", *args.lm_eval_args]

@@ -33,9 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from components.data_sources import DataSourceError
-    from components.prepare_data import PrepareDataParams, prepare_data
-    from components.settings import get_settings
+    from components.data.data_sources import DataSourceError
+    from components.data.prepare_data import PrepareDataParams, prepare_data
+    from components.infrastructure.settings import get_settings
     from configs.loading import describe_validation_error
 
     fields = {

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def tracking_uri_of(args: argparse.Namespace) -> str:
-    from components.tracking import resolve_tracking_uri
+    from components.infrastructure.tracking import resolve_tracking_uri
 
     return args.tracking_uri or resolve_tracking_uri(args.project)
 
@@ -70,8 +70,8 @@ def mlflow_failures() -> tuple[type[BaseException], ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.promote import RegistryError
-    from components.redaction import one_line, redact
+    from components.infrastructure.redaction import one_line, redact
+    from components.registry.promote import RegistryError
 
     uri = ""
     try:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, uri: str) -> int:
-    from components import promote as registry
+    from components.registry import promote as registry
     from pipelines.commands import gate_rules_from
     from pipelines.registry_view import history_table, status_table
 

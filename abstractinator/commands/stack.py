@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.local_stack import StackError
+    from devtools.local_stack import StackError
 
     try:
         return _run(args)
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from components.local_stack import LocalStack
+    from devtools.local_stack import LocalStack
 
     stack = LocalStack(args.state_dir)
     if args.action == "up":

@@ -48,8 +48,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.redaction import redact_data
-    from components.train import TrainParams, train
+    from components.infrastructure.redaction import redact_data
+    from components.training.train import TrainParams, train
     from configs import ConfigError, load_config
     from configs.loading import apply_overrides, validate_config
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:
         config = load_config(args.config, args.overrides)
     else:  # the checkpoint's own config: a file, a folder (its latest) or s3://
-        from components.checkpoints import load_checkpoint
+        from components.training.checkpoints import load_checkpoint
 
         location = args.resume_from_checkpoint
         stored = load_checkpoint(location).get("exp_config")
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if key in result.final_metrics:
             print(f"{key}: {result.final_metrics[key]:.4f}")
     if result.tracking_uri:
-        from components.tracking import ui_command
+        from components.infrastructure.tracking import ui_command
 
         print(f"MLflow run {result.mlflow_run_id}: {ui_command(result.tracking_uri)}")
     return 0 if not result.interrupted else 143

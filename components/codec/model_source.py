@@ -1,4 +1,4 @@
-"""The model a file is coded with: loaded through components/model_loading.py, identified for the header.
+"""The model a file is coded with: loaded through components/evaluation/model_loading.py, identified for the header.
 
 A registry reference with an alias (models:/name@champion) is pinned to the version the alias points at now
 (models:/name/3), so `decompress` without --model finds the same weights after the alias has moved on.
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.codec.file_format import CodecError, ModelIdentity, weights_sha256
-from components.model_loading import load_model
+from components.evaluation.model_loading import load_model
 
 
 @dataclass
@@ -25,8 +25,8 @@ def _registry_pin(location: str) -> tuple[str, str, str]:
     if "@" not in reference:
         name, version = reference.rsplit("/", 1)
         return name, version, location
-    from components.promote import alias_version, client_for
-    from components.tracking import resolve_tracking_uri
+    from components.infrastructure.tracking import resolve_tracking_uri
+    from components.registry.promote import alias_version, client_for
 
     name, alias = reference.split("@", 1)
     version = alias_version(client_for(resolve_tracking_uri(None)), name, alias)

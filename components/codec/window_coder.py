@@ -13,7 +13,7 @@ the same distributions from the same inputs in the same order, which is what kee
 
 What the receiver knows before the window, computed by both ends from the known tokens alone
 (`known_prefix`): the known tokens at level 0, and at each level above the codes of the closed segments below
-(components/conditional_code_length.py's `known_counts`, from one pass over known + one probe token: segments
+(components/evaluation/conditional_code_length.py's `known_counts`, from one pass over known + one probe token: segments
 and pooling are causal, so the probe changes nothing it returns). Everything else is sent: the top codes from
 the first unknown top row (the code of a segment that straddles the cut included), each level's tokens from its
 first unknown one. That is the conditional code length of the window's new tokens given its known ones.
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 
 import torch
 
-from components.conditional_code_length import known_counts
+from components.evaluation.conditional_code_length import known_counts
 from model.generation import LevelDecoder, TopCodeSource
 from model.tokenizer import EOS_ID
 

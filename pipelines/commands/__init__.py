@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from components.gate_rules import GateRules
+from components.registry.gate_rules import GateRules
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:

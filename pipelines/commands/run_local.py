@@ -31,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from components.settings import get_settings
-    from components.stages import load_pipeline_config
-    from components.tracking import resolve_tracking_uri
+    from components.infrastructure.settings import get_settings
+    from components.infrastructure.tracking import resolve_tracking_uri
+    from components.training.stages import load_pipeline_config
     from pipelines.commands import pipeline_arguments
     from pipelines.local_progress import default_log_path
     from pipelines.local_run import run_local

@@ -37,8 +37,8 @@ def _read(results: Path, step: str) -> dict:
 def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluation: dict):
     """The promote step with the evidence and lineage the earlier steps recorded; a failing MLflow is one line."""
     from abstractinator.commands.registry import mlflow_failures
-    from components.promote import RegistryError
-    from components.redaction import one_line
+    from components.infrastructure.redaction import one_line
+    from components.registry.promote import RegistryError
 
     try:
         return steps.promote_step(
@@ -61,7 +61,7 @@ def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluati
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.stages import join_uri
+    from components.training.stages import join_uri
     from pipelines import artifacts, steps
     from pipelines.dvc_params import load_dvc_params
 

@@ -1,12 +1,12 @@
 """The MLflow registry gate: register a challenger, move `champion` (or refuse, saying why), roll back, history.
 
 One registered model holds every version a pipeline run produced. Aliases: `challenger` (the newest candidate),
-`champion` (the serving one). The gate decides from the version's evidence (components/gate_evidence.py: the
+`champion` (the serving one). The gate decides from the version's evidence (components/registry/gate_evidence.py: the
 evaluation report and run, checked at promotion time), never from tags; version tags mirror provenance, metrics
 (`metric.<name>`) and each decision (`gate.decision`, `gate.reasons`, ...) for people to read.
 
 Every decision is a run in the `promotions` experiment (the audit record). A decision is made and applied under
-the registry lock (components/registry_lock.py: a lease with a heartbeat, broken safely when its holder dies),
+the registry lock (components/registry/registry_lock.py: a lease with a heartbeat, broken safely when its holder dies),
 and applied crash-consistently, in this order:
 
 1. the audit run is created with `state=pending` and everything the decision writes (one create call);
@@ -28,10 +28,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from components.gate_evidence import LINEAGE_KEYS, EvidenceError, read_evidence
-from components.gate_rules import GateDecision, GateRules, decide
-from components.logs import get_logger
-from components.registry_lock import LockError, RegistryError, RegistryLock, already_exists, not_found
+from components.infrastructure.logs import get_logger
+from components.registry.gate_evidence import LINEAGE_KEYS, EvidenceError, read_evidence
+from components.registry.gate_rules import GateDecision, GateRules, decide
+from components.registry.registry_lock import LockError, RegistryError, RegistryLock, already_exists, not_found
 
 log = get_logger(__name__)
 
@@ -62,7 +62,7 @@ def client_for(tracking_uri: str | None = None):
 
     from mlflow import MlflowClient
 
-    from components.tracking import _CLIENT_ENV_DEFAULTS
+    from components.infrastructure.tracking import _CLIENT_ENV_DEFAULTS
 
     for key, value in {**_CLIENT_ENV_DEFAULTS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
         os.environ.setdefault(key, value)

@@ -7,10 +7,10 @@ import hashlib
 import re
 from pathlib import Path
 
-from components.data_sources import DataSourceError
-from components.prepare_data import PrepareDataParams, ensure_prepared, prepare_data
-from components.settings import get_settings
-from components.shards import MANIFEST_NAME, verify
+from components.data.data_sources import DataSourceError
+from components.data.prepare_data import PrepareDataParams, ensure_prepared, prepare_data
+from components.data.shards import MANIFEST_NAME, verify
+from components.infrastructure.settings import get_settings
 from configs import ExpConfig
 
 

@@ -30,25 +30,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from components.byte_windows import ByteWindowLoader
-from components.checkpoints import (
+from components.data.byte_windows import ByteWindowLoader
+from components.data.shards import load_manifest
+from components.data.train_data import resolve_training_data
+from components.infrastructure.logs import get_logger
+from components.infrastructure.provenance import config_hash, flatten, git_commit
+from components.infrastructure.redaction import redact
+from components.infrastructure.storage import StorageError, fetch_file, is_s3, publish_file
+from components.infrastructure.tracking import RunTracker, resolve_tracking_uri, ui_command
+from components.training.checkpoints import (
     CheckpointError,
     CheckpointStore,
     ensure_writable_folder,
     load_checkpoint,
     staging_dir,
 )
-from components.distributed import DistributedContext, init_distributed, shutdown_distributed
-from components.logs import get_logger
-from components.optimization import build_optimizer, build_scheduler
-from components.provenance import config_hash, flatten, git_commit
-from components.redaction import redact
-from components.shards import load_manifest
-from components.storage import StorageError, fetch_file, is_s3, publish_file
-from components.tracking import RunTracker, resolve_tracking_uri, ui_command
-from components.train_data import resolve_training_data
-from components.train_metrics import StepMetrics
-from components.validation import generate_sample, validate
+from components.training.distributed import DistributedContext, init_distributed, shutdown_distributed
+from components.training.optimization import build_optimizer, build_scheduler
+from components.training.train_metrics import StepMetrics
+from components.training.validation import generate_sample, validate
 from configs import ExpConfig
 from model import build_model
 from model.quantizer import EmaVectorQuantizer

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.provenance import config_hash
+from components.infrastructure.provenance import config_hash
 from configs import ConfigError, ExpConfig, load_config
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 class StageConfigs(BaseModel):

@@ -10,7 +10,7 @@ A hung (not refused) server costs a bounded delay: each request times out after 
 (5 s by default here, no client-side retries), and after a failed flush the next attempts are skipped for a
 backoff that doubles up to `MAX_BACKOFF_S`, so a long outage costs one time-out per backoff period, logged as
 `tracking_unreachable` / `tracking_reconnected` with the seconds spent waiting. Credentials in the tracking URI
-never reach logs or the unsent file (components/redaction.py).
+never reach logs or the unsent file (components/infrastructure/redaction.py).
 
 Tracking URI: the settings' (MLFLOW_TRACKING_URI) or, with none, the seed's layout: runs stored under
 ./mlruns/<project_name> (a sqlite database there, since MLflow 3 retired the plain-folder store), opened with
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.logs import get_logger
-from components.redaction import is_redacted, redact, redact_data
-from components.settings import get_settings
+from components.infrastructure.logs import get_logger
+from components.infrastructure.redaction import is_redacted, redact, redact_data
+from components.infrastructure.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -282,7 +282,7 @@ class RunTracker:
             "tracking_unsent_saved",
             path=str(path),
             pending=self.pending,
-            note="send later with components.tracking.replay_unsent",
+            note="send later with components.infrastructure.tracking.replay_unsent",
         )
 
 

@@ -119,7 +119,7 @@ def _stage_code(target: Path) -> list[str]:
     """Copies of the code packages without bytecode caches; their paths, for `code_paths`."""
     import shutil
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     paths = []
     for package in CODE_PACKAGES:
         shutil.copytree(root / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

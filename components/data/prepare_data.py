@@ -27,11 +27,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from components.data_sources import DataSourceError, resolve_source, sha256_file
-from components.eval_data import write_eval_sets
-from components.logs import get_logger
-from components.settings import get_settings
-from components.shards import (
+from components.data.data_sources import DataSourceError, resolve_source, sha256_file
+from components.data.eval_data import write_eval_sets
+from components.data.shards import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     SPLITS,
@@ -45,6 +43,8 @@ from components.shards import (
     verify,
     write_manifest,
 )
+from components.infrastructure.logs import get_logger
+from components.infrastructure.settings import get_settings
 
 log = get_logger(__name__)
 

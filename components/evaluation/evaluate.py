@@ -20,7 +20,7 @@ EvaluateParams (extra="forbid")
 EvaluateResult
     out_dir, report_json, report_md, plots, metrics (flat dict[str, float]), data_hash, mlflow_run_id
 
-Metric keys (components/eval_report.py `flat_metrics`): val_bits_per_byte, test_bits_per_byte (the gate's),
+Metric keys (components/evaluation/eval_report.py `flat_metrics`): val_bits_per_byte, test_bits_per_byte (the gate's),
 <canterbury text>_bits_per_byte, <text file>_bits_per_byte, <name>_<gzip|bzip2|xz|zstd>_bits_per_byte,
 live_code_share_L{i}, bytes_per_code_L{i}, codebook_perplexity_L{i}, reconstruction_exact_match_bytes and
 reconstruction_exact_match_windows (on the test split), and lm-eval results as <task>_<metric>.
@@ -36,7 +36,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.logs import get_logger
+from components.infrastructure.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -90,8 +90,8 @@ def versions() -> dict[str, str]:
 def use_offline_hub_settings() -> None:
     """Hub access for lm-eval/datasets only when the hub answers (or the user says so through HF_HUB_OFFLINE);
     their caches live in the data home."""
-    from components.lm_eval_tasks import hub_reachable
-    from components.settings import get_settings
+    from components.evaluation.lm_eval_tasks import hub_reachable
+    from components.infrastructure.settings import get_settings
 
     os.environ.setdefault("HF_HOME", str((get_settings().data_home / "hf").resolve()))
     if "HF_HUB_OFFLINE" not in os.environ and not hub_reachable():
@@ -102,9 +102,9 @@ def use_offline_hub_settings() -> None:
 
 def local_tasks_dir(data_dir: Path | None) -> Path:
     """The folder of generated `<task>_local.yaml` files, written (and the data fetched) on first use."""
-    from components.eval_data import ensure_lm_eval_data
-    from components.lm_eval_tasks import write_local_tasks
-    from components.settings import get_settings
+    from components.data.eval_data import ensure_lm_eval_data
+    from components.evaluation.lm_eval_tasks import write_local_tasks
+    from components.infrastructure.settings import get_settings
 
     settings = get_settings()
     candidates = [d / "eval" / "lm_eval" for d in (data_dir, settings.default_prepared_dir) if d is not None]
@@ -129,13 +129,13 @@ def run_lm_eval(
 ) -> dict:
     """lm-eval's simple_evaluate over `tasks` (local ones found via the generated include path); returns its
     full results dict. `model` is a model name ("hier_ae", "hf") with `model_args`, or an LM instance."""
-    from components.lm_eval_tasks import DEFAULT_TASKS, LOCAL_SUFFIX, hub_offline, localize_task_names
+    from components.evaluation.lm_eval_tasks import DEFAULT_TASKS, LOCAL_SUFFIX, hub_offline, localize_task_names
 
     use_offline_hub_settings()
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    import components.hier_ae_lm  # noqa: F401  (registers hier_ae)
+    import components.evaluation.hier_ae_lm  # noqa: F401  (registers hier_ae)
 
     tasks, changed = localize_task_names(tasks, hub_offline())
     if changed:
@@ -165,9 +165,9 @@ def run_lm_eval(
 
 
 def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) -> dict:
-    from components.compression_eval import evaluate_compression, split_windows, text_windows
-    from components.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data
-    from components.settings import get_settings
+    from components.evaluation.compression_eval import evaluate_compression, split_windows, text_windows
+    from components.data.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data
+    from components.infrastructure.settings import get_settings
 
     config, device = loaded.config, loaded.device
     length, batch = config.sequence_length, params.batch_size
@@ -206,10 +206,10 @@ def require_bits(model, checkpoint) -> None:
 
 
 def evaluate(params: EvaluateParams) -> EvaluateResult:
-    from components.eval_report import flat_metrics, write_report
-    from components.model_loading import load_model
-    from components.shards import load_manifest
-    from components.train_data import resolve_training_data
+    from components.evaluation.eval_report import flat_metrics, write_report
+    from components.evaluation.model_loading import load_model
+    from components.data.shards import load_manifest
+    from components.data.train_data import resolve_training_data
 
     loaded = load_model(params.checkpoint, params.device)
     config = loaded.config
@@ -220,8 +220,8 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
 
     lm_eval_results = {}
     if params.tasks:
-        from components.conditional_code_length import HierarchicalAEScorer
-        from components.hier_ae_lm import HierarchicalAELM
+        from components.evaluation.conditional_code_length import HierarchicalAEScorer
+        from components.evaluation.hier_ae_lm import HierarchicalAELM
 
         scorer = HierarchicalAEScorer(loaded.model, loaded.device, config.sequence_length, params.batch_size)
         output = run_lm_eval(
@@ -270,7 +270,7 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
 
 
 def _track(params: EvaluateParams, loaded, metrics: dict[str, float], files: list[Path]) -> str | None:
-    from components.tracking import RunTracker, resolve_tracking_uri
+    from components.infrastructure.tracking import RunTracker, resolve_tracking_uri
 
     config = loaded.config
     tracker = RunTracker(

@@ -16,7 +16,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from components.data_sources import DataSourceError, PinnedPackage, fetch_package
+from components.data.data_sources import DataSourceError, PinnedPackage, fetch_package
 
 BROTLI = PinnedPackage(
     "brotli",

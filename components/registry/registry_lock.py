@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 
-from components.logs import get_logger
+from components.infrastructure.logs import get_logger
 
 log = get_logger(__name__)
 

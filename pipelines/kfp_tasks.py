@@ -1,14 +1,14 @@
-"""The five kfp components: lightweight Python components that call pipelines.steps and hand on its results as
-KFP artifacts (pipelines/kfp_artifacts.py: Dataset, Model, Metrics, Markdown) and parameters (hashes,
+"""The pipeline's five tasks, each a kfp lightweight Python component that calls pipelines.steps and hands on its
+results as KFP artifacts (pipelines/kfp_artifacts.py: Dataset, Model, Metrics, Markdown) and parameters (hashes,
 content-addressed URIs, decisions). No logic of their own.
 
 kfp ships each function's source into the container, so every import is inside the function body; the image
 (built from this repository, so `pipelines`, `components`, `model`, `configs` import) is chosen when the
-pipeline is compiled: `make_components(image)`. No `from __future__ import annotations` here: kfp reads the
+pipeline is compiled: `make_tasks(image)`. No `from __future__ import annotations` here: kfp reads the
 annotations as types.
 
-`code_identity` (the compiled checkout's, components.provenance.code_identity) is an input of every task: it is
-part of KFP's cache key, and each task refuses to run in an image holding other code
+`code_identity` (the compiled checkout's, components.infrastructure.provenance.code_identity) is an input of every
+task: it is part of KFP's cache key, and each task refuses to run in an image holding other code
 (pipelines.task_runtime.task_run_spec). Training and evaluation read the prepared data through its
 content-addressed URI and data hash rather than the Dataset artifact: KFP keys a cached task by the names of its
 input artifacts (kubeflow/pipelines backend/src/v2/cacheutils/cache.go `GenerateCacheKey`; kfp.local alike), and
@@ -183,7 +183,7 @@ def promote(
 ) -> NamedTuple("PromoteOutputs", version=str, action=str, champion=str, reasons=str):
     """Register the model version (alias challenger) with its evidence (the report, checked against
     `report_hash`, and the evaluation run) and lineage (the runs and image that made it), then run the gate."""
-    from components.gate_rules import GateRules
+    from components.registry.gate_rules import GateRules
     from pipelines.kfp_artifacts import verified_model_path
     from pipelines.steps import promote_step
     from pipelines.task_runtime import task_failure, task_run_spec
@@ -220,7 +220,7 @@ STEP_FUNCTIONS = (prepare_data, stage1_pretrain, stage2_top_lm, evaluate, promot
 
 
 @dataclass(frozen=True)
-class Components:
+class KfpTasks:
     prepare_data: object
     stage1_pretrain: object
     stage2_top_lm: object
@@ -228,7 +228,7 @@ class Components:
     promote: object
 
 
-def make_components(image: str) -> Components:
-    """The five kfp components running in `image` (kfp itself is in the image: not installed at run time)."""
+def make_tasks(image: str) -> KfpTasks:
+    """The five tasks as kfp components running in `image` (kfp is in the image: not installed at run time)."""
     built = {fn.__name__: dsl.component(fn, base_image=image, install_kfp_package=False) for fn in STEP_FUNCTIONS}
-    return Components(**built)
+    return KfpTasks(**built)

@@ -7,7 +7,7 @@ module must be imported first). The adapter works on bytes: every string is UTF-
 is a byte, so lm-eval's byte-based metrics (bits_per_byte, byte_perplexity) are exact.
 
 - loglikelihood(context, continuation) = -ln 2 * bits(continuation | context), see
-  components/conditional_code_length.py for why that is a real code given the context. is_greedy: greedy
+  components/evaluation/conditional_code_length.py for why that is a real code given the context. is_greedy: greedy
   decoding from the context (model.generate_bytes at temperature 0: argmax top code, argmax bytes, boundaries
   recomputed) reproduces the continuation exactly; `greedy=0` skips that check and reports False.
 - loglikelihood_rolling(text): the text is cut into windows (`plan_windows`) that each score new bytes given
@@ -26,7 +26,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from components.conditional_code_length import ByteScorer, HierarchicalAEScorer, ScoringWindow
+from components.evaluation.conditional_code_length import ByteScorer, HierarchicalAEScorer, ScoringWindow
 
 LN2 = 0.6931471805599453
 
@@ -92,16 +92,16 @@ class HierarchicalAELM(LM):
     ):
         super().__init__()
         if (checkpoint is None) == (scorer is None):
-            from components.evaluate import EvaluationError
+            from components.evaluation.evaluate import EvaluationError
 
             raise EvaluationError("hier_ae needs model_args checkpoint=PATH (a file, folder, s3:// or models:/)")
         batch = 8 if batch_size in (None, "", "auto") or str(batch_size).startswith("auto") else int(batch_size)
         if scorer is None:
-            from components.model_loading import load_model
+            from components.evaluation.model_loading import load_model
             from configs import load_config
 
             loaded = load_model(checkpoint, device, load_config(config) if config else None)
-            from components.evaluate import require_bits
+            from components.evaluation.evaluate import require_bits
 
             require_bits(loaded.model, checkpoint)
             length = int(max_length) if max_length else loaded.config.sequence_length

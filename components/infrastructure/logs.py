@@ -11,8 +11,8 @@ import sys
 
 import structlog
 
-from components.redaction import install_logging_redaction, redact
-from components.settings import get_settings
+from components.infrastructure.redaction import install_logging_redaction, redact
+from components.infrastructure.settings import get_settings
 
 
 def _redact_line(logger: object, method: str, line: str) -> str:

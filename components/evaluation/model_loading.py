@@ -1,13 +1,13 @@
 """Load a trained model for evaluation from wherever a checkpoint lives.
 
 Accepted locations:
-    path/to/checkpoint_step300.pt      a checkpoint file (components/checkpoints.py)
+    path/to/checkpoint_step300.pt      a checkpoint file (components/training/checkpoints.py)
     path/to/checkpoints/               a checkpoint folder: its `latest`
     s3://bucket/prefix[/file.pt]       the same in S3
     models:/<name>@<alias>             an MLflow registry version (also models:/<name>/<version>): its tag
                                        `checkpoint_uri` (any location above), else the checkpoint among the
                                        version's artifacts (a training checkpoint, or the slim model_state +
-                                       exp_config file of components/pyfunc_model.py)
+                                       exp_config file of components/registry/pyfunc_model.py)
 
 The config comes from the checkpoint (its `exp_config`, plain data) unless one is passed. The model is built,
 loaded strictly, put in eval mode and moved to the device.
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from components.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_file
-from components.logs import get_logger
+from components.training.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_file
+from components.infrastructure.logs import get_logger
 from configs import ExpConfig, validate_config
 from model import build_model
 
@@ -58,7 +58,7 @@ def _registry_checkpoint(uri: str) -> dict[str, Any]:
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from components.tracking import resolve_tracking_uri
+    from components.infrastructure.tracking import resolve_tracking_uri
 
     reference = uri.removeprefix("models:/")
     tracking_uri = resolve_tracking_uri(None)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from components.logs import get_logger
-from components.settings import get_settings
+from components.infrastructure.logs import get_logger
+from components.infrastructure.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -242,7 +242,7 @@ class S3Source:
     """Every object under s3://bucket/prefix; doc_id is the key relative to the prefix."""
 
     def __init__(self, uri: str, client=None):
-        from components.storage import StorageError, make_s3_client, parse_s3_uri
+        from components.infrastructure.storage import StorageError, make_s3_client, parse_s3_uri
 
         self.spec = uri
         try:
@@ -260,7 +260,7 @@ class S3Source:
             raise DataSourceError(f"data source {uri!r}: no objects under s3://{self.bucket}/{prefix}")
 
     def _list(self, prefix: str):
-        from components.storage import StorageError, list_objects
+        from components.infrastructure.storage import StorageError, list_objects
 
         try:
             return list_objects(self.bucket, prefix, client=self.client)
@@ -275,7 +275,7 @@ class S3Source:
         return "s3:" + hashlib.sha256(lines.encode()).hexdigest()
 
     def documents(self) -> Iterator[Document]:
-        from components.storage import StorageError, download_bytes
+        from components.infrastructure.storage import StorageError, download_bytes
 
         for obj in self.objects:
             try:

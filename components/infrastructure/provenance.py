@@ -21,10 +21,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from components.settings import get_settings
+from components.infrastructure.settings import get_settings
 from configs import ExpConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the training image copies (docker/Dockerfile) that can change what is trained: code, configs, pins.
 CODE_PATHS = (
     "abstractinator",
@@ -47,7 +47,7 @@ _LOCATION_KEYS = ("checkpoint_dir", "resume_from_checkpoint", "save_base_compone
 def git_commit(repo: Path | None = None) -> str:
     """HEAD's commit (with '-dirty' if tracked files changed); outside a git checkout (the training image) the
     commit recorded at build time (ABSTRACTINATOR_GIT_COMMIT), else 'unknown'."""
-    cwd = repo or Path(__file__).resolve().parents[1]
+    cwd = repo or Path(__file__).resolve().parents[2]
     if not (cwd / ".git").exists():
         return get_settings().git_commit or "unknown"
     try:

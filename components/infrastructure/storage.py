@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.logs import get_logger
-from components.settings import get_settings
+from components.infrastructure.logs import get_logger
+from components.infrastructure.settings import get_settings
 
 log = get_logger(__name__)
 

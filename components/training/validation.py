@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from components.byte_windows import iter_eval_windows
+from components.data.byte_windows import iter_eval_windows
 from configs import ExpConfig
 from model.tokenizer import NUM_BYTES, ByteTokenizer
 

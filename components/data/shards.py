@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from components.data_sources import DataSourceError, sha256_file
+from components.data.data_sources import DataSourceError, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

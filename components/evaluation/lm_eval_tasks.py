@@ -19,7 +19,7 @@ import os
 import socket
 from pathlib import Path
 
-from components.eval_data import LM_EVAL_TASK_FILES
+from components.data.eval_data import LM_EVAL_TASK_FILES
 
 DEFAULT_TASKS = ("lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "openbookqa", "winogrande")
 LOCAL_SUFFIX = "_local"

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.data_sources import DataSourceError
-from components.logs import get_logger
-from components.shards import load_manifest, open_split
+from components.data.data_sources import DataSourceError
+from components.data.shards import load_manifest, open_split
+from components.infrastructure.logs import get_logger
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 log = get_logger(__name__)

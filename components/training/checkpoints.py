@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from components.storage import StorageError, parse_s3_uri
+from components.infrastructure.storage import StorageError, parse_s3_uri
 
 CHECKPOINT_FORMAT = "abstractinator-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -180,7 +180,7 @@ class CheckpointStore:
     def names(self) -> list[str]:
         """Checkpoint file names here, oldest step first."""
         if self.is_s3:
-            from components.storage import list_objects
+            from components.infrastructure.storage import list_objects
 
             keys = [obj.key[len(self.prefix) :] for obj in list_objects(self.bucket, self.prefix)]
         else:
@@ -224,7 +224,7 @@ class CheckpointStore:
         return freed + _remove_orphaned_staging()
 
     def _save_s3(self, payload: dict[str, Any], name: str) -> None:
-        from components.storage import make_s3_client, upload_bytes, upload_file
+        from components.infrastructure.storage import make_s3_client, upload_bytes, upload_file
 
         client = make_s3_client()
         with staging_dir("ckpt") as tmp:
@@ -236,7 +236,7 @@ class CheckpointStore:
     def _prune(self) -> None:
         for name in self.names()[: -self.keep_last]:
             if self.is_s3:
-                from components.storage import delete_object
+                from components.infrastructure.storage import delete_object
 
                 delete_object(self.bucket, self.prefix + name)
             else:
@@ -247,7 +247,7 @@ class CheckpointStore:
         """URI of the newest complete checkpoint, or None when there is none."""
         pointer = None
         if self.is_s3:
-            from components.storage import download_bytes
+            from components.infrastructure.storage import download_bytes
 
             try:
                 pointer = download_bytes(self.bucket, self.prefix + LATEST_POINTER).decode().strip()
@@ -265,7 +265,7 @@ def load_checkpoint(location: str | Path) -> dict[str, Any]:
     """Read a checkpoint from a file path, an s3:// URI, or a checkpoint folder (its `latest`)."""
     location = str(location)
     if location.startswith("s3://"):
-        from components.storage import download_file
+        from components.infrastructure.storage import download_file
 
         if not location.endswith(".pt"):
             latest = CheckpointStore(location).latest()

@@ -1,0 +1,5 @@
+"""What every step shares and no step owns: settings from the environment, structured logging, credential
+redaction, S3 storage, MLflow tracking, provenance (code identity, git commit, config hash).
+
+May import: model/ and configs/ only (no other package of components/), so every step can use it.
+"""
