@@ -1,7 +1,8 @@
 """`abstractinator`: the command line over every pipeline step.
 
-Errors a user can fix (a bad config, a missing data source, a full disk, a folder we may not write) exit with
-status 2 and one line on stderr naming the problem; anything else is a bug and keeps its traceback (exit 1).
+Errors a user can fix (configs.UserError: a bad config, a missing data source, an unreachable server; or an
+OSError of the machine: a full disk, a folder we may not write) exit with status 2 and one line on stderr naming
+the problem; anything else is a bug and keeps its traceback (exit 1). Commands raise; only this module prints.
 Whatever is printed has its credentials masked (components/infrastructure/redaction.py).
 """
 
@@ -16,35 +17,14 @@ import traceback
 
 import abstractinator.commands
 from components.infrastructure.logs import configure_logging
-from components.infrastructure.redaction import one_line, redact
-from configs import ConfigError
+from components.infrastructure.redaction import print_error, redact
+from configs.errors import UserError
 
 
 def command_modules() -> list:
     """Every module in abstractinator/commands (each registers its own subcommand), in name order."""
     names = sorted(info.name for info in pkgutil.iter_modules(abstractinator.commands.__path__))
     return [importlib.import_module(f"abstractinator.commands.{name}") for name in names]
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Exception types whose message is the whole story for the user."""
-    from components.data.data_sources import DataSourceError
-    from components.evaluation.evaluate import EvaluationError
-    from components.infrastructure.storage import StorageError
-    from components.registry.promote import RegistryError
-    from components.training.checkpoints import CheckpointError
-    from devtools.local_stack import PostgresError, StackError
-
-    return (
-        ConfigError,
-        DataSourceError,
-        CheckpointError,
-        StorageError,
-        EvaluationError,
-        RegistryError,
-        StackError,
-        PostgresError,
-    )
 
 
 # OSErrors that describe the machine or the user's paths, not a bug: reported in one line.
@@ -87,15 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_format)
     try:
         return args.func(args)
-    except user_errors() as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+    except UserError as error:
+        print_error(error)
         return 2
     except OSError as error:
         described = describe_os_error(error)
         if described is None:
             print(redact(traceback.format_exc()), end="", file=sys.stderr)
             return 1
-        print(f"error: {one_line(described)}", file=sys.stderr)
+        print_error(described)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

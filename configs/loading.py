@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from configs.errors import UserError
 from configs.schema import ExpConfig
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
@@ -26,7 +27,7 @@ MAX_MESSAGE_CHARS = 2000  # a ConfigError is one readable line, whatever the inp
 MAX_VALUE_CHARS = 80  # of an offending value quoted in a message
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that cannot be used; str() is one line naming the problem (and the field path), capped in length."""
 
     def __init__(self, message: str):

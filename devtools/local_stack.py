@@ -28,6 +28,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from configs.errors import UserError
+
+
+class StackError(UserError):
+    """The local stack cannot start or stop; str() is one line."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -53,14 +59,14 @@ def wait_for(check, timeout_s: float, what: str, process: subprocess.Popen | Non
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode} before it was ready")
+            raise StackError(f"{what} exited with status {process.returncode} before it was ready")
         try:
             if check():
                 return
         except Exception:  # not up yet: connection refused, 5xx, bucket not made yet ...
             pass
         time.sleep(0.25)
-    raise TimeoutError(f"{what} was not ready within {timeout_s} s")
+    raise StackError(f"{what} was not ready within {timeout_s} s")
 
 
 def _stop_group(pid: int, timeout_s: float = 20) -> None:
@@ -90,11 +96,11 @@ def _postgres_bin(name: str) -> str:
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
     found = candidates[0] if candidates else shutil.which(name)
     if not found:
-        raise RuntimeError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
+        raise StackError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
     return found
 
 
-class PostgresError(RuntimeError):
+class PostgresError(UserError):
     """A PostgreSQL command failed; str() is its last line of output."""
 
 
@@ -320,10 +326,6 @@ class MlflowServer:
         _stop_group(self.pid)
         if self.process is not None:
             self.process.poll()
-
-
-class StackError(RuntimeError):
-    """The local stack cannot start or stop; str() is one line."""
 
 
 class LocalStack:

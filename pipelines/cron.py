@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from configs.errors import UserError
+
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 WEEKDAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
 # (name, low, high, names for low.., `?` allowed)
@@ -26,7 +28,7 @@ DESCRIPTORS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnig
 GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 
 
-class CronError(ValueError):
+class CronError(UserError):
     """A schedule KFP would reject or misread; the message names the field and the fix."""
 
 

@@ -23,11 +23,13 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from configs.errors import UserError
+
 HEALTHZ_PATH = "/apis/v2beta1/healthz"
 PROBE_TIMEOUT_S = 10.0
 
 
-class ClusterError(Exception):
+class ClusterError(UserError):
     """A submission or scheduling problem the user can fix; the message is the whole story."""
 
 

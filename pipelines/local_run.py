@@ -21,18 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from components.infrastructure.logs import get_logger
+from configs.errors import UserError
 
 log = get_logger(__name__)
 PROGRESS_ENV = "ABSTRACTINATOR_PIPELINE_PROGRESS"
+
+
+class LocalRunError(UserError):
+    """A task of a local run failed: one line naming it and where its full logs are (its own traceback, if it
+    had one, is in those logs)."""
 
 
 def run_local(
     arguments: dict[str, Any], pipeline_root: Path | None = None, log_path: Path | None = None, follow: bool = True
 ) -> dict[str, Any]:
     """Run the pipeline with `arguments` (pipeline parameters); returns {'reason', 'seconds', 'pipeline_root',
-    'log_path'}. A failing task raises RuntimeError naming it (its last log lines are on the screen, all of them
-    in the log). Without `pipeline_root`, kfp.local's folder is a temp dir removed afterwards (and nothing is
-    cached). `follow=False` leaves kfp.local's output as it is."""
+    'log_path'}. A failing task raises LocalRunError naming it and `log_path` (its last log lines are on the
+    screen, all of them in the log). Without `pipeline_root`, kfp.local's folder is a temp dir removed afterwards
+    (and nothing is cached). `follow=False` leaves kfp.local's output as it is."""
     from kfp import local
 
     from components.infrastructure.settings import get_settings
@@ -60,6 +66,8 @@ def run_local(
             with contextlib.redirect_stdout(view) if view else contextlib.nullcontext():
                 try:
                     task = build_pipeline(local=True)(**arguments)
+                except RuntimeError as error:  # kfp.local's "Task ... finished with status FAILURE"
+                    raise LocalRunError(f"{' '.join(str(error).split())} (full task logs: {log_path})") from None
                 finally:
                     if view:
                         view.close_view()

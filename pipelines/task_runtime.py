@@ -23,11 +23,12 @@ the downward API; the steps tag their MLflow runs with it (`kfp_run_id`).
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from configs.errors import UserError
 
 SETTINGS_CONFIG_MAP = "abstractinator-pipeline-settings"
 SETTINGS_KEYS = (
@@ -53,7 +54,7 @@ class TaskSettings(BaseSettings):
     pipeline_progress: bool = Field(False, alias="ABSTRACTINATOR_PIPELINE_PROGRESS")
 
 
-class TaskEnvironmentError(RuntimeError):
+class TaskEnvironmentError(UserError):
     """The task cannot run in this environment; the message is one line saying what to fix."""
 
 
@@ -133,12 +134,10 @@ def task_failure() -> Iterator[None]:
     """In a component: a problem the user fixes (settings, config, damaged or mismatched data) ends the task with
     one `error: ...` line and exit status 2 instead of a traceback. Anything else still raises (and KFP retries
     the training tasks)."""
-    from components.infrastructure.redaction import one_line
-    from components.infrastructure.storage import StorageError
-    from configs import ConfigError
+    from components.infrastructure.redaction import print_error
 
     try:
         yield
-    except (TaskEnvironmentError, ConfigError, StorageError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
+    except UserError as error:
+        print_error(error)
         raise SystemExit(2) from None

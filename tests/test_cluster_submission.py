@@ -7,7 +7,6 @@ inputs of the uploaded version with the right types.
 
 # no `from __future__ import annotations`: kfp reads the component annotations as types
 
-import argparse
 import itertools
 import json
 from pathlib import Path
@@ -58,12 +57,10 @@ def server(monkeypatch, tmp_path):
 
 
 def cli(*argv: str) -> int:
-    from pipelines.cluster_cli import register_cluster_commands
+    """`abstractinator pipeline ARGV...` in this process (the CLI's own error handling included)."""
+    from abstractinator.cli import main
 
-    parser = argparse.ArgumentParser(prog="abstractinator pipeline")
-    register_cluster_commands(parser.add_subparsers(dest="action", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return main(["pipeline", *argv])
 
 
 def test_submit_uploads_the_spec_and_runs_it_with_typed_parameters(server, package, capsys):

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from abstractinator.cli import main
+from abstractinator.commands.pipeline.step import STEPS
 from configs import ConfigError
-from pipelines.commands.step import STEPS
 from pipelines.dvc_params import load_dvc_params
 
 REPO = Path(__file__).resolve().parents[1]

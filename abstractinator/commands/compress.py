@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -68,21 +67,16 @@ def run(args: argparse.Namespace) -> int:
     from components.codec.file_format import AdaptSettings, CodecError
     from components.codec.files import CodecParams, compress_file
     from components.codec.model_source import load_codec_model
-    from components.training.checkpoints import CheckpointError
 
-    try:
-        if args.output.resolve() == args.input.resolve():
-            raise CodecError(f"{args.output}: the output would overwrite the input")
-        adapt = AdaptSettings(learning_rate=args.adapt_lr, steps_per_window=args.adapt_steps) if args.adapt else None
-        params = CodecParams(context=args.context, windows_per_block=args.windows_per_block, adapt=adapt)
-        if not args.input.is_file():
-            raise CodecError(f"{args.input}: no such file")
-        loaded = load_codec_model(args.model)
-        summary = compress_file(
-            loaded.model, loaded.identity, args.input, args.output, params, progress=not args.no_progress
-        )
-    except (CodecError, CheckpointError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+    if args.output.resolve() == args.input.resolve():
+        raise CodecError(f"{args.output}: the output would overwrite the input")
+    adapt = AdaptSettings(learning_rate=args.adapt_lr, steps_per_window=args.adapt_steps) if args.adapt else None
+    params = CodecParams(context=args.context, windows_per_block=args.windows_per_block, adapt=adapt)
+    if not args.input.is_file():
+        raise CodecError(f"{args.input}: no such file")
+    loaded = load_codec_model(args.model)
+    summary = compress_file(
+        loaded.model, loaded.identity, args.input, args.output, params, progress=not args.no_progress
+    )
     report(summary, args.json, "compressed")
     return 0

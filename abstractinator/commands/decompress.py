@@ -9,7 +9,6 @@ is written atomically: nothing partial is left on failure.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -33,20 +32,15 @@ def run(args: argparse.Namespace) -> int:
     from components.codec.file_format import CodecError
     from components.codec.files import check_model, decompress_file, read_verified_header
     from components.codec.model_source import load_codec_model
-    from components.training.checkpoints import CheckpointError
 
-    try:
-        if args.output.resolve() == args.input.resolve():
-            raise CodecError(f"{args.output}: the output would overwrite the input")
-        header = read_verified_header(args.input)  # a damaged file is refused before a model is loaded
-        location = args.model or header.model.source
-        if location is None:
-            raise CodecError(f"{args.input}: the header names no model; pass --model")
-        loaded = load_codec_model(location)
-        check_model(loaded.model, header, args.input)
-        summary = decompress_file(loaded.model, args.input, args.output, progress=not args.no_progress)
-    except (CodecError, CheckpointError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+    if args.output.resolve() == args.input.resolve():
+        raise CodecError(f"{args.output}: the output would overwrite the input")
+    header = read_verified_header(args.input)  # a damaged file is refused before a model is loaded
+    location = args.model or header.model.source
+    if location is None:
+        raise CodecError(f"{args.input}: the header names no model; pass --model")
+    loaded = load_codec_model(location)
+    check_model(loaded.model, header, args.input)
+    summary = decompress_file(loaded.model, args.input, args.output, progress=not args.no_progress)
     report(summary, args.json, "decompressed")
     return 0

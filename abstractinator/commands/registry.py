@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pipelines.commands import add_gate_arguments
+    from abstractinator.flags import add_gate_arguments
 
     parser = subparsers.add_parser("registry", help="the model registry gate: promote, status, rollback, history")
     commands = parser.add_subparsers(dest="registry_command", required=True, metavar="REGISTRY_COMMAND")
@@ -77,17 +76,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         uri = tracking_uri_of(args)
         return _run(args, uri)
-    except RegistryError as error:  # one line for the user, like the CLI's other user errors
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
-    except mlflow_failures() as error:
-        print(f"error: MLflow at {redact(uri)} failed: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
-        return 2
+    except mlflow_failures() as error:  # a failing or unreachable server: the user's to fix, in one line
+        raise RegistryError(f"MLflow at {redact(uri)} failed: {type(error).__name__}: {one_line(error)}") from None
 
 
 def _run(args: argparse.Namespace, uri: str) -> int:
+    from abstractinator.flags import gate_rules_from
     from components.registry import promote as registry
-    from pipelines.commands import gate_rules_from
     from pipelines.registry_view import history_table, status_table
 
     client = registry.client_for(uri)

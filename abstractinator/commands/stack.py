@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -21,16 +20,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from devtools.local_stack import StackError
-
-    try:
-        return _run(args)
-    except (StackError, RuntimeError, TimeoutError) as error:  # a server that did not start: say which, in one line
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from devtools.local_stack import LocalStack
 
     stack = LocalStack(args.state_dir)

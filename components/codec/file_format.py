@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from configs.errors import UserError
+
 MAGIC = b"ABZC"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<4sH")
@@ -34,7 +36,7 @@ _FIXED = struct.Struct("<QQIIIB32s32s32sH")
 _WORDS = struct.Struct("<I")
 
 
-class CodecError(Exception):
+class CodecError(UserError):
     """A problem the user can fix (wrong model, damaged file, bad input): one line, exit 2."""
 
 

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from components.infrastructure.logs import get_logger
 from components.infrastructure.settings import get_settings
+from configs.errors import UserError
 
 log = get_logger(__name__)
 
@@ -36,7 +37,7 @@ GLOB_CHARS = re.compile(r"[*?\[]")
 HF_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-class DataSourceError(Exception):
+class DataSourceError(UserError):
     """A data source is unknown, missing, unreachable or damaged; the message names it (CLI: exit 2)."""
 
 

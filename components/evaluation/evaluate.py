@@ -37,11 +37,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.infrastructure.logs import get_logger
+from configs.errors import UserError
 
 log = get_logger(__name__)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError):
     """An evaluation that cannot run as asked (unknown task, model without probabilities, nothing to score)."""
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from typing import Any
 
 MASK = "***"
@@ -67,6 +68,11 @@ def one_line(message: object, limit: int = MAX_ERROR_CHARS) -> str:
     """An error message (or exception) as one redacted line of bounded length: what every error printer shows."""
     text = redact(" ".join(str(message).split())) or type(message).__name__
     return text if len(text) <= limit else text[: limit - 30] + f" ... ({len(text)} characters)"
+
+
+def print_error(message: object) -> None:
+    """`error: <one line>` on stderr: how the command line and a pipeline task report an error the user can fix."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def redact_data(data: Any) -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from components.infrastructure.logs import get_logger
 from components.infrastructure.settings import get_settings
+from configs.errors import UserError
 
 log = get_logger(__name__)
 
@@ -26,7 +27,7 @@ UPLOAD_ATTEMPTS = 3
 UPLOAD_BACKOFF_S = 2.0  # doubled after each failed attempt: 2 s, 4 s
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError):
     """An object store was unreachable, refused us, or lacks the bucket/key asked for."""
 
 

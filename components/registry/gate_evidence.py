@@ -23,6 +23,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from configs.errors import UserError
+
 REPORT_ARTIFACT_DIR = "evaluation"
 REPORT_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/report.json"
 EVAL_METRIC_PREFIX = "eval/"
@@ -40,7 +42,7 @@ LINEAGE_KEYS = (
 )
 
 
-class EvidenceError(ValueError):
+class EvidenceError(UserError):
     """The version's evidence is missing or was altered; str() is one line (it becomes a refusal reason)."""
 
 

@@ -36,13 +36,14 @@ import time
 import uuid
 
 from components.infrastructure.logs import get_logger
+from configs.errors import UserError
 
 log = get_logger(__name__)
 
 MARKER_MAX_AGE_S = 3600.0
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError):
     """The registry was unreachable, or lacks the model/version asked for; str() is one line."""
 
 

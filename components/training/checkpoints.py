@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from components.infrastructure.storage import StorageError, parse_s3_uri
+from configs.errors import UserError
 
 CHECKPOINT_FORMAT = "abstractinator-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -32,7 +33,7 @@ LATEST_POINTER = "latest"
 _NAME = re.compile(r"^checkpoint_step(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or used; the message names the file."""
 
 

@@ -1,15 +1,14 @@
 """`abstractinator pipeline submit` and `abstractinator pipeline schedule`: the cluster half of the pipeline CLI.
 
-`register_cluster_commands(actions)` adds both subcommands to the `pipeline` command's sub-parsers. Each prints
+`register(actions)` adds both subcommands to the `pipeline` command's sub-parsers. Each prints
 plain `key: value` lines on stdout (kfp's own messages go to stderr) and exits 0; a problem the user can fix (bad
-cron, missing pipeline file, unreachable host, refused token, API error) prints one `error: ...` line on stderr
-and exits 2.
+cron, missing pipeline file, unreachable host, refused token, API error) raises ClusterError or CronError, which
+the CLI prints as one `error: ...` line on stderr, exiting 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 DEFAULT_PACKAGE = Path("build/pipeline.yaml")
@@ -39,7 +38,7 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service-account", default=None, help="Kubernetes service account for the run's pods")
 
 
-def register_cluster_commands(actions: argparse._SubParsersAction) -> None:
+def register(actions: argparse._SubParsersAction) -> None:
     submit = actions.add_parser(
         "submit",
         help="upload the compiled pipeline as a new version and start a run",
@@ -91,32 +90,24 @@ def register_cluster_commands(actions: argparse._SubParsersAction) -> None:
     schedule.set_defaults(func=run_schedule, change=None)
 
 
-def _fail(error: Exception) -> int:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
-
-
 def run_submit(args: argparse.Namespace) -> int:
-    from pipelines.kfp_connection import ClusterError, connect, read_token
+    from pipelines.kfp_connection import connect, read_token
     from pipelines.submission import load_pipeline_spec, submit
 
-    try:
-        load_pipeline_spec(args.package)  # a missing file fails before any network
-        client = connect(args.host, args.namespace, read_token(args.token_file))
-        result = submit(
-            client,
-            args.package,
-            parameters=args.params,
-            pipeline_name=args.pipeline_name,
-            experiment=args.experiment,
-            namespace=args.namespace,
-            run_name=args.run_name,
-            pipeline_root=args.pipeline_root,
-            service_account=args.service_account,
-            ui_url=args.ui_url or args.host,
-        )
-    except ClusterError as error:
-        return _fail(error)
+    load_pipeline_spec(args.package)  # a missing file fails before any network
+    client = connect(args.host, args.namespace, read_token(args.token_file))
+    result = submit(
+        client,
+        args.package,
+        parameters=args.params,
+        pipeline_name=args.pipeline_name,
+        experiment=args.experiment,
+        namespace=args.namespace,
+        run_name=args.run_name,
+        pipeline_root=args.pipeline_root,
+        service_account=args.service_account,
+        ui_url=args.ui_url or args.host,
+    )
     print(f"run id: {result.run_id}")
     print(f"run: {result.run_url}")
     print(f"pipeline version: {result.pipeline_version_id} (pipeline {result.pipeline_id})")
@@ -124,37 +115,34 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_schedule(args: argparse.Namespace) -> int:
-    from pipelines.cron import CronError, validate_cron
+    from pipelines.cron import validate_cron
     from pipelines.kfp_connection import ClusterError, connect, read_token
     from pipelines.submission import change_schedule, schedule
 
-    try:
-        with_cron = args.cron is not None
-        if args.change is None and not with_cron:
-            raise ClusterError("schedule needs --cron (or one of --disable, --enable, --delete)")
-        if with_cron and args.change in ("disable", "delete"):
-            raise ClusterError(f"--{args.change} takes no --cron")
-        if with_cron:
-            validate_cron(args.cron)  # a bad cron fails before any network
-        client = connect(args.host, args.namespace, read_token(args.token_file))
-        if not with_cron:
-            result = change_schedule(client, args.name, args.change, args.namespace)
-        else:
-            result = schedule(
-                client,
-                args.name,
-                args.cron,
-                pipeline_name=args.pipeline_name,
-                parameters=args.params,
-                experiment=args.experiment,
-                namespace=args.namespace,
-                follow_latest=args.follow_latest,
-                pipeline_root=args.pipeline_root,
-                service_account=args.service_account,
-                enable=args.change == "enable",
-            )
-    except (ClusterError, CronError) as error:
-        return _fail(error)
+    with_cron = args.cron is not None
+    if args.change is None and not with_cron:
+        raise ClusterError("schedule needs --cron (or one of --disable, --enable, --delete)")
+    if with_cron and args.change in ("disable", "delete"):
+        raise ClusterError(f"--{args.change} takes no --cron")
+    if with_cron:
+        validate_cron(args.cron)  # a bad cron fails before any network
+    client = connect(args.host, args.namespace, read_token(args.token_file))
+    if not with_cron:
+        result = change_schedule(client, args.name, args.change, args.namespace)
+    else:
+        result = schedule(
+            client,
+            args.name,
+            args.cron,
+            pipeline_name=args.pipeline_name,
+            parameters=args.params,
+            experiment=args.experiment,
+            namespace=args.namespace,
+            follow_latest=args.follow_latest,
+            pipeline_root=args.pipeline_root,
+            service_account=args.service_account,
+            enable=args.change == "enable",
+        )
     print(f"schedule {result.name}: {result.action}")
     for run_id in result.recurring_run_ids:
         print(f"recurring run id: {run_id}")

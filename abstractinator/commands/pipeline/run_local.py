@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pipelines.commands import add_run_arguments
+    from abstractinator.flags import add_run_arguments
 
     parser = subparsers.add_parser("run-local", help="run the whole pipeline on this machine (kfp.local)")
     add_run_arguments(parser)
@@ -29,23 +29,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
+    from abstractinator.flags import pipeline_arguments
     from components.infrastructure.settings import get_settings
     from components.infrastructure.tracking import resolve_tracking_uri
     from components.training.stages import load_pipeline_config
-    from pipelines.commands import pipeline_arguments
     from pipelines.local_progress import default_log_path
     from pipelines.local_run import run_local
     from pipelines.registry_view import print_registry
 
     config = load_pipeline_config(args.config, args.overrides)  # a bad config fails here, in one line
     log_path = (args.log_file or default_log_path(get_settings().data_home)).absolute()
-    try:
-        outcome = run_local(pipeline_arguments(args), args.pipeline_root, log_path, follow=not args.raw)
-    except RuntimeError as error:
-        print(f"error: {' '.join(str(error).split())} (full task logs: {log_path})", file=sys.stderr)
-        return 1
+    outcome = run_local(pipeline_arguments(args), args.pipeline_root, log_path, follow=not args.raw)
     print(f"pipeline finished in {outcome['seconds']} s (data step's decision: {outcome['reason']})")
     print(f"full task logs: {outcome['log_path']}")
     tracking_uri = resolve_tracking_uri(config.project_name)

@@ -1,4 +1,5 @@
-"""Subcommands of `abstractinator pipeline`, one module each with `register(subparsers)`; shared flags here."""
+"""Flags shared by several subcommands: the pipeline parameters (`pipeline run-local`) and the gate rules
+(`pipeline run-local`, `registry promote`)."""
 
 from __future__ import annotations
 
