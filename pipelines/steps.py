@@ -16,25 +16,30 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from components.infrastructure.logs import get_logger
 from components.infrastructure.provenance import code_identity, git_commit
 from components.infrastructure.settings import get_settings
 from components.registry.gate_rules import GateRules
 from components.training.stages import StageConfigs, join_uri, load_pipeline_config, run_key, stage_configs
+from configs import ExpConfig
 from pipelines import artifacts
 
 log = get_logger(__name__)
 
 
 class RunSpec(BaseModel):
-    """What every step of one pipeline run is told (kfp parameters, CLI flags, params.yaml alike)."""
+    """What every step of one pipeline run is told (kfp parameters, CLI flags, params.yaml alike), and what follows
+    from it, each computed once per spec: the loaded config (a config file is Python, run once), the code identity
+    and git commit (each a git call), the stage configs and run folder of a data hash. Frozen, so that what was
+    derived cannot go stale."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     config: str = Field("ci", description="Config name (configs/<name>_config.py) or path.")
     overrides: list[str] = Field(default_factory=list, description="key=value config overrides.")
@@ -43,14 +48,34 @@ class RunSpec(BaseModel):
     artifact_root: str = Field("artifacts", description="s3://bucket/prefix or a local folder.")
     run_key: str | None = Field(None, description="Run folder name; None: derived from config, data, code.")
 
+    _stages: dict[str, StageConfigs] = PrivateAttr(default_factory=dict)
+
+    @cached_property
+    def exp_config(self) -> ExpConfig:
+        return load_pipeline_config(self.config, self.overrides)
+
+    @cached_property
+    def code_identity(self) -> str:
+        return code_identity()
+
+    @cached_property
+    def git_commit(self) -> str:
+        return git_commit()
+
     def stages(self, data_hash: str) -> StageConfigs:
-        config = load_pipeline_config(self.config, self.overrides)
-        key = self.run_key or run_key(config, self.stage1_steps, self.stage2_steps, data_hash, code_identity())
-        return stage_configs(config, self.stage1_steps, self.stage2_steps, self.artifact_root, key)
+        """Both stage configs of this run on the data `data_hash` (its run key derives from config, data, code)."""
+        if data_hash not in self._stages:
+            key = self.run_key or run_key(
+                self.exp_config, self.stage1_steps, self.stage2_steps, data_hash, self.code_identity
+            )
+            self._stages[data_hash] = stage_configs(
+                self.exp_config, self.stage1_steps, self.stage2_steps, self.artifact_root, key
+            )
+        return self._stages[data_hash]
 
     def run_root(self, data_hash: str) -> str:
-        base = self.stages(data_hash).base_components_uri  # <root>/runs/<key>/stage1/base_components.pt
-        return base.rsplit("/", 2)[0]
+        """<artifact_root>/runs/<run_key>: the folder of every artifact of this run on the data `data_hash`."""
+        return self.stages(data_hash).run_root
 
 
 def _cache_dir(*parts: str) -> Path:
@@ -122,7 +147,7 @@ def prepare_step(
             artifacts.publish_dir(prepared.out_dir, data_uri)
     else:
         data_uri = str(prepared.out_dir)
-    stages, code = spec.stages(data_hash), code_identity()
+    stages, code = spec.stages(data_hash), spec.code_identity
     unchanged, reason = False, "retraining check off"
     if skip_if_unchanged and model_name:
         unchanged, reason = _champion_unchanged(model_name, spec, data_hash, stages.config_hash, code)
@@ -132,7 +157,7 @@ def prepare_step(
         data_hash=data_hash,
         config_hash=stages.config_hash,
         code_identity=code,
-        git_commit=git_commit(),
+        git_commit=spec.git_commit,
         run_root=spec.run_root(data_hash),
         unchanged=unchanged,
         reason=reason,
@@ -148,8 +173,7 @@ def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_h
 
     if code == "unknown":
         return False, "the code identity is unknown: retraining"
-    config = load_pipeline_config(spec.config, spec.overrides)
-    champion = alias_version(client_for(resolve_tracking_uri(config.project_name)), model_name, CHAMPION)
+    champion = alias_version(client_for(resolve_tracking_uri(spec.exp_config.project_name)), model_name, CHAMPION)
     if champion is None:
         return False, f"model {model_name!r} has no champion yet"
     champion = champion.tags or {}
@@ -403,9 +427,9 @@ def promote_step(
         return earlier
     provenance = {
         "data_hash": data_hash,
-        "git_commit": git_commit(),
+        "git_commit": spec.git_commit,
         "config_hash": stages.config_hash,
-        "code_identity": code_identity(),
+        "code_identity": spec.code_identity,
     }
     lineage = {
         "stage1_run_id": stage1_run_id,

@@ -156,3 +156,31 @@ def test_this_checkout_has_an_identity_and_the_run_key_follows_it(ci) -> None:
     identity = code_identity()
     assert len(identity) == 64 and identity == code_identity()
     assert run_key(ci, 5, 5, "d", identity) != run_key(ci, 5, 5, "d", identity[::-1])
+
+
+def test_a_run_spec_derives_its_values_once(ci, monkeypatch) -> None:
+    """The config file runs, and git is asked, once per spec, however many steps ask for stages or the run
+    folder; the run folder is the stages' own, for a derived and a given run key alike."""
+    from pipelines import steps
+
+    calls = {"config": 0, "code": 0}
+
+    def load(name, overrides):
+        calls["config"] += 1
+        return ci
+
+    def code():
+        calls["code"] += 1
+        return "c0de"
+
+    monkeypatch.setattr(steps, "load_pipeline_config", load)
+    monkeypatch.setattr(steps, "code_identity", code)
+    spec = steps.RunSpec(artifact_root="s3://bucket/prefix/")
+    for _ in range(3):
+        stages = spec.stages("d1")
+        assert spec.run_root("d1") == stages.run_root == f"s3://bucket/prefix/runs/{run_key(ci, 20, 20, 'd1', 'c0de')}"
+        assert stages.base_components_uri == join_uri(stages.run_root, "stage1", "base_components.pt")
+    assert spec.stages("d1") is stages and spec.run_root("d2") != spec.run_root("d1")  # another data hash, another run
+    assert calls == {"config": 1, "code": 1}
+    given = steps.RunSpec(artifact_root="artifacts", run_key="nightly")
+    assert given.run_root("d1") == "artifacts/runs/nightly" and calls["code"] == 1  # a given key needs no code

@@ -25,6 +25,7 @@ class StageConfigs(BaseModel):
 
     stage1: ExpConfig
     stage2: ExpConfig
+    run_root: str = Field(description="<artifact_root>/runs/<run_key>: everything this run writes is under it.")
     base_components_uri: str = Field(description="Where stage 1 writes (and stage 2 reads) the base components.")
 
     @property
@@ -95,7 +96,7 @@ def stage_configs(
         resume_from_checkpoint=None,
         **intervals(stage2_steps),
     )
-    return StageConfigs(stage1=stage1, stage2=stage2, base_components_uri=base_uri)
+    return StageConfigs(stage1=stage1, stage2=stage2, run_root=run_root, base_components_uri=base_uri)
 
 
 def run_key(config: ExpConfig, stage1_steps: int, stage2_steps: int, data_hash: str, commit: str) -> str:
