@@ -123,6 +123,7 @@ def run_training(params: TrainParams, gpus: int | None = None, workdir: Path | N
 
 def main(argv: list[str] | None = None) -> int:
     """One torchrun worker: train with the params file; rank 0 writes the result file."""
+    from components.infrastructure.atomic_files import write_text_atomic
     from components.training.train import TrainParams, train
 
     parser = argparse.ArgumentParser(prog=f"python -m {WORKER_MODULE}")
@@ -131,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = train(TrainParams.model_validate_json(args.params.read_text()))
     if result.rank == 0:
-        partial = args.result.with_suffix(".tmp")
-        partial.write_text(result.model_dump_json())
-        partial.replace(args.result)  # a reader never sees half a file
+        write_text_atomic(args.result, result.model_dump_json())  # a reader never sees half a file
     return 143 if result.interrupted else 0
 
 

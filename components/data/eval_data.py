@@ -11,12 +11,12 @@ a zip, never installed. The extracted files keep their own licenses (some non-co
 
 from __future__ import annotations
 
-import os
 import tarfile
 import zipfile
 from pathlib import Path
 
 from components.data.data_sources import DataSourceError, PinnedPackage, fetch_package
+from components.infrastructure.atomic_files import write_bytes_atomic
 
 BROTLI = PinnedPackage(
     "brotli",
@@ -59,11 +59,7 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
     """Writes `data` atomically, or leaves an identical file alone (reruns touch nothing)."""
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(data)
-    os.replace(temp, path)
-    return path
+    return write_bytes_atomic(path, data)
 
 
 def extract_canterbury(archive: Path, dest: Path) -> list[Path]:

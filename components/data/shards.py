@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from components.data.data_sources import DataSourceError, sha256_file
+from components.infrastructure.atomic_files import write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -144,19 +145,7 @@ def manifest_json(manifest: Manifest) -> str:
 
 def write_manifest(directory: Path, manifest: Manifest) -> Path:
     """Atomically (temp file + fsync + rename): a reader sees the old manifest, the new one, or none."""
-    path = Path(directory) / MANIFEST_NAME
-    temp = path.with_name(f".{MANIFEST_NAME}.tmp")
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(manifest_json(manifest))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)  # makes the rename itself durable
-    finally:
-        os.close(directory_fd)
-    return path
+    return write_text_atomic(Path(directory) / MANIFEST_NAME, manifest_json(manifest))
 
 
 def load_manifest(directory: Path) -> Manifest:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from components.infrastructure.atomic_files import atomic_write, write_text_atomic
 from components.infrastructure.storage import StorageError, parse_s3_uri
 from configs.errors import UserError
 
@@ -114,29 +115,12 @@ def ensure_writable_folder(folder: Path, purpose: str, error_type: type[Exceptio
         raise error_type(f"{folder}: {purpose} cannot be written here ({reason})") from None
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to `path` so that a crash at any moment leaves either the old file or the new one."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-            try:
-                torch.save(obj, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            except BaseException:
-                os.unlink(handle.name)
-                raise
-        os.replace(handle.name, path)
+        with atomic_write(path) as handle:
+            torch.save(obj, handle)
     except (OSError, RuntimeError) as error:
         failure = _write_failure(error, path)
         if failure is None:
@@ -198,7 +182,7 @@ class CheckpointStore:
         else:
             atomic_torch_save(payload, self.root / name)
             try:
-                _atomic_write_bytes(self.root / LATEST_POINTER, f"{name}\n".encode())
+                write_text_atomic(self.root / LATEST_POINTER, f"{name}\n")
             except OSError as error:
                 failure = _write_failure(error, self.root / LATEST_POINTER)
                 if failure is None:

@@ -61,6 +61,7 @@ def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluati
 
 
 def run(args: argparse.Namespace) -> int:
+    from components.infrastructure.atomic_files import write_text_atomic
     from components.training.stages import join_uri
     from pipelines import artifacts, steps
     from pipelines.dvc_params import load_dvc_params
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             params.evaluate.canterbury,
             checkpoint_hash=stage2["checkpoint_hash"],
         )
-        (results / "eval_metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
+        write_text_atomic(results / "eval_metrics.json", json.dumps(result.metrics, indent=2, sort_keys=True))
     else:
         prepared, stage2, evaluation = _read(results, "prepare"), _read(results, "stage2"), _read(results, "evaluate")
         stage1 = _read(results, "stage1")
@@ -110,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
         text = json.dumps({"data_uri": result.data_uri, "data_hash": result.data_hash}, indent=2)
     else:
         text = result.model_dump_json(indent=2)
-    (results / f"{args.name}.json").write_text(text)
+    write_text_atomic(results / f"{args.name}.json", text)  # a step killed mid-write leaves the old result
     print(f"{args.name}: {results / f'{args.name}.json'}")
     return 3 if args.name == "promote" and not result.promoted else 0  # 3: the gate refused (as `registry promote`)
