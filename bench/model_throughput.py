@@ -222,7 +222,7 @@ def main(argv=None) -> int:
         default=4,
         help="override every level's max_segment_len (0: keep the config's). An untrained entropy model "
         "barely varies, so without a cap a window is one segment and the top LM costs nothing; 4 is close to "
-        "the 3.3-4 bytes/code of a trained model (design/model.md C)",
+        "the 3.3-4 bytes/code of a trained model",
     )
     parser.add_argument("--memory-seqs", type=int, nargs="*", default=[1024, 4096, 16384])
     parser.add_argument("--memory-config", default="configs/config.py", help="config for the memory table")

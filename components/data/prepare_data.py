@@ -48,7 +48,7 @@ from components.infrastructure.settings import get_settings
 
 log = get_logger(__name__)
 
-SPLIT_MODULUS = 20  # int(sha256(doc_id)) % 20: 0 -> val, 1 -> test, else train (design/data.md)
+SPLIT_MODULUS = 20  # int(sha256(doc_id)) % 20: 0 -> val, 1 -> test, else train (a twentieth each, docs/data.md)
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".prepare.lock"
 MARKER_NAME = ".abstractinator-prepared"

@@ -1,4 +1,4 @@
-"""Local lm-eval tasks: the seed's standard tasks over the offline data of design/data.md, as `<task>_local`.
+"""Local lm-eval tasks: the standard tasks over the offline data of eval_data.py, as `<task>_local`.
 
     <tasks_dir>/<task>_local.yaml      include: <installed lm_eval>/tasks/.../<task>.yaml (absolute path)
                                        task: <task>_local, dataset_path: arrow|json, dataset_name: null,

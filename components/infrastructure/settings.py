@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("ABSTRACTINATOR_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
-        description="None: the seed's behaviour, runs under ./mlruns/<project_name>.",
+        description="None: a local store under ./mlruns/<project_name> (no server needed).",
     )
     log_format: str = Field(default="console", description="'console' for people, 'json' for machines.")
     git_commit: str | None = Field(

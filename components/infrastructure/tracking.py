@@ -151,7 +151,7 @@ class RunTracker:
         queue.files = [tuple(f) for f in state.get("files", [])] + queue.files
 
     def maybe_flush(self, step: int) -> None:
-        """Flush every `batch_interval` steps (the seed's mlflow_batch_interval)."""
+        """Flush every `batch_interval` steps (the config's mlflow_batch_interval)."""
         if step % self.batch_interval == 0:
             self.flush()
 

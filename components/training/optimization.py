@@ -1,11 +1,11 @@
-"""AdamW with the usual decay exclusions, and the seed's learning-rate schedules (warmup, then decay).
+"""AdamW with the usual decay exclusions, and the learning-rate schedules the configs name (warmup, then decay).
 
 Weight decay applies to matrices only: never to norms, biases or embeddings. The EMA codebooks are buffers,
 not parameters, so the optimizer never sees them. Frozen parameters (stage 2's base) are left out.
 
 Schedules are pure functions of the step (a LambdaLR), so a resumed run continues the same curve exactly.
-Names follow the seed (transformers' scheduler names): cosine_with_min_lr (kwargs min_lr or min_lr_rate),
-cosine, linear, constant, constant_with_warmup.
+Names are transformers' scheduler names, so config files written for it keep working: cosine_with_min_lr
+(kwargs min_lr or min_lr_rate), cosine, linear, constant, constant_with_warmup.
 """
 
 from __future__ import annotations
