@@ -110,6 +110,33 @@ def train_args(world, *extra: str) -> list[str]:
     ]
 
 
+CHECKPOINT = "the world's real checkpoint"
+
+
+def with_base(name: str):
+    """argv maker: one training step on the corpus with `--load_base_from files/<name>` (or the real checkpoint)."""
+
+    def argv(world) -> list[str]:
+        base = world["checkpoint"] if name == CHECKPOINT else world["files"] / name
+        return train_args(world, "--data", str(world["corpus"]), "--load_base_from", str(base))
+
+    return argv
+
+
+def evaluate_text_args(world, name: str, out: str | None = None) -> list[str]:
+    """The compression report of the real checkpoint over `files/<name>`, written to `root/<out>`."""
+    return [
+        "evaluate",
+        "--checkpoint",
+        str(world["checkpoint"]),
+        "--no-tracking",
+        "--text-file",
+        str(world["files"] / name),
+        "--out",
+        str(world["root"] / (out or f"eval-{Path(name).stem}")),
+    ]
+
+
 CASES = {
     # item 1: a --data folder without a manifest is refused, never cleaned or replaced by the default corpus
     "train --data user folder": (lambda w: train_args(w, "--data", str(w["user"])), "no manifest.json"),
@@ -166,69 +193,21 @@ CASES = {
     "json nested too deep": (lambda w: ["config", "show", str(w["files"] / "deep.json")], "nested too deeply"),
     "malicious config checkpoint": (lambda w: ["config", "show", str(w["files"] / "malicious.pt")], "malicious.pt"),
     # item 7: every --load_base_from failure
-    "base missing": (
-        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "missing.pt")),
-        "no such file",
-    ),
-    "base is a folder": (
-        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "folder.pt")),
-        "not a file",
-    ),
-    "base truncated": (
-        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "truncated.pt")),
-        "cannot be used",
-    ),
-    "base random bytes": (
-        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "random.pt")),
-        "cannot be used",
-    ),
-    "base empty": (
-        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "empty.pt")),
-        "cannot be used",
-    ),
-    "base is a full checkpoint": (
-        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["checkpoint"])),
-        "not a base-components file",
-    ),
-    "base shape mismatch": (
-        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "narrow_base.pt")),
-        "do not fit",
-    ),
-    "base malicious pickle": (
-        lambda w: train_args(w, "--data", str(w["corpus"]), "--load_base_from", str(w["files"] / "malicious.pt")),
-        "cannot be used",
-    ),
+    "base missing": (with_base("missing.pt"), "no such file"),
+    "base is a folder": (with_base("folder.pt"), "not a file"),
+    "base truncated": (with_base("truncated.pt"), "cannot be used"),
+    "base random bytes": (with_base("random.pt"), "cannot be used"),
+    "base empty": (with_base("empty.pt"), "cannot be used"),
+    "base is a full checkpoint": (with_base(CHECKPOINT), "not a base-components file"),
+    "base shape mismatch": (with_base("narrow_base.pt"), "do not fit"),
+    "base malicious pickle": (with_base("malicious.pt"), "cannot be used"),
     "resume from random bytes": (
         lambda w: train_args(w, "--data", str(w["corpus"]), "--resume_from_checkpoint", str(w["files"] / "random.pt")),
         "not a readable checkpoint",
     ),
     # item 7: evaluation inputs checked before anything is scored
-    "evaluate empty text file": (
-        lambda w: [
-            "evaluate",
-            "--checkpoint",
-            str(w["checkpoint"]),
-            "--no-tracking",
-            "--text-file",
-            str(w["files"] / "empty.txt"),
-            "--out",
-            str(w["root"] / "eval-empty"),
-        ],
-        "empty, nothing to score",
-    ),
-    "evaluate missing text file": (
-        lambda w: [
-            "evaluate",
-            "--checkpoint",
-            str(w["checkpoint"]),
-            "--no-tracking",
-            "--text-file",
-            str(w["files"] / "gone.txt"),
-            "--out",
-            str(w["root"] / "eval-gone"),
-        ],
-        "no such file",
-    ),
+    "evaluate empty text file": (lambda w: evaluate_text_args(w, "empty.txt"), "empty, nothing to score"),
+    "evaluate missing text file": (lambda w: evaluate_text_args(w, "gone.txt"), "no such file"),
     "prepare-data bad shard size": (
         lambda w: ["prepare-data", "--out", str(w["root"] / "p"), "--shard-bytes", "-5"],
         "shard_bytes",
@@ -250,21 +229,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, capsys, d
 
 
 def test_evaluation_inputs_are_refused_before_any_report_is_written(world, capsys, data_home) -> None:
-    out = world["root"] / "eval-refused"
-    code, problems, _ = run_cli(
-        capsys,
-        [
-            "evaluate",
-            "--checkpoint",
-            str(world["checkpoint"]),
-            "--no-tracking",
-            "--text-file",
-            str(world["files"] / "empty.txt"),
-            "--out",
-            str(out),
-        ],
-    )
-    assert code == 2 and not (out / "report.json").exists()
+    code, problems, _ = run_cli(capsys, evaluate_text_args(world, "empty.txt", out="eval-refused"))
+    assert code == 2 and not (world["root"] / "eval-refused" / "report.json").exists()
 
 
 def test_the_yaml_bomb_fails_fast_in_a_real_process(world) -> None:
