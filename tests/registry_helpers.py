@@ -1,12 +1,15 @@
 """Model versions with real evidence (an evaluation run, a report artifact, the candidate run's params), made
-without training: what the registry tests promote."""
+without training: what the registry tests promote; the gate as a separate process; the registry's consistency."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from mlflow.entities import Metric
 
 from components.registry import promote as registry
@@ -45,3 +48,36 @@ def add_version(client, name: str, bpb: float, share: float = 0.5, artifact_root
     client.set_terminated(candidate)
     tags = registry.version_tags(metrics, {"data_hash": "d", "git_commit": "c", "config_hash": "h"})
     return registry.register_version(client, name, f"runs:/{candidate}/model", tags, run_id=candidate)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def promote_argv(name: str, version: str, *flags: str) -> list[str]:
+    """`abstractinator registry promote` of one version, in its own process, as a pipeline's gate runs it."""
+    command = ["registry", "promote", "--model-name", name, "--version", version, *flags]
+    return [sys.executable, "-m", "abstractinator", *command]
+
+
+def gate_env(tracking_uri: str, **extra: str) -> dict[str, str]:
+    """The environment of a gate process: this checkout's code and the given tracking server."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": tracking_uri, **extra}
+
+
+def assert_consistent(client, name: str) -> list[dict]:
+    """One chain of applied decisions whose last champion is the alias, and tags that agree with it."""
+    records = registry.history(client, name)
+    champion, latest = None, {}
+    for record in records:
+        assert record["state"] == "applied", record
+        assert record["champion_before"] == str(champion), records
+        champion = record["champion_after"] if record["champion_after"] != "None" else None
+        latest[record["version"]] = record
+    for version, record in latest.items():  # each version's tags are those of its latest decision
+        tags = client.get_model_version(name, version).tags
+        assert tags.get("gate.audit_run") == record["run_id"] and tags["gate.decision"] == record["action"], tags
+    alias = registry.alias_version(client, name, registry.CHAMPION)
+    assert (str(alias.version) if alias else None) == champion
+    with pytest.raises(Exception, match="(?i)not found|does not exist"):
+        client.get_registered_model(f"{name}.gate-lock")  # released
+    return records

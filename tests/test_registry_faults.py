@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,12 +16,10 @@ import pytest
 
 from components.registry import promote as registry
 from components.registry.gate_rules import GateRules
-from tests.registry_helpers import add_version
+from tests.registry_helpers import add_version, assert_consistent, gate_env, promote_argv
 from tests.servers import MlflowServer
-from tests.test_registry_race import assert_consistent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
-REPO = Path(__file__).resolve().parents[1]
 TRIALS = 20
 RULES = GateRules(min_improvement=0.01, max_bits_per_byte=8.0)
 
@@ -47,34 +44,14 @@ def test_killing_the_tracking_server_mid_promotion_leaves_a_consistent_registry(
     rng = random.Random(15)
     server = MlflowServer(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"), log_dir=tmp_path).start()
     name = "faults"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MLFLOW_TRACKING_URI": server.uri,
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-    }
+    env = gate_env(server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
     failures, kills_inside = [], 0
     try:
         for trial in range(TRIALS):
             client = registry.client_for(server.uri)
             version = add_version(client, name, round(rng.uniform(2.0, 4.0), 3))
             gate = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "abstractinator",
-                    "registry",
-                    "promote",
-                    "--model-name",
-                    name,
-                    "--version",
-                    version,
-                    "--min-improvement",
-                    "0.01",
-                    "--lock-timeout",
-                    "60",
-                ],
+                promote_argv(name, version, "--min-improvement", "0.01", "--lock-timeout", "60"),
                 cwd=tmp_path,
                 env=env,
                 stdout=subprocess.PIPE,

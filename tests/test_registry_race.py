@@ -4,9 +4,7 @@ made under the registry lock against the champion of the moment, and a dead gate
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -14,12 +12,11 @@ import pytest
 
 from components.registry import promote as registry
 from components.registry.gate_rules import GateRules
-from tests.registry_helpers import add_version
+from tests.registry_helpers import add_version, assert_consistent, gate_env, promote_argv
 from tests.servers import MlflowServer
 
 pytestmark = pytest.mark.integration
 RULES = GateRules(min_improvement=0.01, max_bits_per_byte=8.0)
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -28,25 +25,6 @@ def server(tmp_path_factory):
     server = MlflowServer(f"sqlite:///{root}/mlflow.db", str(root / "artifacts"), log_dir=root / "log").start()
     yield server
     server.stop()
-
-
-def assert_consistent(client, name: str) -> list[dict]:
-    """One chain of applied decisions whose last champion is the alias, and tags that agree with it."""
-    records = registry.history(client, name)
-    champion, latest = None, {}
-    for record in records:
-        assert record["state"] == "applied", record
-        assert record["champion_before"] == str(champion), records
-        champion = record["champion_after"] if record["champion_after"] != "None" else None
-        latest[record["version"]] = record
-    for version, record in latest.items():  # each version's tags are those of its latest decision
-        tags = client.get_model_version(name, version).tags
-        assert tags.get("gate.audit_run") == record["run_id"] and tags["gate.decision"] == record["action"], tags
-    alias = registry.alias_version(client, name, registry.CHAMPION)
-    assert (str(alias.version) if alias else None) == champion
-    with pytest.raises(Exception, match="(?i)not found|does not exist"):
-        client.get_registered_model(f"{name}.gate-lock")  # released
-    return records
 
 
 @pytest.mark.parametrize("round_number", range(3))
@@ -90,21 +68,10 @@ def test_eight_processes_promoting_at_once_from_a_stale_lock(server, tmp_path: P
     rules = ["--min-improvement", "0.01", "--min-live-code-share", "0.1"]
     # a gate that died holding the lock: no heartbeat will ever come
     client.create_registered_model(f"{name}.gate-lock", tags={"token": "dead-gate", "holder": "gone:1"})
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": server.uri}
+    env = gate_env(server.uri)
     processes = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "abstractinator",
-                "registry",
-                "promote",
-                "--model-name",
-                name,
-                "--version",
-                version,
-                *rules,
-            ],
+            promote_argv(name, version, *rules),
             cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,
@@ -116,18 +83,7 @@ def test_eight_processes_promoting_at_once_from_a_stale_lock(server, tmp_path: P
     results = [(p.wait(timeout=600), *p.communicate()) for p in processes]
     assert all(code in (0, 3) for code, _, _ in results), [r for r in results if r[0] not in (0, 3)]
     last = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "abstractinator",
-            "registry",
-            "promote",
-            "--model-name",
-            name,
-            "--version",
-            versions[0],
-            *rules,
-        ],
+        promote_argv(name, versions[0], *rules),
         cwd=tmp_path,
         env=env,
         capture_output=True,
