@@ -5,7 +5,6 @@ pyproject pins, .dockerignore, no secrets, online by default)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import tomllib
 from pathlib import Path
@@ -13,23 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.manifest_checker import check, needs_tools
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
-
-
-def load_checker():
-    spec = importlib.util.spec_from_file_location("manifests_check", REPO / "manifests" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = load_checker()
-needs_tools = pytest.mark.skipif(
-    not (check.TOOLS / "checkov").exists() or not (check.TOOLS / "hadolint").exists(),
-    reason="checkov/hadolint not installed: `make manifests-tools` (CI runs "
-    "`make manifests-check` first, which installs them)",
-)
 
 
 def instructions(text: str) -> list[tuple[str, str]]:

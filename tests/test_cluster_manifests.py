@@ -8,7 +8,6 @@ the Job's script."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import re
 import subprocess
@@ -20,24 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.manifest_checker import check, needs_tools
+
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
 OVERLAYS = ("overlays/dev", "overlays/gpu", "overlays/gpu-external-db", "overlays/multi-user")
-
-
-def load_checker():
-    spec = importlib.util.spec_from_file_location("manifests_check", MANIFESTS / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = load_checker()
-needs_tools = pytest.mark.skipif(
-    not (check.TOOLS / "checkov").exists() or not (check.TOOLS / "hadolint").exists(),
-    reason="checkov/hadolint not installed: `make manifests-tools` (CI runs "
-    "`make manifests-check` first, which installs them)",
-)
 
 
 @pytest.fixture(scope="module")
