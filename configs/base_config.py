@@ -1,4 +1,4 @@
-"""The seed's base experiment (design/reference.md 4.1, 4.2): a 33M-parameter one-level model.
+"""The seed's base experiment (configs/config.py is this config): a 33M-parameter one-level model.
 
 Model and training values are the seed's (plus a max_segment_len bound, below); the data source is the
 embedded public-domain corpus so it runs anywhere. The seed trained on Hugging Face's fineweb-edu:

@@ -1,11 +1,11 @@
 """The experiment config schema: one strict pydantic model per concept.
 
-`ExpConfig` covers every key of the seed's config files (design/reference.md section 4) plus ours. Every model
+`ExpConfig` covers every key of the seed's config files (so they load unchanged) plus ours. Every model
 forbids unknown keys, so a typo fails at load time naming the field path (e.g.
 `compressor_level_configs.0.codebook_size`). Seed code reads configs like dicts (`exp_config['max_steps']`);
 that keeps working through `DictAccess`.
 
-Keys kept only so seed configs load are documented as such; keys whose seed behaviour was a trap (W14, W15)
+Keys kept only so seed configs load are documented as such; keys whose seed behaviour was a trap
 are validated instead of silently ignored.
 """
 
@@ -89,7 +89,7 @@ class CompressorLevelConfig(DictAccess):
         None, ge=1, description="A segment is cut after this many positions (None: unbounded)."
     )
     target_compression_ratio: float | list[float] | None = Field(
-        None, description="Seed key; its penalty had no gradient (W14), so only None is accepted."
+        None, description="Seed key; its penalty had no gradient, so only None is accepted."
     )
     compression_loss_weight: float = Field(1.0, ge=0, description="Seed key; used only with a target ratio.")
 
@@ -98,7 +98,7 @@ class CompressorLevelConfig(DictAccess):
     def _no_gradientless_penalty(cls, value: Any) -> Any:
         if value is not None:
             raise ValueError(
-                "the seed's compression-ratio penalty has no gradient (reference W14) and is not supported; "
+                "the seed's compression-ratio penalty has no gradient and is not supported; "
                 "steer compression with entropy_delta, min_segment_len and max_segment_len"
             )
         return value

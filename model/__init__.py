@@ -1,4 +1,4 @@
-"""The Abstractinator model: a hierarchical autoencoder over UTF-8 bytes (design/model.md Part A).
+"""The Abstractinator model: a hierarchical autoencoder over UTF-8 bytes (its invariants: docs/model.md).
 
 Imports only torch, the stdlib and `configs`. Entry point: `build_model(exp_config)`; one concept per module:
 attention, blocks, segmentation, pooling, quantizer, compressor, expander, top_lm, autoencoder, code_length,

@@ -10,10 +10,11 @@ Shapes: B batch, H heads, S positions, d head dim, W window. Self-attention tens
       every device.
     * "flex": FlexAttention with a cached block mask (CUDA only).
     * `dense_sliding_window_attention`: the O(S^2) masked reference, used by tests.
-  Every path uses one softmax scale, 1/sqrt(d) (W12). A query always sees itself, so no row is fully masked
-  and nothing is NaN (W11); outputs at padded query positions are exact zeros.
+  Every path uses one softmax scale, 1/sqrt(d) (flex applies its own: it must not be scaled twice). A query
+  always sees itself, so no row is fully masked and nothing is NaN, even in a window of padding; outputs at
+  padded query positions are exact zeros.
 - `segment_cross_attention(q, k, v, query_segments, row_valid, lookback, rows_per_segment)`: position t
-  attends only to the code rows of its own segment and `lookback` earlier segments (W2). It gathers those rows
+  attends only to the code rows of its own segment and `lookback` earlier segments. It gathers those rows
   (B, H, S, (lookback+1)*L, d), so memory grows linearly with S.
 - `KeyValueCache`: per-layer cache for step-by-step decoding with a sliding window.
 """

@@ -7,11 +7,12 @@ bottom (bytes) first.
 
 total_loss = mean reconstruction CE over levels + sum of VQ commitment losses
              + aux_lm_loss_weight * mean aux LM CE + top_lm_loss_weight * top LM loss.
-The top LM reads detached code vectors (no rate term into the encoder; model.md Part C).
+The top LM reads detached code vectors: no rate term reaches the encoder (it collapsed the codebook; docs/model.md).
 
 Two stages: stage 1 trains compressors + expanders (the "base") and `save_base_components`; stage 2
 `load_base_components(freeze=True)`: the base gets requires_grad False and stays in eval mode through every
-`.train()` call (W8), so only the top LM learns and no VQ statistic moves.
+`.train()` call (a stray `.train()` would set its EMA and resets moving again), so only the top LM learns and no VQ
+statistic moves.
 """
 
 from __future__ import annotations
@@ -90,14 +91,14 @@ class HierarchicalAutoencoder(nn.Module):
         input), row_valid (of each level's codes), compression_ratios, top_codes, top_valid.
         """
         kpm = key_padding_mask
-        if kpm is None:  # PAD is never content (W13), even when the caller passes no mask
+        if kpm is None:  # PAD is never content, even when the caller passes no mask
             kpm = tokens == PAD_ID
         outputs: list[CompressorOutput] = []
         level_tokens = tokens
         for compressor in self.compressors:
             out = compressor(level_tokens, kpm)
             outputs.append(out)
-            # The next level reads this level's codes; invalid rows are its padding (W13), always.
+            # The next level reads this level's codes; invalid rows are its padding, always.
             level_tokens, kpm = out.codes, ~out.row_valid
         return {
             "levels": outputs,
@@ -232,7 +233,7 @@ class HierarchicalAutoencoder(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.base_frozen:  # W8: a frozen base never returns to train mode (no EMA, no resets)
+        if self.base_frozen:  # a frozen base never returns to train mode (no EMA, no resets)
             for module in self.base_modules():
                 module.eval()
         return self

@@ -63,7 +63,7 @@ class SelfAttention(nn.Module):
 
 
 class SegmentCrossAttention(nn.Module):
-    """Position t reads the code rows of its own segment and `lookback` earlier segments (W2).
+    """Position t reads the code rows of its own segment and `lookback` earlier segments (by segment id).
 
     RoPE positions are segment indices (queries: their segment; rows: the segment they encode), so a query can
     tell its own segment's code from the look-back ones.

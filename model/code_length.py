@@ -1,4 +1,4 @@
-"""Two-part code length in bits: what it costs to transmit a text with this model (model.md Part A).
+"""Two-part code length in bits: what it costs to transmit a text with this model (docs/model.md).
 
     bits(text) = bits of the top codes under the top LM (the first code predicted from a start)
                + sum over levels of bits of that level's tokens given its codes, under its expander

@@ -10,7 +10,8 @@ L = num_queries, N = most segments in the batch.
 
 The LM branch is the entropy model; its loss is the auxiliary LM loss, and it can be frozen with the base. The
 quantized straight-through vectors carry the reconstruction gradient back into the compression branch and
-pooler (W1). `lm_step` runs the trunk and LM branch one position at a time (generation recomputes boundaries
+pooler (an encoder that gets no reconstruction gradient never learns to keep what the expander
+needs). `lm_step` runs the trunk and LM branch one position at a time (generation recomputes boundaries
 with it).
 """
 

@@ -5,10 +5,11 @@ these tokens, -1 at padding); memory (B, M, D_mem) code rows with memory_valid (
 
 Teacher forcing: the input at position t is a learned start vector (t = 0) or the embedding of targets[t-1];
 logits[:, t] predict targets[:, t]. Self-attention is causal (sliding window); cross-attention at position t
-sees only the code rows of segment segment_ids[t] and `lookback` earlier segments (W2). Because segment_ids[t]
+sees only the code rows of segment segment_ids[t] and `lookback` earlier segments, found by segment id, not by
+raw index (an index says nothing of which bytes a row covers). Because segment_ids[t]
 depends only on tokens < t (causal entropy rule), a decoder can always tell which rows position t may read.
 
-The memory is the quantizer's straight-through output, so reconstruction gradients reach the compressor (W1).
+The memory is the quantizer's straight-through output, so reconstruction gradients reach the compressor.
 `step` decodes one position per row with KV caches (generation, greedy reconstruction).
 """
 

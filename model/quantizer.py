@@ -2,13 +2,13 @@
 
 Shapes: z (..., D) pooled vectors with a validity mask (...,); codes (...,) long; quantized (..., D).
 
-Design (model.md Part A; the weak points it avoids are in reference.md):
-- The codebook is a buffer, never an optimizer parameter (W19); the only loss is the commitment term
+Design (the measured reasons are in docs/model.md):
+- The codebook is a buffer, never an optimizer parameter (the EMA alone trains it); the only loss is the commitment term
   beta * |z - sg(q)|^2 over valid rows.
-- EMA statistics and distances are fp32 whatever the autocast dtype (W6).
-- Initialisation is consistent (W5): codebook = ema_sum / ema_count with ema_count = 1 from construction, and
-  the first training batch re-initialises the codebook from data.
-- Invalid rows (padding, empty segment slots) are never quantized, counted, averaged or buffered (W13); their
+- EMA statistics and distances are fp32 whatever the autocast dtype (a bf16 running count stalls).
+- Initialisation is consistent (no unused code's norm blows up): codebook = ema_sum / ema_count with
+  ema_count = 1 from construction, and the first training batch re-initialises the codebook from data.
+- Invalid rows (padding, empty segment slots) are never quantized, counted, averaged or buffered; their
   output is zero and their code is 0 (callers carry the mask).
 - Dead-code reset every `reset_interval` steps: a code is dead if unused for R steps and below average EMA
   usage; R = 5 during the first 100 steps, then 25; no resets in the second half of training when the total is

@@ -9,7 +9,7 @@ The rule is causal, so a decoder can recompute boundaries left to right from wha
   (entropy[t] > entropy[t-1] + entropy_delta, t-1 not padding) or entropy[t] > entropy_abs_threshold,
   provided the current segment already has >= min_segment_len positions; and it always opens one when the
   current segment has max_segment_len positions.
-- PAD never opens, joins or validates a segment (W13): its segment id is -1 and it adds no length.
+- PAD never opens, joins or validates a segment: its segment id is -1 and it adds no length.
 
 `EntropySegmenter.segment` does whole batches, vectorised (length bounds by pointer doubling in O(log S)
 rounds, no loop over positions); `EntropySegmenter.step` does one position for a `SegmentationState`

@@ -13,7 +13,7 @@ first code has a probability too (a learned start vector), which a code length n
   checkpoint with the other parameters.
 
 It reads the codebook (passed in, detached) and never updates it: no EMA, no resets, no shared training-mode
-quantizer (W7).
+quantizer (a top LM that trained the codebook it predicts would move its own targets).
 """
 
 from __future__ import annotations

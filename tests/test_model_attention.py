@@ -49,7 +49,7 @@ def test_fully_padded_window_gives_zeros_not_nan():
     for t in (q, k, v):
         t.requires_grad_(True)
     kpm = torch.zeros(2, 40, dtype=torch.bool)
-    kpm[:, 12:] = True  # 28 trailing pads, window 8: whole windows of padding (W11)
+    kpm[:, 12:] = True  # 28 trailing pads, window 8: whole windows of padding
     out = block_local_attention(q, k, v, 8, kpm)
     assert torch.isfinite(out).all()
     assert (out[:, :, 12:] == 0).all()

@@ -1,5 +1,5 @@
-"""HierarchicalAutoencoder: the training objective, any number of levels (W3), every top-LM mode, two-stage
-freezing (W8), checkpoint-friendly state, bf16 autocast."""
+"""HierarchicalAutoencoder: the training objective, any number of levels, every top-LM mode, two-stage
+freezing, checkpoint-friendly state, bf16 autocast."""
 
 import pytest
 import torch
@@ -157,7 +157,7 @@ def test_build_model_accepts_the_shipped_configs(path):
     model = build_model(config)
     assert isinstance(model, HierarchicalAutoencoder)
     assert (model.top_lm is None) == (config.top_transformer_config is None)
-    assert not any(p is model.compressors[0].quantizer.codebook for p in model.parameters())  # W19
+    assert not any(p is model.compressors[0].quantizer.codebook for p in model.parameters())  # EMA-trained only
 
 
 def test_loading_a_base_of_another_shape_names_the_part(tmp_path):

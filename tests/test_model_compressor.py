@@ -1,5 +1,5 @@
-"""Compressor: reconstruction gradient reaches the compression branch and pooler (W1), causal segmentation,
-no NaN with fully padded windows (W11), step-wise LM branch == full forward."""
+"""Compressor: reconstruction gradient reaches the compression branch and pooler, causal segmentation,
+no NaN with fully padded windows, step-wise LM branch == full forward."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Expander: cross-attention aligned by segment (W2), causal teacher forcing, KV-cache steps == forward."""
+"""Expander: cross-attention aligned by segment, causal teacher forcing, KV-cache steps == forward."""
 
 import torch
 

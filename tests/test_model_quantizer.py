@@ -1,5 +1,5 @@
-"""EMA vector quantizer: consistent init (W5), fp32 statistics under bf16 autocast (W6), dead-code reset rule,
-padding never reaching the codebook (W13), codebook outside the optimizer (W19), checkpoint-friendly state."""
+"""EMA vector quantizer: consistent init, fp32 statistics under bf16 autocast, dead-code reset rule, padding
+never reaching the codebook, codebook outside the optimizer, checkpoint-friendly state."""
 
 import torch
 
@@ -19,7 +19,7 @@ def test_no_code_norm_explosion_after_first_updates():
     for step in range(5):
         z = clustered(seed=step)
         vq(z, torch.ones(z.shape[0], dtype=torch.bool))
-        assert vq.codebook.norm(dim=1).max() <= 1.5 * z.norm(dim=1).max()  # reference W5: ~1000x
+        assert vq.codebook.norm(dim=1).max() <= 1.5 * z.norm(dim=1).max()  # an inconsistent init gave ~1000x
     torch.testing.assert_close(vq.codebook, vq.ema_sum / vq.ema_count[:, None], atol=1e-3, rtol=1e-3)
 
 
@@ -35,7 +35,7 @@ def test_statistics_stay_fp32_under_bf16_autocast():
             out = vq(z.to(torch.bfloat16), valid)
     for name in ("codebook", "ema_count", "ema_sum"):
         assert getattr(vq, name).dtype == torch.float32
-    # An EMA of a constant count converges towards it; in bf16 it stalls (reference W6: 8 -> 4.0).
+    # An EMA of a constant count converges towards it; in bf16 it stalls (8 -> 4.0).
     expected = 1.0 * 0.999**201 + counts * (1 - 0.999**201)
     torch.testing.assert_close(vq.ema_count[counts > 0], expected[counts > 0], atol=0.05, rtol=0.02)
 

@@ -1,4 +1,4 @@
-"""Top LM (CodeSequenceTransformer): never touches the compressor's quantizer (W7); continuous (MSE) and
+"""Top LM (CodeSequenceTransformer): never touches the compressor's quantizer; continuous (MSE) and
 discrete (CE over -distances) modes learn; the first code has a probability too."""
 
 import pytest

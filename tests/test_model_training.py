@@ -14,7 +14,7 @@ from tests.model_helpers import padded_batch, text_windows, tiny_config, torch_s
 def test_codes_carry_information_about_their_window():
     torch.manual_seed(0)
     # The expander (1 layer) is no deeper than the entropy branch (1 shared + 1 LM layer): a strong expander
-    # could otherwise pass by being a good byte LM that ignores the codes (model.md Part C).
+    # could otherwise pass by being a good byte LM that ignores the codes.
     config = tiny_config(
         top=None, level_changes=dict(window=16, codebook_size=64, max_segment_len=8, entropy_delta=0.2)
     )
