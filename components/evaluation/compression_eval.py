@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import zstandard
 
-from components.data.byte_windows import SplitStream
 from components.codec.window_coder import default_context, plan_windows
+from components.data.byte_windows import SplitStream
 from components.evaluation.conditional_code_length import known_counts, one_thread_on_cpu
 from model.code_length import bits_of, eval_position_logits
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID

@@ -1,7 +1,7 @@
 """The evaluation report: report.json (every number), report.md (tables) and small PNG plots.
 
     report.json   {"checkpoint", "step", "data_hash", "versions": {torch, lm_eval, python, abstractinator},
-                   "compression": {name: entry of components/evaluation/compression_eval.py}, "lm_eval": {task: metrics},
+                   "compression": {name: entry of compression_eval.py}, "lm_eval": {task: metrics},
                    "metrics": the flat dict the promotion gate reads}
     report.md     a bits-per-byte table (model and the four compressors, same bytes, same run), per-level table,
                   reconstruction and lm-eval tables

@@ -166,8 +166,8 @@ def run_lm_eval(
 
 
 def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) -> dict:
-    from components.evaluation.compression_eval import evaluate_compression, split_windows, text_windows
     from components.data.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data
+    from components.evaluation.compression_eval import evaluate_compression, split_windows, text_windows
     from components.infrastructure.settings import get_settings
 
     config, device = loaded.config, loaded.device
@@ -207,10 +207,10 @@ def require_bits(model, checkpoint) -> None:
 
 
 def evaluate(params: EvaluateParams) -> EvaluateResult:
-    from components.evaluation.eval_report import flat_metrics, write_report
-    from components.evaluation.model_loading import load_model
     from components.data.shards import load_manifest
     from components.data.train_data import resolve_training_data
+    from components.evaluation.eval_report import flat_metrics, write_report
+    from components.evaluation.model_loading import load_model
 
     loaded = load_model(params.checkpoint, params.device)
     config = loaded.config

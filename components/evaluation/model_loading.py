@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from components.training.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_file
 from components.infrastructure.logs import get_logger
+from components.training.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_file
 from configs import ExpConfig, validate_config
 from model import build_model
 
