@@ -17,6 +17,7 @@ Shapes: B batch, H heads, S positions, d head dim, W window. Self-attention tens
   attends only to the code rows of its own segment and `lookback` earlier segments. It gathers those rows
   (B, H, S, (lookback+1)*L, d), so memory grows linearly with S.
 - `KeyValueCache`: per-layer cache for step-by-step decoding with a sliding window.
+- `RaggedKeyValueCache`: the same for independent rows that hold different numbers of positions (lockstep decoding).
 """
 
 from __future__ import annotations
@@ -251,3 +252,63 @@ class KeyValueCache:
             self.values = self.values[:, :, -(self.window + 1) :]
         self.length += k.shape[2]
         return self.keys, self.values
+
+    def next_positions(self, device) -> torch.Tensor:
+        """RoPE position of the next step: the same for every row."""
+        return torch.tensor([self.length], device=device)
+
+    def append_step(self, k: torch.Tensor, v: torch.Tensor):
+        """`append`, plus the attention mask of the step (None: every cached key is visible)."""
+        return (*self.append(k, v), None)
+
+
+class RaggedKeyValueCache:
+    """Keys/values of independent rows that hold different numbers of positions (lockstep decoding): storage
+    (R, H, capacity, d) with each row's positions from index 0, and its length. A step runs on some rows,
+    `view(rows)`, each at its own position; the keys a row has not written are masked out."""
+
+    def __init__(self, window: int | None, rows: int):
+        self.window = window
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.lengths = torch.zeros(rows, dtype=torch.long)
+
+    def view(self, rows: torch.Tensor) -> RaggedCacheView:
+        return RaggedCacheView(self, rows)
+
+
+class RaggedCacheView:
+    """The rows of a `RaggedKeyValueCache` that take one step together (the interface SelfAttention.step uses)."""
+
+    def __init__(self, cache: RaggedKeyValueCache, rows: torch.Tensor):
+        self.cache, self.rows = cache, rows
+        # All rows in order: the keys are read as a view, not gathered (the common case: every row stepping).
+        self.every_row = len(rows) == len(cache.lengths) and bool((rows == torch.arange(len(rows))).all())
+
+    def next_positions(self, device) -> torch.Tensor:
+        return self.cache.lengths[self.rows][:, None].to(device)  # (n, 1): one position per row
+
+    def append_step(self, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v (n, H, 1, d) at each row's next position; returns the rows' keys and values (n, H, T, d)
+        and the mask (n, 1, 1, T) of the keys each row sees (its own, within the window)."""
+        cache, lengths = self.cache, self.cache.lengths[self.rows]
+        needed = int(lengths.max()) + 1
+        if cache.keys is None or cache.keys.shape[2] < needed:
+            capacity = max(16, 2 * needed)
+            shape = (len(cache.lengths), k.shape[1], capacity, k.shape[3])
+            keys, values = k.new_zeros(shape), v.new_zeros(shape)
+            if cache.keys is not None:
+                keys[:, :, : cache.keys.shape[2]] = cache.keys
+                values[:, :, : cache.values.shape[2]] = cache.values
+            cache.keys, cache.values = keys, values
+        cache.keys[self.rows, :, lengths] = k[:, :, 0]
+        cache.values[self.rows, :, lengths] = v[:, :, 0]
+        cache.lengths[self.rows] = lengths + 1
+        oldest = 0 if cache.window is None else max(0, int(lengths.min()) - cache.window)  # none sees before
+        index = torch.arange(oldest, needed)[None]
+        visible = index <= lengths[:, None]
+        if cache.window is not None:
+            visible = visible & (index >= lengths[:, None] - cache.window)
+        rows = slice(None) if self.every_row else self.rows
+        keys, values = cache.keys[rows, :, oldest:needed], cache.values[rows, :, oldest:needed]
+        return keys, values, visible[:, None, None, :].to(k.device)

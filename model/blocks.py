@@ -13,7 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.attention import KeyValueCache, apply_rope, segment_cross_attention, sliding_window_attention
+from model.attention import (
+    KeyValueCache,
+    RaggedCacheView,
+    apply_rope,
+    segment_cross_attention,
+    sliding_window_attention,
+)
 
 NORM_EPS = 1e-6
 
@@ -53,12 +59,12 @@ class SelfAttention(nn.Module):
         out = sliding_window_attention(q, k, v, self.window, key_padding_mask)
         return self.out(out.transpose(1, 2).reshape(B, S, D))
 
-    def step(self, x: torch.Tensor, cache: KeyValueCache) -> torch.Tensor:
-        """x (B, 1, D) is the position after the cached ones."""
+    def step(self, x: torch.Tensor, cache: KeyValueCache | RaggedCacheView) -> torch.Tensor:
+        """x (B, 1, D) is the position after the cached ones (of each row, with a ragged cache)."""
         B, _, D = x.shape
-        q, k, v = self._split(x, torch.tensor([cache.length], device=x.device))
-        keys, values = cache.append(k, v)
-        out = F.scaled_dot_product_attention(q, keys, values, scale=q.shape[-1] ** -0.5)
+        q, k, v = self._split(x, cache.next_positions(x.device))
+        keys, values, mask = cache.append_step(k, v)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=q.shape[-1] ** -0.5)
         return self.out(out.transpose(1, 2).reshape(B, 1, D))
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.attention import KeyValueCache
 from model.blocks import NORM_EPS, TransformerBlock
 
 
@@ -48,6 +49,21 @@ class CodeSequenceTransformer(nn.Module):
         for layer in self.layers:
             x = layer(x, kpm)
         return self.out_proj(self.norm(x))
+
+    def new_caches(self) -> list[KeyValueCache]:
+        return [KeyValueCache(layer.attn.window) for layer in self.layers]
+
+    @torch.no_grad()
+    def step(self, previous: torch.Tensor | None, caches: list[KeyValueCache], batch: int) -> torch.Tensor:
+        """`predict` one position at a time with KV caches (decoding), for `batch` rows: previous (B, D_code) the
+        vector before this position (None at position 0: the start vector). Returns its prediction (B, D_code)."""
+        if previous is None:
+            x = self.start.expand(batch, 1, -1)
+        else:
+            x = self.in_proj(self.in_norm(previous))[:, None]
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x = layer.step(x, cache)
+        return self.out_proj(self.norm(x))[:, 0]
 
     def code_logits(self, predictions: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """(B, N, D) x (K, D) -> (B, N, K) in fp32: -(mean squared difference per dim) * inverse temperature.

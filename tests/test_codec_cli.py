@@ -69,7 +69,9 @@ def write_variant(packed, target, header_changes=None, payload=None, version=FOR
     return target
 
 
-@pytest.mark.parametrize("case", ["truncated", "corrupted", "version", "not-ours", "other-model", "diverging"])
+@pytest.mark.parametrize(
+    "case", ["truncated", "corrupted", "version", "version-1", "layout", "not-ours", "other-model", "diverging"]
+)
 def test_refusals_are_one_line_exit_2_and_leave_the_output_alone(case, checkpoints, packed, tmp_path, capsys):
     import hashlib
 
@@ -87,6 +89,14 @@ def test_refusals_are_one_line_exit_2_and_leave_the_output_alone(case, checkpoin
     elif case == "version":
         write_variant(packed, damaged, version=FORMAT_VERSION + 1)
         fragment = f"format version {FORMAT_VERSION + 1}"
+    elif case == "version-1":  # the single-stream format this build replaced
+        write_variant(packed, damaged, version=1)
+        fragment = "format version 1 is not supported"
+    elif case == "layout":  # a header whose chunk layout does not fit its length
+        with packed.open("rb") as stream:
+            streams = read_header(stream, "x").streams
+        write_variant(packed, damaged, {"streams": streams + 1})
+        fragment = "inconsistent chunk layout"
     elif case == "not-ours":
         damaged.write_bytes(DATA)
         fragment = "not an abstractinator compressed file"

@@ -49,13 +49,21 @@ def test_the_range_coder_codes_with_exactly_these_frequencies():
     channel = EncodingChannel()
     probabilities = torch.softmax(logits.double(), -1).numpy()
     symbols = [int(rng.choice(259, p=p / p.sum())) for p in probabilities]
-    for stream_logits, symbol in zip(logits, symbols, strict=True):
-        channel.intended = {0: deque([symbol])}
-        channel.code(0, stream_logits)
+    # One request per symbol, then whole batches of rows per request: the same code either way.
+    for stream_logits, symbol in zip(logits[:1000], symbols[:1000], strict=True):
+        channel.intended = {0: {0: deque([symbol])}}
+        channel.code(0, [0], stream_logits[None])
+    for start in range(1000, 3000, 100):
+        rows = list(range(100))
+        channel.intended = {0: {row: deque([symbols[start + row]]) for row in rows}}
+        channel.code(0, rows, logits[start : start + 100])
     words = channel.finish()
     assert channel.bits <= 32 * len(words) <= channel.bits * 1.001 + 64
     decoder = DecodingChannel(words)
-    assert [decoder.code(0, stream_logits) for stream_logits in logits] == symbols
+    decoded = [decoder.code(0, [0], stream_logits[None])[0] for stream_logits in logits[:1000]]
+    for start in range(1000, 3000, 100):
+        decoded += decoder.code(0, list(range(100)), logits[start : start + 100])
+    assert decoded == symbols
 
 
 def test_header_round_trips_and_damage_is_refused():
@@ -72,13 +80,15 @@ def test_header_round_trips_and_damage_is_refused():
         ),
         window=256,
         context=32,
-        windows_per_block=64,
+        streams=64,
+        chunk_bytes=2,
+        rounds_per_block=16,
         precision_bits=PRECISION_BITS,
-        adapt=AdaptSettings(learning_rate=1e-4, steps_per_window=2),
+        adapt=AdaptSettings(learning_rate=1e-4, steps_per_round=2),
     )
     data = header_bytes(header)
     assert read_header(io.BytesIO(data + b"payload"), "f") == header
-    assert len(data) < 300
+    assert len(data) < 320
     with pytest.raises(CodecError, match="truncated"):
         read_header(io.BytesIO(data[:30]), "f")
     with pytest.raises(CodecError, match="corrupted header"):

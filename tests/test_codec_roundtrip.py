@@ -46,22 +46,27 @@ def model():
     ids=["empty", "one-byte", "invalid-utf8", "random-binary", "text"],
 )
 def test_any_bytes_round_trip_exactly(model, data, tmp_path):
-    restored, summary, packed = round_trip(model, data, tmp_path, CodecParams(context=8, windows_per_block=2))
+    restored, summary, packed = round_trip(
+        model, data, tmp_path, CodecParams(context=8, chunk_bytes=64, rounds_per_block=2)
+    )
     assert restored == data
     assert summary.bytes_in == len(data) and summary.bytes_out == packed.stat().st_size
 
 
 def test_size_is_the_reports_code_length_and_the_encoder_codes_its_distributions(model, tmp_path):
-    data = TEXT[1000:2500]
-    context = 8
-    report = evaluate_compression(
-        model, text_windows(data, WINDOW, 16, context=context), torch.device("cpu"), reconstruction_windows=0
-    )
-    _, summary, _ = round_trip(model, data, tmp_path, CodecParams(context=context, windows_per_block=64))
-    quantized_bits = report["quantized_bits_per_byte"] * len(data)
-    # The step-by-step encoder coded the same distributions the batched evaluation sums (up to float noise).
+    data, context, chunk = TEXT[1000:2500], 8, 400  # four streams: 400, 400, 400 and 300 bytes
+    quantized_bits = bits = 0.0
+    for offset in range(0, len(data), chunk):  # each chunk is coded as the report codes a file
+        piece = data[offset : offset + chunk]
+        report = evaluate_compression(
+            model, text_windows(piece, WINDOW, 16, context=context), torch.device("cpu"), reconstruction_windows=0
+        )
+        quantized_bits += report["quantized_bits_per_byte"] * len(piece)
+        bits += report["bits_per_byte"] * len(piece)
+    _, summary, _ = round_trip(model, data, tmp_path, CodecParams(context=context, chunk_bytes=chunk))
+    # The lockstep encoder coded the same distributions the batched evaluation sums (up to float noise).
     assert summary.coded_bits == pytest.approx(quantized_bits, rel=1e-3)
-    assert report["bits_per_byte"] == pytest.approx(report["quantized_bits_per_byte"], rel=1e-3)
+    assert bits == pytest.approx(quantized_bits, rel=1e-3)
     # And the range coder's output is that code length: within 1%, plus a few words of flush per block.
     payload_bits = summary.payload_bits_per_byte * len(data)
     blocks = 1
@@ -70,15 +75,20 @@ def test_size_is_the_reports_code_length_and_the_encoder_codes_its_distributions
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=16, max_size=90), context=st.integers(0, 15), per_block=st.integers(1, 3))
-def test_property_any_bytes_any_context_round_trip(data, context, per_block, tmp_path_factory):
+@given(
+    data=st.binary(min_size=16, max_size=90),
+    context=st.integers(0, 15),
+    chunk=st.integers(5, 100),
+    per_block=st.integers(1, 3),
+)
+def test_property_any_bytes_any_context_any_layout_round_trip(data, context, chunk, per_block, tmp_path_factory):
     # Untrained (flat distributions, every symbol in play), with 16-token windows: every input spans several
-    # windows and blocks, so the context carried from window to window is exercised (empty and one-byte inputs
-    # are cases of test_any_bytes_round_trip_exactly).
+    # windows, streams of different lengths and blocks, so the context carried from window to window and the
+    # lockstep of streams that finish at different rounds are exercised (empty and one-byte inputs are cases of
+    # test_any_bytes_round_trip_exactly).
     tiny = build_model(codec_config(sequence_length=16)).eval()
-    restored, _, _ = round_trip(
-        tiny, data, tmp_path_factory.mktemp("prop"), CodecParams(context=context, windows_per_block=per_block)
-    )
+    params = CodecParams(context=context, chunk_bytes=chunk, rounds_per_block=per_block)
+    restored, _, _ = round_trip(tiny, data, tmp_path_factory.mktemp("prop"), params)
     assert restored == data
 
 
@@ -98,7 +108,7 @@ def test_adaptive_mode_round_trips_and_learns_from_the_file(model, tmp_path):
     static_dir.mkdir(), adaptive_dir.mkdir()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     _, static, _ = round_trip(model, data, static_dir, CodecParams(context=8))
-    adapt = CodecParams(context=8, adapt=AdaptSettings(learning_rate=3e-3, steps_per_window=2))
+    adapt = CodecParams(context=8, adapt=AdaptSettings(learning_rate=3e-3, steps_per_round=2))
     restored, adaptive, _ = round_trip(model, data, adaptive_dir, adapt)
     assert restored == data
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "adapting changes a copy only"

@@ -44,10 +44,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="tokens of the previous window each window conditions on (default: window // 8)",
     )
-    parser.add_argument("--windows-per-block", type=positive_int, default=64, help="windows per range-coder block")
+    parser.add_argument(
+        "--streams",
+        type=positive_int,
+        default=64,
+        help="chunks of the file coded side by side as one batch (the speed; each chunk starts cold)",
+    )
+    parser.add_argument(
+        "--rounds-per-block", type=positive_int, default=16, help="rounds (a window of every stream) per block"
+    )
     parser.add_argument("--adapt", action="store_true", help="fine-tune the model on the file while coding")
     parser.add_argument("--adapt-lr", type=positive_float, default=1e-4, help="learning rate of --adapt")
-    parser.add_argument("--adapt-steps", type=positive_int, default=1, help="optimizer steps per window with --adapt")
+    parser.add_argument(
+        "--adapt-steps", type=positive_int, default=1, help="optimizer steps after each round with --adapt"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -70,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output.resolve() == args.input.resolve():
         raise CodecError(f"{args.output}: the output would overwrite the input")
-    adapt = AdaptSettings(learning_rate=args.adapt_lr, steps_per_window=args.adapt_steps) if args.adapt else None
-    params = CodecParams(context=args.context, windows_per_block=args.windows_per_block, adapt=adapt)
+    adapt = AdaptSettings(learning_rate=args.adapt_lr, steps_per_round=args.adapt_steps) if args.adapt else None
+    params = CodecParams(
+        context=args.context, streams=args.streams, rounds_per_block=args.rounds_per_block, adapt=adapt
+    )
     if not args.input.is_file():
         raise CodecError(f"{args.input}: no such file")
     loaded = load_codec_model(args.model)

@@ -2,18 +2,23 @@
 
     magic  b"ABZC"                      4 bytes
     format version                      u16 (FORMAT_VERSION)
-    fixed fields                        u64 bytes, u64 payload bytes, u32 window, u32 context, u32 windows per
-                                        block, u8 precision bits, then sha256 of the content, of the payload
-                                        and of the model's weights (32 bytes each)
+    fixed fields                        u64 bytes, u64 payload bytes, u32 window, u32 context, u32 streams,
+                                        u64 chunk bytes, u32 rounds per block, u8 precision bits, then sha256
+                                        of the content, of the payload and of the model's weights (32 bytes
+                                        each)
     details                             u16 length + UTF-8 JSON: model source, registry name/version, adapt
     payload                             blocks, each: u32 word count, then that many u32 words
 
 All integers little-endian. The header carries the original length and sha256 of the content, the payload's
 length and sha256 (so a truncated or corrupted file is refused before any decoding), the model's identity
 (sha256 of its weights, where it was loaded from, registry name and version when known) and the coding
-parameters the decoder must repeat (window, context, windows per block, adaptation settings): about 150 bytes
-plus the model's source. Each block is one range coder's output, so memory stays bounded by a block whatever
+parameters the decoder must repeat (window, context, the chunk layout, rounds per block, adaptation settings):
+about 150 bytes plus the model's source. The content is cut into `streams` chunks of `chunk bytes` (the last
+one shorter), coded side by side (components/codec/files.py); a round codes one window of every stream, and a
+block is one range coder's output for `rounds per block` rounds, so memory stays bounded by a block whatever
 the file size.
+
+Version 1 (one stream, windows per block) is refused: its files decode only with the build that wrote them.
 """
 
 from __future__ import annotations
@@ -25,14 +30,14 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from configs.errors import UserError
 
 MAGIC = b"ABZC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PREFIX = struct.Struct("<4sH")
-_FIXED = struct.Struct("<QQIIIB32s32s32sH")
+_FIXED = struct.Struct("<QQIIIQIB32s32s32sH")
 _WORDS = struct.Struct("<I")
 
 
@@ -55,7 +60,7 @@ class AdaptSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     learning_rate: float
-    steps_per_window: int = 1
+    steps_per_round: int = 1  # optimizer steps after each round, on the round's windows
 
 
 class CodecHeader(BaseModel):
@@ -68,7 +73,9 @@ class CodecHeader(BaseModel):
     model: ModelIdentity
     window: int
     context: int
-    windows_per_block: int
+    streams: int = Field(ge=1)  # chunks coded side by side
+    chunk_bytes: int = Field(ge=1)  # bytes of each chunk (the last one: what is left)
+    rounds_per_block: int = Field(ge=1)
     precision_bits: int
     adapt: AdaptSettings | None = None
 
@@ -93,7 +100,9 @@ def header_bytes(header: CodecHeader) -> bytes:
         header.payload_bytes,
         header.window,
         header.context,
-        header.windows_per_block,
+        header.streams,
+        header.chunk_bytes,
+        header.rounds_per_block,
         header.precision_bits,
         bytes.fromhex(header.sha256),
         bytes.fromhex(header.payload_sha256),
@@ -113,7 +122,9 @@ def read_header(stream: BinaryIO, name: str) -> CodecHeader:
     fixed = stream.read(_FIXED.size)
     if len(fixed) < _FIXED.size:
         raise CodecError(f"{name}: truncated (the header is cut short)")
-    size, payload, window, context, per_block, precision, content, payload_sha, weights, length = _FIXED.unpack(fixed)
+    (size, payload, window, context, streams, chunk, per_block, precision, content, payload_sha, weights, length) = (
+        _FIXED.unpack(fixed)
+    )
     body = stream.read(length)
     try:
         details = json.loads(body)
@@ -125,7 +136,9 @@ def read_header(stream: BinaryIO, name: str) -> CodecHeader:
             model=ModelIdentity(weights_sha256=weights.hex(), **details.get("model", {})),
             window=window,
             context=context,
-            windows_per_block=per_block,
+            streams=streams,
+            chunk_bytes=chunk,
+            rounds_per_block=per_block,
             precision_bits=precision,
             adapt=AdaptSettings(**details["adapt"]) if details.get("adapt") else None,
         )

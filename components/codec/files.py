@@ -1,10 +1,17 @@
 """Compress and decompress files with a model: streaming, atomic, verified.
 
-`compress_file` reads the input twice (its sha256 and length first, for the header), then window by window
-(components/codec/window_coder.py), one range coder per block of windows; `decompress_file` checks the payload
-against the header before decoding anything and the content against its sha256 after. Memory is bounded by a
-block and a window whatever the file size. Both write to a temporary file beside the destination and rename it
-into place only when everything checked out, so a failure leaves nothing partial behind.
+Streams: the content is cut into up to `streams` chunks (`chunk_layout`), each coded as the evaluation codes a
+file (BOS + bytes + EOS in context-carrying windows, components/codec/window_coder.py), all of them side by side:
+round r codes window r of every stream that has one, the streams' step-by-step decoders running in lockstep as
+one batch (model/lockstep_decoding.py). That is what makes coding fast: one model call per position computes
+every stream. Context carries across windows inside a stream; a chunk starts cold, which costs about one window
+boundary's bits. One range coder per block of rounds.
+
+`compress_file` reads the input twice (its sha256 and length first, for the header), then each round's windows;
+`decompress_file` checks the payload against the header before decoding anything, writes each stream's bytes at
+its chunk's offset, and checks the content against its sha256 after. Memory is bounded by a block and a round
+whatever the file size. Both write to a temporary file beside the destination and rename it into place only
+when everything checked out, so a failure leaves nothing partial behind.
 
 Determinism: one thread, fp32, CPU, eval mode, at both ends (`coding_mode`). The same model on the same kind of
 CPU and torch build then computes bit-identical distributions; the content sha256 catches any other case.
@@ -14,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import os
 import tempfile
 import time
@@ -37,7 +43,7 @@ from components.codec.file_format import (
     write_block,
 )
 from components.codec.range_coding import DecodingChannel, EncodingChannel
-from components.codec.window_coder import default_context, encode_window, plan_windows, run_window
+from components.codec.window_coder import default_context, encode_round, plan_windows, run_round
 from model.code_length import PRECISION_BITS, require_code_probabilities
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES
 
@@ -48,7 +54,9 @@ class CodecParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     context: int | None = Field(None, description="known tokens carried into each window (default: window // 8)")
-    windows_per_block: int = Field(64, ge=1, description="windows per range-coder block (memory bound)")
+    streams: int = Field(64, ge=1, description="chunks coded side by side (at most; small files get fewer)")
+    chunk_bytes: int | None = Field(None, ge=1, description="bytes per chunk (default: from streams)")
+    rounds_per_block: int = Field(16, ge=1, description="rounds (one window of every stream) per range-coder block")
     adapt: AdaptSettings | None = None
 
 
@@ -110,19 +118,33 @@ def _progress(total: int, enabled: bool, description: str):
     return tqdm(total=total, unit="B", unit_scale=True, desc=description, disable=None if enabled else True)
 
 
-def _stream_tokens(path: Path, size: int, start: int, end: int) -> list[int]:
-    """Tokens [start, end) of BOS + file bytes + EOS, read from the file."""
-    first, last = max(start - 1, 0), min(end - 1, size)
+def chunk_layout(size: int, streams: int, window: int, chunk_bytes: int | None = None) -> tuple[int, int]:
+    """(streams, chunk bytes) for `size` bytes: at most `streams` chunks, none shorter than a window (a chunk
+    starts cold, so tiny chunks would cost bits for little speed), unless chunk_bytes says otherwise."""
+    chunk = chunk_bytes or max(-(-size // streams), window, 1)
+    return max(1, -(-size // chunk)), chunk
+
+
+def _chunks(size: int, streams: int, chunk: int) -> list[tuple[int, int]]:
+    """(offset, length) of each stream's chunk."""
+    return [(index * chunk, min(chunk, size - index * chunk)) for index in range(streams)]
+
+
+def _stream_tokens(path: Path, offset: int, length: int, start: int, end: int) -> list[int]:
+    """Tokens [start, end) of the stream BOS + the chunk's bytes + EOS, read from the file."""
+    first, last = max(start - 1, 0), min(end - 1, length)
     with path.open("rb") as stream:
-        stream.seek(first)
+        stream.seek(offset + first)
         data = stream.read(last - first)
-    return ([BOS_ID] if start == 0 else []) + list(data) + ([EOS_ID] if end == size + 2 else [])
+    return ([BOS_ID] if start == 0 else []) + list(data) + ([EOS_ID] if end == length + 2 else [])
 
 
-def _blocks(windows: Iterator, per_block: int) -> Iterator[list]:
-    """Consecutive groups of per_block windows, drawn lazily (the plan of a huge file is never held)."""
-    while block := list(itertools.islice(windows, per_block)):
-        yield block
+def _rounds(chunks: list[tuple[int, int]], window: int, context: int) -> Iterator[list[tuple[int, tuple]]]:
+    """Each round: (stream, (start, known_end, end)) of the next window of every stream that has one. Each
+    stream's plan is drawn lazily (the plan of a huge file is never held)."""
+    plans = [plan_windows(length + 2, window, context) for _, length in chunks]
+    while round_ := [(stream, w) for stream, plan in enumerate(plans) if (w := next(plan, None)) is not None]:
+        yield round_
 
 
 def compress_file(
@@ -141,7 +163,8 @@ def compress_file(
     started = time.perf_counter()
     model = copy.deepcopy(model) if params.adapt else model  # adapting changes a copy, never the caller's model
     size, content_sha = file_digest(source)
-    windows = plan_windows(size + 2, window, context)
+    streams, chunk = chunk_layout(size, params.streams, window, params.chunk_bytes)
+    chunks = _chunks(size, streams, chunk)
     payload, coded_bits = hashlib.sha256(), 0.0
     with (
         coding_mode(model),
@@ -149,16 +172,19 @@ def compress_file(
         _progress(size, progress, "compress") as bar,
     ):
         adapter = OnlineAdapter(model, params.adapt) if params.adapt else None
-        for block in _blocks(windows, params.windows_per_block):
-            channel = EncodingChannel()
-            for start, known_end, end in block:
-                tokens = _stream_tokens(source, size, start, end)
-                encode_window(model, tokens, known_end - start, channel)
-                if adapter:
-                    adapter.update(tokens)
-                bar.update(min(end, size + 1) - known_end)
-            coded_bits += channel.bits
-            payload.update(write_block(body, channel.finish()))
+        channel = EncodingChannel()
+        for index, round_ in enumerate(_rounds(chunks, window, context)):
+            if index and index % params.rounds_per_block == 0:
+                coded_bits += channel.bits
+                payload.update(write_block(body, channel.finish()))
+                channel.bits = 0.0
+            windows = [_stream_tokens(source, *chunks[stream], start, end) for stream, (start, _, end) in round_]
+            encode_round(model, windows, [known_end - start for _, (start, known_end, _) in round_], channel)
+            if adapter:
+                adapter.update(windows)
+            bar.update(sum(min(end, chunks[stream][1] + 1) - known_end for stream, (_, known_end, end) in round_))
+        coded_bits += channel.bits
+        payload.update(write_block(body, channel.finish()))
         header = CodecHeader(
             bytes=size,
             sha256=content_sha,
@@ -167,15 +193,17 @@ def compress_file(
             model=identity,
             window=window,
             context=context,
-            windows_per_block=params.windows_per_block,
+            streams=streams,
+            chunk_bytes=chunk,
+            rounds_per_block=params.rounds_per_block,
             precision_bits=PRECISION_BITS,
             adapt=params.adapt,
         )
         with atomic_output(destination) as out:
             out.write(header_bytes(header))
             body.seek(0)
-            while chunk := body.read(CHUNK):
-                out.write(chunk)
+            while data := body.read(CHUNK):
+                out.write(data)
     summary = _summary(size, destination.stat().st_size, header.payload_bytes, time.perf_counter() - started)
     return summary.model_copy(update={"coded_bits": coded_bits})
 
@@ -226,10 +254,20 @@ def decompress_file(model, source: Path, destination: Path, progress: bool = Fal
         raise CodecError(
             f"{source}: coded at {header.precision_bits}-bit precision, this build codes at {PRECISION_BITS}"
         )
+    if (
+        chunk_layout(header.bytes, header.streams, header.window, header.chunk_bytes)
+        != (
+            header.streams,
+            header.chunk_bytes,
+        )
+        or not 0 <= header.context < header.window
+    ):
+        raise CodecError(f"{source}: corrupted header (inconsistent chunk layout or window)")
     started = time.perf_counter()
     model = copy.deepcopy(model) if header.adapt else model
-    windows = plan_windows(header.bytes + 2, header.window, header.context)
-    digest, written = hashlib.sha256(), 0
+    chunks = _chunks(header.bytes, header.streams, header.chunk_bytes)
+    tails = [[BOS_ID] for _ in chunks]  # each stream so far, as far as its next window can look back
+    written = 0
     with (
         coding_mode(model),
         source.open("rb") as stream,
@@ -238,21 +276,23 @@ def decompress_file(model, source: Path, destination: Path, progress: bool = Fal
     ):
         read_header(stream, str(source))
         adapter = OnlineAdapter(model, header.adapt) if header.adapt else None
-        tail = [BOS_ID]  # the stream so far, as far as the next window can look back
-        for block in _blocks(windows, header.windows_per_block):
-            channel = DecodingChannel(read_block(stream, str(source)))
-            for start, known_end, end in block:
-                known = tail[len(tail) - (known_end - start) :]
-                new = run_window(model, known, end - known_end, channel)
-                data = _check_tokens(new, known_end, header.bytes, source)
+        for index, round_ in enumerate(_rounds(chunks, header.window, header.context)):
+            if index % header.rounds_per_block == 0:
+                channel = DecodingChannel(read_block(stream, str(source)))
+            knowns = [tails[s][len(tails[s]) - (known_end - start) :] for s, (start, known_end, _) in round_]
+            news = run_round(model, knowns, [end - known_end for _, (_, known_end, end) in round_], channel)
+            for (stream_index, (_, known_end, _)), known, new in zip(round_, knowns, news, strict=True):
+                offset, length = chunks[stream_index]
+                data = _check_tokens(new, known_end, length, offset, source)
+                out.seek(offset + known_end - 1)
                 out.write(data)
-                digest.update(data)
                 written += len(data)
-                if adapter:
-                    adapter.update(known + new)
-                tail = (known + new)[-max(header.context, 1) :]
+                tails[stream_index] = (known + new)[-max(header.context, 1) :]
                 bar.update(len(data))
-        if written != header.bytes or digest.hexdigest() != header.sha256:
+            if adapter:
+                adapter.update([known + new for known, new in zip(knowns, news, strict=True)])
+        out.flush()
+        if written != header.bytes or _digest_of(out) != header.sha256:
             raise CodecError(
                 f"{source}: the decoded content does not match its sha256 (decoded on another kind of "
                 "CPU or torch build than it was coded on?)"
@@ -260,10 +300,20 @@ def decompress_file(model, source: Path, destination: Path, progress: bool = Fal
     return _summary(header.bytes, source.stat().st_size, header.payload_bytes, time.perf_counter() - started)
 
 
-def _check_tokens(tokens: list[int], first: int, size: int, source: Path) -> bytes:
-    """Bytes of decoded stream tokens [first, first + len); the last stream token must be EOS."""
+def _digest_of(handle) -> str:
+    handle.seek(0)
+    digest = hashlib.sha256()
+    while data := handle.read(CHUNK):
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _check_tokens(tokens: list[int], first: int, length: int, offset: int, source: Path) -> bytes:
+    """Bytes of a chunk's decoded stream tokens [first, first + len); the chunk's last token must be EOS."""
     for index, token in enumerate(tokens, start=first):
-        expected_eos = index == size + 1
+        expected_eos = index == length + 1
         if (token == EOS_ID) != expected_eos or (not expected_eos and token >= NUM_BYTES):
-            raise CodecError(f"{source}: decoding diverged at byte {index - 1} (not the model it was made with?)")
+            raise CodecError(
+                f"{source}: decoding diverged at byte {offset + index - 1} (not the model it was made with?)"
+            )
     return bytes(token for token in tokens if token < NUM_BYTES)

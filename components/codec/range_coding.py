@@ -7,8 +7,10 @@ those integers to constriction's range coder, which codes with exactly these fre
 multiples of its 24-bit precision, so its own rounding leaves them as they are; tests/test_codec_format.py
 measures the size against the sum of -log2).
 
-`stream` names which sequence a symbol belongs to (level index, or num_levels for the top codes): the encoder
-draws the symbol it intends to send from that stream's queue; the decoder ignores it.
+A request codes the symbols of several rows (the codec's streams) at once, each under its own distribution: one
+constriction call with an array of symbols and a matrix of frequencies. `stream` names which sequence the
+symbols belong to (level index, or num_levels for the top codes): the encoder draws the symbol it intends to
+send for each row from that row's queue of that stream; the decoder ignores it.
 """
 
 from __future__ import annotations
@@ -25,28 +27,32 @@ _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 
 
 def _frequencies(logits: torch.Tensor) -> np.ndarray:
-    # float64 carries the integers exactly; one row per call.
-    return quantized_frequencies(logits.detach().float().cpu().numpy()[None]).astype(np.float64)
+    # float64 carries the integers exactly; one row per symbol.
+    return quantized_frequencies(logits.detach().float().cpu().numpy()).astype(np.float64)
 
 
 class EncodingChannel:
-    """Codes, for each request, the next intended symbol of its stream (or, if none is left, the most probable
-    one: any choice decodes, since the decoder repeats the same requests)."""
+    """Codes, for each requested row, the next intended symbol of its stream (or, if none is left, the most
+    probable one: any choice decodes, since the decoder repeats the same requests)."""
 
     def __init__(self) -> None:
         self.encoder = constriction.stream.queue.RangeEncoder()
-        self.intended: dict[int, deque[int]] = {}
+        self.intended: dict[int, dict[int, deque[int]]] = {}  # stream -> row -> symbols
         self.bits = 0.0  # sum of -log2 of the quantized probabilities coded: the ideal size of the output
 
-    def code(self, stream: int, logits: torch.Tensor) -> int:
+    def code(self, stream: int, rows: list[int], logits: torch.Tensor) -> list[int]:
         frequencies = _frequencies(logits)
-        queue = self.intended.get(stream)
-        symbol = queue.popleft() if queue else int(frequencies[0].argmax())
-        if not 0 <= symbol < frequencies.shape[1]:
-            raise ValueError(f"symbol {symbol} outside the alphabet of stream {stream} ({frequencies.shape[1]})")
-        self.encoder.encode(np.array([symbol], dtype=np.int32), _CATEGORICAL, frequencies)
-        self.bits += PRECISION_BITS - float(np.log2(frequencies[0, symbol]))
-        return symbol
+        queues = self.intended.get(stream, {})
+        symbols = np.array(
+            [queues[row].popleft() if queues.get(row) else int(frequencies[i].argmax()) for i, row in enumerate(rows)],
+            dtype=np.int32,
+        )
+        if ((symbols < 0) | (symbols >= frequencies.shape[1])).any():
+            raise ValueError(f"a symbol outside the alphabet of stream {stream} ({frequencies.shape[1]})")
+        self.encoder.encode(symbols, _CATEGORICAL, frequencies)
+        chosen = frequencies[np.arange(len(rows)), symbols]
+        self.bits += float((PRECISION_BITS - np.log2(chosen)).sum())
+        return symbols.tolist()
 
     def finish(self) -> np.ndarray:
         """The compressed words (uint32) of everything coded so far; the channel starts empty again."""
@@ -56,10 +62,10 @@ class EncodingChannel:
 
 
 class DecodingChannel:
-    """Decodes each requested symbol from `words` under the same quantized distribution."""
+    """Decodes each requested row's symbol from `words` under the same quantized distributions."""
 
     def __init__(self, words: np.ndarray):
         self.decoder = constriction.stream.queue.RangeDecoder(np.asarray(words, dtype=np.uint32))
 
-    def code(self, stream: int, logits: torch.Tensor) -> int:
-        return int(self.decoder.decode(_CATEGORICAL, _frequencies(logits))[0])
+    def code(self, stream: int, rows: list[int], logits: torch.Tensor) -> list[int]:
+        return self.decoder.decode(_CATEGORICAL, _frequencies(logits)).tolist()

@@ -31,30 +31,8 @@ from collections.abc import Iterator
 import torch
 
 from components.evaluation.conditional_code_length import known_counts
-from model.generation import LevelDecoder, TopCodeSource
-from model.tokenizer import EOS_ID
-
-
-class CodingLevelDecoder(LevelDecoder):
-    """A level decoder whose free choices go through the channel (forced tokens are known: not coded)."""
-
-    def __init__(self, model, level: int, parent, forced: list[int], channel):
-        super().__init__(model, level, parent, forced)
-        self.channel = channel
-
-    def choose_token(self, logits: torch.Tensor) -> int:
-        return self.channel.code(self.level, logits)
-
-
-class CodingTopSource(TopCodeSource):
-    """Top codes: the known ones, then each next one coded under the top LM's distribution."""
-
-    def __init__(self, model, known: list[int], channel):
-        super().__init__(model, known, predict=True)
-        self.channel = channel
-
-    def _predict_next(self) -> int:
-        return self.channel.code(self.model.num_levels, self.next_logits())
+from model.lockstep_decoding import lockstep_chain
+from model.tokenizer import EOS_ID, PAD_ID
 
 
 def default_context(window: int) -> int:
@@ -77,58 +55,74 @@ def plan_windows(total_tokens: int, window: int, context: int) -> Iterator[tuple
         start = max(0, end - context)
 
 
-@torch.no_grad()
-def known_prefix(model, known: list[int]) -> tuple[list[list[int]], list[int]]:
-    """Known tokens of every level (bottom first) and the known top codes, from the known tokens alone."""
-    tokens = torch.tensor([[*known, EOS_ID]], dtype=torch.long)  # one probe token: the first unknown position
-    compressed = model.compress(tokens)
-    counts = known_counts(model, compressed, torch.tensor([len(known)]))
-    per_level = [list(known)]
-    for level, out in enumerate(compressed["levels"]):
-        per_level.append(out.codes[0, : int(counts[level + 1][0])].tolist())
-    return per_level[: model.num_levels], per_level[model.num_levels]
+def _padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, key_padding_mask) of right-padded rows."""
+    tokens = torch.full((len(rows), max(len(r) for r in rows)), PAD_ID, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return tokens, tokens == PAD_ID
 
 
 @torch.no_grad()
-def intended_symbols(model, tokens: list[int], forced: list[list[int]], top_known: list[int]) -> dict[int, deque]:
-    """Per stream, the symbols the encoder means to send for the window `tokens` (known + new)."""
-    compressed = model.compress(torch.tensor([tokens], dtype=torch.long))
-    streams = {0: deque(tokens[len(forced[0]) :])}
-    for level in range(1, model.num_levels):
-        out = compressed["levels"][level - 1]
-        codes = out.codes[0][out.row_valid[0]].tolist()
-        streams[level] = deque(codes[len(forced[level]) :])
-    top = compressed["levels"][-1]
-    streams[model.num_levels] = deque(top.codes[0][top.row_valid[0]].tolist()[len(top_known) :])
+def known_prefixes(model, knowns: list[list[int]]) -> tuple[dict[int, list[list[int]]], dict[int, list[int]]]:
+    """Per row: the known tokens of every level (bottom first) and the known top codes, from the known tokens
+    alone (one padded pass over every row)."""
+    tokens, padding = _padded([[*known, EOS_ID] for known in knowns])  # one probe token: the first unknown one
+    compressed = model.compress(tokens, padding)
+    counts = known_counts(model, compressed, torch.tensor([len(known) for known in knowns]))
+    forced, top = {}, {}
+    for row, known in enumerate(knowns):
+        per_level = [list(known)]
+        for level, out in enumerate(compressed["levels"]):
+            per_level.append(out.codes[row, : int(counts[level + 1][row])].tolist())
+        forced[row], top[row] = per_level[: model.num_levels], per_level[model.num_levels]
+    return forced, top
+
+
+@torch.no_grad()
+def intended_symbols(
+    model, windows: list[list[int]], forced: dict[int, list[list[int]]], top_known: dict[int, list[int]]
+) -> dict[int, dict[int, deque]]:
+    """Stream -> row -> the symbols the encoder means to send for each window (known + new tokens)."""
+    tokens, padding = _padded(windows)
+    compressed = model.compress(tokens, padding)
+    streams: dict[int, dict[int, deque]] = {level: {} for level in range(model.num_levels + 1)}
+    for row, window in enumerate(windows):
+        streams[0][row] = deque(window[len(forced[row][0]) :])
+        for level in range(1, model.num_levels + 1):
+            out = compressed["levels"][level - 1]
+            codes = out.codes[row][out.row_valid[row]].tolist()
+            already = top_known[row] if level == model.num_levels else forced[row][level]
+            streams[level][row] = deque(codes[len(already) :])
     return streams
 
 
-def _chain(model, forced: list[list[int]], top_known: list[int], channel) -> CodingLevelDecoder:
-    parent = CodingTopSource(model, top_known, channel)
-    for level in reversed(range(model.num_levels)):
-        parent = CodingLevelDecoder(model, level, parent, forced[level], channel)
-    return parent
-
-
 @torch.no_grad()
-def run_window(model, known: list[int], new_count: int, channel) -> list[int]:
-    """Replay the known tokens, then code (or decode) `new_count` tokens; returns the new tokens."""
-    forced, top_known = known_prefix(model, known)
-    decoder = _chain(model, forced, top_known, channel)
-    out = []
-    for position in range(len(known) + new_count):
-        token = decoder.next_token()
-        if token is None:  # cannot happen: the coding top source never runs dry
-            raise RuntimeError("the decoder ran out of codes")
-        if position >= len(known):
-            out.append(token)
+def run_round(model, knowns: list[list[int]], new_counts: list[int], channel) -> list[list[int]]:
+    """Replay each row's known tokens, then code (or decode) its `new_counts` tokens, all rows in lockstep;
+    returns each row's new tokens."""
+    forced, top_known = known_prefixes(model, knowns)
+    decoder = lockstep_chain(model, forced, top_known, channel.code)
+    totals = [len(known) + count for known, count in zip(knowns, new_counts, strict=True)]
+    out: list[list[int]] = [[] for _ in knowns]
+    active, position = [row for row, total in enumerate(totals) if total > 0], 0
+    while active:
+        tokens = decoder.next_tokens(active)
+        for row in active:
+            if position >= len(knowns[row]):
+                out[row].append(tokens[row])
+        position += 1
+        active = [row for row in active if position < totals[row]]
     return out
 
 
-def encode_window(model, tokens: list[int], known_count: int, channel) -> None:
-    """Code tokens[known_count:] given tokens[:known_count] into the channel (an EncodingChannel)."""
-    forced, top_known = known_prefix(model, tokens[:known_count])
-    channel.intended = intended_symbols(model, tokens, forced, top_known)
-    sent = run_window(model, tokens[:known_count], len(tokens) - known_count, channel)
-    if sent != tokens[known_count:]:  # level 0 always sends its intended tokens; this guards that contract
-        raise RuntimeError("the encoder sent other tokens than the window's")
+def encode_round(model, windows: list[list[int]], known_counts_: list[int], channel) -> None:
+    """Code each window's tokens[known:] given tokens[:known] into the channel (an EncodingChannel)."""
+    knowns = [window[:known] for window, known in zip(windows, known_counts_, strict=True)]
+    forced, top_known = known_prefixes(model, knowns)
+    channel.intended = intended_symbols(model, windows, forced, top_known)
+    news = [len(window) - known for window, known in zip(windows, known_counts_, strict=True)]
+    sent = run_round(model, knowns, news, channel)
+    if sent != [window[known:] for window, known in zip(windows, known_counts_, strict=True)]:
+        # level 0 always sends its intended tokens; this guards that contract
+        raise RuntimeError("the encoder sent other tokens than the windows'")

@@ -1,0 +1,166 @@
+"""Lockstep decoding: many independent rows decoded together, each model call computing every row that needs it.
+
+model/generation.py decodes one row at a time; this is the same decoder (boundaries recomputed causally from
+each level's LM entropy, code rows pulled from the level above when a segment opens, KV caches, the top LM
+through `TopLM.code_logits`) for a set of rows that advance together: `next_tokens(rows)` gives the next token
+of each listed row. Rows are independent (the codec's streams, components/codec/): they open segments at
+different positions, so a level above is asked for codes by a different subset of rows at each step, and its
+rows then hold different numbers of tokens. Ragged KV caches (model/attention.py's `RaggedKeyValueCache`) let
+one step call take each row at its own position, so every request is one model call (two when some rows are
+at their first position, which reads the start vector instead of a previous token).
+
+The code rows a position may read (its segment and `lookback` earlier ones) are passed per row, from that row's
+earliest readable segment, with the row's segment index counted from there (cross-attention's RoPE is relative,
+so the shift changes nothing but rounding); rows that hold fewer segments are padded past their own segment,
+where segment-aligned cross-attention never reads.
+
+Determinism: which rows go into which call, and in what order, depends only on the tokens decoded so far, so an
+encoder and a decoder that decode the same tokens make the same calls with the same shapes and get the same
+floats (the codec relies on it). `choose(stream, rows, logits)` picks the free tokens: stream is the level (or
+num_levels for the top codes), logits (len(rows), V) fp32.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import torch
+
+from model.attention import RaggedKeyValueCache
+from model.segmentation import SegmentationState
+
+Chooser = Callable[[int, list[int], torch.Tensor], list[int]]
+
+
+def _ragged(caches, rows: int) -> list[RaggedKeyValueCache]:
+    return [RaggedKeyValueCache(cache.window, rows) for cache in caches]
+
+
+def _views(caches: list[RaggedKeyValueCache], index: torch.Tensor):
+    return [cache.view(index) for cache in caches]
+
+
+def _by_start(rows: list[int], lengths: torch.Tensor) -> list[list[int]]:
+    """Rows at their first position, then the others (each list one model call; empty lists dropped)."""
+    first = [row for row in rows if lengths[row] == 0]
+    later = [row for row in rows if lengths[row] > 0]
+    return [group for group in (first, later) if group]
+
+
+class LockstepTopSource:
+    """Top codes of each row: its known ones first, then each next one chosen under the top LM's distribution.
+    The top LM runs position by position with ragged KV caches (`TopLM.step`); before a prediction, a row's
+    caches catch up over the codes it emitted since its last one (its known codes)."""
+
+    def __init__(self, model, known: dict[int, list[int]], choose: Chooser):
+        self.model, self.choose = model, choose
+        self.known = {row: deque(codes) for row, codes in known.items()}
+        self.emitted: dict[int, list[int]] = {row: [] for row in known}
+        self.caches = _ragged(model.top_lm.new_caches(), len(known))
+
+    def next_tokens(self, rows: list[int]) -> dict[int, int]:
+        out = {row: self.known[row].popleft() for row in rows if self.known[row]}
+        predicted = [row for row in rows if row not in out]
+        if predicted:
+            chosen = self.choose(self.model.num_levels, predicted, self.next_logits(predicted))
+            out.update(zip(predicted, chosen, strict=True))
+        for row in rows:
+            self.emitted[row].append(out[row])
+        return out
+
+    @torch.no_grad()
+    def next_logits(self, rows: list[int]) -> torch.Tensor:
+        """Logits (len(rows), K) of each row's next code, given the codes it emitted so far."""
+        quantizer = self.model.compressors[-1].quantizer
+        lengths = self.caches[0].lengths  # positions fed so far, per row
+        predictions: dict[int, torch.Tensor] = {}
+        # Position len(emitted) predicts the next code; positions before it only fill the caches.
+        while pending := [row for row in rows if lengths[row] <= len(self.emitted[row])]:
+            for group in _by_start(pending, lengths):
+                index = torch.tensor(group)
+                previous = None
+                if lengths[group[0]] > 0:
+                    codes = [self.emitted[row][int(lengths[row]) - 1] for row in group]
+                    previous = quantizer.lookup(torch.tensor(codes))
+                out = self.model.top_lm.step(previous, _views(self.caches, index), len(group))
+                for i, row in enumerate(group):
+                    if lengths[row] == len(self.emitted[row]) + 1:  # the step just taken was the predicting one
+                        predictions[row] = out[i]
+        stacked = torch.stack([predictions[row] for row in rows])
+        return self.model.top_lm.code_logits(stacked[:, None], quantizer.codebook)[:, 0]
+
+
+class LockstepLevelDecoder:
+    """One level's tokens for many rows; `forced` tokens of a row are replayed (known) before it chooses any."""
+
+    def __init__(self, model, level: int, parent, forced: dict[int, list[int]], choose: Chooser):
+        self.level, self.parent, self.choose = level, parent, choose
+        self.compressor = model.compressors[level]
+        self.expander = model.expanders[level]
+        self.rows_per_segment = self.compressor.num_queries
+        self.lookback = self.expander.lookback
+        rows = list(forced)
+        self.forced = {row: deque(tokens) for row, tokens in forced.items()}
+        self.segmentation = {row: SegmentationState() for row in rows}
+        self.entropy: dict[int, float | None] = dict.fromkeys(rows)  # of the distribution over the next token
+        self.previous: dict[int, int | None] = dict.fromkeys(rows)
+        self.codes: dict[int, list[int]] = {row: [] for row in rows}
+        self.expander_caches = _ragged(self.expander.new_caches(), len(rows))
+        self.lm_caches = _ragged(self.compressor.new_caches(), len(rows))
+
+    @torch.no_grad()
+    def next_tokens(self, rows: list[int]) -> dict[int, int]:
+        segments = {}
+        for row in rows:
+            self.compressor.segmenter.step(self.segmentation[row], self.entropy[row])
+            segments[row] = self.segmentation[row].num_segments - 1
+        L = self.rows_per_segment
+        while needing := [row for row in rows if len(self.codes[row]) < (segments[row] + 1) * L]:
+            for row, code in self.parent.next_tokens(needing).items():
+                self.codes[row].append(code)
+        tokens: dict[int, int] = {}
+        for group in _by_start(rows, self.expander_caches[0].lengths):
+            tokens.update(self._step(group, segments))
+        return tokens
+
+    def _memory(self, rows: list[int], segments: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, the code vectors (len(rows), M, D) of the segments its position may read, and the
+        position's segment counted from the first of them."""
+        L = self.rows_per_segment
+        firsts = [max(0, segments[row] - self.lookback) for row in rows]
+        spans = [self.codes[row][first * L : (segments[row] + 1) * L] for row, first in zip(rows, firsts, strict=True)]
+        ids = torch.zeros(len(rows), max(len(span) for span in spans), dtype=torch.long)
+        for i, span in enumerate(spans):
+            ids[i, : len(span)] = torch.tensor(span, dtype=torch.long)
+        local = torch.tensor([segments[row] - first for row, first in zip(rows, firsts, strict=True)])
+        return self.compressor.quantizer.lookup(ids), local
+
+    def _step(self, rows: list[int], segments: dict[int, int]) -> dict[int, int]:
+        index = torch.tensor(rows)
+        memory, local_segment = self._memory(rows, segments)
+        previous = None if self.previous[rows[0]] is None else torch.tensor([self.previous[row] for row in rows])
+        logits = self.expander.step(previous, local_segment, memory, 0, _views(self.expander_caches, index))
+        free = [i for i, row in enumerate(rows) if not self.forced[row]]
+        tokens = [self.forced[row].popleft() if self.forced[row] else -1 for row in rows]
+        if free:
+            chosen = self.choose(self.level, [rows[i] for i in free], logits[free])
+            for i, token in zip(free, chosen, strict=True):
+                tokens[i] = token
+        lm_logits = self.compressor.lm_step(torch.tensor(tokens), _views(self.lm_caches, index))
+        log_probs = torch.log_softmax(lm_logits.float(), dim=-1)
+        entropies = (-(log_probs.exp() * log_probs).sum(-1)).tolist()
+        for row, token, entropy in zip(rows, tokens, entropies, strict=True):
+            self.previous[row], self.entropy[row] = token, entropy
+        return dict(zip(rows, tokens, strict=True))
+
+
+def lockstep_chain(model, forced: dict[int, list[list[int]]], top_known: dict[int, list[int]], choose: Chooser):
+    """The byte-level decoder of a chain (top source, then each level down to bytes) over rows 0..n-1:
+    `forced` row -> known tokens of each level (bottom first), `top_known` row -> known top codes."""
+    if sorted(forced) != list(range(len(forced))) or sorted(top_known) != sorted(forced):
+        raise ValueError("lockstep rows are numbered 0..n-1, with known top codes for each")
+    parent = LockstepTopSource(model, top_known, choose)
+    for level in reversed(range(model.num_levels)):
+        parent = LockstepLevelDecoder(model, level, parent, {row: f[level] for row, f in forced.items()}, choose)
+    return parent
