@@ -1,16 +1,16 @@
 """The codec against the classic compressors: `abstractinator compress` (static and --adapt) beside gzip -9,
 bzip2 -9, xz -9e and zstd -19 on the same bytes, in one run.
 
-Texts: the four English Canterbury texts (alice29, asyoulik, lcet10, plrabn12) and a slice of the test split,
-each cut to its first --max-bytes bytes (the codec decodes one token at a time on one thread; see
-docs/codec.md for its speed). For each text and mode the file is compressed and decompressed through
-components/codec/files.py, the round trip is checked byte for byte, and the sizes (header included) and
-compress / decompress bytes/s are recorded. The compression report's quantized code length of the same bytes
-is printed beside the static size (they must agree within 1% plus the header).
+Texts: the four English Canterbury texts (alice29, asyoulik, lcet10, plrabn12), whole unless --max-bytes cuts
+them, and --split-bytes of the test split. For each text and mode the file is compressed and decompressed
+through components/codec/files.py, the round trip is checked byte for byte, and the sizes (header included) and
+compress / decompress bytes/s are recorded. The compression report's quantized code length of the same chunks
+(each chunk coded as the report codes a file) is recorded beside the static size (they must agree within 1%
+plus the header).
 
 Prints a markdown table and writes JSON (default bench/results/codec.json).
 
-    python bench/codec.py --model CHECKPOINT [--max-bytes 4096] [--no-adaptive] [--adapt-lr 1e-3]
+    python bench/codec.py --model CHECKPOINT [--max-bytes N] [--streams 64] [--no-adaptive] [--adapt-lr 1e-3]
     make bench-codec MODEL=CHECKPOINT
 """
 
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 import zstandard  # noqa: E402
 
 from components.codec.file_format import AdaptSettings  # noqa: E402
-from components.codec.files import CodecParams, compress_file, decompress_file  # noqa: E402
+from components.codec.files import CodecParams, chunk_layout, compress_file, decompress_file  # noqa: E402
 from components.codec.model_source import load_codec_model  # noqa: E402
 from components.data.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data  # noqa: E402
 from components.evaluation.compression_eval import evaluate_compression, split_windows, text_windows  # noqa: E402
@@ -47,7 +47,7 @@ COMPRESSORS = {
 }
 
 
-def texts(max_bytes: int, split_bytes: int) -> dict[str, bytes]:
+def texts(max_bytes: int | None, split_bytes: int) -> dict[str, bytes]:
     settings = get_settings()
     folder = settings.default_prepared_dir / "eval" / "canterbury"
     if not all((folder / f"{name}.txt").is_file() for name in CANTERBURY_TEXTS):
@@ -59,6 +59,18 @@ def texts(max_bytes: int, split_bytes: int) -> dict[str, bytes]:
         test += bytes(t for t in tokens.tolist() if t < 256)
     chosen["test split"] = bytes(test[:max_bytes])
     return chosen
+
+
+def report_bytes(model, data: bytes, params: CodecParams, window: int) -> float:
+    """The compression report's quantized code length in bytes of the chunks the codec codes (each as a file)."""
+    _, chunk = chunk_layout(len(data), params.streams, window, params.chunk_bytes)
+    bits = 0.0
+    for offset in range(0, max(len(data), 1), chunk):
+        piece = data[offset : offset + chunk]
+        windows = text_windows(piece, window, 32, context=params.context)
+        report = evaluate_compression(model, windows, torch.device("cpu"), reconstruction_windows=0)
+        bits += report["quantized_bits_per_byte"] * len(piece)
+    return bits / 8
 
 
 def run_codec(loaded, data: bytes, params: CodecParams, folder: Path) -> dict:
@@ -82,9 +94,11 @@ def run_codec(loaded, data: bytes, params: CodecParams, folder: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint file/folder, s3:// or models:/name@alias")
-    parser.add_argument("--max-bytes", type=int, default=4096, help="bytes of each text (from its start)")
+    parser.add_argument("--max-bytes", type=int, default=None, help="bytes of each text (from its start; all)")
     parser.add_argument("--split-bytes", type=int, default=65536, help="tokens of the test split read")
     parser.add_argument("--context", type=int, default=None, help="codec context (default: the codec's)")
+    parser.add_argument("--streams", type=int, default=64, help="codec streams (chunks coded side by side)")
+    parser.add_argument("--adapt-streams", type=int, default=None, help="streams with --adapt (default: --streams)")
     parser.add_argument("--no-adaptive", action="store_true", help="skip the --adapt runs")
     parser.add_argument("--adapt-lr", type=float, default=1e-3)
     parser.add_argument("--adapt-steps", type=int, default=1)
@@ -92,22 +106,18 @@ def main() -> int:
     args = parser.parse_args()
 
     loaded = load_codec_model(args.model)
-    static = CodecParams(context=args.context)
+    static = CodecParams(context=args.context, streams=args.streams)
     adaptive = CodecParams(
-        context=args.context, adapt=AdaptSettings(learning_rate=args.adapt_lr, steps_per_window=args.adapt_steps)
+        context=args.context,
+        streams=args.adapt_streams or args.streams,
+        adapt=AdaptSettings(learning_rate=args.adapt_lr, steps_per_round=args.adapt_steps),
     )
     window = int(loaded.model.config.sequence_length)
     rows = []
     for name, data in texts(args.max_bytes, args.split_bytes).items():
         row = {"text": name, "bytes": len(data)}
         row.update({label: len(compress(data)) for label, compress in COMPRESSORS.items()})
-        report = evaluate_compression(
-            loaded.model,
-            text_windows(data, window, 8, context=args.context),
-            torch.device("cpu"),
-            reconstruction_windows=0,
-        )
-        row["report_quantized_bytes"] = report["quantized_bits_per_byte"] * len(data) / 8
+        row["report_quantized_bytes"] = report_bytes(loaded.model, data, static, window)
         with tempfile.TemporaryDirectory() as tmp:
             row["static"] = run_codec(loaded, data, static, Path(tmp))
             if not args.no_adaptive:
@@ -141,6 +151,8 @@ def main() -> int:
     result = {
         "model": loaded.identity.model_dump(),
         "max_bytes": args.max_bytes,
+        "streams": args.streams,
+        "adapt_streams": args.adapt_streams or args.streams,
         "window": window,
         "context": args.context,
         "adapt_lr": args.adapt_lr,

@@ -1,7 +1,6 @@
-"""Long codec runs (marker `long`): whole Canterbury texts with a trained tiny model, static and adaptive, and a
-multi-megabyte round trip in bounded memory. The codec decodes one token at a time on one thread (about
-100-500 bytes/s for a tiny model, depending on the machine's load), so these take from tens of minutes (the
-Canterbury texts) to hours (the multi-megabyte file)."""
+"""Long codec runs: whole Canterbury texts with a trained tiny model, static and adaptive, and a multi-megabyte
+round trip in bounded memory. The codec codes its streams side by side (docs/codec.md, "Speed"), so each takes
+from seconds to a few minutes on one thread."""
 
 from __future__ import annotations
 
@@ -18,14 +17,13 @@ from tests.model_helpers import (
 )
 from tests.test_codec_roundtrip import canterbury_texts
 
-# Too long for CI (`make test-slow`): `make test-long` runs them.
-pytestmark = [pytest.mark.slow, pytest.mark.long]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("name", ["alice29", "asyoulik", "lcet10", "plrabn12"])
 def test_whole_canterbury_text_round_trips(name, tmp_path):
     data = canterbury_texts()[name]
-    restored, summary, _ = round_trip(trained_model(), data, tmp_path)
+    restored, summary, _ = round_trip(trained_model(), data, tmp_path, CodecParams(streams=256))
     assert restored == data
     assert summary.payload_bits_per_byte < 6.0
 
@@ -45,7 +43,7 @@ def test_multi_megabyte_round_trip_in_bounded_memory(tmp_path):
     data = (real_text() * 250)[: 2 * 1024 * 1024 + 17]  # 2 MB and a bit: many blocks, a partial last one
     model = trained_model()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    restored, _, _ = round_trip(model, data, tmp_path, CodecParams(windows_per_block=16))
+    restored, _, _ = round_trip(model, data, tmp_path, CodecParams(streams=256, rounds_per_block=4))
     growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert restored == data
     assert growth_kb < 200 * 1024, "memory must not grow with the input (blocks and windows bound it)"
