@@ -14,7 +14,7 @@ GPUS ?= 1
 IMAGE ?= ghcr.io/abstractinator/abstractinator:0.1.0
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup demo up down compile-pipeline test test-slow test-long test-all lint format bench bench-codec bench-quality eval-data evaluate image image-constraints manifests-check manifests-tools clean
+.PHONY: help setup demo up down compile-pipeline test test-slow test-all lint format bench bench-codec bench-quality eval-data evaluate image image-constraints manifests-check manifests-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -45,11 +45,8 @@ compile-pipeline: setup ## write the kfp pipeline YAML to build/pipeline.yaml (I
 test: setup ## run the default test suite (fast; no slow or GPU tests)
 	$(PYTEST) -m "not slow and not cuda" -q
 
-test-slow: setup ## run the slow tests (real corpus download, end to end); CI runs these too
-	$(PYTEST) -m "slow and not cuda and not long" -q
-
-test-long: setup ## run the hours-long tests (whole Canterbury texts and a 2 MB file through the codec); not in CI
-	$(PYTEST) -m "long and not cuda" -q
+test-slow: setup ## run the slow tests (real corpus download, end to end, whole files through the codec); CI runs these too
+	$(PYTEST) -m "slow and not cuda" -q
 
 test-all: setup ## run every test that this machine can run
 	$(PYTEST) -m "not cuda" -q
@@ -64,9 +61,9 @@ format: setup ## ruff format the code
 bench: setup ## model throughput and attention memory benchmarks (JSON + table under bench/results/)
 	$(PY) bench/model_throughput.py
 
-bench-codec: setup ## compress/decompress (static, --adapt) vs gzip/bzip2/xz/zstd: MODEL=checkpoint-or-models:/ [MAX_BYTES=4096]
+bench-codec: setup ## compress/decompress (static, --adapt) vs gzip/bzip2/xz/zstd: MODEL=checkpoint-or-models:/ [MAX_BYTES=] [ARGS=...]
 	$(if $(MODEL),,$(error set MODEL=<checkpoint file/folder, s3:// or models:/name@alias>))
-	$(PY) bench/codec.py --model $(MODEL) --max-bytes $(or $(MAX_BYTES),4096)
+	$(PY) bench/codec.py --model $(MODEL) $(if $(MAX_BYTES),--max-bytes $(MAX_BYTES)) $(ARGS)
 
 bench-quality: setup ## model vs a plain byte transformer of equal size at equal training seconds (demo config and workflow; ARGS=...)
 	$(PY) bench/quality.py --config demo --stage1-steps 500 --stage2-steps 300 $(ARGS)

@@ -99,6 +99,7 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=None, help="codec context (default: the codec's)")
     parser.add_argument("--streams", type=int, default=64, help="codec streams (chunks coded side by side)")
     parser.add_argument("--adapt-streams", type=int, default=None, help="streams with --adapt (default: --streams)")
+    parser.add_argument("--texts", default=None, help="comma-separated subset of the texts (default: all)")
     parser.add_argument("--no-adaptive", action="store_true", help="skip the --adapt runs")
     parser.add_argument("--adapt-lr", type=float, default=1e-3)
     parser.add_argument("--adapt-steps", type=int, default=1)
@@ -114,7 +115,10 @@ def main() -> int:
     )
     window = int(loaded.model.config.sequence_length)
     rows = []
-    for name, data in texts(args.max_bytes, args.split_bytes).items():
+    chosen = texts(args.max_bytes, args.split_bytes)
+    if args.texts:
+        chosen = {name: chosen[name] for name in args.texts.split(",")}
+    for name, data in chosen.items():
         row = {"text": name, "bytes": len(data)}
         row.update({label: len(compress(data)) for label, compress in COMPRESSORS.items()})
         row["report_quantized_bytes"] = report_bytes(loaded.model, data, static, window)
