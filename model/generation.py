@@ -5,7 +5,8 @@ Before each position it recomputes, from the bytes decoded so far, whether the p
 (the causal entropy rule, via the compressor's LM branch with KV caches); when it needs the code rows of a
 segment it has not seen, it pulls them from its parent: the decoder of the level above (whose tokens are this
 level's codes) or, at the top, a `TopCodeSource` (fixed codes for `decompress`, the top LM for generation).
-Each expander decodes with KV caches. One sequence at a time (batch rows are looped).
+Each expander decodes with KV caches. One sequence at a time (batch rows are looped); model/lockstep_decoding.py
+is the same decoder for many independent rows at once (the codec's streams).
 
 `generate_bytes` primes every level with the prompt: each level's known tokens are replayed as forced tokens;
 the codes of a level's last (possibly incomplete) segment are dropped, so the top LM / parent predicts them

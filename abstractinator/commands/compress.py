@@ -1,8 +1,9 @@
 """`abstractinator compress IN OUT --model M`: code a file with the model's two-part code (components/codec/).
 
 M is a checkpoint file, folder or s3:// URI, or a registry reference (models:/abstractinator@champion).
-`--adapt` fine-tunes a copy of the model on the file while coding (decompress repeats it); `--json` prints
-bytes in/out, bits per byte, seconds and bytes/s. Errors a user can fix: one line, exit 2.
+`--streams` cuts the file into that many chunks (at most) coded side by side as one batch: the speed, for a few
+bits per chunk. `--adapt` fine-tunes a copy of the model on the file while coding (decompress repeats it);
+`--json` prints bytes in/out, bits per byte, seconds and bytes/s. Errors a user can fix: one line, exit 2.
 """
 
 from __future__ import annotations

@@ -1,22 +1,25 @@
-"""The two-part code of one window, as a sequence of range-coded symbols, with context carried across windows.
+"""The two-part code of a round of windows (one per stream), as range-coded symbols, with context carried
+across windows.
 
-A file is the token stream BOS + bytes + EOS (the framing the evaluation scores), cut into windows of at most
-`window` tokens (the model's sequence_length). Window 0 is [BOS] + the next window - 1 tokens, with BOS known;
-each later window re-reads the last `context` tokens of the stream (known to the receiver: already decoded) and
-codes the next window - context tokens. `plan_windows` gives (start, known_end, end) stream indices.
+A stream (a chunk of the file, components/codec/files.py) is the token stream BOS + bytes + EOS (the framing the
+evaluation scores), cut into windows of at most `window` tokens (the model's sequence_length). Window 0 is [BOS]
++ the next window - 1 tokens, with BOS known; each later window re-reads the last `context` tokens of the stream
+(known to the receiver: already decoded) and codes the next window - context tokens. `plan_windows` gives
+(start, known_end, end) stream indices. A round codes one window of each of several streams, side by side.
 
-Coding a window is decoding it: the encoder runs exactly the decoder's loop (model/generation.py's level
-decoders, boundaries recomputed causally step by step, KV caches, the top LM through `TopLM.code_logits`), and
-wherever the decoder would read a symbol the encoder codes the one it means to send. So the two ends compute
-the same distributions from the same inputs in the same order, which is what keeps them bit-identical
-(one thread, fp32, CPU), and any symbol the encoder picks decodes.
+Coding a round is decoding it: the encoder runs exactly the decoder's loop (model/lockstep_decoding.py: the
+level decoders of model/generation.py for many rows at once, boundaries recomputed causally step by step, KV
+caches, the top LM through `TopLM.code_logits`), and wherever the decoder would read symbols the encoder codes
+the ones it means to send. So the two ends compute the same distributions from the same inputs in the same
+batched calls, which is what keeps them bit-identical (one thread, fp32, CPU), and any symbol the encoder picks
+decodes.
 
 What the receiver knows before the window, computed by both ends from the known tokens alone
-(`known_prefix`): the known tokens at level 0, and at each level above the codes of the closed segments below
-(components/evaluation/conditional_code_length.py's `known_counts`, from one pass over known + one probe token: segments
-and pooling are causal, so the probe changes nothing it returns). Everything else is sent: the top codes from
-the first unknown top row (the code of a segment that straddles the cut included), each level's tokens from its
-first unknown one. That is the conditional code length of the window's new tokens given its known ones.
+(`known_prefixes`): the known tokens at level 0, and at each level above the codes of the closed segments below
+(components/evaluation/conditional_code_length.py's `known_counts`, from one pass over known + one probe token:
+segments and pooling are causal, so the probe changes nothing it returns). Everything else is sent: the top codes
+from the first unknown top row (the code of a segment that straddles the cut included), each level's tokens from
+its first unknown one. That is the conditional code length of the window's new tokens given its known ones.
 
 What the encoder means to send (`intended_symbols`): the new tokens at level 0, and the codes one pass of
 model.compress over the whole window gives for the unknown rows of each level above. If the step-by-step
