@@ -67,10 +67,11 @@ def test_size_is_the_reports_code_length_and_the_encoder_codes_its_distributions
     # The lockstep encoder coded the same distributions the batched evaluation sums (up to float noise).
     assert summary.coded_bits == pytest.approx(quantized_bits, rel=1e-3)
     assert bits == pytest.approx(quantized_bits, rel=1e-3)
-    # And the range coder's output is that code length: within 1%, plus a few words of flush per block.
+    # And the range coder's output is that code length: within 1% (constriction's fast model may give the rarest
+    # symbols a little more, components/codec/range_coding.py), plus a few words of flush per block.
     payload_bits = summary.payload_bits_per_byte * len(data)
     blocks = 1
-    assert quantized_bits <= payload_bits <= 1.01 * quantized_bits + blocks * 96
+    assert 0.99 * quantized_bits <= payload_bits <= 1.01 * quantized_bits + blocks * 96
     assert summary.payload_bits_per_byte < 5.0, "a trained model codes its own kind of text in well under 8 bits"
 
 

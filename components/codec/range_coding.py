@@ -3,9 +3,12 @@
 Every symbol the codec sends is coded under one distribution given as fp32 logits (an expander's logits over a
 level's vocabulary, or the top LM's logits over the codebook). Both ends turn the logits into integer
 frequencies with model/code_length.py's `quantized_frequencies` (each symbol >= 1, summing to 2**24) and hand
-those integers to constriction's range coder, which codes with exactly these frequencies (they are exact
-multiples of its 24-bit precision, so its own rounding leaves them as they are; tests/test_codec_format.py
-measures the size against the sum of -log2).
+those integers to constriction's range coder. Its fast model (`Categorical(perfect=False)`) re-quantizes the
+table on the way in: large frequencies move by a few units of 2**-24, but a symbol at the minimum frequency 1
+may get more (so the output can be slightly smaller than the sum of -log2 of our frequencies when the model is
+often very surprised). Both ends hand it the same integers, so they code under the same table whatever it
+does; `perfect=True` would keep the table exactly but costs ~400x more time per symbol.
+tests/test_codec_format.py measures the size against the sum of -log2.
 
 A request codes the symbols of several rows (the codec's streams) at once, each under its own distribution: one
 constriction call with an array of symbols and a matrix of frequencies. `stream` names which sequence the
