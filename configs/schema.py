@@ -137,6 +137,11 @@ class TopTransformerConfig(DictAccess):
     continuous: bool = Field(
         True, description="True: predict the next vector (MSE). False: logits over codes (CE), gives bits."
     )
+    pooled_inputs: bool = Field(
+        False,
+        description="Also read the pooled (pre-VQ) vectors of past segments, which a decoder recomputes from "
+        "the bytes it has decoded (model/top_lm.py).",
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> TopTransformerConfig:

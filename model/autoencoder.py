@@ -78,7 +78,14 @@ class HierarchicalAutoencoder(nn.Module):
         self.top_lm = None
         if top is not None:
             self.top_lm = CodeSequenceTransformer(
-                levels[-1].dim, top.dim, top.num_layers, top.num_heads, top.ffn_dim_multiplier, top.continuous
+                levels[-1].dim,
+                top.dim,
+                top.num_layers,
+                top.num_heads,
+                top.ffn_dim_multiplier,
+                top.continuous,
+                pooled_inputs=top.pooled_inputs,
+                rows_per_segment=levels[-1].num_queries,
             )
         init_weights(self)
         self.base_frozen = False
@@ -124,13 +131,26 @@ class HierarchicalAutoencoder(nn.Module):
             logits.append(expander(out.tokens, out.key_padding_mask, out.segment_ids, memory, out.row_valid))
         return logits
 
+    def top_lm_inputs(
+        self, codes: torch.Tensor, row_valid: torch.Tensor, pooled: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the top LM reads for top rows codes (B, N): their code vectors and, if it reads them, the pooled
+        vectors pooled (B, N, D) (`pre_vq` of `compress`, or `Compressor.pooled_vectors` of decoded tokens),
+        both detached and zero at invalid rows. The one source of its inputs: scoring (`top_lm_loss`) and
+        decoding (model/generation.py's TopCodeSource) both call it."""
+        keep = row_valid[..., None]
+        vectors = self.compressors[-1].quantizer.lookup(codes).detach() * keep
+        if not self.top_lm.pooled_inputs:
+            return vectors, None
+        return vectors, pooled.detach() * keep
+
     def top_lm_loss(self, compressed: dict) -> dict[str, torch.Tensor] | None:
         if self.top_lm is None:
             return None
         top = compressed["levels"][-1]
-        quantizer = self.compressors[-1].quantizer
-        vectors = quantizer.lookup(top.codes).detach() * top.row_valid[..., None]
-        return self.top_lm.loss(vectors, top.codes, top.row_valid, quantizer.codebook)
+        vectors, pooled = self.top_lm_inputs(top.codes, top.row_valid, top.pre_vq)
+        codebook = self.compressors[-1].quantizer.codebook
+        return self.top_lm.loss(vectors, top.codes, top.row_valid, codebook, pooled)
 
     # ---------------------------------------------------------------- training objective
     def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> dict:

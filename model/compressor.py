@@ -75,21 +75,14 @@ class Compressor(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> CompressorOutput:
-        B, S = tokens.shape
         kpm = key_padding_mask if key_padding_mask is not None else torch.zeros_like(tokens, dtype=torch.bool)
-        x = self.embedding(tokens)
-        for layer in self.shared_layers:
-            x = layer(x, kpm)
+        x = self._trunk(tokens, kpm)
         lm_x = x
         for layer in self.lm_layers:
             lm_x = layer(lm_x, kpm)
         lm_logits = self.lm_head(self.lm_norm(lm_x))
         segment_ids = self.segmenter.segment(predictive_entropy(lm_logits), kpm)
-
-        h = x
-        for layer in self.compression_layers:
-            h = layer(h, kpm)
-        pooled, row_valid = self.pooler(self.compression_norm(h), segment_ids)
+        pooled, row_valid = self._pool(x, kpm, segment_ids)
         q = self.quantizer(pooled, row_valid)
 
         real = (~kpm).sum(1).clamp_min(1)
@@ -107,6 +100,28 @@ class Compressor(nn.Module):
             compression_ratio=ratio,
             metrics=q.metrics,
         )
+
+    def _trunk(self, tokens: torch.Tensor, kpm: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens)
+        for layer in self.shared_layers:
+            x = layer(x, kpm)
+        return x
+
+    def _pool(self, trunk: torch.Tensor, kpm: torch.Tensor, segment_ids: torch.Tensor):
+        h = trunk
+        for layer in self.compression_layers:
+            h = layer(h, kpm)
+        return self.pooler(self.compression_norm(h), segment_ids)
+
+    @torch.no_grad()
+    def pooled_vectors(self, tokens: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
+        """The pre-VQ pooled rows (B, N*L, D) of tokens (B, S) cut into the given segments (B, S), no padding.
+
+        A decoder calls this on the tokens it has decoded, with the boundaries it recomputed: the layers are
+        causal and each row pools only its own segment, so the rows of closed segments equal `forward`'s
+        `pre_vq` rows over any longer text that starts with these tokens."""
+        kpm = torch.zeros_like(tokens, dtype=torch.bool)
+        return self._pool(self._trunk(tokens, kpm), kpm, segment_ids)[0]
 
     def new_caches(self) -> list[KeyValueCache]:
         layers = list(self.shared_layers) + list(self.lm_layers)

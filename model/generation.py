@@ -42,6 +42,7 @@ class TopCodeSource:
         self.model, self.known, self.temperature, self.generator = model, deque(known), temperature, generator
         self.emitted: list[int] = []
         self.predict = predict and model.top_lm is not None
+        self.decoder: LevelDecoder | None = None  # the top level's decoder, which attaches itself (pooled inputs)
 
     def next_token(self) -> int | None:
         if self.known:
@@ -59,9 +60,12 @@ class TopCodeSource:
         quantizer = self.model.compressors[-1].quantizer
         device = quantizer.codebook.device
         history = torch.tensor(self.emitted + [0], device=device)[None]  # last entry: placeholder, never read
-        vectors = quantizer.lookup(history)
         valid = torch.ones_like(history, dtype=torch.bool)
-        return self.model.top_lm.predict(vectors, valid)[:, -1]
+        pooled = None
+        if self.model.top_lm.pooled_inputs:
+            pooled = self.decoder.pooled_rows(history.shape[1])
+        vectors, pooled = self.model.top_lm_inputs(history, valid, pooled)
+        return self.model.top_lm.predict(vectors, valid, pooled)[:, -1]
 
     @torch.no_grad()
     def next_logits(self) -> torch.Tensor:
@@ -93,6 +97,10 @@ class LevelDecoder:
         self.next_entropy: float | None = None  # entropy of the distribution over the next token
         self.previous_token: int | None = None
         self.codes: list[int] = []  # this level's code rows received so far
+        self.tokens: list[int] = []  # this level's tokens decoded so far, and the segment of each
+        self.token_segments: list[int] = []
+        if isinstance(parent, TopCodeSource):
+            parent.decoder = self
         # -log p(token) in nats of every token emitted: what an arithmetic coder would pay (tests check it
         # against code_length_bits).
         self.token_nats: list[float] = []
@@ -124,7 +132,21 @@ class LevelDecoder:
         lm_logits = self.compressor.lm_step(torch.tensor([token], device=self.device), self.lm_caches)[0]
         self.next_entropy = _entropy(lm_logits)
         self.previous_token = token
+        self.tokens.append(token)
+        self.token_segments.append(segment)
         return token
+
+    @torch.no_grad()
+    def pooled_rows(self, count: int) -> torch.Tensor:
+        """Pooled vectors (1, count, D) of this level's segments from the tokens decoded so far (rows of
+        segments not yet decoded are zero; the top LM reads only rows of closed segments)."""
+        rows = torch.zeros(1, count, self.compressor.dim, device=self.device)
+        if self.tokens:
+            tokens = torch.tensor([self.tokens], device=self.device)
+            segments = torch.tensor([self.token_segments], device=self.device)
+            pooled = self.compressor.pooled_vectors(tokens, segments)[:, :count]
+            rows[:, : pooled.shape[1]] = pooled
+        return rows
 
     def choose_token(self, logits: torch.Tensor) -> int:
         """The next token from the expander's logits (V,) (the codec overrides this to code it)."""

@@ -12,6 +12,13 @@ first code has a probability too (a learned start vector), which a code length n
   codes' cross-entropy on held-out data (validation does, before each checkpoint), so it is stored in the
   checkpoint with the other parameters.
 
+With pooled_inputs=True it also reads the continuous pooled (pre-VQ) vectors of past segments, pooled (B, N, D_code):
+the input of row r is its code vector plus, when row r is the last row of its segment, that row's pooled vector.
+The code is a lossy summary of its segment; the pooled vector carries what the VQ dropped, and a decoder has it
+for free: by the time it needs row r + 1 it has decoded every byte of row r's segment, and segmentation and
+pooling are causal, so it recomputes the vector (`Compressor.pooled_vectors`). Rows of a segment other than its
+last are predicted before their segment is decoded, so their pooled vectors are never read.
+
 It reads the codebook (passed in, detached) and never updates it: no EMA, no resets, no shared training-mode
 quantizer (a top LM that trained the codebook it predicts would move its own targets).
 """
@@ -29,21 +36,41 @@ from model.blocks import NORM_EPS, TransformerBlock
 
 
 class CodeSequenceTransformer(nn.Module):
-    def __init__(self, code_dim: int, dim: int, num_layers: int, heads: int, ffn_multiplier: float, continuous: bool):
+    def __init__(
+        self,
+        code_dim: int,
+        dim: int,
+        num_layers: int,
+        heads: int,
+        ffn_multiplier: float,
+        continuous: bool,
+        pooled_inputs: bool = False,
+        rows_per_segment: int = 1,
+    ):
         super().__init__()
-        self.continuous = continuous
+        self.continuous, self.pooled_inputs, self.rows_per_segment = continuous, pooled_inputs, rows_per_segment
         self.start = nn.Parameter(torch.randn(dim) * 0.02)
         self.in_norm = nn.RMSNorm(code_dim, eps=NORM_EPS)
         self.in_proj = nn.Linear(code_dim, dim, bias=False)
+        if pooled_inputs:
+            self.pooled_norm = nn.RMSNorm(code_dim, eps=NORM_EPS)
+            self.pooled_proj = nn.Linear(code_dim, dim, bias=False)
         self.layers = nn.ModuleList(TransformerBlock(dim, heads, None, ffn_multiplier) for _ in range(num_layers))
         self.norm = nn.RMSNorm(dim, eps=NORM_EPS)
         self.out_proj = nn.Linear(dim, code_dim, bias=False)
         self.log_inverse_temperature = nn.Parameter(torch.zeros(()))
 
-    def predict(self, vectors: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Predictions (B, N, D_code); position k is predicted from the vectors before k."""
-        B = vectors.shape[0]
+    def predict(self, vectors: torch.Tensor, valid: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions (B, N, D_code); position k is predicted from the rows before k (code vectors, and with
+        pooled_inputs the pooled vectors of the segments closed by then)."""
+        B, N = vectors.shape[:2]
         previous = self.in_proj(self.in_norm(vectors[:, :-1]))
+        if self.pooled_inputs:
+            if pooled is None:
+                raise ValueError("this top LM reads the pooled vectors of past segments (pooled_inputs=True)")
+            rows = torch.arange(N - 1, device=vectors.device)
+            closed = (rows % self.rows_per_segment == self.rows_per_segment - 1)[None, :, None]  # (1, N-1, 1)
+            previous = previous + self.pooled_proj(self.pooled_norm(pooled[:, :-1])) * closed
         x = torch.cat([self.start.expand(B, 1, -1).to(previous.dtype), previous], dim=1)
         kpm = ~valid
         for layer in self.layers:
@@ -75,11 +102,16 @@ class CodeSequenceTransformer(nn.Module):
         return -squared / c.shape[-1] * self.log_inverse_temperature.float().exp()
 
     def loss(
-        self, vectors: torch.Tensor, codes: torch.Tensor, valid: torch.Tensor, codebook: torch.Tensor
+        self,
+        vectors: torch.Tensor,
+        codes: torch.Tensor,
+        valid: torch.Tensor,
+        codebook: torch.Tensor,
+        pooled: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Mean loss over valid positions, plus `nll_nats` (B, N) per position in discrete mode."""
         vectors = vectors.detach()
-        predictions = self.predict(vectors, valid)
+        predictions = self.predict(vectors, valid, None if pooled is None else pooled.detach())
         count = valid.sum().clamp_min(1)
         if self.continuous:
             mse = ((predictions.float() - vectors.float()) ** 2).mean(-1)

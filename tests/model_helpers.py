@@ -45,12 +45,17 @@ def tiny_level(**changes) -> CompressorLevelConfig:
 
 
 def tiny_config(num_levels: int = 1, top: str | None = "discrete", level_changes: dict | None = None, **changes):
-    """A tiny ExpConfig: top in {"discrete", "continuous", None}."""
+    """A tiny ExpConfig: top in {"discrete", "continuous", "pooled" (discrete, reading pooled vectors), None}."""
     levels = [tiny_level(**(level_changes or {})) for _ in range(num_levels)]
     top_config = None
     if top is not None:
         top_config = TopTransformerConfig(
-            dim=32, num_layers=1, num_heads=2, ffn_dim_multiplier=2, continuous=top == "continuous"
+            dim=32,
+            num_layers=1,
+            num_heads=2,
+            ffn_dim_multiplier=2,
+            continuous=top == "continuous",
+            pooled_inputs=top == "pooled",
         )
     values = dict(
         num_levels=num_levels,
