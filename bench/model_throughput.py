@@ -119,7 +119,7 @@ class Trainer:
         start = time.perf_counter()
         out = self.model(tokens)
         self.optimizer.zero_grad(set_to_none=True)
-        out["total_loss"].backward()
+        out.total_loss.backward()
         self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -186,7 +186,7 @@ def memory_worker(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     out = model(tokens)
-    out["total_loss"].backward()
+    out.total_loss.backward()
     optimizer.step()
     seconds = time.perf_counter() - start
     if device.type == "cuda":
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
         baseline = matching_baseline(count(model), args.baseline_layers)
         model_seconds, baseline_seconds = time_training([model, baseline], batches, args.warmup, device)
         with torch.no_grad():
-            ratio = float(model.eval()(batches[0].to(device))["compression_ratios"][-1])
+            ratio = float(model.eval()(batches[0].to(device)).compression_ratios[-1])
         tokens = args.batch * args.seq
         row = {
             "config": path,

@@ -3,12 +3,13 @@
 Shapes: B batch, H heads, S positions, d head dim, W window. Self-attention tensors are (B, H, S, d).
 
 - `apply_rope(x, positions)`: rotary position embedding (half-split convention), positions (S,) or (B, S).
-- `sliding_window_attention(q, k, v, window, key_padding_mask)`: causal attention where position t sees keys
+- `sliding_window_attention(q, k, v, window, key_padding_mask, backend)`: causal attention where position t sees keys
   t-window..t. Three interchangeable paths give the same numbers within fp32 tolerance:
     * "block": block-local SDPA. S is cut into blocks of `window` positions; each block attends to itself
       and the previous block under a banded mask, so memory is O(B*H*S*2W), never O(S^2). The default on
       every device.
-    * "flex": FlexAttention with a cached block mask (CUDA only).
+    * "flex": FlexAttention with a cached block mask (CUDA only). Each SelfAttention module holds its
+      backend (set per model from the config's `attention_backend`), so two models in one process can differ.
     * `dense_sliding_window_attention`: the O(S^2) masked reference, used by tests.
   Every path uses one softmax scale, 1/sqrt(d) (flex applies its own: it must not be scaled twice). A query
   always sees itself, so no row is fully masked and nothing is NaN, even in a window of padding; outputs at
@@ -30,20 +31,7 @@ import torch.nn.functional as F
 
 ROPE_BASE = 10000.0
 
-# "block" (block-local SDPA, any device) or "flex" (FlexAttention, CUDA only). Chosen per model in
-# build_model (config field `attention_backend`), read here as a process-wide default.
-_BACKEND = {"name": "block"}
-
-
-def set_attention_backend(name: str) -> None:
-    """Select the sliding-window kernel: "block" (default, every device) or "flex" (CUDA FlexAttention)."""
-    if name not in ("block", "flex"):
-        raise ValueError(f"unknown attention backend {name!r}; use 'block' or 'flex'")
-    _BACKEND["name"] = name
-
-
-def get_attention_backend() -> str:
-    return _BACKEND["name"]
+BACKENDS = ("block", "flex")  # block-local SDPA (any device), FlexAttention (CUDA only)
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -177,10 +165,12 @@ def sliding_window_attention(
     v: torch.Tensor,
     window: int | None,
     key_padding_mask: torch.Tensor | None = None,
+    backend: str = "block",
 ) -> torch.Tensor:
-    """Causal attention over keys t-window..t (window=None: all earlier keys). Padded queries give zeros."""
+    """Causal attention over keys t-window..t (window=None: all earlier keys). Padded queries give zeros.
+    backend "flex" uses FlexAttention on CUDA tensors; elsewhere, and for "block", the SDPA paths."""
     S = q.shape[-2]
-    if get_attention_backend() == "flex" and q.is_cuda:
+    if backend == "flex" and q.is_cuda:
         return flex_sliding_window_attention(q, k, v, window, key_padding_mask)
     if window is None or window >= S - 1:
         if key_padding_mask is None or is_right_padding(key_padding_mask):

@@ -24,9 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model import attention
-from model.blocks import init_weights
+from model.blocks import SelfAttention, init_weights
 from model.compressor import Compressor, CompressorOutput
 from model.expander import Expander
+from model.outputs import AutoencoderOutput, CompressedText
 from model.tokenizer import PAD_ID, VOCAB_SIZE
 from model.top_lm import CodeSequenceTransformer
 
@@ -89,14 +90,19 @@ class HierarchicalAutoencoder(nn.Module):
             )
         init_weights(self)
         self.base_frozen = False
+        self.set_attention_backend(getattr(config, "attention_backend", "block"))
+
+    def set_attention_backend(self, name: str) -> None:
+        """The sliding-window kernel of every self-attention layer of this model (not of any other)."""
+        if name not in attention.BACKENDS:
+            raise ValueError(f"unknown attention backend {name!r}; use one of {', '.join(attention.BACKENDS)}")
+        for module in self.modules():
+            if isinstance(module, SelfAttention):
+                module.backend = name
 
     # ---------------------------------------------------------------- compression
-    def compress(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> dict:
-        """Run every compressor. Returns per-level lists (bottom first) and the top codes.
-
-        Keys: levels (CompressorOutput per level), codes, segment_ids, key_padding_masks (of each level's
-        input), row_valid (of each level's codes), compression_ratios, top_codes, top_valid.
-        """
+    def compress(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> CompressedText:
+        """Run every compressor: one CompressorOutput per level (bottom first) and the top codes."""
         kpm = key_padding_mask
         if kpm is None:  # PAD is never content, even when the caller passes no mask
             kpm = tokens == PAD_ID
@@ -107,18 +113,9 @@ class HierarchicalAutoencoder(nn.Module):
             outputs.append(out)
             # The next level reads this level's codes; invalid rows are its padding, always.
             level_tokens, kpm = out.codes, ~out.row_valid
-        return {
-            "levels": outputs,
-            "codes": [o.codes for o in outputs],
-            "segment_ids": [o.segment_ids for o in outputs],
-            "key_padding_masks": [o.key_padding_mask for o in outputs],
-            "row_valid": [o.row_valid for o in outputs],
-            "compression_ratios": [o.compression_ratio for o in outputs],
-            "top_codes": outputs[-1].codes,
-            "top_valid": outputs[-1].row_valid,
-        }
+        return CompressedText(outputs)
 
-    def reconstruction_logits(self, compressed: dict) -> list[torch.Tensor]:
+    def reconstruction_logits(self, compressed: CompressedText) -> list[torch.Tensor]:
         """Teacher-forced logits of every level's expander (bottom first).
 
         With use_continuous_expander_inputs the expanders read the pre-VQ vectors only while training: a
@@ -126,7 +123,7 @@ class HierarchicalAutoencoder(nn.Module):
         they read the quantized vectors, and the bits reported are bits a decoder can achieve."""
         logits = []
         continuous = self.use_continuous_expander_inputs and self.training
-        for expander, out in zip(self.expanders, compressed["levels"], strict=True):
+        for expander, out in zip(self.expanders, compressed.levels, strict=True):
             memory = out.pre_vq if continuous else out.quantized
             logits.append(expander(out.tokens, out.key_padding_mask, out.segment_ids, memory, out.row_valid))
         return logits
@@ -144,21 +141,21 @@ class HierarchicalAutoencoder(nn.Module):
             return vectors, None
         return vectors, pooled.detach() * keep
 
-    def top_lm_loss(self, compressed: dict) -> dict[str, torch.Tensor] | None:
+    def top_lm_loss(self, compressed: CompressedText) -> dict[str, torch.Tensor] | None:
         if self.top_lm is None:
             return None
-        top = compressed["levels"][-1]
+        top = compressed.levels[-1]
         vectors, pooled = self.top_lm_inputs(top.codes, top.row_valid, top.pre_vq)
         codebook = self.compressors[-1].quantizer.codebook
         return self.top_lm.loss(vectors, top.codes, top.row_valid, codebook, pooled)
 
     # ---------------------------------------------------------------- training objective
-    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> dict:
+    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> AutoencoderOutput:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.base_frozen):
             compressed = self.compress(tokens, key_padding_mask)
             recon_logits = self.reconstruction_logits(compressed)
             recon, accuracy, aux = [], [], []
-            for out, logits in zip(compressed["levels"], recon_logits, strict=True):
+            for out, logits in zip(compressed.levels, recon_logits, strict=True):
                 real = ~out.key_padding_mask
                 count = real.sum().clamp_min(1)
                 recon.append(masked_cross_entropy(logits, out.tokens, real).sum() / count)
@@ -168,32 +165,29 @@ class HierarchicalAutoencoder(nn.Module):
                 aux.append(aux_ce.sum() / aux_valid.sum().clamp_min(1))
             avg_recon = torch.stack(recon).mean()
             avg_aux = torch.stack(aux).mean()
-            vq_loss = torch.stack([o.vq_loss for o in compressed["levels"]]).sum()
+            vq_loss = torch.stack([o.vq_loss for o in compressed.levels]).sum()
 
         top = self.top_lm_loss(compressed)
         top_loss = top["loss"] if top is not None else torch.zeros((), device=tokens.device)
         total = avg_recon + vq_loss + self.aux_lm_loss_weight * avg_aux + self.top_lm_loss_weight * top_loss
-        levels = compressed["levels"]
-        result = {
-            "total_loss": total,
-            "avg_reconstruction_loss": avg_recon,
-            "reconstruction_losses": recon,
-            "reconstruction_accuracies": accuracy,
-            "vq_loss": vq_loss,
-            "avg_aux_lm_loss": avg_aux,
-            "aux_lm_losses": aux,
-            "avg_top_code_lm_loss": top_loss,
-            "compression_ratios": compressed["compression_ratios"],
-            "all_codebook_perplexities": [o.metrics["batch_perplexity"] for o in levels],
-            "all_smoothed_perplexities": [o.metrics["ema_perplexity"] for o in levels],
-            "live_codes": [o.metrics["live_codes"] for o in levels],
-            "code_resets": [o.metrics["resets"] for o in levels],
-            "reconstruction_logits": recon_logits,
-            "compressed": compressed,
-        }
-        if top is not None and "accuracy" in top:
-            result["top_code_accuracy"] = top["accuracy"]
-        return result
+        levels = compressed.levels
+        return AutoencoderOutput(
+            total_loss=total,
+            avg_reconstruction_loss=avg_recon,
+            reconstruction_losses=recon,
+            reconstruction_accuracies=accuracy,
+            vq_loss=vq_loss,
+            avg_aux_lm_loss=avg_aux,
+            aux_lm_losses=aux,
+            avg_top_code_lm_loss=top_loss,
+            all_codebook_perplexities=[o.metrics["batch_perplexity"] for o in levels],
+            all_smoothed_perplexities=[o.metrics["ema_perplexity"] for o in levels],
+            live_codes=[o.metrics["live_codes"] for o in levels],
+            code_resets=[o.metrics["resets"] for o in levels],
+            reconstruction_logits=recon_logits,
+            compressed=compressed,
+            top_code_accuracy=top.get("accuracy") if top is not None else None,
+        )
 
     def set_training_progress(self, step: int, total_steps: int | None = None) -> None:
         """Tell the quantizers where training is (reset schedule: none in the second half of training)."""
@@ -212,7 +206,7 @@ class HierarchicalAutoencoder(nn.Module):
         top_codes: torch.Tensor,
         top_valid: torch.Tensor | None = None,
         max_len: int | None = None,
-        compressed: dict | None = None,
+        compressed: CompressedText | None = None,
     ) -> torch.Tensor:
         """Greedy bytes (B, T) from top codes; see model.generation.decompress."""
         from model.generation import decompress
@@ -261,8 +255,6 @@ class HierarchicalAutoencoder(nn.Module):
 
 def build_model(exp_config: ExpConfig) -> HierarchicalAutoencoder:
     """The model an ExpConfig describes; init is seeded by exp_config.seed (the global RNG is left as is)."""
-    backend = getattr(exp_config, "attention_backend", "block")
-    attention.set_attention_backend(backend)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(getattr(exp_config, "seed", 0))
         return HierarchicalAutoencoder(exp_config)

@@ -45,6 +45,7 @@ class SelfAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.heads, self.window = heads, window
+        self.backend = "block"  # the sliding-window kernel (model.attention.BACKENDS); the model sets it
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
@@ -56,7 +57,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, S, D = x.shape
         q, k, v = self._split(x, torch.arange(S, device=x.device))
-        out = sliding_window_attention(q, k, v, self.window, key_padding_mask)
+        out = sliding_window_attention(q, k, v, self.window, key_padding_mask, self.backend)
         return self.out(out.transpose(1, 2).reshape(B, S, D))
 
     def step(self, x: torch.Tensor, cache: KeyValueCache | RaggedCacheView) -> torch.Tensor:

@@ -99,9 +99,9 @@ def bits_of(logits: dict, quantized: bool = False) -> dict:
     compressed = logits["compressed"]
     levels = [
         _bits_at(level_logits, out.tokens, ~out.key_padding_mask, quantized)
-        for out, level_logits in zip(compressed["levels"], logits["levels"], strict=True)
+        for out, level_logits in zip(compressed.levels, logits["levels"], strict=True)
     ]
-    top = _bits_at(logits["top"], compressed["top_codes"], compressed["top_valid"], quantized)
+    top = _bits_at(logits["top"], compressed.top_codes, compressed.top_valid, quantized)
     return {"levels": levels, "top": top, "compressed": compressed}
 
 

@@ -177,7 +177,7 @@ def decompress(
     `compressed`, the output of `model.compress`). Returns (B, T) ids padded with PAD; a row ends at its EOS
     (kept), when its codes run out, or at max_len (default config.expander_max_len)."""
     if top_valid is None and compressed is not None:
-        top_valid = compressed["top_valid"]
+        top_valid = compressed.top_valid
     if top_valid is None:
         top_valid = torch.ones_like(top_codes, dtype=torch.bool)
     max_len = max_len or model.config.expander_max_len

@@ -108,10 +108,10 @@ def train(model, batches, steps: int, lr: float = 3e-3, total_steps: int | None 
         tokens, kpm = batches(step)
         out = model(tokens, kpm)
         optimizer.zero_grad(set_to_none=True)
-        out["total_loss"].backward()
+        out.total_loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         history.append(
-            {k: float(out[k].detach()) for k in ("total_loss", "avg_reconstruction_loss", "avg_aux_lm_loss")}
+            {k: float(getattr(out, k).detach()) for k in ("total_loss", "avg_reconstruction_loss", "avg_aux_lm_loss")}
         )
     return history

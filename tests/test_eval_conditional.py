@@ -40,7 +40,7 @@ def brute_force_bits(model, context: bytes, target: bytes) -> tuple[float, list[
     logits = model.reconstruction_logits(compressed)
     known = 1 + len(context)
     total, straddles = 0.0, []
-    for level, out in enumerate(compressed["levels"]):
+    for level, out in enumerate(compressed.levels):
         level_tokens = out.tokens[0].tolist()
         real = (~out.key_padding_mask[0]).tolist()
         segments = out.segment_ids[0].tolist()
@@ -52,7 +52,7 @@ def brute_force_bits(model, context: bytes, target: bytes) -> tuple[float, list[
         first_unknown = min(unknown_segments) if unknown_segments else max(segments) + 1
         straddles.append(any(real[p] and p < known and segments[p] == first_unknown for p in range(len(segments))))
         known = first_unknown * model.compressors[level].num_queries
-    top = compressed["levels"][-1]
+    top = compressed.levels[-1]
     quantizer = model.compressors[-1].quantizer
     vectors = quantizer.lookup(top.codes) * top.row_valid[..., None]
     predictions = model.top_lm.predict(vectors, top.row_valid)
@@ -82,7 +82,7 @@ def test_known_segment_codes_do_not_depend_on_the_continuation(model) -> None:
     alone = model.compress(torch.tensor([[BOS_ID, *TEXT[:cut]]]))
     joint = model.compress(torch.tensor([[BOS_ID, *TEXT]]))
     known_tokens = 1 + cut
-    for level, (a, j) in enumerate(zip(alone["levels"], joint["levels"], strict=True)):
+    for level, (a, j) in enumerate(zip(alone.levels, joint.levels, strict=True)):
         segments = j.segment_ids[0]
         later = segments[known_tokens:]
         later = later[later >= 0]

@@ -32,7 +32,7 @@ def decoder_bits(model, tokens: torch.Tensor) -> tuple[float, float]:
     top bits)."""
     compressed = model.compress(tokens[None])
     forced = [tokens.tolist()] + [
-        c[0][v[0]].tolist() for c, v in zip(compressed["codes"], compressed["row_valid"], strict=False)
+        c[0][v[0]].tolist() for c, v in zip(compressed.codes, compressed.row_valid, strict=False)
     ]
     top = parent = ScoringTopSource(model, forced[-1])
     decoders = []
@@ -61,7 +61,7 @@ def sharpen_entropy_models(model, scale: float = 40.0):
 
 def entropy_boundaries(model, tokens, kpm) -> int:
     """Segments of the bottom level that were cut by the entropy rule, not by max_segment_len."""
-    out = model.compress(tokens, kpm)["levels"][0]
+    out = model.compress(tokens, kpm).levels[0]
     bound = model.compressors[0].segmenter.max_segment_len
     lengths = [torch.bincount(row[row >= 0]) for row in out.segment_ids]
     return sum(int((length[:-1] < bound).sum()) for length in lengths)

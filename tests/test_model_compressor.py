@@ -14,7 +14,7 @@ from tests.model_helpers import padded_batch, text_windows, tiny_config, torch_s
 def test_reconstruction_gradient_reaches_compression_branch_and_pooler():
     model = build_model(tiny_config(top="discrete"))
     out = model(text_windows(48, 4))
-    out["avg_reconstruction_loss"].backward()
+    out.avg_reconstruction_loss.backward()
     compressor = model.compressors[0]
     for name, module in [
         ("compression_layers", compressor.compression_layers),
@@ -30,7 +30,7 @@ def test_reconstruction_gradient_reaches_compression_branch_and_pooler():
 def test_top_lm_loss_sends_no_gradient_into_the_compressor():
     model = build_model(tiny_config(top="discrete"))
     out = model(text_windows(48, 4))
-    out["avg_top_code_lm_loss"].backward()
+    out.avg_top_code_lm_loss.backward()
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.compressors.parameters())
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.top_lm.parameters())
 
@@ -53,10 +53,10 @@ def test_fully_padded_windows_give_no_nan():
     tokens, kpm = padded_batch([b"short", b"a somewhat longer line of text that fills the window" * 2])
     assert kpm[0].sum() > 3 * 8  # whole windows of padding
     out = model(tokens, kpm)
-    assert torch.isfinite(out["total_loss"])
-    out["total_loss"].backward()
+    assert torch.isfinite(out.total_loss)
+    out.total_loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    compressed = out["compressed"]["levels"][0]
+    compressed = out.compressed.levels[0]
     assert (compressed.segment_ids[kpm] == -1).all()
     assert compressed.row_valid[0].sum() < compressed.row_valid[1].sum()
 
@@ -74,12 +74,12 @@ def test_lm_step_matches_full_forward_logits():
 def test_continuous_expander_inputs_ablation_feeds_unquantized_vectors_and_trains_the_pooler():
     model = build_model(tiny_config(use_continuous_expander_inputs=True))
     out = model(text_windows(48, 4))
-    level = out["compressed"]["levels"][0]
+    level = out.compressed.levels[0]
     expander = model.expanders[0]
     args = (level.tokens, level.key_padding_mask, level.segment_ids)
-    torch.testing.assert_close(out["reconstruction_logits"][0], expander(*args, level.pre_vq, level.row_valid))
-    assert not torch.allclose(out["reconstruction_logits"][0], expander(*args, level.quantized, level.row_valid))
-    out["avg_reconstruction_loss"].backward()
+    torch.testing.assert_close(out.reconstruction_logits[0], expander(*args, level.pre_vq, level.row_valid))
+    assert not torch.allclose(out.reconstruction_logits[0], expander(*args, level.quantized, level.row_valid))
+    out.avg_reconstruction_loss.backward()
     assert sum(float(p.grad.abs().sum()) for p in model.compressors[0].pooler.parameters()) > 0
 
 
@@ -89,7 +89,7 @@ def test_continuous_expander_inputs_code_length_is_what_a_receiver_of_the_codes_
     tokens = text_windows(48, 4)
     breakdown = code_length_breakdown(model, tokens)
     compressed = model.compress(tokens)
-    level = compressed["levels"][0]
+    level = compressed.levels[0]
     expander = model.expanders[0]
     args = (level.tokens, level.key_padding_mask, level.segment_ids)
     real = ~level.key_padding_mask

@@ -11,7 +11,7 @@ def setup(lookback=1, num_queries=1):
         tiny_config(cross_lookback=lookback, level_changes=dict(num_queries=num_queries, max_segment_len=4))
     ).eval()
     tokens = text_windows(40, 2)
-    out = model.compress(tokens)["levels"][0]
+    out = model.compress(tokens).levels[0]
     return model, out
 
 

@@ -73,8 +73,8 @@ def test_decompress_stops_when_codes_run_out():
     model = build_model(tiny_config(level_changes=dict(max_segment_len=4)))
     tokens, kpm = padded_batch([b"abcdefghijklmnopqrstuvwxyz"], add_eos=False)
     compressed = model.compress(tokens, kpm)
-    n_codes = int(compressed["top_valid"].sum())
-    restored = model.decompress(compressed["top_codes"], compressed=compressed, max_len=500)
+    n_codes = int(compressed.top_valid.sum())
+    restored = model.decompress(compressed.top_codes, compressed=compressed, max_len=500)
     assert restored.shape[1] <= 4 * n_codes  # each code's segment holds at most max_segment_len bytes
 
 

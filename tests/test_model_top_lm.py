@@ -58,7 +58,7 @@ def test_top_lm_mode_learns_a_fixed_code_sequence(top):
     assert losses[-1] < 0.5 * losses[0]
     if top == "continuous":
         quantizer = model.compressors[-1].quantizer
-        levels = compressed["levels"][-1]
+        levels = compressed.levels[-1]
         vectors = quantizer.lookup(levels.codes) * levels.row_valid[..., None]
         predictions = model.top_lm.predict(vectors, levels.row_valid)
         mse = ((predictions - vectors) ** 2).mean(-1)[levels.row_valid].mean()
@@ -97,10 +97,10 @@ def test_continuous_top_lm_has_a_code_length_from_code_logits():
     breakdown = code_length_breakdown(model, tokens)
     compressed = model.compress(tokens)
     quantizer = model.compressors[-1].quantizer
-    valid = compressed["top_valid"]
-    vectors = quantizer.lookup(compressed["top_codes"]) * valid[..., None]
+    valid = compressed.top_valid
+    vectors = quantizer.lookup(compressed.top_codes) * valid[..., None]
     logits = model.top_lm.code_logits(model.top_lm.predict(vectors, valid), quantizer.codebook)
-    nats = torch.nn.functional.cross_entropy(logits.transpose(1, 2), compressed["top_codes"], reduction="none")
+    nats = torch.nn.functional.cross_entropy(logits.transpose(1, 2), compressed.top_codes, reduction="none")
     torch.testing.assert_close(breakdown["top"], (nats * valid).sum(1) / torch.log(torch.tensor(2.0)))
     assert bool((breakdown["top"] > 0).all())
     model.top_lm.log_inverse_temperature.data.fill_(2.0)  # the temperature is the one the code uses

@@ -30,7 +30,7 @@ def test_codes_carry_information_about_their_window():
     model.eval()
     with torch.no_grad():
         out = model(held_out)
-        level = out["compressed"]["levels"][0]
+        level = out.compressed.levels[0]
         other = torch.roll(torch.arange(held_out.shape[0]), 1)  # decode each window with its neighbour's codes
         logits = model.expanders[0](
             level.tokens,
@@ -40,10 +40,10 @@ def test_codes_carry_information_about_their_window():
             level.row_valid[other],
         )
         with_other_codes = F.cross_entropy(logits.transpose(1, 2), level.tokens)
-    with_codes, byte_lm = float(out["avg_reconstruction_loss"]), float(out["avg_aux_lm_loss"])
+    with_codes, byte_lm = float(out.avg_reconstruction_loss), float(out.avg_aux_lm_loss)
     assert with_codes < byte_lm - 0.25, (with_codes, byte_lm)
     assert with_codes < float(with_other_codes) - 1.0, (with_codes, float(with_other_codes))
-    assert float(out["all_codebook_perplexities"][0]) > 8  # many codes in use, not a collapsed codebook
+    assert float(out.all_codebook_perplexities[0]) > 8  # many codes in use, not a collapsed codebook
 
 
 def test_overfit_one_text_restores_it_exactly_and_codes_it_in_few_bits():
@@ -56,7 +56,7 @@ def test_overfit_one_text_restores_it_exactly_and_codes_it_in_few_bits():
     model.eval()
 
     compressed = model.compress(tokens, kpm)
-    restored = model.decompress(compressed["top_codes"], compressed=compressed)
+    restored = model.decompress(compressed.top_codes, compressed=compressed)
     assert torch.equal(restored[0], tokens[0]), ByteTokenizer().decode(restored[0])
     bits_per_byte = float(model.code_length_bits(tokens, kpm)[0]) / len(text)
     assert math.isfinite(bits_per_byte) and bits_per_byte < 2.0

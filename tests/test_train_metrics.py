@@ -19,7 +19,7 @@ def test_codebook_state_is_reported_after_each_step_and_follows_resets():
             outputs = model(text_windows(48, 4, offset=997 * (2 * step + micro)))
             metrics.add(outputs)
         averages = metrics.averages()
-        quantizer_metrics = outputs["compressed"]["levels"][0].metrics
+        quantizer_metrics = outputs.compressed.levels[0].metrics
         assert averages["vq_metrics/live_codes_L0"] == float(quantizer_metrics["live_codes"])
         assert averages["vq_metrics/resets_L0"] == float(model.compressors[0].quantizer.total_resets)
         assert averages["vq_metrics/ema_perplexity_L0"] == float(quantizer_metrics["ema_perplexity"])

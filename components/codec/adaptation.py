@@ -36,8 +36,8 @@ class OnlineAdapter:
             for _ in range(self.settings.steps_per_round):
                 out = self.model(tokens, padding)
                 self.optimizer.zero_grad(set_to_none=True)
-                out["total_loss"].backward()
+                out.total_loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
                 self.optimizer.step()
-                loss = float(out["total_loss"].detach())
+                loss = float(out.total_loss.detach())
         return loss

@@ -76,7 +76,7 @@ def known_prefixes(model, knowns: list[list[int]]) -> tuple[dict[int, list[list[
     forced, top = {}, {}
     for row, known in enumerate(knowns):
         per_level = [list(known)]
-        for level, out in enumerate(compressed["levels"]):
+        for level, out in enumerate(compressed.levels):
             per_level.append(out.codes[row, : int(counts[level + 1][row])].tolist())
         forced[row], top[row] = per_level[: model.num_levels], per_level[model.num_levels]
     return forced, top
@@ -93,7 +93,7 @@ def intended_symbols(
     for row, window in enumerate(windows):
         streams[0][row] = deque(window[len(forced[row][0]) :])
         for level in range(1, model.num_levels + 1):
-            out = compressed["levels"][level - 1]
+            out = compressed.levels[level - 1]
             codes = out.codes[row][out.row_valid[row]].tolist()
             already = top_known[row] if level == model.num_levels else forced[row][level]
             streams[level][row] = deque(codes[len(already) :])

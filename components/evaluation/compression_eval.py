@@ -125,10 +125,10 @@ class _Accumulator:
             self.level_bits[level] += float((level_bits * mask).sum())
             self.quantized_bits += float((level_quantized * mask).sum())
         self.bits = self.top_bits + sum(self.level_bits)
-        for level, out in enumerate(bits["compressed"]["levels"]):
+        for level, out in enumerate(bits["compressed"].levels):
             codes = out.codes[out.row_valid & sent(out.codes, counts[level + 1])].cpu()
             self.code_counts[level] += torch.bincount(codes, minlength=self.codebook_sizes[level])
-        bottom_segments = bits["compressed"]["levels"][0].segment_ids.cpu()
+        bottom_segments = bits["compressed"].levels[0].segment_ids.cpu()
         # Segment lengths over the sent tokens only, so every token of the text is counted once (a segment that
         # straddles the known part counts its sent tokens).
         for row, count in zip(bottom_segments, counts[0].cpu(), strict=True):
@@ -230,7 +230,7 @@ def evaluate_compression(
             compressed = bits["compressed"]
             with one_thread_on_cpu(device):
                 decoded = model.decompress(
-                    compressed["top_codes"][:take], compressed["top_valid"][:take], max_len=tokens.shape[1]
+                    compressed.top_codes[:take], compressed.top_valid[:take], max_len=tokens.shape[1]
                 )
             accumulator.add_reconstruction(tokens[:take], padding[:take], decoded)
             left_to_decode -= take

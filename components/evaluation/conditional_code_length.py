@@ -85,7 +85,7 @@ def per_position_bits(model, tokens: torch.Tensor, key_padding_mask: torch.Tenso
 def known_counts(model, compressed: dict, known_bytes: torch.Tensor) -> list[torch.Tensor]:
     """Known token count per row at each level, then the known top row count: len = num_levels + 1, each (B,)."""
     counts = [known_bytes]
-    for compressor, out in zip(model.compressors, compressed["levels"], strict=True):
+    for compressor, out in zip(model.compressors, compressed.levels, strict=True):
         segment_ids, real = out.segment_ids, ~out.key_padding_mask
         positions = torch.arange(segment_ids.shape[1], device=segment_ids.device)
         unknown = real & (positions[None] >= counts[-1][:, None])

@@ -84,7 +84,7 @@ class AbstractinatorPyfunc(mlflow.pyfunc.PythonModel):
 
         with torch.no_grad():
             compressed = self.model.compress(self._tokens(text, add_eos=False))
-        pairs = zip(compressed["codes"], compressed["row_valid"], strict=True)
+        pairs = zip(compressed.codes, compressed.row_valid, strict=True)
         codes = [level_codes[0][valid[0]].tolist() for level_codes, valid in pairs]
         return {"text": text, "codes": codes}
 

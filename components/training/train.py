@@ -333,7 +333,7 @@ class Trainer:
             with sync:
                 with self._autocast():
                     outputs = model(tokens, key_padding_mask=padding if config.propagate_key_padding_mask else None)
-                (outputs["total_loss"] / accumulation).backward()
+                (outputs.total_loss / accumulation).backward()
             self.metrics.add(outputs)
             byte_count += int(((tokens < NUM_BYTES) & ~padding).sum())
         averages = {key: self.ctx.mean(value) for key, value in sorted(self.metrics.averages().items())}

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from model.outputs import AutoencoderOutput
+
 _LOSS_KEYS = {
     "total_loss": "loss/total_avg_accum",
     "avg_reconstruction_loss": "loss/reconstruction_avg_accum",
@@ -47,19 +49,19 @@ class StepMetrics:
         self._last: dict[str, float] = {}
         self._count = 0
 
-    def add(self, outputs: dict) -> None:
+    def add(self, outputs: AutoencoderOutput) -> None:
         self._count += 1
         for key, name in _LOSS_KEYS.items():
-            if key in outputs and outputs[key] is not None:
-                self._sums[name] += _as_float(outputs[key])
-        for level, ratio in enumerate(_per_level(outputs.get("compression_ratios", []))):
+            if getattr(outputs, key, None) is not None:
+                self._sums[name] += _as_float(getattr(outputs, key))
+        for level, ratio in enumerate(_per_level(outputs.compression_ratios)):
             self._sums[f"compression_avg/ratio_L{level}"] += ratio
-        for level, perplexity in enumerate(_per_level(outputs.get("all_codebook_perplexities", []))):
+        for level, perplexity in enumerate(_per_level(outputs.all_codebook_perplexities)):
             self._sums[f"vq_metrics_avg/perplexity_L{level}"] += perplexity
         # The codebook's state after the step (not averaged: the last micro-batch's value is the current one).
         # Falling EMA perplexity or live codes, and resets that keep coming, are the early signs of collapse.
         for key, name in _CODEBOOK_STATE_KEYS.items():
-            for level, value in enumerate(_per_level(outputs.get(key, []))):
+            for level, value in enumerate(_per_level(getattr(outputs, key))):
                 self._last[f"vq_metrics/{name}_L{level}"] = value
 
     def averages(self) -> dict[str, float]:

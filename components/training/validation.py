@@ -33,9 +33,9 @@ def fit_top_lm_temperature(model: torch.nn.Module, data_dir: Path, config: ExpCo
     for batch in _val_batches(data_dir, config):
         compressed = model.compress(batch["tokens"].to(device), batch["key_padding_mask"].to(device))
         top = model.top_lm_loss(compressed)
-        valid = compressed["top_valid"]
+        valid = compressed.top_valid
         predictions.append(top["predictions"][valid].float())
-        codes.append(compressed["top_codes"][valid])
+        codes.append(compressed.top_codes[valid])
     codebook = model.compressors[-1].quantizer.codebook
     return model.top_lm.fit_inverse_temperature(predictions, codes, codebook)
 
@@ -54,8 +54,8 @@ def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: 
             tokens = batch["tokens"].to(device)
             padding = batch["key_padding_mask"].to(device)
             outputs = model(tokens, key_padding_mask=padding)
-            total_loss += float(outputs["total_loss"])
-            reconstruction += float(outputs["avg_reconstruction_loss"])
+            total_loss += float(outputs.total_loss)
+            reconstruction += float(outputs.avg_reconstruction_loss)
             if config.has_code_length:
                 bits += float(model.code_length_bits(tokens, key_padding_mask=padding).sum())
             byte_count += int(((tokens < NUM_BYTES) & ~padding).sum())
@@ -86,7 +86,7 @@ def generate_sample(model: torch.nn.Module, config: ExpConfig, device: torch.dev
     model.eval()
     try:
         compressed = model.compress(tokens)
-        reconstructed = model.decompress(compressed["top_codes"], compressed=compressed)
+        reconstructed = model.decompress(compressed.top_codes, compressed=compressed)
         lines = [f"Prompt: {prompt}", f"Reconstructed: {tokenizer.decode_text(reconstructed[0])}"]
         if config.top_transformer_config is not None:
             continuation = model.generate_bytes(tokens, max_new_bytes=config.generation_max_len_override)
