@@ -137,6 +137,10 @@ class TopTransformerConfig(DictAccess):
     continuous: bool = Field(
         True, description="True: predict the next vector (MSE). False: logits over codes (CE), gives bits."
     )
+    code_bias: bool = Field(False, description="Add a learned log prior per code to the code logits.")
+    initial_inverse_temperature: float = Field(
+        1.0, gt=0, description="Start of the code logits' learned inverse temperature (sharper: larger)."
+    )
     pooled_inputs: bool = Field(
         False,
         description="Also read the pooled (pre-VQ) vectors of past segments, which a decoder recomputes from "

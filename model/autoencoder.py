@@ -87,6 +87,8 @@ class HierarchicalAutoencoder(nn.Module):
                 top.continuous,
                 pooled_inputs=top.pooled_inputs,
                 rows_per_segment=levels[-1].num_queries,
+                codebook_size=levels[-1].codebook_size if top.code_bias else None,
+                initial_inverse_temperature=top.initial_inverse_temperature,
             )
         init_weights(self)
         self.base_frozen = False

@@ -5,7 +5,8 @@ codes (B, N) long; predictions (B, N, D_code) where prediction k comes from [sta
 first code has a probability too (a learned start vector), which a code length needs.
 
 - continuous=False: logits over the K codes = -squared distance to each codebook row (per dim), times a
-  learned inverse temperature; loss = cross-entropy. This gives the bits of the top codes.
+  learned inverse temperature (starting at `initial_inverse_temperature`), plus, with code_bias, a learned
+  log prior per code; loss = cross-entropy. This gives the bits of the top codes.
 - continuous=True: loss = MSE to the next vector, averaged over dims and valid positions. The distribution over
   codes is the same `code_logits` (the one method every code length and the range coder read), with an inverse
   temperature that the MSE never trains: `fit_inverse_temperature` sets it to the value that minimises the
@@ -46,6 +47,8 @@ class CodeSequenceTransformer(nn.Module):
         continuous: bool,
         pooled_inputs: bool = False,
         rows_per_segment: int = 1,
+        codebook_size: int | None = None,
+        initial_inverse_temperature: float = 1.0,
     ):
         super().__init__()
         self.continuous, self.pooled_inputs, self.rows_per_segment = continuous, pooled_inputs, rows_per_segment
@@ -58,7 +61,10 @@ class CodeSequenceTransformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(dim, heads, None, ffn_multiplier) for _ in range(num_layers))
         self.norm = nn.RMSNorm(dim, eps=NORM_EPS)
         self.out_proj = nn.Linear(dim, code_dim, bias=False)
-        self.log_inverse_temperature = nn.Parameter(torch.zeros(()))
+        self.log_inverse_temperature = nn.Parameter(torch.tensor(math.log(initial_inverse_temperature)))
+        # A learned log prior per code (codebook_size given): codes are used unevenly, and without it the
+        # distances alone must encode each code's frequency.
+        self.code_bias = nn.Parameter(torch.zeros(codebook_size)) if codebook_size else None
 
     def predict(self, vectors: torch.Tensor, valid: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions (B, N, D_code); position k is predicted from the rows before k (code vectors, and with
@@ -99,7 +105,8 @@ class CodeSequenceTransformer(nn.Module):
         codebook's spread instead was unstable: a briefly collapsed codebook blew the logits up.)"""
         p, c = predictions.float(), codebook.detach().float()
         squared = (p * p).sum(-1, keepdim=True) - 2 * p @ c.t() + (c * c).sum(-1)
-        return -squared / c.shape[-1] * self.log_inverse_temperature.float().exp()
+        logits = -squared / c.shape[-1] * self.log_inverse_temperature.float().exp()
+        return logits if self.code_bias is None else logits + self.code_bias.float()
 
     def loss(
         self,
@@ -141,10 +148,12 @@ class CodeSequenceTransformer(nn.Module):
         c = codebook.detach().float()
         distances = ((p * p).sum(-1, keepdim=True) - 2 * p @ c.t() + (c * c).sum(-1)) / c.shape[-1]  # (n, K)
         true = distances.gather(1, target[:, None].to(distances.device))[:, 0]
+        bias = torch.zeros(c.shape[0]) if self.code_bias is None else self.code_bias.detach().float()
+        true_bias = bias.to(distances.device)[target.to(distances.device)]
 
         def mean_nll(log_beta: float) -> float:
             beta = math.exp(log_beta)
-            return float((beta * true + torch.logsumexp(-beta * distances, dim=-1)).mean())
+            return float((beta * true - true_bias + torch.logsumexp(bias - beta * distances, dim=-1)).mean())
 
         low, high = -8.0, 12.0
         ratio = (math.sqrt(5) - 1) / 2

@@ -4,6 +4,7 @@ discrete (CE over -distances) modes learn; the first code has a probability too.
 import pytest
 import torch
 
+from configs import TopTransformerConfig
 from model import build_model
 from tests.model_helpers import text_windows, tiny_config, torch_single_thread  # noqa: F401
 
@@ -65,13 +66,19 @@ def test_top_lm_mode_learns_a_fixed_code_sequence(top):
         torch.testing.assert_close(model.top_lm_loss(compressed)["loss"], mse)  # MSE averaged over dims
 
 
-def test_fitted_inverse_temperature_minimises_the_codes_cross_entropy():
+@pytest.mark.parametrize("code_bias", [False, True])
+def test_fitted_inverse_temperature_minimises_the_codes_cross_entropy(code_bias):
     torch.manual_seed(0)
-    model = build_model(tiny_config(top="continuous"))
+    top = TopTransformerConfig(dim=32, num_layers=1, num_heads=2, continuous=True, code_bias=code_bias)
+    model = build_model(tiny_config(level_changes=dict(codebook_size=16), top_transformer_config=top))
     top_lm = model.top_lm
     codebook = torch.randn(16, 32)
     codes = torch.randint(0, 16, (400,))
-    predictions = codebook[codes] + 0.7 * torch.randn(400, 32)  # noisy predictions: a finite best temperature
+    noise = 0.7
+    if code_bias:  # a prior the codes do not follow: the best temperature differs if the fit ignores it
+        top_lm.code_bias.data.copy_(torch.linspace(-3, 3, 16))
+        noise = 1.5
+    predictions = codebook[codes] + noise * torch.randn(400, 32)  # noisy predictions: a finite best temperature
 
     def mean_nll(log_beta: float) -> float:
         top_lm.log_inverse_temperature.data.fill_(log_beta)
@@ -105,3 +112,19 @@ def test_continuous_top_lm_has_a_code_length_from_code_logits():
     assert bool((breakdown["top"] > 0).all())
     model.top_lm.log_inverse_temperature.data.fill_(2.0)  # the temperature is the one the code uses
     assert not torch.allclose(code_length_breakdown(model, tokens)["top"], breakdown["top"])
+
+
+def test_code_bias_and_initial_temperature_shape_the_code_logits():
+    """code_bias adds a learned log prior per code; initial_inverse_temperature scales the distance term."""
+    torch.manual_seed(0)
+    plain = build_model(tiny_config(level_changes=dict(codebook_size=16))).top_lm
+    top = TopTransformerConfig(
+        dim=32, num_layers=1, num_heads=2, continuous=False, code_bias=True, initial_inverse_temperature=4.0
+    )
+    biased = build_model(tiny_config(level_changes=dict(codebook_size=16), top_transformer_config=top)).top_lm
+    assert biased.code_bias.shape == (16,) and plain.code_bias is None
+    prediction, codebook = torch.randn(1, 3, 32), torch.randn(16, 32)
+    biased.code_bias.data.copy_(torch.arange(16.0))
+    torch.testing.assert_close(
+        biased.code_logits(prediction, codebook), 4.0 * plain.code_logits(prediction, codebook) + torch.arange(16.0)
+    )
