@@ -1,5 +1,10 @@
 """The `make demo` experiment: one level and a discrete top LM, sized so that the whole pipeline (prepare,
-stage 1, stage 2, evaluate, promote) finishes in minutes on two CPU cores while the codes still learn."""
+stage 1, stage 2, evaluate, promote) finishes in minutes on two CPU cores while the codes still learn.
+
+Tuned with bench/quality.py (docs/benchmarks.md, ablations): at this budget the top LM predicts the next code
+little better than its frequency, so a code costs about log2(codebook_size) bits; a small codebook (16) costs
+less than the bytes it saves the expander, where 64 and 256 codes did not. The top LM also reads the pooled
+vectors of past segments and a learned log prior per code, each worth a little on frozen codes."""
 
 from configs.base_config import DEVICE, N_CPU
 from configs.schema import CompressorLevelConfig, ExpConfig, TopTransformerConfig
@@ -17,7 +22,7 @@ exp_config = ExpConfig(
             num_lm_encoder_layers=2,
             num_compression_encoder_layers=1,
             encoder_ffn_dim_multiplier=3,
-            codebook_size=256,
+            codebook_size=16,
             beta=0.25,
             vq_reset_interval=25,
             entropy_delta=0.3,
@@ -30,7 +35,13 @@ exp_config = ExpConfig(
     aux_lm_loss_weight=1.0,
     top_lm_loss_weight=1.0,
     top_transformer_config=TopTransformerConfig(
-        dim=128, num_layers=3, num_heads=4, ffn_dim_multiplier=3, continuous=False
+        dim=128,
+        num_layers=3,
+        num_heads=4,
+        ffn_dim_multiplier=3,
+        continuous=False,
+        pooled_inputs=True,
+        code_bias=True,
     ),
     learning_rate=2e-3,
     batch_size=16,
