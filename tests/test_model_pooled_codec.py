@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from components.codec.files import CodecParams
-from components.compression_eval import evaluate_compression, text_windows
+from components.evaluation.compression_eval import evaluate_compression, text_windows
 from model import build_model
 from tests.codec_helpers import WINDOW, codec_config, round_trip
 from tests.model_helpers import real_text, torch_single_thread  # noqa: F401
