@@ -58,6 +58,7 @@ class LockstepTopSource:
         self.known = {row: deque(codes) for row, codes in known.items()}
         self.emitted: dict[int, list[int]] = {row: [] for row in known}
         self.caches = _ragged(model.top_lm.new_caches(), len(known))
+        self.decoder: LockstepLevelDecoder | None = None  # the top level's decoder attaches itself (pooled inputs)
 
     def next_tokens(self, rows: list[int]) -> dict[int, int]:
         out = {row: self.known[row].popleft() for row in rows if self.known[row]}
@@ -79,16 +80,30 @@ class LockstepTopSource:
         while pending := [row for row in rows if lengths[row] <= len(self.emitted[row])]:
             for group in _by_start(pending, lengths):
                 index = torch.tensor(group)
-                previous = None
+                previous = pooled = None
                 if lengths[group[0]] > 0:
                     codes = [self.emitted[row][int(lengths[row]) - 1] for row in group]
                     previous = quantizer.lookup(torch.tensor(codes))
-                out = self.model.top_lm.step(previous, _views(self.caches, index), len(group))
+                    pooled = self._pooled_inputs(group, [int(lengths[row]) - 1 for row in group])
+                out = self.model.top_lm.step(previous, _views(self.caches, index), len(group), pooled)
                 for i, row in enumerate(group):
                     if lengths[row] == len(self.emitted[row]) + 1:  # the step just taken was the predicting one
                         predictions[row] = out[i]
         stacked = torch.stack([predictions[row] for row in rows])
         return self.model.top_lm.code_logits(stacked[:, None], quantizer.codebook)[:, 0]
+
+    def _pooled_inputs(self, rows: list[int], code_rows: list[int]) -> torch.Tensor | None:
+        """With pooled_inputs, each row's pooled vector of top row code_rows[i] (zero unless that row closes its
+        segment), recomputed from the tokens its decoder has decoded: that segment is closed by now."""
+        top_lm = self.model.top_lm
+        if not top_lm.pooled_inputs:
+            return None
+        closes = top_lm.closes_segment(torch.tensor(code_rows)).tolist()
+        vectors = torch.zeros(len(rows), self.model.compressors[-1].dim)
+        for i, (row, code_row) in enumerate(zip(rows, code_rows, strict=True)):
+            if closes[i]:
+                vectors[i] = self.decoder.pooled_vector(row, code_row)
+        return vectors
 
 
 class LockstepLevelDecoder:
@@ -108,6 +123,10 @@ class LockstepLevelDecoder:
         self.codes: dict[int, list[int]] = {row: [] for row in rows}
         self.expander_caches = _ragged(self.expander.new_caches(), len(rows))
         self.lm_caches = _ragged(self.compressor.new_caches(), len(rows))
+        self.tokens: dict[int, list[int]] = {row: [] for row in rows}  # decoded so far, and the segment of each
+        self.token_segments: dict[int, list[int]] = {row: [] for row in rows}
+        if isinstance(parent, LockstepTopSource):
+            parent.decoder = self
 
     @torch.no_grad()
     def next_tokens(self, rows: list[int]) -> dict[int, int]:
@@ -152,7 +171,17 @@ class LockstepLevelDecoder:
         entropies = (-(log_probs.exp() * log_probs).sum(-1)).tolist()
         for row, token, entropy in zip(rows, tokens, entropies, strict=True):
             self.previous[row], self.entropy[row] = token, entropy
+            self.tokens[row].append(token)
+            self.token_segments[row].append(segments[row])
         return dict(zip(rows, tokens, strict=True))
+
+    @torch.no_grad()
+    def pooled_vector(self, row: int, code_row: int) -> torch.Tensor:
+        """The pooled (pre-VQ) vector (D,) of top row code_row of `row`, from the tokens decoded so far (its
+        segment must be closed: pooling and the layers below it are causal, so later tokens change nothing)."""
+        tokens = torch.tensor([self.tokens[row]])
+        segments = torch.tensor([self.token_segments[row]])
+        return self.compressor.pooled_vectors(tokens, segments)[0, code_row]
 
 
 def lockstep_chain(model, forced: dict[int, list[list[int]]], top_known: dict[int, list[int]], choose: Chooser):

@@ -74,8 +74,7 @@ class CodeSequenceTransformer(nn.Module):
         if self.pooled_inputs:
             if pooled is None:
                 raise ValueError("this top LM reads the pooled vectors of past segments (pooled_inputs=True)")
-            rows = torch.arange(N - 1, device=vectors.device)
-            closed = (rows % self.rows_per_segment == self.rows_per_segment - 1)[None, :, None]  # (1, N-1, 1)
+            closed = self.closes_segment(torch.arange(N - 1, device=vectors.device))[None, :, None]  # (1, N-1, 1)
             previous = previous + self.pooled_proj(self.pooled_norm(pooled[:, :-1])) * closed
         x = torch.cat([self.start.expand(B, 1, -1).to(previous.dtype), previous], dim=1)
         kpm = ~valid
@@ -83,17 +82,33 @@ class CodeSequenceTransformer(nn.Module):
             x = layer(x, kpm)
         return self.out_proj(self.norm(x))
 
+    def closes_segment(self, rows: torch.Tensor) -> torch.Tensor:
+        """Whether each top row index is the last row of its segment: the rows whose pooled vector is read."""
+        return rows % self.rows_per_segment == self.rows_per_segment - 1
+
     def new_caches(self) -> list[KeyValueCache]:
         return [KeyValueCache(layer.attn.window) for layer in self.layers]
 
     @torch.no_grad()
-    def step(self, previous: torch.Tensor | None, caches: list[KeyValueCache], batch: int) -> torch.Tensor:
+    def step(
+        self,
+        previous: torch.Tensor | None,
+        caches: list[KeyValueCache],
+        batch: int,
+        pooled: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """`predict` one position at a time with KV caches (decoding), for `batch` rows: previous (B, D_code) the
-        vector before this position (None at position 0: the start vector). Returns its prediction (B, D_code)."""
+        vector before this position (None at position 0: the start vector); with pooled_inputs, pooled (B, D_code)
+        the pooled vector of that row, zero where the row does not close its segment (`closes_segment`: zero adds
+        nothing, as in `predict`). Returns its prediction (B, D_code)."""
         if previous is None:
             x = self.start.expand(batch, 1, -1)
         else:
             x = self.in_proj(self.in_norm(previous))[:, None]
+            if self.pooled_inputs:
+                if pooled is None:
+                    raise ValueError("this top LM reads the pooled vectors of past segments (pooled_inputs=True)")
+                x = x + self.pooled_proj(self.pooled_norm(pooled))[:, None]
         for layer, cache in zip(self.layers, caches, strict=True):
             x = layer.step(x, cache)
         return self.out_proj(self.norm(x))[:, 0]
