@@ -56,6 +56,7 @@ from components.data.eval_data import CANTERBURY_TEXTS  # noqa: E402
 from components.data.train_data import resolve_training_data  # noqa: E402
 from components.evaluation.compression_eval import baseline_bits_per_byte, split_windows, text_windows  # noqa: E402
 from components.evaluation.model_loading import load_model  # noqa: E402
+from components.infrastructure.atomic_files import write_text_atomic  # noqa: E402
 from components.training.optimization import build_optimizer  # noqa: E402
 from components.training.stages import load_pipeline_config, stage_configs  # noqa: E402
 from components.training.train import Trainer, TrainParams, train  # noqa: E402
@@ -300,13 +301,6 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=2))
-    os.replace(temp, path)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="demo", help="config name or path (configs/<name>_config.py)")
@@ -407,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "entries": entries,
     }
-    write_json_atomic(args.out, result)
+    write_text_atomic(args.out, json.dumps(result, indent=2))
     png = plot(result, args.out.with_suffix(".png"))
     print(
         f"\nproject {project_params:,} params, {project['seconds']:.0f}s; plain {count(plain_model):,} params, "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from components.codec.file_format import (
 )
 from components.codec.range_coding import DecodingChannel, EncodingChannel
 from components.codec.window_coder import default_context, encode_round, plan_windows, run_round
+from components.infrastructure.atomic_files import atomic_write
 from model.code_length import PRECISION_BITS, require_code_probabilities
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES
 
@@ -91,24 +91,6 @@ def file_digest(path: Path) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
-
-
-@contextmanager
-def atomic_output(destination: Path):
-    """A temporary file beside `destination`, renamed onto it on success and removed on any failure."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part", delete=False
-    )
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, destination)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def _progress(total: int, enabled: bool, description: str):
@@ -199,7 +181,7 @@ def compress_file(
             precision_bits=PRECISION_BITS,
             adapt=params.adapt,
         )
-        with atomic_output(destination) as out:
+        with atomic_write(destination) as out:
             out.write(header_bytes(header))
             body.seek(0)
             while data := body.read(CHUNK):
@@ -271,7 +253,7 @@ def decompress_file(model, source: Path, destination: Path, progress: bool = Fal
     with (
         coding_mode(model),
         source.open("rb") as stream,
-        atomic_output(destination) as out,
+        atomic_write(destination, readable=True) as out,
         _progress(header.bytes, progress, "decompress") as bar,
     ):
         read_header(stream, str(source))

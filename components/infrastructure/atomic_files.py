@@ -19,14 +19,16 @@ TEMP_SUFFIX = ".partial"
 
 
 @contextmanager
-def atomic_write(path: Path | str) -> Iterator[BinaryIO]:
-    """A binary file handle whose content replaces `path` when the block ends without an exception."""
+def atomic_write(path: Path | str, readable: bool = False) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces `path` when the block ends without an exception (readable:
+    opened for reading too, for a writer that checks what it wrote before it is published)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
     # Made as open() makes a file (mode 0o666 less the umask), not 0o600 as tempfile does: the result is an
     # ordinary file that others may read when the folder lets them.
-    handle = os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+    access, mode = (os.O_RDWR, "w+b") if readable else (os.O_WRONLY, "wb")
+    handle = os.fdopen(os.open(temp, access | os.O_CREAT | os.O_EXCL, 0o666), mode)
     try:
         with handle:
             yield handle
