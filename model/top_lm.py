@@ -70,17 +70,26 @@ class CodeSequenceTransformer(nn.Module):
         """Predictions (B, N, D_code); position k is predicted from the rows before k (code vectors, and with
         pooled_inputs the pooled vectors of the segments closed by then)."""
         B, N = vectors.shape[:2]
-        previous = self.in_proj(self.in_norm(vectors[:, :-1]))
-        if self.pooled_inputs:
-            if pooled is None:
-                raise ValueError("this top LM reads the pooled vectors of past segments (pooled_inputs=True)")
+        if self.pooled_inputs and pooled is not None:
             closed = self.closes_segment(torch.arange(N - 1, device=vectors.device))[None, :, None]  # (1, N-1, 1)
-            previous = previous + self.pooled_proj(self.pooled_norm(pooled[:, :-1])) * closed
+            pooled = pooled[:, :-1] * closed
+        previous = self._row_inputs(vectors[:, :-1], pooled)
         x = torch.cat([self.start.expand(B, 1, -1).to(previous.dtype), previous], dim=1)
         kpm = ~valid
         for layer in self.layers:
             x = layer(x, kpm)
         return self.out_proj(self.norm(x))
+
+    def _row_inputs(self, vectors: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
+        """The input (..., dim) that rows with code vectors (..., D_code) give the next position: the code vector
+        and, with pooled_inputs, the pooled vector (zero where the row does not close its segment: it adds
+        nothing). The one formula of `predict` and `step`."""
+        x = self.in_proj(self.in_norm(vectors))
+        if not self.pooled_inputs:
+            return x
+        if pooled is None:
+            raise ValueError("this top LM reads the pooled vectors of past segments (pooled_inputs=True)")
+        return x + self.pooled_proj(self.pooled_norm(pooled))
 
     def closes_segment(self, rows: torch.Tensor) -> torch.Tensor:
         """Whether each top row index is the last row of its segment: the rows whose pooled vector is read."""
@@ -104,11 +113,7 @@ class CodeSequenceTransformer(nn.Module):
         if previous is None:
             x = self.start.expand(batch, 1, -1)
         else:
-            x = self.in_proj(self.in_norm(previous))[:, None]
-            if self.pooled_inputs:
-                if pooled is None:
-                    raise ValueError("this top LM reads the pooled vectors of past segments (pooled_inputs=True)")
-                x = x + self.pooled_proj(self.pooled_norm(pooled))[:, None]
+            x = self._row_inputs(previous, pooled)[:, None]
         for layer, cache in zip(self.layers, caches, strict=True):
             x = layer.step(x, cache)
         return self.out_proj(self.norm(x))[:, 0]
