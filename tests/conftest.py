@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,24 @@ def prepare_small_corpus(root: Path, count: int, seed: int) -> Path:
     out = root / "prepared"
     prepare_data(PrepareDataParams(source=str(root / "text"), out_dir=out, include_eval_sets=False))
     return out
+
+
+def train_command(corpus: Path, ckpt: Path, *sets: str) -> list[str]:
+    """`python -m abstractinator train` with the CI config on `corpus`, checkpoints in `ckpt`, quiet, each of `sets`
+    a --set override (tests append further flags)."""
+    args = [
+        sys.executable,
+        "-m",
+        "abstractinator",
+        "train",
+        "--config",
+        str(Path(__file__).resolve().parents[1] / "configs/ci_config.py"),
+        "--set",
+        f"checkpoint_dir={ckpt}",
+        "--data",
+        str(corpus),
+        "--no-progress",
+    ]
+    for item in sets:
+        args += ["--set", item]
+    return args

@@ -22,7 +22,7 @@ from components.training.checkpoints import CheckpointStore, load_checkpoint, re
 from components.training.train import Trainer, TrainingDiverged, TrainParams, train
 from configs import load_config
 from model.quantizer import EmaVectorQuantizer
-from tests.conftest import prepare_small_corpus
+from tests.conftest import prepare_small_corpus, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,25 +195,7 @@ def test_sigkill_loses_no_metric_of_a_checkpointed_step(tmp_path: Path, corpus: 
     """The issue's probe: kill -9 mid-run, resume; MLflow has every step's loss exactly once per step run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ckpt = tmp_path / "ckpt"
-    args = [
-        sys.executable,
-        "-m",
-        "abstractinator",
-        "train",
-        "--config",
-        str(REPO / "configs/ci_config.py"),
-        "--set",
-        "max_steps=200",
-        "--set",
-        "checkpoint_interval=3",
-        "--set",
-        "mlflow_batch_interval=1000",
-        "--set",
-        f"checkpoint_dir={ckpt}",
-        "--data",
-        str(corpus),
-        "--no-progress",
-    ]
+    args = train_command(corpus, ckpt, "max_steps=200", "checkpoint_interval=3", "mlflow_batch_interval=1000")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from components.training.checkpoints import CheckpointStore, load_checkpoint, read_checkpoint_file
 from components.training.train import TrainParams, train
 from configs import load_config
-from tests.conftest import prepare_small_corpus
+from tests.conftest import prepare_small_corpus, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,26 +121,8 @@ def test_resumed_run_matches_a_straight_run(tmp_path: Path, corpus: Path, settin
 
 def test_sigkill_mid_run_leaves_a_resumable_checkpoint(tmp_path: Path, corpus: Path) -> None:
     ckpt = tmp_path / "ckpt"
-    args = [
-        "-m",
-        "abstractinator",
-        "train",
-        "--config",
-        str(REPO / "configs/ci_config.py"),
-        "--set",
-        "max_steps=400",
-        "--set",
-        "checkpoint_interval=2",
-        "--set",
-        f"checkpoint_dir={ckpt}",
-        "--data",
-        str(corpus),
-        "--no-progress",
-        "--no-tracking",
-    ]
-    process = subprocess.Popen(
-        [sys.executable, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    args = [*train_command(corpus, ckpt, "max_steps=400", "checkpoint_interval=2"), "--no-tracking"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while len(CheckpointStore(ckpt).names()) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -176,25 +158,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path: Path, corpus: Path) 
     ckpt = tmp_path / "ckpt"
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "abstractinator",
-            "train",
-            "--config",
-            str(REPO / "configs/ci_config.py"),
-            "--set",
-            "max_steps=100000",
-            "--set",
-            "num_epochs=1000",  # one epoch is ~90 steps: the run must still be going at the SIGTERM
-            "--set",
-            "checkpoint_interval=100000",
-            "--set",
-            f"checkpoint_dir={ckpt}",
-            "--set",
-            "validation_interval=100000",
-            "--data",
-            str(corpus),
-            "--no-progress",
+            *train_command(
+                corpus,
+                ckpt,
+                "max_steps=100000",
+                "num_epochs=1000",  # one epoch is ~90 steps: the run must still be going at the SIGTERM
+                "checkpoint_interval=100000",
+                "validation_interval=100000",
+            ),
             "--no-tracking",
         ],
         cwd=tmp_path,

@@ -14,10 +14,9 @@ import pytest
 from mlflow import MlflowClient
 
 from components.training.checkpoints import CheckpointStore, load_checkpoint, step_of
-from tests.conftest import prepare_small_corpus
+from tests.conftest import prepare_small_corpus, train_command
 from tests.servers import MlflowServer, PostgresServer, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -31,25 +30,6 @@ def postgres():
     server = PostgresServer().start()
     yield server
     server.stop()
-
-
-def train_command(corpus: Path, ckpt: Path, *sets: str) -> list[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "abstractinator",
-        "train",
-        "--config",
-        str(REPO / "configs/ci_config.py"),
-        "--set",
-        f"checkpoint_dir={ckpt}",
-        "--data",
-        str(corpus),
-        "--no-progress",
-    ]
-    for item in sets:
-        args += ["--set", item]
-    return args
 
 
 def test_tracking_server_down_mid_run_loses_no_metric(tmp_path: Path, corpus: Path, postgres) -> None:
