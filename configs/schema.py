@@ -192,6 +192,11 @@ class ExpConfig(DictAccess):
     cross_lookback: int = Field(
         1, ge=0, description="Expander cross-attention sees its own segment's code and this many before."
     )
+    expander_reads_lm_state: bool = Field(
+        False,
+        description="Each expander also reads its compressor's entropy-model state at the previous position "
+        "(a decoder computes it anyway, from the tokens it has decoded, to recompute the boundaries).",
+    )
 
     # --- optimisation (seed) ---
     learning_rate: float = Field(1e-4, gt=0)

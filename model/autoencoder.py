@@ -71,6 +71,7 @@ class HierarchicalAutoencoder(nn.Module):
                     lookback=lookback,
                     rows_per_segment=level.num_queries,
                     ffn_multiplier=level.encoder_ffn_dim_multiplier,
+                    lm_state_dim=level.dim if config.expander_reads_lm_state else None,
                 )
             )
         self.compressors = nn.ModuleList(compressors)
@@ -127,7 +128,9 @@ class HierarchicalAutoencoder(nn.Module):
         continuous = self.use_continuous_expander_inputs and self.training
         for expander, out in zip(self.expanders, compressed.levels, strict=True):
             memory = out.pre_vq if continuous else out.quantized
-            logits.append(expander(out.tokens, out.key_padding_mask, out.segment_ids, memory, out.row_valid))
+            logits.append(
+                expander(out.tokens, out.key_padding_mask, out.segment_ids, memory, out.row_valid, out.lm_state)
+            )
         return logits
 
     def top_lm_inputs(

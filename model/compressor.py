@@ -38,6 +38,7 @@ class CompressorOutput:
     tokens: torch.Tensor  # (B, S) input ids of this level
     key_padding_mask: torch.Tensor  # (B, S) True = padding
     lm_logits: torch.Tensor  # (B, S, V): logits[:, t] predicts tokens[:, t+1]
+    lm_state: torch.Tensor  # (B, S, D): the normed LM-branch output the logits are read from (tokens <= t)
     segment_ids: torch.Tensor  # (B, S), -1 at padding
     pre_vq: torch.Tensor  # (B, N*L, D) pooled vectors
     quantized: torch.Tensor  # (B, N*L, D) straight-through quantized vectors (0 at invalid rows)
@@ -80,7 +81,8 @@ class Compressor(nn.Module):
         lm_x = x
         for layer in self.lm_layers:
             lm_x = layer(lm_x, kpm)
-        lm_logits = self.lm_head(self.lm_norm(lm_x))
+        lm_state = self.lm_norm(lm_x)
+        lm_logits = self.lm_head(lm_state)
         segment_ids = self.segmenter.segment(predictive_entropy(lm_logits), kpm)
         pooled, row_valid = self._pool(x, kpm, segment_ids)
         q = self.quantizer(pooled, row_valid)
@@ -91,6 +93,7 @@ class Compressor(nn.Module):
             tokens=tokens,
             key_padding_mask=kpm,
             lm_logits=lm_logits,
+            lm_state=lm_state,
             segment_ids=segment_ids,
             pre_vq=pooled,
             quantized=q.quantized,
@@ -128,10 +131,12 @@ class Compressor(nn.Module):
         return [KeyValueCache(layer.attn.window) for layer in layers]
 
     @torch.no_grad()
-    def lm_step(self, token: torch.Tensor, caches: list[KeyValueCache]) -> torch.Tensor:
-        """Feed one token per row (B,); returns the LM logits (B, V) for the next position."""
+    def lm_step(self, token: torch.Tensor, caches: list[KeyValueCache]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed one token per row (B,); returns the LM logits (B, V) for the next position and the LM state
+        (B, D) they are read from (`forward`'s lm_state at this position)."""
         x = self.embedding(token)[:, None]
         layers = list(self.shared_layers) + list(self.lm_layers)
         for layer, cache in zip(layers, caches, strict=True):
             x = layer.step(x, cache)
-        return self.lm_head(self.lm_norm(x))[:, 0]
+        state = self.lm_norm(x)[:, 0]
+        return self.lm_head(state), state

@@ -4,7 +4,10 @@ Shapes: targets (B, S) long, key_padding_mask (B, S), segment_ids (B, S) (the co
 these tokens, -1 at padding); memory (B, M, D_mem) code rows with memory_valid (B, M), M = segments * L.
 
 Teacher forcing: the input at position t is a learned start vector (t = 0) or the embedding of targets[t-1];
-logits[:, t] predict targets[:, t]. Self-attention is causal (sliding window); cross-attention at position t
+logits[:, t] predict targets[:, t]. With `lm_state_dim` set (config `expander_reads_lm_state`), the input at t >= 1
+also adds a projection of the compressor's entropy-model state at t-1, which has read targets[:t] only: a
+decoder computes that state anyway (it recomputes the boundaries from it), and the expander starts from the
+entropy model's features instead of learning its own byte LM from scratch. Self-attention is causal (sliding window); cross-attention at position t
 sees only the code rows of segment segment_ids[t] and `lookback` earlier segments, found by segment id, not by
 raw index (an index says nothing of which bytes a row covers). Because segment_ids[t]
 depends only on tokens < t (causal entropy rule), a decoder can always tell which rows position t may read.
@@ -34,11 +37,13 @@ class Expander(nn.Module):
         lookback: int,
         rows_per_segment: int,
         ffn_multiplier: float = 4.0,
+        lm_state_dim: int | None = None,
     ):
         super().__init__()
         self.vocab_size, self.lookback, self.rows_per_segment = vocab_size, lookback, rows_per_segment
         self.start = nn.Parameter(torch.randn(dim) * 0.02)
         self.embedding = nn.Embedding(vocab_size, dim)
+        self.lm_state_proj = nn.Linear(lm_state_dim, dim, bias=False) if lm_state_dim else None
         self.memory_norm = nn.RMSNorm(memory_dim, eps=NORM_EPS)
         self.layers = nn.ModuleList(
             TransformerBlock(dim, heads, window, ffn_multiplier, memory_dim, lookback, rows_per_segment)
@@ -54,15 +59,25 @@ class Expander(nn.Module):
         segment_ids: torch.Tensor,
         memory: torch.Tensor,
         memory_valid: torch.Tensor,
+        lm_state: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced logits (B, S, V)."""
+        """Teacher-forced logits (B, S, V); lm_state (B, S, D_lm) the compressor's, when the expander reads it."""
         B = targets.shape[0]
-        previous = self.embedding(targets[:, :-1])
+        previous = self._input(targets[:, :-1], None if lm_state is None else lm_state[:, :-1])
         x = torch.cat([self.start.expand(B, 1, -1).to(previous.dtype), previous], dim=1)
         memory = self.memory_norm(memory)
         for layer in self.layers:
             x = layer(x, key_padding_mask, memory, memory_valid, segment_ids)
         return self.head(self.norm(x))
+
+    def _input(self, previous_tokens: torch.Tensor, lm_state: torch.Tensor | None) -> torch.Tensor:
+        """Input vectors for the positions after the given previous tokens (and the LM state at them)."""
+        x = self.embedding(previous_tokens)
+        if self.lm_state_proj is None:
+            return x
+        if lm_state is None:
+            raise ValueError("this expander reads the compressor's LM state; none was given")
+        return x + self.lm_state_proj(lm_state)
 
     def new_caches(self) -> list[KeyValueCache]:
         return [KeyValueCache(layer.attn.window) for layer in self.layers]
@@ -75,14 +90,16 @@ class Expander(nn.Module):
         memory: torch.Tensor,
         first_segment: int,
         caches: list[KeyValueCache],
+        lm_state: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One position per row: previous_token (B,) (None at position 0), segment (B,) its segment index,
-        memory (B, M', D_mem) the rows of segments first_segment.. (at least those it may see).
+        memory (B, M', D_mem) the rows of segments first_segment.. (at least those it may see), lm_state
+        (B, D_lm) the compressor's LM state after previous_token (when the expander reads it).
         Returns logits (B, V)."""
         if previous_token is None:
             x = self.start.expand(segment.shape[0], 1, -1)
         else:
-            x = self.embedding(previous_token)[:, None]
+            x = self._input(previous_token[:, None], None if lm_state is None else lm_state[:, None])
         memory = self.memory_norm(memory)
         valid = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
         for layer, cache in zip(self.layers, caches, strict=True):

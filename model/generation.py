@@ -95,6 +95,7 @@ class LevelDecoder:
         self.expander_caches = self.expander.new_caches()
         self.segmentation = SegmentationState()
         self.next_entropy: float | None = None  # entropy of the distribution over the next token
+        self.lm_state: torch.Tensor | None = None  # (1, D) the compressor's LM state after the previous token
         self.previous_token: int | None = None
         self.codes: list[int] = []  # this level's code rows received so far
         self.tokens: list[int] = []  # this level's tokens decoded so far, and the segment of each
@@ -125,12 +126,12 @@ class LevelDecoder:
         memory = self.compressor.quantizer.lookup(rows)[None]
         previous = None if self.previous_token is None else torch.tensor([self.previous_token], device=self.device)
         logits = self.expander.step(
-            previous, torch.tensor([segment], device=self.device), memory, first, self.expander_caches
+            previous, torch.tensor([segment], device=self.device), memory, first, self.expander_caches, self.lm_state
         )[0]
         token = self.forced.popleft() if self.forced else self.choose_token(logits)
         self.token_nats.append(float(-torch.log_softmax(logits.float(), -1)[token]))
-        lm_logits = self.compressor.lm_step(torch.tensor([token], device=self.device), self.lm_caches)[0]
-        self.next_entropy = _entropy(lm_logits)
+        lm_logits, self.lm_state = self.compressor.lm_step(torch.tensor([token], device=self.device), self.lm_caches)
+        self.next_entropy = _entropy(lm_logits[0])
         self.previous_token = token
         self.tokens.append(token)
         self.token_segments.append(segment)

@@ -120,6 +120,7 @@ class LockstepLevelDecoder:
         self.segmentation = {row: SegmentationState() for row in rows}
         self.entropy: dict[int, float | None] = dict.fromkeys(rows)  # of the distribution over the next token
         self.previous: dict[int, int | None] = dict.fromkeys(rows)
+        self.lm_state: dict[int, torch.Tensor] = {}  # (D,) the compressor's LM state after a row's previous token
         self.codes: dict[int, list[int]] = {row: [] for row in rows}
         self.expander_caches = _ragged(self.expander.new_caches(), len(rows))
         self.lm_caches = _ragged(self.compressor.new_caches(), len(rows))
@@ -158,19 +159,23 @@ class LockstepLevelDecoder:
     def _step(self, rows: list[int], segments: dict[int, int]) -> dict[int, int]:
         index = torch.tensor(rows)
         memory, local_segment = self._memory(rows, segments)
-        previous = None if self.previous[rows[0]] is None else torch.tensor([self.previous[row] for row in rows])
-        logits = self.expander.step(previous, local_segment, memory, 0, _views(self.expander_caches, index))
+        previous, lm_state = None, None
+        if self.previous[rows[0]] is not None:
+            previous = torch.tensor([self.previous[row] for row in rows])
+            lm_state = torch.stack([self.lm_state[row] for row in rows])
+        caches = _views(self.expander_caches, index)
+        logits = self.expander.step(previous, local_segment, memory, 0, caches, lm_state)
         free = [i for i, row in enumerate(rows) if not self.forced[row]]
         tokens = [self.forced[row].popleft() if self.forced[row] else -1 for row in rows]
         if free:
             chosen = self.choose(self.level, [rows[i] for i in free], logits[free])
             for i, token in zip(free, chosen, strict=True):
                 tokens[i] = token
-        lm_logits = self.compressor.lm_step(torch.tensor(tokens), _views(self.lm_caches, index))
+        lm_logits, lm_states = self.compressor.lm_step(torch.tensor(tokens), _views(self.lm_caches, index))
         log_probs = torch.log_softmax(lm_logits.float(), dim=-1)
         entropies = (-(log_probs.exp() * log_probs).sum(-1)).tolist()
-        for row, token, entropy in zip(rows, tokens, entropies, strict=True):
-            self.previous[row], self.entropy[row] = token, entropy
+        for row, token, entropy, state in zip(rows, tokens, entropies, lm_states, strict=True):
+            self.previous[row], self.entropy[row], self.lm_state[row] = token, entropy, state
             self.tokens[row].append(token)
             self.token_segments[row].append(segments[row])
         return dict(zip(rows, tokens, strict=True))

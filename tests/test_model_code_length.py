@@ -67,12 +67,24 @@ def entropy_boundaries(model, tokens, kpm) -> int:
     return sum(int((length[:-1] < bound).sum()) for length in lengths)
 
 
-@pytest.mark.parametrize("top", ["discrete", "pooled"])
+@pytest.mark.parametrize("top", ["discrete", "pooled", "lm_state"])
 @pytest.mark.parametrize("num_levels,num_queries", [(1, 1), (1, 2), (2, 1)])
 def test_code_length_equals_stepwise_decoder_cross_entropies(num_levels, num_queries, top):
+    """ "lm_state": a discrete top LM, and expanders that read their compressor's entropy-model state."""
     changes = dict(num_queries=num_queries, entropy_delta=0.05, max_segment_len=5)
-    model = build_model(tiny_config(num_levels, top=top, level_changes=changes)).eval()
+    reads_lm_state = top == "lm_state"
+    config = tiny_config(
+        num_levels,
+        top="discrete" if reads_lm_state else top,
+        level_changes=changes,
+        expander_reads_lm_state=reads_lm_state,
+    )
+    model = build_model(config).eval()
     sharpen_entropy_models(model)
+    if reads_lm_state:  # at init the projection barely moves the expanders: make it count
+        with torch.no_grad():
+            for expander in model.expanders:
+                expander.lm_state_proj.weight.mul_(50.0)
     if top == "pooled":  # at init (std 0.02) the pooled vectors barely move the predictions: make them count
         with torch.no_grad():
             model.top_lm.pooled_proj.weight.mul_(50.0)

@@ -1,6 +1,7 @@
-"""A top LM that reads the pooled vectors of past segments (pooled_inputs) is still an achievable code: the
-codec, which decodes step by step and recomputes those vectors from the bytes it has decoded, round-trips
-with it and pays the code length the batched evaluation reports."""
+"""Inputs a decoder recomputes from the bytes it has decoded keep the code achievable: a top LM that reads the
+pooled vectors of past segments (pooled_inputs), and an expander that reads its compressor's entropy-model
+state (expander_reads_lm_state). The codec, which decodes step by step, round-trips with each and pays the
+code length the batched evaluation reports."""
 
 from __future__ import annotations
 
@@ -28,8 +29,22 @@ def pooled_model():
     return model.eval()
 
 
-def test_pooled_top_lm_round_trips_and_codes_the_reported_length(tmp_path):
-    model = pooled_model()
+def lm_state_model():
+    """Untrained, with a varying entropy, an LM-state projection large enough to move the expander and an
+    expander head sharp enough to show it (at init its logits are nearly flat whatever it reads)."""
+    model = build_model(
+        codec_config(expander_reads_lm_state=True, level_changes={"max_segment_len": 6, "entropy_delta": 0.05})
+    )
+    sharpen_entropy_models(model)
+    with torch.no_grad():
+        model.expanders[0].lm_state_proj.weight.mul_(50.0)
+        model.expanders[0].head.weight.mul_(50.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("make_model", [pooled_model, lm_state_model], ids=["pooled", "lm_state"])
+def test_decoder_recomputed_inputs_round_trip_and_code_the_reported_length(make_model, tmp_path):
+    model = make_model()
     data = TEXT[:400]
     context = 8
     restored, summary, _ = round_trip(model, data, tmp_path, CodecParams(context=context, streams=1))
