@@ -4,13 +4,15 @@ Shapes: targets (B, S) long, key_padding_mask (B, S), segment_ids (B, S) (the co
 these tokens, -1 at padding); memory (B, M, D_mem) code rows with memory_valid (B, M), M = segments * L.
 
 Teacher forcing: the input at position t is a learned start vector (t = 0) or the embedding of targets[t-1];
-logits[:, t] predict targets[:, t]. With `lm_state_dim` set (config `expander_reads_lm_state`), the input at t >= 1
-also adds a projection of the compressor's entropy-model state at t-1, which has read targets[:t] only: a
-decoder computes that state anyway (it recomputes the boundaries from it), and the expander starts from the
-entropy model's features instead of learning its own byte LM from scratch. Self-attention is causal (sliding window); cross-attention at position t
+logits[:, t] predict targets[:, t]. Self-attention is causal (sliding window); cross-attention at position t
 sees only the code rows of segment segment_ids[t] and `lookback` earlier segments, found by segment id, not by
-raw index (an index says nothing of which bytes a row covers). Because segment_ids[t]
-depends only on tokens < t (causal entropy rule), a decoder can always tell which rows position t may read.
+raw index (an index says nothing of which bytes a row covers). Because segment_ids[t] depends only on tokens
+< t (causal entropy rule), a decoder can always tell which rows position t may read.
+
+With `lm_state_dim` set (config `expander_reads_lm_state`), the input at t >= 1 also adds a projection of the
+compressor's entropy-model state at t-1, which has read targets[:t] only: a decoder computes that state anyway
+(it recomputes the boundaries from it), and the expander starts from the entropy model's features instead of
+learning its own byte LM from scratch.
 
 The memory is the quantizer's straight-through output, so reconstruction gradients reach the compressor.
 `step` decodes one position per row with KV caches (generation, greedy reconstruction).
