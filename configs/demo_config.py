@@ -1,10 +1,12 @@
 """The `make demo` experiment: one level and a discrete top LM, sized so that the whole pipeline (prepare,
-stage 1, stage 2, evaluate, promote) finishes in minutes on two CPU cores while the codes still learn.
+stage 1, stage 2, evaluate, promote) finishes in minutes on two CPU cores.
 
-Tuned with bench/quality.py (docs/benchmarks.md, ablations): at this budget the top LM predicts the next code
-little better than its frequency, so a code costs about log2(codebook_size) bits; a small codebook (16) costs
-less than the bytes it saves the expander, where 64 and 256 codes did not. The top LM also reads the pooled
-vectors of past segments and a learned log prior per code, each worth a little on frozen codes."""
+Tuned with bench/quality.py (docs/benchmarks.md, ablations). At this budget the top LM predicts the next code
+little better than its frequency, so a code costs about log2(codebook_size) bits, more than the bytes it saves
+the expander: the fewer codes the better (256 -> 16 -> 4 -> 2 each helped), and the expander does most of the
+modelling, starting from its compressor's entropy-model state (`expander_reads_lm_state`), the largest gain
+measured. The top LM also reads the pooled vectors of past segments and a learned log prior per code, each
+worth a little on frozen codes."""
 
 from configs.base_config import DEVICE, N_CPU
 from configs.schema import CompressorLevelConfig, ExpConfig, TopTransformerConfig
@@ -22,7 +24,7 @@ exp_config = ExpConfig(
             num_lm_encoder_layers=2,
             num_compression_encoder_layers=1,
             encoder_ffn_dim_multiplier=3,
-            codebook_size=16,
+            codebook_size=2,
             beta=0.25,
             vq_reset_interval=25,
             entropy_delta=0.3,
@@ -32,6 +34,7 @@ exp_config = ExpConfig(
     ],
     expander_num_dec_layers=2,
     expander_max_len=1024,
+    expander_reads_lm_state=True,
     aux_lm_loss_weight=1.0,
     top_lm_loss_weight=1.0,
     top_transformer_config=TopTransformerConfig(
