@@ -37,6 +37,7 @@ from components.codec.files import CodecParams, chunk_layout, compress_file, dec
 from components.codec.model_source import load_codec_model  # noqa: E402
 from components.data.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data  # noqa: E402
 from components.evaluation.compression_eval import evaluate_compression, split_windows, text_windows  # noqa: E402
+from components.infrastructure.atomic_files import write_text_atomic  # noqa: E402
 from components.infrastructure.settings import get_settings  # noqa: E402
 
 COMPRESSORS = {
@@ -151,7 +152,6 @@ def main() -> int:
             *speeds,
         ]
         print("| " + " | ".join(cells) + " |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "model": loaded.identity.model_dump(),
         "max_bytes": args.max_bytes,
@@ -163,7 +163,7 @@ def main() -> int:
         "adapt_steps": args.adapt_steps,
         "rows": rows,
     }
-    args.out.write_text(json.dumps(result, indent=2))
+    write_text_atomic(args.out, json.dumps(result, indent=2))
     print(f"wrote {args.out}")
     return 0
 
