@@ -5,7 +5,7 @@ Tuned with bench/quality.py (docs/benchmarks.md, ablations). At this budget the 
 little better than its frequency, so a code costs about log2(codebook_size) bits, more than the bytes it saves
 the expander: the fewer codes the better (256 -> 16 -> 4 -> 2 each helped), and the expander does most of the
 modelling, starting from its compressor's entropy-model state (`expander_reads_lm_state`), the largest gain
-measured. The top LM also reads the pooled vectors of past segments and a learned log prior per code, each
+in these ablations. The top LM also reads the pooled vectors of past segments and a learned log prior per code, each
 worth a little on frozen codes."""
 
 from configs.base_config import DEVICE, N_CPU

@@ -61,14 +61,15 @@ def test_fully_padded_windows_give_no_nan():
     assert compressed.row_valid[0].sum() < compressed.row_valid[1].sum()
 
 
-def test_lm_step_matches_full_forward_logits():
+def test_lm_step_matches_full_forward_logits_and_state():
     model = build_model(tiny_config()).eval()
     compressor = model.compressors[0]
     tokens = text_windows(20, 1)
-    full = compressor(tokens).lm_logits
+    full = compressor(tokens)
     caches = compressor.new_caches()
-    steps = torch.stack([compressor.lm_step(tokens[:, t], caches)[0] for t in range(20)], dim=1)
-    torch.testing.assert_close(steps, full, atol=1e-4, rtol=1e-4)
+    logits, states = zip(*(compressor.lm_step(tokens[:, t], caches) for t in range(20)), strict=True)
+    torch.testing.assert_close(torch.stack(logits, dim=1), full.lm_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.stack(states, dim=1), full.lm_state, atol=1e-4, rtol=1e-4)
 
 
 def test_continuous_expander_inputs_ablation_feeds_unquantized_vectors_and_trains_the_pooler():
