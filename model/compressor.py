@@ -10,11 +10,9 @@ L = num_queries, N = most segments in the batch.
 
 The LM branch is the entropy model; its loss is the auxiliary LM loss (with `expander_reads_lm_state` the
 expander's reconstruction loss reaches it and the trunk too, through `lm_state`), and it can be frozen with the
-base. The
-quantized straight-through vectors carry the reconstruction gradient back into the compression branch and
-pooler (an encoder that gets no reconstruction gradient never learns to keep what the expander
-needs). `lm_step` runs the trunk and LM branch one position at a time (generation recomputes boundaries
-with it).
+base. The quantized straight-through vectors carry the reconstruction gradient back into the compression branch
+and pooler (an encoder that gets no reconstruction gradient never learns to keep what the expander needs).
+`lm_step` runs the trunk and LM branch one position at a time (generation recomputes boundaries with it).
 """
 
 from __future__ import annotations
