@@ -10,7 +10,7 @@ plus the header).
 
 Prints a markdown table and writes JSON (default bench/results/codec.json).
 
-    python bench/codec.py --model CHECKPOINT [--max-bytes N] [--streams 64] [--no-adaptive] [--adapt-lr 1e-3]
+    python bench/codec.py --model CHECKPOINT [--max-bytes N] [--streams 64] [--no-static | --no-adaptive]
     make bench-codec MODEL=CHECKPOINT
 """
 
@@ -101,11 +101,14 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=64, help="codec streams (chunks coded side by side)")
     parser.add_argument("--adapt-streams", type=int, default=None, help="streams with --adapt (default: --streams)")
     parser.add_argument("--texts", default=None, help="comma-separated subset of the texts (default: all)")
+    parser.add_argument("--no-static", action="store_true", help="skip the static runs and the report")
     parser.add_argument("--no-adaptive", action="store_true", help="skip the --adapt runs")
-    parser.add_argument("--adapt-lr", type=float, default=1e-3)
-    parser.add_argument("--adapt-steps", type=int, default=1)
+    parser.add_argument("--adapt-lr", type=float, default=AdaptSettings().learning_rate)
+    parser.add_argument("--adapt-steps", type=int, default=AdaptSettings().steps_per_round)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "codec.json")
     args = parser.parse_args()
+    if args.no_static and args.no_adaptive:
+        parser.error("--no-static and --no-adaptive leave nothing to measure")
 
     loaded = load_codec_model(args.model)
     static = CodecParams(context=args.context, streams=args.streams)
@@ -122,9 +125,10 @@ def main() -> int:
     for name, data in chosen.items():
         row = {"text": name, "bytes": len(data)}
         row.update({label: len(compress(data)) for label, compress in COMPRESSORS.items()})
-        row["report_quantized_bytes"] = report_bytes(loaded.model, data, static, window)
         with tempfile.TemporaryDirectory() as tmp:
-            row["static"] = run_codec(loaded, data, static, Path(tmp))
+            if not args.no_static:
+                row["report_quantized_bytes"] = report_bytes(loaded.model, data, static, window)
+                row["static"] = run_codec(loaded, data, static, Path(tmp))
             if not args.no_adaptive:
                 row["adaptive"] = run_codec(loaded, data, adaptive, Path(tmp))
         rows.append(row)
@@ -138,16 +142,16 @@ def main() -> int:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for row in rows:
-        adapt = row.get("adaptive")
+        static_run, adaptive_run = row.get("static"), row.get("adaptive")
         speeds = [
-            f"{row['static'][k]:.0f}" + (f" / {adapt[k]:.0f}" if adapt else "")
+            " / ".join(f"{run[k]:.0f}" if run else "-" for run in (static_run, adaptive_run))
             for k in ("compress_bytes_per_s", "decompress_bytes_per_s")
         ]
         cells = [
             row["text"],
             f"{row['bytes']:,}",
-            f"{row['static']['bytes']:,}",
-            f"{adapt['bytes']:,}" if adapt else "-",
+            f"{static_run['bytes']:,}" if static_run else "-",
+            f"{adaptive_run['bytes']:,}" if adaptive_run else "-",
             *(f"{row[c]:,}" for c in COMPRESSORS),
             *speeds,
         ]

@@ -57,6 +57,18 @@ def test_round_trip_through_the_command_line_with_a_json_summary(checkpoints, pa
     assert header.bytes == len(DATA) and header.model.source == checkpoints[0]
 
 
+def test_adaptive_round_trip_through_the_command_line_records_the_default_settings(checkpoints, tmp_path):
+    from components.codec.file_format import AdaptSettings
+
+    source, packed, restored = tmp_path / "in.bin", tmp_path / "in.abz", tmp_path / "out.bin"
+    source.write_bytes(DATA)
+    assert main(["compress", str(source), str(packed), "--model", checkpoints[0], "--adapt", "--no-progress"]) == 0
+    with packed.open("rb") as stream:
+        assert read_header(stream, "x").adapt == AdaptSettings()  # the parser's defaults are the settings' own
+    assert main(["decompress", str(packed), str(restored), "--no-progress"]) == 0
+    assert restored.read_bytes() == DATA
+
+
 def write_variant(packed, target, header_changes=None, payload=None, version=FORMAT_VERSION):
     with packed.open("rb") as stream:
         header = read_header(stream, "x")

@@ -33,7 +33,10 @@ def test_adaptive_canterbury_text_round_trips_and_beats_static(tmp_path):
     (tmp_path / "s").mkdir(), (tmp_path / "a").mkdir()
     _, static, _ = round_trip(trained_model(), data, tmp_path / "s", CodecParams(streams=8))
     restored, adaptive, _ = round_trip(
-        trained_model(), data, tmp_path / "a", CodecParams(streams=8, adapt=AdaptSettings(learning_rate=1e-3))
+        trained_model(),
+        data,
+        tmp_path / "a",
+        CodecParams(streams=8, adapt=AdaptSettings(learning_rate=1e-3, steps_per_round=1)),
     )
     assert restored == data
     assert adaptive.payload_bits_per_byte < static.payload_bits_per_byte

@@ -55,9 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rounds-per-block", type=positive_int, default=16, help="rounds (a window of every stream) per block"
     )
     parser.add_argument("--adapt", action="store_true", help="fine-tune the model on the file while coding")
-    parser.add_argument("--adapt-lr", type=positive_float, default=1e-4, help="learning rate of --adapt")
+    # AdaptSettings' defaults, written out so that building the parser does not import torch.
+    parser.add_argument("--adapt-lr", type=positive_float, default=1e-3, help="learning rate of --adapt")
     parser.add_argument(
-        "--adapt-steps", type=positive_int, default=1, help="optimizer steps after each round with --adapt"
+        "--adapt-steps", type=positive_int, default=4, help="optimizer steps after each round with --adapt"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -59,8 +59,9 @@ class AdaptSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    learning_rate: float
-    steps_per_round: int = 1  # optimizer steps after each round, on the round's windows
+    # The defaults measured best on the demo model (docs/benchmarks.md): 2e-3 diverges, fewer steps adapt less.
+    learning_rate: float = 1e-3
+    steps_per_round: int = 4  # optimizer steps after each round, on the round's windows
 
 
 class CodecHeader(BaseModel):
