@@ -189,3 +189,23 @@ def test_registry_alias_is_pinned_to_its_version_in_the_header(checkpoints, tmp_
         ["decompress", str(packed), str(tmp_path / "o2.bin"), "--model", "models:/codec-test@champion"],
         "made with another model",
     )
+
+
+@pytest.mark.parametrize(
+    ("reference", "fragment"),
+    [
+        ("models:/codec-test", "a registry reference is models:/NAME@ALIAS or models:/NAME/VERSION"),
+        ("models:/codec-test@champion", "models:/codec-test@champion: MLflow at http://user:***@127.0.0.1:"),
+    ],
+)
+def test_a_bad_registry_reference_or_an_unreachable_registry_is_one_line(
+    reference, fragment, tmp_path, settings_env, monkeypatch, capsys
+):
+    from tests.servers import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    settings_env(MLFLOW_TRACKING_URI=f"http://user:hunter2@127.0.0.1:{free_port()}")
+    source = tmp_path / "in.bin"
+    source.write_bytes(DATA)
+    refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", reference], fragment)
+    assert not (tmp_path / "x.abz").exists()

@@ -59,18 +59,9 @@ def tracking_uri_of(args: argparse.Namespace) -> str:
 EXIT_REFUSED = 3
 
 
-def mlflow_failures() -> tuple[type[BaseException], ...]:
-    """What a failing or unreachable tracking server raises through MlflowClient (ValueError: a response cut off
-    mid-body does not parse as JSON)."""
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    return MlflowException, requests.RequestException, OSError, ValueError
-
-
 def run(args: argparse.Namespace) -> int:
     from components.infrastructure.redaction import one_line, redact
-    from components.registry.promote import RegistryError
+    from components.registry.promote import RegistryError, mlflow_failures
 
     uri = ""
     try:

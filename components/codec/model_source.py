@@ -22,14 +22,20 @@ class CodecModel:
 def _registry_pin(location: str) -> tuple[str, str, str]:
     """(name, version, pinned reference) of models:/name@alias or models:/name/version."""
     reference = location.removeprefix("models:/")
-    if "@" not in reference:
-        name, version = reference.rsplit("/", 1)
-        return name, version, location
+    name, separator, tail = reference.partition("@") if "@" in reference else reference.rpartition("/")
+    if not (name and separator and tail):
+        raise CodecError(f"{location}: a registry reference is models:/NAME@ALIAS or models:/NAME/VERSION")
+    if separator == "/":
+        return name, tail, location
+    from components.infrastructure.redaction import one_line, redact
     from components.infrastructure.tracking import resolve_tracking_uri
-    from components.registry.promote import alias_version, client_for
+    from components.registry.promote import alias_version, client_for, mlflow_failures
 
-    name, alias = reference.split("@", 1)
-    version = alias_version(client_for(resolve_tracking_uri(None)), name, alias)
+    tracking_uri = resolve_tracking_uri(None)
+    try:
+        version = alias_version(client_for(tracking_uri), name, tail)
+    except mlflow_failures() as error:  # a failing or unreachable server: one line, the password masked
+        raise CodecError(f"{location}: MLflow at {redact(tracking_uri)} failed: {one_line(error)}") from None
     if version is None:
         raise CodecError(f"{location}: no such model alias in the MLflow registry")
     return name, str(version.version), f"models:/{name}/{version.version}"

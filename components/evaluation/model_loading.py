@@ -56,9 +56,10 @@ def _registry_checkpoint(uri: str) -> dict[str, Any]:
     """The checkpoint behind models:/name@alias or models:/name/version."""
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
 
+    from components.infrastructure.redaction import one_line
     from components.infrastructure.tracking import resolve_tracking_uri
+    from components.registry.promote import mlflow_failures
 
     reference = uri.removeprefix("models:/")
     tracking_uri = resolve_tracking_uri(None)
@@ -70,8 +71,8 @@ def _registry_checkpoint(uri: str) -> dict[str, Any]:
         else:
             name, number = reference.rsplit("/", 1)
             version = client.get_model_version(name, number)
-    except (MlflowException, ValueError) as error:
-        raise CheckpointError(f"{uri}: not found in the MLflow registry ({str(error).splitlines()[0]})") from None
+    except mlflow_failures() as error:  # not there, or a failing or unreachable server: one line
+        raise CheckpointError(f"{uri}: not found in the MLflow registry ({one_line(error)})") from None
     tagged = (version.tags or {}).get(CHECKPOINT_URI_TAG)
     if tagged:
         checkpoint = load_checkpoint(tagged)

@@ -57,6 +57,15 @@ class GateOutcome(BaseModel):
         return self.action in ("promoted", "forced", "already_champion", "rolled_back")
 
 
+def mlflow_failures() -> tuple[type[BaseException], ...]:
+    """What a failing or unreachable tracking server raises through MlflowClient (ValueError: a response cut off
+    mid-body does not parse as JSON)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, requests.RequestException, OSError, ValueError
+
+
 def client_for(tracking_uri: str | None = None):
     import os
 
@@ -91,7 +100,9 @@ def alias_version(client, name: str, alias: str):
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as error:
-        if _not_found(error) or "alias" in str(error).lower():
+        # MLflow says "Registered model alias NAME not found." (INVALID_PARAMETER_VALUE) or RESOURCE_DOES_NOT_EXIST;
+        # anything else (an unreachable or failing server: INTERNAL_ERROR) is not an answer, so it is raised.
+        if _not_found(error):
             return None
         raise
 
