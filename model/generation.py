@@ -15,6 +15,7 @@ afresh. Returned: the continuation only, without the EOS that stopped it.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 
 import torch
@@ -101,7 +102,7 @@ class LevelDecoder:
         self.tokens: list[int] = []  # this level's tokens decoded so far, and the segment of each
         self.token_segments: list[int] = []
         if isinstance(parent, TopCodeSource):
-            parent.decoder = self
+            parent.decoder = weakref.proxy(self)  # weak: a cycle would wait for the collector
         # -log p(token) in nats of every token emitted: what an arithmetic coder would pay (tests check it
         # against code_length_bits).
         self.token_nats: list[float] = []

@@ -22,6 +22,7 @@ num_levels for the top codes), logits (len(rows), V) fp32.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -127,7 +128,7 @@ class LockstepLevelDecoder:
         self.tokens: dict[int, list[int]] = {row: [] for row in rows}  # decoded so far, and the segment of each
         self.token_segments: dict[int, list[int]] = {row: [] for row in rows}
         if isinstance(parent, LockstepTopSource):
-            parent.decoder = self
+            parent.decoder = weakref.proxy(self)  # weak: a cycle would wait for the collector
 
     @torch.no_grad()
     def next_tokens(self, rows: list[int]) -> dict[int, int]:
