@@ -93,6 +93,33 @@ def test_header_round_trips_and_damage_is_refused():
         read_header(io.BytesIO(data[:30]), "f")
     with pytest.raises(CodecError, match="corrupted header"):
         read_header(io.BytesIO(data[:-3] + b"}}}"), "f")
+    for position in range(6, len(data)):  # any damaged field (window, context, adapt...) is caught by the checksum
+        damaged = bytearray(data)
+        damaged[position] ^= 0x04
+        with pytest.raises(CodecError, match="corrupted header|truncated"):
+            read_header(io.BytesIO(bytes(damaged) + b"payload"), "f")
+
+
+def test_version_2_headers_without_a_checksum_are_still_read():
+    header = CodecHeader(
+        bytes=5,
+        sha256="ab" * 32,
+        payload_bytes=8,
+        payload_sha256="cd" * 32,
+        model=ModelIdentity(weights_sha256="ef" * 32, source="/models/a.pt"),
+        window=64,
+        context=8,
+        streams=1,
+        chunk_bytes=5,
+        rounds_per_block=16,
+        precision_bits=PRECISION_BITS,
+    )
+    version_2 = bytearray(header_bytes(header)[:-4])  # the same header without its checksum
+    version_2[4:6] = (2).to_bytes(2, "little")
+    assert read_header(io.BytesIO(bytes(version_2) + b"payload"), "f") == header
+    not_an_object = version_2[: -len(b'{"model":{"source":"/models/a.pt"}}') - 2] + b"\x03\x00[1]"
+    with pytest.raises(CodecError, match="corrupted header"):
+        read_header(io.BytesIO(bytes(not_an_object)), "f")
 
 
 def test_weights_sha256_names_the_weights():

@@ -22,7 +22,7 @@ from components.codec.file_format import AdaptSettings
 from components.codec.files import CodecParams
 from components.evaluation.compression_eval import evaluate_compression, text_windows
 from model import build_model
-from tests.codec_helpers import WINDOW, codec_config, round_trip, trained_model
+from tests.codec_helpers import WINDOW, codec_config, identity, round_trip, trained_model
 from tests.model_helpers import (
     real_text,
     torch_single_thread,  # noqa: F401
@@ -55,10 +55,13 @@ def test_any_bytes_round_trip_exactly(model, data, tmp_path):
     assert summary.bytes_in == len(data) and summary.bytes_out == packed.stat().st_size
 
 
-def test_size_is_the_reports_code_length_and_the_encoder_codes_its_distributions(model, tmp_path):
-    data, context, chunk = TEXT[1000:2500], 8, 400  # four streams: 400, 400, 400 and 300 bytes
+# One stream: the file is one chunk, so the report is the evaluation's own report of the whole file. Four streams
+# (400, 400, 400 and 300 bytes): each chunk is coded as the report codes a file.
+@pytest.mark.parametrize("chunk", [1500, 400], ids=["one-stream", "four-streams"])
+def test_size_is_the_reports_code_length_and_the_encoder_codes_its_distributions(chunk, model, tmp_path):
+    data, context = TEXT[1000:2500], 8
     quantized_bits = bits = 0.0
-    for offset in range(0, len(data), chunk):  # each chunk is coded as the report codes a file
+    for offset in range(0, len(data), chunk):
         piece = data[offset : offset + chunk]
         report = evaluate_compression(
             model, text_windows(piece, WINDOW, 16, context=context), torch.device("cpu"), reconstruction_windows=0
@@ -93,6 +96,24 @@ def test_property_any_bytes_any_context_any_layout_round_trip(data, context, chu
     params = CodecParams(context=context, chunk_bytes=chunk, rounds_per_block=per_block)
     restored, _, _ = round_trip(tiny, data, tmp_path_factory.mktemp("prop"), params)
     assert restored == data
+
+
+def test_a_file_that_changes_while_it_is_compressed_is_refused(model, tmp_path, monkeypatch):
+    from components.codec import files
+
+    source, packed = tmp_path / "in.bin", tmp_path / "in.abz"
+    source.write_bytes(TEXT[:300])
+    real_encode_round = files.encode_round
+
+    def encode_round_while_the_file_grows(*args):
+        with source.open("ab") as stream:  # another program appends to the file mid-way
+            stream.write(b"!")
+        return real_encode_round(*args)
+
+    monkeypatch.setattr(files, "encode_round", encode_round_while_the_file_grows)
+    with pytest.raises(files.CodecError, match="changed while it was being compressed"):
+        files.compress_file(model, identity(model), source, packed, CodecParams(context=8))
+    assert not packed.exists()
 
 
 def test_two_levels_with_two_queries_round_trip(tmp_path):

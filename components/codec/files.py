@@ -7,11 +7,11 @@ one batch (model/lockstep_decoding.py). That is what makes coding fast: one mode
 every stream. Context carries across windows inside a stream; a chunk starts cold, which costs about one window
 boundary's bits. One range coder per block of rounds.
 
-`compress_file` reads the input twice (its sha256 and length first, for the header), then each round's windows;
-`decompress_file` checks the payload against the header before decoding anything, writes each stream's bytes at
-its chunk's offset, and checks the content against its sha256 after. Memory is bounded by a block and a round
-whatever the file size. Both write to a temporary file beside the destination and rename it into place only
-when everything checked out, so a failure leaves nothing partial behind.
+`compress_file` reads the input twice (its sha256 and length first, for the header), then each round's windows, and
+refuses a file that changed in between; `decompress_file` checks the payload against the header before decoding
+anything, writes each stream's bytes at its chunk's offset, and checks the content against its sha256 after. Memory
+is bounded by a block and a round whatever the file size. Both write to a temporary file beside the destination and
+rename it into place only when everything checked out, so a failure leaves nothing partial behind.
 
 Determinism: one thread, fp32, CPU, eval mode, at both ends (`coding_mode`). The same model on the same kind of
 CPU and torch build then computes bit-identical distributions; the content sha256 catches any other case.
@@ -144,6 +144,7 @@ def compress_file(
         raise CodecError(f"--context must be in [0, {window}) for a window of {window} tokens (got {context})")
     started = time.perf_counter()
     model = copy.deepcopy(model) if params.adapt else model  # adapting changes a copy, never the caller's model
+    stamp = _stamp(source)
     size, content_sha = file_digest(source)
     streams, chunk = chunk_layout(size, params.streams, window, params.chunk_bytes)
     chunks = _chunks(size, streams, chunk)
@@ -167,6 +168,8 @@ def compress_file(
             bar.update(sum(min(end, chunks[stream][1] + 1) - known_end for stream, (_, known_end, end) in round_))
         coded_bits += channel.bits
         payload.update(write_block(body, channel.finish()))
+        if _stamp(source) != stamp:  # the header's sha256 would not describe what was coded
+            raise CodecError(f"{source}: changed while it was being compressed; nothing written")
         header = CodecHeader(
             bytes=size,
             sha256=content_sha,
@@ -188,6 +191,12 @@ def compress_file(
                 out.write(data)
     summary = _summary(size, destination.stat().st_size, header.payload_bytes, time.perf_counter() - started)
     return summary.model_copy(update={"coded_bits": coded_bits})
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is written to or replaced: size, modification time, inode."""
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns, status.st_ino
 
 
 def _summary(original: int, compressed: int, payload: int, seconds: float) -> CodecSummary:
@@ -276,8 +285,8 @@ def decompress_file(model, source: Path, destination: Path, progress: bool = Fal
         out.flush()
         if written != header.bytes or _digest_of(out) != header.sha256:
             raise CodecError(
-                f"{source}: the decoded content does not match its sha256 (decoded on another kind of "
-                "CPU or torch build than it was coded on?)"
+                f"{source}: the decoded content does not match its sha256 (decoded with the same weights under "
+                "another configuration, or on another kind of CPU or torch build than it was coded on?)"
             )
     return _summary(header.bytes, source.stat().st_size, header.payload_bytes, time.perf_counter() - started)
 
