@@ -61,7 +61,8 @@ EXIT_REFUSED = 3
 
 def run(args: argparse.Namespace) -> int:
     from components.infrastructure.redaction import one_line, redact
-    from components.registry.promote import RegistryError, mlflow_failures
+    from components.infrastructure.tracking import mlflow_failures
+    from components.registry.promote import RegistryError
 
     uri = ""
     try:

@@ -28,8 +28,8 @@ def _registry_pin(location: str) -> tuple[str, str, str]:
     if separator == "/":
         return name, tail, location
     from components.infrastructure.redaction import one_line, redact
-    from components.infrastructure.tracking import resolve_tracking_uri
-    from components.registry.promote import alias_version, client_for, mlflow_failures
+    from components.infrastructure.tracking import mlflow_failures, resolve_tracking_uri
+    from components.registry.promote import alias_version, client_for
 
     tracking_uri = resolve_tracking_uri(None)
     try:

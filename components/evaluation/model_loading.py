@@ -58,8 +58,7 @@ def _registry_checkpoint(uri: str) -> dict[str, Any]:
     from mlflow.artifacts import download_artifacts
 
     from components.infrastructure.redaction import one_line
-    from components.infrastructure.tracking import resolve_tracking_uri
-    from components.registry.promote import mlflow_failures
+    from components.infrastructure.tracking import mlflow_failures, resolve_tracking_uri
 
     reference = uri.removeprefix("models:/")
     tracking_uri = resolve_tracking_uri(None)

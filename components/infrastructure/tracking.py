@@ -308,3 +308,12 @@ def replay_unsent(path: Path, tracking_uri: str | None = None) -> int:
         sent += 1
     Path(path).unlink()
     return sent
+
+
+def mlflow_failures() -> tuple[type[BaseException], ...]:
+    """What a failing or unreachable tracking server raises through MlflowClient (ValueError: a response cut off
+    mid-body does not parse as JSON)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, requests.RequestException, OSError, ValueError

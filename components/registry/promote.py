@@ -57,15 +57,6 @@ class GateOutcome(BaseModel):
         return self.action in ("promoted", "forced", "already_champion", "rolled_back")
 
 
-def mlflow_failures() -> tuple[type[BaseException], ...]:
-    """What a failing or unreachable tracking server raises through MlflowClient (ValueError: a response cut off
-    mid-body does not parse as JSON)."""
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    return MlflowException, requests.RequestException, OSError, ValueError
-
-
 def client_for(tracking_uri: str | None = None):
     import os
 

@@ -37,7 +37,8 @@ def _read(results: Path, step: str) -> dict:
 def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluation: dict):
     """The promote step with the evidence and lineage the earlier steps recorded; a failing MLflow is one line."""
     from components.infrastructure.redaction import one_line
-    from components.registry.promote import RegistryError, mlflow_failures
+    from components.infrastructure.tracking import mlflow_failures
+    from components.registry.promote import RegistryError
 
     try:
         return steps.promote_step(
