@@ -66,7 +66,7 @@ class AdaptSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # The defaults measured best on the demo model (docs/benchmarks.md): 2e-3 diverges, fewer steps adapt less.
+    # The best measured on the demo model (docs/benchmarks.md): 2e-3 codes worse, fewer steps adapt less.
     learning_rate: float = 1e-3
     steps_per_round: int = 4  # optimizer steps after each round, on the round's windows
 
