@@ -83,7 +83,10 @@ class RegistryLock:
             self.client.create_registered_model(self.lock_name, tags={"token": self.token, "holder": holder})
             return True
         except MlflowException as error:
-            if already_exists(error):
+            # On a name clash MLflow's SqlAlchemyStore.create_registered_model (3.17) reads the existing model to
+            # word its error; when the holder deletes the lock in between, the answer is RESOURCE_DOES_NOT_EXIST.
+            # Either way the lock was taken when we asked: not ours, try again.
+            if already_exists(error) or not_found(error):
                 return False
             raise
 
