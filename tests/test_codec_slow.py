@@ -50,11 +50,13 @@ def test_multi_megabyte_round_trip(tmp_path):
 
 def test_memory_does_not_grow_with_the_input(tmp_path):
     """tracemalloc's peak (every Python and numpy allocation: where a copy of the input, of the output or of the
-    coded blocks would live, and garbage that waits for the cycle collector) while 32 KB and 160 KB go through
-    compress and decompress. A codec bounded by a round (streams x window) and a block peaks at the same height
-    for both; keeping the input would add 128 KB."""
-    model, params, peaks = trained_model(), CodecParams(streams=64, rounds_per_block=4), []
-    for size in (32 * 1024, 160 * 1024):
+    coded blocks would live, and garbage that waits for the cycle collector) while 32 KB and 288 KB go through
+    compress and decompress, one round per block. A codec bounded by a round (streams x window) and a block
+    peaks at about the same height for both (measured: the larger 68-75 KB higher whatever the sizes, its rounds
+    are fuller); keeping the input, or the output, would add at least the 256 KB between them."""
+    model, params, peaks = trained_model(), CodecParams(streams=64, rounds_per_block=1), []
+    small, large = 32 * 1024, 288 * 1024
+    for size in (small, large):
         source, packed, restored = tmp_path / f"{size}.bin", tmp_path / f"{size}.abz", tmp_path / f"{size}.out"
         source.write_bytes((real_text() * 50)[:size])
         tracemalloc.start()
@@ -65,4 +67,4 @@ def test_memory_does_not_grow_with_the_input(tmp_path):
         finally:
             tracemalloc.stop()
         assert restored.read_bytes() == source.read_bytes()
-    assert peaks[1] - peaks[0] < 48 * 1024, f"peaks {peaks}: memory must not grow with the input"
+    assert peaks[1] - peaks[0] < (large - small) / 2, f"peaks {peaks}: memory must not grow with the input"
