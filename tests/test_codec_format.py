@@ -66,7 +66,7 @@ def test_the_range_coder_codes_with_exactly_these_frequencies():
     assert decoded == symbols
 
 
-def test_header_round_trips_and_damage_is_refused():
+def sample_header(**changes) -> CodecHeader:
     header = CodecHeader(
         bytes=123,
         sha256="ab" * 32,
@@ -86,6 +86,11 @@ def test_header_round_trips_and_damage_is_refused():
         precision_bits=PRECISION_BITS,
         adapt=AdaptSettings(learning_rate=1e-4, steps_per_round=2),
     )
+    return header.model_copy(update=changes)
+
+
+def test_header_round_trips_and_damage_is_refused():
+    header = sample_header()
     data = header_bytes(header)
     assert read_header(io.BytesIO(data + b"payload"), "f") == header
     assert len(data) < 320
@@ -101,19 +106,7 @@ def test_header_round_trips_and_damage_is_refused():
 
 
 def test_version_2_headers_without_a_checksum_are_still_read():
-    header = CodecHeader(
-        bytes=5,
-        sha256="ab" * 32,
-        payload_bytes=8,
-        payload_sha256="cd" * 32,
-        model=ModelIdentity(weights_sha256="ef" * 32, source="/models/a.pt"),
-        window=64,
-        context=8,
-        streams=1,
-        chunk_bytes=5,
-        rounds_per_block=16,
-        precision_bits=PRECISION_BITS,
-    )
+    header = sample_header(model=ModelIdentity(weights_sha256="ef" * 32, source="/models/a.pt"), adapt=None)
     version_2 = bytearray(header_bytes(header)[:-4])  # the same header without its checksum
     version_2[4:6] = (2).to_bytes(2, "little")
     assert read_header(io.BytesIO(bytes(version_2) + b"payload"), "f") == header
