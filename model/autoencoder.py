@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from model import attention
 from model.blocks import SelfAttention, init_weights
+from model.code_length import code_length_bits
 from model.compressor import Compressor, CompressorOutput
 from model.expander import Expander
 from model.outputs import AutoencoderOutput, CompressedText
@@ -202,8 +203,6 @@ class HierarchicalAutoencoder(nn.Module):
     # ---------------------------------------------------------------- likelihood and generation
     def code_length_bits(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Two-part code length in bits per row (B,); see model.code_length."""
-        from model.code_length import code_length_bits
-
         return code_length_bits(self, tokens, key_padding_mask)
 
     def decompress(

@@ -29,11 +29,13 @@ so the codec's output size can be checked against it.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from model.autoencoder import HierarchicalAutoencoder
+if TYPE_CHECKING:  # annotations only: the autoencoder imports this module
+    from model.autoencoder import HierarchicalAutoencoder
 
 PRECISION_BITS = 24  # constriction's default fixed-point precision for its categorical models
 CODE_PROBABILITY_ERROR = (
