@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
     from configs import ConfigError
-    from pipelines.training import ClusterSettings, compile_pipeline
+    from pipelines.training import ClusterSettings, compile_pipeline, gpu_hours_bound
 
     if args.gpus < 0:
         raise ConfigError(f"--gpus {args.gpus}: must be >= 0")
@@ -100,4 +100,9 @@ def run(args: argparse.Namespace) -> int:
         else "no settings ConfigMap"
     )
     print(f"compiled {args.out} (image {args.image}, {args.gpus} GPU per training/eval task, {where})")
+    print(
+        f"a failing run holds at most {gpu_hours_bound(settings):g} GPU hours "
+        f"({settings.training_retries} retries of each training task, deadlines {settings.training_timeout_s} s "
+        f"per training attempt and {settings.evaluation_timeout_s} s for the evaluation)"
+    )
     return 0
