@@ -93,6 +93,14 @@ def unwrap_pipeline_spec(spec: dict) -> dict:
     return spec
 
 
+def compiled_pipeline_root(spec: dict) -> str | None:
+    """The pipeline root compiled into the spec (`pipeline compile --pipeline-root`), if any. KFP 2.17's backend
+    never reads the spec's defaultPipelineRoot (the root DAG driver takes the run's runtime pipeline root, else
+    the kfp-launcher ConfigMap's: kubeflow/pipelines 2.17.0 backend/src/v2/driver/root_dag.go), so `submit` and
+    `schedule` send it as the run's pipeline root unless one is given."""
+    return unwrap_pipeline_spec(spec).get("defaultPipelineRoot") or None
+
+
 def pipeline_inputs(spec: dict) -> dict[str, dict]:
     """{name: definition} of the pipeline's top-level parameters (parameterType, defaultValue, isOptional)."""
     return unwrap_pipeline_spec(spec).get("root", {}).get("inputDefinitions", {}).get("parameters", {}) or {}
@@ -226,6 +234,7 @@ def submit(
     spec = load_pipeline_spec(package)
     typed = parse_parameters(parameters or [], spec)  # before any upload: a typo fails with nothing sent
     name = pipeline_name or spec["pipelineInfo"]["name"]
+    pipeline_root = pipeline_root or compiled_pipeline_root(spec)
     version = upload_version(client, Path(package), name, namespace)
     exp_id = experiment_id(client, experiment, namespace)
     display = run_name or f"{name} {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S')}"
@@ -371,6 +380,8 @@ def schedule(
     typed = parse_parameters(
         parameters or [], version.pipeline_spec if isinstance(version.pipeline_spec, dict) else None
     )
+    if isinstance(version.pipeline_spec, dict):
+        pipeline_root = pipeline_root or compiled_pipeline_root(version.pipeline_spec)
     exp_id = experiment_id(client, experiment, namespace)
     existing = recurring_runs_named(client, name, namespace)
     keep_disabled = bool(existing) and not enable and not any(_enabled(r) for r in existing)

@@ -107,8 +107,22 @@ class ClusterSettings(BaseModel):
     shm_size: str = Field("8Gi", description="Size limit of the /dev/shm memory volume of GPU tasks.")
     scratch_size: str = Field("50Gi", description="Size limit of every task's scratch volume.")
     code_identity: str | None = Field(None, description="The code the image holds (default: this checkout's).")
+    pipeline_root: str | None = Field(
+        None,
+        description="This pipeline's pipeline root, as the IR's defaultPipelineRoot. KFP 2.17's backend ignores "
+        "that field (its root DAG driver takes the run's runtime pipeline root, else the kfp-launcher "
+        "ConfigMap's: backend/src/v2/driver/root_dag.go), so `pipeline submit` and `schedule` send it as each "
+        "run's pipeline root (pipelines/submission.py).",
+    )
 
-    @field_validator("mlflow_tracking_uri", "s3_endpoint_url")
+    @field_validator("pipeline_root")
+    @classmethod
+    def _object_store_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("s3://", "gs://", "minio://")):
+            raise ValueError(f"{value!r} is not an s3://, gs:// or minio:// URI")
+        return value
+
+    @field_validator("mlflow_tracking_uri", "s3_endpoint_url", "pipeline_root")
     @classmethod
     def _no_credentials(cls, value: str | None) -> str | None:
         from urllib.parse import urlsplit
@@ -185,7 +199,11 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
             return task.set_caching_options(kind != "light")
         return _configure(task, settings, kind)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Raw text to a gated model in the MLflow registry.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Raw text to a gated model in the MLflow registry.",
+        pipeline_root=settings.pipeline_root,
+    )
     def training_pipeline(
         config: str = "ci",
         overrides: list = [],  # noqa: B006 (kfp reads defaults from the signature)
