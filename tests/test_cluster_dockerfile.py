@@ -157,7 +157,8 @@ def test_the_image_carries_the_pinned_archives_after_installing_the_code(parsed)
     (carry,) = [(i, args) for i, args in runs if "components.data.carried_archives" in args]
     folder = carry[1].split("components.data.carried_archives", 1)[1].split()[0]
     install = next(i for i, args in runs if "pip install" in args)
-    assert install < carry[0] < keywords.index("USER")
+    assert install <= carry[0] < keywords.index("USER")
+    assert carry[0] > install or carry[1].index("pip install") < carry[1].index("carried_archives")
     assert f"ABSTRACTINATOR_CARRIED_ARCHIVES_DIR={folder}" in " ".join(
         args for keyword, args in parsed[carry[0] :] if keyword == "ENV"
     )
