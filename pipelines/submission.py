@@ -4,11 +4,12 @@
 time), finds or creates the experiment and starts a run of exactly that version with typed parameters.
 
 `schedule` keeps exactly one recurring run of a given name: with one that already matches (cron, pipeline
-version, parameters, experiment) it does nothing (`unchanged`); otherwise it creates the new one and then deletes
-every other recurring run of that name (create first, so a failure never leaves no schedule). Any number of
-concurrent calls with the same settings converge on one run (see `schedule`); deleting a run that is already
-gone counts as done. A disabled schedule stays disabled unless `enable` is asked. Recurring runs use
-max_concurrency 1 and no catch-up: a retraining that missed its slot runs once.
+version, parameters, experiment) it does nothing (`unchanged`); otherwise it creates the new one and then applies
+the rule every call applies the same way: keep the newest run of the name (creation time, then id), delete the
+rest (create first, so a failure never leaves no schedule). Concurrent calls converge on one run whatever their
+settings and interleaving (see `schedule`); deleting a run that is already gone counts as done. A disabled
+schedule stays disabled unless `enable` is asked. Recurring runs use max_concurrency 1 and no catch-up: a
+retraining that missed its slot runs once.
 
 The API's shapes this module relies on (kubeflow/pipelines 2.17.0, backend/src/apiserver/server/): a version's
 `pipeline_spec` is wrapped with its platform spec when the package has one (api_util.go); a recurring run
@@ -20,7 +21,8 @@ Which version a schedule runs: by default the latest version *at the time `sched
 `schedule` after each `submit` to re-point it: it is idempotent). `follow_latest=True` sends a pipeline reference
 without a version id, which KFP backends with kubeflow/pipelines PR #11560 (2.5 and later) resolve to the latest
 version at every trigger (the server stores the reference without a version id and returns it so, so a second
-`schedule --follow-latest` is `unchanged`); older backends reject it. kfp 2.17.3's `Client.create_recurring_run`
+`schedule --follow-latest` is `unchanged`); older backends (2.0-2.4) resolve it once, at creation, and pin that
+version, which `schedule` reports in a note. kfp 2.17.3's `Client.create_recurring_run`
 refuses a missing version id before sending anything, so both modes go through the generated API
 (`client.recurring_runs`).
 """
@@ -31,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +45,7 @@ from pipelines.cron import CronError, validate_cron
 from pipelines.kfp_connection import ClusterError, api_errors
 
 MAX_PAGES = 100
+TIE_ATTEMPTS = 3  # creates of one `schedule` call that may lose to an older run created in the same second
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,11 @@ class SubmitResult:
 @dataclass(frozen=True)
 class ScheduleResult:
     name: str
-    action: str  # created | replaced | unchanged | disabled | enabled | deleted | absent
+    # created | replaced | replaced by a concurrent call | unchanged | disabled | enabled | deleted | absent
+    action: str
     recurring_run_ids: tuple[str, ...]
     pipeline_version_id: str | None = None
+    note: str | None = None  # something the user should know (printed on stderr)
 
 
 # -- the compiled pipeline -----------------------------------------------------------------------------------------
@@ -85,6 +91,14 @@ def unwrap_pipeline_spec(spec: dict) -> dict:
     if "root" not in spec and isinstance(spec.get("pipeline_spec"), dict):
         return spec["pipeline_spec"]
     return spec
+
+
+def compiled_pipeline_root(spec: dict) -> str | None:
+    """The pipeline root compiled into the spec (`pipeline compile --pipeline-root`), if any. KFP 2.17's backend
+    never reads the spec's defaultPipelineRoot (the root DAG driver takes the run's runtime pipeline root, else
+    the kfp-launcher ConfigMap's: kubeflow/pipelines 2.17.0 backend/src/v2/driver/root_dag.go), so `submit` and
+    `schedule` send it as the run's pipeline root unless one is given."""
+    return unwrap_pipeline_spec(spec).get("defaultPipelineRoot") or None
 
 
 def pipeline_inputs(spec: dict) -> dict[str, dict]:
@@ -220,6 +234,7 @@ def submit(
     spec = load_pipeline_spec(package)
     typed = parse_parameters(parameters or [], spec)  # before any upload: a typo fails with nothing sent
     name = pipeline_name or spec["pipelineInfo"]["name"]
+    pipeline_root = pipeline_root or compiled_pipeline_root(spec)
     version = upload_version(client, Path(package), name, namespace)
     exp_id = experiment_id(client, experiment, namespace)
     display = run_name or f"{name} {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S')}"
@@ -240,6 +255,9 @@ def submit(
 
 
 # -- schedule -------------------------------------------------------------------------------------------------------
+FOLLOWS_LATEST = "(latest version at each trigger)"  # in the description of a run made with follow_latest
+
+
 def _plain(value: Any) -> Any:
     """Parameters as the API gives them back: protobuf Values hold every number as a double, so 100 and 100.0
     are the same value."""
@@ -252,16 +270,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _settings(run, compare_service_account: bool) -> tuple:
+def _version_id(run) -> str | None:
+    reference = run.pipeline_version_reference
+    return (reference.pipeline_version_id or None) if reference else None
+
+
+def _settings(run, compare_service_account: bool, latest_version_id: str | None = None) -> tuple:
     """What makes two recurring runs the same schedule (mode and ids aside). The server fills in a default service
-    account (`pipeline-runner`) when none was sent, so it only counts when one was asked for."""
+    account (`pipeline-runner`) when none was sent, so it only counts when one was asked for. A run made to follow
+    the latest version that a backend before 2.5 pinned to the version that is still the latest counts as
+    following it (`latest_version_id`; see `schedule`)."""
     reference = run.pipeline_version_reference
     cron = run.trigger.cron_schedule.cron if run.trigger and run.trigger.cron_schedule else None
     config = run.runtime_config
+    version = _version_id(run)
+    if version is not None and version == latest_version_id and FOLLOWS_LATEST in (run.description or ""):
+        version = None
     return (
         cron,
         reference.pipeline_id if reference else None,
-        (reference.pipeline_version_id or None) if reference else None,
+        version,
         json.dumps(_plain((config.parameters if config else None) or {}), sort_keys=True),
         (config.pipeline_root if config else None) or None,
         str(run.max_concurrency),
@@ -275,9 +303,10 @@ def _enabled(run) -> bool:
     return str(getattr(run.mode, "value", run.mode)) == "ENABLE"
 
 
-def _age(run) -> tuple:
-    """Oldest first; the API keeps whole seconds, so runs made in the same second are ordered by id."""
-    created = run.created_at.timestamp() if run.created_at else float("inf")
+def _creation_order(run) -> tuple:
+    """The order every caller ranks runs by: creation time, then id (the API keeps whole seconds, so runs made in
+    the same second are ordered by id). Runs the server returns without a time rank first."""
+    created = run.created_at.timestamp() if run.created_at else float("-inf")
     return created, run.recurring_run_id
 
 
@@ -291,6 +320,19 @@ def _delete_if_present(client, run_id: str) -> None:
         except kfp_server_api.ApiException as error:
             if error.status != 404:
                 raise
+
+
+def _create_and_list(client, desired, name: str, namespace: str | None) -> tuple[Any, list]:
+    """Create `desired`, then list the runs of the name again. If that listing fails, the new run is deleted
+    again (best effort) before the error is raised, so a failed call leaves no extra schedule behind."""
+    with api_errors(f"creating recurring run {name!r}"), contextlib.redirect_stdout(sys.stderr):
+        created = client.recurring_runs.recurring_run_service_create_recurring_run(recurring_run=desired)
+    try:
+        return created, recurring_runs_named(client, name, namespace)
+    except ClusterError as error:
+        with contextlib.suppress(ClusterError):
+            _delete_if_present(client, created.recurring_run_id)
+        raise ClusterError(f"{error} (the recurring run just created was deleted again: run schedule again)") from None
 
 
 def schedule(
@@ -307,13 +349,24 @@ def schedule(
     service_account: str | None = None,
     enable: bool = False,
 ) -> ScheduleResult:
-    """Converge on exactly one recurring run called `name` with these settings.
+    """Converge on exactly one recurring run called `name`, with these settings unless a concurrent call's win.
 
-    Concurrent calls converge: every call that creates a run lists again afterwards and deletes every run of the
-    name except the oldest one with the requested settings (oldest by the server's creation time, then id). No
-    call deletes the oldest such run, and of any two runs the later one's creator sees both and deletes the
-    younger, so one remains. A disabled schedule stays disabled (a replacement is created disabled) unless
-    `enable`."""
+    The rule every call applies the same way: of the runs of the name it lists, keep the newest (creation time,
+    then id: `_creation_order`) and delete the rest. A call whose newest listed run already has the requested
+    settings creates nothing (`unchanged`); otherwise it creates one and lists again before applying the rule.
+    Whatever the interleaving, one run remains: the newest run ever made is never deleted (only a caller that
+    listed a newer one deletes a run), and of any two runs the creator that listed later saw both and deleted the
+    older. The API keeps whole seconds, so a run made in the same second as an older one may rank below it (ties
+    go by id): a call whose new run lost to a run it had listed before creating applies the rule and creates
+    again in the next second (any number of creates keeps the argument above true). A call whose own new run
+    lost to a concurrent call's newer one reports `replaced by a concurrent call`
+    (that call's settings win); a call that finds no run at all after creating one (a concurrent `--delete`)
+    fails. A disabled schedule stays disabled (a replacement is created disabled) unless `enable`.
+
+    `follow_latest` against a backend before 2.5 (which resolves a reference without a version id to the latest
+    version and pins it: resource_manager.go `fetchPipelineVersionFromPipelineSpec` at kubeflow/pipelines 2.4.0)
+    gives a run pinned to the latest version; a later identical call is `unchanged` while that version is still
+    the latest and re-points it otherwise, and `ScheduleResult.note` says so."""
     import kfp_server_api as api
 
     try:
@@ -327,13 +380,15 @@ def schedule(
     typed = parse_parameters(
         parameters or [], version.pipeline_spec if isinstance(version.pipeline_spec, dict) else None
     )
+    if isinstance(version.pipeline_spec, dict):
+        pipeline_root = pipeline_root or compiled_pipeline_root(version.pipeline_spec)
     exp_id = experiment_id(client, experiment, namespace)
     existing = recurring_runs_named(client, name, namespace)
     keep_disabled = bool(existing) and not enable and not any(_enabled(r) for r in existing)
     desired = api.V2beta1RecurringRun(
         display_name=name,
-        description=f"scheduled retraining of {pipeline_name}"
-        + (" (latest version at each trigger)" if follow_latest else f" version {version.display_name}"),
+        description=f"scheduled retraining of {pipeline_name} "
+        + (FOLLOWS_LATEST if follow_latest else f"version {version.display_name}"),
         experiment_id=exp_id,
         mode=api.RecurringRunMode.DISABLE if keep_disabled else api.RecurringRunMode.ENABLE,
         pipeline_version_reference=api.V2beta1PipelineVersionReference(
@@ -346,30 +401,53 @@ def schedule(
         no_catchup=True,
         service_account=service_account,
     )
-    chosen_version = None if follow_latest else version.pipeline_version_id
-    wanted = _settings(desired, service_account is not None)
+    compare_service_account = service_account is not None
+    wanted = _settings(desired, compare_service_account)
 
     def same(run) -> bool:
-        return _settings(run, service_account is not None) == wanted
+        return _settings(run, compare_service_account, version.pipeline_version_id) == wanted
 
+    newest = max(existing, key=_creation_order) if existing else None
     action = "unchanged"
-    if not any(same(r) for r in existing):
-        with api_errors(f"creating recurring run {name!r}"):
-            client.recurring_runs.recurring_run_service_create_recurring_run(recurring_run=desired)
-        action = "replaced" if existing else "created"
-        existing = recurring_runs_named(client, name, namespace)
-    matching = sorted((r for r in existing if same(r)), key=_age)
-    if not matching:
-        raise ClusterError(f"recurring run {name!r} disappeared while it was being scheduled: run schedule again")
-    kept = matching[0]
+    if newest is None or not same(newest):
+        had_runs = bool(existing)
+        for attempt in range(TIE_ATTEMPTS):
+            seen_before = {run.recurring_run_id for run in existing}
+            created, existing = _create_and_list(client, desired, name, namespace)
+            if not existing:
+                raise ClusterError(
+                    f"recurring run {name!r} was deleted by a concurrent call while it was being scheduled: "
+                    "run schedule again"
+                )
+            newest = max(existing, key=_creation_order)
+            if newest.recurring_run_id == created.recurring_run_id:
+                action = "replaced" if had_runs else "created"
+                break
+            action = "replaced by a concurrent call"
+            if newest.recurring_run_id not in seen_before or attempt == TIE_ATTEMPTS - 1:
+                break
+            # A run that existed before this call's create ranks above it only by the id tie-break within one
+            # (whole) second: apply the rule (which deletes this call's run), then create again a second later.
+            for other in existing:
+                if other.recurring_run_id != newest.recurring_run_id:
+                    _delete_if_present(client, other.recurring_run_id)
+            existing = [newest]
+            time.sleep(1.05 - time.time() % 1)
     for other in existing:
-        if other.recurring_run_id != kept.recurring_run_id:
+        if other.recurring_run_id != newest.recurring_run_id:
             _delete_if_present(client, other.recurring_run_id)
-    if enable and not _enabled(kept):
-        with api_errors(f"enabling recurring run {kept.recurring_run_id}"):
-            client.enable_recurring_run(kept.recurring_run_id)
+    if enable and not _enabled(newest):
+        with api_errors(f"enabling recurring run {newest.recurring_run_id}"), contextlib.redirect_stdout(sys.stderr):
+            client.enable_recurring_run(newest.recurring_run_id)
         action = "enabled" if action == "unchanged" else action
-    return ScheduleResult(name, action, (kept.recurring_run_id,), chosen_version)
+    pinned = _version_id(newest)
+    note = None
+    if follow_latest and pinned is not None and FOLLOWS_LATEST in (newest.description or ""):
+        note = (
+            f"this KFP backend (before 2.5) pinned the latest version {pinned} instead of following it: "
+            "run schedule again after each submit"
+        )
+    return ScheduleResult(name, action, (newest.recurring_run_id,), pinned, note)
 
 
 def change_schedule(client, name: str, action: str, namespace: str | None = None) -> ScheduleResult:

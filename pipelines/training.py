@@ -46,6 +46,33 @@ SCRATCH_ENV = {  # everything that would otherwise write under HOME, /tmp or the
 }
 
 
+RETRY_BACKOFF_S = 60  # wait before the first retry of a training task, doubling for each next one
+RETRY_BACKOFF_FACTOR = 2
+
+
+def retry_window_s(settings: "ClusterSettings") -> int:
+    """The retry policy's backoff_max_duration of a training task: every attempt may run to its deadline, plus the
+    backoffs between them. KFP 2.17.0 hands it to Argo as `retryStrategy.backoff.maxDuration`
+    (kubeflow/pipelines backend/src/v2/compiler/argocompiler/container.go `getTaskRetryStrategyFromInput`), and
+    Argo counts that from the first attempt's start: after it, no retry starts, and a retried pod's deadline is
+    cut to it (argo-workflows v4.0.5, the version KFP 2.17.0's go.mod pins, workflow/controller/operator.go
+    `processNodeRetries`). kfp's default, 3600 s, would end the retries of any training task that failed after
+    its first hour."""
+    retries = settings.training_retries
+    backoffs = RETRY_BACKOFF_S * (RETRY_BACKOFF_FACTOR**retries - 1)  # 60 + 120 + 240 ... (Argo's formula)
+    return (retries + 1) * settings.training_timeout_s + backoffs
+
+
+def gpu_hours_bound(settings: "ClusterSettings") -> float:
+    """The most GPU hours one run can hold when every attempt runs to its deadline and fails: each training task
+    (retries + 1) x its deadline, the evaluation (never retried) its deadline, times the GPUs of each; prepare and
+    promote use none, and a pod waiting out a backoff is gone (holds nothing). docs/cluster.md states it for the
+    defaults."""
+    attempts = settings.training_retries + 1
+    seconds = 2 * attempts * settings.training_timeout_s + settings.evaluation_timeout_s
+    return settings.gpus * seconds / 3600
+
+
 class ClusterSettings(BaseModel):
     """Compile-time settings: what the compiled YAML asks of the cluster (not where its services are)."""
 
@@ -80,8 +107,22 @@ class ClusterSettings(BaseModel):
     shm_size: str = Field("8Gi", description="Size limit of the /dev/shm memory volume of GPU tasks.")
     scratch_size: str = Field("50Gi", description="Size limit of every task's scratch volume.")
     code_identity: str | None = Field(None, description="The code the image holds (default: this checkout's).")
+    pipeline_root: str | None = Field(
+        None,
+        description="This pipeline's pipeline root, as the IR's defaultPipelineRoot. KFP 2.17's backend ignores "
+        "that field (its root DAG driver takes the run's runtime pipeline root, else the kfp-launcher "
+        "ConfigMap's: backend/src/v2/driver/root_dag.go), so `pipeline submit` and `schedule` send it as each "
+        "run's pipeline root (pipelines/submission.py).",
+    )
 
-    @field_validator("mlflow_tracking_uri", "s3_endpoint_url")
+    @field_validator("pipeline_root")
+    @classmethod
+    def _object_store_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("s3://", "gs://", "minio://")):
+            raise ValueError(f"{value!r} is not an s3://, gs:// or minio:// URI")
+        return value
+
+    @field_validator("mlflow_tracking_uri", "s3_endpoint_url", "pipeline_root")
     @classmethod
     def _no_credentials(cls, value: str | None) -> str | None:
         from urllib.parse import urlsplit
@@ -116,9 +157,9 @@ def _configure(task, settings: ClusterSettings, kind: str):
     if kind == "training" and settings.training_retries:
         task.set_retry(
             num_retries=settings.training_retries,
-            backoff_duration="60s",
-            backoff_factor=2.0,
-            backoff_max_duration="3600s",
+            backoff_duration=f"{RETRY_BACKOFF_S}s",
+            backoff_factor=float(RETRY_BACKOFF_FACTOR),
+            backoff_max_duration=f"{retry_window_s(settings)}s",
         )
     kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH, size_limit=settings.scratch_size)
     for name, value in SCRATCH_ENV.items():
@@ -158,7 +199,11 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
             return task.set_caching_options(kind != "light")
         return _configure(task, settings, kind)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Raw text to a gated model in the MLflow registry.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Raw text to a gated model in the MLflow registry.",
+        pipeline_root=settings.pipeline_root,
+    )
     def training_pipeline(
         config: str = "ci",
         overrides: list = [],  # noqa: B006 (kfp reads defaults from the signature)

@@ -27,11 +27,21 @@ Every response shape follows the upstream apiserver of kubeflow/pipelines tag 2.
   version id; `runtime_config` is omitted when it has no parameters and no pipeline root; `mode` and `status`
   mirror the enabled flag; deleting or enabling an id that does not exist is NotFound (404).
 
+`resolves_latest=True` imitates the backends before kubeflow/pipelines PR #11560 (tags 2.0.0 to 2.4.1): a
+recurring run created with only a pipeline id is resolved to the pipeline's latest version at creation and pinned
+to it, like a run created with that version id (resource/resource_manager.go at tag 2.4.0: `CreateJob` calls
+`fetchTemplateFromPipelineSpec`, whose `fetchPipelineVersionFromPipelineSpec` takes `GetLatestPipelineVersion`
+and writes its id into the job's `PipelineVersionId`; the template then sets the default service account). From
+tag 2.5.0 on (2.17.0 included) `CreateJob` leaves such a job unpinned (the default here).
+
 State is in memory; every request is recorded (method, path, query, headers, body) for assertions. Bodies a real
 backend rejects are rejected: an upload with no pipeline spec, run parameters that are not inputs of the version,
 an unparsable cron, max_concurrency outside 1..10, unknown ids. `latency_s` sleeps a random fraction of that
 before each request (outside the lock) so that racing clients interleave as they would against a real server;
-`list_barrier=N` makes the first N recurring-run listings wait for each other.
+`list_barrier=N` makes the first N recurring-run listings wait for each other. `pauses` (a list of `Pause`) hold
+matching requests until a given number of them have arrived, before or after the server acts on them, which
+reproduces a chosen interleaving of racing clients every time; `failures` (a list of `Failure`) answer chosen
+requests with an error.
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ import yaml
 
 PREFIX = "/apis/v2beta1"
 DEFAULT_SERVICE_ACCOUNT = "pipeline-runner"  # backend/src/apiserver/common/const.go DefaultPipelineRunnerServiceAccount
-GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13}
+GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}
 
 
 @dataclass
@@ -64,6 +74,42 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]  # names lower-cased
     body: Any  # parsed JSON, {"file": bytes, "filename": ...} for uploads, or None
+
+
+@dataclass
+class Pause:
+    """Hold requests `method path` (path after /apis/v2beta1) in groups of `parties`: each waits until `parties`
+    of them have arrived, either before the server acts on it (`after_effect=False`) or after it has acted and
+    before it answers (`after_effect=True`: every racer's change is made before any racer hears back). Groups
+    repeat (a cyclic barrier); `limit` caps how many requests are held in all (None: no cap)."""
+
+    method: str
+    path: str
+    parties: int
+    after_effect: bool = False
+    limit: int | None = None
+    timeout_s: float = 60.0
+    held: int = 0
+    barrier: threading.Barrier | None = None
+
+    def __post_init__(self) -> None:
+        self.barrier = threading.Barrier(self.parties, timeout=self.timeout_s)
+
+    def matches(self, method: str, path: str, after_effect: bool) -> bool:
+        return (method, path, after_effect) == (self.method, PREFIX + self.path, self.after_effect)
+
+
+@dataclass
+class Failure:
+    """Answer `method path` with HTTP `status` (a gRPC-style error) for `count` matching requests after the first
+    `skip` matching ones have been served normally: a server or proxy failing in the middle of a call."""
+
+    method: str
+    path: str
+    skip: int = 0
+    count: int = 1
+    status: int = 503
+    seen: int = 0
 
 
 class FakeError(Exception):
@@ -287,8 +333,7 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         if self.server.latency_s:
             time.sleep(random.uniform(0, self.server.latency_s))
-        if method == "GET" and url.path == PREFIX + "/recurringruns":
-            self.server.wait_at_list_barrier()
+        self.server.hold(method, url.path, after_effect=False)
         state = self.server.state
         try:
             body = self._body()
@@ -300,9 +345,11 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
                     raise FakeError(401, "missing or wrong bearer token")
                 if not url.path.startswith(PREFIX):
                     raise FakeError(404, f"no route {url.path}")
+                self.server.fail_if_asked(method, url.path)
                 status, response = self.server.route(method, url.path[len(PREFIX) :], query, body)
         except FakeError as error:
             status, response = error.status, error.body()
+        self.server.hold(method, url.path, after_effect=True)
         payload = json.dumps(response).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -320,16 +367,25 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
         latency_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         list_barrier: int = 0,
+        resolves_latest: bool = False,
+        pauses: list[Pause] | None = None,
+        failures: list[Failure] | None = None,
+        recurring_run_ids: Callable[[], str] | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), FakeKfpHandler)
         self.state = FakeKfpState(clock=clock)
         self.lock = threading.Lock()
         self.required_token = required_token
         self.latency_s = latency_s
+        self.resolves_latest = resolves_latest
+        self.failures = list(failures or [])
+        # ids of new recurring runs (default uuid4; a test may choose them to decide same-second ties)
+        self.recurring_run_ids = recurring_run_ids or (lambda: str(uuid.uuid4()))
         # the first `list_barrier` recurring-run listings wait for each other: racing clients all see the same
-        # state before any of them acts (the worst interleaving, every time)
-        self.list_barrier = threading.Barrier(list_barrier, timeout=60) if list_barrier else None
-        self._listings = 0
+        # state before any of them acts
+        self.pauses = list(pauses or [])
+        if list_barrier:
+            self.pauses.append(Pause("GET", "/recurringruns", list_barrier, limit=list_barrier))
         self._thread: threading.Thread | None = None
 
     @property
@@ -350,12 +406,25 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def wait_at_list_barrier(self) -> None:
-        with self.lock:
-            self._listings += 1
-            waits = self.list_barrier is not None and self._listings <= self.list_barrier.parties
-        if waits:
-            self.list_barrier.wait()
+    def fail_if_asked(self, method: str, path: str) -> None:
+        """Raise the first matching `Failure` that is due (called under the lock)."""
+        for failure in self.failures:
+            if (method, path) != (failure.method, PREFIX + failure.path):
+                continue
+            failure.seen += 1
+            if failure.skip < failure.seen <= failure.skip + failure.count:
+                raise FakeError(failure.status, f"injected failure of {method} {path}")
+
+    def hold(self, method: str, path: str, after_effect: bool) -> None:
+        """Wait at every matching pause (outside the lock, so the other racers' requests go through)."""
+        for pause in self.pauses:
+            with self.lock:
+                if not pause.matches(method, path, after_effect) or (
+                    pause.limit is not None and pause.held >= pause.limit
+                ):
+                    continue
+                pause.held += 1
+            pause.barrier.wait()
 
     # -- assertion helpers (API views, as a client would list them) ----------------------------------------------
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
@@ -502,6 +571,8 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
             if not allow_latest or pipeline_id not in self.state.pipelines:
                 raise FakeError(400, "Cannot create a job with an empty pipeline ID")
             version = self.latest_version(pipeline_id)
+            if self.resolves_latest:  # before 2.5: pinned to the latest version at creation (module docstring)
+                version_id = version["pipeline_version_id"]
         else:
             version = self.state.versions.get(version_id)
             if version is None:
@@ -555,7 +626,7 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
             now = state.now()
             runtime = body.get("runtime_config") or {}
             job = {
-                "recurring_run_id": str(uuid.uuid4()),
+                "recurring_run_id": self.recurring_run_ids(),
                 "display_name": body["display_name"],
                 "description": body.get("description"),
                 "experiment_id": body.get("experiment_id"),

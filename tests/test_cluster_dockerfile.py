@@ -147,3 +147,19 @@ def test_dockerignore_keeps_out_environments_and_secrets_but_not_what_is_copied(
             for source in args.split()[:-1]:
                 assert source.rstrip("/") not in ignored, f"COPY {source} is excluded by .dockerignore"
                 assert (REPO / source).exists(), f"COPY {source}: no such path"
+
+
+def test_the_image_carries_the_pinned_archives_after_installing_the_code(parsed):
+    """The prepare task needs no internet: the build fetches and checks the pinned archives with the project's
+    own code (so after the install), into the folder the image's ABSTRACTINATOR_CARRIED_ARCHIVES_DIR names."""
+    keywords = [keyword for keyword, _ in parsed]
+    runs = [(i, args) for i, (keyword, args) in enumerate(parsed) if keyword == "RUN"]
+    (carry,) = [(i, args) for i, args in runs if "components.data.carried_archives" in args]
+    folder = carry[1].split("components.data.carried_archives", 1)[1].split()[0]
+    install = next(i for i, args in runs if "pip install" in args)
+    assert install <= carry[0] < keywords.index("USER")
+    assert carry[0] > install or carry[1].index("pip install") < carry[1].index("carried_archives")
+    assert f"ABSTRACTINATOR_CARRIED_ARCHIVES_DIR={folder}" in " ".join(
+        args for keyword, args in parsed[carry[0] :] if keyword == "ENV"
+    )
+    assert folder.startswith("/") and not folder.startswith("/tmp")  # not under a scratch mount

@@ -461,13 +461,14 @@ def documented_commands() -> list[list[str]]:
 
 
 def test_the_documented_cluster_commands_run_verbatim(server, tmp_path, monkeypatch, capsys):
-    """docs/cluster.md steps 5, 7 and 8 as written (the default compile: GPU requests, the S3 Secret, the settings
+    """docs/cluster.md steps 4b, 5, 7 and 8 as written (the default compile: GPU requests, the S3 Secret, the settings
     ConfigMap; so the uploaded package has a platform document and the API wraps its spec), with only the host
     pointed at the fake; then `schedule` again is `unchanged`."""
     from abstractinator.cli import main
 
     commands = documented_commands()
-    assert [c[1] for c in commands] == ["compile", "submit", "schedule"], commands
+    # step 4b's compile with a pipeline root of its own, step 5's (which the later steps use), submit, schedule
+    assert [c[1] for c in commands] == ["compile", "compile", "submit", "schedule"], commands
     monkeypatch.chdir(tmp_path)
     for argv in commands:
         argv = [server.url if arg == "http://localhost:8888" else arg for arg in argv]
@@ -483,7 +484,7 @@ def test_the_documented_cluster_commands_run_verbatim(server, tmp_path, monkeypa
         "config": "demo",
         "artifact_root": "s3://my-bucket/abstractinator/pipeline",
     }
-    schedule_argv = [server.url if arg == "http://localhost:8888" else arg for arg in commands[2]]
+    schedule_argv = [server.url if arg == "http://localhost:8888" else arg for arg in commands[3]]
     assert main(schedule_argv) == 0
     assert "schedule weekly-retrain: unchanged" in capsys.readouterr().out
     assert server.recurring_runs_named("weekly-retrain") == [recurring]

@@ -130,12 +130,18 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
     assert after(lambda: set_param("gate", "min_improvement", 0.5)) == set()  # the gate runs after dvc repro
     assert after(lambda: (repo / "data" / "local" / "b.txt").write_text("another document\n")) == {"prepare"}
     (repo / "data" / "local" / "b.txt").unlink()
+    every_stage = TRAINING | {"prepare", "evaluate"}
     for relative, stages in (
         ("model/attention.py", TRAINING | {"evaluate"}),
         ("components/training/train.py", TRAINING),
         ("components/evaluation/evaluate.py", {"evaluate"}),
-        ("components/data/data_sources.py", {"prepare"}),
-        ("components/registry/gate_rules.py", set()),
+        ("components/codec/window_coder.py", {"evaluate"}),  # the compression numbers of the report
+        ("components/data/byte_windows.py", TRAINING | {"evaluate"}),
+        ("pipelines/dvc_params.py", every_stage),  # every step reads params.yaml through it
+        # imported by every step (train_data prepares data it does not find; params.yaml's gate section is
+        # validated by every step), so every stage depends on them (tests/test_pipeline_dvc_deps.py)
+        ("components/data/data_sources.py", every_stage),
+        ("components/registry/gate_rules.py", every_stage),
     ):
         original = (repo / relative).read_bytes()
         append(relative)

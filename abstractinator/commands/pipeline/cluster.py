@@ -9,6 +9,7 @@ the CLI prints as one `error: ...` line on stderr, exiting 2.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 DEFAULT_PACKAGE = Path("build/pipeline.yaml")
@@ -71,7 +72,7 @@ def register(actions: argparse._SubParsersAction) -> None:
     schedule.add_argument(
         "--follow-latest",
         action="store_true",
-        help="run the pipeline's latest version at each trigger (KFP backend >= 2.5)",
+        help="run the pipeline's latest version at each trigger (KFP backend >= 2.5; older ones pin the latest)",
     )
     change = schedule.add_mutually_exclusive_group()
     for action in ("disable", "enable", "delete"):
@@ -148,6 +149,8 @@ def run_schedule(args: argparse.Namespace) -> int:
         print(f"recurring run id: {run_id}")
     if result.pipeline_version_id:
         print(f"pipeline version: {result.pipeline_version_id}")
-    elif result.action in ("created", "replaced", "unchanged"):
+    elif result.action in ("created", "replaced", "replaced by a concurrent call", "unchanged"):
         print("pipeline version: latest at each trigger")
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
     return 0

@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="timeout of a training task (%(default)s)",
     )
     parser.add_argument(
+        "--pipeline-root",
+        default=None,
+        help="this pipeline's own pipeline root (e.g. s3://bucket/kfp?region=us-east-1), recorded in the YAML and "
+        "sent by `pipeline submit` / `schedule` with every run instead of the kfp-launcher's shared default",
+    )
+    parser.add_argument(
         "--s3-endpoint-url",
         default=None,
         help="fix ABSTRACTINATOR_S3_ENDPOINT_URL in the YAML instead of reading the ConfigMap's",
@@ -63,35 +69,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
+    from pydantic import ValidationError
+
     from configs import ConfigError
-    from pipelines.training import ClusterSettings, compile_pipeline
+    from configs.loading import describe_validation_error
+    from pipelines.training import ClusterSettings, compile_pipeline, gpu_hours_bound
 
     if args.gpus < 0:
         raise ConfigError(f"--gpus {args.gpus}: must be >= 0")
     if args.training_retries < 0 or args.training_timeout < 1:
         raise ConfigError("--training-retries must be >= 0 and --training-timeout >= 1")
-    for flag, value in (
-        ("--mlflow-tracking-uri", args.mlflow_tracking_uri),
-        ("--s3-endpoint-url", args.s3_endpoint_url),
+    for flag, value, secret in (
+        ("--mlflow-tracking-uri", args.mlflow_tracking_uri, "--mlflow-auth-secret"),
+        ("--s3-endpoint-url", args.s3_endpoint_url, "--s3-secret"),
+        ("--pipeline-root", args.pipeline_root, "--s3-secret"),
     ):
         if value and (urlsplit(value).username or urlsplit(value).password):
             raise ConfigError(
                 f"{flag}: holds credentials (user:password@), which would be written into the "
-                "compiled YAML; put them in the Secret named by --mlflow-auth-secret"
+                f"compiled YAML; put them in the Secret named by {secret}"
             )
-    settings = ClusterSettings(
-        image=args.image,
-        gpus=args.gpus,
-        cpu=args.cpu,
-        memory=args.memory,
-        settings_config_map=args.settings_config_map or None,
-        s3_secret=args.s3_secret or None,
-        mlflow_auth_secret=args.mlflow_auth_secret or None,
-        training_retries=args.training_retries,
-        training_timeout_s=args.training_timeout,
-        s3_endpoint_url=args.s3_endpoint_url,
-        mlflow_tracking_uri=args.mlflow_tracking_uri,
-    )
+    try:
+        settings = ClusterSettings(
+            image=args.image,
+            gpus=args.gpus,
+            cpu=args.cpu,
+            memory=args.memory,
+            settings_config_map=args.settings_config_map or None,
+            s3_secret=args.s3_secret or None,
+            mlflow_auth_secret=args.mlflow_auth_secret or None,
+            training_retries=args.training_retries,
+            training_timeout_s=args.training_timeout,
+            s3_endpoint_url=args.s3_endpoint_url,
+            mlflow_tracking_uri=args.mlflow_tracking_uri,
+            pipeline_root=args.pipeline_root,
+        )
+    except ValidationError as error:  # a value no flag check above covers, e.g. --pipeline-root's scheme
+        raise ConfigError(describe_validation_error(error)) from None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     compile_pipeline(str(args.out), settings)
     where = (
@@ -100,4 +114,9 @@ def run(args: argparse.Namespace) -> int:
         else "no settings ConfigMap"
     )
     print(f"compiled {args.out} (image {args.image}, {args.gpus} GPU per training/eval task, {where})")
+    print(
+        f"a failing run holds at most {gpu_hours_bound(settings):g} GPU hours "
+        f"({settings.training_retries} retries of each training task, deadlines {settings.training_timeout_s} s "
+        f"per training attempt and {settings.evaluation_timeout_s} s for the evaluation)"
+    )
     return 0
