@@ -46,6 +46,8 @@ from pipelines.kfp_connection import ClusterError, api_errors
 
 MAX_PAGES = 100
 TIE_ATTEMPTS = 3  # creates of one `schedule` call that may lose to an older run created in the same second
+CHANGE_ROUNDS = 5  # listings of one `change_schedule` call that may find runs made or changed concurrently
+GONE_CHECK_DELAYS_S = (0.0, 0.5, 2.0)  # listings after a 500 from enable/disable: is the run being deleted?
 
 
 @dataclass(frozen=True)
@@ -322,17 +324,64 @@ def _delete_if_present(client, run_id: str) -> None:
                 raise
 
 
+def _change_if_present(client, run_id: str, action: str, name: str, namespace: str | None) -> bool:
+    """`disable`, `enable` or `delete` one recurring run; False when it is gone (a concurrent call deleted it).
+
+    KFP 2.17 deletes a recurring run's ScheduledWorkflow before its database row, and enabling or disabling one
+    whose ScheduledWorkflow is gone answers 500, not 404 (backend/src/apiserver/resource/resource_manager.go at
+    2.17.0: `DeleteJob` deletes the ScheduledWorkflow, then the row; `ChangeJobMode` reads the row, then the
+    Get or Patch of the ScheduledWorkflow fails with NotFound, returned as `NewInternalServerError`). So a 500
+    is followed by a few listings: the id gone counts as done, the id still there is the error."""
+    import kfp_server_api
+
+    method = {
+        "disable": client.disable_recurring_run,
+        "enable": client.enable_recurring_run,
+        "delete": client.delete_recurring_run,
+    }[action]
+    with api_errors(f"{action} recurring run {run_id}"), contextlib.redirect_stdout(sys.stderr):
+        try:
+            method(run_id)
+            return True
+        except kfp_server_api.ApiException as error:
+            if error.status == 404:
+                return False
+            if error.status != 500 or action == "delete":
+                raise
+            for delay in GONE_CHECK_DELAYS_S:
+                time.sleep(delay)
+                if run_id not in {r.recurring_run_id for r in recurring_runs_named(client, name, namespace)}:
+                    return False
+            raise
+
+
 def _create_and_list(client, desired, name: str, namespace: str | None) -> tuple[Any, list]:
-    """Create `desired`, then list the runs of the name again. If that listing fails, the new run is deleted
-    again (best effort) before the error is raised, so a failed call leaves no extra schedule behind."""
+    """Create `desired`, then list the runs of the name again. If that listing fails, the new run stays and the
+    call fails: deleting it could delete the newest run, the one every concurrent call keeps (one that already
+    deleted its own older run would leave none); the next `schedule` call applies the rule."""
     with api_errors(f"creating recurring run {name!r}"), contextlib.redirect_stdout(sys.stderr):
         created = client.recurring_runs.recurring_run_service_create_recurring_run(recurring_run=desired)
     try:
         return created, recurring_runs_named(client, name, namespace)
     except ClusterError as error:
-        with contextlib.suppress(ClusterError):
-            _delete_if_present(client, created.recurring_run_id)
-        raise ClusterError(f"{error} (the recurring run just created was deleted again: run schedule again)") from None
+        raise ClusterError(
+            f"{error} (after creating recurring run {created.recurring_run_id}; older runs of the name may remain "
+            "beside it: run schedule again, which keeps the newest and deletes the rest)"
+        ) from None
+
+
+def _adopt_concurrent_mode(client, own, replaced: list, first_modes: dict, name: str, namespace) -> None:
+    """A `--disable` or `--enable` that acted on the schedule after this call's first listing changed the run
+    this call replaces, not this call's new run: the newest replaced run that was listed first with another mode
+    gives its mode to `own` (before it is deleted). A change made later reaches `own` itself (`change_schedule`
+    lists again after acting)."""
+    if not replaced:
+        return
+    previous = max(replaced, key=_creation_order)
+    was_enabled = first_modes.get(previous.recurring_run_id)
+    if was_enabled is None or was_enabled == _enabled(previous) or _enabled(own) == _enabled(previous):
+        return
+    _change_if_present(client, own.recurring_run_id, "enable" if _enabled(previous) else "disable", name, namespace)
 
 
 def schedule(
@@ -407,6 +456,7 @@ def schedule(
     def same(run) -> bool:
         return _settings(run, compare_service_account, version.pipeline_version_id) == wanted
 
+    first_modes = {run.recurring_run_id: _enabled(run) for run in existing}
     newest = max(existing, key=_creation_order) if existing else None
     action = "unchanged"
     if newest is None or not same(newest):
@@ -424,22 +474,32 @@ def schedule(
                 action = "replaced" if had_runs else "created"
                 break
             action = "replaced by a concurrent call"
-            if newest.recurring_run_id not in seen_before or attempt == TIE_ATTEMPTS - 1:
+            if newest.recurring_run_id not in seen_before:
                 break
-            # A run that existed before this call's create ranks above it only by the id tie-break within one
-            # (whole) second: apply the rule (which deletes this call's run), then create again a second later.
+            # A run that existed before this call's create ranks above it: within one (whole) second by the id
+            # tie-break, or because the server's clock went back (or the old run's replica's clock was ahead).
+            # Apply the rule (which deletes this call's run), then create again a second later.
             for other in existing:
                 if other.recurring_run_id != newest.recurring_run_id:
                     _delete_if_present(client, other.recurring_run_id)
             existing = [newest]
+            if attempt == TIE_ATTEMPTS - 1:
+                raise ClusterError(
+                    f"recurring run {newest.recurring_run_id}, made before this call, still ranks above each of "
+                    f"the {TIE_ATTEMPTS} runs it created (creation time {newest.created_at}): the API server's "
+                    "clock ties or went back; its old settings remain: check the server's clock, then run "
+                    "schedule again"
+                )
             time.sleep(1.05 - time.time() % 1)
+        if action != "replaced by a concurrent call":
+            replaced = [r for r in existing if r.recurring_run_id != newest.recurring_run_id]
+            _adopt_concurrent_mode(client, newest, replaced, first_modes, name, namespace)
     for other in existing:
         if other.recurring_run_id != newest.recurring_run_id:
             _delete_if_present(client, other.recurring_run_id)
-    if enable and not _enabled(newest):
-        with api_errors(f"enabling recurring run {newest.recurring_run_id}"), contextlib.redirect_stdout(sys.stderr):
-            client.enable_recurring_run(newest.recurring_run_id)
-        action = "enabled" if action == "unchanged" else action
+    if enable and not _enabled(newest) and action in ("unchanged", "replaced by a concurrent call"):
+        _change_if_present(client, newest.recurring_run_id, "enable", name, namespace)
+        action = "enabled"
     pinned = _version_id(newest)
     note = None
     if follow_latest and pinned is not None and FOLLOWS_LATEST in (newest.description or ""):
@@ -452,24 +512,33 @@ def schedule(
 
 def change_schedule(client, name: str, action: str, namespace: str | None = None) -> ScheduleResult:
     """`disable`, `enable` or `delete` every recurring run called `name`. Deleting nothing is not an error (the
-    state asked for holds); disabling or enabling nothing is."""
-    existing = recurring_runs_named(client, name, namespace)
-    if not existing:
-        if action == "delete":
-            return ScheduleResult(name, "absent", ())
-        raise ClusterError(f"no recurring run named {name!r} to {action}")
-    method = {
-        "disable": client.disable_recurring_run,
-        "enable": client.enable_recurring_run,
-        "delete": client.delete_recurring_run,
-    }[action]
-    import kfp_server_api
+    state asked for holds); disabling or enabling nothing is.
 
-    for run in existing:
-        with api_errors(f"{action} recurring run {run.recurring_run_id}"), contextlib.redirect_stdout(sys.stderr):
-            try:
-                method(run.recurring_run_id)
-            except kfp_server_api.ApiException as error:
-                if error.status != 404:  # 404: a concurrent call removed it; the state asked for holds for it
-                    raise
-    return ScheduleResult(name, f"{action}d", tuple(r.recurring_run_id for r in existing))
+    A `schedule` call racing this one may create a run after this call's listing (made with the mode it listed
+    first) and delete the runs this call changed: so this call lists again after acting and acts on every run it
+    has not acted on yet or whose mode is not the one asked for, until a listing shows nothing to do
+    (`CHANGE_ROUNDS` listings at most). A run deleted concurrently counts as done (see `_change_if_present`)."""
+    if action not in ("disable", "enable", "delete"):
+        raise ClusterError(f"unknown schedule change {action!r}")
+    handled: list[str] = []
+    for _ in range(CHANGE_ROUNDS):
+        listed = recurring_runs_named(client, name, namespace)
+        if not listed and not handled:
+            if action == "delete":
+                return ScheduleResult(name, "absent", ())
+            raise ClusterError(f"no recurring run named {name!r} to {action}")
+        pending = [
+            run
+            for run in listed
+            if run.recurring_run_id not in handled or (action != "delete" and _enabled(run) != (action == "enable"))
+        ]
+        if not pending:
+            return ScheduleResult(name, f"{action}d", tuple(handled))
+        for run in pending:
+            _change_if_present(client, run.recurring_run_id, action, name, namespace)
+            if run.recurring_run_id not in handled:
+                handled.append(run.recurring_run_id)
+    raise ClusterError(
+        f"the recurring runs named {name!r} kept changing while they were being {action}d "
+        f"({CHANGE_ROUNDS} listings): run it again"
+    )

@@ -26,6 +26,11 @@ Every response shape follows the upstream apiserver of kubeflow/pipelines tag 2.
   validated against the latest version and keeps the service account it was given and a reference without a
   version id; `runtime_config` is omitted when it has no parameters and no pipeline root; `mode` and `status`
   mirror the enabled flag; deleting or enabling an id that does not exist is NotFound (404).
+- deleting a recurring run takes two steps, as `DeleteJob` does (resource/resource_manager.go): its
+  ScheduledWorkflow is deleted, then its row. In between the run is still listed and read, deleting it again
+  succeeds (a ScheduledWorkflow NotFound is skipped), and enabling or disabling it answers 500 (`ChangeJobMode`
+  reads the row, then the ScheduledWorkflow's Get (enable) or Patch fails with NotFound, which it returns as
+  `util.NewInternalServerError`; kubeflow/pipelines 2.17.0, commit 4a3592cb2dd0a91a4652ab93893ec8beda1f3158).
 
 `resolves_latest=True` imitates the backends before kubeflow/pipelines PR #11560 (tags 2.0.0 to 2.4.1): a
 recurring run created with only a pipeline id is resolved to the pipeline's latest version at creation and pinned
@@ -40,7 +45,8 @@ an unparsable cron, max_concurrency outside 1..10, unknown ids. `latency_s` slee
 before each request (outside the lock) so that racing clients interleave as they would against a real server;
 `list_barrier=N` makes the first N recurring-run listings wait for each other. `pauses` (a list of `Pause`) hold
 matching requests until a given number of them have arrived, before or after the server acts on them, which
-reproduces a chosen interleaving of racing clients every time; `failures` (a list of `Failure`) answer chosen
+reproduces a chosen interleaving of racing clients every time (`mid_delete=True`: a recurring run's deletion
+held between its two steps); `failures` (a list of `Failure`) answer chosen
 requests with an error.
 """
 
@@ -64,6 +70,7 @@ import yaml
 
 PREFIX = "/apis/v2beta1"
 DEFAULT_SERVICE_ACCOUNT = "pipeline-runner"  # backend/src/apiserver/common/const.go DefaultPipelineRunnerServiceAccount
+DELETING = object()  # a recurring run's deletion whose second step (the row) is still to come
 GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}
 
 
@@ -81,13 +88,15 @@ class Pause:
     """Hold requests `method path` (path after /apis/v2beta1) in groups of `parties`: each waits until `parties`
     of them have arrived, either before the server acts on it (`after_effect=False`) or after it has acted and
     before it answers (`after_effect=True`: every racer's change is made before any racer hears back). Groups
-    repeat (a cyclic barrier); `limit` caps how many requests are held in all (None: no cap)."""
+    repeat (a cyclic barrier); `limit` caps how many requests are held in all (None: no cap). `mid_delete=True`
+    holds a `DELETE /recurringruns/{id}` between its steps instead (its ScheduledWorkflow deleted, its row not)."""
 
     method: str
     path: str
     parties: int
     after_effect: bool = False
     limit: int | None = None
+    mid_delete: bool = False
     timeout_s: float = 60.0
     held: int = 0
     barrier: threading.Barrier | None = None
@@ -95,8 +104,9 @@ class Pause:
     def __post_init__(self) -> None:
         self.barrier = threading.Barrier(self.parties, timeout=self.timeout_s)
 
-    def matches(self, method: str, path: str, after_effect: bool) -> bool:
-        return (method, path, after_effect) == (self.method, PREFIX + self.path, self.after_effect)
+    def matches(self, method: str, path: str, stage: str) -> bool:
+        own_stage = "mid_delete" if self.mid_delete else "after" if self.after_effect else "before"
+        return (method, path, stage) == (self.method, PREFIX + self.path, own_stage)
 
 
 @dataclass
@@ -333,7 +343,7 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         if self.server.latency_s:
             time.sleep(random.uniform(0, self.server.latency_s))
-        self.server.hold(method, url.path, after_effect=False)
+        self.server.hold(method, url.path, "before")
         state = self.server.state
         try:
             body = self._body()
@@ -347,9 +357,14 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
                     raise FakeError(404, f"no route {url.path}")
                 self.server.fail_if_asked(method, url.path)
                 status, response = self.server.route(method, url.path[len(PREFIX) :], query, body)
+            if response is DELETING:  # DeleteJob's second step: the row
+                self.server.hold(method, url.path, "mid_delete")
+                with self.server.lock:
+                    state.jobs.pop(url.path.rsplit("/", 1)[-1], None)
+                status, response = 200, {}
         except FakeError as error:
             status, response = error.status, error.body()
-        self.server.hold(method, url.path, after_effect=True)
+        self.server.hold(method, url.path, "after")
         payload = json.dumps(response).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -415,13 +430,11 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
             if failure.skip < failure.seen <= failure.skip + failure.count:
                 raise FakeError(failure.status, f"injected failure of {method} {path}")
 
-    def hold(self, method: str, path: str, after_effect: bool) -> None:
+    def hold(self, method: str, path: str, stage: str) -> None:
         """Wait at every matching pause (outside the lock, so the other racers' requests go through)."""
         for pause in self.pauses:
             with self.lock:
-                if not pause.matches(method, path, after_effect) or (
-                    pause.limit is not None and pause.held >= pause.limit
-                ):
+                if not pause.matches(method, path, stage) or (pause.limit is not None and pause.held >= pause.limit):
                     continue
                 pause.held += 1
             pause.barrier.wait()
@@ -657,8 +670,15 @@ class FakeKfpHttpServer(ThreadingHTTPServer):
                 )
             job = state.jobs[run_id]
             if method == "DELETE" and not action:
-                del state.jobs[run_id]
-                return 200, {}
+                job["workflow_deleted"] = True  # DeleteJob: the ScheduledWorkflow first; the row in a 2nd step
+                return 200, DELETING
+            if method == "POST" and action in ("enable", "disable") and job.get("workflow_deleted"):
+                reason = (  # ChangeJobMode's messages: the Get (enable) or the Patch (disable) failed
+                    f"Failed to enable recurring run {run_id}. Check if the scheduled workflow exists"
+                    if action == "enable"
+                    else f"Failed to change recurring run's {run_id} mode to enable:false"
+                )
+                raise FakeError(500, f'{reason}: scheduledworkflows.kubeflow.org "{run_id}" not found')
             if method == "GET" and not action:
                 return 200, api_recurring_run(job)
             if method == "POST" and action in ("enable", "disable"):
