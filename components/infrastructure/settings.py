@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     carried_archives_dir: Path | None = Field(
         default=None,
         description="A read-only folder of the pinned archives (default corpus, eval sets) that the image carries "
-        "(docker/Dockerfile): a pinned archive found there, with its sha256, is used without the network.",
+        "(docker/Dockerfile): a pinned archive is read from there (its sha256 checked) and never downloaded; one "
+        "missing or damaged there is an error. Unset (or empty): archives are downloaded into the downloads folder.",
     )
     log_format: str = Field(default="console", description="'console' for people, 'json' for machines.")
     git_commit: str | None = Field(
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
         description="The code's commit where there is no git checkout (set in the training image at build time).",
     )
 
-    @field_validator("s3_endpoint_url", "mlflow_tracking_uri", "s3_region", mode="before")
+    @field_validator("s3_endpoint_url", "mlflow_tracking_uri", "s3_region", "carried_archives_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value, info):
         """A key present but empty (a cluster's settings ConfigMap with no endpoint: AWS) means "not set"."""
