@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"a failing run holds at most {gpu_hours_bound(settings):g} GPU hours "
         f"({settings.training_retries} retries of each training task, deadlines {settings.training_timeout_s} s "
-        f"per training attempt and {settings.evaluation_timeout_s} s for the evaluation)"
+        f"per training attempt and {settings.evaluation_timeout_s} s for the evaluation); a Retry of a failed run "
+        "in the KFP UI can add as much again (docs/cluster.md)"
     )
     return 0
