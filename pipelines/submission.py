@@ -6,10 +6,11 @@ time), finds or creates the experiment and starts a run of exactly that version 
 `schedule` keeps exactly one recurring run of a given name: with one that already matches (cron, pipeline
 version, parameters, experiment) it does nothing (`unchanged`); otherwise it creates the new one and then applies
 the rule every call applies the same way: keep the newest run of the name (creation time, then id), delete the
-rest (create first, so a failure never leaves no schedule). Concurrent calls converge on one run whatever their
-settings and interleaving (see `schedule`); deleting a run that is already gone counts as done. A disabled
-schedule stays disabled unless `enable` is asked. Recurring runs use max_concurrency 1 and no catch-up: a
-retraining that missed its slot runs once.
+rest (create first, so a failure never leaves no schedule; a failed listing after the create leaves the new run
+for the next call to settle). Concurrent calls converge on one run whatever their settings and interleaving (see
+`schedule`); deleting, enabling or disabling a run that is already gone counts as done. A disabled schedule stays
+disabled unless `enable` is asked, and an operator's `change_schedule` racing a `schedule` is not lost.
+Recurring runs use max_concurrency 1 and no catch-up: a retraining that missed its slot runs once.
 
 The API's shapes this module relies on (kubeflow/pipelines 2.17.0, backend/src/apiserver/server/): a version's
 `pipeline_spec` is wrapped with its platform spec when the package has one (api_util.go); a recurring run
@@ -407,10 +408,17 @@ def schedule(
     listed a newer one deletes a run), and of any two runs the creator that listed later saw both and deleted the
     older. The API keeps whole seconds, so a run made in the same second as an older one may rank below it (ties
     go by id): a call whose new run lost to a run it had listed before creating applies the rule and creates
-    again in the next second (any number of creates keeps the argument above true). A call whose own new run
-    lost to a concurrent call's newer one reports `replaced by a concurrent call`
-    (that call's settings win); a call that finds no run at all after creating one (a concurrent `--delete`)
-    fails. A disabled schedule stays disabled (a replacement is created disabled) unless `enable`.
+    again in the next second (any number of creates keeps the argument above true); after `TIE_ATTEMPTS` such
+    losses the server's clock is to blame (it went back, or the old run's replica's is ahead) and the call fails,
+    its own runs deleted and the old run kept. A call whose own new run lost to a concurrent call's newer one
+    reports `replaced by a concurrent call` (that call's settings win); a call that finds no run at all after
+    creating one (a concurrent `--delete`) fails; a call whose listing after the create fails keeps its new run
+    (it may be the newest, which a concurrent call may have kept while deleting its own) and fails.
+
+    A disabled schedule stays disabled (a replacement is created disabled) unless `enable`. The mode is decided
+    from the first listing; a `--disable` or `--enable` that changed the replaced run after it is copied onto the
+    new run (`_adopt_concurrent_mode`), and one that acts later reaches the new run itself (`change_schedule`
+    lists again after acting).
 
     `follow_latest` against a backend before 2.5 (which resolves a reference without a version id to the latest
     version and pins it: resource_manager.go `fetchPipelineVersionFromPipelineSpec` at kubeflow/pipelines 2.4.0)
