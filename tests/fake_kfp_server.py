@@ -1,7 +1,8 @@
 """A stateful imitation of the Kubeflow Pipelines v2beta1 REST API on loopback, derived from the upstream server.
 
-It serves what `kfp.Client` (2.17.3) and pipelines/submission.py call: healthz, experiments, pipelines (list,
-upload, upload_version, list versions), runs (create) and recurring runs (list, create, delete, enable, disable).
+It serves what `kfp.Client` (2.17.3), pipelines/submission.py and pipelines/schedules.py call: healthz,
+experiments, pipelines (list, upload, upload_version, list versions), runs (create) and recurring runs (list,
+create, delete, enable, disable).
 Every response shape follows the upstream apiserver of kubeflow/pipelines tag 2.17.0 (the backend matching kfp
 2.17.3); the file behind each:
 

@@ -51,7 +51,7 @@ def race(server: FakeKfpHttpServer, settings: list[dict]) -> list:
     """One `schedule` call per entry of `settings` (keyword arguments), released at one instant; returns each
     call's ScheduleResult or the exception it raised."""
     from pipelines.kfp_connection import connect
-    from pipelines.submission import schedule
+    from pipelines.schedules import schedule
 
     clients = [connect(server.url, token=TOKEN) for _ in settings]
     start = threading.Barrier(len(settings), timeout=60)
@@ -74,9 +74,11 @@ def race(server: FakeKfpHttpServer, settings: list[dict]) -> list:
 
 def creates_answered_together(racers: int) -> list[Pause]:
     """The worst interleaving: every racer lists before any creates (so every racer creates), and every racer's
-    (first) recurring run exists before any racer's create is answered and it lists again."""
+    (first) recurring run exists before any racer's create is answered and it lists again. The listings are held
+    after they are made, not before: released before, a racer's thread that the machine schedules late could
+    still list after another racer's create (and find its settings `unchanged`)."""
     return [
-        Pause("GET", "/recurringruns", racers, limit=racers),
+        Pause("GET", "/recurringruns", racers, after_effect=True, limit=racers),
         Pause("POST", "/recurringruns", racers, after_effect=True, limit=racers),
     ]
 
@@ -192,7 +194,7 @@ def test_a_schedule_deleted_by_a_concurrent_call_fails_the_call(environment, pac
     """`schedule --delete` runs between a `schedule`'s create and its listing: nothing of the name is left,
     which the `schedule` call reports (exit 2) instead of claiming a schedule."""
     from pipelines.kfp_connection import connect
-    from pipelines.submission import change_schedule
+    from pipelines.schedules import change_schedule
 
     # the create is held (after it is made) until the deleter below has deleted and joins the barrier
     server = started(pauses=[Pause("POST", "/recurringruns", 2, after_effect=True, limit=1)])
@@ -233,7 +235,7 @@ def test_a_replacement_made_in_the_same_second_wins_over_the_run_it_replaces(env
     import time
 
     from pipelines.kfp_connection import connect
-    from pipelines.submission import schedule
+    from pipelines.schedules import schedule
 
     descending = (f"run-{n:04d}" for n in range(9999, 0, -1))
     server = started(recurring_run_ids=lambda: next(descending))

@@ -2,7 +2,7 @@
 
 Each test forces one interleaving with the fake server's pauses (tests/fake_kfp_server.py): the test thread holds
 one call at a chosen request and acts as the concurrent caller meanwhile, then releases it. Each guards a rule of
-pipelines/submission.py:
+pipelines/schedules.py:
 - a failed listing after the create never deletes the new run (it may be the newest, the one every caller keeps);
 - an operator's `--disable`/`--enable` made while a `schedule` is replacing the run is kept on the replacement;
 - a server whose clock ranks an old run above every new one fails the call (exit 2) instead of "replaced by a
@@ -68,7 +68,7 @@ def test_a_mode_change_racing_a_schedule_is_kept(environment, package, change):
     right after the schedule's first listing (which decided the new run's mode); the schedule then replaces the
     run the operator changed."""
     from pipelines.kfp_connection import connect
-    from pipelines.submission import change_schedule
+    from pipelines.schedules import change_schedule
 
     server = started(counting=True)
     try:
@@ -95,7 +95,7 @@ def test_a_mode_change_acts_again_on_a_run_created_after_its_listing(environment
     """`--disable` lists, a `schedule` then replaces the run (enabled, as it listed it), and the disable acts on
     the run it listed, now deleted: it lists again and disables the replacement."""
     from pipelines.kfp_connection import connect
-    from pipelines.submission import change_schedule
+    from pipelines.schedules import change_schedule
 
     server = started(counting=True)
     try:
@@ -143,7 +143,7 @@ def test_a_mode_change_of_a_run_being_deleted_counts_as_done(environment, packag
     import kfp_server_api
 
     from pipelines.kfp_connection import connect
-    from pipelines.submission import change_schedule
+    from pipelines.schedules import change_schedule
 
     server = started(counting=True)
     try:

@@ -263,7 +263,7 @@ def test_a_disabled_schedule_stays_disabled_unless_enabled(server, package, caps
 
 def test_deleting_a_recurring_run_that_is_already_gone_counts_as_done(server, package):
     from pipelines.kfp_connection import ClusterError, connect
-    from pipelines.submission import _delete_if_present
+    from pipelines.schedules import _delete_if_present
 
     client = connect(server.url, token=TOKEN)
     _delete_if_present(client, "already-gone")  # 404: no error

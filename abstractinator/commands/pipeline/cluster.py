@@ -118,7 +118,7 @@ def run_submit(args: argparse.Namespace) -> int:
 def run_schedule(args: argparse.Namespace) -> int:
     from pipelines.cron import validate_cron
     from pipelines.kfp_connection import ClusterError, connect, read_token
-    from pipelines.submission import change_schedule, schedule
+    from pipelines.schedules import change_schedule, schedule
 
     with_cron = args.cron is not None
     if args.change is None and not with_cron:
