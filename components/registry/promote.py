@@ -23,6 +23,7 @@ agree after every gate run.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ from pydantic import BaseModel
 
 from components.infrastructure.logs import get_logger
 from components.registry.gate_evidence import LINEAGE_KEYS, EvidenceError, read_evidence
-from components.registry.gate_rules import GateDecision, GateRules, decide
+from components.registry.gate_rules import GateInput, GateRules, decide
 from components.registry.registry_lock import LockError, RegistryError, RegistryLock, already_exists, not_found
 
 log = get_logger(__name__)
@@ -271,11 +272,25 @@ def recover(client, name: str, lock: RegistryLock) -> int:
 
 
 # -- deciding --------------------------------------------------------------------------------------------------------
-def _evidence_metrics(client, version, rules: GateRules) -> tuple[dict[str, float] | None, str]:
+def gate_input(client, name: str, challenger, champion, forced_by: str | None = None) -> GateInput:
+    """What decide() needs about `challenger`, read from its verified evidence and the champion alias."""
+    base = dict(
+        version=str(challenger.version),
+        champion=str(champion.version) if champion else None,
+        rolled_back=(challenger.tags or {}).get("gate.rolled_back") == "true",
+        forced_by=forced_by,
+    )
     try:
-        return read_evidence(client, version, rules.metric).metrics, ""
+        attestation = read_evidence(client, name, challenger).attestation
     except EvidenceError as error:
-        return None, str(error)
+        return GateInput(**base, metrics=None, evidence_problem=str(error))
+    return GateInput(
+        **base,
+        metrics=attestation.metrics,
+        scored_champion=attestation.champion.version if attestation.champion else None,
+        champion_problem=attestation.champion_problem,
+        paired=attestation.paired,
+    )
 
 
 def promote(
@@ -302,41 +317,20 @@ def promote(
         recover(client, name, lock)
         champion = alias_version(client, name, CHAMPION)
         before = str(champion.version) if champion else None
-        if before == str(version):
-            return GateOutcome(
-                model=name,
-                action="already_champion",
-                version=str(version),
-                champion_before=before,
-                champion_after=before,
-                reasons=["already champion"],
-            )
-        metrics, problem = _evidence_metrics(client, challenger, rules)
-        if metrics is None:
-            decision = GateDecision(promote=False, reasons=[problem])
-        else:
-            champion_metrics, champion_problem = _evidence_metrics(client, champion, rules) if champion else (None, "")
-            decision = (
-                decide(metrics, champion_metrics, rules)
-                if not champion_problem
-                else GateDecision(promote=False, reasons=[f"champion {champion_problem}; not comparable"])
-            )
-        if (challenger.tags or {}).get("gate.rolled_back") == "true":
-            decision = GateDecision(
-                promote=False, reasons=["rolled back earlier: only --force promotes it again", *decision.reasons]
-            )
-        if force:
-            decision = GateDecision(promote=True, reasons=[f"forced: {forced_by or 'by hand'}", *decision.reasons])
-        action = ("forced" if force else "promoted") if decision.promote else "refused"
+        gate = gate_input(client, name, challenger, champion, (forced_by or "") if force else None)
+        decision = decide(gate, rules)
         outcome = GateOutcome(
             model=name,
-            action=action,
+            action=decision.action,
             version=str(version),
             champion_before=before,
             champion_after=str(version) if decision.promote else before,
             reasons=decision.reasons,
         )
-        _apply(client, lock, outcome, rules, metrics or {})
+        if decision.action != "already_champion":
+            paired = gate.paired.model_dump() if gate.paired else {}
+            numbers = {f"paired.{k}": v for k, v in paired.items() if isinstance(v, int | float) and math.isfinite(v)}
+            _apply(client, lock, outcome, rules, {**(gate.metrics or {}), **numbers})
     log.info("gate_decision", model=name, version=version, action=outcome.action, reasons=outcome.reasons)
     return outcome
 
