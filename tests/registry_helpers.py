@@ -1,5 +1,6 @@
 """Model versions with real evidence (a signed attestation bound to a weights file, a report, the candidate run's
-params), made without training: what the registry tests promote; the gate as a separate process; the registry's consistency."""
+params), made without training: what the registry tests promote; the gate as a separate process; the registry's
+consistency."""
 
 from __future__ import annotations
 

@@ -198,7 +198,8 @@ def test_an_edited_tag_or_an_appended_metric_changes_nothing(client) -> None:
     outcome = registry.promote(client, MODEL, worse, RULES)
     assert outcome.action == "refused" and "worse than the champion" in outcome.reasons[0]
     # the champion's evaluation run with an appended metric does not stall the next candidate (it stalled before)
-    client.log_batch(client.get_model_version(MODEL, first).run_id, metrics=[Metric("eval/test_bits_per_byte", 9, 0, 1)])
+    champion_run = client.get_model_version(MODEL, first).run_id
+    client.log_batch(champion_run, metrics=[Metric("eval/test_bits_per_byte", 9.0, 0, 1)])
     better = add_version(client, 2.5)
     assert registry.promote(client, MODEL, better, RULES).action == "promoted"
 
