@@ -103,7 +103,9 @@ def slim_checkpoint(checkpoint_path: Path, out_path: Path) -> Path:
     import torch
 
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    keep = ("model_state", "exp_config", "git_commit", "data_hash", "config_hash", "global_step", "stage")
+    # the format marker keeps it a checkpoint that evaluation and the codec read (components/training/checkpoints.py)
+    keep = ("format", "format_version", "model_state", "exp_config", "git_commit", "data_hash", "config_hash")
+    keep += ("global_step", "stage")
     torch.save({key: checkpoint[key] for key in keep if key in checkpoint}, out_path)
     return out_path
 
@@ -127,9 +129,10 @@ def _stage_code(target: Path) -> list[str]:
     return paths
 
 
-def log_pyfunc_model(checkpoint_path: Path, name: str = "model") -> Any:
-    """Log the checkpoint (slimmed) as a self-contained pyfunc model in the active MLflow run; returns mlflow's
-    ModelInfo."""
+def log_pyfunc_model(checkpoint_path: Path, name: str = "model", slim: bool = True) -> Any:
+    """Log the checkpoint (slimmed, unless `slim` is False: a file slim_checkpoint made already, logged byte for
+    byte) as a self-contained pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
+    import shutil
     import tempfile
 
     from mlflow.models import ModelSignature
@@ -146,11 +149,15 @@ def log_pyfunc_model(checkpoint_path: Path, name: str = "model") -> Any:
         ),
     )
     with tempfile.TemporaryDirectory(prefix="abstractinator-pyfunc-") as tmp:
-        slim = slim_checkpoint(Path(checkpoint_path), Path(tmp) / "model.pt")
+        weights = Path(tmp) / "model.pt"
+        if slim:
+            slim_checkpoint(Path(checkpoint_path), weights)
+        else:
+            shutil.copyfile(checkpoint_path, weights)  # named model.pt in the model whatever its name here
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(Path(__file__).resolve()),  # models from code: this file, not a pickle
-            artifacts={CHECKPOINT_ARTIFACT: str(slim)},
+            artifacts={CHECKPOINT_ARTIFACT: str(weights)},
             code_paths=_stage_code(Path(tmp) / "code"),
             pip_requirements=pip_requirements(),
             signature=signature,
