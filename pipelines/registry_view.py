@@ -38,6 +38,11 @@ def status_table(state: dict) -> str:
             lines.append(f"{'':>9}{version['reasons']}")
         if version.get("lineage"):
             lines.append(f"{'':>9}lineage: " + ", ".join(f"{k}={v}" for k, v in version["lineage"].items()))
+    for record in state.get("pending", []):
+        lines.append(
+            f"pending since {record['time']} UTC: {record['action']} v{record['version']} (audit run "
+            f"{record['run_id']}), completed by the next gate run (promote or rollback)"
+        )
     return "\n".join(lines)
 
 

@@ -306,7 +306,7 @@ def test_a_rolled_back_version_is_only_promoted_again_by_force(client) -> None:
     assert registry.promote(client, MODEL, better, RULES, force=True, forced_by="fixed").action == "forced"
 
 
-def test_a_decision_left_pending_by_a_crash_is_completed_by_the_next_gate_run(client, monkeypatch) -> None:
+def test_a_decision_left_pending_by_a_crash_is_completed_by_the_next_gate_run(client, monkeypatch, capsys) -> None:
     first = add_version(client, 3.0)
     registry.promote(client, MODEL, first, RULES)
     better = add_version(client, 2.0)
@@ -318,13 +318,23 @@ def test_a_decision_left_pending_by_a_crash_is_completed_by_the_next_gate_run(cl
         return real_move(name, alias, version)
 
     monkeypatch.setattr(client, "set_registered_model_alias", crash)
-    with pytest.raises(ConnectionError):
-        registry.promote(client, MODEL, better, RULES)
+    monkeypatch.setattr(registry, "client_for", lambda uri: client)  # the CLI's client: this one, failing
+    common = ["--tracking-uri", client.tracking_uri, "--model-name", MODEL]
+    assert main(["registry", "promote", *common, "--version", better]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert "ConnectionError: the tracking server went away; the decision (promoted v" in error, error
+    assert error.endswith("UTC and will be completed by the next gate run"), error
     monkeypatch.setattr(client, "set_registered_model_alias", real_move)
-    # the audit record and the tags were written first; the move is pending
+    # the audit record and the tags were written first; the move is pending, and status says so
     assert champion(client) == first
     assert [r["state"] for r in registry.history(client, MODEL)] == ["applied", "pending"]
     assert client.get_model_version(MODEL, better).tags["gate.decision"] == "promoted"
+    (pending,) = registry.status(client, MODEL)["pending"]
+    assert pending["version"] == better and pending["action"] == "promoted"
+    assert main(["registry", "status", *common]) == 0
+    assert (
+        f"promoted v{better} (audit run {pending['run_id']}), completed by the next gate run" in capsys.readouterr().out
+    )
 
     worse = add_version(client, 2.5)
     outcome = registry.promote(client, MODEL, worse, RULES)

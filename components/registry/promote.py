@@ -188,16 +188,23 @@ def _apply(
             "state": PENDING,
         },
     )
-    _complete(
-        client,
-        lock,
-        run.info.run_id,
-        outcome.model,
-        version_tags_,
-        outcome.action,
-        outcome.champion_before,
-        outcome.champion_after,
-    )
+    try:
+        _complete(
+            client,
+            lock,
+            run.info.run_id,
+            outcome.model,
+            version_tags_,
+            outcome.action,
+            outcome.champion_before,
+            outcome.champion_after,
+        )
+    except Exception as error:  # the decision is recorded (pending): say so wherever the failure is reported
+        error.pending_decision = (  # type: ignore[attr-defined]
+            f"the decision ({outcome.action} v{outcome.version}, audit run {run.info.run_id}) was recorded at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC and will be completed by the next gate run"
+        )
+        raise
     if metrics:
         now = int(time.time() * 1000)
         client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
@@ -374,16 +381,21 @@ def lineage_of(client, version) -> dict[str, str]:
     return {key: params[key] for key in LINEAGE_KEYS if params.get(key)}
 
 
-def status(client, name: str, lineage: bool = True) -> dict[str, Any]:
-    """Aliases and every version with its provenance, metrics, lineage and gate decision."""
+def require_model(client, name: str):
+    """The registered model `name`; RegistryError (one line) when there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
-        model = client.get_registered_model(name)
+        return client.get_registered_model(name)
     except MlflowException as error:
         if not _not_found(error):
             raise
         raise RegistryError(f"model {name!r}: not in the registry") from None
+
+
+def status(client, name: str, lineage: bool = True) -> dict[str, Any]:
+    """Aliases, every version with its provenance, metrics, lineage and gate decision, and pending decisions."""
+    model = require_model(client, name)
     aliases = dict(model.aliases or {})
     versions = []
     for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
@@ -400,7 +412,17 @@ def status(client, name: str, lineage: bool = True) -> dict[str, Any]:
                 **{key: tags.get(key) for key in PROVENANCE_TAGS},
             }
         )
-    return {"model": name, "aliases": {k: str(v) for k, v in aliases.items()}, "versions": versions}
+    return {
+        "model": name,
+        "aliases": {k: str(v) for k, v in aliases.items()},
+        "versions": versions,
+        "pending": pending_decisions(client, name),
+    }
+
+
+def pending_decisions(client, name: str) -> list[dict[str, str]]:
+    """Decisions about `name` a crash left pending (the next gate run completes them), oldest first."""
+    return [record for record in history(client, name) if record["state"] == PENDING]
 
 
 def history(client, name: str) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ imports only the standard library and mlflow at module level for the same reason
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,10 @@ class AbstractinatorPyfunc(mlflow.pyfunc.PythonModel):
     def _bits_per_byte(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
         import torch
 
+        byte_count = len(text.encode("utf-8", errors="surrogateescape"))
+        if byte_count == 0:  # bits per byte of nothing is undefined (it came out as the framing's bits before)
+            raise ValueError("bits_per_byte of an empty text: give at least one byte")
         tokens = self._tokens(text, add_eos=True)
-        byte_count = max(len(text.encode("utf-8", errors="surrogateescape")), 1)
         with torch.no_grad():
             bits = float(self.model.code_length_bits(tokens)[0])
         return {"text": text, "bits_per_byte": bits / byte_count, "bytes": byte_count}
@@ -93,6 +96,10 @@ class AbstractinatorPyfunc(mlflow.pyfunc.PythonModel):
 
         max_new = int(params.get("max_new_bytes", 64))
         temperature = float(params.get("temperature", 0.0))
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
+        if max_new < 0:
+            raise ValueError(f"max_new_bytes must be >= 0, got {max_new}")
         with torch.no_grad():
             continuation = self.model.generate_bytes(self._tokens(text, add_eos=False)[0], max_new, temperature)
         return {"text": text, "generated": self.tokenizer.decode_text(continuation)}
