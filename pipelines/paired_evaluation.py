@@ -64,7 +64,7 @@ def champion_weights(client, model_name: str, folder: Path) -> tuple[ScoredChamp
     try:
         attestation = read_evidence(client, model_name, champion).attestation  # its weights hash checked too
     except EvidenceError as error:
-        raise ChampionProblem(f"{label}: {error}") from None
+        raise ChampionProblem(f"champion {error}") from None  # "champion vN: why"
     location = client.get_model_version_download_uri(model_name, str(champion.version)).rstrip("/")
     local = Path(
         download_artifacts(

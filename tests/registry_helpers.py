@@ -17,6 +17,7 @@ from components.infrastructure import signing
 from components.registry import promote as registry
 from components.registry.attestation import Attestation, ScoredChampion, write_signed
 from components.registry.gate_evidence import attestation_of, record_evidence, sha256_of
+from components.registry.gate_rules import GateRules
 from components.registry.paired_interval import PairedResult
 
 
@@ -71,10 +72,12 @@ def add_version(
     artifact_root: Path | None = None,
     spread: float = 0.005,
     against: str | None = "champion",
+    weights: bool = True,
 ) -> str:
     """A version whose evaluation measured `bpb` test bits per byte and live code share `share`, scored beside the
     current champion (against="champion"; None: as if there were none) with a paired interval of +-`spread`
-    around the difference, attested and signed as the evaluation step does, with a weights file of its own."""
+    around the difference, attested and signed as the evaluation step does, with a weights file of its own
+    (`weights` False: attested, but its registered model lacks the file)."""
     metrics = {"test_bits_per_byte": bpb, "live_code_share_L0": share}
     experiment = experiment_id(client, artifact_root=artifact_root)
     champion = registry.alias_version(client, name, registry.CHAMPION) if against == "champion" else None
@@ -101,15 +104,16 @@ def add_version(
         )
     candidate = client.create_run(experiment, run_name="candidate").info.run_id
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "model" / "artifacts" / "model.pt"
-        weights.parent.mkdir(parents=True)
-        weights.write_bytes(os.urandom(256))
-        client.log_artifact(candidate, str(weights), "model/artifacts")
+        weights_file = Path(tmp) / "model" / "artifacts" / "model.pt"
+        weights_file.parent.mkdir(parents=True)
+        weights_file.write_bytes(os.urandom(256))
+        if weights:
+            client.log_artifact(candidate, str(weights_file), "model/artifacts")
         report = Path(tmp) / "report.json"
         report.write_text(json.dumps({"metrics": metrics, "checkpoint": "test"}))
         attestation = Attestation(
             model_name=name,
-            challenger_weights_sha256=sha256_of(weights),
+            challenger_weights_sha256=sha256_of(weights_file),
             champion=scored,
             data_hash="d",
             golden_sha256="g",
@@ -129,6 +133,7 @@ def add_version(
 
 
 REPO = Path(__file__).resolve().parents[1]
+RULES_ANY = GateRules(min_improvement=0.0, max_bits_per_byte=None)
 
 
 def promote_argv(name: str, version: str, *flags: str) -> list[str]:
