@@ -106,6 +106,7 @@ def attest(
     """Score the champion beside `result` (the challenger's evaluation of `weights`), write paired_bits.json and the
     signed attestation into the evaluation folder; returns the files written."""
     from components.registry.promote import client_for
+    from components.registry.pyfunc_model import model_code_files
 
     report = json.loads(result.report_json.read_text())
     names = paired_names(result.block_bits)
@@ -153,6 +154,7 @@ def attest(
         metrics=result.metrics,
         paired=paired,
         paired_bits_sha256=sha256_of(bits_file),
+        model_files=model_code_files(),  # the code this evaluation ran, which promote logs with the weights
         report_sha256=sha256_of(result.report_json),
         evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )

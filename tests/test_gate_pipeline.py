@@ -8,10 +8,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from components.registry import promote as registry
-from components.registry.gate_evidence import attestation_of, sha256_of
+from components.registry.gate_evidence import EvidenceError, attestation_of, load_verified_model, sha256_of
 from components.registry.gate_rules import GateRules
 from pipelines import steps
 from tests.conftest import write_corpus
@@ -86,3 +87,22 @@ def test_weaker_refused_and_stronger_promoted_on_the_same_bytes_of_a_changed_sou
     assert attestation_of(client, client.get_model_version(MODEL, stronger.version)).challenger_weights_sha256 == (
         sha256_of(weights)
     )
+
+    # loading checks the registered files against the attestation before MLflow runs the model's code
+    assert load_verified_model(client, MODEL, stronger.version).predict(["hello"])[0]["bytes"] == 5
+    marker = tmp_path / "code-ran"
+    edit = tmp_path / "edit"
+    for path in ("pyfunc_model.py", "code/model/__init__.py"):  # what anyone with the MLflow credential can do
+        original = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{stronger.version}/{path}"))
+        (edit / path).parent.mkdir(parents=True, exist_ok=True)
+        (edit / path).write_text(original.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
+    model_id = client.get_model_version(MODEL, stronger.version).source.removeprefix("models:/")
+    client.log_model_artifacts(model_id, str(edit))
+    edited = "code is not the code its evaluation ran: code/model/__init__.py, pyfunc_model.py$"
+    with pytest.raises(EvidenceError, match=edited):
+        load_verified_model(client, MODEL, stronger.version)
+    assert not marker.exists()
+    unchanged, reason = steps._champion_unchanged(
+        MODEL, spec, prepared.data_hash, spec.stages(prepared.data_hash).config_hash, spec.code_identity
+    )
+    assert not unchanged and "registered code is not the code its evaluation ran" in reason

@@ -52,6 +52,10 @@ class Attestation(BaseModel):
     metrics: dict[str, float] = Field(description="The challenger's own evaluation metrics (the absolute checks).")
     paired: PairedResult | None = None
     paired_bits_sha256: str = ""
+    model_files: dict[str, str] = Field(
+        default_factory=dict,
+        description="{path in the registered model: sha256} of its code (pyfunc_model.py, code/**) as evaluated.",
+    )
     report_sha256: str
     evaluated_at: str
 

@@ -9,8 +9,10 @@ A version's evidence is anchored in what nobody but the evaluation task can make
   must verify with the evaluation's public key (components/infrastructure/signing.py); whoever holds the MLflow
   credential can write artifacts but cannot sign, so a version registered by hand, however self-consistent its
   records, has no evidence;
-- the attestation names the model and the sha256 of the weights it scored: the version's registered
-  `artifacts/model.pt` must hash to it, so evidence copied onto other weights is refused.
+- the attestation names the model, the sha256 of the weights it scored and of the code files the model carries:
+  the version's registered `artifacts/model.pt` and code must hash to them, so evidence copied onto other
+  weights, or code edited in the artifact store afterwards, is refused (`load_verified_model` checks the same
+  before MLflow runs the model's code).
 
 Tags, params and metrics (appended ones included) are never read here: they mirror the evidence for people.
 The candidate run's params keep the lineage (`LINEAGE_KEYS`) that `registry status` shows.
@@ -91,20 +93,37 @@ def _download(client, run_id: str, artifact: str, folder: str, label: str) -> Pa
         raise EvidenceError(f"{label}: no signed evaluation attestation in its run ({artifact} missing)") from None
 
 
-def registered_weights_sha256(client, name: str, version: str) -> str | None:
-    """sha256 of the weights file the version registers (`artifacts/model.pt` of its model), None when missing."""
+def registered_model_problem(client, name: str, version: str, attestation: Attestation, local: Path) -> str:
+    """Download the version's registered model under `local` and compare it with `attestation`: its weights and every
+    attested code file must hash as attested, and no code file may be there that was not attested. Returns why
+    not ("" when it matches)."""
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
     location = client.get_model_version_download_uri(name, str(version)).rstrip("/")
-    with tempfile.TemporaryDirectory(prefix="abstractinator-weights-") as tmp:
-        try:
-            local = download_artifacts(
-                artifact_uri=f"{location}/artifacts/{WEIGHTS_FILE}", dst_path=tmp, tracking_uri=client.tracking_uri
-            )
-        except (MlflowException, OSError):
-            return None
-        return sha256_of(Path(local)) if Path(local).is_file() else None
+    try:  # a folder URI lands in a folder of its own name under dst_path
+        local = Path(download_artifacts(artifact_uri=location, dst_path=str(local), tracking_uri=client.tracking_uri))
+    except (MlflowException, OSError):
+        pass  # judged by what is (not) there below
+    weights = local / "artifacts" / WEIGHTS_FILE
+    if not weights.is_file():
+        return f"its registered model has no artifacts/{WEIGHTS_FILE} to check"
+    if sha256_of(weights) != attestation.challenger_weights_sha256:
+        return "its registered weights are not the weights its evaluation scored (sha256)"
+    changed = [path for path, digest in attestation.model_files.items() if _digest(local / path) != digest]
+    present = {
+        path.relative_to(local).as_posix()
+        for path in local.rglob("*")
+        if path.is_file() and (path.suffix == ".py" or "code" == path.relative_to(local).parts[0])
+    }
+    unattested = sorted(present - set(attestation.model_files)) if attestation.model_files else []
+    if changed or unattested:
+        return "its registered code is not the code its evaluation ran: " + ", ".join((changed + unattested)[:5])
+    return ""
+
+
+def _digest(path: Path) -> str | None:
+    return sha256_of(path) if path.is_file() else None
 
 
 def attestation_of(client, version) -> Attestation:
@@ -129,9 +148,23 @@ def read_evidence(client, name: str, version) -> Evidence:
     label = f"v{version.version}"
     if attestation.model_name != name:
         raise EvidenceError(f"{label}: its attestation is for model {attestation.model_name!r}, not {name!r}")
-    registered = registered_weights_sha256(client, name, str(version.version))
-    if registered is None:
-        raise EvidenceError(f"{label}: its registered model has no artifacts/{WEIGHTS_FILE} to check")
-    if registered != attestation.challenger_weights_sha256:
-        raise EvidenceError(f"{label}: its registered weights are not the weights its evaluation scored (sha256)")
+    with tempfile.TemporaryDirectory(prefix="abstractinator-registered-") as tmp:
+        problem = registered_model_problem(client, name, str(version.version), attestation, Path(tmp))
+    if problem:
+        raise EvidenceError(f"{label}: {problem}")
     return Evidence(attestation=attestation)
+
+
+def load_verified_model(client, name: str, version: str):
+    """`mlflow.pyfunc.load_model` of the version, after its files (weights and code) were checked against its signed
+    attestation: an edited `pyfunc_model.py` or `code/model/*.py` is refused before MLflow runs it."""
+    import mlflow.pyfunc
+
+    model_version = client.get_model_version(name, str(version))
+    attestation = read_evidence(client, name, model_version).attestation  # checked once here ...
+    folder = Path(tempfile.mkdtemp(prefix="abstractinator-model-"))
+    problem = registered_model_problem(client, name, str(version), attestation, folder)  # ... and what is loaded
+    if problem:
+        raise EvidenceError(f"v{version}: {problem}")
+    (model_file,) = folder.rglob("MLmodel")
+    return mlflow.pyfunc.load_model(str(model_file.parent))

@@ -124,6 +124,23 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in REQUIRED_DISTRIBUTIONS]
 
 
+def model_code_files() -> dict[str, str]:
+    """{path in the logged model: sha256} of the code a model logged from this checkout carries (this file as
+    `pyfunc_model.py`, the packages under `code/`, as _stage_code copies them): what the evaluation attests, so
+    that a registered model whose code was edited afterwards is refused before MLflow runs any of it."""
+    import hashlib
+
+    here = Path(__file__).resolve()
+    files = {here.name: here}
+    for package in CODE_PACKAGES:
+        folder = here.parents[2] / package
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and "__pycache__" not in relative.parts and path.suffix != ".pyc":
+                files[f"code/{package}/{relative.as_posix()}"] = path
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
+
+
 def _stage_code(target: Path) -> list[str]:
     """Copies of the code packages without bytecode caches; their paths, for `code_paths`."""
     import shutil
