@@ -158,7 +158,24 @@ def attest(
         report_sha256=sha256_of(result.report_json),
         evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
+    if paired is not None:
+        _add_to_report_md(result.report_md, paired, attestation.golden_sha256)
     return [bits_file, *write_signed(attestation, folder)]
+
+
+def _add_to_report_md(report_md: Path, paired: PairedResult, golden: str) -> None:
+    """Both models' numbers on the same bytes and the interval, at the end of report.md (people read it)."""
+    texts = f"the test split and the golden set (sha256 {golden[:12]})" if golden else "the test split"
+    section = (
+        f"\n\n## Champion versus challenger on the same bytes\n\nScored on {texts}: {paired.blocks} blocks, "
+        f"{paired.bytes} bytes; paired bootstrap ({paired.resamples} resamples, seed {paired.seed}).\n\n"
+        "| model | bits per byte |\n|---|---:|\n"
+        f"| challenger (this evaluation) | {paired.challenger_bits_per_byte:.4f} |\n"
+        f"| champion v{paired.champion_version} | {paired.champion_bits_per_byte:.4f} |\n"
+        f"| difference, {paired.confidence:.0%} interval | {paired.difference:+.4f} "
+        f"[{paired.low:+.4f}, {paired.high:+.4f}] |\n"
+    )
+    write_text_atomic(report_md, Path(report_md).read_text() + section)
 
 
 def _paired(ours: dict, theirs: dict, names: list[str], version: str) -> PairedResult:

@@ -355,11 +355,8 @@ def evaluate_step(
             spec.code_identity,
             spec.stages(data_hash).config_hash,
         )
-        if result.mlflow_run_id:
-            from mlflow import MlflowClient
-
-            for path in signed:
-                MlflowClient(tracking_uri).log_artifact(result.mlflow_run_id, str(path), "evaluation")
+        if result.mlflow_run_id:  # the evaluation run shows both models' numbers and carries the evidence
+            _log_paired(tracking_uri, result.mlflow_run_id, signed, result.report_md)
         (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
         report_hash = artifacts.file_hash(result.report_json)
         if not local:
@@ -371,6 +368,25 @@ def evaluate_step(
         metrics=result.metrics,
         mlflow_run_id=result.mlflow_run_id,
     )
+
+
+def _log_paired(tracking_uri: str, run_id: str, signed: list[Path], report_md: Path) -> None:
+    import math
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from components.registry.attestation import read_verified
+
+    client = MlflowClient(tracking_uri)
+    for path in [*signed, report_md]:
+        client.log_artifact(run_id, str(path), "evaluation")
+    paired = read_verified(Path(report_md).parent).paired
+    if paired is not None:
+        now = int(time.time() * 1000)
+        values = {f"paired/{k}": float(v) for k, v in paired.model_dump().items() if isinstance(v, int | float)}
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items() if math.isfinite(v)])
 
 
 def _kfp_run_tag() -> dict[str, str]:

@@ -15,6 +15,7 @@ from components.registry import promote as registry
 from components.registry.gate_evidence import EvidenceError, attestation_of, load_verified_model, sha256_of
 from components.registry.gate_rules import GateRules
 from pipelines import steps
+from pipelines.registry_view import eval_table
 from tests.conftest import write_corpus
 from tests.model_helpers import torch_single_thread  # noqa: F401
 from tests.registry_helpers import evaluation_key  # noqa: F401
@@ -50,6 +51,10 @@ def run_pipeline(root: Path, source: Path, stage_steps: int, tag: str):
     return spec, prepared, evaluation, result
 
 
+def stronger_eval_run(client, version) -> str:
+    return client.get_run(version.run_id).data.params["eval_run_id"]
+
+
 def test_weaker_refused_and_stronger_promoted_on_the_same_bytes_of_a_changed_source(tmp_path, settings_env) -> None:
     settings_env(ABSTRACTINATOR_DATA_HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     source = tmp_path / "text"
@@ -76,6 +81,15 @@ def test_weaker_refused_and_stronger_promoted_on_the_same_bytes_of_a_changed_sou
     spec, prepared, _, stronger = run_pipeline(tmp_path, source, 30, "stronger")
     assert stronger.action == "promoted", stronger.reasons
     assert stronger.reasons[0].startswith(f"beats champion v{first.version}")
+    report_md = Path(steps.join_uri(spec.run_root(prepared.data_hash), "eval", "report.md")).read_text()
+    assert (
+        "## Champion versus challenger on the same bytes" in report_md and f"| champion v{first.version} |" in report_md
+    )
+    version = client.get_model_version(MODEL, stronger.version)
+    shown = eval_table(version, attestation_of(client, version))
+    assert "champion versus challenger on the same bytes (test split: " in shown and "95% interval [-" in shown
+    eval_run = client.get_run(stronger_eval_run(client, version))
+    assert eval_run.data.metrics["paired/high"] < -0.01
 
     # the skip-retrain check reads the champion's signed attestation: an edited tag changes nothing
     client.set_model_version_tag(MODEL, stronger.version, "data_hash", "edited")
