@@ -151,3 +151,18 @@ def test_one_block_decides_nothing() -> None:
     result = paired_interval([900.0], [1000.0], [500], "1")
     assert result.low == -math.inf and result.high == math.inf
     assert decide(gate(metrics(2.0), interval=result), RULES).action == "refused"
+
+
+def test_every_rule_is_a_flag_of_registry_promote() -> None:
+    """The flags are generated from GateRules, so no rule is unreachable (min_exact_match was)."""
+    import argparse
+
+    from abstractinator.flags import add_gate_arguments, gate_flag, gate_rules_from
+
+    parser = argparse.ArgumentParser()
+    add_gate_arguments(parser)
+    flags = {action.option_strings[0] for action in parser._actions if action.option_strings[0] != "-h"}
+    assert flags == {gate_flag(name) for name in GateRules.model_fields}
+    assert gate_rules_from(parser.parse_args([])) == GateRules()
+    given = parser.parse_args(["--min-exact-match", "0.9", "--confidence", "0.99", "--max-bits-per-byte", "0"])
+    assert gate_rules_from(given) == GateRules(min_exact_match=0.9, confidence=0.99, max_bits_per_byte=None)

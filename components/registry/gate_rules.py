@@ -22,11 +22,12 @@ LIVE_SHARE_PREFIX = "live_code_share_L"
 
 
 class GateRules(BaseModel):
-    """What a challenger must show. The same fields are kfp pipeline parameters and CLI flags."""
+    """What a challenger must show. Each field is a flag of `registry promote` (abstractinator/flags.py generates
+    them from these fields); the kfp pipeline takes those of flags.PIPELINE_GATE_FIELDS as parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field("test_bits_per_byte", description="Lower is better; compared with the champion's.")
+    metric: str = Field("test_bits_per_byte", description="The metric of the absolute checks; lower is better.")
     min_improvement: float = Field(
         0.01, ge=0, description="Bits per byte the whole paired interval must lie below the champion by."
     )
