@@ -42,39 +42,45 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict | None = N
     parser.add_argument("--eval-limit", type=int, default=0, help="examples per lm-eval task (0: all)")
     parser.add_argument("--eval-max-bytes", type=int, default=0, help="bytes per eval split (0: all)")
     parser.add_argument("--no-canterbury", action="store_true", help="skip the Canterbury texts in evaluation")
-    add_gate_arguments(parser)
+    add_gate_arguments(parser, PIPELINE_GATE_FIELDS)
 
 
-def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
-    rules = GateRules()
-    parser.add_argument("--gate-metric", default=rules.metric, help="metric the gate compares (lower is better)")
-    parser.add_argument(
-        "--min-improvement",
-        type=float,
-        default=rules.min_improvement,
-        help="margin to beat the champion by (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-bits-per-byte",
-        type=float,
-        default=rules.max_bits_per_byte,
-        help="ceiling on the metric, 0: none (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--min-live-code-share",
-        type=float,
-        default=rules.min_live_code_share,
-        help="floor on every level's live codebook share (default: %(default)s)",
-    )
+# The rules the kfp pipeline takes as parameters (pipelines/training.py); `pipeline run-local` offers these alone.
+PIPELINE_GATE_FIELDS = ("metric", "min_improvement", "max_bits_per_byte", "min_live_code_share")
+
+
+def gate_flag(field: str) -> str:
+    return "--gate-metric" if field == "metric" else "--" + field.replace("_", "-")
+
+
+def _optional_float(text: str) -> float | None:
+    """A rule that can be off: 0 or "none" turns it off."""
+    return None if text.strip().lower() in ("none", "0", "0.0") else float(text)
+
+
+def add_gate_arguments(parser: argparse.ArgumentParser, fields: tuple[str, ...] | None = None) -> None:
+    """One flag per GateRules field (all of them, or `fields`), generated from the model, so that no rule exists
+    that no flag reaches: its name (`metric` is --gate-metric), type, default and description."""
+    for name, info in GateRules.model_fields.items():
+        if fields is not None and name not in fields:
+            continue
+        optional = type(None) in getattr(info.annotation, "__args__", ())
+        kind = _optional_float if optional else info.annotation
+        off = " (0: off)" if optional else ""
+        parser.add_argument(
+            gate_flag(name),
+            dest=f"gate_{name}",
+            type=kind,
+            default=info.default,
+            metavar=name.upper(),
+            help=f"{info.description}{off} (default: %(default)s)",
+        )
 
 
 def gate_rules_from(args: argparse.Namespace) -> GateRules:
-    return GateRules(
-        metric=args.gate_metric,
-        min_improvement=args.min_improvement,
-        max_bits_per_byte=args.max_bits_per_byte or None,
-        min_live_code_share=args.min_live_code_share,
-    )
+    """The rules the flags of add_gate_arguments gave (a field without a flag keeps its default)."""
+    given = {name: getattr(args, f"gate_{name}") for name in GateRules.model_fields if hasattr(args, f"gate_{name}")}
+    return GateRules(**given)
 
 
 def pipeline_arguments(args: argparse.Namespace) -> dict:
@@ -89,9 +95,9 @@ def pipeline_arguments(args: argparse.Namespace) -> dict:
         "run_key": args.run_key,
         "model_name": args.model_name,
         "gate_metric": args.gate_metric,
-        "min_improvement": args.min_improvement,
-        "max_bits_per_byte": args.max_bits_per_byte or 0.0,
-        "min_live_code_share": args.min_live_code_share,
+        "min_improvement": args.gate_min_improvement,
+        "max_bits_per_byte": args.gate_max_bits_per_byte or 0.0,
+        "min_live_code_share": args.gate_min_live_code_share,
         "skip_if_unchanged": not args.no_skip_unchanged,
         "include_eval_sets": not args.no_eval_sets,
         "eval_tasks": list(args.eval_tasks),

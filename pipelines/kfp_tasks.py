@@ -127,11 +127,13 @@ def evaluate(
     limit: int,
     max_eval_bytes: int,
     canterbury: bool,
+    model_name: str,
     scores: Output[Metrics],
     report: Output[Markdown],
 ) -> NamedTuple("EvaluateOutputs", report_uri=str, report_hash=str, metrics=dict, mlflow_run_id=str):
     """Bits per byte, code use, reconstruction, optional lm-eval tasks: every metric in `scores`, the report as
-    Markdown (and report.json under the artifact root)."""
+    Markdown (and report.json under the artifact root); `model_name`'s champion scored on the same bytes and the
+    attestation of both, signed with the key only this task holds (pipelines/paired_evaluation.py)."""
     from pipelines.kfp_artifacts import log_metrics, save_report, verified_model_path
     from pipelines.steps import evaluate_step
     from pipelines.task_runtime import task_failure, task_run_spec
@@ -149,6 +151,7 @@ def evaluate(
             max_eval_bytes or None,
             canterbury,
             checkpoint_hash=checkpoint_hash,
+            model_name=model_name,
         )
         log_metrics(scores, result.metrics)
         save_report(result.report_uri, report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from components.infrastructure.redaction import redact
 from components.infrastructure.tracking import ui_command
+from components.registry.gate_evidence import EvidenceError, attestation_of
 from components.registry.promote import (
     CHALLENGER,
     CHAMPION,
@@ -38,6 +39,11 @@ def status_table(state: dict) -> str:
             lines.append(f"{'':>9}{version['reasons']}")
         if version.get("lineage"):
             lines.append(f"{'':>9}lineage: " + ", ".join(f"{k}={v}" for k, v in version["lineage"].items()))
+    for record in state.get("pending", []):
+        lines.append(
+            f"pending since {record['time']} UTC: {record['action']} v{record['version']} (audit run "
+            f"{record['run_id']}), completed by the next gate run (promote or rollback)"
+        )
     return "\n".join(lines)
 
 
@@ -54,12 +60,32 @@ def history_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def eval_table(version) -> str:
-    """Every eval metric of one model version (its `metric.*` display tags), one per line."""
+def paired_table(version, attestation) -> list[str]:
+    """Challenger and champion on the same bytes, from the version's verified attestation."""
+    if attestation.champion_problem:
+        return [f"champion not scored beside v{version.version}: {attestation.champion_problem}"]
+    paired = attestation.paired
+    if paired is None:
+        return [f"no champion to compare v{version.version} with: its own numbers decide"]
+    golden = "test split + golden set" if attestation.golden_sha256 else "test split"
+    return [
+        f"champion versus challenger on the same bytes ({golden}: {paired.blocks} blocks, {paired.bytes} bytes):",
+        f"  {'challenger v' + str(version.version):<16}{paired.challenger_bits_per_byte:10.4f} bits per byte",
+        f"  {'champion v' + paired.champion_version:<16}{paired.champion_bits_per_byte:10.4f} bits per byte",
+        f"  {'difference':<16}{paired.difference:+10.4f}  {paired.confidence:.0%} interval "
+        f"[{paired.low:+.4f}, {paired.high:+.4f}]",
+    ]
+
+
+def eval_table(version, attestation=None) -> str:
+    """Every eval metric of one model version (its `metric.*` display tags), one per line, and the paired
+    comparison its evaluation made (when its verified `attestation` is given)."""
     metrics = metrics_of(version)
     width = max((len(k) for k in metrics), default=10)
     lines = [f"eval metrics of v{version.version}:"]
     lines += [f"  {key:<{width}}  {value:10.4f}" for key, value in sorted(metrics.items())]
+    if attestation is not None:
+        lines += paired_table(version, attestation)
     report = (version.tags or {}).get("report_uri")
     if report:
         lines.append(f"  report: {report} (and report.md beside it)")
@@ -75,7 +101,12 @@ def print_registry(tracking_uri: str, model_name: str, registry_flags: str = "")
         return
     latest = alias_version(client, model_name, CHALLENGER)
     if latest is not None:
-        print(eval_table(latest))
+        try:
+            attestation = attestation_of(client, latest)
+        except EvidenceError as error:
+            attestation = None
+            print(f"no verified evidence: {error}")
+        print(eval_table(latest, attestation))
         print()
     print(status_table(state))
     print()

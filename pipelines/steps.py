@@ -167,18 +167,23 @@ def prepare_step(
 
 def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_hash: str, code: str):
     """Whether the champion was made from this data, code (code identity, not the git commit: an uncommitted
-    edit is a change) and config."""
+    edit is a change) and config, as its signed attestation says (never its editable tags)."""
     from components.infrastructure.tracking import resolve_tracking_uri
+    from components.registry.gate_evidence import EvidenceError, read_evidence
     from components.registry.promote import CHAMPION, alias_version, client_for
 
     if code == "unknown":
         return False, "the code identity is unknown: retraining"
-    champion = alias_version(client_for(resolve_tracking_uri(spec.exp_config.project_name)), model_name, CHAMPION)
+    client = client_for(resolve_tracking_uri(spec.exp_config.project_name))
+    champion = alias_version(client, model_name, CHAMPION)
     if champion is None:
         return False, f"model {model_name!r} has no champion yet"
-    champion = champion.tags or {}
+    try:
+        attested = read_evidence(client, model_name, champion).attestation
+    except EvidenceError as error:
+        return False, f"the champion's evidence does not verify ({error}): retraining"
     current = {"data_hash": data_hash, "code_identity": code, "config_hash": config_hash}
-    changed = [key for key, value in current.items() if champion.get(key) != value]
+    changed = [key for key, value in current.items() if getattr(attested, key) != value]
     if changed:
         return False, "changed since the champion: " + ", ".join(changed)
     return True, "data, code and config equal the champion's: nothing to retrain"
@@ -307,9 +312,17 @@ def evaluate_step(
     canterbury: bool = True,
     tracking: bool = True,
     checkpoint_hash: str | None = None,
+    model_name: str = "",
 ) -> EvaluateStepResult:
-    """Evaluate the checkpoint (verified against `checkpoint_hash` first, when given) into the run's eval folder."""
+    """Evaluate the checkpoint (verified against `checkpoint_hash` first, when given) into the run's eval folder:
+    its weights as the slim `model.pt` that gets registered, scored beside `model_name`'s current champion on the
+    same bytes, and the signed attestation of both (pipelines/paired_evaluation.py). Each evaluation is a fresh
+    MLflow run."""
     from components.evaluation.evaluate import EvaluateParams, evaluate
+    from components.infrastructure.tracking import resolve_tracking_uri
+    from components.registry.attestation import WEIGHTS_FILE
+    from components.registry.pyfunc_model import slim_checkpoint
+    from pipelines.paired_evaluation import attest
     from pipelines.task_runtime import tag_mlflow_run
 
     eval_uri = join_uri(spec.run_root(data_hash), "eval")
@@ -320,18 +333,30 @@ def evaluate_step(
         checkpoint = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
         if checkpoint_hash and artifacts.file_hash(checkpoint) != checkpoint_hash:
             raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one training reported")
-        result = evaluate(
-            EvaluateParams(
-                checkpoint=str(checkpoint),
-                out_dir=out_dir,
-                data_dir=local_data(data_uri, data_hash),
-                tasks=tasks or [],
-                limit=limit,
-                max_eval_bytes=max_eval_bytes,
-                canterbury=canterbury,
-                tracking=tracking,
-            )
+        weights = slim_checkpoint(checkpoint, out_dir / WEIGHTS_FILE)  # the very file scored, attested, registered
+        params = EvaluateParams(
+            checkpoint=str(weights),
+            out_dir=out_dir,
+            data_dir=local_data(data_uri, data_hash),
+            tasks=tasks or [],
+            limit=limit,
+            max_eval_bytes=max_eval_bytes,
+            canterbury=canterbury,
+            tracking=tracking,
         )
+        result = evaluate(params)
+        tracking_uri = resolve_tracking_uri(spec.exp_config.project_name)
+        signed = attest(
+            model_name,
+            tracking_uri,
+            params,
+            result,
+            weights,
+            spec.code_identity,
+            spec.stages(data_hash).config_hash,
+        )
+        if result.mlflow_run_id:  # the evaluation run shows both models' numbers and carries the evidence
+            _log_paired(tracking_uri, result.mlflow_run_id, signed, result.report_md)
         (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
         report_hash = artifacts.file_hash(result.report_json)
         if not local:
@@ -343,6 +368,25 @@ def evaluate_step(
         metrics=result.metrics,
         mlflow_run_id=result.mlflow_run_id,
     )
+
+
+def _log_paired(tracking_uri: str, run_id: str, signed: list[Path], report_md: Path) -> None:
+    import math
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from components.registry.attestation import read_verified
+
+    client = MlflowClient(tracking_uri)
+    for path in [*signed, report_md]:
+        client.log_artifact(run_id, str(path), "evaluation")
+    paired = read_verified(Path(report_md).parent).paired
+    if paired is not None:
+        now = int(time.time() * 1000)
+        values = {f"paired/{k}": float(v) for k, v in paired.model_dump().items() if isinstance(v, int | float)}
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items() if math.isfinite(v)])
 
 
 def _kfp_run_tag() -> dict[str, str]:
@@ -408,13 +452,15 @@ def promote_step(
     kfp_run_id: str = "",
     data_uri: str = "",
 ) -> PromoteStepResult:
-    """Log the stage-2 checkpoint as a pyfunc model with its evidence (the evaluation report, checked against
-    `report_hash`) and lineage, register it as `challenger`, run the gate."""
+    """Log the weights the evaluation scored (its `model.pt`, from the stage-2 checkpoint) as a pyfunc model with
+    its evidence (the report, checked against `report_hash`, and the signed attestation) and lineage, register
+    it as `challenger`, run the gate (which trusts only the attestation)."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     from components.infrastructure.tracking import resolve_tracking_uri
+    from components.registry.attestation import ATTESTATION_FILE, PAIRED_BITS_FILE, SIGNATURE_FILE, WEIGHTS_FILE
     from components.registry.gate_evidence import record_evidence
     from components.registry.promote import client_for, promote, register_version, version_tags
     from components.registry.pyfunc_model import log_pyfunc_model
@@ -440,6 +486,7 @@ def promote_step(
         "config_hash": stages.config_hash,
         "image": image,
         "kfp_run_id": kfp_run_id or _kfp_run_tag().get("kfp_run_id", ""),
+        "report_sha256": report_hash,
     }
     extra = {
         "checkpoint_uri": checkpoint_uri,
@@ -459,6 +506,11 @@ def promote_step(
         report = artifacts.fetch_file(report_uri, Path(tmp) / "report.json")
         if report_hash and artifacts.file_hash(report) != report_hash:
             raise artifacts.StorageError(f"{report_uri}: content hash differs from the one evaluation reported")
+        eval_uri = report_uri.rsplit("/", 1)[0]
+        evaluation = [  # the weights the evaluation scored and its signed evidence, from beside the report
+            artifacts.fetch_file(join_uri(eval_uri, name), Path(tmp) / "evaluation" / name)
+            for name in (WEIGHTS_FILE, ATTESTATION_FILE, SIGNATURE_FILE, PAIRED_BITS_FILE)
+        ]
         with mlflow.start_run(run_name=f"{config.run_name.removesuffix('-stage2')}-candidate") as run:
             mlflow.set_tags({**provenance, **extra, **_kfp_run_tag()})
             mlflow.log_metrics(metrics)
@@ -466,8 +518,8 @@ def promote_step(
             mlflow.log_input(
                 MetaDataset(data_source, name=f"prepared-{data_hash[:12]}", digest=data_hash[:32]), context="training"
             )
-            record_evidence(client, run.info.run_id, report, lineage)
-            info = log_pyfunc_model(local)
+            record_evidence(client, run.info.run_id, [report, *evaluation[1:]], lineage)
+            info = log_pyfunc_model(evaluation[0], slim=False)  # byte for byte the attested weights
     version = register_version(
         client,
         model_name,

@@ -15,8 +15,13 @@ training task runs one trainer process per GPU, pipelines/torchrun.py), `/dev/sh
 DataLoader workers), a timeout; the two training tasks also a retry policy (a retried stage resumes from its own
 last checkpoint, pipelines/steps.py). Caching is on for the tasks whose outputs are a pure function of their
 inputs (both training stages and evaluation: config, overrides, step counts, data hash and the compiled code
-identity are inputs) and off for the two that read or write the registry (prepare_data's champion check,
-promote). An unchanged scheduled run therefore reuses its trained and evaluated results instead of retraining.
+identity are inputs) and off for those that read or write the registry (prepare_data's champion check, evaluation,
+which scores the current champion beside the new model, and promote). A rerun of unchanged inputs therefore
+reuses its trained results and evaluates them against whatever is champion now.
+
+The evaluation's Ed25519 signing key (components/infrastructure/signing.py) is the Secret
+`abstractinator-eval-signing-key`, mounted as a file into the evaluate task alone; every task may read the public
+key from the ConfigMap's ABSTRACTINATOR_EVAL_PUBLIC_KEY (optional: without it no evidence verifies).
 
 Scheduled retraining: prepare_data compares the data hash, code identity and config hash with the registry
 champion's; when all three match, the rest of the pipeline is skipped (dsl.If) and nothing is registered.
@@ -25,6 +30,7 @@ champion's; when all three match, the rest of the pipeline is skipped (dsl.If) a
 from kfp import dsl, kubernetes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from components.infrastructure.signing import PRIVATE_KEY_ENV, PUBLIC_KEY_ENV
 from pipelines.kfp_tasks import make_tasks
 from pipelines.task_runtime import REQUIRE_TRACKING_ENV, RUN_ID_ENV, RUN_ID_LABEL, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 
@@ -35,6 +41,8 @@ MLFLOW_AUTH_KEYS = {
     "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
 }
+EVAL_KEY_MOUNT = "/var/run/secrets/abstractinator-eval"
+EVAL_KEY_FILE = "ed25519.pem"
 SCRATCH = "/scratch"
 SCRATCH_ENV = {  # everything that would otherwise write under HOME, /tmp or the working directory
     "HOME": SCRATCH,
@@ -114,6 +122,11 @@ class ClusterSettings(BaseModel):
         "ConfigMap's: backend/src/v2/driver/root_dag.go), so `pipeline submit` and `schedule` send it as each "
         "run's pipeline root (pipelines/submission.py).",
     )
+    eval_signing_secret: str | None = Field(
+        "abstractinator-eval-signing-key",
+        description=f"Secret whose `{EVAL_KEY_FILE}` is the evaluation's Ed25519 private key, mounted into the "
+        "evaluate task alone; None: not mounted (the task then signs with a key of its own that no gate trusts).",
+    )
 
     @field_validator("pipeline_root")
     @classmethod
@@ -138,7 +151,8 @@ class ClusterSettings(BaseModel):
 def _configure(task, settings: ClusterSettings, kind: str):
     """kind: 'light' (data, promote), 'training' (the two stages) or 'evaluation'."""
     heavy = kind != "light"
-    task.set_caching_options(kind != "light")
+    # Evaluation reads the registry's champion (it scores it beside the challenger), so it is never cached.
+    task.set_caching_options(kind == "training")
     if heavy:
         task.set_cpu_request(settings.cpu).set_cpu_limit(settings.cpu)
         task.set_memory_request(settings.memory).set_memory_limit(settings.memory)
@@ -170,6 +184,12 @@ def _configure(task, settings: ClusterSettings, kind: str):
             config_map_name=settings.settings_config_map,
             config_map_key_to_env={key: key for key in SETTINGS_KEYS},
         )
+        kubernetes.use_config_map_as_env(  # the evaluation's public key: absent, no evidence verifies (fails closed)
+            task,
+            config_map_name=settings.settings_config_map,
+            config_map_key_to_env={PUBLIC_KEY_ENV: PUBLIC_KEY_ENV},
+            optional=True,
+        )
         task.set_env_variable(REQUIRE_TRACKING_ENV, "1")
     if settings.s3_secret:
         kubernetes.use_secret_as_env(task, secret_name=settings.s3_secret, secret_key_to_env=S3_SECRET_KEYS)
@@ -196,7 +216,7 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
 
     def configure(task, kind: str):
         if local:
-            return task.set_caching_options(kind != "light")
+            return task.set_caching_options(kind == "training")
         return _configure(task, settings, kind)
 
     @dsl.pipeline(
@@ -265,9 +285,15 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
                     limit=eval_limit,
                     max_eval_bytes=eval_max_bytes,
                     canterbury=eval_canterbury,
+                    model_name=model_name,
                 ),
                 "evaluation",
             )
+            if not local and settings.eval_signing_secret:  # the signing key: this task alone mounts it
+                kubernetes.use_secret_as_volume(
+                    evaluation, secret_name=settings.eval_signing_secret, mount_path=EVAL_KEY_MOUNT
+                )
+                evaluation.set_env_variable(PRIVATE_KEY_ENV, f"{EVAL_KEY_MOUNT}/{EVAL_KEY_FILE}")
             configure(
                 steps.promote(
                     **run,

@@ -1,8 +1,10 @@
-"""Model versions with real evidence (an evaluation run, a report artifact, the candidate run's params), made
-without training: what the registry tests promote; the gate as a separate process; the registry's consistency."""
+"""Model versions with real evidence (a signed attestation bound to a weights file, a report, the candidate run's
+params), made without training: what the registry tests promote; the gate as a separate process; the registry's
+consistency."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -10,10 +12,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from mlflow.entities import Metric
 
+from components.infrastructure import signing
 from components.registry import promote as registry
-from components.registry.gate_evidence import record_evidence
+from components.registry.attestation import Attestation, ScoredChampion, write_signed
+from components.registry.gate_evidence import attestation_of, record_evidence, sha256_of
+from components.registry.gate_rules import GateRules
+from components.registry.paired_interval import PairedResult
 
 
 def experiment_id(client, name: str = "candidates", artifact_root: Path | None = None) -> str:
@@ -28,29 +33,107 @@ def experiment_id(client, name: str = "candidates", artifact_root: Path | None =
         return client.get_experiment_by_name(name).experiment_id
 
 
-def add_version(client, name: str, bpb: float, share: float = 0.5, artifact_root: Path | None = None) -> str:
-    """A version whose evaluation measured `bpb` test bits per byte and live code share `share`."""
+@functools.cache
+def _test_key() -> tuple[str, str]:
+    """An Ed25519 key pair for this test process (the evaluation's key in production): (private key file, public
+    PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    path = Path(tempfile.mkdtemp(prefix="abstractinator-test-key-")) / "evaluation.pem"
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return str(path), public.decode()
+
+
+@pytest.fixture(autouse=True)
+def evaluation_key(monkeypatch):
+    """The evaluation's key pair, as the evaluate task (private) and the gate (public) find it. Test modules opt
+    in with `from tests.registry_helpers import evaluation_key  # noqa: F401`."""
+    private, public = _test_key()
+    monkeypatch.setenv(signing.PRIVATE_KEY_ENV, private)
+    monkeypatch.setenv(signing.PUBLIC_KEY_ENV, public)
+    return private, public
+
+
+def attested_bits(client, name: str, version: str) -> float:
+    attestation = attestation_of(client, client.get_model_version(name, version))
+    return attestation.metrics["test_bits_per_byte"]
+
+
+def add_version(
+    client,
+    name: str,
+    bpb: float,
+    share: float = 0.5,
+    artifact_root: Path | None = None,
+    spread: float = 0.005,
+    against: str | None = "champion",
+    weights: bool = True,
+) -> str:
+    """A version whose evaluation measured `bpb` test bits per byte and live code share `share`, scored beside the
+    current champion (against="champion"; None: as if there were none) with a paired interval of +-`spread`
+    around the difference, attested and signed as the evaluation step does, with a weights file of its own
+    (`weights` False: attested, but its registered model lacks the file)."""
     metrics = {"test_bits_per_byte": bpb, "live_code_share_L0": share}
     experiment = experiment_id(client, artifact_root=artifact_root)
-    evaluation = client.create_run(experiment, run_name="evaluate").info.run_id
-    client.log_batch(evaluation, metrics=[Metric(f"eval/{k}", v, 0, 0) for k, v in metrics.items()])
-    client.set_terminated(evaluation)
+    champion = registry.alias_version(client, name, registry.CHAMPION) if against == "champion" else None
+    scored, paired = None, None
+    if champion is not None:
+        champion_attestation = attestation_of(client, champion)
+        champion_bpb = champion_attestation.metrics["test_bits_per_byte"]
+        difference = bpb - champion_bpb
+        scored = ScoredChampion(
+            version=str(champion.version), weights_sha256=champion_attestation.challenger_weights_sha256
+        )
+        paired = PairedResult(
+            champion_version=str(champion.version),
+            challenger_bits_per_byte=bpb,
+            champion_bits_per_byte=champion_bpb,
+            difference=difference,
+            low=difference - spread,
+            high=difference + spread,
+            confidence=0.95,
+            blocks=10,
+            bytes=1000,
+            seed=0,
+            resamples=2000,
+        )
     candidate = client.create_run(experiment, run_name="candidate").info.run_id
     with tempfile.TemporaryDirectory() as tmp:
+        weights_file = Path(tmp) / "model" / "artifacts" / "model.pt"
+        weights_file.parent.mkdir(parents=True)
+        weights_file.write_bytes(os.urandom(256))
+        if weights:
+            client.log_artifact(candidate, str(weights_file), "model/artifacts")
         report = Path(tmp) / "report.json"
         report.write_text(json.dumps({"metrics": metrics, "checkpoint": "test"}))
-        record_evidence(
-            client,
-            candidate,
-            report,
-            {"eval_run_id": evaluation, "data_hash": "d", "code_identity": "c", "stage2_run_id": "s2"},
+        attestation = Attestation(
+            model_name=name,
+            challenger_weights_sha256=sha256_of(weights_file),
+            champion=scored,
+            data_hash="d",
+            golden_sha256="g",
+            code_identity="c",
+            config_hash="h",
+            metrics=metrics,
+            paired=paired,
+            report_sha256=sha256_of(report),
+            evaluated_at="2026-01-01T00:00:00Z",
         )
+        files = write_signed(attestation, Path(tmp))
+        lineage = {"eval_run_id": "e", "data_hash": "d", "code_identity": "c", "stage2_run_id": "s2"}
+        record_evidence(client, candidate, [report, *files], lineage)
     client.set_terminated(candidate)
     tags = registry.version_tags(metrics, {"data_hash": "d", "git_commit": "c", "config_hash": "h"})
     return registry.register_version(client, name, f"runs:/{candidate}/model", tags, run_id=candidate)
 
 
 REPO = Path(__file__).resolve().parents[1]
+RULES_ANY = GateRules(min_improvement=0.0, max_bits_per_byte=None)
 
 
 def promote_argv(name: str, version: str, *flags: str) -> list[str]:

@@ -396,3 +396,29 @@ def test_a_full_disk_while_preparing_data_is_named_and_installs_nothing(tmp_path
     assert problems == [f"error: {tiny_disk / 'data'}: disk full while preparing data (nothing was installed)"]
     assert not (tiny_disk / "data" / "manifest.json").exists()
     assert not list((tiny_disk / "data").glob(".tmp-*"))  # the temp folder went with the failure
+
+
+def test_registry_and_registered_model_bad_inputs_are_clear(tmp_path, capsys) -> None:
+    """Issue 23's registry rows: an unknown model is named as such (not "has no challenger"); the registered model
+    refuses an empty text (it reported 23.68 bits per byte) and a NaN or negative temperature (a RuntimeError deep
+    in sampling) with one clear ValueError each."""
+    from components.registry.pyfunc_model import AbstractinatorPyfunc
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["registry", "promote", "--tracking-uri", uri, "--model-name", "no-such-model"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]  # not mlflow's INFO
+    assert errors == ["error: model 'no-such-model': not in the registry"]
+
+    config = load_config(CI)
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model_state": build_model(config).state_dict(), "exp_config": config.as_dict()}, checkpoint)
+    model = AbstractinatorPyfunc()
+    model.load_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match="^bits_per_byte of an empty text: give at least one byte$"):
+        model.predict(None, [""])
+    for temperature in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="^temperature must be a finite number >= 0"):
+            model.predict(None, ["Once"], params={"task": "generate", "temperature": temperature, "max_new_bytes": 2})
+    with pytest.raises(ValueError, match="^max_new_bytes must be >= 0"):
+        model.predict(None, ["Once"], params={"task": "generate", "max_new_bytes": -1})
+    assert model.predict(None, ["ab"])[0]["bytes"] == 2  # good input still works

@@ -100,8 +100,16 @@ def test_tasks_read_settings_from_the_config_map_and_keys_from_secrets(compiled)
     executors = platform_executors(platform)
     for name in COMPONENTS:
         executor = executors[f"exec-{name}"]
-        (config_map,) = executor["configMapAsEnv"]
-        assert config_map["configMapName"] == SETTINGS_CONFIG_MAP
+        config_map, public_key = executor["configMapAsEnv"]
+        assert config_map["configMapName"] == public_key["configMapName"] == SETTINGS_CONFIG_MAP
+        # every task may verify evidence; a cluster without the key verifies none (optional: the pod still starts)
+        assert public_key["keyToEnv"] == [
+            {"configMapKey": "ABSTRACTINATOR_EVAL_PUBLIC_KEY", "envVar": "ABSTRACTINATOR_EVAL_PUBLIC_KEY"}
+        ]
+        assert public_key["optional"] is True
+        # the signing key is mounted into the evaluate task alone
+        mounted = [secret["secretName"] for secret in executor.get("secretAsVolume", [])]
+        assert mounted == (["abstractinator-eval-signing-key"] if name == "evaluate" else []), (name, mounted)
         assert (
             {item["envVar"] for item in config_map["keyToEnv"]}
             == set(SETTINGS_KEYS)
@@ -123,6 +131,8 @@ def test_tasks_read_settings_from_the_config_map_and_keys_from_secrets(compiled)
         # nothing baked in: no endpoint, no tracking server; every writable place is the scratch volume
         assert "MLFLOW_TRACKING_URI" not in env and "ABSTRACTINATOR_S3_ENDPOINT_URL" not in env
         assert env["ABSTRACTINATOR_REQUIRE_TRACKING_SERVER"] == "1"
+        signing_key = env.get("ABSTRACTINATOR_EVAL_SIGNING_KEY_FILE")
+        assert signing_key == ("/var/run/secrets/abstractinator-eval/ed25519.pem" if name == "evaluate" else None)
         assert all(
             env[key].startswith("/scratch")
             for key in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "ABSTRACTINATOR_DATA_HOME", "MPLCONFIGDIR")
@@ -158,7 +168,8 @@ def test_caching_is_on_exactly_for_the_deterministic_tasks(compiled) -> None:
     pipeline, _ = compiled
     tasks = tasks_of(pipeline)
     cached = {name for name in COMPONENTS if tasks[name].get("cachingOptions", {}).get("enableCache")}
-    assert cached == set(HEAVY)  # not the data step (asks the registry) nor promote (writes it)
+    # not the data step (asks the registry), evaluation (scores the registry's champion) nor promote (writes it)
+    assert cached == {"stage1-pretrain", "stage2-top-lm"} and cached < set(HEAVY)
     for name in HEAVY:  # the cache key holds the code identity of the compiled checkout and the data hash
         inputs = tasks[name]["inputs"]["parameters"]
         assert inputs["code_identity"]["runtimeValue"]["constant"] == code_identity()

@@ -4,6 +4,7 @@ the lease lock, completing a decision a crash left pending, and the CLI over the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -14,10 +15,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from abstractinator.cli import main
+from components.infrastructure import signing
 from components.registry import promote as registry
 from components.registry.gate_rules import GateRules
 from components.registry.registry_lock import LockError, RegistryLock
 from tests import registry_helpers
+from tests.registry_helpers import evaluation_key  # noqa: F401
 from tests.servers import free_port
 
 RULES = GateRules(min_improvement=0.05, max_bits_per_byte=7.0, min_live_code_share=0.1)
@@ -73,7 +76,8 @@ def test_worse_challenger_is_refused_and_the_champion_stays(client) -> None:
     assert outcome.action == "refused" and not outcome.promoted
     assert champion(client) == first
     tags = client.get_model_version(MODEL, worse).tags
-    assert tags["gate.decision"] == "refused" and "does not beat the champion's 3.0000" in tags["gate.reasons"]
+    assert tags["gate.decision"] == "refused" and "worse than the champion" in tags["gate.reasons"]
+    assert "interval [+0.1950, +0.2050]" in tags["gate.reasons"]
     assert [r["action"] for r in registry.history(client, MODEL)] == ["promoted", "refused"]
 
 
@@ -184,31 +188,93 @@ def test_a_holder_whose_lock_was_broken_does_not_move_the_champion(client) -> No
     assert champion(client) is None
 
 
-def test_a_forged_metric_tag_changes_nothing(client) -> None:
+def test_an_edited_tag_or_an_appended_metric_changes_nothing(client) -> None:
     first = add_version(client, 3.0)
     registry.promote(client, MODEL, first, RULES)
     worse = add_version(client, 3.5)
     client.set_model_version_tag(MODEL, worse, "metric.test_bits_per_byte", "0.5")  # anyone with write access
+    run_id = client.get_model_version(MODEL, worse).run_id
+    client.log_batch(run_id, metrics=[Metric("eval/test_bits_per_byte", 0.5, 0, 1)])  # appended, better
     outcome = registry.promote(client, MODEL, worse, RULES)
-    assert outcome.action == "refused" and "3.5000 does not beat the champion's 3.0000" in outcome.reasons[0]
-    assert champion(client) == first
+    assert outcome.action == "refused" and "worse than the champion" in outcome.reasons[0]
+    # the champion's evaluation run with an appended metric does not stall the next candidate (it stalled before)
+    champion_run = client.get_model_version(MODEL, first).run_id
+    client.log_batch(champion_run, metrics=[Metric("eval/test_bits_per_byte", 9.0, 0, 1)])
+    better = add_version(client, 2.5)
+    assert registry.promote(client, MODEL, better, RULES).action == "promoted"
 
 
-def test_altered_evidence_is_refused(client) -> None:
-    relogged, replaced = add_version(client, 3.0), add_version(client, 3.0)
-    eval_run = client.get_run(client.get_model_version(MODEL, relogged).run_id).data.params["eval_run_id"]
-    client.log_batch(eval_run, metrics=[Metric("eval/test_bits_per_byte", 0.5, 0, 1)])  # logged again, better
-    outcome = registry.promote(client, MODEL, relogged, RULES)
-    assert outcome.action == "refused" and "disagree on test_bits_per_byte" in outcome.reasons[0]
+def _overwrite(client, version: str, artifact_dir: str, name: str, data: bytes) -> None:
+    """What anyone holding the MLflow credential can do: log a file over one of the candidate run's artifacts."""
+    folder = ARTIFACTS.parent / "attacker" / version
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    client.log_artifact(client.get_model_version(MODEL, version).run_id, str(folder / name), artifact_dir)
 
-    run_id = client.get_model_version(MODEL, replaced).run_id
-    forged = ARTIFACTS.parent / "forged" / "report.json"
-    forged.parent.mkdir(exist_ok=True)
-    forged.write_text(json.dumps({"metrics": {"test_bits_per_byte": 0.5, "live_code_share_L0": 0.5}}))
-    client.log_artifact(run_id, str(forged), "evaluation")  # overwrites the report
-    outcome = registry.promote(client, MODEL, replaced, RULES)
-    assert outcome.action == "refused" and "evaluation report altered" in outcome.reasons[0]
+
+def _attestation_bytes(client, version: str) -> bytes:
+    run_id = client.get_model_version(MODEL, version).run_id
+    return Path(client.download_artifacts(run_id, "evaluation/attestation.json", str(ARTIFACTS.parent))).read_bytes()
+
+
+def test_a_tampered_attestation_is_refused(client) -> None:
+    version = add_version(client, 7.5)  # above the ceiling: the attacker raises its numbers
+    data = _attestation_bytes(client, version).replace(b'"test_bits_per_byte":7.5', b'"test_bits_per_byte":0.5')
+    assert b"0.5" in data
+    _overwrite(client, version, "evaluation", "attestation.json", data)
+    outcome = registry.promote(client, MODEL, version, RULES)
+    assert outcome.action == "refused" and "signature does not verify" in outcome.reasons[0]
     assert champion(client) is None
+
+
+def test_swapped_weights_are_refused(client) -> None:
+    version = add_version(client, 3.0)  # genuine evidence, but the registered weights are replaced afterwards
+    _overwrite(client, version, "model/artifacts", "model.pt", b"other weights")
+    outcome = registry.promote(client, MODEL, version, RULES)
+    assert outcome.action == "refused" and "registered weights are not the weights" in outcome.reasons[0]
+    assert champion(client) is None
+
+
+def test_evidence_signed_with_a_key_that_is_not_the_evaluations_is_refused(client, monkeypatch) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    other = ARTIFACTS.parent / "other-key.pem"
+    other.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    monkeypatch.setenv(signing.PRIVATE_KEY_ENV, str(other))  # signed by some task's key, checked with the real one
+    version = add_version(client, 3.0)
+    outcome = registry.promote(client, MODEL, version, RULES)
+    assert outcome.action == "refused" and "signature does not verify" in outcome.reasons[0]
+
+
+def test_a_version_registered_by_hand_with_made_up_evidence_is_refused(client, capsys) -> None:
+    """The attack of issue 21, with the public client API only: a new run holding a hand-written report.json, a
+    matching report_sha256, weights and an attestation of its own that nobody could sign."""
+    first = add_version(client, 3.0)
+    registry.promote(client, MODEL, first, RULES)
+    run = client.create_run(registry_helpers.experiment_id(client, artifact_root=ARTIFACTS)).info.run_id
+    folder = ARTIFACTS.parent / "forged" / run
+    folder.mkdir(parents=True)
+    report = folder / "report.json"
+    report.write_text(json.dumps({"metrics": {"test_bits_per_byte": 0.5, "live_code_share_L0": 0.5}}))
+    (folder / "model.pt").write_bytes(b"forged weights")
+    forged = _attestation_bytes(client, first).replace(b'"test_bits_per_byte":3.0', b'"test_bits_per_byte":0.5')
+    (folder / "attestation.json").write_bytes(forged)
+    (folder / "attestation.sig").write_text("AAAA\n")
+    for name in ("report.json", "attestation.json", "attestation.sig"):
+        client.log_artifact(run, str(folder / name), "evaluation")
+    client.log_artifact(run, str(folder / "model.pt"), "model/artifacts")
+    client.log_param(run, "report_sha256", hashlib.sha256(report.read_bytes()).hexdigest())
+    version = client.create_model_version(MODEL, source=f"runs:/{run}/model", run_id=run).version
+    uri = client.tracking_uri
+    assert main(["registry", "promote", "--tracking-uri", uri, "--model-name", MODEL, "--version", str(version)]) == 3
+    out = capsys.readouterr().out
+    assert f"refused: v{version}" in out and "signature does not verify" in out, out
+    assert champion(client) == first
 
 
 def test_a_version_without_evidence_is_refused(client) -> None:
@@ -216,7 +282,17 @@ def test_a_version_without_evidence_is_refused(client) -> None:
     tags = registry.version_tags({"test_bits_per_byte": 1.0}, {"data_hash": "d"})
     version = registry.register_version(client, MODEL, f"runs:/{run.info.run_id}/model", tags)
     outcome = registry.promote(client, MODEL, version, RULES)
-    assert outcome.action == "refused" and "records no report_sha256: no evidence" in outcome.reasons[0]
+    assert outcome.action == "refused" and "no signed evaluation attestation" in outcome.reasons[0]
+
+
+def test_a_challenger_scored_against_an_earlier_champion_is_not_compared_with_the_new_one(client) -> None:
+    first = add_version(client, 3.0)
+    registry.promote(client, MODEL, first, RULES)
+    good, better = add_version(client, 2.5), add_version(client, 2.0)  # both scored beside v{first}
+    assert registry.promote(client, MODEL, good, RULES).action == "promoted"
+    outcome = registry.promote(client, MODEL, better, RULES)
+    assert outcome.action == "refused", outcome
+    assert f"evaluated against champion v{first} but the champion is v{good}" in outcome.reasons[0]
 
 
 def test_a_rolled_back_version_is_only_promoted_again_by_force(client) -> None:
@@ -230,7 +306,7 @@ def test_a_rolled_back_version_is_only_promoted_again_by_force(client) -> None:
     assert registry.promote(client, MODEL, better, RULES, force=True, forced_by="fixed").action == "forced"
 
 
-def test_a_decision_left_pending_by_a_crash_is_completed_by_the_next_gate_run(client, monkeypatch) -> None:
+def test_a_decision_left_pending_by_a_crash_is_completed_by_the_next_gate_run(client, monkeypatch, capsys) -> None:
     first = add_version(client, 3.0)
     registry.promote(client, MODEL, first, RULES)
     better = add_version(client, 2.0)
@@ -242,13 +318,23 @@ def test_a_decision_left_pending_by_a_crash_is_completed_by_the_next_gate_run(cl
         return real_move(name, alias, version)
 
     monkeypatch.setattr(client, "set_registered_model_alias", crash)
-    with pytest.raises(ConnectionError):
-        registry.promote(client, MODEL, better, RULES)
+    monkeypatch.setattr(registry, "client_for", lambda uri: client)  # the CLI's client: this one, failing
+    common = ["--tracking-uri", client.tracking_uri, "--model-name", MODEL]
+    assert main(["registry", "promote", *common, "--version", better]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert "ConnectionError: the tracking server went away; the decision (promoted v" in error, error
+    assert error.endswith("UTC and will be completed by the next gate run"), error
     monkeypatch.setattr(client, "set_registered_model_alias", real_move)
-    # the audit record and the tags were written first; the move is pending
+    # the audit record and the tags were written first; the move is pending, and status says so
     assert champion(client) == first
     assert [r["state"] for r in registry.history(client, MODEL)] == ["applied", "pending"]
     assert client.get_model_version(MODEL, better).tags["gate.decision"] == "promoted"
+    (pending,) = registry.status(client, MODEL)["pending"]
+    assert pending["version"] == better and pending["action"] == "promoted"
+    assert main(["registry", "status", *common]) == 0
+    assert (
+        f"promoted v{better} (audit run {pending['run_id']}), completed by the next gate run" in capsys.readouterr().out
+    )
 
     worse = add_version(client, 2.5)
     outcome = registry.promote(client, MODEL, worse, RULES)

@@ -16,7 +16,7 @@ import pytest
 
 from components.registry import promote as registry
 from components.registry.gate_rules import GateRules
-from tests.registry_helpers import add_version, assert_consistent, gate_env, promote_argv
+from tests.registry_helpers import add_version, assert_consistent, evaluation_key, gate_env, promote_argv  # noqa: F401
 from tests.servers import MlflowServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]

@@ -69,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
         uri = tracking_uri_of(args)
         return _run(args, uri)
     except mlflow_failures() as error:  # a failing or unreachable server: the user's to fix, in one line
-        raise RegistryError(f"MLflow at {redact(uri)} failed: {type(error).__name__}: {one_line(error)}") from None
+        pending = getattr(error, "pending_decision", "")
+        raise RegistryError(
+            f"MLflow at {redact(uri)} failed: {type(error).__name__}: {one_line(error)}"
+            + (f"; {pending}" if pending else "")
+        ) from None
 
 
 def _run(args: argparse.Namespace, uri: str) -> int:
@@ -90,6 +94,7 @@ def _run(args: argparse.Namespace, uri: str) -> int:
         outcome = registry.rollback(client, args.model_name, lock_timeout_s=args.lock_timeout)
     else:
         version = args.version
+        registry.require_model(client, args.model_name)
         if version is None:
             challenger = registry.alias_version(client, args.model_name, registry.CHALLENGER)
             if challenger is None:

@@ -21,12 +21,14 @@ class CodecModel:
 
 def _registry_pin(location: str) -> tuple[str, str, str]:
     """(name, version, pinned reference) of models:/name@alias or models:/name/version."""
-    reference = location.removeprefix("models:/")
-    name, separator, tail = reference.partition("@") if "@" in reference else reference.rpartition("/")
-    if not (name and separator and tail):
-        raise CodecError(f"{location}: a registry reference is models:/NAME@ALIAS or models:/NAME/VERSION")
-    if separator == "/":
-        return name, tail, location
+    from components.infrastructure.model_reference import parse_model_reference
+
+    try:
+        name, tail, version = parse_model_reference(location)
+    except ValueError as error:
+        raise CodecError(str(error)) from None
+    if version is not None:
+        return name, version, location
     from components.infrastructure.redaction import one_line, redact
     from components.infrastructure.tracking import mlflow_failures, resolve_tracking_uri
     from components.registry.promote import alias_version, client_for

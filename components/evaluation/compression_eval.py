@@ -17,6 +17,8 @@ Per entry (report["compression"][name]):
     baselines {gzip, bzip2, xz, zstd}: bits per byte of gzip -9, bzip2 -9, xz -9e, zstd -19 on the same bytes
     levels [per level]: bytes_per_code, codebook_perplexity, live_codes, live_code_share, codebook_size (over
         the codes the code sends)
+    window_bits [per window]: [bytes, bits] the window sends (the blocks of a paired comparison; evaluate.py
+        moves them out of the report into EvaluateResult.block_bits)
     reconstruction: greedy decoding of the first windows from their own top codes: exact_match_bytes (share of
         byte positions reproduced), exact_match_windows (share of whole windows), windows
     segment_lengths {length: count} at level 0 over the sent tokens; sample {text, boundaries} (first window,
@@ -105,6 +107,7 @@ class _Accumulator:
         self.segment_lengths: Counter[int] = Counter()
         self.matched_bytes = self.compared_bytes = self.exact_windows = self.decoded_windows = 0
         self.sample: dict | None = None
+        self.window_bits: list[list[float]] = []  # [bytes, bits] each window sends, for paired comparisons
 
     def add(self, tokens: torch.Tensor, padding: torch.Tensor, bits: dict, quantized: dict, counts: list) -> None:
         """One batch: `bits`/`quantized` per_position_bits (exact/quantized), `counts` known_counts per level
@@ -118,12 +121,17 @@ class _Accumulator:
         self.byte_count += int(is_byte.sum())
         for row, mask in zip(tokens.cpu(), is_byte.cpu(), strict=True):
             self.data += bytes(row[mask].tolist())
-        self.top_bits += float((bits["top"] * sent(bits["top"], counts[-1])).sum())
+        row_bits = (bits["top"] * sent(bits["top"], counts[-1])).sum(dim=1).double()
+        self.top_bits += float(row_bits.sum())
         self.quantized_bits += float((quantized["top"] * sent(quantized["top"], counts[-1])).sum())
         for level, (level_bits, level_quantized) in enumerate(zip(bits["levels"], quantized["levels"], strict=True)):
             mask = sent(level_bits, counts[level])
-            self.level_bits[level] += float((level_bits * mask).sum())
+            level_rows = (level_bits * mask).sum(dim=1).double()
+            row_bits = row_bits + level_rows
+            self.level_bits[level] += float(level_rows.sum())
             self.quantized_bits += float((level_quantized * mask).sum())
+        for count, window_bits in zip(is_byte.sum(dim=1).tolist(), row_bits.tolist(), strict=True):
+            self.window_bits.append([int(count), float(window_bits)])
         self.bits = self.top_bits + sum(self.level_bits)
         for level, out in enumerate(bits["compressed"].levels):
             codes = out.codes[out.row_valid & sent(out.codes, counts[level + 1])].cpu()
@@ -203,6 +211,7 @@ class _Accumulator:
             },
             "segment_lengths": {str(k): v for k, v in sorted(self.segment_lengths.items())},
             "sample": self.sample,
+            "window_bits": self.window_bits,
         }
 
 

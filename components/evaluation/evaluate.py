@@ -8,7 +8,8 @@ EvaluateParams (extra="forbid")
     checkpoint        checkpoint file, checkpoint folder (its latest), s3:// URI or models:/name@alias
     out_dir           where report.json, report.md and the PNG plots go
     data_dir          prepared shards (val/test splits); None: the config's data, prepared on first use
-    compression       score val, test and the Canterbury texts (True)
+    compression       score the splits and the Canterbury texts (True)
+    splits            which prepared splits to score (val, test)
     canterbury        include the four Canterbury texts (taken from <data_dir>/eval/canterbury, else fetched)
     tasks             lm-eval tasks (standard names become <task>_local when the hub is offline)
     limit, num_fewshot  passed to lm-eval
@@ -18,7 +19,8 @@ EvaluateParams (extra="forbid")
     tracking          log metrics (as eval/<key>) and the report to MLflow: into the checkpoint's
                       `mlflow_run_id` run when it has one, else a new run in the config's project
 EvaluateResult
-    out_dir, report_json, report_md, plots, metrics (flat dict[str, float]), data_hash, mlflow_run_id
+    out_dir, report_json, report_md, plots, metrics (flat dict[str, float]), data_hash, mlflow_run_id,
+    block_bits ({text: [[bytes, bits] per window]}: what a paired comparison of two models pairs up)
 
 Metric keys (components/evaluation/eval_report.py `flat_metrics`): val_bits_per_byte, test_bits_per_byte (the gate's),
 <canterbury text>_bits_per_byte, <text file>_bits_per_byte, <name>_<gzip|bzip2|xz|zstd>_bits_per_byte,
@@ -28,6 +30,7 @@ reconstruction_exact_match_windows (on the test split), and lm-eval results as <
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -53,6 +56,7 @@ class EvaluateParams(BaseModel):
     out_dir: Path
     data_dir: Path | None = None
     compression: bool = True
+    splits: list[Literal["val", "test"]] = Field(default_factory=lambda: ["val", "test"])
     canterbury: bool = True
     tasks: list[str] = Field(default_factory=list)
     limit: int | None = Field(None, ge=1)
@@ -74,6 +78,9 @@ class EvaluateResult(BaseModel):
     metrics: dict[str, float]
     data_hash: str | None
     mlflow_run_id: str | None = None
+    block_bits: dict[str, list[list[float]]] = Field(
+        default_factory=dict, description="Per scored text (split or file): [bytes, bits] of each window."
+    )
 
 
 def versions() -> dict[str, str]:
@@ -174,7 +181,7 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
     length, batch = config.sequence_length, params.batch_size
     entries = {}
     if params.compression and data_dir is not None:
-        for split in ("val", "test"):
+        for split in params.splits:
             log.info("scoring_split", split=split)
             windows = split_windows(data_dir, split, length, batch, params.max_eval_bytes)
             entries[split] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
@@ -193,6 +200,7 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
         data = Path(path).read_bytes()[: params.max_eval_bytes]  # the compressors see the same bytes
         windows = text_windows(data, length, batch)
         entries[name] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
+        entries[name]["sha256"] = hashlib.sha256(data).hexdigest()  # what was scored (a golden set is pinned by it)
     return entries
 
 
@@ -218,6 +226,7 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
     data_dir = resolve_training_data(config, params.data_dir) if params.compression else params.data_dir
     data_hash = load_manifest(data_dir).data_hash if data_dir is not None else loaded.checkpoint.get("data_hash")
     compression = _compression_entries(params, loaded, data_dir)
+    block_bits = {name: entry.pop("window_bits") for name, entry in compression.items()}
 
     lm_eval_results = {}
     if params.tasks:
@@ -267,6 +276,7 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
         metrics=metrics,
         data_hash=data_hash,
         mlflow_run_id=run_id,
+        block_bits=block_bits,
     )
 
 

@@ -57,18 +57,20 @@ def _registry_checkpoint(uri: str) -> dict[str, Any]:
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
+    from components.infrastructure.model_reference import parse_model_reference
     from components.infrastructure.redaction import one_line
     from components.infrastructure.tracking import mlflow_failures, resolve_tracking_uri
 
-    reference = uri.removeprefix("models:/")
+    try:
+        name, alias, number = parse_model_reference(uri)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     tracking_uri = resolve_tracking_uri(None)
     client = MlflowClient(tracking_uri)
     try:
-        if "@" in reference:
-            name, alias = reference.split("@", 1)
+        if alias:
             version = client.get_model_version_by_alias(name, alias)
         else:
-            name, number = reference.rsplit("/", 1)
             version = client.get_model_version(name, number)
     except mlflow_failures() as error:  # not there, or a failing or unreachable server: one line
         raise CheckpointError(f"{uri}: not found in the MLflow registry ({one_line(error)})") from None

@@ -1,33 +1,39 @@
-"""What the gate decides from: the evaluation as it was measured, re-read and checked at promotion time.
+"""What the gate decides from: the evaluation's signed attestation (components/registry/attestation.py), re-read and
+checked at decision time against the weights the version registers.
 
-Version tags are editable by anyone with write access, so they never feed a decision (they mirror the metrics
-for display). The evidence is anchored in what MLflow does not let anyone change:
+A version's evidence is anchored in what nobody but the evaluation task can make and nobody can change unnoticed:
 
 - a model version's `run_id` (set when the version is created; there is no API to change it) names the
   candidate run that logged the model;
-- that run's params (MLflow refuses to change a logged param: "Changing param values is not allowed",
-  mlflow/store/tracking/sqlalchemy_store.py `log_param`) hold `report_sha256`, `eval_run_id` and the lineage;
-- the evaluation report (`evaluation/report.json`, an artifact of the candidate run) must hash to
-  `report_sha256`; the gate's metrics are the report's `metrics`;
-- the evaluation run's logged metrics (`eval/<key>`) must agree with the report: a metric logged again later
-  (metrics can be appended to) makes the evidence disagree, and the version is refused.
+- that run holds the evaluation's `evaluation/attestation.json` and `evaluation/attestation.sig`: the signature
+  must verify with the evaluation's public key (components/infrastructure/signing.py); whoever holds the MLflow
+  credential can write artifacts but cannot sign, so a version registered by hand, however self-consistent its
+  records, has no evidence;
+- the attestation names the model, the sha256 of the weights it scored and of the code files the model carries:
+  the version's registered `artifacts/model.pt` and code must hash to them, so evidence copied onto other
+  weights, or code edited in the artifact store afterwards, is refused (`load_verified_model` checks the same
+  before MLflow runs the model's code).
+
+Tags, params and metrics (appended ones included) are never read here: they mirror the evidence for people.
+The candidate run's params keep the lineage (`LINEAGE_KEYS`) that `registry status` shows.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from components.infrastructure.signing import SigningError
+from components.registry.attestation import ATTESTATION_FILE, SIGNATURE_FILE, WEIGHTS_FILE, Attestation, verified
+from components.registry.registry_lock import not_found
 from configs.errors import UserError
 
 REPORT_ARTIFACT_DIR = "evaluation"
-REPORT_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/report.json"
-EVAL_METRIC_PREFIX = "eval/"
+ATTESTATION_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/{ATTESTATION_FILE}"
+SIGNATURE_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/{SIGNATURE_FILE}"
 # The candidate run's params (immutable) that say where the version came from; `registry status` shows them.
 LINEAGE_KEYS = (
     "stage1_run_id",
@@ -43,74 +49,122 @@ LINEAGE_KEYS = (
 
 
 class EvidenceError(UserError):
-    """The version's evidence is missing or was altered; str() is one line (it becomes a refusal reason)."""
+    """The version's evidence is missing, unsigned or does not match its weights; str() is one line (it becomes a
+    refusal reason)."""
 
 
 class Evidence(BaseModel):
-    metrics: dict[str, float]
-    report_sha256: str
-    lineage: dict[str, str]
+    attestation: Attestation
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.attestation.metrics
 
 
 def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def record_evidence(client, run_id: str, report: Path, lineage: dict[str, str]) -> str:
-    """Attach an evaluation report and the lineage params to the candidate run `run_id`; returns the report's
-    sha256. Call it before the run's model is registered."""
+def record_evidence(client, run_id: str, evaluation_files: list[Path], lineage: dict[str, str]) -> None:
+    """Attach the evaluation's files (report.json, attestation.json, attestation.sig, paired_bits.json) and the
+    lineage params to the candidate run `run_id`. Call it before the run's model is registered."""
     from mlflow.entities import Param
 
-    if Path(report).name != "report.json":
-        raise ValueError(f"{report}: the evaluation report must be named report.json")
-    digest = sha256_of(report)
-    client.log_artifact(run_id, str(report), REPORT_ARTIFACT_DIR)
+    for path in evaluation_files:
+        client.log_artifact(run_id, str(path), REPORT_ARTIFACT_DIR)
     params = {key: str(value) for key, value in lineage.items() if value not in (None, "")}
-    params["report_sha256"] = digest
     client.log_batch(run_id, params=[Param(key, value) for key, value in sorted(params.items())])
-    return digest
 
 
-def _same(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-
-
-def read_evidence(client, version, gate_metric: str) -> Evidence:
-    """The metrics `version` was measured with, checked as the module docstring says; EvidenceError if not."""
+def _download(client, run_id: str, artifact: str, folder: str, label: str) -> Path:
     from mlflow.exceptions import MlflowException
 
+    try:
+        return Path(client.download_artifacts(run_id, artifact, folder))
+    except MlflowException as error:
+        if not_found(error) or "does not exist" in str(error).lower():
+            raise EvidenceError(f"{label}: no signed evaluation attestation in its run ({artifact} missing)") from None
+        raise
+    except OSError:
+        raise EvidenceError(f"{label}: no signed evaluation attestation in its run ({artifact} missing)") from None
+
+
+def registered_model_problem(client, name: str, version: str, attestation: Attestation, local: Path) -> str:
+    """Download the version's registered model under `local` and compare it with `attestation`: its weights and every
+    attested code file must hash as attested, and no code file may be there that was not attested. Returns why
+    not ("" when it matches)."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    location = client.get_model_version_download_uri(name, str(version)).rstrip("/")
+    try:  # a folder URI lands in a folder of its own name under dst_path
+        local = Path(download_artifacts(artifact_uri=location, dst_path=str(local), tracking_uri=client.tracking_uri))
+    except (MlflowException, OSError):
+        pass  # judged by what is (not) there below
+    weights = local / "artifacts" / WEIGHTS_FILE
+    if not weights.is_file():
+        return f"its registered model has no artifacts/{WEIGHTS_FILE} to check"
+    if sha256_of(weights) != attestation.challenger_weights_sha256:
+        return "its registered weights are not the weights its evaluation scored (sha256)"
+    changed = [path for path, digest in attestation.model_files.items() if _digest(local / path) != digest]
+    present = {
+        path.relative_to(local).as_posix()
+        for path in local.rglob("*")
+        if path.is_file() and (path.suffix == ".py" or "code" == path.relative_to(local).parts[0])
+    }
+    unattested = sorted(present - set(attestation.model_files)) if attestation.model_files else []
+    if changed or unattested:
+        return "its registered code is not the code its evaluation ran: " + ", ".join((changed + unattested)[:5])
+    return ""
+
+
+def _digest(path: Path) -> str | None:
+    return sha256_of(path) if path.is_file() else None
+
+
+def attestation_of(client, version) -> Attestation:
+    """The verified attestation in the version's candidate run (the signature only; see read_evidence)."""
     label = f"v{version.version}"
     if not version.run_id:
         raise EvidenceError(f"{label} has no candidate run: no evidence")
-    params = client.get_run(version.run_id).data.params
-    expected = params.get("report_sha256")
-    if not expected:
-        raise EvidenceError(f"{label}: its run records no report_sha256: no evidence")
     with tempfile.TemporaryDirectory(prefix="abstractinator-evidence-") as tmp:
-        try:
-            local = Path(client.download_artifacts(version.run_id, REPORT_ARTIFACT, tmp))
-        except MlflowException as error:
-            if "not found" in str(error).lower() or "does not exist" in str(error).lower():
-                raise EvidenceError(f"{label}: evaluation report missing from its run") from None
-            raise
-        except OSError as error:
-            raise EvidenceError(f"{label}: evaluation report unreadable ({error.strerror})") from None
-        if sha256_of(local) != expected:
-            raise EvidenceError(f"{label}: evaluation report altered (sha256 differs from the one recorded)")
-        metrics = {key: float(value) for key, value in json.loads(local.read_text())["metrics"].items()}
-    eval_run_id = params.get("eval_run_id")
-    if eval_run_id:
-        logged = client.get_run(eval_run_id).data.metrics
-        if EVAL_METRIC_PREFIX + gate_metric not in logged:
-            raise EvidenceError(f"{label}: evaluation run {eval_run_id} logged no {EVAL_METRIC_PREFIX}{gate_metric}")
-        differ = sorted(
-            key
-            for key, value in metrics.items()
-            if EVAL_METRIC_PREFIX + key in logged and not _same(logged[EVAL_METRIC_PREFIX + key], value)
-        )
-        if differ:
-            raise EvidenceError(
-                f"{label}: evaluation run {eval_run_id} and its report disagree on {', '.join(differ[:5])}"
-            )
-    lineage = {key: params[key] for key in LINEAGE_KEYS if params.get(key)}
-    return Evidence(metrics=metrics, report_sha256=expected, lineage=lineage)
+        data = _download(client, version.run_id, ATTESTATION_ARTIFACT, tmp, label).read_bytes()
+        signature = _download(client, version.run_id, SIGNATURE_ARTIFACT, tmp, label).read_text()
+    try:
+        return verified(data, signature)
+    except SigningError as error:
+        raise EvidenceError(f"{label}: evaluation attestation refused: {error}") from None
+    except ValueError:
+        raise EvidenceError(f"{label}: the signed attestation is not one this gate reads") from None
+
+
+def read_evidence(client, name: str, version) -> Evidence:
+    """The attestation of `version`, verified (module docstring); EvidenceError (one line) if not."""
+    attestation = attestation_of(client, version)
+    label = f"v{version.version}"
+    if attestation.model_name != name:
+        raise EvidenceError(f"{label}: its attestation is for model {attestation.model_name!r}, not {name!r}")
+    with tempfile.TemporaryDirectory(prefix="abstractinator-registered-") as tmp:
+        problem = registered_model_problem(client, name, str(version.version), attestation, Path(tmp))
+    if problem:
+        raise EvidenceError(f"{label}: {problem}")
+    return Evidence(attestation=attestation)
+
+
+def load_verified_model(client, name: str, version: str):
+    """`mlflow.pyfunc.load_model` of the version, after its files (weights and code) were checked against its signed
+    attestation: an edited `pyfunc_model.py` or `code/model/*.py` is refused before MLflow runs it."""
+    import mlflow.pyfunc
+
+    model_version = client.get_model_version(name, str(version))
+    attestation = read_evidence(client, name, model_version).attestation  # checked once here ...
+    folder = Path(tempfile.mkdtemp(prefix="abstractinator-model-"))
+    problem = registered_model_problem(client, name, str(version), attestation, folder)  # ... and what is loaded
+    if problem:
+        raise EvidenceError(f"v{version}: {problem}")
+    (model_file,) = folder.rglob("MLmodel")
+    return mlflow.pyfunc.load_model(str(model_file.parent))

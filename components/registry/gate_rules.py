@@ -1,37 +1,70 @@
-"""The promotion rule of the registry gate, as a pure function of two metrics dicts (no MLflow here).
+"""The promotion rule of the registry gate, as a pure function of what the signed evidence says (no MLflow here).
 
-A challenger becomes champion when it passes the absolute checks (a bits-per-byte ceiling, a minimum share of
-live codes at every level, optional exact-reconstruction floor) and, if there is a champion, beats it on the
-metric (lower is better: bits per byte) by at least `min_improvement`. Every failed check is a reason, so a
-refusal says everything that was wrong, not only the first thing.
+Every decision is made here: already champion, evidence refused, rolled back earlier, forced, promoted, refused.
+A challenger becomes champion when its evidence verified, it passes the absolute checks (a bits-per-byte
+ceiling, a minimum share of live codes at every level, optional exact-reconstruction floor) and, if there is a
+champion, the evaluation scored that very champion beside it on the same bytes and the paired interval on
+challenger-minus-champion bits per byte lies wholly below `-min_improvement` (components/registry/paired_interval.py).
+An interval that straddles it is "too close to call": a refusal that prints the interval. Every failed check is
+a reason, so a refusal says everything that was wrong, not only the first thing.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from components.registry.paired_interval import PairedResult
 
 LIVE_SHARE_PREFIX = "live_code_share_L"
 
 
 class GateRules(BaseModel):
-    """What a challenger must show. The same fields are kfp pipeline parameters and CLI flags."""
+    """What a challenger must show. Each field is a flag of `registry promote` (abstractinator/flags.py generates
+    them from these fields); the kfp pipeline takes those of flags.PIPELINE_GATE_FIELDS as parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field("test_bits_per_byte", description="Lower is better; compared with the champion's.")
-    min_improvement: float = Field(0.01, ge=0, description="Margin (in metric units) to beat the champion by.")
+    metric: str = Field("test_bits_per_byte", description="The metric of the absolute checks; lower is better.")
+    min_improvement: float = Field(
+        0.01, ge=0, description="Bits per byte the whole paired interval must lie below the champion by."
+    )
     max_bits_per_byte: float | None = Field(8.0, gt=0, description="Ceiling on the metric (8.0: uniform bytes).")
     min_live_code_share: float = Field(0.0, ge=0, le=1, description="Every level's live codebook share >= this.")
     min_exact_match: float | None = Field(
         None, ge=0, le=1, description="Floor on reconstruction_exact_match_bytes (None: not checked)."
     )
+    confidence: float = Field(0.95, gt=0, lt=1, description="Least confidence level of the paired interval.")
+
+
+Action = Literal["promoted", "forced", "refused", "already_champion"]
+
+
+class GateInput(BaseModel):
+    """What the gate knows when it decides about `version` (all of it read from verified evidence or the alias)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    champion: str | None = Field(description="The version the champion alias points at now.")
+    metrics: dict[str, float] | None = Field(description="The challenger's attested metrics; None: evidence refused.")
+    evidence_problem: str = ""
+    scored_champion: str | None = Field(None, description="The champion its evaluation scored beside it.")
+    champion_problem: str = Field("", description="Why its evaluation could not score the champion.")
+    paired: PairedResult | None = None
+    rolled_back: bool = False
+    forced_by: str | None = Field(None, description="A person overriding the gate, saying who/why; None: not forced.")
 
 
 class GateDecision(BaseModel):
-    promote: bool
+    action: Action
     reasons: list[str]
+
+    @property
+    def promote(self) -> bool:
+        return self.action in ("promoted", "forced", "already_champion")
 
     @property
     def summary(self) -> str:
@@ -67,20 +100,43 @@ def absolute_problems(metrics: dict[str, float], rules: GateRules) -> list[str]:
     return problems
 
 
-def decide(challenger: dict[str, float], champion: dict[str, float] | None, rules: GateRules) -> GateDecision:
-    """Promote or refuse `challenger` against `champion` (None: there is no champion yet)."""
-    reasons = absolute_problems(challenger, rules)
-    value = _value(challenger, rules.metric)
-    if champion is not None and value is not None:
-        best = _value(champion, rules.metric)
-        if best is None:
-            reasons.append(f"the champion has no {rules.metric}: not comparable")
-        elif value > best - rules.min_improvement:
-            reasons.append(
-                f"{rules.metric} {value:.4f} does not beat the champion's {best:.4f} by {rules.min_improvement}"
-            )
-        elif not reasons:
-            return GateDecision(promote=True, reasons=[f"{rules.metric} {value:.4f} beats {best:.4f}"])
+def paired_problem(gate: GateInput, rules: GateRules) -> str:
+    """Why the paired comparison with the current champion does not let the challenger pass ("" when it does)."""
+    if gate.champion_problem:
+        return f"the champion could not be scored beside it: {gate.champion_problem}"
+    if gate.scored_champion != gate.champion:
+        scored = f"champion v{gate.scored_champion}" if gate.scored_champion else "no champion"
+        return f"evaluated against {scored} but the champion is v{gate.champion}: evaluate it again on the same bytes"
+    paired = gate.paired
+    if paired is None or paired.champion_version != gate.champion:
+        return "no paired comparison with the champion in its evidence"
+    if paired.confidence < rules.confidence:
+        return f"its interval is at {paired.confidence:.0%}, the gate needs {rules.confidence:.0%}"
+    bound = -rules.min_improvement
+    if paired.high < bound:
+        return ""
+    verdict = "worse than the champion" if paired.low > 0 else "too close to call"
+    return f"{verdict}: {paired.interval_text()}; promotion needs the upper bound below {bound:+.4f}"
+
+
+def decide(gate: GateInput, rules: GateRules) -> GateDecision:
+    """Promote, refuse, or note that `gate.version` is champion already (see the module docstring)."""
+    if gate.champion == gate.version:
+        return GateDecision(action="already_champion", reasons=["already champion"])
+    if gate.metrics is None:
+        reasons = [gate.evidence_problem or "no verified evidence"]
+    else:
+        reasons = absolute_problems(gate.metrics, rules)
+        if gate.champion is not None:
+            problem = paired_problem(gate, rules)
+            reasons += [problem] if problem else []
+    if gate.rolled_back:
+        reasons.insert(0, "rolled back earlier: only --force promotes it again")
+    if gate.forced_by is not None:
+        return GateDecision(action="forced", reasons=[f"forced: {gate.forced_by or 'by hand'}", *reasons])
     if reasons:
-        return GateDecision(promote=False, reasons=reasons)
-    return GateDecision(promote=True, reasons=[f"first champion: {rules.metric} {value:.4f} passes the checks"])
+        return GateDecision(action="refused", reasons=reasons)
+    if gate.champion is None:
+        value = float(gate.metrics[rules.metric])
+        return GateDecision(action="promoted", reasons=[f"first champion: {rules.metric} {value:.4f} passes checks"])
+    return GateDecision(action="promoted", reasons=[f"beats champion v{gate.champion}: {gate.paired.interval_text()}"])

@@ -18,6 +18,7 @@ imports only the standard library and mlflow at module level for the same reason
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,10 @@ class AbstractinatorPyfunc(mlflow.pyfunc.PythonModel):
     def _bits_per_byte(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
         import torch
 
+        byte_count = len(text.encode("utf-8", errors="surrogateescape"))
+        if byte_count == 0:  # bits per byte of nothing is undefined (it came out as the framing's bits before)
+            raise ValueError("bits_per_byte of an empty text: give at least one byte")
         tokens = self._tokens(text, add_eos=True)
-        byte_count = max(len(text.encode("utf-8", errors="surrogateescape")), 1)
         with torch.no_grad():
             bits = float(self.model.code_length_bits(tokens)[0])
         return {"text": text, "bits_per_byte": bits / byte_count, "bytes": byte_count}
@@ -93,6 +96,10 @@ class AbstractinatorPyfunc(mlflow.pyfunc.PythonModel):
 
         max_new = int(params.get("max_new_bytes", 64))
         temperature = float(params.get("temperature", 0.0))
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
+        if max_new < 0:
+            raise ValueError(f"max_new_bytes must be >= 0, got {max_new}")
         with torch.no_grad():
             continuation = self.model.generate_bytes(self._tokens(text, add_eos=False)[0], max_new, temperature)
         return {"text": text, "generated": self.tokenizer.decode_text(continuation)}
@@ -103,7 +110,9 @@ def slim_checkpoint(checkpoint_path: Path, out_path: Path) -> Path:
     import torch
 
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    keep = ("model_state", "exp_config", "git_commit", "data_hash", "config_hash", "global_step", "stage")
+    # the format marker keeps it a checkpoint that evaluation and the codec read (components/training/checkpoints.py)
+    keep = ("format", "format_version", "model_state", "exp_config", "git_commit", "data_hash", "config_hash")
+    keep += ("global_step", "stage")
     torch.save({key: checkpoint[key] for key in keep if key in checkpoint}, out_path)
     return out_path
 
@@ -113,6 +122,23 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in REQUIRED_DISTRIBUTIONS]
+
+
+def model_code_files() -> dict[str, str]:
+    """{path in the logged model: sha256} of the code a model logged from this checkout carries (this file as
+    `pyfunc_model.py`, the packages under `code/`, as _stage_code copies them): what the evaluation attests, so
+    that a registered model whose code was edited afterwards is refused before MLflow runs any of it."""
+    import hashlib
+
+    here = Path(__file__).resolve()
+    files = {here.name: here}
+    for package in CODE_PACKAGES:
+        folder = here.parents[2] / package
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and "__pycache__" not in relative.parts and path.suffix != ".pyc":
+                files[f"code/{package}/{relative.as_posix()}"] = path
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
 
 
 def _stage_code(target: Path) -> list[str]:
@@ -127,9 +153,10 @@ def _stage_code(target: Path) -> list[str]:
     return paths
 
 
-def log_pyfunc_model(checkpoint_path: Path, name: str = "model") -> Any:
-    """Log the checkpoint (slimmed) as a self-contained pyfunc model in the active MLflow run; returns mlflow's
-    ModelInfo."""
+def log_pyfunc_model(checkpoint_path: Path, name: str = "model", slim: bool = True) -> Any:
+    """Log the checkpoint (slimmed, unless `slim` is False: a file slim_checkpoint made already, logged byte for
+    byte) as a self-contained pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
+    import shutil
     import tempfile
 
     from mlflow.models import ModelSignature
@@ -146,11 +173,15 @@ def log_pyfunc_model(checkpoint_path: Path, name: str = "model") -> Any:
         ),
     )
     with tempfile.TemporaryDirectory(prefix="abstractinator-pyfunc-") as tmp:
-        slim = slim_checkpoint(Path(checkpoint_path), Path(tmp) / "model.pt")
+        weights = Path(tmp) / "model.pt"
+        if slim:
+            slim_checkpoint(Path(checkpoint_path), weights)
+        else:
+            shutil.copyfile(checkpoint_path, weights)  # named model.pt in the model whatever its name here
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(Path(__file__).resolve()),  # models from code: this file, not a pickle
-            artifacts={CHECKPOINT_ARTIFACT: str(slim)},
+            artifacts={CHECKPOINT_ARTIFACT: str(weights)},
             code_paths=_stage_code(Path(tmp) / "code"),
             pip_requirements=pip_requirements(),
             signature=signature,

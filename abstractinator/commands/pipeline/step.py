@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             params.evaluate.max_eval_bytes,
             params.evaluate.canterbury,
             checkpoint_hash=stage2["checkpoint_hash"],
+            model_name=params.registry.model_name,
         )
         write_text_atomic(results / "eval_metrics.json", json.dumps(result.metrics, indent=2, sort_keys=True))
     else:

@@ -1,0 +1,221 @@
+"""The gate's decision log: how a decision is applied and recorded, crash-consistently, and read back.
+
+Every decision is a run in the `promotions` experiment (the audit record). A decision is made and applied under
+the registry lock (components/registry/registry_lock.py: a lease with a heartbeat, broken safely when its holder dies),
+and applied crash-consistently, in this order:
+
+1. the audit run is created with `state=pending` and everything the decision writes (one create call);
+2. the decision tags are written on the version(s);
+3. the alias moves (for promotions and rollbacks), right after checking the lock is still held;
+4. the audit run becomes `state=applied`.
+
+A crash (or a dead tracking server) anywhere leaves at most one pending audit run; the next gate run (promote or
+rollback), before deciding anything, completes it: rewrites its tags, moves the alias if it still points at the
+champion the decision was made against, and marks it applied. So the champion, the audit history and the tags
+agree after every gate run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from pydantic import BaseModel
+
+from components.infrastructure.logs import get_logger
+from components.registry.gate_rules import GateRules
+from components.registry.registry_client import CHAMPION, alias_version
+from components.registry.registry_lock import RegistryLock, already_exists
+
+log = get_logger(__name__)
+
+PROMOTIONS_EXPERIMENT = "promotions"
+MOVES_CHAMPION = ("promoted", "forced", "rolled_back")
+PENDING, APPLIED = "pending", "applied"
+_already_exists = already_exists
+
+
+class GateOutcome(BaseModel):
+    model: str
+    action: str  # promoted | forced | refused | already_champion | rolled_back
+    version: str | None
+    champion_before: str | None
+    champion_after: str | None
+    reasons: list[str]
+
+    @property
+    def promoted(self) -> bool:
+        return self.action in ("promoted", "forced", "already_champion", "rolled_back")
+
+
+# -- applying a decision (crash-consistently: see the module docstring) -----------------------------------------
+def _experiment_id(client) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(PROMOTIONS_EXPERIMENT)
+    except MlflowException as error:  # another gate created it first
+        if not _already_exists(error):
+            raise
+        return client.get_experiment_by_name(PROMOTIONS_EXPERIMENT).experiment_id
+
+
+def _decision_tags(outcome: GateOutcome, audit_run: str = "") -> dict[str, dict[str, str]]:
+    """{version: {tag: value}} that a decision writes."""
+    reasons = "; ".join(outcome.reasons)[:5000]
+    tags = {
+        str(outcome.version): {
+            "gate.decision": outcome.action,
+            "gate.reasons": reasons,
+            "gate.champion_before": str(outcome.champion_before),
+            "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    }
+    if outcome.action in ("promoted", "forced") and outcome.champion_before is not None:
+        tags[str(outcome.version)]["gate.promoted_over"] = outcome.champion_before
+    if outcome.action == "rolled_back":
+        tags.setdefault(str(outcome.champion_before), {})["gate.rolled_back"] = "true"
+    return tags
+
+
+def _apply(
+    client, lock: RegistryLock, outcome: GateOutcome, rules: GateRules | None, metrics: dict[str, float]
+) -> None:
+    """Steps 1-4 of the module docstring."""
+    from mlflow.entities import Metric
+
+    version_tags_ = _decision_tags(outcome)
+    lock.verify()  # a gate that lost its lock decides nothing (it may have decided against a stale champion)
+    run = client.create_run(  # 1. the audit record, pending, in one call
+        _experiment_id(client),
+        run_name=f"{outcome.model}-v{outcome.version}-{outcome.action}",
+        tags={
+            "model": outcome.model,
+            "version": str(outcome.version),
+            "action": outcome.action,
+            "reasons": "; ".join(outcome.reasons)[:5000],
+            "champion_before": str(outcome.champion_before),
+            "champion_after": str(outcome.champion_after),
+            "rules": rules.model_dump_json() if rules else "",
+            "version_tags": json.dumps(version_tags_),
+            "state": PENDING,
+        },
+    )
+    try:
+        _complete(
+            client,
+            lock,
+            run.info.run_id,
+            outcome.model,
+            version_tags_,
+            outcome.action,
+            outcome.champion_before,
+            outcome.champion_after,
+        )
+    except Exception as error:  # the decision is recorded (pending): say so wherever the failure is reported
+        error.pending_decision = (  # type: ignore[attr-defined]
+            f"the decision ({outcome.action} v{outcome.version}, audit run {run.info.run_id}) was recorded at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC and will be completed by the next gate run"
+        )
+        raise
+    if metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def _version_or_none(value: str | None) -> str | None:
+    return None if value in (None, "", "None") else str(value)
+
+
+def _complete(
+    client,
+    lock: RegistryLock,
+    run_id: str,
+    name: str,
+    version_tags_: dict[str, dict[str, str]],
+    action: str,
+    before: str | None,
+    after: str | None,
+) -> str:
+    """Steps 2-4 for the audit run `run_id` (a fresh one, or a pending one left by a crash); returns its end
+    state: `applied`, or `superseded` when the champion was moved by hand meanwhile."""
+    for version, tags in version_tags_.items():  # 2. the decision tags
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        if "gate.decision" in tags:  # the version decided about (a rollback also marks the one it demotes)
+            client.set_model_version_tag(name, version, "gate.audit_run", run_id)
+    state = APPLIED
+    if action in MOVES_CHAMPION:  # 3. the alias, compared right before it is set
+        current = alias_version(client, name, CHAMPION)
+        current = str(current.version) if current else None
+        if current == _version_or_none(before):
+            lock.verify()
+            client.set_registered_model_alias(name, CHAMPION, str(after))
+        elif current != _version_or_none(after):
+            state = "superseded"
+    client.set_tag(run_id, "state", state)  # 4.
+    client.set_terminated(run_id)
+    return state
+
+
+def recover(client, name: str, lock: RegistryLock) -> int:
+    """Complete every pending decision about `name` (oldest first); returns how many there were."""
+    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if experiment is None:
+        return 0
+    pending = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.model = '{name}' and tags.state = '{PENDING}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    for run in pending:
+        tags = run.data.tags
+        state = _complete(
+            client,
+            lock,
+            run.info.run_id,
+            name,
+            json.loads(tags.get("version_tags") or "{}"),
+            tags.get("action", ""),
+            tags.get("champion_before"),
+            tags.get("champion_after"),
+        )
+        client.set_tag(run.info.run_id, "recovered", "true")
+        log.warning(
+            "gate_pending_decision_completed",
+            model=name,
+            version=tags.get("version"),
+            action=tags.get("action"),
+            state=state,
+        )
+    return len(pending)
+
+
+def pending_decisions(client, name: str) -> list[dict[str, str]]:
+    """Decisions about `name` a crash left pending (the next gate run completes them), oldest first."""
+    return [record for record in history(client, name) if record["state"] == PENDING]
+
+
+def history(client, name: str) -> list[dict[str, str]]:
+    """Every gate decision about `name`, oldest first (from the promotions experiment)."""
+    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.model = '{name}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=50000,
+    )
+    keys = ("version", "action", "champion_before", "champion_after", "reasons", "state")
+    return [
+        {
+            "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.info.start_time / 1000)),
+            "run_id": run.info.run_id,
+            **{key: run.data.tags.get(key, "") for key in keys},
+        }
+        for run in runs
+    ]
