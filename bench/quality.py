@@ -16,7 +16,11 @@ In one run, on the config's corpus (the default corpus unless told otherwise):
    the text is framed BOS + bytes + EOS and cut into independent windows of the config's sequence_length, every
    window coded cold; the project model's bits are its two-part code length (model/code_length.py), the plain
    model's the cross-entropy of every position after BOS; bits per byte = bits / real bytes. gzip -9, bzip2 -9,
-   xz -9e and zstd -19 compress the same bytes.
+   xz -9e and zstd -19 compress the same bytes. Beside its bits per byte the project model reports what its top
+   codes carry (`CodeTally`): bits per code (the top LM's bits / codes sent), bytes per code, the codebook
+   perplexity of the codes sent (exp of their usage entropy) and the top LM's share of all its bits.
+   `--skip-plain` trains and scores the project model alone: a screen of configs against a plain model measured
+   once at the same sequence length, budget and --eval-bytes.
 
 The two models run back to back on the same machine, not at once: a machine shared with other work can slow
 one phase more than the other, so the load average and the CPU seconds of each phase are recorded beside the
