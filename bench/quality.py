@@ -16,7 +16,11 @@ In one run, on the config's corpus (the default corpus unless told otherwise):
    the text is framed BOS + bytes + EOS and cut into independent windows of the config's sequence_length, every
    window coded cold; the project model's bits are its two-part code length (model/code_length.py), the plain
    model's the cross-entropy of every position after BOS; bits per byte = bits / real bytes. gzip -9, bzip2 -9,
-   xz -9e and zstd -19 compress the same bytes.
+   xz -9e and zstd -19 compress the same bytes. Beside its bits per byte the project model reports what its top
+   codes carry (`CodeTally`): bits per code (the top LM's bits / codes sent), bytes per code, the codebook
+   perplexity of the codes sent (exp of their usage entropy) and the top LM's share of all its bits.
+   `--skip-plain` trains and scores the project model alone: a screen of configs against a plain model measured
+   once at the same sequence length, budget and --eval-bytes.
 
 The two models run back to back on the same machine, not at once: a machine shared with other work can slow
 one phase more than the other, so the load average and the CPU seconds of each phase are recorded beside the
@@ -33,6 +37,7 @@ seconds for both models (same name, .png).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -61,6 +66,7 @@ from components.training.optimization import build_optimizer  # noqa: E402
 from components.training.stages import load_pipeline_config, stage_configs  # noqa: E402
 from components.training.train import Trainer, TrainParams, train  # noqa: E402
 from configs import ExpConfig  # noqa: E402
+from model.code_length import position_bits  # noqa: E402
 from model.tokenizer import NUM_BYTES  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "quality.json"
@@ -78,8 +84,43 @@ def plain_bits(model: PlainByteTransformer, tokens: torch.Tensor, padding: torch
     return (nats * ~padding[:, 1:]).sum(1) / math.log(2)
 
 
-def project_bits(model, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-    return model.code_length_bits(tokens, key_padding_mask=padding)
+class CodeTally:
+    """What the project model's top codes carry, summed over scored batches: its bits (under the top LM) beside the
+    expanders', how many codes were sent and how often each code was used, so the report can give bits per code,
+    bytes per code, codebook perplexity and the top LM's share of the bits beside bits per byte."""
+
+    def __init__(self, codebook_size: int) -> None:
+        self.top_bits = self.level_bits = 0.0
+        self.code_counts = torch.zeros(codebook_size, dtype=torch.long)
+
+    def add(self, bits: dict) -> None:
+        """`bits` is model.code_length.position_bits output for one batch."""
+        self.top_bits += float(bits["top"].sum())
+        self.level_bits += sum(float(level.sum()) for level in bits["levels"])
+        compressed = bits["compressed"]
+        sent = compressed.top_codes[compressed.top_valid].cpu()
+        self.code_counts += torch.bincount(sent, minlength=len(self.code_counts))
+
+    def result(self, real_bytes: int) -> dict:
+        codes = int(self.code_counts.sum())
+        used = self.code_counts[self.code_counts > 0].double() / max(codes, 1)
+        total = self.top_bits + self.level_bits
+        return {
+            "codes": codes,
+            "bits_per_code": self.top_bits / codes if codes else float("nan"),
+            "bytes_per_code": real_bytes / codes if codes else float("nan"),
+            "codebook_perplexity": math.exp(float(-(used * used.log()).sum())),
+            "top_share": self.top_bits / total if total else float("nan"),
+            "top_bits_per_byte": self.top_bits / max(real_bytes, 1),
+        }
+
+
+def project_bits(model, tokens: torch.Tensor, padding: torch.Tensor, tally: CodeTally | None = None) -> torch.Tensor:
+    """Bits per row (B,): the two-part code length (model/code_length.py), its top codes' share added to `tally`."""
+    bits = position_bits(model, tokens, padding)
+    if tally is not None:
+        tally.add(bits)
+    return bits["top"].sum(1) + torch.stack([level.sum(1) for level in bits["levels"]]).sum(0)
 
 
 @torch.no_grad()
@@ -287,16 +328,23 @@ def plot(result: dict, path: Path) -> Path:
     return path
 
 
+def number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def table(result: dict) -> str:
     rows = [
-        "| text | bytes | model | plain | ratio | gzip -9 | bzip2 -9 | xz -9e | zstd -19 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| text | bytes | model | plain | ratio | bits/code | bytes/code | code ppl | top share "
+        "| gzip -9 | bzip2 -9 | xz -9e | zstd -19 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, entry in result["entries"].items():
-        c = entry["compressors"]
+        c, codes = entry["compressors"], entry["codes"]
         rows.append(
-            f"| {name} | {entry['bytes']:,} | {entry['model']:.3f} | {entry['plain']:.3f} | "
-            f"{entry['ratio']:.2f} | {c['gzip']:.3f} | {c['bzip2']:.3f} | {c['xz']:.3f} | {c['zstd']:.3f} |"
+            f"| {name} | {entry['bytes']:,} | {entry['model']:.3f} | {number(entry['plain'], 3)} | "
+            f"{number(entry['ratio'], 2)} | "
+            f"{codes['bits_per_code']:.2f} | {codes['bytes_per_code']:.2f} | {codes['codebook_perplexity']:.2f} | "
+            f"{codes['top_share']:.0%} | {c['gzip']:.3f} | {c['bzip2']:.3f} | {c['xz']:.3f} | {c['zstd']:.3f} |"
         )
     return "\n".join(rows)
 
@@ -326,6 +374,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="torch threads for both models (default: torch's; 1 is fastest on busy shared cores)",
+    )
+    parser.add_argument(
+        "--skip-plain",
+        action="store_true",
+        help="train and score only the project model (a screen against a plain model measured once before at "
+        "the same sequence length, budget and --eval-bytes; the JSON and table then have no plain column)",
     )
     parser.add_argument("--data", type=Path, default=None, help="prepared data dir (default: the config's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -361,17 +415,23 @@ def main(argv: list[str] | None = None) -> int:
         plain_model = matching_baseline(project_params, args.baseline_layers)
         key = "cpu_seconds" if args.clock == "cpu" else "seconds"
         points = [p[key] for p in project["curve"]]
-        print(f"plain model: {count(plain_model):,} parameters for {project[key]:.0f} {args.clock} seconds")
-        plain = train_plain(args, config, plain_model, data_dir, project[key], points, curve)
+        if args.skip_plain:
+            plain = {"skipped": True, "steps": 0, "seconds": 0.0, "cpu_seconds": 0.0, "curve": []}
+        else:
+            print(f"plain model: {count(plain_model):,} parameters for {project[key]:.0f} {args.clock} seconds")
+            plain = train_plain(args, config, plain_model, data_dir, project[key], points, curve)
         plain["load_before"] = load_before
         entries = {}
         for name, batches in eval_sets(data_dir, config, args.eval_bytes, not args.no_canterbury).items():
-            ours, theirs = score(project_bits, model, batches()), score(plain_bits, plain_model, batches())
+            tally = CodeTally(model.compressors[-1].quantizer.codebook.shape[0])
+            ours = score(functools.partial(project_bits, tally=tally), model, batches())
+            theirs = None if args.skip_plain else score(plain_bits, plain_model, batches())["bits_per_byte"]
             entries[name] = {
                 "bytes": ours["bytes"],
                 "model": ours["bits_per_byte"],
-                "plain": theirs["bits_per_byte"],
-                "ratio": ours["bits_per_byte"] / theirs["bits_per_byte"],
+                "plain": theirs,
+                "ratio": ours["bits_per_byte"] / theirs if theirs else None,
+                "codes": tally.result(ours["bytes"]),
                 "compressors": baseline_bits_per_byte(ours["data"]),
             }
     result = {
