@@ -247,9 +247,9 @@ def train_stage_step(
     checkpoint is this very run's. With several training processes (pipelines.torchrun.training_processes:
     the pod's GPUs, or ABSTRACTINATOR_TRAINING_PROCESSES) the trainer runs under torchrun, one process per
     device, each on batch_size / N windows, so the global batch and the result are the one-process run's."""
+    from components.infrastructure.tracking import tag_kfp_run
     from components.training.checkpoints import CheckpointStore
     from components.training.train import TrainParams
-    from pipelines.task_runtime import tag_mlflow_run
     from pipelines.torchrun import run_training, training_processes
 
     stages = spec.stages(data_hash)
@@ -279,7 +279,7 @@ def train_stage_step(
     )
     if not result.complete:
         raise RuntimeError(f"{stage} stopped at step {result.steps} before the end: resume it")
-    tag_mlflow_run(result.mlflow_run_id, result.tracking_uri)
+    tag_kfp_run(result.mlflow_run_id, result.tracking_uri)
     _write_curve(result.mlflow_run_id, result.tracking_uri, join_uri(spec.run_root(data_hash), stage, "curve.csv"))
     base = result.base_components
     return StageStepResult(
@@ -319,11 +319,10 @@ def evaluate_step(
     same bytes, and the signed attestation of both (pipelines/paired_evaluation.py). Each evaluation is a fresh
     MLflow run."""
     from components.evaluation.evaluate import EvaluateParams, evaluate
-    from components.infrastructure.tracking import resolve_tracking_uri
+    from components.infrastructure.tracking import resolve_tracking_uri, tag_kfp_run
     from components.registry.attestation import WEIGHTS_FILE
     from components.registry.pyfunc_model import slim_checkpoint
     from pipelines.paired_evaluation import attest
-    from pipelines.task_runtime import tag_mlflow_run
 
     eval_uri = join_uri(spec.run_root(data_hash), "eval")
     local = not artifacts.is_s3(eval_uri)
@@ -361,7 +360,7 @@ def evaluate_step(
         report_hash = artifacts.file_hash(result.report_json)
         if not local:
             artifacts.publish_dir(out_dir, eval_uri, last=("report.json",))
-    tag_mlflow_run(result.mlflow_run_id, get_settings().mlflow_tracking_uri)
+    tag_kfp_run(result.mlflow_run_id, get_settings().mlflow_tracking_uri)
     return EvaluateStepResult(
         report_uri=join_uri(eval_uri, "report.json"),
         report_hash=report_hash,
@@ -390,7 +389,7 @@ def _log_paired(tracking_uri: str, run_id: str, signed: list[Path], report_md: P
 
 
 def _kfp_run_tag() -> dict[str, str]:
-    from pipelines.task_runtime import kfp_run_id
+    from components.infrastructure.tracking import kfp_run_id
 
     run = kfp_run_id()
     return {"kfp_run_id": run} if run else {}

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from components.infrastructure.tracking import KFP_RUN_ID_ENV
 from configs.errors import UserError
 
 SETTINGS_CONFIG_MAP = "abstractinator-pipeline-settings"
@@ -38,7 +39,7 @@ SETTINGS_KEYS = (
     "ABSTRACTINATOR_ARTIFACT_ROOT",
 )
 REQUIRE_TRACKING_ENV = "ABSTRACTINATOR_REQUIRE_TRACKING_SERVER"
-RUN_ID_ENV = "KFP_RUN_ID"
+RUN_ID_ENV = KFP_RUN_ID_ENV
 RUN_ID_LABEL = "pipeline/runid"
 
 
@@ -50,7 +51,6 @@ class TaskSettings(BaseSettings):
     mlflow_tracking_uri: str = Field("", alias="MLFLOW_TRACKING_URI")
     artifact_root: str = Field("", alias="ABSTRACTINATOR_ARTIFACT_ROOT")
     require_tracking_server: bool = Field(False, alias=REQUIRE_TRACKING_ENV)
-    kfp_run_id: str = Field("", alias=RUN_ID_ENV)
     pipeline_progress: bool = Field(False, alias="ABSTRACTINATOR_PIPELINE_PROGRESS")
 
 
@@ -113,20 +113,6 @@ def show_progress() -> bool:
     """Draw the trainer's progress bar: under `abstractinator pipeline run-local`, which turns it into bars on
     the screen (pipelines/local_progress.py); not in a pod's log."""
     return TaskSettings().pipeline_progress
-
-
-def kfp_run_id() -> str | None:
-    return TaskSettings().kfp_run_id.strip() or None
-
-
-def tag_mlflow_run(run_id: str | None, tracking_uri: str | None) -> None:
-    """Record the KFP run that made an MLflow run (tag `kfp_run_id`) when there is one."""
-    kfp_run = kfp_run_id()
-    if not (kfp_run and run_id and tracking_uri):
-        return
-    from mlflow import MlflowClient
-
-    MlflowClient(tracking_uri).set_tag(run_id, "kfp_run_id", kfp_run)
 
 
 @contextlib.contextmanager

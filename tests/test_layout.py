@@ -73,3 +73,51 @@ def test_no_source_file_is_git_ignored() -> None:
         ).stdout.split()
         ignored += [name for name in listed if name.endswith(".py")]
     assert ignored == []
+
+
+PACKAGES = ("abstractinator", "components", "configs", "devtools", "model", "pipelines")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imports(path: Path, known: set[str]) -> set[str]:
+    """The repository modules `path` imports at run time, wherever the import stands (a function-level import
+    is still a dependency); imports under `if TYPE_CHECKING:` are for annotations only and do not count."""
+    tree = ast.parse(path.read_text())
+    skipped = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from package import module` depends on that module; on the package only for a name it defines
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & known
+            names.update(submodules)
+            if len(submodules) < len(node.names):
+                names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names & known
+
+
+def test_no_module_import_cycle() -> None:
+    """Modules import each other one way: no module reaches itself through the imports of the ones it imports.
+    (A package's __init__ counts as its own module; an import of `a.b.c` depends on the module `a.b.c`.)"""
+    import graphlib
+
+    paths = [path for package in PACKAGES for path in sorted((REPO / package).rglob("*.py"))]
+    known = {module_name(path) for path in paths}
+    graph = {module_name(path): runtime_imports(path, known) - {module_name(path)} for path in paths}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        pytest.fail("import cycle: " + " -> ".join(error.args[1]))

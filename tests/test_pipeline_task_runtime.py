@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from kfp.dsl import Metrics, Model
 
+from components.infrastructure import tracking
 from components.infrastructure.provenance import code_identity
 from pipelines import kfp_artifacts, task_runtime
 from pipelines.kfp_tasks import stage1_pretrain
@@ -79,10 +80,10 @@ def test_mlflow_runs_record_the_kfp_run(monkeypatch, tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("e"))
-    task_runtime.tag_mlflow_run(run.info.run_id, uri)  # outside KFP: nothing to record
+    tracking.tag_kfp_run(run.info.run_id, uri)  # outside KFP: nothing to record
     assert "kfp_run_id" not in client.get_run(run.info.run_id).data.tags
     monkeypatch.setenv("KFP_RUN_ID", "5b0c1e2d-run")
-    task_runtime.tag_mlflow_run(run.info.run_id, uri)
+    tracking.tag_kfp_run(run.info.run_id, uri)
     assert client.get_run(run.info.run_id).data.tags["kfp_run_id"] == "5b0c1e2d-run"
 
 

@@ -39,14 +39,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from components.evaluation.evaluation_errors import EvaluationError, require_bits
 from components.infrastructure.logs import get_logger
-from configs.errors import UserError
 
 log = get_logger(__name__)
-
-
-class EvaluationError(UserError):
-    """An evaluation that cannot run as asked (unknown task, model without probabilities, nothing to score)."""
 
 
 class EvaluateParams(BaseModel):
@@ -202,16 +198,6 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
         entries[name] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
         entries[name]["sha256"] = hashlib.sha256(data).hexdigest()  # what was scored (a golden set is pinned by it)
     return entries
-
-
-def require_bits(model, checkpoint) -> None:
-    """model/code_length.py's guard (the one message for every bits path), as an EvaluationError."""
-    from model.code_length import require_code_probabilities
-
-    try:
-        require_code_probabilities(model, f"{checkpoint}: scoring in bits")
-    except ValueError as error:
-        raise EvaluationError(str(error)) from None
 
 
 def evaluate(params: EvaluateParams) -> EvaluateResult:

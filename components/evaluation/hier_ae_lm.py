@@ -27,6 +27,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from components.evaluation.conditional_code_length import ByteScorer, HierarchicalAEScorer, ScoringWindow
+from components.evaluation.evaluation_errors import EvaluationError, require_bits
 
 LN2 = 0.6931471805599453
 
@@ -92,8 +93,6 @@ class HierarchicalAELM(LM):
     ):
         super().__init__()
         if (checkpoint is None) == (scorer is None):
-            from components.evaluation.evaluate import EvaluationError
-
             raise EvaluationError("hier_ae needs model_args checkpoint=PATH (a file, folder, s3:// or models:/)")
         batch = 8 if batch_size in (None, "", "auto") or str(batch_size).startswith("auto") else int(batch_size)
         if scorer is None:
@@ -101,8 +100,6 @@ class HierarchicalAELM(LM):
             from configs import load_config
 
             loaded = load_model(checkpoint, device, load_config(config) if config else None)
-            from components.evaluation.evaluate import require_bits
-
             require_bits(loaded.model, checkpoint)
             length = int(max_length) if max_length else loaded.config.sequence_length
             scorer = HierarchicalAEScorer(loaded.model, loaded.device, length, batch)

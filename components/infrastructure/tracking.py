@@ -32,6 +32,27 @@ from components.infrastructure.settings import get_settings
 
 log = get_logger(__name__)
 
+# The KFP run a pipeline task runs in: the API server labels each pod `pipeline/runid` (kubeflow/pipelines
+# backend/src/apiserver/template/argo_template.go `SetPodMetadataLabels`), and pipelines/training.py hands the
+# label to the task as this variable through the downward API.
+KFP_RUN_ID_ENV = "KFP_RUN_ID"
+
+
+def kfp_run_id() -> str | None:
+    """The KFP run id of this task, or None outside KFP."""
+    return os.environ.get(KFP_RUN_ID_ENV, "").strip() or None
+
+
+def tag_kfp_run(run_id: str | None, tracking_uri: str | None) -> None:
+    """Record the KFP run that made an MLflow run (tag `kfp_run_id`) when there is one."""
+    kfp_run = kfp_run_id()
+    if not (kfp_run and run_id and tracking_uri):
+        return
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri).set_tag(run_id, "kfp_run_id", kfp_run)
+
+
 # MLflow's REST client retries for minutes by default; we retry at a later flush instead.
 _CLIENT_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
