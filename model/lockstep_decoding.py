@@ -99,11 +99,11 @@ class LockstepTopSource:
         top_lm = self.model.top_lm
         if not top_lm.pooled_inputs:
             return None
-        closes = top_lm.closes_segment(torch.tensor(code_rows)).tolist()
+        closes = top_lm.closes_segment(torch.tensor(code_rows))
         vectors = torch.zeros(len(rows), self.model.compressors[-1].dim)
-        for i, (row, code_row) in enumerate(zip(rows, code_rows, strict=True)):
-            if closes[i]:
-                vectors[i] = self.decoder.pooled_vector(row, code_row)
+        if bool(closes.any()):
+            closing = closes.nonzero()[:, 0].tolist()
+            vectors[closes] = self.decoder.pooled_vectors([rows[i] for i in closing], [code_rows[i] for i in closing])
         return vectors
 
 
@@ -127,8 +127,15 @@ class LockstepLevelDecoder:
         self.lm_caches = _ragged(self.compressor.new_caches(), len(rows))
         self.tokens: dict[int, list[int]] = {row: [] for row in rows}  # decoded so far, and the segment of each
         self.token_segments: dict[int, list[int]] = {row: [] for row in rows}
+        # The top level's pooled vectors (the top LM's pooled inputs), pooled from the pooler inputs that each
+        # step computes beside the LM state: one compression-layer step per token, instead of re-running the
+        # trunk over a row's decoded tokens for every segment it closes.
+        self.pooling_caches = None
         if isinstance(parent, LockstepTopSource):
             parent.decoder = weakref.proxy(self)  # weak: a cycle would wait for the collector
+            if model.top_lm.pooled_inputs:
+                self.pooling_caches = _ragged(self.compressor.new_pooling_caches(), len(rows))
+                self.pooling_inputs: dict[int, list[torch.Tensor]] = {row: [] for row in rows}
 
     @torch.no_grad()
     def next_tokens(self, rows: list[int]) -> dict[int, int]:
@@ -172,7 +179,14 @@ class LockstepLevelDecoder:
             chosen = self.choose(self.level, [rows[i] for i in free], logits[free])
             for i, token in zip(free, chosen, strict=True):
                 tokens[i] = token
-        lm_logits, lm_states = self.compressor.lm_step(torch.tensor(tokens), _views(self.lm_caches, index))
+        if self.pooling_caches is None:
+            lm_logits, lm_states = self.compressor.lm_step(torch.tensor(tokens), _views(self.lm_caches, index))
+        else:
+            lm_logits, lm_states, pooling = self.compressor.lm_step(
+                torch.tensor(tokens), _views(self.lm_caches, index), _views(self.pooling_caches, index)
+            )
+            for row, vector in zip(rows, pooling, strict=True):
+                self.pooling_inputs[row].append(vector)
         log_probs = torch.log_softmax(lm_logits.float(), dim=-1)
         entropies = (-(log_probs.exp() * log_probs).sum(-1)).tolist()
         for row, token, entropy, state in zip(rows, tokens, entropies, lm_states, strict=True):
@@ -182,12 +196,28 @@ class LockstepLevelDecoder:
         return dict(zip(rows, tokens, strict=True))
 
     @torch.no_grad()
-    def pooled_vector(self, row: int, code_row: int) -> torch.Tensor:
-        """The pooled (pre-VQ) vector (D,) of top row code_row of `row`, from the tokens decoded so far (its
-        segment must be closed: pooling and the layers below it are causal, so later tokens change nothing)."""
-        tokens = torch.tensor([self.tokens[row]])
-        segments = torch.tensor([self.token_segments[row]])
-        return self.compressor.pooled_vectors(tokens, segments)[0, code_row]
+    def pooled_vectors(self, rows: list[int], code_rows: list[int]) -> torch.Tensor:
+        """The pooled (pre-VQ) vectors (len(rows), D) of top row code_rows[i] of rows[i], pooled from the pooler
+        inputs of that segment's decoded positions (the segment must be closed: pooling and the layers below it
+        are causal, so later tokens change nothing). One padded pooler call for all of them."""
+        L = self.rows_per_segment
+        spans = []
+        for row, code_row in zip(rows, code_rows, strict=True):
+            segments = self.token_segments[row]
+            segment = code_row // L
+            start = segments.index(segment)
+            end = start
+            while end < len(segments) and segments[end] == segment:
+                end += 1
+            spans.append(self.pooling_inputs[row][start:end])
+        width = max(len(span) for span in spans)
+        hidden = torch.zeros(len(rows), width, self.compressor.dim)
+        valid = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, span in enumerate(spans):
+            hidden[i, : len(span)] = torch.stack(span)
+            valid[i, : len(span)] = True
+        pooled = self.compressor.pool_segments(hidden, valid)
+        return pooled[torch.arange(len(rows)), torch.tensor(code_rows) % L]
 
 
 def lockstep_chain(model, forced: dict[int, list[list[int]]], top_known: dict[int, list[int]], choose: Chooser):
