@@ -5,7 +5,7 @@ each level's LM entropy, code rows pulled from the level above when a segment op
 through `TopLM.code_logits`) for a set of rows that advance together: `next_tokens(rows)` gives the next token
 of each listed row. Rows are independent (the codec's streams, components/codec/): they open segments at
 different positions, so a level above is asked for codes by a different subset of rows at each step, and its
-rows then hold different numbers of tokens. Ragged KV caches (model/attention.py's `RaggedKeyValueCache`) let
+rows then hold different numbers of tokens. Ragged KV caches (model/ragged_cache.py) let
 one step call take each row at its own position, so every request is one model call (two when some rows are
 at their first position, which reads the start vector instead of a previous token).
 
@@ -28,18 +28,18 @@ from collections.abc import Callable
 
 import torch
 
-from model.attention import RaggedKeyValueCache
+from model.ragged_cache import RaggedKeyValueCaches
 from model.segmentation import SegmentationState
 
 Chooser = Callable[[int, list[int], torch.Tensor], list[int]]
 
 
-def _ragged(caches, rows: int) -> list[RaggedKeyValueCache]:
-    return [RaggedKeyValueCache(cache.window, rows) for cache in caches]
+def _ragged(caches, rows: int) -> RaggedKeyValueCaches:
+    return RaggedKeyValueCaches([cache.window for cache in caches], rows)
 
 
-def _views(caches: list[RaggedKeyValueCache], index: torch.Tensor):
-    return [cache.view(index) for cache in caches]
+def _views(caches: RaggedKeyValueCaches, index: torch.Tensor):
+    return caches.views(index)
 
 
 def _by_start(rows: list[int], lengths: torch.Tensor) -> list[list[int]]:
@@ -75,7 +75,7 @@ class LockstepTopSource:
     def next_logits(self, rows: list[int]) -> torch.Tensor:
         """Logits (len(rows), K) of each row's next code, given the codes it emitted so far."""
         quantizer = self.model.compressors[-1].quantizer
-        lengths = self.caches[0].lengths  # positions fed so far, per row
+        lengths = self.caches.lengths  # positions fed so far, per row
         predictions: dict[int, torch.Tensor] = {}
         # Position len(emitted) predicts the next code; positions before it only fill the caches.
         while pending := [row for row in rows if lengths[row] <= len(self.emitted[row])]:
@@ -148,7 +148,7 @@ class LockstepLevelDecoder:
             for row, code in self.parent.next_tokens(needing).items():
                 self.codes[row].append(code)
         tokens: dict[int, int] = {}
-        for group in _by_start(rows, self.expander_caches[0].lengths):
+        for group in _by_start(rows, self.expander_caches.lengths):
             tokens.update(self._step(group, segments))
         return tokens
 

@@ -12,9 +12,10 @@ import torch
 
 from components.codec.window_coder import known_prefixes
 from model import build_model
-from model.attention import KeyValueCache, RaggedKeyValueCache
+from model.attention import KeyValueCache
 from model.blocks import TransformerBlock
 from model.lockstep_decoding import lockstep_chain
+from model.ragged_cache import RaggedKeyValueCaches
 from model.tokenizer import BOS_ID
 from tests.codec_helpers import codec_config
 from tests.model_helpers import real_text, tiny_config
@@ -27,14 +28,14 @@ def test_ragged_cache_rows_step_as_if_each_had_its_own_cache(window):
     block = TransformerBlock(16, 2, window=window, ffn_multiplier=2).eval()
     rows = 3
     x = torch.randn(rows, 12, 16)
-    ragged = RaggedKeyValueCache(window, rows)
+    ragged = RaggedKeyValueCaches([window], rows)
     own = [KeyValueCache(window) for _ in range(rows)]
     fed = [0] * rows
     # Subsets in an order that leaves the rows at different positions (row 2 waits, then catches up alone).
     schedule = [[0, 1], [0], [0, 1], [1], [0, 1, 2], [2], [2], [0, 2], [2], [1, 2], [0, 1, 2], [0, 1, 2]]
     for subset in schedule:
         inputs = torch.stack([x[row, fed[row]] for row in subset])[:, None]
-        got = block.step(inputs, ragged.view(torch.tensor(subset)))[:, 0]
+        got = block.step(inputs, ragged.views(torch.tensor(subset))[0])[:, 0]
         for i, row in enumerate(subset):
             expected = block.step(x[row : row + 1, fed[row]][:, None], own[row])[0, 0]
             torch.testing.assert_close(got[i], expected, atol=1e-5, rtol=1e-5)
