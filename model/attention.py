@@ -45,7 +45,8 @@ def rope_angles(positions: torch.Tensor, d: int, device) -> tuple[torch.Tensor, 
     key = (half, torch.device(device))
     inv_freq = _INVERSE_FREQUENCIES.get(key)
     if inv_freq is None:
-        inv_freq = ROPE_BASE ** (-torch.arange(0, half, device=device, dtype=torch.float32) / half)
+        with torch.inference_mode(False):  # a normal tensor even when first built while decoding: training reads it
+            inv_freq = ROPE_BASE ** (-torch.arange(0, half, device=device, dtype=torch.float32) / half)
         _INVERSE_FREQUENCIES[key] = inv_freq
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (S, d/2) or (B, S, d/2)
     if angles.dim() == 3:
