@@ -18,7 +18,7 @@ Shapes: B batch, H heads, S positions, d head dim, W window. Self-attention tens
   attends only to the code rows of its own segment and `lookback` earlier segments. It gathers those rows
   (B, H, S, (lookback+1)*L, d), so memory grows linearly with S.
 - `KeyValueCache`: per-layer cache for step-by-step decoding with a sliding window.
-- `RaggedKeyValueCache`: the same for independent rows that hold different numbers of positions (lockstep decoding).
+  (model/ragged_cache.py: the same for independent rows that hold different numbers of positions.)
 """
 
 from __future__ import annotations
@@ -34,20 +34,40 @@ ROPE_BASE = 10000.0
 BACKENDS = ("block", "flex")  # block-local SDPA (any device), FlexAttention (CUDA only)
 
 
-def apply_rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + d/2) of x (B, H, S, d) by angles positions * base^(-2i/d)."""
-    d = x.shape[-1]
+_INVERSE_FREQUENCIES: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def rope_angles(positions: torch.Tensor, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (S, d/2) or (B, 1, S, d/2) of the rotation at `positions` (S,) or (B, S), for head dim d.
+    Computed once per call site and shared by queries and keys (`rotate`); the frequencies are cached, since a
+    decoding step would otherwise rebuild them for every layer."""
     half = d // 2
-    inv_freq = ROPE_BASE ** (-torch.arange(0, half, device=x.device, dtype=torch.float32) / half)
+    key = (half, torch.device(device))
+    inv_freq = _INVERSE_FREQUENCIES.get(key)
+    if inv_freq is None:
+        with torch.inference_mode(False):  # a normal tensor even when first built while decoding: training reads it
+            inv_freq = ROPE_BASE ** (-torch.arange(0, half, device=device, dtype=torch.float32) / half)
+        _INVERSE_FREQUENCIES[key] = inv_freq
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (S, d/2) or (B, S, d/2)
     if angles.dim() == 3:
         angles = angles[:, None]  # (B, 1, S, d/2): broadcast over heads
-    cos, sin = angles.cos(), angles.sin()
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + d/2) of x (B, H, S, d) by the angles of `rope_angles`."""
+    d = x.shape[-1]
+    half = d // 2
     x1, x2 = x[..., :half].float(), x[..., half : 2 * half].float()
     rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     if 2 * half != d:  # odd head dim: the last channel is not rotated
         rotated = torch.cat([rotated, x[..., 2 * half :].float()], dim=-1)
     return rotated.to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + d/2) of x (B, H, S, d) by angles positions * base^(-2i/d)."""
+    return rotate(x, *rope_angles(positions, x.shape[-1], x.device))
 
 
 def _zero_padded_queries(out: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
@@ -250,57 +270,3 @@ class KeyValueCache:
     def append_step(self, k: torch.Tensor, v: torch.Tensor):
         """`append`, plus the attention mask of the step (None: every cached key is visible)."""
         return (*self.append(k, v), None)
-
-
-class RaggedKeyValueCache:
-    """Keys/values of independent rows that hold different numbers of positions (lockstep decoding): storage
-    (R, H, capacity, d) with each row's positions from index 0, and its length. A step runs on some rows,
-    `view(rows)`, each at its own position; the keys a row has not written are masked out."""
-
-    def __init__(self, window: int | None, rows: int):
-        self.window = window
-        self.keys: torch.Tensor | None = None
-        self.values: torch.Tensor | None = None
-        self.lengths = torch.zeros(rows, dtype=torch.long)
-
-    def view(self, rows: torch.Tensor) -> RaggedCacheView:
-        return RaggedCacheView(self, rows)
-
-
-class RaggedCacheView:
-    """The rows of a `RaggedKeyValueCache` that take one step together (the interface SelfAttention.step uses)."""
-
-    def __init__(self, cache: RaggedKeyValueCache, rows: torch.Tensor):
-        self.cache, self.rows = cache, rows
-        # All rows in order: the keys are read as a view, not gathered (the common case: every row stepping).
-        self.every_row = len(rows) == len(cache.lengths) and bool((rows == torch.arange(len(rows))).all())
-
-    def next_positions(self, device) -> torch.Tensor:
-        return self.cache.lengths[self.rows][:, None].to(device)  # (n, 1): one position per row
-
-    def append_step(self, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (n, H, 1, d) at each row's next position; returns the rows' keys and values (n, H, T, d)
-        and the mask (n, 1, 1, T) of the keys each row sees (its own, within the window)."""
-        cache, lengths = self.cache, self.cache.lengths[self.rows]
-        needed = int(lengths.max()) + 1
-        if cache.keys is None or cache.keys.shape[2] < needed:
-            capacity = max(16, 2 * needed)
-            shape = (len(cache.lengths), k.shape[1], capacity, k.shape[3])
-            keys, values = k.new_zeros(shape), v.new_zeros(shape)
-            if cache.keys is not None:
-                keys[:, :, : cache.keys.shape[2]] = cache.keys
-                values[:, :, : cache.values.shape[2]] = cache.values
-            cache.keys, cache.values = keys, values
-        cache.keys[self.rows, :, lengths] = k[:, :, 0]
-        cache.values[self.rows, :, lengths] = v[:, :, 0]
-        cache.lengths[self.rows] = lengths + 1
-        oldest = 0 if cache.window is None else max(0, int(lengths.min()) - cache.window)  # none sees before
-        index = torch.arange(oldest, needed)[None]
-        visible = index <= lengths[:, None]
-        if cache.window is not None:
-            visible = visible & (index >= lengths[:, None] - cache.window)
-        rows = slice(None) if self.every_row else self.rows
-        keys, values = cache.keys[rows, :, oldest:needed], cache.values[rows, :, oldest:needed]
-        if bool(visible.all()):  # rows in step (the usual case): no mask, the faster attention kernel
-            return keys, values, None
-        return keys, values, visible[:, None, None, :].to(k.device)

@@ -130,13 +130,36 @@ class Compressor(nn.Module):
         layers = list(self.shared_layers) + list(self.lm_layers)
         return [KeyValueCache(layer.attn.window) for layer in layers]
 
+    def new_pooling_caches(self) -> list[KeyValueCache]:
+        """Caches of the compression layers, for `lm_step`'s pooling input."""
+        return [KeyValueCache(layer.attn.window) for layer in self.compression_layers]
+
     @torch.no_grad()
-    def lm_step(self, token: torch.Tensor, caches: list[KeyValueCache]) -> tuple[torch.Tensor, torch.Tensor]:
+    def lm_step(
+        self, token: torch.Tensor, caches: list[KeyValueCache], pooling_caches: list[KeyValueCache] | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Feed one token per row (B,); returns the LM logits (B, V) for the next position and the LM state
-        (B, D) they are read from (`forward`'s lm_state at this position)."""
+        (B, D) they are read from (`forward`'s lm_state at this position). With `pooling_caches`
+        (`new_pooling_caches`) also the pooler's input (B, D) at this position (the compression branch, normed),
+        so a decoder pools a closed segment from its own positions (`pool_segments`) instead of re-running the
+        trunk over everything decoded."""
         x = self.embedding(token)[:, None]
-        layers = list(self.shared_layers) + list(self.lm_layers)
-        for layer, cache in zip(layers, caches, strict=True):
+        shared = len(self.shared_layers)
+        for layer, cache in zip(self.shared_layers, caches[:shared], strict=True):
+            x = layer.step(x, cache)
+        trunk = x
+        for layer, cache in zip(self.lm_layers, caches[shared:], strict=True):
             x = layer.step(x, cache)
         state = self.lm_norm(x)[:, 0]
-        return self.lm_head(state), state
+        if pooling_caches is None:
+            return self.lm_head(state), state
+        for layer, cache in zip(self.compression_layers, pooling_caches, strict=True):
+            trunk = layer.step(trunk, cache)
+        return self.lm_head(state), state, self.compression_norm(trunk)[:, 0]
+
+    @torch.no_grad()
+    def pool_segments(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The pooled (pre-VQ) rows (B, L, D) of one segment per batch row, from its pooler inputs hidden
+        (B, S, D) (`lm_step`'s third output at the segment's positions), valid (B, S) where a row is shorter."""
+        segment_ids = torch.where(valid, 0, -1)
+        return self.pooler(hidden, segment_ids)[0]

@@ -5,7 +5,7 @@ each level's LM entropy, code rows pulled from the level above when a segment op
 through `TopLM.code_logits`) for a set of rows that advance together: `next_tokens(rows)` gives the next token
 of each listed row. Rows are independent (the codec's streams, components/codec/): they open segments at
 different positions, so a level above is asked for codes by a different subset of rows at each step, and its
-rows then hold different numbers of tokens. Ragged KV caches (model/attention.py's `RaggedKeyValueCache`) let
+rows then hold different numbers of tokens. Ragged KV caches (model/ragged_cache.py) let
 one step call take each row at its own position, so every request is one model call (two when some rows are
 at their first position, which reads the start vector instead of a previous token).
 
@@ -28,25 +28,35 @@ from collections.abc import Callable
 
 import torch
 
-from model.attention import RaggedKeyValueCache
-from model.segmentation import SegmentationState
+from model.ragged_cache import RaggedKeyValueCaches
+from model.segmentation import RowsSegmentation
 
 Chooser = Callable[[int, list[int], torch.Tensor], list[int]]
 
 
-def _ragged(caches, rows: int) -> list[RaggedKeyValueCache]:
-    return [RaggedKeyValueCache(cache.window, rows) for cache in caches]
+def _ragged(caches, rows: int) -> RaggedKeyValueCaches:
+    return RaggedKeyValueCaches([cache.window for cache in caches], rows)
 
 
-def _views(caches: list[RaggedKeyValueCache], index: torch.Tensor):
-    return [cache.view(index) for cache in caches]
+def _views(caches: RaggedKeyValueCaches, index: torch.Tensor):
+    return caches.views(index)
 
 
 def _by_start(rows: list[int], lengths: torch.Tensor) -> list[list[int]]:
     """Rows at their first position, then the others (each list one model call; empty lists dropped)."""
+    lengths = lengths.tolist()
     first = [row for row in rows if lengths[row] == 0]
     later = [row for row in rows if lengths[row] > 0]
     return [group for group in (first, later) if group]
+
+
+def _grown(table: torch.Tensor, needed: int) -> torch.Tensor:
+    """`table` (rows, capacity, ...) with room for `needed` entries per row (doubling: amortised O(1))."""
+    if table.shape[1] >= needed:
+        return table
+    grown = table.new_zeros((table.shape[0], max(needed, 2 * table.shape[1]), *table.shape[2:]))
+    grown[:, : table.shape[1]] = table
+    return grown
 
 
 class LockstepTopSource:
@@ -75,7 +85,7 @@ class LockstepTopSource:
     def next_logits(self, rows: list[int]) -> torch.Tensor:
         """Logits (len(rows), K) of each row's next code, given the codes it emitted so far."""
         quantizer = self.model.compressors[-1].quantizer
-        lengths = self.caches[0].lengths  # positions fed so far, per row
+        lengths = self.caches.lengths  # positions fed so far, per row
         predictions: dict[int, torch.Tensor] = {}
         # Position len(emitted) predicts the next code; positions before it only fill the caches.
         while pending := [row for row in rows if lengths[row] <= len(self.emitted[row])]:
@@ -99,16 +109,19 @@ class LockstepTopSource:
         top_lm = self.model.top_lm
         if not top_lm.pooled_inputs:
             return None
-        closes = top_lm.closes_segment(torch.tensor(code_rows)).tolist()
+        closes = top_lm.closes_segment(torch.tensor(code_rows))
         vectors = torch.zeros(len(rows), self.model.compressors[-1].dim)
-        for i, (row, code_row) in enumerate(zip(rows, code_rows, strict=True)):
-            if closes[i]:
-                vectors[i] = self.decoder.pooled_vector(row, code_row)
+        if bool(closes.any()):
+            closing = closes.nonzero()[:, 0].tolist()
+            vectors[closes] = self.decoder.pooled_vectors([rows[i] for i in closing], [code_rows[i] for i in closing])
         return vectors
 
 
 class LockstepLevelDecoder:
-    """One level's tokens for many rows; `forced` tokens of a row are replayed (known) before it chooses any."""
+    """One level's tokens for many rows; `forced` tokens of a row are replayed (known) before it chooses any.
+
+    Per-row state lives in tensors indexed by row (segmentation, previous token, LM state, code rows), so a
+    step's bookkeeping is a few tensor operations for all its rows rather than Python work per row."""
 
     def __init__(self, model, level: int, parent, forced: dict[int, list[int]], choose: Chooser):
         self.level, self.parent, self.choose = level, parent, choose
@@ -116,78 +129,110 @@ class LockstepLevelDecoder:
         self.expander = model.expanders[level]
         self.rows_per_segment = self.compressor.num_queries
         self.lookback = self.expander.lookback
-        rows = list(forced)
+        rows = len(forced)
         self.forced = {row: deque(tokens) for row, tokens in forced.items()}
-        self.segmentation = {row: SegmentationState() for row in rows}
-        self.entropy: dict[int, float | None] = dict.fromkeys(rows)  # of the distribution over the next token
-        self.previous: dict[int, int | None] = dict.fromkeys(rows)
-        self.lm_state: dict[int, torch.Tensor] = {}  # (D,) the compressor's LM state after a row's previous token
-        self.codes: dict[int, list[int]] = {row: [] for row in rows}
-        self.expander_caches = _ragged(self.expander.new_caches(), len(rows))
-        self.lm_caches = _ragged(self.compressor.new_caches(), len(rows))
-        self.tokens: dict[int, list[int]] = {row: [] for row in rows}  # decoded so far, and the segment of each
-        self.token_segments: dict[int, list[int]] = {row: [] for row in rows}
+        self.segmentation = RowsSegmentation(self.compressor.segmenter, rows)
+        self.previous = torch.zeros(rows, dtype=torch.long)  # each row's previous token (once it has one)
+        self.lm_state = torch.zeros(rows, self.compressor.dim)  # the compressor's LM state after it
+        self.codes = torch.zeros(rows, 16, dtype=torch.long)  # this level's code rows received so far
+        self.code_counts = torch.zeros(rows, dtype=torch.long)
+        self.expander_caches = _ragged(self.expander.new_caches(), rows)
+        self.lm_caches = _ragged(self.compressor.new_caches(), rows)
+        self.tokens: dict[int, list[int]] = {row: [] for row in forced}  # decoded so far, and the segment of each
+        self.token_segments: dict[int, list[int]] = {row: [] for row in forced}
+        # The top level's pooled vectors (the top LM's pooled inputs), pooled from the pooler inputs that each
+        # step computes beside the LM state: one compression-layer step per token, instead of re-running the
+        # trunk over a row's decoded tokens for every segment it closes.
+        self.pooling_caches = None
         if isinstance(parent, LockstepTopSource):
             parent.decoder = weakref.proxy(self)  # weak: a cycle would wait for the collector
+            if model.top_lm.pooled_inputs:
+                self.pooling_caches = _ragged(self.compressor.new_pooling_caches(), rows)
+                self.pooling_inputs = torch.zeros(rows, 16, self.compressor.dim)  # (rows, position, D)
 
     @torch.no_grad()
     def next_tokens(self, rows: list[int]) -> dict[int, int]:
-        segments = {}
-        for row in rows:
-            self.compressor.segmenter.step(self.segmentation[row], self.entropy[row])
-            segments[row] = self.segmentation[row].num_segments - 1
-        L = self.rows_per_segment
-        while needing := [row for row in rows if len(self.codes[row]) < (segments[row] + 1) * L]:
-            for row, code in self.parent.next_tokens(needing).items():
-                self.codes[row].append(code)
-        tokens: dict[int, int] = {}
-        for group in _by_start(rows, self.expander_caches[0].lengths):
-            tokens.update(self._step(group, segments))
-        return tokens
-
-    def _memory(self, rows: list[int], segments: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row, the code vectors (len(rows), M, D) of the segments its position may read, and the
-        position's segment counted from the first of them."""
-        L = self.rows_per_segment
-        firsts = [max(0, segments[row] - self.lookback) for row in rows]
-        spans = [self.codes[row][first * L : (segments[row] + 1) * L] for row, first in zip(rows, firsts, strict=True)]
-        ids = torch.zeros(len(rows), max(len(span) for span in spans), dtype=torch.long)
-        for i, span in enumerate(spans):
-            ids[i, : len(span)] = torch.tensor(span, dtype=torch.long)
-        local = torch.tensor([segments[row] - first for row, first in zip(rows, firsts, strict=True)])
-        return self.compressor.quantizer.lookup(ids), local
-
-    def _step(self, rows: list[int], segments: dict[int, int]) -> dict[int, int]:
         index = torch.tensor(rows)
-        memory, local_segment = self._memory(rows, segments)
+        segments = self.segmentation.step(index)
+        L = self.rows_per_segment
+        while (needing := index[self.code_counts[index] < (segments + 1) * L]).numel():
+            received = self.parent.next_tokens(needing.tolist())
+            counts = self.code_counts[needing]
+            self.codes = _grown(self.codes, int(counts.max()) + 1)
+            self.codes[needing, counts] = torch.tensor([received[row] for row in needing.tolist()])
+            self.code_counts[needing] = counts + 1
+        starting = self.expander_caches.lengths[index] == 0  # at their first position: no previous token
+        if bool(starting.any()) and not bool(starting.all()):  # two calls: the start vector, then the others
+            tokens = self._step(index[starting], segments[starting])
+            tokens.update(self._step(index[~starting], segments[~starting]))
+            return tokens
+        return self._step(index, segments)
+
+    def _memory(self, index: torch.Tensor, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, the code vectors (len(rows), M, D) of the segments its position may read (from its earliest
+        readable one; rows past the row's own segment are never read), and the position's segment counted from
+        the first of them."""
+        L = self.rows_per_segment
+        firsts = (segments - self.lookback).clamp_min(0)
+        columns = (firsts * L)[:, None] + torch.arange((self.lookback + 1) * L)
+        self.codes = _grown(self.codes, int(columns.max()) + 1)
+        ids = self.codes[index[:, None], columns]
+        return self.compressor.quantizer.lookup(ids), segments - firsts
+
+    def _step(self, index: torch.Tensor, segments: torch.Tensor) -> dict[int, int]:
+        rows = index.tolist()
+        memory, local_segment = self._memory(index, segments)
         previous, lm_state = None, None
-        if self.previous[rows[0]] is not None:
-            previous = torch.tensor([self.previous[row] for row in rows])
-            lm_state = torch.stack([self.lm_state[row] for row in rows])
-        caches = _views(self.expander_caches, index)
-        logits = self.expander.step(previous, local_segment, memory, 0, caches, lm_state)
+        if self.expander_caches.lengths[rows[0]] > 0:
+            previous, lm_state = self.previous[index], self.lm_state[index]
+        positions = self.expander_caches.lengths[index]  # each row's position: where its pooler input goes
+        logits = self.expander.step(previous, local_segment, memory, 0, _views(self.expander_caches, index), lm_state)
         free = [i for i, row in enumerate(rows) if not self.forced[row]]
         tokens = [self.forced[row].popleft() if self.forced[row] else -1 for row in rows]
         if free:
             chosen = self.choose(self.level, [rows[i] for i in free], logits[free])
             for i, token in zip(free, chosen, strict=True):
                 tokens[i] = token
-        lm_logits, lm_states = self.compressor.lm_step(torch.tensor(tokens), _views(self.lm_caches, index))
+        token_tensor = torch.tensor(tokens)
+        if self.pooling_caches is None:
+            lm_logits, lm_states = self.compressor.lm_step(token_tensor, _views(self.lm_caches, index))
+        else:
+            lm_logits, lm_states, pooling = self.compressor.lm_step(
+                token_tensor, _views(self.lm_caches, index), _views(self.pooling_caches, index)
+            )
+            self.pooling_inputs = _grown(self.pooling_inputs, int(positions.max()) + 1)
+            self.pooling_inputs[index, positions] = pooling
         log_probs = torch.log_softmax(lm_logits.float(), dim=-1)
-        entropies = (-(log_probs.exp() * log_probs).sum(-1)).tolist()
-        for row, token, entropy, state in zip(rows, tokens, entropies, lm_states, strict=True):
-            self.previous[row], self.entropy[row], self.lm_state[row] = token, entropy, state
+        self.segmentation.set_entropy(index, -(log_probs.exp() * log_probs).sum(-1))
+        self.previous[index], self.lm_state[index] = token_tensor, lm_states
+        for row, token, segment in zip(rows, tokens, segments.tolist(), strict=True):
             self.tokens[row].append(token)
-            self.token_segments[row].append(segments[row])
+            self.token_segments[row].append(segment)
         return dict(zip(rows, tokens, strict=True))
 
     @torch.no_grad()
-    def pooled_vector(self, row: int, code_row: int) -> torch.Tensor:
-        """The pooled (pre-VQ) vector (D,) of top row code_row of `row`, from the tokens decoded so far (its
-        segment must be closed: pooling and the layers below it are causal, so later tokens change nothing)."""
-        tokens = torch.tensor([self.tokens[row]])
-        segments = torch.tensor([self.token_segments[row]])
-        return self.compressor.pooled_vectors(tokens, segments)[0, code_row]
+    def pooled_vectors(self, rows: list[int], code_rows: list[int]) -> torch.Tensor:
+        """The pooled (pre-VQ) vectors (len(rows), D) of top row code_rows[i] of rows[i], pooled from the pooler
+        inputs of that segment's decoded positions (the segment must be closed: pooling and the layers below it
+        are causal, so later tokens change nothing). One padded pooler call for all of them."""
+        L = self.rows_per_segment
+        spans = []
+        for row, code_row in zip(rows, code_rows, strict=True):
+            segments = self.token_segments[row]
+            segment = code_row // L
+            start = segments.index(segment)
+            end = start
+            while end < len(segments) and segments[end] == segment:
+                end += 1
+            spans.append((start, end))
+        width = max(end - start for start, end in spans)
+        hidden = torch.zeros(len(rows), width, self.compressor.dim)
+        valid = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, (row, (start, end)) in enumerate(zip(rows, spans, strict=True)):
+            hidden[i, : end - start] = self.pooling_inputs[row, start:end]
+            valid[i, : end - start] = True
+        pooled = self.compressor.pool_segments(hidden, valid)
+        return pooled[torch.arange(len(rows)), torch.tensor(code_rows) % L]
 
 
 def lockstep_chain(model, forced: dict[int, list[list[int]]], top_known: dict[int, list[int]], choose: Chooser):

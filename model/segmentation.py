@@ -13,7 +13,8 @@ The rule is causal, so a decoder can recompute boundaries left to right from wha
 
 `EntropySegmenter.segment` does whole batches, vectorised (length bounds by pointer doubling in O(log S)
 rounds, no loop over positions); `EntropySegmenter.step` does one position for a `SegmentationState`
-(generation). A property test checks they agree.
+(generation), and `RowsSegmentation` the same step for many rows at once (lockstep decoding), in the same
+float32 arithmetic. Property tests check that they agree.
 """
 
 from __future__ import annotations
@@ -147,3 +148,37 @@ class EntropySegmenter:
             state.segment_length += 1
         state.previous_entropy = entropy
         return opens
+
+
+class RowsSegmentation:
+    """`EntropySegmenter.step` for many independent rows at once, the state held as tensors (lockstep decoding):
+    one call per decoding step instead of one per row. Entropies stay float32 tensors, so the comparisons are
+    the ones `segment` makes."""
+
+    def __init__(self, segmenter: EntropySegmenter, rows: int):
+        self.segmenter = segmenter
+        self.entropy = torch.zeros(rows)  # of the distribution over each row's next token, once known
+        self.entropy_known = torch.zeros(rows, dtype=torch.bool)
+        self.previous_entropy = torch.zeros(rows)
+        self.previous_known = torch.zeros(rows, dtype=torch.bool)
+        self.segment_length = torch.zeros(rows, dtype=torch.long)
+        self.num_segments = torch.zeros(rows, dtype=torch.long)
+
+    def step(self, rows: torch.Tensor) -> torch.Tensor:
+        """Advance the given rows (1-d long, no repeats) over their next position; returns each one's segment."""
+        s = self.segmenter
+        entropy, known = self.entropy[rows], self.entropy_known[rows]
+        wants = known & s.wants_boundary(entropy, self.previous_entropy[rows], self.previous_known[rows] & known)
+        length = self.segment_length[rows]
+        opens = (self.num_segments[rows] == 0) | (wants & (length >= s.min_segment_len))
+        if s.max_segment_len is not None:
+            opens = opens | (length >= s.max_segment_len)
+        self.num_segments[rows] += opens.long()
+        self.segment_length[rows] = torch.where(opens, 1, length + 1)
+        self.previous_entropy[rows], self.previous_known[rows] = entropy, known
+        return self.num_segments[rows] - 1
+
+    def set_entropy(self, rows: torch.Tensor, entropy: torch.Tensor) -> None:
+        """The entropy (float32) of the distribution over each given row's next token."""
+        self.entropy[rows] = entropy
+        self.entropy_known[rows] = True

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.segmentation import EntropySegmenter, SegmentationState, predictive_entropy
+from model.segmentation import EntropySegmenter, RowsSegmentation, SegmentationState, predictive_entropy
 from tests.model_helpers import torch_single_thread  # noqa: F401
 
 
@@ -72,6 +72,28 @@ def test_whole_sequence_rule_equals_left_to_right_decoder_rule(entropies, delta,
     kpm = torch.arange(padded.shape[1])[None] >= len(entropies)
     whole = segmenter.segment(padded, kpm)[0].tolist()
     assert whole == decode_rule(segmenter, entropies) + [-1] * padding
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.floats(0.0, 4.0, width=32), min_size=1, max_size=20), min_size=1, max_size=4),
+    delta=st.floats(0.0, 1.0),
+    threshold=st.one_of(st.none(), st.floats(0.5, 4.0)),
+    min_len=st.integers(1, 4),
+    extra=st.one_of(st.none(), st.integers(0, 4)),
+)
+def test_rows_segmentation_equals_the_whole_sequence_rule_per_row(rows, delta, threshold, min_len, extra):
+    """Lockstep decoding's segmentation: rows of different lengths stepped together, each as if alone."""
+    segmenter = EntropySegmenter(delta, threshold, min_len, None if extra is None else min_len + extra)
+    state, ids = RowsSegmentation(segmenter, len(rows)), [[] for _ in rows]
+    for t in range(max(len(entropies) for entropies in rows)):
+        active = [row for row, entropies in enumerate(rows) if t < len(entropies)]
+        index = torch.tensor(active)
+        for row, segment in zip(active, state.step(index).tolist(), strict=True):
+            ids[row].append(segment)
+        state.set_entropy(index, torch.tensor([rows[row][t + 1] if t + 1 < len(rows[row]) else 0.0 for row in active]))
+    for row, entropies in enumerate(rows):
+        assert ids[row] == segmenter.segment(torch.tensor([entropies]))[0].tolist()
 
 
 def test_predictive_entropy_is_shifted_so_position_t_uses_logits_t_minus_1():

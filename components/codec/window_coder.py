@@ -101,10 +101,10 @@ def intended_symbols(
 
 
 @torch.no_grad()
-def run_round(model, knowns: list[list[int]], new_counts: list[int], channel) -> list[list[int]]:
+def run_round(model, knowns: list[list[int]], new_counts: list[int], channel, prefixes=None) -> list[list[int]]:
     """Replay each row's known tokens, then code (or decode) its `new_counts` tokens, all rows in lockstep;
-    returns each row's new tokens."""
-    forced, top_known = known_prefixes(model, knowns)
+    returns each row's new tokens. `prefixes`: `known_prefixes(model, knowns)` when the caller has it."""
+    forced, top_known = prefixes or known_prefixes(model, knowns)
     decoder = lockstep_chain(model, forced, top_known, channel.code)
     totals = [len(known) + count for known, count in zip(knowns, new_counts, strict=True)]
     out: list[list[int]] = [[] for _ in knowns]
@@ -119,13 +119,14 @@ def run_round(model, knowns: list[list[int]], new_counts: list[int], channel) ->
     return out
 
 
+@torch.no_grad()
 def encode_round(model, windows: list[list[int]], known_counts_: list[int], channel) -> None:
     """Code each window's tokens[known:] given tokens[:known] into the channel (an EncodingChannel)."""
     knowns = [window[:known] for window, known in zip(windows, known_counts_, strict=True)]
     forced, top_known = known_prefixes(model, knowns)
     channel.intended = intended_symbols(model, windows, forced, top_known)
     news = [len(window) - known for window, known in zip(windows, known_counts_, strict=True)]
-    sent = run_round(model, knowns, news, channel)
+    sent = run_round(model, knowns, news, channel, (forced, top_known))
     if sent != [window[known:] for window, known in zip(windows, known_counts_, strict=True)]:
         # level 0 always sends its intended tokens; this guards that contract
         raise RuntimeError("the encoder sent other tokens than the windows'")
