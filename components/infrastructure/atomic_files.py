@@ -34,9 +34,13 @@ def file_kind(path: Path | str) -> str | None:
     """What `path` itself is (a symlink is not followed): None when nothing is there, else 'regular file',
     'symlink', 'folder', 'FIFO', 'character device', 'block device' or 'socket'."""
     try:
-        mode = os.lstat(path).st_mode
+        return kind_of_mode(os.lstat(path).st_mode)
     except FileNotFoundError:
         return None
+
+
+def kind_of_mode(mode: int) -> str:
+    """'regular file', 'symlink', 'folder', 'FIFO', 'character device', 'block device' or 'socket'."""
     kinds = [
         (stat.S_ISREG, "regular file"),
         (stat.S_ISLNK, "symlink"),
