@@ -9,7 +9,9 @@ written as one upload of a complete local file, so readers never see half a chec
 
 A process killed mid-write leaves a hidden temp file (`.checkpoint_stepN.pt.XXXX`) or a staging folder in the
 system temp dir named with its pid; `remove_interrupted_writes` (called when training starts) deletes both.
-A full disk is reported as "disk full", never as torch's `[enforce fail at inline_container.cc]`.
+A full disk is reported as "disk full", never as torch's `[enforce fail at inline_container.cc:672] unexpected pos`:
+torch.save turns the file's OSError into a RuntimeError whose text varies by version, so the errno is taken from
+the write itself (`_ErrnoKeepingWriter`), or from the exception chain, or, failing both, from a free-space check.
 """
 
 from __future__ import annotations
@@ -80,11 +82,37 @@ def _remove_orphaned_staging() -> int:
     return freed
 
 
+class _ErrnoKeepingWriter:
+    """The file handle torch.save writes to, keeping the OSError of a failed write: torch reports it as a
+    RuntimeError ("unexpected pos" here) whose text says nothing of the cause."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.failure: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.failure = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _os_error_in_chain(error: BaseException | None) -> OSError | None:
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _is_disk_full(error: BaseException, folder: Path) -> bool:
-    if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
-        return True
-    # torch.save reports a failed write as a RuntimeError without the errno; a nearly full disk explains it.
-    if isinstance(error, RuntimeError) and "write" in str(error).lower():
+    cause = _os_error_in_chain(error)
+    if cause is not None:
+        return cause.errno in _DISK_FULL_ERRNOS
+    # A RuntimeError of torch.save with no OSError behind it: a nearly full disk explains it.
+    if isinstance(error, RuntimeError):
         try:
             return shutil.disk_usage(folder).free < _LOW_SPACE_BYTES
         except OSError:
@@ -96,7 +124,8 @@ def _write_failure(error: BaseException, path: Path) -> CheckpointError | None:
     """A one-line CheckpointError for a write that failed for want of space or permission; None for others."""
     if _is_disk_full(error, path.parent):
         return CheckpointError(f"{path.parent}: disk full while writing {path.name}")
-    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    error = _os_error_in_chain(error)
+    if error is not None and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CheckpointError(f"{path.parent}: cannot write {path.name} ({os.strerror(error.errno).lower()})")
     return None
 
@@ -118,11 +147,13 @@ def ensure_writable_folder(folder: Path, purpose: str, error_type: type[Exceptio
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to `path` so that a crash at any moment leaves either the old file or the new one."""
     path = Path(path)
+    writer = None
     try:
         with atomic_write(path) as handle:
-            torch.save(obj, handle)
+            writer = _ErrnoKeepingWriter(handle)
+            torch.save(obj, writer)
     except (OSError, RuntimeError) as error:
-        failure = _write_failure(error, path)
+        failure = _write_failure(writer.failure if writer and writer.failure else error, path)
         if failure is None:
             raise
         raise failure from None
