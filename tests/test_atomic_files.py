@@ -86,3 +86,23 @@ def test_a_special_file_made_while_writing_is_not_replaced(tmp_path) -> None:
             os.mkfifo(target)  # another program makes a FIFO there meanwhile
     assert stat.S_ISFIFO(os.lstat(target).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
+
+
+def test_a_full_disk_names_the_target_not_the_temporary_file(tmp_path) -> None:
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with pytest.raises(OSError) as failed:
+            with atomic_write(disk / "report.json") as handle:
+                handle.write(b"x" * (2 << 20))
+                handle.flush()
+        assert failed.value.filename == str(disk / "report.json")
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

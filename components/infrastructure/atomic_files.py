@@ -78,8 +78,10 @@ def atomic_write(path: Path | str, readable: bool = False) -> Iterator[BinaryIO]
             os.fsync(handle.fileno())
         require_replaceable(path)  # it may have been made meanwhile; the gap left is the rename itself
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, str(temp)):
+            error.filename = str(path)  # a message names the file the user asked for, not our temporary one
         raise
     _fsync_folder(path.parent)
 

@@ -28,7 +28,7 @@ import torch
 
 from components.infrastructure.atomic_files import atomic_write, write_text_atomic
 from components.infrastructure.storage import StorageError, parse_s3_uri
-from configs.errors import UserError
+from configs.errors import UserError, torch_load_failure
 
 CHECKPOINT_FORMAT = "abstractinator-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -167,8 +167,7 @@ def read_checkpoint_file(path: Path, origin: str | None = None) -> dict[str, Any
     except FileNotFoundError:
         raise CheckpointError(f"{origin}: no such checkpoint") from None
     except Exception as error:  # truncated zip, pickle refused by weights_only, not a torch file at all ...
-        detail = (str(error).splitlines() or [type(error).__name__])[0][:200]
-        raise CheckpointError(f"{origin}: not a readable checkpoint ({detail})") from None
+        raise CheckpointError(f"{origin}: not a readable checkpoint ({torch_load_failure(error)})") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{origin}: not an Abstractinator checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     if data.get("format_version", 0) > CHECKPOINT_VERSION:
