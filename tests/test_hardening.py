@@ -215,7 +215,7 @@ CASES = {
         "called sys.exit(3); it must define exp_config",
     ),
     "evaluate --compression --config X": (
-        lambda w: [*evaluate_text_args(w, "exits.py"), "--config", CI],
+        lambda w: [*evaluate_text_args(w, "exits.py"), "--no-canterbury", "--data", str(w["corpus"]), "--config", CI],
         "the compression report uses the checkpoint's own config",
     ),
     "lm-eval unknown task": (
