@@ -8,7 +8,9 @@ written as one upload of a complete local file, so readers never see half a chec
 `latest` pointer (a small text object naming it) is replaced; then checkpoints beyond the newest N are removed.
 
 A process killed mid-write leaves a hidden temp file (`.checkpoint_stepN.pt.XXXX`) or a staging folder in the
-system temp dir named with its pid; `remove_interrupted_writes` (called when training starts) deletes both.
+system temp dir named with its pid; `remove_interrupted_writes` (called when training starts) deletes both, and
+aborts the unfinished multipart uploads under an S3 prefix. `check_writable` proves, before the first step, that
+a checkpoint can be written (an S3 prefix: a small object written and removed).
 A full disk is reported as "disk full", never as torch's `[enforce fail at inline_container.cc:672] unexpected pos`:
 torch.save turns the file's OSError into a RuntimeError whose text varies by version, so the errno is taken from
 the write itself (`_ErrnoKeepingWriter`), or from the exception chain, or, failing both, from a free-space check.
@@ -50,6 +52,9 @@ def step_of(name: str) -> int | None:
 
 
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Seconds one checkpoint upload may take over its retries: an S3 outage slows each checkpoint step by about this
+# much at most, not the ~40 s of every attempt with botocore's retries.
+UPLOAD_BUDGET_S = 20.0
 _LOW_SPACE_BYTES = 64 * 2**20  # below this, a failed write is taken to be a full disk
 
 
@@ -222,15 +227,28 @@ class CheckpointStore:
         return self.uri(name)
 
     def check_writable(self) -> None:
-        """Fail now, before any training step, if checkpoints could not be written here (local folders only:
-        an S3 prefix is checked by its first upload)."""
+        """Fail now, before any training step, if checkpoints could not be written here: a local folder by a
+        file made in it, an S3 prefix by a small object written and removed."""
         if not self.is_s3:
             ensure_writable_folder(self.root, "checkpoints")
+            return
+        from components.infrastructure.storage import delete_object, upload_bytes
+
+        probe = f"{self.prefix}.write-check-{os.getpid()}"
+        try:
+            upload_bytes(b"", self.bucket, probe)
+            delete_object(self.bucket, probe)
+        except StorageError as error:
+            raise CheckpointError(f"{self.location}: checkpoints cannot be written here ({error})") from None
 
     def remove_interrupted_writes(self) -> int:
         """Delete what killed writers left behind: hidden temp files here, and staging folders of dead
         processes in the system temp dir. Returns the number of bytes freed."""
         freed = 0
+        if self.is_s3:  # multipart uploads an outage or a kill left unfinished (invisible, and billed)
+            from components.infrastructure.storage import abort_incomplete_uploads
+
+            abort_incomplete_uploads(self.bucket, self.prefix)
         if not self.is_s3 and self.root.is_dir():
             for temp in [*self.root.glob(".checkpoint_step*.pt.*"), *self.root.glob(f".{LATEST_POINTER}.*")]:
                 if temp.is_file():
@@ -245,7 +263,7 @@ class CheckpointStore:
         with staging_dir("ckpt") as tmp:
             local = Path(tmp) / name
             atomic_torch_save(payload, local)
-            upload_file(local, self.bucket, self.prefix + name, client=client)
+            upload_file(local, self.bucket, self.prefix + name, client=client, budget_s=UPLOAD_BUDGET_S)
         upload_bytes(f"{name}\n".encode(), self.bucket, self.prefix + LATEST_POINTER, client=client)
 
     def _prune(self) -> None:
