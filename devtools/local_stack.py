@@ -5,8 +5,11 @@ integration tests, which start the same classes on free ports and stop them afte
 - PostgreSQL: a private data dir and socket dir on 127.0.0.1, scram-sha-256 password auth for every connection
   (local socket included) with a generated password; a cluster made earlier with trust auth is moved over to it.
   Clients get the password in their environment (PGPASSWORD) or URI, never in a command line.
-- SeaweedFS: `weed mini` with every port pinned to loopback, keys enforced (AWS_* variables), buckets made.
-- MLflow: `mlflow server --workers 1` with job execution off (one process instead of thirteen).
+- SeaweedFS: `weed mini` with every port pinned to loopback, keys enforced (AWS_* variables), buckets made, and
+  every other port locked by its `security.toml` (devtools/seaweed_security.py: JWT, mutual TLS, client
+  certificates); WebDAV, Iceberg and Lance off; its unix sockets in its own folder.
+- MLflow: `mlflow server --workers 1` with job execution off (one process instead of thirteen); in the stack, its
+  basic-auth app with a generated admin password (no permission for anyone else).
 
 `LocalStack` starts all three detached, writes their ports, pids and the environment a client needs to
 `<state_dir>/stack.json` and `<state_dir>/env` (source it; the CLI's state dir is .data/stack); `stop` reads
