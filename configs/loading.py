@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from configs.errors import UserError
+from configs.errors import UserError, torch_load_failure
 from configs.schema import ExpConfig
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
@@ -86,6 +86,9 @@ def validate_config(data: Any, origin: str = "<config>") -> ExpConfig:
 def _read_python(path: Path) -> Any:
     try:
         namespace = runpy.run_path(str(path))
+    except SystemExit as error:  # sys.exit(3) in a config would otherwise end the command silently with 3
+        called = f"sys.exit({error.code!r})"
+        raise ConfigError(f"{path}: the config file called {called}; it must define exp_config") from None
     except Exception as error:  # a config file is user code: any failure is a config problem
         raise ConfigError(f"{path}: the config file raised {type(error).__name__}: {error}") from None
     if "exp_config" not in namespace:
@@ -114,8 +117,7 @@ def _read_checkpoint(path: Path) -> Any:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"{path}: not a readable checkpoint ({detail[:200]})") from None
+        raise ConfigError(f"{path}: not a readable checkpoint ({torch_load_failure(error)})") from None
     if not isinstance(checkpoint, dict) or "exp_config" not in checkpoint:
         raise ConfigError(f"{path}: checkpoint holds no exp_config")
     return checkpoint["exp_config"]

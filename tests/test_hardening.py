@@ -85,6 +85,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (files / "bomb.yaml").write_text("\n".join(bomb) + "\n")
     (files / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (files / "empty.txt").write_bytes(b"")
+    (files / "exits.py").write_text("import sys\n\nsys.exit(3)\n")
     return {"root": root, "corpus": corpus, "checkpoint": checkpoint, "user": user, "files": files}
 
 
@@ -208,6 +209,19 @@ CASES = {
     # item 7: evaluation inputs checked before anything is scored
     "evaluate empty text file": (lambda w: evaluate_text_args(w, "empty.txt"), "empty, nothing to score"),
     "evaluate missing text file": (lambda w: evaluate_text_args(w, "gone.txt"), "no such file"),
+    # round 2: wording
+    "py config calling sys.exit(3)": (
+        lambda w: ["config", "show", str(w["files"] / "exits.py")],
+        "called sys.exit(3); it must define exp_config",
+    ),
+    "evaluate --compression --config X": (
+        lambda w: [*evaluate_text_args(w, "exits.py"), "--no-canterbury", "--data", str(w["corpus"]), "--config", CI],
+        "the compression report uses the checkpoint's own config",
+    ),
+    "lm-eval unknown task": (
+        lambda w: ["lm-eval", "--model", "hier_ae", "--model_args", f"checkpoint={w['checkpoint']}", "--tasks", "nope"],
+        "lm-eval: Tasks not found: nope",
+    ),
     "prepare-data bad shard size": (
         lambda w: ["prepare-data", "--out", str(w["root"] / "p"), "--shard-bytes", "-5"],
         "shard_bytes",
@@ -224,6 +238,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, capsys, d
     assert "Traceback" not in stderr
     assert len(problems) == 1 and problems[0].startswith("error: "), problems
     assert expected in problems[0] and len(problems[0]) < 2100, problems[0]
+    assert "weights_only" not in problems[0]  # never torch's advice to load a stranger's pickle
+    assert ".partial" not in problems[0]  # never our temporary files
     assert {name: snapshot(world[name]) for name in ("user", "files", "corpus")} == before
     assert not (world["root"] / "PWNED").exists()
 

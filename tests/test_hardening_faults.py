@@ -15,13 +15,13 @@ import pytest
 from mlflow import MlflowClient
 
 from abstractinator.cli import main
-from components.infrastructure.storage import StorageError, abort_incomplete_uploads
+from components.infrastructure.storage import StorageError, abort_incomplete_uploads, upload_file
 from components.infrastructure.tracking import RunTracker
-from components.training.checkpoints import CheckpointStore, load_checkpoint
+from components.training.checkpoints import CheckpointError, CheckpointStore, load_checkpoint
 from components.training.train import TrainParams, train
 from configs import load_config
 from tests.conftest import prepare_small_corpus
-from tests.servers import MlflowServer, SeaweedS3Server
+from tests.servers import MlflowServer, SeaweedS3Server, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
@@ -202,3 +202,46 @@ def test_unfinished_multipart_uploads_are_aborted(s3_env) -> None:
     assert len(s3_env.list_multipart_uploads(Bucket="ckpts", Prefix="big/").get("Uploads", [])) == 1
     assert abort_incomplete_uploads("ckpts", "big/") == 1
     assert s3_env.list_multipart_uploads(Bucket="ckpts", Prefix="big/").get("Uploads", []) == []
+
+
+def _pending_upload(client, key: str) -> None:
+    """A multipart upload left unfinished (a kill or an outage mid-checkpoint), with one 5 MB part."""
+    upload = client.create_multipart_upload(Bucket="ckpts", Key=key)
+    client.upload_part(Bucket="ckpts", Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"\0" * 5 * 2**20)
+
+
+def test_a_pending_multipart_upload_is_aborted_at_the_next_start(s3_env) -> None:
+    _pending_upload(s3_env, "restart/checkpoint_step3.pt")
+    CheckpointStore("s3://ckpts/restart").remove_interrupted_writes()  # what training runs when it starts
+    assert s3_env.list_multipart_uploads(Bucket="ckpts", Prefix="restart/").get("Uploads", []) == []
+
+
+def test_an_abort_that_failed_in_an_outage_is_run_when_s3_returns(s3_env, seaweed, tmp_path) -> None:
+    _pending_upload(s3_env, "outage/checkpoint_step2.pt")
+    seaweed.stop()
+    try:
+        assert abort_incomplete_uploads("ckpts", "outage/") == 0  # S3 is down: the abort fails, is remembered
+    finally:
+        seaweed.start()
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"x")
+    upload_file(small, "ckpts", "outage/other.bin")  # the first call that reaches S3 again finishes the abort
+    assert s3_env.list_multipart_uploads(Bucket="ckpts", Prefix="outage/").get("Uploads", []) == []
+
+
+def test_an_unreachable_checkpoint_store_fails_before_the_first_step(s3_env, settings_env) -> None:
+    settings_env(ABSTRACTINATOR_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(CheckpointError, match="s3://ckpts/nowhere: checkpoints cannot be written here"):
+        CheckpointStore("s3://ckpts/nowhere").check_writable()
+
+
+def test_upload_retries_stay_within_their_time_budget(s3_env, settings_env, tmp_path, monkeypatch) -> None:
+    """An outage costs an upload its budget, not every back-off (2 + 4 + 8 + 16 s here)."""
+    settings_env(ABSTRACTINATOR_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr("components.infrastructure.storage.UPLOAD_BACKOFF_S", 2.0)
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"x")
+    started = time.monotonic()
+    with pytest.raises(StorageError):
+        upload_file(small, "ckpts", "budget/small.bin", attempts=5, budget_s=3.0)
+    assert time.monotonic() - started < 6.0

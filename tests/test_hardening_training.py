@@ -229,3 +229,29 @@ def test_sigkill_loses_no_metric_of_a_checkpointed_step(tmp_path: Path, corpus: 
     (run,) = client.search_runs([client.get_experiment_by_name("abstractinator-ci").experiment_id])
     steps = {m.step for m in client.get_metric_history(run.info.run_id, "loss/total_avg_accum")}
     assert set(range(1, killed_at + 4)) <= steps
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 80 MB tmpfs (root only): more free space than the low-space guess, so only the errno can tell."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_inside_torch_save_is_named_by_its_errno(small_disk) -> None:
+    """torch.save turns ENOSPC into `[enforce fail at inline_container.cc:672] unexpected pos ...`; the checkpoint
+    writer names it from the errno of the write, on a real file system that fills up mid-tensor."""
+    from components.training.checkpoints import CheckpointError, atomic_torch_save
+
+    target = small_disk / "checkpoint_step1.pt"
+    with pytest.raises(CheckpointError) as refused:
+        atomic_torch_save({"weights": torch.zeros(25 * 2**20)}, target)  # 100 MB for 80 MB
+    assert str(refused.value) == f"{small_disk}: disk full while writing checkpoint_step1.pt"
+    assert list(small_disk.iterdir()) == []  # the partial temporary file went with the failure

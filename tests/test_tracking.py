@@ -62,6 +62,18 @@ def test_unsent_records_replay_into_a_store(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
     assert client.get_metric_history(run.info.run_id, "loss")[0].value == 2.0
+    assert run.info.status == "FINISHED"  # closed FINISHED: ends so after the replay, not RUNNING forever
+
+
+def test_a_failed_run_replays_as_failed(tmp_path: Path) -> None:
+    unsent = tmp_path / "unsent.jsonl"
+    tracker = RunTracker("exp", "run", tracking_uri=f"http://127.0.0.1:{closed_port()}", unsent_path=unsent)
+    tracker.log_metrics({"loss": 9.0}, step=1)
+    tracker.close(status="FAILED", retry_for_s=0.0)
+    assert replay_unsent(unsent, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db") == 1
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert run.info.status == "FAILED"
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,19 @@ M is a checkpoint file, folder or s3:// URI, or a registry reference (models:/ab
 `--streams` cuts the file into that many chunks (at most) coded side by side as one batch: the speed, for a few
 bits per chunk. `--adapt` fine-tunes a copy of the model on the file while coding (decompress repeats it);
 `--json` prints bytes in/out, bits per byte, seconds and bytes/s. Errors a user can fix: one line, exit 2.
+
+Files as gzip, xz and zstd treat them: `-` is standard input or output; an existing output is refused unless
+`--force`, which replaces a regular file only (never a device node, FIFO, symlink or folder). The result is
+decoded here before it is written (`--no-verify` skips that, halving the time), so exit 0 means it decompresses
+on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
 
@@ -20,11 +27,40 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive (got {value})")
-    return value
+def bounded_int(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}] (got {value})")
+        return value
+
+    return parse
+
+
+def bounded_float(high: float):
+    """An argparse type: a finite float in (0, high] (inf, nan and 1e6 never reach the coder)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (math.isfinite(value) and 0 < value <= high):
+            raise argparse.ArgumentTypeError(f"must be a finite number in (0, {high}] (got {text})")
+        return value
+
+    return parse
+
+
+def add_file_arguments(parser: argparse.ArgumentParser, reads: str, writes: str) -> None:
+    """IN and OUT (`-`: standard input / output) and --force, the same for compress and decompress."""
+    parser.add_argument("input", type=Path, help=f"{reads} (-: standard input)")
+    parser.add_argument("output", type=Path, help=f"{writes} (-: standard output)")
+    parser.add_argument(
+        "-f", "--force", action="store_true", help="replace an existing output file (a regular file only)"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", type=Path, help="file to compress (any bytes)")
-    parser.add_argument("output", type=Path, help="compressed file to write (atomically)")
+    add_file_arguments(parser, "file to compress (any bytes)", "compressed file to write (atomically)")
     parser.add_argument(
         "--model", required=True, help="checkpoint file, folder, s3:// URI or models:/name@alias (or /version)"
     )
@@ -55,18 +90,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rounds-per-block", type=positive_int, default=16, help="rounds (a window of every stream) per block"
     )
     parser.add_argument("--adapt", action="store_true", help="fine-tune the model on the file while coding")
-    # AdaptSettings' defaults, written out so that building the parser does not import torch.
-    parser.add_argument("--adapt-lr", type=positive_float, default=1e-3, help="learning rate of --adapt")
+    # AdaptSettings' defaults and bounds (file_format.py), written out so that building the parser does not
+    # import torch; tests/test_hardening.py checks that they agree.
+    parser.add_argument("--adapt-lr", type=bounded_float(0.1), default=1e-3, help="learning rate of --adapt")
     parser.add_argument(
-        "--adapt-steps", type=positive_int, default=4, help="optimizer steps after each round with --adapt"
+        "--adapt-steps",
+        type=bounded_int(1, 1000),
+        default=4,
+        help="optimizer steps after each round with --adapt",
+    )
+    parser.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="decode the result before writing it, so that success means it decompresses here (default: on)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
-def report(summary, as_json: bool, verb: str) -> None:
-    if as_json:
+def report(summary, as_json: bool, verb: str, to_stdout: bool = False) -> None:
+    """The summary, on stdout; on stderr when stdout carries the data itself (OUT is -)."""
+    if to_stdout:
+        print(json.dumps(summary.model_dump()) if as_json else f"{verb} {summary.bytes_in} bytes", file=sys.stderr)
+    elif as_json:
         print(json.dumps(summary.model_dump(), indent=2))
     else:
         print(
@@ -76,21 +124,26 @@ def report(summary, as_json: bool, verb: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.codec.file_format import AdaptSettings, CodecError
+    from components.codec.endpoints import check_input, check_paths
+    from components.codec.file_format import AdaptSettings
     from components.codec.files import CodecParams, compress_file
     from components.codec.model_source import load_codec_model
 
-    if args.output.resolve() == args.input.resolve():
-        raise CodecError(f"{args.output}: the output would overwrite the input")
+    check_paths(args.input, args.output, args.force)  # before a model is loaded
+    check_input(args.input)
     adapt = AdaptSettings(learning_rate=args.adapt_lr, steps_per_round=args.adapt_steps) if args.adapt else None
     params = CodecParams(
         context=args.context, streams=args.streams, rounds_per_block=args.rounds_per_block, adapt=adapt
     )
-    if not args.input.is_file():
-        raise CodecError(f"{args.input}: no such file")
     loaded = load_codec_model(args.model)
     summary = compress_file(
-        loaded.model, loaded.identity, args.input, args.output, params, progress=not args.no_progress
+        loaded.model,
+        loaded.identity,
+        args.input,
+        args.output,
+        params,
+        progress=not args.no_progress,
+        verify=args.verify,
     )
-    report(summary, args.json, "compressed")
+    report(summary, args.json, "compressed", to_stdout=str(args.output) == "-")
     return 0

@@ -3,13 +3,15 @@
 Without --model, the model recorded in the file's header is loaded. The file is refused (one line, exit 2) when
 it is not a compressed file, has an unknown format version, is truncated or corrupted (checked against the
 sha256 of its payload, then of its content), or was made with another model (sha256 of the weights). The output
-is written atomically: nothing partial is left on failure.
+is written atomically: nothing partial is left on failure. `-` is standard input or output; an existing output is
+refused unless `--force`, which replaces a regular file only.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from abstractinator.commands.compress import add_file_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,8 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", type=Path, help="compressed file")
-    parser.add_argument("output", type=Path, help="file to write (atomically)")
+    add_file_arguments(parser, "compressed file", "file to write (atomically)")
     parser.add_argument("--model", default=None, help="the model it was made with (default: the header's)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -29,18 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from abstractinator.commands.compress import report
-    from components.codec.file_format import CodecError
-    from components.codec.files import check_model, decompress_file, read_verified_header
-    from components.codec.model_source import load_codec_model
+    from components.codec.endpoints import check_input, check_paths, is_stdio, snapshot_input
+    from components.codec.files import decompress_snapshot, read_verified_header
+    from components.codec.model_source import header_model_location, load_codec_model
 
-    if args.output.resolve() == args.input.resolve():
-        raise CodecError(f"{args.output}: the output would overwrite the input")
-    header = read_verified_header(args.input)  # a damaged file is refused before a model is loaded
-    location = args.model or header.model.source
-    if location is None:
-        raise CodecError(f"{args.input}: the header names no model; pass --model")
-    loaded = load_codec_model(location)
-    check_model(loaded.model, header, args.input)
-    summary = decompress_file(loaded.model, args.input, args.output, progress=not args.no_progress)
-    report(summary, args.json, "decompressed")
+    check_paths(args.input, args.output, args.force)
+    check_input(args.input)
+    with snapshot_input(args.input) as packed:
+        header = read_verified_header(packed.handle, packed.name)  # a damaged file is refused before a model loads
+        location = args.model or header_model_location(
+            header.model.source, header.model.weights_sha256, packed.name, is_stdio(args.input)
+        )
+        loaded = load_codec_model(location)
+        summary = decompress_snapshot(loaded.model, header, packed, args.output, progress=not args.no_progress)
+    report(summary, args.json, "decompressed", to_stdout=is_stdio(args.output))
     return 0

@@ -100,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
     report_mode = args.checkpoint is not None or args.compression or args.text_files
     if not report_mode:
         return _run_lm_eval_only(args, list(args.tasks or DEFAULT_TASKS))
+    if args.config:  # the report builds the model from the checkpoint's own config; X would be silently ignored
+        raise EvaluationError(
+            f"--config {args.config}: the compression report uses the checkpoint's own config; "
+            "--config applies to lm-eval tasks alone (drop --checkpoint/--compression/--text-file)"
+        )
     checkpoint = args.checkpoint or _model_args_checkpoint(args.model_args)
     if checkpoint is None:
         raise EvaluationError("the compression report needs --checkpoint PATH")

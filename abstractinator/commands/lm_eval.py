@@ -12,6 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from configs.errors import UserError
+
+
+class LmEvalArgumentError(UserError):
+    """lm-eval refused its arguments (an unknown task, a bad flag value): one line, exit 2."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -40,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         cli_evaluate()
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    except ValueError as error:  # lm-eval's CLI checks its arguments with ValueError ("Tasks not found: ...")
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise LmEvalArgumentError(f"lm-eval: {lines[0] if lines else 'invalid arguments'}") from None
     finally:
         sys.argv = saved
     return 0

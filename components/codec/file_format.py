@@ -46,6 +46,8 @@ _PREFIX = struct.Struct("<4sH")
 _FIXED = struct.Struct("<QQIIIQIB32s32s32sH")
 _WORDS = struct.Struct("<I")
 _CHECKSUM = struct.Struct("<I")
+MAX_ADAPT_LR = 0.1  # 100x the default; far past where adapting helps (docs/benchmarks.md)
+MAX_ADAPT_STEPS = 1000
 
 
 class CodecError(UserError):
@@ -56,7 +58,7 @@ class ModelIdentity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weights_sha256: str
-    source: str | None = None  # where it was loaded from (path, s3://, models:/...)
+    source: str | None = None  # where it was loaded from: models:/..., s3://, or a checkpoint's file name
     registry_name: str | None = None
     registry_version: str | None = None
 
@@ -66,9 +68,11 @@ class AdaptSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # The best measured on the demo model (docs/benchmarks.md): 2e-3 codes worse, fewer steps adapt less.
-    learning_rate: float = 1e-3
-    steps_per_round: int = 4  # optimizer steps after each round, on the round's windows
+    # The best measured on the demo model (docs/benchmarks.md): 2e-3 codes worse, fewer steps adapt less. Bounded
+    # so that a typo (1e6, inf) is refused up front rather than diverging into distributions that cannot be coded.
+    learning_rate: float = Field(1e-3, gt=0, le=MAX_ADAPT_LR, allow_inf_nan=False)
+    # optimizer steps after each round, on the round's windows
+    steps_per_round: int = Field(4, ge=1, le=MAX_ADAPT_STEPS)
 
 
 class CodecHeader(BaseModel):

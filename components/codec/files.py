@@ -7,11 +7,13 @@ one batch (model/lockstep_decoding.py). That is what makes coding fast: one mode
 every stream. Context carries across windows inside a stream; a chunk starts cold, which costs about one window
 boundary's bits. One range coder per block of rounds.
 
-`compress_file` reads the input twice (its sha256 and length first, for the header), then each round's windows, and
-refuses a file that changed in between; `decompress_file` checks the payload against the header before decoding
-anything, writes each stream's bytes at its chunk's offset, and checks the content against its sha256 after. Memory
-is bounded by a block and a round whatever the file size. Both write to a temporary file beside the destination and
-rename it into place only when everything checked out, so a failure leaves nothing partial behind.
+`compress_file` reads the input once, into a snapshot hashed on the way (components/codec/endpoints.py), and codes
+that snapshot: the header's sha256 describes exactly the bytes coded, whatever happens to the file meanwhile; with
+`verify` it decodes the result before publishing it. `decompress_file` checks the payload against the header before
+decoding anything, writes each stream's bytes at its chunk's offset, and checks the content against its sha256 after.
+Apart from the snapshots (in memory up to 64 MB, a private temporary file beyond), memory is bounded by a block and
+a round whatever the file size. Both write to a temporary file beside the destination (or hold the bytes for
+standard output) and publish only when everything checked out, so a failure leaves nothing partial behind.
 
 Determinism: one thread, fp32, CPU, eval mode, at both ends (`coding_mode`). The same model on the same kind of
 CPU and torch build then computes bit-identical distributions; the content sha256 catches any other case.
@@ -26,10 +28,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.codec.adaptation import OnlineAdapter
+from components.codec.endpoints import Snapshot, is_stdio, open_output, snapshot_input
 from components.codec.file_format import (
     AdaptSettings,
     CodecError,
@@ -43,7 +47,6 @@ from components.codec.file_format import (
 )
 from components.codec.range_coding import DecodingChannel, EncodingChannel
 from components.codec.window_coder import default_context, encode_round, plan_windows, run_round
-from components.infrastructure.atomic_files import atomic_write
 from model.code_length import PRECISION_BITS, require_code_probabilities
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES
 
@@ -84,15 +87,6 @@ def coding_mode(model):
         torch.set_num_threads(previous)
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def _progress(total: int, enabled: bool, description: str):
     from tqdm import tqdm
 
@@ -112,12 +106,11 @@ def _chunks(size: int, streams: int, chunk: int) -> list[tuple[int, int]]:
     return [(index * chunk, min(chunk, size - index * chunk)) for index in range(streams)]
 
 
-def _stream_tokens(path: Path, offset: int, length: int, start: int, end: int) -> list[int]:
-    """Tokens [start, end) of the stream BOS + the chunk's bytes + EOS, read from the file."""
+def _stream_tokens(content: BinaryIO, offset: int, length: int, start: int, end: int) -> list[int]:
+    """Tokens [start, end) of the stream BOS + the chunk's bytes + EOS, read from the input's snapshot."""
     first, last = max(start - 1, 0), min(end - 1, length)
-    with path.open("rb") as stream:
-        stream.seek(offset + first)
-        data = stream.read(last - first)
+    content.seek(offset + first)
+    data = content.read(last - first)
     return ([BOS_ID] if start == 0 else []) + list(data) + ([EOS_ID] if end == length + 2 else [])
 
 
@@ -130,10 +123,16 @@ def _rounds(chunks: list[tuple[int, int]], window: int, context: int) -> Iterato
 
 
 def compress_file(
-    model, identity: ModelIdentity, source: Path, destination: Path, params: CodecParams, progress: bool = False
+    model,
+    identity: ModelIdentity,
+    source: Path | str,
+    destination: Path | str,
+    params: CodecParams,
+    progress: bool = False,
+    verify: bool = False,
 ) -> CodecSummary:
-    if not source.is_file():
-        raise CodecError(f"{source}: no such file")
+    """Code `source` (`-`: standard input) into `destination` (`-`: standard output). verify: decode the result
+    here before it is published, so that success means it decompresses on this machine."""
     try:
         require_code_probabilities(model, "compressing")
     except ValueError as error:
@@ -143,60 +142,79 @@ def compress_file(
     if not 0 <= context < window:
         raise CodecError(f"--context must be in [0, {window}) for a window of {window} tokens (got {context})")
     started = time.perf_counter()
-    model = copy.deepcopy(model) if params.adapt else model  # adapting changes a copy, never the caller's model
-    stamp = _stamp(source)
-    size, content_sha = file_digest(source)
-    streams, chunk = chunk_layout(size, params.streams, window, params.chunk_bytes)
-    chunks = _chunks(size, streams, chunk)
-    payload, coded_bits = hashlib.sha256(), 0.0
-    with (
-        coding_mode(model),
-        tempfile.TemporaryFile(dir=destination.parent if destination.parent.exists() else None) as body,
-        _progress(size, progress, "compress") as bar,
-    ):
-        adapter = OnlineAdapter(model, params.adapt) if params.adapt else None
-        channel = EncodingChannel()
-        for index, round_ in enumerate(_rounds(chunks, window, context)):
-            if index and index % params.rounds_per_block == 0:
-                coded_bits += channel.bits
-                payload.update(write_block(body, channel.finish()))
-                channel.bits = 0.0
-            windows = [_stream_tokens(source, *chunks[stream], start, end) for stream, (start, _, end) in round_]
-            encode_round(model, windows, [known_end - start for _, (start, known_end, _) in round_], channel)
-            if adapter:
-                adapter.update(windows)
-            bar.update(sum(min(end, chunks[stream][1] + 1) - known_end for stream, (_, known_end, end) in round_))
-        coded_bits += channel.bits
-        payload.update(write_block(body, channel.finish()))
-        if _stamp(source) != stamp:  # the header's sha256 would not describe what was coded
-            raise CodecError(f"{source}: changed while it was being compressed; nothing written")
-        header = CodecHeader(
-            bytes=size,
-            sha256=content_sha,
-            payload_bytes=body.tell(),
-            payload_sha256=payload.hexdigest(),
-            model=identity,
-            window=window,
-            context=context,
-            streams=streams,
-            chunk_bytes=chunk,
-            rounds_per_block=params.rounds_per_block,
-            precision_bits=PRECISION_BITS,
-            adapt=params.adapt,
-        )
-        with atomic_write(destination) as out:
-            out.write(header_bytes(header))
-            body.seek(0)
-            while data := body.read(CHUNK):
-                out.write(data)
-    summary = _summary(size, destination.stat().st_size, header.payload_bytes, time.perf_counter() - started)
+    coder = copy.deepcopy(model) if params.adapt else model  # adapting changes a copy, never the caller's model
+    beside = None if is_stdio(destination) or not Path(destination).parent.exists() else Path(destination).parent
+    with snapshot_input(source) as content:  # read once: the bytes hashed are the bytes coded
+        streams, chunk = chunk_layout(content.size, params.streams, window, params.chunk_bytes)
+        chunks = _chunks(content.size, streams, chunk)
+        payload, coded_bits = hashlib.sha256(), 0.0
+        with (
+            coding_mode(coder),
+            tempfile.TemporaryFile(dir=beside) as body,
+            _progress(content.size, progress, "compress") as bar,
+        ):
+            adapter = OnlineAdapter(coder, params.adapt) if params.adapt else None
+            channel = EncodingChannel()
+            for index, round_ in enumerate(_rounds(chunks, window, context)):
+                if index and index % params.rounds_per_block == 0:
+                    coded_bits += channel.bits
+                    payload.update(write_block(body, channel.finish()))
+                    channel.bits = 0.0
+                windows = [_stream_tokens(content.handle, *chunks[s], start, end) for s, (start, _, end) in round_]
+                try:
+                    encode_round(coder, windows, [known_end - start for _, (start, known_end, _) in round_], channel)
+                except ValueError as error:  # constriction: "Probability distribution not normalizable"
+                    if adapter is None:
+                        raise
+                    raise CodecError(
+                        f"{content.name}: --adapt diverged at round {index} ({error}); use a lower --adapt-lr"
+                    ) from None
+                if adapter:
+                    adapter.update(windows)
+                bar.update(sum(min(end, chunks[s][1] + 1) - known_end for s, (_, known_end, end) in round_))
+            coded_bits += channel.bits
+            payload.update(write_block(body, channel.finish()))
+            header = CodecHeader(
+                bytes=content.size,
+                sha256=content.sha256,
+                payload_bytes=body.tell(),
+                payload_sha256=payload.hexdigest(),
+                model=identity,
+                window=window,
+                context=context,
+                streams=streams,
+                chunk_bytes=chunk,
+                rounds_per_block=params.rounds_per_block,
+                precision_bits=PRECISION_BITS,
+                adapt=params.adapt,
+            )
+            prefix = header_bytes(header)
+            with open_output(destination, readable=verify) as out:
+                out.write(prefix)
+                body.seek(0)
+                while data := body.read(CHUNK):
+                    out.write(data)
+                if verify:
+                    _verify(model, out, content.name)
+    summary = _summary(
+        content.size, len(prefix) + header.payload_bytes, header.payload_bytes, time.perf_counter() - started
+    )
     return summary.model_copy(update={"coded_bits": coded_bits})
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
-    """What changes when a file is written to or replaced: size, modification time, inode."""
-    status = path.stat()
-    return status.st_size, status.st_mtime_ns, status.st_ino
+def _verify(model, packed: BinaryIO, name: str) -> None:
+    """Decode what was just written (the caller's model, as decompress would load it) and check its content."""
+    packed.flush()
+    packed.seek(0)
+    header = read_header(packed, name)
+    with coding_mode(model), tempfile.TemporaryFile() as scratch:
+        try:
+            _decode(model, header, packed, scratch, name, _progress(0, False, ""))
+        except CodecError:
+            raise CodecError(
+                f"{name}: the compressed file does not decompress on this machine (verification failed); "
+                "nothing written"
+            ) from None
 
 
 def _summary(original: int, compressed: int, payload: int, seconds: float) -> CodecSummary:
@@ -210,85 +228,98 @@ def _summary(original: int, compressed: int, payload: int, seconds: float) -> Co
     )
 
 
-def read_verified_header(source: Path) -> CodecHeader:
-    """The header of a compressed file whose payload matches it (length and sha256), else CodecError."""
-    if not source.is_file():
-        raise CodecError(f"{source}: no such file")
-    with source.open("rb") as stream:
-        header = read_header(stream, str(source))
-        digest, length = hashlib.sha256(), 0
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            length += len(chunk)
+def read_verified_header(packed: BinaryIO, name: str) -> CodecHeader:
+    """The header of a compressed file whose payload matches it (length and sha256), else CodecError. The
+    handle is left at the start of the file."""
+    packed.seek(0)
+    header = read_header(packed, name)
+    digest, length = hashlib.sha256(), 0
+    while chunk := packed.read(CHUNK):
+        digest.update(chunk)
+        length += len(chunk)
+    packed.seek(0)
     if length != header.payload_bytes:
         state = "truncated" if length < header.payload_bytes else "has trailing data"
-        raise CodecError(f"{source}: {state} ({length} payload bytes, the header says {header.payload_bytes})")
+        raise CodecError(f"{name}: {state} ({length} payload bytes, the header says {header.payload_bytes})")
     if digest.hexdigest() != header.payload_sha256:
-        raise CodecError(f"{source}: corrupted (the payload does not match its sha256)")
+        raise CodecError(f"{name}: corrupted (the payload does not match its sha256)")
     return header
 
 
-def check_model(model, header: CodecHeader, source: Path) -> None:
+def check_model(model, header: CodecHeader, name: str) -> None:
     actual = weights_sha256(model)
     if actual != header.model.weights_sha256:
         made_with = header.model.source or "another model"
         raise CodecError(
-            f"{source}: made with another model ({made_with}, weights sha256 {header.model.weights_sha256[:12]}); "
+            f"{name}: made with another model ({made_with}, weights sha256 {header.model.weights_sha256[:12]}); "
             f"this one is {actual[:12]}"
         )
 
 
-def decompress_file(model, source: Path, destination: Path, progress: bool = False) -> CodecSummary:
-    header = read_verified_header(source)
-    check_model(model, header, source)
+def decompress_file(model, source: Path | str, destination: Path | str, progress: bool = False) -> CodecSummary:
+    """Restore `source` (`-`: standard input) into `destination` (`-`: standard output)."""
+    with snapshot_input(source) as packed:
+        header = read_verified_header(packed.handle, packed.name)
+        return decompress_snapshot(model, header, packed, destination, progress)
+
+
+def decompress_snapshot(model, header: CodecHeader, packed: Snapshot, destination, progress: bool) -> CodecSummary:
+    """Decode a verified compressed file's snapshot (`read_verified_header`) into `destination`."""
+    check_model(model, header, packed.name)
     if header.precision_bits != PRECISION_BITS:
         raise CodecError(
-            f"{source}: coded at {header.precision_bits}-bit precision, this build codes at {PRECISION_BITS}"
+            f"{packed.name}: coded at {header.precision_bits}-bit precision, this build codes at {PRECISION_BITS}"
         )
-    if (
-        chunk_layout(header.bytes, header.streams, header.window, header.chunk_bytes)
-        != (
-            header.streams,
-            header.chunk_bytes,
-        )
-        or not 0 <= header.context < header.window
-    ):
-        raise CodecError(f"{source}: corrupted header (inconsistent chunk layout or window)")
+    layout = chunk_layout(header.bytes, header.streams, header.window, header.chunk_bytes)
+    if layout != (header.streams, header.chunk_bytes) or not 0 <= header.context < header.window:
+        raise CodecError(f"{packed.name}: corrupted header (inconsistent chunk layout or window)")
     started = time.perf_counter()
+    packed.handle.seek(0)
+    read_header(packed.handle, packed.name)
+    with (
+        coding_mode(model),
+        open_output(destination, readable=True) as out,
+        _progress(header.bytes, progress, "decompress") as bar,
+    ):
+        _decode(model, header, packed.handle, out, packed.name, bar)
+    return _summary(header.bytes, packed.size, header.payload_bytes, time.perf_counter() - started)
+
+
+def _decode(model, header: CodecHeader, stream: BinaryIO, out: BinaryIO, name: str, bar) -> None:
+    """Decode the payload at `stream`'s position into `out` (seekable, readable), each stream's bytes at its
+    chunk's offset, then check the content's length and sha256. Any damage is a CodecError."""
     model = copy.deepcopy(model) if header.adapt else model
     chunks = _chunks(header.bytes, header.streams, header.chunk_bytes)
     tails = [[BOS_ID] for _ in chunks]  # each stream so far, as far as its next window can look back
     written = 0
-    with (
-        coding_mode(model),
-        source.open("rb") as stream,
-        atomic_write(destination, readable=True) as out,
-        _progress(header.bytes, progress, "decompress") as bar,
-    ):
-        read_header(stream, str(source))
-        adapter = OnlineAdapter(model, header.adapt) if header.adapt else None
-        for index, round_ in enumerate(_rounds(chunks, header.window, header.context)):
-            if index % header.rounds_per_block == 0:
-                channel = DecodingChannel(read_block(stream, str(source)))
-            knowns = [tails[s][len(tails[s]) - (known_end - start) :] for s, (start, known_end, _) in round_]
+    adapter = OnlineAdapter(model, header.adapt) if header.adapt else None
+    for index, round_ in enumerate(_rounds(chunks, header.window, header.context)):
+        if index % header.rounds_per_block == 0:
+            channel = DecodingChannel(read_block(stream, name))
+        knowns = [tails[s][len(tails[s]) - (known_end - start) :] for s, (start, known_end, _) in round_]
+        try:
             news = run_round(model, knowns, [end - known_end for _, (_, known_end, end) in round_], channel)
-            for (stream_index, (_, known_end, _)), known, new in zip(round_, knowns, news, strict=True):
-                offset, length = chunks[stream_index]
-                data = _check_tokens(new, known_end, length, offset, source)
-                out.seek(offset + known_end - 1)
-                out.write(data)
-                written += len(data)
-                tails[stream_index] = (known + new)[-max(header.context, 1) :]
-                bar.update(len(data))
-            if adapter:
-                adapter.update([known + new for known, new in zip(knowns, news, strict=True)])
-        out.flush()
-        if written != header.bytes or _digest_of(out) != header.sha256:
-            raise CodecError(
-                f"{source}: the decoded content does not match its sha256 (decoded with the same weights under "
-                "another configuration, or on another kind of CPU or torch build than it was coded on?)"
-            )
-    return _summary(header.bytes, source.stat().st_size, header.payload_bytes, time.perf_counter() - started)
+        except (AssertionError, ValueError):
+            # A payload forged to pass its sha256 (and the header's checksum) makes constriction's decoder assert
+            # ("Tried to decode from compressed data that is invalid for the employed entropy model"), or an
+            # adaptation on garbage diverge ("Probability distribution not normalizable").
+            raise CodecError(f"{name}: decoding failed in round {index} (a damaged or forged payload?)") from None
+        for (stream_index, (_, known_end, _)), known, new in zip(round_, knowns, news, strict=True):
+            offset, length = chunks[stream_index]
+            data = _check_tokens(new, known_end, length, offset, name)
+            out.seek(offset + known_end - 1)
+            out.write(data)
+            written += len(data)
+            tails[stream_index] = (known + new)[-max(header.context, 1) :]
+            bar.update(len(data))
+        if adapter:
+            adapter.update([known + new for known, new in zip(knowns, news, strict=True)])
+    out.flush()
+    if written != header.bytes or _digest_of(out) != header.sha256:
+        raise CodecError(
+            f"{name}: the decoded content does not match its sha256 (decoded with the same weights under "
+            "another configuration, or on another kind of CPU or torch build than it was coded on?)"
+        )
 
 
 def _digest_of(handle) -> str:
@@ -299,12 +330,12 @@ def _digest_of(handle) -> str:
     return digest.hexdigest()
 
 
-def _check_tokens(tokens: list[int], first: int, length: int, offset: int, source: Path) -> bytes:
+def _check_tokens(tokens: list[int], first: int, length: int, offset: int, name: str) -> bytes:
     """Bytes of a chunk's decoded stream tokens [first, first + len); the chunk's last token must be EOS."""
     for index, token in enumerate(tokens, start=first):
         expected_eos = index == length + 1
         if (token == EOS_ID) != expected_eos or (not expected_eos and token >= NUM_BYTES):
             raise CodecError(
-                f"{source}: decoding diverged at byte {offset + index - 1} (not the model it was made with?)"
+                f"{name}: decoding diverged at byte {offset + index - 1} (not the model it was made with?)"
             )
     return bytes(token for token in tokens if token < NUM_BYTES)

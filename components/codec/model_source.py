@@ -2,6 +2,11 @@
 
 A registry reference with an alias (models:/name@champion) is pinned to the version the alias points at now
 (models:/name/3), so `decompress` without --model finds the same weights after the alias has moved on.
+
+The header names a model portably: a registry reference or an s3:// URI as given, a local checkpoint by its file
+(or folder) name only, never an absolute path of this machine (which says where the user keeps files, and means
+nothing elsewhere). The weights' sha256 is what identifies it; `header_model_location` finds a named checkpoint
+beside the compressed file or in the current folder (older headers hold an absolute path, used as it is).
 """
 
 from __future__ import annotations
@@ -46,13 +51,30 @@ def _registry_pin(location: str) -> tuple[str, str, str]:
 def load_codec_model(location: str) -> CodecModel:
     """The model at `location` (checkpoint file/folder, s3://, models:/...) on CPU, with its identity."""
     name = version = None
-    source = location
+    load_from = reference = location
     if location.startswith("models:/"):
-        name, version, source = _registry_pin(location)
+        name, version, load_from = _registry_pin(location)
+        reference = load_from
     elif not location.startswith("s3://"):
-        source = str(Path(location).resolve())
-    loaded = load_model(source, device="cpu")
+        reference = Path(location).resolve().name  # portable: the file name, not where this machine keeps it
+    loaded = load_model(load_from, device="cpu")
     identity = ModelIdentity(
-        weights_sha256=weights_sha256(loaded.model), source=source, registry_name=name, registry_version=version
+        weights_sha256=weights_sha256(loaded.model), source=reference, registry_name=name, registry_version=version
     )
     return CodecModel(loaded.model, identity)
+
+
+def header_model_location(header_source: str | None, weights: str, compressed: Path | str, stdio: bool) -> str:
+    """Where the model a header names is, for `decompress` without --model."""
+    if header_source is None:
+        raise CodecError(f"{compressed}: the header names no model; pass --model")
+    if header_source.startswith(("models:/", "s3://")) or Path(header_source).is_absolute():
+        return header_source
+    places = ([] if stdio else [Path(compressed).parent]) + [Path.cwd()]
+    for place in places:
+        if (place / header_source).exists():
+            return str(place / header_source)
+    raise CodecError(
+        f"{compressed}: made with checkpoint {header_source} (weights sha256 {weights[:12]}), which is not "
+        f"{'beside it or ' if not stdio else ''}in the current folder; pass --model"
+    )

@@ -6,8 +6,11 @@ as a `StorageError` whose message names the bucket and key, so a user sees "s3:/
 rather than a botocore traceback.
 
 Time is bounded: connect and read time-outs on every call, botocore's own retries, and uploads retried
-`UPLOAD_ATTEMPTS` times with backoff; a failed upload's unfinished multipart parts are aborted (the store would
-keep them, unseen and billed, forever).
+`UPLOAD_ATTEMPTS` times with backoff, all within a time budget (`budget_s`: no retry is started that the budget
+cannot wait for), so an outage costs a bounded delay per upload. A failed upload's unfinished multipart parts are
+aborted (the store would keep them, unseen and billed, forever); when the store is down the abort fails too, so it
+is remembered and run again after the next call that reaches the store (and `CheckpointStore` aborts what is left
+under its prefix when training starts).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ log = get_logger(__name__)
 
 UPLOAD_ATTEMPTS = 3
 UPLOAD_BACKOFF_S = 2.0  # doubled after each failed attempt: 2 s, 4 s
+_PENDING_ABORTS: set[tuple[str, str]] = set()  # (bucket, prefix) whose abort failed while the store was down
 
 
 class StorageError(UserError):
@@ -147,33 +151,54 @@ def abort_incomplete_uploads(bucket: str, prefix: str, client=None) -> int:
                 client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
                 aborted += 1
     except _botocore_errors() as error:
+        _PENDING_ABORTS.add((bucket, prefix))
         log.warning(
             "s3_abort_multipart_failed",
             uri=f"s3://{bucket}/{prefix}",
             error=str(_readable(error, bucket, prefix or None)),
         )
+    else:
+        _PENDING_ABORTS.discard((bucket, prefix))
     if aborted:
         log.info("s3_multipart_aborted", uri=f"s3://{bucket}/{prefix}", uploads=aborted)
     return aborted
 
 
-def upload_file(path: Path, bucket: str, key: str, client=None, attempts: int = UPLOAD_ATTEMPTS) -> str:
-    """Uploads `path` to s3://bucket/key and returns that URI; retried with backoff, and the parts of a failed
-    multipart attempt are aborted."""
+def retry_pending_aborts(client=None) -> int:
+    """Run again the aborts that failed while the store was down; returns how many uploads they aborted."""
+    return sum(abort_incomplete_uploads(bucket, prefix, client) for bucket, prefix in sorted(_PENDING_ABORTS))
+
+
+def upload_file(
+    path: Path,
+    bucket: str,
+    key: str,
+    client=None,
+    attempts: int = UPLOAD_ATTEMPTS,
+    budget_s: float | None = None,
+) -> str:
+    """Uploads `path` to s3://bucket/key and returns that URI; retried with backoff while `budget_s` (seconds from
+    the first attempt) allows, and the parts of a failed multipart attempt are aborted."""
     from boto3.exceptions import S3UploadFailedError
 
     client = client or make_s3_client()
+    started = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             client.upload_file(str(path), bucket, key)
+            if _PENDING_ABORTS:  # the store is back: finish what an outage left
+                retry_pending_aborts(client)
             return f"s3://{bucket}/{key}"
         except _botocore_errors() as error:
             failure = _readable(error, bucket, key)
         except S3UploadFailedError as error:  # wraps the ClientError in its message only
             failure = StorageError(f"s3://{bucket}/{key}: upload failed ({error})")
         abort_incomplete_uploads(bucket, key, client)
+        delay = UPLOAD_BACKOFF_S * 2 ** (attempt - 1)
+        if budget_s is not None and time.monotonic() - started + delay > budget_s:
+            log.warning("s3_upload_budget_spent", uri=f"s3://{bucket}/{key}", attempts=attempt, budget_s=budget_s)
+            break
         if attempt < attempts:
-            delay = UPLOAD_BACKOFF_S * 2 ** (attempt - 1)
             log.warning(
                 "s3_upload_retry",
                 uri=f"s3://{bucket}/{key}",

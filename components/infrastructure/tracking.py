@@ -270,7 +270,7 @@ class RunTracker:
         deadline = time.monotonic() + retry_for_s
         while not self.flush(force=True):
             if time.monotonic() >= deadline:
-                self._write_unsent()
+                self._write_unsent(status)
                 return False
             time.sleep(retry_every_s)
         if status is None:
@@ -281,7 +281,8 @@ class RunTracker:
             log.warning("tracking_terminate_failed", run_id=self.run_id, error=redact(error)[:200])
         return True
 
-    def _write_unsent(self) -> None:
+    def _write_unsent(self, status: str | None = None) -> None:
+        """status: how the run ended (FINISHED, FAILED), set by the replay once the rest is sent."""
         path = self.unsent_path or Path("mlflow_unsent.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
         record = redact_data(
@@ -295,6 +296,7 @@ class RunTracker:
                 "metrics": self._queue.metrics,
                 "texts": self._queue.texts,
                 "files": self._queue.files,
+                "status": status,
             }
         )
         with path.open("a", encoding="utf-8") as handle:
@@ -308,7 +310,8 @@ class RunTracker:
 
 
 def replay_unsent(path: Path, tracking_uri: str | None = None) -> int:
-    """Send every record of an unsent-metrics file; returns how many records were sent (the file is removed).
+    """Send every record of an unsent-metrics file, then end its run with the status it was closed with; returns
+    how many records were sent (the file is removed).
     A record whose URI had credentials masked goes to `tracking_uri` or, by default, the configured one."""
     sent = 0
     for line in Path(path).read_text(encoding="utf-8").splitlines():
@@ -326,6 +329,8 @@ def replay_unsent(path: Path, tracking_uri: str | None = None) -> int:
         )
         if not tracker.flush(force=True):
             raise RuntimeError(f"{path}: the tracking server {redact(uri)} is still unreachable")
+        if record.get("status"):  # the run ends as it ended here, not RUNNING forever (older files have none)
+            tracker.client.set_terminated(tracker._ensure_run(), status=record["status"])
         sent += 1
     Path(path).unlink()
     return sent

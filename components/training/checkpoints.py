@@ -8,8 +8,12 @@ written as one upload of a complete local file, so readers never see half a chec
 `latest` pointer (a small text object naming it) is replaced; then checkpoints beyond the newest N are removed.
 
 A process killed mid-write leaves a hidden temp file (`.checkpoint_stepN.pt.XXXX`) or a staging folder in the
-system temp dir named with its pid; `remove_interrupted_writes` (called when training starts) deletes both.
-A full disk is reported as "disk full", never as torch's `[enforce fail at inline_container.cc]`.
+system temp dir named with its pid; `remove_interrupted_writes` (called when training starts) deletes both, and
+aborts the unfinished multipart uploads under an S3 prefix. `check_writable` proves, before the first step, that
+a checkpoint can be written (an S3 prefix: a small object written and removed).
+A full disk is reported as "disk full", never as torch's `[enforce fail at inline_container.cc:672] unexpected pos`:
+torch.save turns the file's OSError into a RuntimeError whose text varies by version, so the errno is taken from
+the write itself (`_ErrnoKeepingWriter`), or from the exception chain, or, failing both, from a free-space check.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 
 from components.infrastructure.atomic_files import atomic_write, write_text_atomic
 from components.infrastructure.storage import StorageError, parse_s3_uri
-from configs.errors import UserError
+from configs.errors import UserError, torch_load_failure
 
 CHECKPOINT_FORMAT = "abstractinator-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -48,6 +52,9 @@ def step_of(name: str) -> int | None:
 
 
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Seconds one checkpoint upload may take over its retries: an S3 outage slows each checkpoint step by about this
+# much at most, not the ~40 s of every attempt with botocore's retries.
+UPLOAD_BUDGET_S = 20.0
 _LOW_SPACE_BYTES = 64 * 2**20  # below this, a failed write is taken to be a full disk
 
 
@@ -80,11 +87,37 @@ def _remove_orphaned_staging() -> int:
     return freed
 
 
+class _ErrnoKeepingWriter:
+    """The file handle torch.save writes to, keeping the OSError of a failed write: torch reports it as a
+    RuntimeError ("unexpected pos" here) whose text says nothing of the cause."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.failure: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.failure = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _os_error_in_chain(error: BaseException | None) -> OSError | None:
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _is_disk_full(error: BaseException, folder: Path) -> bool:
-    if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
-        return True
-    # torch.save reports a failed write as a RuntimeError without the errno; a nearly full disk explains it.
-    if isinstance(error, RuntimeError) and "write" in str(error).lower():
+    cause = _os_error_in_chain(error)
+    if cause is not None:
+        return cause.errno in _DISK_FULL_ERRNOS
+    # A RuntimeError of torch.save with no OSError behind it: a nearly full disk explains it.
+    if isinstance(error, RuntimeError):
         try:
             return shutil.disk_usage(folder).free < _LOW_SPACE_BYTES
         except OSError:
@@ -96,7 +129,8 @@ def _write_failure(error: BaseException, path: Path) -> CheckpointError | None:
     """A one-line CheckpointError for a write that failed for want of space or permission; None for others."""
     if _is_disk_full(error, path.parent):
         return CheckpointError(f"{path.parent}: disk full while writing {path.name}")
-    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    error = _os_error_in_chain(error)
+    if error is not None and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CheckpointError(f"{path.parent}: cannot write {path.name} ({os.strerror(error.errno).lower()})")
     return None
 
@@ -118,11 +152,13 @@ def ensure_writable_folder(folder: Path, purpose: str, error_type: type[Exceptio
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to `path` so that a crash at any moment leaves either the old file or the new one."""
     path = Path(path)
+    writer = None
     try:
         with atomic_write(path) as handle:
-            torch.save(obj, handle)
+            writer = _ErrnoKeepingWriter(handle)
+            torch.save(obj, writer)
     except (OSError, RuntimeError) as error:
-        failure = _write_failure(error, path)
+        failure = _write_failure(writer.failure if writer and writer.failure else error, path)
         if failure is None:
             raise
         raise failure from None
@@ -136,8 +172,7 @@ def read_checkpoint_file(path: Path, origin: str | None = None) -> dict[str, Any
     except FileNotFoundError:
         raise CheckpointError(f"{origin}: no such checkpoint") from None
     except Exception as error:  # truncated zip, pickle refused by weights_only, not a torch file at all ...
-        detail = (str(error).splitlines() or [type(error).__name__])[0][:200]
-        raise CheckpointError(f"{origin}: not a readable checkpoint ({detail})") from None
+        raise CheckpointError(f"{origin}: not a readable checkpoint ({torch_load_failure(error)})") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{origin}: not an Abstractinator checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     if data.get("format_version", 0) > CHECKPOINT_VERSION:
@@ -192,15 +227,28 @@ class CheckpointStore:
         return self.uri(name)
 
     def check_writable(self) -> None:
-        """Fail now, before any training step, if checkpoints could not be written here (local folders only:
-        an S3 prefix is checked by its first upload)."""
+        """Fail now, before any training step, if checkpoints could not be written here: a local folder by a
+        file made in it, an S3 prefix by a small object written and removed."""
         if not self.is_s3:
             ensure_writable_folder(self.root, "checkpoints")
+            return
+        from components.infrastructure.storage import delete_object, upload_bytes
+
+        probe = f"{self.prefix}.write-check-{os.getpid()}"
+        try:
+            upload_bytes(b"", self.bucket, probe)
+            delete_object(self.bucket, probe)
+        except StorageError as error:
+            raise CheckpointError(f"{self.location}: checkpoints cannot be written here ({error})") from None
 
     def remove_interrupted_writes(self) -> int:
         """Delete what killed writers left behind: hidden temp files here, and staging folders of dead
         processes in the system temp dir. Returns the number of bytes freed."""
         freed = 0
+        if self.is_s3:  # multipart uploads an outage or a kill left unfinished (invisible, and billed)
+            from components.infrastructure.storage import abort_incomplete_uploads
+
+            abort_incomplete_uploads(self.bucket, self.prefix)
         if not self.is_s3 and self.root.is_dir():
             for temp in [*self.root.glob(".checkpoint_step*.pt.*"), *self.root.glob(f".{LATEST_POINTER}.*")]:
                 if temp.is_file():
@@ -215,7 +263,7 @@ class CheckpointStore:
         with staging_dir("ckpt") as tmp:
             local = Path(tmp) / name
             atomic_torch_save(payload, local)
-            upload_file(local, self.bucket, self.prefix + name, client=client)
+            upload_file(local, self.bucket, self.prefix + name, client=client, budget_s=UPLOAD_BUDGET_S)
         upload_bytes(f"{name}\n".encode(), self.bucket, self.prefix + LATEST_POINTER, client=client)
 
     def _prune(self) -> None:

@@ -50,6 +50,7 @@ from components.training.optimization import build_optimizer, build_scheduler
 from components.training.train_metrics import StepMetrics
 from components.training.validation import generate_sample, validate
 from configs import ExpConfig
+from configs.errors import torch_load_failure
 from model import build_model
 from model.quantizer import EmaVectorQuantizer
 from model.tokenizer import NUM_BYTES
@@ -133,8 +134,8 @@ def _load_base_components(model: torch.nn.Module, location: str, staging: Path) 
     except (OSError, CheckpointError):
         raise  # unreadable file: the CLI names it and the reason
     except Exception as error:  # truncated, foreign, refused pickle, shapes that do not fit
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = (lines[0] if lines else type(error).__name__)[:300]
+        fit = isinstance(error, RuntimeError) and "do not fit" in str(error)  # load_base_components' own message
+        detail = str(error).splitlines()[0][:300] if fit else torch_load_failure(error)
         raise CheckpointError(f"--load_base_from {location}: cannot be used ({detail})") from None
 
 
