@@ -19,9 +19,9 @@ from components.codec.file_format import (
     weights_sha256,
 )
 from components.codec.range_coding import DecodingChannel, EncodingChannel
-from components.codec.window_coder import plan_windows
 from model import build_model
 from model.code_length import PRECISION_BITS, quantized_frequencies
+from model.window_plan import plan_windows
 from tests.codec_helpers import codec_config
 
 

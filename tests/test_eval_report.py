@@ -13,7 +13,6 @@ import pytest
 import torch
 import zstandard
 
-from components.codec.window_coder import default_context, plan_windows
 from components.data.byte_windows import iter_eval_windows
 from components.evaluation.compression_eval import baseline_bits_per_byte
 from components.evaluation.conditional_code_length import conditional_bits_of_tokens
@@ -24,6 +23,7 @@ from components.training.train import TrainParams, train
 from configs import load_config
 from model import build_model
 from model.tokenizer import NUM_BYTES
+from model.window_plan import default_context, plan_windows
 from tests.conftest import prepare_small_corpus
 from tests.model_helpers import (
     tiny_config,

@@ -135,7 +135,7 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
         ("model/attention.py", TRAINING | {"evaluate"}),
         ("components/training/train.py", TRAINING),
         ("components/evaluation/evaluate.py", {"evaluate"}),
-        ("components/codec/window_coder.py", {"evaluate"}),  # the compression numbers of the report
+        ("components/evaluation/compression_eval.py", {"evaluate"}),  # the compression numbers of the report
         ("components/data/byte_windows.py", TRAINING | {"evaluate"}),
         ("pipelines/dvc_params.py", every_stage),  # every step reads params.yaml through it
         # imported by every step (train_data prepares data it does not find; params.yaml's gate section is

@@ -203,14 +203,16 @@ def test_removing_any_module_from_a_stage_is_caught():
 
 
 def test_the_closure_sees_lazy_imports_and_skips_other_steps():
-    """Spot checks of the rule on known code: a lazy import inside a function is followed (the evaluation's
-    window coder), another step's branch is not (the registry's promotion code is promote's, not evaluate's)."""
+    """Spot checks of the rule on known code: a lazy import inside a function is followed (the evaluate step's
+    paired evaluation), another step's branch is not (the scoring code is evaluate's, not promote's)."""
     evaluate = {str(f.relative_to(REPO)) for f in stage_closure("evaluate")}
-    assert "components/codec/window_coder.py" in evaluate
+    assert "pipelines/paired_evaluation.py" in evaluate
     assert "components/data/byte_windows.py" in evaluate
     assert "pipelines/dvc_params.py" in evaluate
-    assert "components/registry/pyfunc_model.py" not in evaluate
-    assert "components/registry/pyfunc_model.py" in {str(f.relative_to(REPO)) for f in stage_closure("promote")}
+    assert "components/evaluation/compression_eval.py" in evaluate
+    assert "components/evaluation/compression_eval.py" not in {
+        str(f.relative_to(REPO)) for f in stage_closure("promote")
+    }
 
 
 def test_dvc_lock_is_not_ignored_by_git():

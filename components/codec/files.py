@@ -46,9 +46,10 @@ from components.codec.file_format import (
     write_block,
 )
 from components.codec.range_coding import DecodingChannel, EncodingChannel
-from components.codec.window_coder import default_context, encode_round, plan_windows, run_round
+from components.codec.window_coder import encode_round, run_round
 from model.code_length import PRECISION_BITS, require_code_probabilities
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES
+from model.window_plan import default_context, plan_windows
 
 CHUNK = 1 << 20
 

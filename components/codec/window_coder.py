@@ -4,8 +4,9 @@ across windows.
 A stream (a chunk of the file, components/codec/files.py) is the token stream BOS + bytes + EOS (the framing the
 evaluation scores), cut into windows of at most `window` tokens (the model's sequence_length). Window 0 is [BOS]
 + the next window - 1 tokens, with BOS known; each later window re-reads the last `context` tokens of the stream
-(known to the receiver: already decoded) and codes the next window - context tokens. `plan_windows` gives
-(start, known_end, end) stream indices. A round codes one window of each of several streams, side by side.
+(known to the receiver: already decoded) and codes the next window - context tokens. `plan_windows`
+(model/window_plan.py) gives (start, known_end, end) stream indices. A round codes one window of each of several
+streams, side by side.
 
 Coding a round is decoding it: the encoder runs exactly the decoder's loop (model/lockstep_decoding.py: the
 level decoders of model/generation.py for many rows at once, boundaries recomputed causally step by step, KV
@@ -29,33 +30,12 @@ boundaries ever differ from that pass (a float tie), the symbols still decode; t
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 
 import torch
 
 from components.evaluation.conditional_code_length import known_counts
 from model.lockstep_decoding import lockstep_chain
 from model.tokenizer import EOS_ID, PAD_ID
-
-
-def default_context(window: int) -> int:
-    """Known tokens each window re-reads unless told otherwise. Context lowers the expander's and entropy
-    model's bits of the first tokens of a window, but every window boundary pays one extra top code (the
-    previous window sent its last, cut-off segment; this one sends the whole segment again), and more context
-    means more windows: on a small trained model (tests/codec_helpers.py, window 64) an eighth was best."""
-    return window // 8
-
-
-def plan_windows(total_tokens: int, window: int, context: int) -> Iterator[tuple[int, int, int]]:
-    """(start, known_end, end) of each window over a stream of total_tokens (BOS first)."""
-    if window < 2 or not 0 <= context < window:
-        raise ValueError(f"windows need 2 <= window and 0 <= context < window (got {window}, {context})")
-    known_end, start = 1, 0
-    while known_end < total_tokens:
-        end = min(start + window, total_tokens)
-        yield start, known_end, end
-        known_end = end
-        start = max(0, end - context)
 
 
 def _padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

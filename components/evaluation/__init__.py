@@ -2,6 +2,6 @@
 byte beside standard compressors, the conditional code length behind the lm-eval adapter (`hier_ae`), the
 report files, and loading a trained model from wherever its checkpoint lives.
 
-May import: components.data, components.training (checkpoints), components.infrastructure, model/, configs/, and
-components.codec's window plan, so that the report's code length is measured on the codec's own windows.
+May import: components.data, components.training (checkpoints), components.infrastructure, model/ (its window plan
+is the codec's, so the report's code length is measured on the codec's own windows), configs/.
 """

@@ -4,7 +4,7 @@ bytes, measured in the same run, plus what each level of the hierarchy does.
 A text (a split's documents, or one file) is the token stream BOS + bytes + EOS per document, cut into windows
 of the config's sequence_length that carry context: window 0 codes its tokens after BOS, each later window
 re-reads the last `context` tokens of the previous one (the receiver has them) and codes the next ones
-(components/codec/window_coder.py's `plan_windows`, the codec's own windows). A window's bits are the
+(model/window_plan.py's `plan_windows`, the codec's own windows). A window's bits are the
 conditional code length of its new tokens given its known ones (components/evaluation/conditional_code_length.py), so
 the total is an achievable code for the whole stream: `abstractinator compress` produces it, and the codec's
 tests check its size against `quantized_bits_per_byte` and its step-by-step decoder against these bits. The
@@ -39,11 +39,11 @@ import numpy as np
 import torch
 import zstandard
 
-from components.codec.window_coder import default_context, plan_windows
 from components.data.byte_windows import SplitStream
 from components.evaluation.conditional_code_length import known_counts, one_thread_on_cpu
 from model.code_length import bits_of, eval_position_logits
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID
+from model.window_plan import default_context, plan_windows
 
 SAMPLE_BYTES = 400
 
