@@ -246,7 +246,13 @@ def test_argv_check_rejects_the_old_password_in_the_backend_uri(built):
 
 def test_every_secret_reference_matches_a_template_key(built):
     templates = {s["metadata"]["name"]: set(s["stringData"]) for s in built["secrets"]}
-    assert set(templates) == {"abstractinator-s3", "abstractinator-mlflow-auth", "mlflow-admin", "mlflow-db"}
+    assert set(templates) == {
+        "abstractinator-s3",
+        "abstractinator-mlflow-auth",
+        "mlflow-admin",
+        "mlflow-db",
+        "abstractinator-eval-signing-key",
+    }
     references = 0
     for objects in built.values():
         for obj in objects:
@@ -300,6 +306,7 @@ def test_the_task_objects_live_where_each_kfp_mode_runs_pods(built):
             "ABSTRACTINATOR_S3_ENDPOINT_URL",
             "AWS_DEFAULT_REGION",
             "ABSTRACTINATOR_ARTIFACT_ROOT",
+            "ABSTRACTINATOR_EVAL_PUBLIC_KEY",  # the gate's public key (placeholder: tests/test_cluster_signing_key.py)
         }
         assert "@" not in settings[0]["data"]["MLFLOW_TRACKING_URI"]
         assert settings[0]["data"]["ABSTRACTINATOR_ARTIFACT_ROOT"].startswith("s3://")

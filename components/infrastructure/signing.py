@@ -29,6 +29,7 @@ PUBLIC_KEY_ENV = "ABSTRACTINATOR_EVAL_PUBLIC_KEY"
 KEY_FOLDER = "keys"
 PRIVATE_KEY_NAME = "evaluation-ed25519.pem"
 PUBLIC_KEY_NAME = "evaluation-ed25519.pub.pem"
+PLACEHOLDER = "REPLACE_ME"  # what the settings ConfigMap holds until the operator puts the public key there
 CLUSTER_PRIVATE_KEY_NAME = "ed25519.pem"  # the Secret abstractinator-eval-signing-key's key (pipelines/training.py)
 CLUSTER_PUBLIC_KEY_NAME = "ed25519.pub.pem"
 
@@ -98,6 +99,11 @@ def _private_key():
 def public_key_pem() -> bytes:
     """The PEM of the evaluation's public key (see the module docstring); SigningError when there is none."""
     text = os.environ.get(PUBLIC_KEY_ENV, "").strip()
+    if text.startswith(PLACEHOLDER):  # the manifests' value, never replaced (manifests/kfp/base/settings.yaml)
+        raise SigningError(
+            f"{PUBLIC_KEY_ENV} is still the manifests' placeholder: put the public key of `abstractinator registry "
+            "keygen` there (docs/cluster.md, step 4)"
+        )
     if text:
         return text.encode()
     _, public_path = local_key_paths()
