@@ -11,11 +11,15 @@ Standard tools do the policy work:
   reason is itself a finding.
 What no standard tool knows, the project's contracts, is checked here:
 - every container image names a registry and a tag (or digest), not `latest` (set in components/images);
-- every Role that grants Secrets names them (resourceNames) and grants only `get` on them; no ClusterRole;
+- every Role that grants Secrets names them (resourceNames) and grants only `get` on them; no ClusterRole; no
+  Role grants the evaluation's signing Secret (the kubelet mounts it into the evaluate task; nothing reads it
+  through the API);
+- the settings ConfigMap has the key ABSTRACTINATOR_EVAL_PUBLIC_KEY, holding the REPLACE_ME placeholder or an
+  Ed25519 public key in PEM, never a private key;
 - every namespace in which an overlay creates pods has a default-deny NetworkPolicy;
 - no container's command or args carry a credential (a `$(VAR)` whose VAR comes from a Secret, or a URI with a
   password);
-- no deployable build creates a Secret; the Secret templates hold placeholders only;
+- no deployable build creates a Secret; the Secret templates hold placeholders only (also: no PEM private key);
 - the kfp-launcher patches in manifests/kfp-launcher/ follow the KFP launcher's S3 provider format.
 
 Usage: python manifests/check.py [--kubectl PATH] [--tools DIR] [--kubernetes-version 1.35.0]. Exit status 1
@@ -48,6 +52,12 @@ CUSTOM_SCHEMAS = {("kubeflow.org/v1", "PyTorchJob"): "pytorchjob-kubeflow.org-v1
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod", "PyTorchJob"}
 SECRET_WORDS = ("password", "secret", "token", "key")
 PLACEHOLDER = "REPLACE_ME"
+# What the compiled pipeline reads (pipelines/training.py ClusterSettings.eval_signing_secret,
+# pipelines/task_runtime.py SETTINGS_CONFIG_MAP, components/infrastructure/signing.py PUBLIC_KEY_ENV); named
+# here so that this script runs without the project on its path; tests/test_cluster_manifests.py ties them.
+EVAL_SIGNING_SECRET = "abstractinator-eval-signing-key"
+SETTINGS_CONFIG_MAP = "abstractinator-pipeline-settings"
+EVAL_PUBLIC_KEY = "ABSTRACTINATOR_EVAL_PUBLIC_KEY"
 # registry host (has a dot or a port, or is localhost) / path : tag, or @sha256:digest
 IMAGE = re.compile(
     r"^(?P<registry>[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?|localhost(:\d+)?|[a-z0-9-]+:\d+)/"
@@ -248,12 +258,41 @@ def role_problems(obj: dict) -> list[str]:
             continue
         if not rule.get("resourceNames"):
             problems.append(f"{name_of(obj)}: a rule on Secrets must name them (resourceNames)")
+        if EVAL_SIGNING_SECRET in rule.get("resourceNames", []):
+            problems.append(
+                f"{name_of(obj)}: grants {EVAL_SIGNING_SECRET}; only the evaluate task may hold it (mounted by the "
+                "kubelet, no Role needed)"
+            )
         if set(rule.get("verbs", [])) - {"get"}:
             problems.append(
                 f"{name_of(obj)}: Secrets may only be read by name (verbs [get]), not "
                 f"{sorted(set(rule['verbs']) - {'get'})}"
             )
     return problems
+
+
+def settings_problems(obj: dict) -> list[str]:
+    """The settings ConfigMap's public key: the placeholder (the gate then refuses every candidate, saying so) or
+    an Ed25519 public key, never a private key pasted by mistake (a ConfigMap is readable by far more)."""
+    if obj.get("kind") != "ConfigMap" or obj.get("metadata", {}).get("name") != SETTINGS_CONFIG_MAP:
+        return []
+    value = str(obj.get("data", {}).get(EVAL_PUBLIC_KEY, ""))
+    if not value:
+        return [f"{name_of(obj)}: no {EVAL_PUBLIC_KEY} (the public key of `abstractinator registry keygen`)"]
+    if "PRIVATE KEY" in value:
+        return [f"{name_of(obj)}: {EVAL_PUBLIC_KEY} holds a PRIVATE key (it belongs in {EVAL_SIGNING_SECRET})"]
+    if value.startswith(PLACEHOLDER):
+        return []
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        key = serialization.load_pem_public_key(value.encode())
+    except ValueError:
+        key = None
+    if not isinstance(key, Ed25519PublicKey):
+        return [f"{name_of(obj)}: {EVAL_PUBLIC_KEY} is neither a {PLACEHOLDER} placeholder nor an Ed25519 PEM"]
+    return []
 
 
 def is_default_deny(obj: dict) -> bool:
@@ -305,7 +344,8 @@ def secret_problems(obj: dict, templates: bool) -> list[str]:
     return [
         f"{name_of(obj)}: {key} holds a value that is not a {PLACEHOLDER} placeholder"
         for key, value in obj.get("stringData", {}).items()
-        if any(word in key.lower() for word in SECRET_WORDS) and not str(value).startswith(PLACEHOLDER)
+        if (any(word in key.lower() for word in SECRET_WORDS) or "PRIVATE KEY" in str(value))
+        and not str(value).startswith(PLACEHOLDER)
     ]
 
 
@@ -403,6 +443,7 @@ def check(
         if is_custom(obj):
             problems += validate_custom(obj, version)
         problems += role_problems(obj) + argv_credential_problems(obj) + secret_problems(obj, templates)
+        problems += settings_problems(obj)
         if deployable:
             problems += image_problems(obj)
     problems += suppression_problems(objects)

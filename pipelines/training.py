@@ -30,7 +30,7 @@ champion's; when all three match, the rest of the pipeline is skipped (dsl.If) a
 from kfp import dsl, kubernetes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from components.infrastructure.signing import PRIVATE_KEY_ENV, PUBLIC_KEY_ENV
+from components.infrastructure.signing import CLUSTER_PRIVATE_KEY_NAME, PRIVATE_KEY_ENV, PUBLIC_KEY_ENV
 from pipelines.kfp_tasks import make_tasks
 from pipelines.task_runtime import REQUIRE_TRACKING_ENV, RUN_ID_ENV, RUN_ID_LABEL, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 
@@ -42,7 +42,7 @@ MLFLOW_AUTH_KEYS = {
     "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
 }
 EVAL_KEY_MOUNT = "/var/run/secrets/abstractinator-eval"
-EVAL_KEY_FILE = "ed25519.pem"
+EVAL_KEY_FILE = CLUSTER_PRIVATE_KEY_NAME  # the key `registry keygen` writes and the Secret holds
 SCRATCH = "/scratch"
 SCRATCH_ENV = {  # everything that would otherwise write under HOME, /tmp or the working directory
     "HOME": SCRATCH,

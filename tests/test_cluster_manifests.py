@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.infrastructure.signing import generate_cluster_key
 from tests.manifest_checker import check, needs_tools
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,7 +247,13 @@ def test_argv_check_rejects_the_old_password_in_the_backend_uri(built):
 
 def test_every_secret_reference_matches_a_template_key(built):
     templates = {s["metadata"]["name"]: set(s["stringData"]) for s in built["secrets"]}
-    assert set(templates) == {"abstractinator-s3", "abstractinator-mlflow-auth", "mlflow-admin", "mlflow-db"}
+    assert set(templates) == {
+        "abstractinator-s3",
+        "abstractinator-mlflow-auth",
+        "mlflow-admin",
+        "mlflow-db",
+        "abstractinator-eval-signing-key",
+    }
     references = 0
     for objects in built.values():
         for obj in objects:
@@ -300,6 +307,7 @@ def test_the_task_objects_live_where_each_kfp_mode_runs_pods(built):
             "ABSTRACTINATOR_S3_ENDPOINT_URL",
             "AWS_DEFAULT_REGION",
             "ABSTRACTINATOR_ARTIFACT_ROOT",
+            "ABSTRACTINATOR_EVAL_PUBLIC_KEY",  # the gate's public key (placeholder: tests/test_cluster_signing_key.py)
         }
         assert "@" not in settings[0]["data"]["MLFLOW_TRACKING_URI"]
         assert settings[0]["data"]["ABSTRACTINATOR_ARTIFACT_ROOT"].startswith("s3://")
@@ -711,7 +719,7 @@ def doc_commands() -> list[str]:
 
 def offline(command: str) -> str | None:
     """The part of a docs command that runs without a cluster, or None."""
-    if command.startswith("kubectl kustomize ") or command.startswith("kubectl patch --local "):
+    if command.startswith(("kubectl kustomize ", "kubectl patch --local ", "abstractinator registry keygen ")):
         return command
     if "--dry-run=client" in command:
         return command.split(" | kubectl apply")[0]
@@ -747,7 +755,8 @@ def docs_workdir(tmp_path) -> Path:
 def test_every_docs_command_that_needs_no_cluster_runs(docs_workdir, built):
     runnable = [offline(command) for command in doc_commands() if offline(command)]
     assert len([c for c in runnable if c.startswith("kubectl kustomize")]) == len(OVERLAYS) + 1  # + pytorchjob
-    assert len([c for c in runnable if "create secret" in c]) == 6
+    assert len([c for c in runnable if "create secret" in c]) == 7
+    assert len([c for c in runnable if "registry keygen" in c]) == 1  # runs for real, before its Secret
     assert len([c for c in runnable if "patch --local" in c]) == 1
     assert "make manifests-check" in doc_commands()  # run by the slow test below
     templates = {s["metadata"]["name"]: set(s["stringData"]) for s in built["secrets"]}
@@ -763,6 +772,9 @@ def test_every_docs_command_that_needs_no_cluster_runs(docs_workdir, built):
             timeout=120,
         )
         assert result.returncode == 0, f"{command}: {result.stderr}"
+        if command.startswith("abstractinator "):  # keygen prints where it wrote, never a key
+            assert "PRIVATE KEY" not in result.stdout + result.stderr
+            continue
         for obj in yaml.safe_load_all(result.stdout):
             if obj and obj["kind"] == "Secret":
                 name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
@@ -778,7 +790,10 @@ def test_every_docs_command_that_needs_no_cluster_runs(docs_workdir, built):
         ("abstractinator-mlflow-auth", "abstractinator"),
         ("mlflow-admin", "abstractinator"),
         ("mlflow-db", "abstractinator"),
+        ("abstractinator-eval-signing-key", "kubeflow"),
     }
+    private_key = docs_workdir / "eval-signing" / "ed25519.pem"
+    assert private_key.stat().st_mode & 0o077 == 0 and b"PRIVATE KEY" in private_key.read_bytes()
 
 
 @pytest.mark.slow
@@ -797,6 +812,8 @@ def test_the_docs_own_overlay_example_builds_and_passes(docs_workdir, kubectl):
     block = text.split("```yaml\n# my-cluster/kustomization.yaml\n", 1)[1].split("```", 1)[0]
     (docs_workdir / "my-cluster").mkdir()
     (docs_workdir / "my-cluster/kustomization.yaml").write_text(block)
+    public_key = generate_cluster_key(docs_workdir / "eval-signing")[1]  # step 3's keygen, then step 4's cp
+    (docs_workdir / "my-cluster/ed25519.pub.pem").write_bytes(public_key.read_bytes())
     objects, problems = check.check(docs_workdir / "my-cluster", kubectl, tools=None)
     assert problems == []
     images = {c["image"] for o in objects for _, pod in check.pod_specs(o) for c in check.containers(pod)}
@@ -806,3 +823,4 @@ def test_the_docs_own_overlay_example_builds_and_passes(docs_workdir, kubectl):
     settings = by_kind(objects, "ConfigMap")["abstractinator-pipeline-settings"]["data"]
     assert storage["AWS_DEFAULT_REGION"] == settings["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert settings["ABSTRACTINATOR_ARTIFACT_ROOT"] == "s3://my-bucket/abstractinator/pipeline"
+    assert settings["ABSTRACTINATOR_EVAL_PUBLIC_KEY"] == public_key.read_text()  # merged under its own name

@@ -1,8 +1,9 @@
-"""The evaluation's signing key (components/infrastructure/signing.py) and what the evaluation step does with a
-champion it cannot score (pipelines/paired_evaluation.py `champion_weights`)."""
+"""The evaluation's signing key (components/infrastructure/signing.py, `registry keygen`) and what the evaluation
+step does with a champion it cannot score (pipelines/paired_evaluation.py `champion_weights`)."""
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from components.infrastructure import signing
 from components.registry import promote as registry
+from pipelines import training
 from pipelines.paired_evaluation import ChampionProblem, champion_weights
 from tests import registry_helpers
 from tests.registry_helpers import evaluation_key  # noqa: F401
@@ -56,3 +58,35 @@ def test_a_champion_whose_weights_are_missing_or_unverifiable_is_not_scored(tmp_
     scored, path = champion_weights(client, name, tmp_path / "download")
     assert scored.version == good and path.name == "model.pt"
     assert scored.weights_sha256 == registry_helpers.sha256_of(path)
+
+
+def test_keygen_writes_a_cluster_pair_that_signs_and_verifies_and_never_overwrites_it(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """`registry keygen --out DIR`: the private key 0600 (even under umask 0) in a 0700 folder, never printed; the
+    pair is what the evaluate task signs with (the Secret's file) and the gate verifies with (the ConfigMap's PEM);
+    a second run refuses (exit 2, one line) and leaves both files as they were."""
+    from abstractinator.cli import main
+
+    folder = tmp_path / "eval-signing"
+    previous_umask = os.umask(0)
+    try:
+        assert main(["registry", "keygen", "--out", str(folder)]) == 0
+    finally:
+        os.umask(previous_umask)
+    private, public = folder / "ed25519.pem", folder / "ed25519.pub.pem"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    private_pem, public_pem = private.read_bytes(), public.read_bytes()
+    printed = capsys.readouterr()
+    assert b"PRIVATE KEY" in private_pem and private_pem.decode() not in printed.out + printed.err
+    assert "PRIVATE" not in printed.out + printed.err
+    assert private.name == training.EVAL_KEY_FILE  # the key of the Secret the evaluate task mounts
+
+    monkeypatch.setenv(signing.PRIVATE_KEY_ENV, str(private))
+    monkeypatch.setenv(signing.PUBLIC_KEY_ENV, public_pem.decode())
+    signing.verify(b"attested bytes", signing.sign(b"attested bytes"))
+
+    assert main(["registry", "keygen", "--out", str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert "already exists" in error and len(error.strip().splitlines()) == 1
+    assert private.read_bytes() == private_pem and public.read_bytes() == public_pem

@@ -1,4 +1,5 @@
-"""`abstractinator registry promote|status|rollback|history`: the MLflow registry gate by hand.
+"""`abstractinator registry promote|status|rollback|history|keygen`: the MLflow registry gate by hand, and the
+evaluation's signing key pair for a cluster (`keygen`: files only, the private key never printed).
 
 Exit codes: 0 promoted, forced, already champion, rolled back (and status/history shown); 3 the gate refused
 the version (a script can gate on it); 2 an error (unreachable or failing MLflow, unknown model or version, lock
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,6 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             )
             add_gate_arguments(sub)
         sub.set_defaults(func=run)
+    keygen = commands.add_parser(
+        "keygen",
+        help="make the evaluation's Ed25519 signing key pair for a cluster (docs/cluster.md, step 3)",
+        description="Writes DIR/ed25519.pem (the private key, mode 0600: the Secret abstractinator-eval-signing-key) "
+        "and DIR/ed25519.pub.pem (the settings ConfigMap's ABSTRACTINATOR_EVAL_PUBLIC_KEY). Never overwrites; "
+        "never prints the private key.",
+    )
+    keygen.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the two files (made 0700)")
+    keygen.set_defaults(func=run)
 
 
 def tracking_uri_of(args: argparse.Namespace) -> str:
@@ -64,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from components.infrastructure.tracking import mlflow_failures
     from components.registry.promote import RegistryError
 
+    if args.registry_command == "keygen":
+        return _keygen(args.out)
     uri = ""
     try:
         uri = tracking_uri_of(args)
@@ -74,6 +87,15 @@ def run(args: argparse.Namespace) -> int:
             f"MLflow at {redact(uri)} failed: {type(error).__name__}: {one_line(error)}"
             + (f"; {pending}" if pending else "")
         ) from None
+
+
+def _keygen(folder: Path) -> int:
+    from components.infrastructure.signing import generate_cluster_key
+
+    private_path, public_path = generate_cluster_key(folder)
+    print(f"private key: {private_path} (mode 0600; only the evaluate task's Secret may hold it)")
+    print(f"public key:  {public_path} (the settings ConfigMap's ABSTRACTINATOR_EVAL_PUBLIC_KEY)")
+    return 0
 
 
 def _run(args: argparse.Namespace, uri: str) -> int:

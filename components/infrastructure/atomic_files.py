@@ -60,17 +60,18 @@ def require_replaceable(path: Path | str) -> None:
 
 
 @contextmanager
-def atomic_write(path: Path | str, readable: bool = False) -> Iterator[BinaryIO]:
+def atomic_write(path: Path | str, readable: bool = False, mode: int = 0o666) -> Iterator[BinaryIO]:
     """A binary file handle whose content replaces `path` when the block ends without an exception (readable:
-    opened for reading too, for a writer that checks what it wrote before it is published)."""
+    opened for reading too, for a writer that checks what it wrote before it is published; mode: the file's
+    permissions less the umask, from its creation on, e.g. 0o600 for a private key)."""
     path = Path(path)
     require_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
     # Made as open() makes a file (mode 0o666 less the umask), not 0o600 as tempfile does: the result is an
-    # ordinary file that others may read when the folder lets them.
-    access, mode = (os.O_RDWR, "w+b") if readable else (os.O_WRONLY, "wb")
-    handle = os.fdopen(os.open(temp, access | os.O_CREAT | os.O_EXCL, 0o666), mode)
+    # ordinary file that others may read when the folder lets them (unless `mode` says otherwise).
+    access, open_mode = (os.O_RDWR, "w+b") if readable else (os.O_WRONLY, "wb")
+    handle = os.fdopen(os.open(temp, access | os.O_CREAT | os.O_EXCL, mode), open_mode)
     try:
         with handle:
             yield handle
@@ -86,8 +87,8 @@ def atomic_write(path: Path | str, readable: bool = False) -> Iterator[BinaryIO]
     _fsync_folder(path.parent)
 
 
-def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
-    with atomic_write(path) as handle:
+def write_bytes_atomic(path: Path | str, data: bytes, mode: int = 0o666) -> Path:
+    with atomic_write(path, mode=mode) as handle:
         handle.write(data)
     return Path(path)
 

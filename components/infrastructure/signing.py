@@ -8,6 +8,9 @@ Who holds what:
 - the public key everyone who checks: ABSTRACTINATOR_EVAL_PUBLIC_KEY (the PEM text, a key of the settings
   ConfigMap on a cluster), else the local key's `keys/evaluation-ed25519.pub.pem`.
 
+A cluster's pair is made once by `abstractinator registry keygen --out DIR` (generate_cluster_key): files only,
+never the private key on a terminal, in a log or in argv (docs/cluster.md, step 3).
+
 A signature is the base64 of Ed25519's 64 bytes over the exact bytes signed (the canonical JSON of the attestation).
 """
 
@@ -26,6 +29,9 @@ PUBLIC_KEY_ENV = "ABSTRACTINATOR_EVAL_PUBLIC_KEY"
 KEY_FOLDER = "keys"
 PRIVATE_KEY_NAME = "evaluation-ed25519.pem"
 PUBLIC_KEY_NAME = "evaluation-ed25519.pub.pem"
+PLACEHOLDER = "REPLACE_ME"  # what the settings ConfigMap holds until the operator puts the public key there
+CLUSTER_PRIVATE_KEY_NAME = "ed25519.pem"  # the Secret abstractinator-eval-signing-key's key (pipelines/training.py)
+CLUSTER_PUBLIC_KEY_NAME = "ed25519.pub.pem"
 
 
 class SigningError(UserError):
@@ -40,21 +46,43 @@ def local_key_paths() -> tuple[Path, Path]:
 def generate_local_key() -> Path:
     """A new key pair under the data home (the private key 0600 in a 0700 folder); returns the private key path.
     An existing key is kept: evidence already signed with it must stay verifiable."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     private_path, public_path = local_key_paths()
     if private_path.is_file():
         return private_path
     private_path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(private_path.parent, 0o700)  # the key is readable by its owner alone, also while it is written
+    write_key_pair(private_path, public_path)
+    return private_path
+
+
+def write_key_pair(private_path: Path, public_path: Path) -> None:
+    """A new Ed25519 key pair: the private key (PKCS#8 PEM) readable by its owner alone from the moment its file
+    exists, the public key (SubjectPublicKeyInfo PEM) beside it. The private key is never printed or returned."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    write_bytes_atomic(private_path, pem)
-    os.chmod(private_path, 0o600)
+    write_bytes_atomic(private_path, pem, mode=0o600)
+    os.chmod(private_path, 0o600)  # whatever the umask left
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     write_bytes_atomic(public_path, public)
-    return private_path
+
+
+def generate_cluster_key(folder: Path) -> tuple[Path, Path]:
+    """A key pair for a cluster in `folder` (`registry keygen`): ed25519.pem, the evaluate task's Secret key, and
+    ed25519.pub.pem, the settings ConfigMap's ABSTRACTINATOR_EVAL_PUBLIC_KEY. Refuses to overwrite either file:
+    evidence signed with an existing key must stay verifiable, and a lost private key cannot be recovered."""
+    private_path, public_path = folder / CLUSTER_PRIVATE_KEY_NAME, folder / CLUSTER_PUBLIC_KEY_NAME
+    existing = [str(path) for path in (private_path, public_path) if path.exists()]
+    if existing:
+        named = ", ".join(existing)
+        raise SigningError(f"{named} already exists: keygen never overwrites a key (choose another --out)")
+    if folder.exists() and not folder.is_dir():
+        raise SigningError(f"{folder} is not a folder")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_key_pair(private_path, public_path)
+    return private_path, public_path
 
 
 def _private_key():
@@ -71,6 +99,11 @@ def _private_key():
 def public_key_pem() -> bytes:
     """The PEM of the evaluation's public key (see the module docstring); SigningError when there is none."""
     text = os.environ.get(PUBLIC_KEY_ENV, "").strip()
+    if text.startswith(PLACEHOLDER):  # the manifests' value, never replaced (manifests/kfp/base/settings.yaml)
+        raise SigningError(
+            f"{PUBLIC_KEY_ENV} is still the manifests' placeholder: put the public key of `abstractinator registry "
+            "keygen` there (docs/cluster.md, step 4)"
+        )
     if text:
         return text.encode()
     _, public_path = local_key_paths()
