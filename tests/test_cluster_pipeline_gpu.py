@@ -91,8 +91,9 @@ def test_tasks_read_the_settings_and_mlflow_auth_the_manifests_create(tmp_path):
     settings = yaml.safe_load((REPO / "manifests/kfp/base/settings.yaml").read_text())
     auth = yaml.safe_load((REPO / "manifests/secrets/mlflow-auth.template.yaml").read_text())
     for executor in spec["deploymentSpec"]["executors"]:
-        (config_map,) = platform[executor]["configMapAsEnv"]
-        assert config_map["configMapName"] == settings["metadata"]["name"]
-        assert {item["configMapKey"] for item in config_map["keyToEnv"]} == set(settings["data"])
+        config_maps = platform[executor]["configMapAsEnv"]  # the required keys, and the optional public key
+        assert {config_map["configMapName"] for config_map in config_maps} == {settings["metadata"]["name"]}
+        mapped = {item["configMapKey"] for config_map in config_maps for item in config_map["keyToEnv"]}
+        assert mapped == set(settings["data"])
         (secret,) = [s for s in platform[executor]["secretAsEnv"] if s["secretName"] == auth["metadata"]["name"]]
         assert {item["secretKey"] for item in secret["keyToEnv"]} <= set(auth["stringData"])
