@@ -207,6 +207,32 @@ def test_cli_scores_a_text_file_and_prints_metrics(ci_checkpoint, corpus, text_f
     assert "notes.md 2.000" in (tmp_path / "out2" / "report.md").read_text()
 
 
+def test_a_long_text_file_is_capped_without_max_eval_bytes(ci_checkpoint, corpus, tmp_path, monkeypatch):
+    """A text file scores its first TEXT_FILE_DEFAULT_MAX_BYTES unless --max-eval-bytes says otherwise (an unbounded
+    10 MB file would score for hours); no more than that is read. The cap is made small here to keep the test short."""
+    from components.evaluation import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "TEXT_FILE_DEFAULT_MAX_BYTES", 3000)
+    long_line = tmp_path / "one-line.txt"
+    long_line.write_bytes(b"a line that never ends, " * 1000)  # 24,000 bytes, no newline
+    result = evaluate(
+        EvaluateParams(
+            checkpoint=str(ci_checkpoint),
+            out_dir=tmp_path / "report",
+            data_dir=corpus,
+            compression=True,
+            splits=[],
+            canterbury=False,
+            text_files=[long_line],
+            reconstruction_windows=0,
+            device="cpu",
+            tracking=False,
+        )
+    )
+    report = json.loads(result.report_json.read_text())
+    assert report["compression"]["one-line"]["bytes"] == 3000
+
+
 def test_missing_checkpoint_is_a_one_line_user_error(tmp_path, capsys):
     from abstractinator.cli import main
 

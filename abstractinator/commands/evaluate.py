@@ -61,7 +61,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         help="a file to score (repeatable); named by its file name in the report",
     )
     parser.add_argument(
-        "--max-eval-bytes", dest="max_eval_bytes", type=int, default=None, help="cap on tokens read per split"
+        "--max-eval-bytes",
+        dest="max_eval_bytes",
+        type=int,
+        default=None,
+        help="cap on the tokens scored per split and the bytes per text file (default: whole splits, the first "
+        "1 MB of each text file)",
     )
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: ./evaluation)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")

@@ -13,7 +13,8 @@ EvaluateParams (extra="forbid")
     canterbury        include the four Canterbury texts (taken from <data_dir>/eval/canterbury, else fetched)
     tasks             lm-eval tasks (standard names become <task>_local when the hub is offline)
     limit, num_fewshot  passed to lm-eval
-    max_eval_bytes    cap on the tokens read per split and the bytes read per text (speed); None: everything
+    max_eval_bytes    cap on the tokens read per split and the bytes read per text (speed); None: every token of
+                      a split, the first TEXT_FILE_DEFAULT_MAX_BYTES (1 MB) of a text
     text_files        more files to score, each named by its file name
     device            "auto" | "cpu" | "cuda"
     tracking          log metrics (as eval/<key>) and the report to MLflow: into the checkpoint's
@@ -32,17 +33,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
 
 from components.evaluation.evaluation_errors import EvaluationError, require_bits
 from components.infrastructure.logs import get_logger
+from model.window_plan import default_context, plan_windows
 
 log = get_logger(__name__)
+
+# Bytes of each text file scored when no --max-eval-bytes is given: scoring runs at kilobytes per second on a CPU,
+# so an unbounded 10 MB file would take hours; the four Canterbury texts (at most 471 KB) fit whole.
+TEXT_FILE_DEFAULT_MAX_BYTES = 1 << 20
 
 
 class EvaluateParams(BaseModel):
@@ -192,9 +200,20 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
         if not Path(path).is_file():
             raise EvaluationError(f"{path}: no such text file")
         name = Path(path).stem if Path(path).suffix == ".txt" else Path(path).name
-        log.info("scoring_text", file=str(path))
-        data = Path(path).read_bytes()[: params.max_eval_bytes]  # the compressors see the same bytes
-        windows = text_windows(data, length, batch)
+        limit = params.max_eval_bytes or TEXT_FILE_DEFAULT_MAX_BYTES
+        with Path(path).open("rb") as handle:
+            data = handle.read(limit)  # the compressors see the same bytes; never more than the cap is read
+        if params.max_eval_bytes is None and Path(path).stat().st_size > limit:
+            log.warning("text_file_capped", file=str(path), scored_bytes=limit, hint="--max-eval-bytes sets the cap")
+        log.info("scoring_text", file=str(path), bytes=len(data))
+        windows = tqdm(
+            text_windows(data, length, batch),
+            total=math.ceil(len(list(plan_windows(len(data) + 2, length, default_context(length)))) / batch),
+            desc=f"scoring {name}",
+            unit="batch",
+            disable=None,  # a bar on a terminal only: quiet in logs and pipelines
+            leave=False,
+        )
         entries[name] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
         entries[name]["sha256"] = hashlib.sha256(data).hexdigest()  # what was scored (a golden set is pinned by it)
     return entries
