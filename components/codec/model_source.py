@@ -16,6 +16,7 @@ from pathlib import Path
 
 from components.codec.file_format import CodecError, ModelIdentity, weights_sha256
 from components.evaluation.model_loading import load_model
+from components.infrastructure.storage import is_s3
 
 
 @dataclass
@@ -55,7 +56,7 @@ def load_codec_model(location: str) -> CodecModel:
     if location.startswith("models:/"):
         name, version, load_from = _registry_pin(location)
         reference = load_from
-    elif not location.startswith("s3://"):
+    elif not is_s3(location):
         reference = Path(location).resolve().name  # portable: the file name, not where this machine keeps it
     loaded = load_model(load_from, device="cpu")
     identity = ModelIdentity(

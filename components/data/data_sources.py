@@ -29,6 +29,7 @@ from typing import Protocol
 
 from components.infrastructure.logs import get_logger
 from components.infrastructure.settings import get_settings
+from components.infrastructure.storage import is_s3
 from configs.errors import UserError
 
 log = get_logger(__name__)
@@ -389,7 +390,7 @@ def resolve_source(
     """The source a spec string names; DataSourceError when it names nothing usable."""
     if spec == "default":
         return DefaultCorpusSource(downloads_dir)
-    if spec.startswith("s3://"):
+    if is_s3(spec):
         return S3Source(spec)
     if spec.startswith("hf:"):
         return HuggingFaceSource(spec[len("hf:") :], hf_config, hf_split, text_column)

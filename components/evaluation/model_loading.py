@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from components.infrastructure.logs import get_logger
+from components.infrastructure.storage import is_s3
 from components.training.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_file
 from configs import ExpConfig, validate_config
 from model import build_model
@@ -112,7 +113,7 @@ def read_any_checkpoint(location: str | Path) -> dict[str, Any]:
     location = str(location)
     if location.startswith("models:/"):
         return _registry_checkpoint(location)
-    if not location.startswith("s3://") and not Path(location).exists():
+    if not is_s3(location) and not Path(location).exists():
         raise CheckpointError(f"{location}: no such checkpoint file or folder")
     return load_checkpoint(location)
 

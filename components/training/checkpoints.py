@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from components.infrastructure.atomic_files import atomic_write, write_text_atomic
-from components.infrastructure.storage import StorageError, parse_s3_uri
+from components.infrastructure.storage import StorageError, is_s3, parse_s3_uri
 from configs.errors import UserError, torch_load_failure
 
 CHECKPOINT_FORMAT = "abstractinator-checkpoint"
@@ -186,7 +186,7 @@ class CheckpointStore:
     def __init__(self, location: str | Path, keep_last: int = 3):
         self.location = str(location)
         self.keep_last = keep_last
-        self.is_s3 = self.location.startswith("s3://")
+        self.is_s3 = is_s3(self.location)
         if self.is_s3:
             self.bucket, prefix = parse_s3_uri(self.location)
             self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
@@ -297,7 +297,7 @@ class CheckpointStore:
 def load_checkpoint(location: str | Path) -> dict[str, Any]:
     """Read a checkpoint from a file path, an s3:// URI, or a checkpoint folder (its `latest`)."""
     location = str(location)
-    if location.startswith("s3://"):
+    if is_s3(location):
         from components.infrastructure.storage import download_file
 
         if not location.endswith(".pt"):
