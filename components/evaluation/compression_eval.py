@@ -215,13 +215,22 @@ class _Accumulator:
         }
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_compression(
     model, batches: Iterable[dict[str, torch.Tensor]], device: torch.device, reconstruction_windows: int = 4
 ) -> dict:
     """Code length, baselines and per-level statistics over `batches` (see the module docstring). Each batch
-    may give `known` (B,): how many leading tokens of each window the receiver has (default 0: all sent)."""
+    may give `known` (B,): how many leading tokens of each window the receiver has (default 0: all sent).
+
+    On CPU the forward passes run on one thread, as the codec's do (components/codec/files.py `coding_mode`):
+    on the shared 2-core machine two intra-op threads made every pass 3-5x slower in CPU seconds and in wall
+    time (docs/benchmarks.md, evaluation), and one thread is the arithmetic the codec's sizes come from."""
     model.eval()
+    with one_thread_on_cpu(device):
+        return _evaluate_compression(model, batches, device, reconstruction_windows)
+
+
+def _evaluate_compression(model, batches, device: torch.device, reconstruction_windows: int) -> dict:
     sizes = [int(compressor.quantizer.codebook.shape[0]) for compressor in model.compressors]
     accumulator = _Accumulator(sizes)
     left_to_decode = reconstruction_windows
@@ -237,10 +246,9 @@ def evaluate_compression(
         if left_to_decode > 0:
             take = min(left_to_decode, tokens.shape[0])
             compressed = bits["compressed"]
-            with one_thread_on_cpu(device):
-                decoded = model.decompress(
-                    compressed.top_codes[:take], compressed.top_valid[:take], max_len=tokens.shape[1]
-                )
+            decoded = model.decompress(
+                compressed.top_codes[:take], compressed.top_valid[:take], max_len=tokens.shape[1]
+            )
             accumulator.add_reconstruction(tokens[:take], padding[:take], decoded)
             left_to_decode -= take
     if accumulator.byte_count == 0:
