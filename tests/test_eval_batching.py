@@ -1,0 +1,53 @@
+"""The compression report's batched windows (issue 25): each window's bits are the same whether it is scored
+alone or beside others in a padded batch, and equal the conditional code length of that window alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from components.codec.window_coder import default_context, plan_windows
+from components.evaluation.compression_eval import evaluate_compression, text_windows
+from components.evaluation.conditional_code_length import conditional_bits_of_tokens
+from model import build_model
+from model.tokenizer import BOS_ID, EOS_ID
+from tests.model_helpers import real_text, tiny_config, torch_single_thread  # noqa: F401
+
+SEQUENCE_LENGTH = 64
+CPU = torch.device("cpu")
+DATA = real_text()[:700]  # 702 tokens: the last window is short, so a batch of 8 pads it
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(tiny_config(num_levels=2, level_changes={"max_segment_len": 5})).eval()
+
+
+def report(model, batch_size: int) -> dict:
+    return evaluate_compression(model, text_windows(DATA, SEQUENCE_LENGTH, batch_size), CPU, reconstruction_windows=0)
+
+
+def test_a_batch_of_eight_gives_each_window_the_bits_it_gets_in_a_batch_of_one(model):
+    """Batch neighbours do not leak into a window (both pad to the sequence length; the unpadded reference is
+    the test below)."""
+    alone, batched = report(model, 1), report(model, 8)
+    assert len(batched["window_bits"]) > 8 and len(batched["window_bits"]) % 8  # a padded last batch
+    # Same bytes exactly; the bits to fp32 rounding (another batch shape sums in another order, ~1e-8 relative).
+    assert [count for count, _ in batched["window_bits"]] == [count for count, _ in alone["window_bits"]]
+    assert [bits for _, bits in batched["window_bits"]] == pytest.approx([b for _, b in alone["window_bits"]], rel=1e-6)
+    assert batched["bytes"] == alone["bytes"] == len(DATA)
+    assert batched["bits"] == pytest.approx(alone["bits"], rel=1e-6)
+
+
+def test_window_bits_are_the_conditional_code_length_of_each_window_alone(model):
+    """The per-window reference: conditional_code_length's own path, one unpadded window per pass."""
+    stream = [BOS_ID, *DATA, EOS_ID]
+    windows = list(plan_windows(len(stream), SEQUENCE_LENGTH, default_context(SEQUENCE_LENGTH)))
+    expected = [
+        conditional_bits_of_tokens(model, [(stream[start:end], known_end - start)], CPU)[0]
+        for start, known_end, end in windows
+    ]
+    got = report(model, 8)["window_bits"]
+    sent_bytes = [sum(token < 256 for token in stream[known_end:end]) for _, known_end, end in windows]
+    assert [int(count) for count, _ in got] == sent_bytes
+    assert [bits for _, bits in got] == pytest.approx(expected, rel=1e-6, abs=1e-6)
