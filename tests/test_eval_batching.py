@@ -1,5 +1,6 @@
-"""The compression report's batched windows (issue 25): each window's bits are the same whether it is scored
-alone or beside others in a padded batch, and equal the conditional code length of that window alone."""
+"""The compression report's batched work (issue 25): each window's bits are the same whether it is scored
+alone or beside others in a padded batch, and equal the conditional code length of that window alone; the
+lockstep greedy reconstruction gives the bytes of the one-row decoder (model.decompress)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import torch
 from components.codec.window_coder import default_context, plan_windows
 from components.evaluation.compression_eval import evaluate_compression, text_windows
 from components.evaluation.conditional_code_length import conditional_bits_of_tokens
+from components.evaluation.greedy_reconstruction import greedy_reconstruction
 from model import build_model
-from model.tokenizer import BOS_ID, EOS_ID
-from tests.model_helpers import real_text, tiny_config, torch_single_thread  # noqa: F401
+from model.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from tests.model_helpers import padded_batch, real_text, tiny_config, torch_single_thread  # noqa: F401
 
 SEQUENCE_LENGTH = 64
 CPU = torch.device("cpu")
@@ -51,3 +53,28 @@ def test_window_bits_are_the_conditional_code_length_of_each_window_alone(model)
     sent_bytes = [sum(token < 256 for token in stream[known_end:end]) for _, known_end, end in windows]
     assert [int(count) for count, _ in got] == sent_bytes
     assert [bits for _, bits in got] == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("levels, pad_favoured", [(1, False), (2, False), (1, True)])
+def test_lockstep_reconstruction_gives_the_bytes_of_the_one_row_decoder(levels, pad_favoured):
+    """Rows whose top codes run out early (each valid prefix shorter) and rows cut at max_len, bytes equal;
+    `pad_favoured`: PAD's byte logit is twice the most chosen byte's, so PAD is the argmax where both skip it."""
+    model = build_model(tiny_config(num_levels=levels, level_changes={"max_segment_len": 5})).eval()
+    if pad_favoured:
+        head = model.expanders[0].head.weight
+        with torch.no_grad():
+            head[PAD_ID] = 2 * head[ord(" ")]
+    tokens, padding = padded_batch([DATA[:60], DATA[100:140], DATA[200:260], DATA[300:310]])
+    compressed = model.compress(tokens, padding)
+    top_valid = compressed.top_valid.clone()
+    for row, keep in enumerate([None, 3, 1, None]):
+        if keep is not None:
+            top_valid[row, keep:] = False
+    endings = []
+    for max_len in (tokens.shape[1], 12):
+        expected = model.decompress(compressed.top_codes, top_valid, max_len=max_len)
+        got = greedy_reconstruction(model, compressed.top_codes, top_valid, max_len)
+        assert torch.equal(got, expected)
+        endings.append((expected != PAD_ID).sum(1).tolist())
+    assert len(set(endings[0])) > 1 and min(endings[0]) < tokens.shape[1]  # codes ran out at different steps
+    assert 12 in endings[1]  # and rows were cut at max_len

@@ -19,7 +19,8 @@ Per entry (report["compression"][name]):
         the codes the code sends)
     window_bits [per window]: [bytes, bits] the window sends (the blocks of a paired comparison; evaluate.py
         moves them out of the report into EvaluateResult.block_bits)
-    reconstruction: greedy decoding of the first windows from their own top codes: exact_match_bytes (share of
+    reconstruction: greedy decoding of the first windows from their own top codes (in lockstep,
+        components/evaluation/greedy_reconstruction.py): exact_match_bytes (share of
         byte positions reproduced), exact_match_windows (share of whole windows), windows
     segment_lengths {length: count} at level 0 over the sent tokens; sample {text, boundaries} (first window,
         level-0 starts)
@@ -42,6 +43,7 @@ import zstandard
 from components.codec.window_coder import default_context, plan_windows
 from components.data.byte_windows import SplitStream
 from components.evaluation.conditional_code_length import known_counts, one_thread_on_cpu
+from components.evaluation.greedy_reconstruction import greedy_reconstruction
 from model.code_length import bits_of, eval_position_logits
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID
 
@@ -246,8 +248,8 @@ def _evaluate_compression(model, batches, device: torch.device, reconstruction_w
         if left_to_decode > 0:
             take = min(left_to_decode, tokens.shape[0])
             compressed = bits["compressed"]
-            decoded = model.decompress(
-                compressed.top_codes[:take], compressed.top_valid[:take], max_len=tokens.shape[1]
+            decoded = greedy_reconstruction(
+                model, compressed.top_codes[:take], compressed.top_valid[:take], tokens.shape[1]
             )
             accumulator.add_reconstruction(tokens[:take], padding[:take], decoded)
             left_to_decode -= take
