@@ -1,6 +1,7 @@
 """The compression report's batched work (issue 25): each window's bits are the same whether it is scored
 alone or beside others in a padded batch, and equal the conditional code length of that window alone; the
-lockstep greedy reconstruction gives the bytes of the one-row decoder (model.decompress)."""
+lockstep greedy reconstruction gives the bytes of the one-row decoder (model.decompress), also when the windows
+of several texts are decoded together."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from components.codec.window_coder import default_context, plan_windows
-from components.evaluation.compression_eval import evaluate_compression, text_windows
+from components.evaluation.compression_eval import evaluate_compression, evaluate_compressions, text_windows
 from components.evaluation.conditional_code_length import conditional_bits_of_tokens
 from components.evaluation.greedy_reconstruction import greedy_reconstruction
 from model import build_model
@@ -78,3 +79,14 @@ def test_lockstep_reconstruction_gives_the_bytes_of_the_one_row_decoder(levels, 
         endings.append((expected != PAD_ID).sum(1).tolist())
     assert len(set(endings[0])) > 1 and min(endings[0]) < tokens.shape[1]  # codes ran out at different steps
     assert 12 in endings[1]  # and rows were cut at max_len
+
+
+def test_texts_scored_together_report_what_each_reports_alone(model):
+    """Reconstruction windows of all texts are decoded in one pass: each text keeps its own numbers."""
+    texts = {"a": DATA, "b": real_text()[2000:2150], "c": real_text()[5000:5040]}
+    together = evaluate_compressions(model, {k: text_windows(v, SEQUENCE_LENGTH, 2) for k, v in texts.items()}, CPU, 3)
+    for name, data in texts.items():
+        alone = evaluate_compression(model, text_windows(data, SEQUENCE_LENGTH, 2), CPU, 3)
+        assert together[name] == alone
+    assert together["c"]["reconstruction"]["windows"] == 1 and together["a"]["reconstruction"]["windows"] == 3
+    assert len({entry["reconstruction"]["exact_match_bytes"] for entry in together.values()}) == 3

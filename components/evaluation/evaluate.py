@@ -170,17 +170,15 @@ def run_lm_eval(
 
 def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) -> dict:
     from components.data.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data
-    from components.evaluation.compression_eval import evaluate_compression, split_windows, text_windows
+    from components.evaluation.compression_eval import evaluate_compressions, split_windows, text_windows
     from components.infrastructure.settings import get_settings
 
     config, device = loaded.config, loaded.device
     length, batch = config.sequence_length, params.batch_size
-    entries = {}
+    texts, hashes = {}, {}
     if params.compression and data_dir is not None:
         for split in params.splits:
-            log.info("scoring_split", split=split)
-            windows = split_windows(data_dir, split, length, batch, params.max_eval_bytes)
-            entries[split] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
+            texts[split] = split_windows(data_dir, split, length, batch, params.max_eval_bytes)
     files = list(params.text_files)
     if params.compression and params.canterbury:
         folder = data_dir / "eval" / "canterbury" if data_dir is not None else None
@@ -192,11 +190,13 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
         if not Path(path).is_file():
             raise EvaluationError(f"{path}: no such text file")
         name = Path(path).stem if Path(path).suffix == ".txt" else Path(path).name
-        log.info("scoring_text", file=str(path))
         data = Path(path).read_bytes()[: params.max_eval_bytes]  # the compressors see the same bytes
-        windows = text_windows(data, length, batch)
-        entries[name] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
-        entries[name]["sha256"] = hashlib.sha256(data).hexdigest()  # what was scored (a golden set is pinned by it)
+        texts[name] = text_windows(data, length, batch)
+        hashes[name] = hashlib.sha256(data).hexdigest()  # what was scored (a golden set is pinned by it)
+    # All texts in one call: their reconstruction windows are decoded together (compression_eval.py).
+    entries = evaluate_compressions(loaded.model, texts, device, params.reconstruction_windows)
+    for name, digest in hashes.items():
+        entries[name]["sha256"] = digest
     return entries
 
 
