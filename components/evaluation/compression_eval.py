@@ -19,7 +19,8 @@ Per entry (report["compression"][name]):
         the codes the code sends)
     window_bits [per window]: [bytes, bits] the window sends (the blocks of a paired comparison; evaluate.py
         moves them out of the report into EvaluateResult.block_bits)
-    reconstruction: greedy decoding of the first windows from their own top codes: exact_match_bytes (share of
+    reconstruction: greedy decoding of the first windows from their own top codes (in lockstep,
+        components/evaluation/greedy_reconstruction.py): exact_match_bytes (share of
         byte positions reproduced), exact_match_windows (share of whole windows), windows
     segment_lengths {length: count} at level 0 over the sent tokens; sample {text, boundaries} (first window,
         level-0 starts)
@@ -37,15 +38,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import zstandard
 
 from components.data.byte_windows import SplitStream
 from components.evaluation.conditional_code_length import known_counts, one_thread_on_cpu
+from components.evaluation.greedy_reconstruction import greedy_reconstruction
+from components.infrastructure.logs import get_logger
 from model.code_length import bits_of, eval_position_logits
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID
 from model.window_plan import default_context, plan_windows
 
 SAMPLE_BYTES = 400
+log = get_logger(__name__)
 
 
 def baseline_bits_per_byte(data: bytes) -> dict[str, float]:
@@ -215,16 +220,40 @@ class _Accumulator:
         }
 
 
-@torch.no_grad()
 def evaluate_compression(
     model, batches: Iterable[dict[str, torch.Tensor]], device: torch.device, reconstruction_windows: int = 4
 ) -> dict:
     """Code length, baselines and per-level statistics over `batches` (see the module docstring). Each batch
     may give `known` (B,): how many leading tokens of each window the receiver has (default 0: all sent)."""
+    return evaluate_compressions(model, {"text": batches}, device, reconstruction_windows)["text"]
+
+
+@torch.inference_mode()
+def evaluate_compressions(
+    model, texts: dict[str, Iterable[dict[str, torch.Tensor]]], device: torch.device, reconstruction_windows: int = 4
+) -> dict[str, dict]:
+    """`evaluate_compression` of each text (name -> its batches), in order; the reconstruction windows of all
+    texts are decoded together at the end, in one lockstep pass (its cost grows slowly with its rows: 24
+    windows cost about twice 4, docs/benchmarks.md).
+
+    On CPU the forward passes run on one thread, as the codec's do (components/codec/files.py `coding_mode`):
+    on the shared 2-core machine two intra-op threads made every pass 3-5x slower in CPU seconds and in wall
+    time (docs/benchmarks.md, evaluation), and one thread is the arithmetic the codec's sizes come from."""
     model.eval()
+    with one_thread_on_cpu(device):
+        scored = {}
+        for name, batches in texts.items():
+            log.info("scoring_text", text=name)
+            scored[name] = _score(model, batches, device, reconstruction_windows)
+        _reconstruct(model, [(accumulator, windows) for accumulator, windows in scored.values() if windows])
+    return {name: accumulator.result() for name, (accumulator, _) in scored.items()}
+
+
+def _score(model, batches, device: torch.device, reconstruction_windows: int) -> tuple[_Accumulator, list]:
+    """The text's accumulator and its first windows for the reconstruction: [(tokens, padding, codes, valid)]."""
     sizes = [int(compressor.quantizer.codebook.shape[0]) for compressor in model.compressors]
     accumulator = _Accumulator(sizes)
-    left_to_decode = reconstruction_windows
+    left_to_decode, to_decode = reconstruction_windows, []
     for batch in batches:
         tokens = batch["tokens"].to(device)
         padding = batch["key_padding_mask"].to(device)
@@ -237,12 +266,25 @@ def evaluate_compression(
         if left_to_decode > 0:
             take = min(left_to_decode, tokens.shape[0])
             compressed = bits["compressed"]
-            with one_thread_on_cpu(device):
-                decoded = model.decompress(
-                    compressed.top_codes[:take], compressed.top_valid[:take], max_len=tokens.shape[1]
-                )
-            accumulator.add_reconstruction(tokens[:take], padding[:take], decoded)
+            to_decode.append((tokens[:take], padding[:take], compressed.top_codes[:take], compressed.top_valid[:take]))
             left_to_decode -= take
     if accumulator.byte_count == 0:
         raise ValueError("nothing to evaluate: no bytes")
-    return accumulator.result()
+    return accumulator, to_decode
+
+
+def _reconstruct(model, pending: list[tuple[_Accumulator, list]]) -> None:
+    """Greedy reconstruction of every pending window (of every text) in one lockstep pass per window length."""
+    by_length: dict[int, list] = {}
+    for accumulator, windows in pending:
+        for tokens, padding, codes, valid in windows:
+            by_length.setdefault(tokens.shape[1], []).append((accumulator, tokens, padding, codes, valid))
+    for length, parts in by_length.items():
+        width = max(codes.shape[1] for _, _, _, codes, _ in parts)  # top rows differ per batch: pad, invalid
+        codes = torch.cat([F.pad(codes, (0, width - codes.shape[1])) for _, _, _, codes, _ in parts])
+        valid = torch.cat([F.pad(valid, (0, width - valid.shape[1]), value=False) for *_, valid in parts])
+        decoded = greedy_reconstruction(model, codes, valid, length)
+        first = 0
+        for accumulator, tokens, padding, _, _ in parts:
+            accumulator.add_reconstruction(tokens, padding, decoded[first : first + tokens.shape[0]])
+            first += tokens.shape[0]

@@ -178,17 +178,15 @@ def run_lm_eval(
 
 def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) -> dict:
     from components.data.eval_data import CANTERBURY_TEXTS, ensure_canterbury_data
-    from components.evaluation.compression_eval import evaluate_compression, split_windows, text_windows
+    from components.evaluation.compression_eval import evaluate_compressions, split_windows, text_windows
     from components.infrastructure.settings import get_settings
 
     config, device = loaded.config, loaded.device
     length, batch = config.sequence_length, params.batch_size
-    entries = {}
+    texts, hashes = {}, {}
     if params.compression and data_dir is not None:
         for split in params.splits:
-            log.info("scoring_split", split=split)
-            windows = split_windows(data_dir, split, length, batch, params.max_eval_bytes)
-            entries[split] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
+            texts[split] = split_windows(data_dir, split, length, batch, params.max_eval_bytes)
     files = list(params.text_files)
     if params.compression and params.canterbury:
         folder = data_dir / "eval" / "canterbury" if data_dir is not None else None
@@ -205,18 +203,22 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
             data = handle.read(limit)  # the compressors see the same bytes; never more than the cap is read
         if params.max_eval_bytes is None and Path(path).stat().st_size > limit:
             log.warning("text_file_capped", file=str(path), scored_bytes=limit, hint="--max-eval-bytes sets the cap")
-        log.info("scoring_text", file=str(path), bytes=len(data))
-        windows = tqdm(
-            text_windows(data, length, batch),
-            total=math.ceil(len(list(plan_windows(len(data) + 2, length, default_context(length)))) / batch),
-            desc=f"scoring {name}",
-            unit="batch",
-            disable=None,  # a bar on a terminal only: quiet in logs and pipelines
-            leave=False,
-        )
-        entries[name] = evaluate_compression(loaded.model, windows, device, params.reconstruction_windows)
-        entries[name]["sha256"] = hashlib.sha256(data).hexdigest()  # what was scored (a golden set is pinned by it)
+        texts[name] = _with_progress(text_windows(data, length, batch), len(data), length, batch, name)
+        hashes[name] = hashlib.sha256(data).hexdigest()  # what was scored (a golden set is pinned by it)
+    # All texts in one call: their reconstruction windows are decoded together (compression_eval.py).
+    entries = evaluate_compressions(loaded.model, texts, device, params.reconstruction_windows)
+    for name, digest in hashes.items():
+        entries[name]["sha256"] = digest
     return entries
+
+
+def _with_progress(batches, byte_count: int, length: int, batch: int, name: str):
+    """The text's batches, with a progress bar on a terminal (quiet in logs and pipelines) that starts when the
+    scoring of this text does."""
+    windows = len(list(plan_windows(byte_count + 2, length, default_context(length))))
+    yield from tqdm(
+        batches, total=math.ceil(windows / batch), desc=f"scoring {name}", unit="batch", disable=None, leave=False
+    )
 
 
 def evaluate(params: EvaluateParams) -> EvaluateResult:
