@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.codec.window_coder import default_context, plan_windows
 from components.evaluation.compression_eval import evaluate_compression, evaluate_compressions, text_windows
 from components.evaluation.conditional_code_length import conditional_bits_of_tokens
 from components.evaluation.greedy_reconstruction import greedy_reconstruction
 from model import build_model
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from model.window_plan import default_context, plan_windows
 from tests.model_helpers import padded_batch, real_text, tiny_config, torch_single_thread  # noqa: F401
 
 SEQUENCE_LENGTH = 64
