@@ -502,7 +502,7 @@ def test_mlflow_deployment_settings_authenticate_and_the_job_creates_the_pipelin
             "PGPORT": str(postgres.port),
             "PGUSER": "postgres",
             "PGDATABASE": "mlflow",
-            "PGPASSWORD": "unused-with-trust",
+            "PGPASSWORD": postgres.password,
             "MLFLOW_AUTH_CONFIG_PATH": str(ini),
             "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
             "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-1",
@@ -633,7 +633,13 @@ def test_registry_backup_and_restore_as_the_cronjob_and_docs_do(built, tmp_path)
     s3 = SeaweedS3Server("backup-key", "backup-secret-key", ["abstractinator"]).start()
     try:
         postgres.create_database("mlflow")
-        pg_env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(postgres.port), "PGUSER": "postgres"}
+        pg_env = {
+            **os.environ,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(postgres.port),
+            "PGUSER": "postgres",
+            "PGPASSWORD": postgres.password,
+        }
         psql = [check_bin("psql"), "-v", "ON_ERROR_STOP=1", "-tAc"]
         subprocess.run(
             [
