@@ -1,0 +1,106 @@
+"""Attacks on the registry gate by someone holding the pipeline's MLflow credential (public MlflowClient API) but
+not the evaluation's signing key (issue 21's review): each must change no decision and run no code."""
+
+from __future__ import annotations
+
+import py_compile
+from pathlib import Path
+
+import mlflow
+import torch
+import yaml
+
+from components.registry import promote as registry
+from components.registry.attestation import Attestation, write_signed
+from components.registry.gate_evidence import load_verified_model, record_evidence, sha256_of
+from components.registry.pyfunc_model import AbstractinatorPyfunc, log_pyfunc_model, model_code_files
+from components.training.stages import load_pipeline_config
+from model import build_model
+from tests.registry_helpers import evaluation_key, experiment_id  # noqa: F401
+
+
+def _checkpoint(path: Path, noise: float = 0.0) -> Path:
+    """A slim checkpoint of the CI model (build_model seeds itself), its float weights moved by `noise` x N(0, 1)."""
+    config = load_pipeline_config("ci")
+    state = build_model(config).state_dict()
+    generator = torch.Generator().manual_seed(1)
+    for value in state.values():
+        if value.is_floating_point():
+            value.add_(noise * torch.randn(value.shape, generator=generator))
+    torch.save({"model_state": state, "exp_config": config.as_dict()}, path)
+    return path
+
+
+def _registered_pyfunc(tmp_path: Path, name: str):
+    """A registered pyfunc model of `model.pt` , attested as an evaluation would."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    client = registry.client_for(uri)
+    experiment = experiment_id(client, artifact_root=tmp_path / "artifacts")
+    weights = _checkpoint(tmp_path / "model.pt")
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = log_pyfunc_model(weights, slim=False)
+        report = tmp_path / "report.json"
+        report.write_text("{}")
+        attestation = Attestation(
+            model_name=name,
+            challenger_weights_sha256=sha256_of(weights),
+            data_hash="d",
+            golden_sha256="",
+            code_identity="c",
+            config_hash="h",
+            metrics={"test_bits_per_byte": 3.0},
+            model_files=model_code_files(),
+            report_sha256=sha256_of(report),
+            evaluated_at="2026-01-01T00:00:00Z",
+        )
+        record_evidence(client, run.info.run_id, [report, *write_signed(attestation, tmp_path)], {})
+    return client, registry.register_version(client, name, info.model_uri, {}, run_id=run.info.run_id)
+
+
+def _rewrite_mlmodel(client, name: str, version: str, edit: Path, change) -> None:
+    mlmodel_file = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/MLmodel")
+    mlmodel = yaml.safe_load(Path(mlmodel_file).read_text())
+    change(mlmodel)
+    (edit / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    client.log_model_artifacts(client.get_model_version(name, version).source.removeprefix("models:/"), str(edit))
+
+
+def test_a_rewritten_mlmodel_runs_no_unattested_code(tmp_path) -> None:
+    name = "attack-mlmodel-code"
+    client, version = _registered_pyfunc(tmp_path, name)
+    marker, edit = tmp_path / "attacker-code-ran", tmp_path / "edit"
+    edit.mkdir()
+    source = tmp_path / "evil.py"
+    source.write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "import mlflow.models, mlflow.pyfunc\n"
+        "class M(mlflow.pyfunc.PythonModel):\n"
+        "    def predict(self, context, model_input, params=None): return ['owned']\n"
+        "mlflow.models.set_model(M())\n"
+    )
+    py_compile.compile(str(source), cfile=str(edit / "evil.pyc"))  # sourceless bytecode: not a *.py file
+
+    def point_at_evil(mlmodel):
+        mlmodel["flavors"]["python_function"]["model_code_path"] = "evil.pyc"
+
+    _rewrite_mlmodel(client, name, version, edit, point_at_evil)
+    prediction = load_verified_model(client, name, version).predict(["hello"])
+    assert not marker.exists() and prediction[0]["bytes"] == 5
+
+
+def test_a_rewritten_mlmodel_loads_no_unattested_weights(tmp_path) -> None:
+    name = "attack-mlmodel-weights"
+    client, version = _registered_pyfunc(tmp_path, name)
+    edit = tmp_path / "edit"
+    (edit / "artifacts").mkdir(parents=True)
+    _checkpoint(edit / "artifacts" / "other.pt", noise=0.5)
+
+    def point_at_other(mlmodel):
+        mlmodel["flavors"]["python_function"]["artifacts"]["checkpoint"]["path"] = "artifacts/other.pt"
+
+    _rewrite_mlmodel(client, name, version, edit, point_at_other)
+    attested = AbstractinatorPyfunc()
+    attested.load_checkpoint(tmp_path / "model.pt")
+    expected = attested.predict(None, ["hello world"])[0]["bits_per_byte"]
+    assert load_verified_model(client, name, version).predict(["hello world"])[0]["bits_per_byte"] == expected
