@@ -7,16 +7,21 @@ import py_compile
 from pathlib import Path
 
 import mlflow
+import pytest
 import torch
 import yaml
 
 from components.registry import promote as registry
 from components.registry.attestation import Attestation, write_signed
 from components.registry.gate_evidence import load_verified_model, record_evidence, sha256_of
+from components.registry.gate_rules import GateRules
 from components.registry.pyfunc_model import AbstractinatorPyfunc, log_pyfunc_model, model_code_files
 from components.training.stages import load_pipeline_config
 from model import build_model
+from tests import registry_helpers
 from tests.registry_helpers import evaluation_key, experiment_id  # noqa: F401
+
+RULES = GateRules(min_improvement=0.05, max_bits_per_byte=7.0, min_live_code_share=0.1)
 
 
 def _checkpoint(path: Path, noise: float = 0.0) -> Path:
@@ -104,3 +109,38 @@ def test_a_rewritten_mlmodel_loads_no_unattested_weights(tmp_path) -> None:
     attested.load_checkpoint(tmp_path / "model.pt")
     expected = attested.predict(None, ["hello world"])[0]["bits_per_byte"]
     assert load_verified_model(client, name, version).predict(["hello world"])[0]["bits_per_byte"] == expected
+
+
+@pytest.fixture
+def gate_client(tmp_path):
+    return registry.client_for(f"sqlite:///{tmp_path}/mlflow.db"), tmp_path / "artifacts"
+
+
+def _rolled_back(client, root: Path, name: str) -> tuple[str, str]:
+    """v1 champion, v2 promoted over it, then rolled back by a person: v2 must not serve again without --force."""
+    first = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    assert registry.promote(client, name, first, RULES).action == "promoted"
+    bad = registry_helpers.add_version(client, name, 2.5, artifact_root=root)
+    assert registry.promote(client, name, bad, RULES).action == "promoted"
+    registry.rollback(client, name)
+    return first, bad
+
+
+def test_the_rollback_ban_survives_its_tag_and_its_audit_run_being_deleted(gate_client) -> None:
+    client, root = gate_client
+    first, bad = _rolled_back(client, root, "rb-tag")
+    client.delete_model_version_tag("rb-tag", bad, "gate.rolled_back")
+    (rollback,) = [record for record in registry.history(client, "rb-tag") if record["action"] == "rolled_back"]
+    client.delete_run(rollback["run_id"])
+    outcome = registry.promote(client, "rb-tag", bad, RULES)
+    assert outcome.action == "refused" and "rolled back earlier" in outcome.reasons[0], outcome
+    assert str(registry.alias_version(client, "rb-tag", registry.CHAMPION).version) == first
+
+
+def test_the_rollback_ban_follows_the_weights_into_a_new_version(gate_client) -> None:
+    client, root = gate_client
+    first, bad = _rolled_back(client, root, "rb-copy")
+    original = client.get_model_version("rb-copy", bad)
+    copy = str(client.create_model_version("rb-copy", source=original.source, run_id=original.run_id).version)
+    outcome = registry.promote(client, "rb-copy", copy, RULES)
+    assert outcome.action == "refused" and "rolled back earlier" in outcome.reasons[0], outcome

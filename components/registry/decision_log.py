@@ -32,6 +32,7 @@ log = get_logger(__name__)
 PROMOTIONS_EXPERIMENT = "promotions"
 MOVES_CHAMPION = ("promoted", "forced", "rolled_back")
 PENDING, APPLIED = "pending", "applied"
+BANNED_WEIGHTS_PARAM = "demoted_weights_sha256"  # a rollback's audit run: the weights it took the alias from
 _already_exists = already_exists
 
 
@@ -82,10 +83,16 @@ def _decision_tags(outcome: GateOutcome, audit_run: str = "") -> dict[str, dict[
 
 
 def _apply(
-    client, lock: RegistryLock, outcome: GateOutcome, rules: GateRules | None, metrics: dict[str, float]
+    client,
+    lock: RegistryLock,
+    outcome: GateOutcome,
+    rules: GateRules | None,
+    metrics: dict[str, float],
+    record: dict[str, str] | None = None,
 ) -> None:
-    """Steps 1-4 of the module docstring."""
-    from mlflow.entities import Metric
+    """Steps 1-4 of the module docstring. `record`: params of the audit run (immutable once logged: MLflow refuses
+    to change a logged param), e.g. the weights a rollback bans."""
+    from mlflow.entities import Metric, Param
 
     version_tags_ = _decision_tags(outcome)
     lock.verify()  # a gate that lost its lock decides nothing (it may have decided against a stale champion)
@@ -104,6 +111,8 @@ def _apply(
             "state": PENDING,
         },
     )
+    if record:
+        client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in sorted(record.items())])
     try:
         _complete(
             client,
@@ -192,6 +201,29 @@ def recover(client, name: str, lock: RegistryLock) -> int:
             state=state,
         )
     return len(pending)
+
+
+def rollback_record(name: str, demoted_weights_sha256: str) -> dict[str, str]:
+    """The params of a rollback's audit run that ban the demoted weights (read by rolled_back_weights)."""
+    return {"model": name, "action": "rolled_back", BANNED_WEIGHTS_PARAM: demoted_weights_sha256}
+
+
+def rolled_back_weights(client, name: str) -> set[str]:
+    """The sha256 of every weights file a rollback of `name` demoted: read from the rollbacks' audit runs' params
+    (which MLflow lets nobody change), deleted runs included (a deleted run stays searchable until `mlflow gc`),
+    so neither a version tag nor re-registering the same weights as a new version lifts the ban."""
+    from mlflow.entities import ViewType
+
+    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if experiment is None:
+        return set()
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"params.model = '{name}' and params.action = 'rolled_back'",
+        run_view_type=ViewType.ALL,
+        max_results=50000,
+    )
+    return {run.data.params[BANNED_WEIGHTS_PARAM] for run in runs if run.data.params.get(BANNED_WEIGHTS_PARAM)}
 
 
 def pending_decisions(client, name: str) -> list[dict[str, str]]:

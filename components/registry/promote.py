@@ -24,8 +24,10 @@ from components.registry.decision_log import (
     history,
     pending_decisions,
     recover,
+    rollback_record,
+    rolled_back_weights,
 )
-from components.registry.gate_evidence import LINEAGE_KEYS, EvidenceError, read_evidence
+from components.registry.gate_evidence import LINEAGE_KEYS, EvidenceError, attestation_of, read_evidence
 from components.registry.gate_rules import GateInput, GateRules, decide
 from components.registry.registry_client import (
     CHALLENGER,
@@ -48,18 +50,16 @@ log = get_logger(__name__)
 # -- deciding --------------------------------------------------------------------------------------------------------
 def gate_input(client, name: str, challenger, champion, forced_by: str | None = None) -> GateInput:
     """What decide() needs about `challenger`, read from its verified evidence and the champion alias."""
-    base = dict(
-        version=str(challenger.version),
-        champion=str(champion.version) if champion else None,
-        rolled_back=(challenger.tags or {}).get("gate.rolled_back") == "true",
-        forced_by=forced_by,
-    )
+    base = dict(version=str(challenger.version), champion=str(champion.version) if champion else None)
+    base["forced_by"] = forced_by
     try:
         attestation = read_evidence(client, name, challenger).attestation
     except EvidenceError as error:
         return GateInput(**base, metrics=None, evidence_problem=str(error))
     return GateInput(
         **base,
+        # the ban follows the weights (any version registering them), read from the audit history, not a tag
+        rolled_back=attestation.challenger_weights_sha256 in rolled_back_weights(client, name),
         metrics=attestation.metrics,
         scored_champion=attestation.champion.version if attestation.champion else None,
         champion_problem=attestation.champion_problem,
@@ -127,7 +127,11 @@ def rollback(client, name: str, lock_timeout_s: float = 120.0, lease_s: float = 
             champion_after=previous,
             reasons=[f"rollback from v{champion.version} to v{previous}"],
         )
-        _apply(client, lock, outcome, None, {})
+        try:  # the ban is on the demoted weights; a champion without evidence is refused by the gate anyway
+            banned = attestation_of(client, champion).challenger_weights_sha256
+        except EvidenceError:
+            banned = ""
+        _apply(client, lock, outcome, None, {}, rollback_record(name, banned) if banned else None)
     log.info("gate_rollback", model=name, champion=previous, was=champion.version)
     return outcome
 
