@@ -3,6 +3,7 @@ not the evaluation's signing key (issue 21's review): each must change no decisi
 
 from __future__ import annotations
 
+import json
 import py_compile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import yaml
 
 from components.registry import promote as registry
 from components.registry.attestation import Attestation, write_signed
+from components.registry.decision_log import _experiment_id
 from components.registry.gate_evidence import load_verified_model, record_evidence, sha256_of
 from components.registry.gate_rules import GateRules
 from components.registry.pyfunc_model import AbstractinatorPyfunc, log_pyfunc_model, model_code_files
@@ -144,3 +146,25 @@ def test_the_rollback_ban_follows_the_weights_into_a_new_version(gate_client) ->
     copy = str(client.create_model_version("rb-copy", source=original.source, run_id=original.run_id).version)
     outcome = registry.promote(client, "rb-copy", copy, RULES)
     assert outcome.action == "refused" and "rolled back earlier" in outcome.reasons[0], outcome
+
+
+def test_a_forged_pending_decision_is_not_carried_out(gate_client) -> None:
+    client, root = gate_client
+    name = "forged-pending"
+    good = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    registry.promote(client, name, good, RULES)
+    worse = registry_helpers.add_version(client, name, 6.5, artifact_root=root)
+    assert registry.promote(client, name, worse, RULES).action == "refused"
+    forged = {worse: {"gate.decision": "promoted", "gate.reasons": "beats champion", "gate.promoted_over": good}}
+    client.create_run(  # the attacker: one create_run with tags
+        _experiment_id(client),
+        tags={
+            "model": name, "version": worse, "action": "promoted", "reasons": "beats champion v1",
+            "champion_before": good, "champion_after": worse, "version_tags": json.dumps(forged), "state": "pending",
+        },
+    )  # fmt: skip
+    nothing = registry_helpers.add_version(client, name, 6.9, artifact_root=root)
+    assert registry.promote(client, name, nothing, RULES).action == "refused"  # a gate run recovers first
+    assert str(registry.alias_version(client, name, registry.CHAMPION).version) == good
+    assert [r["state"] for r in registry.history(client, name) if r["version"] == worse] == ["applied", "unverified"]
+    assert client.get_model_version(name, worse).tags["gate.decision"] == "refused"

@@ -67,6 +67,35 @@ def gate_input(client, name: str, challenger, champion, forced_by: str | None = 
     )
 
 
+def _redecider(client, name: str, rules: GateRules):
+    """recover()'s re-check: the decision about `version` against the champion `before`, made again by decide()
+    from the version's verified evidence; None when the version is not in the registry."""
+    from mlflow.exceptions import MlflowException
+
+    def redecide(version: str, before: str | None) -> GateOutcome | None:
+        if not str(version).isdigit() or not (before is None or str(before).isdigit()):
+            return None
+        try:
+            challenger = client.get_model_version(name, str(version))
+            champion = client.get_model_version(name, before) if before else None
+        except MlflowException as error:
+            if _not_found(error):
+                return None
+            raise
+        decision = decide(gate_input(client, name, challenger, champion), rules)
+        after = str(version) if decision.promote else before
+        return GateOutcome(
+            model=name,
+            action=decision.action,
+            version=str(version),
+            champion_before=before,
+            champion_after=after,
+            reasons=decision.reasons,
+        )
+
+    return redecide
+
+
 def promote(
     client,
     name: str,
@@ -88,7 +117,7 @@ def promote(
             raise
         raise RegistryError(f"model {name!r} version {version}: not in the registry") from None
     with registry_lock(client, name, lock_timeout_s, lease_s) as lock:
-        recover(client, name, lock)
+        recover(client, name, lock, _redecider(client, name, rules))
         champion = alias_version(client, name, CHAMPION)
         before = str(champion.version) if champion else None
         gate = gate_input(client, name, challenger, champion, (forced_by or "") if force else None)
@@ -112,7 +141,7 @@ def promote(
 def rollback(client, name: str, lock_timeout_s: float = 120.0, lease_s: float = 6.0) -> GateOutcome:
     """Give `champion` back to the version the current champion was promoted over."""
     with registry_lock(client, name, lock_timeout_s, lease_s) as lock:
-        recover(client, name, lock)
+        recover(client, name, lock, _redecider(client, name, GateRules()))  # pending promotions: default rules
         champion = alias_version(client, name, CHAMPION)
         if champion is None:
             raise RegistryError(f"model {name!r} has no champion to roll back")
