@@ -8,12 +8,13 @@ import py_compile
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from components.registry import promote as registry
-from components.registry.attestation import Attestation, write_signed
+from components.registry.attestation import PAIRED_BITS_FILE, Attestation, write_signed
 from components.registry.decision_log import _experiment_id
 from components.registry.gate_evidence import load_verified_model, record_evidence, sha256_of
 from components.registry.gate_rules import GateRules
@@ -168,3 +169,38 @@ def test_a_forged_pending_decision_is_not_carried_out(gate_client) -> None:
     assert str(registry.alias_version(client, name, registry.CHAMPION).version) == good
     assert [r["state"] for r in registry.history(client, name) if r["version"] == worse] == ["applied", "unverified"]
     assert client.get_model_version(name, worse).tags["gate.decision"] == "refused"
+
+
+def test_a_stricter_confidence_is_recomputed_from_the_signed_bits(gate_client) -> None:
+    client, root = gate_client
+    name = "confidence"
+    first = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    registry.promote(client, name, first, RULES)
+    rng = np.random.default_rng(0)
+    sizes = [1000] * 40
+    champion_bits = list(8000 + rng.normal(0, 50, 40))
+    better = [bits - 200 + rng.normal(0, 50) for bits in champion_bits]  # 0.2 bits per byte fewer
+    version = registry_helpers.add_version(
+        client, name, 2.8, artifact_root=root, block_bits=(better, champion_bits, sizes)
+    )
+    strict = RULES.model_copy(update={"confidence": 0.99})
+    outcome = registry.promote(client, name, version, strict)
+    assert outcome.action == "promoted" and "99% interval" in outcome.reasons[0], outcome
+
+
+def test_a_forged_paired_bits_file_is_refused_at_another_confidence(gate_client) -> None:
+    client, root = gate_client
+    name = "forged-bits"
+    first = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    registry.promote(client, name, first, RULES)
+    equal = [8000.0 + i for i in range(40)]
+    version = registry_helpers.add_version(
+        client, name, 3.0, artifact_root=root, block_bits=(equal, equal, [1000] * 40)
+    )
+    run_id = client.get_model_version(name, version).run_id
+    forged = root.parent / PAIRED_BITS_FILE
+    better = [[1000, bits - 500] for bits in equal]
+    forged.write_text(json.dumps({"blocks": {"test": {"bytes_bits": better, "champion": [[1000, b] for b in equal]}}}))
+    client.log_artifact(run_id, str(forged), "evaluation")  # overwrites the signed file's copy
+    outcome = registry.promote(client, name, version, RULES.model_copy(update={"confidence": 0.99}))
+    assert outcome.action == "refused" and "not the one its evaluation signed" in "; ".join(outcome.reasons), outcome

@@ -28,7 +28,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from components.infrastructure.signing import SigningError
-from components.registry.attestation import ATTESTATION_FILE, SIGNATURE_FILE, WEIGHTS_FILE, Attestation, verified
+from components.registry.attestation import (
+    ATTESTATION_FILE,
+    PAIRED_BITS_FILE,
+    SIGNATURE_FILE,
+    WEIGHTS_FILE,
+    Attestation,
+    verified,
+)
+from components.registry.paired_interval import PairedResult, paired_from_bits
 from components.registry.registry_lock import not_found
 from configs.errors import UserError
 
@@ -167,6 +175,29 @@ class VerifiedModel:
 
     def predict(self, data, params: dict | None = None) -> list[dict]:
         return self.python_model.predict(None, data, params)
+
+
+PAIRED_BITS_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/{PAIRED_BITS_FILE}"
+
+
+def paired_at(client, version, attestation: Attestation, confidence: float) -> PairedResult | None:
+    """The attested paired result, at `confidence`: recomputed from the run's `paired_bits.json` (its sha256 signed
+    in the attestation) when the evaluation computed another level; EvidenceError when that file does not verify."""
+    import json
+
+    paired = attestation.paired
+    if paired is None or paired.confidence == confidence:
+        return paired
+    label = f"v{version.version}"
+    with tempfile.TemporaryDirectory(prefix="abstractinator-paired-") as tmp:
+        bits_file = _download(client, version.run_id, PAIRED_BITS_ARTIFACT, tmp, label)
+        if not attestation.paired_bits_sha256 or sha256_of(bits_file) != attestation.paired_bits_sha256:
+            raise EvidenceError(f"{label}: its {PAIRED_BITS_FILE} is not the one its evaluation signed (sha256)")
+        bits = json.loads(bits_file.read_text())
+    try:
+        return paired_from_bits(bits, paired.champion_version, confidence, paired.seed, paired.resamples)
+    except ValueError as error:
+        raise EvidenceError(f"{label}: {error}") from None
 
 
 def load_verified_model(client, name: str, version: str) -> VerifiedModel:

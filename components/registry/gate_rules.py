@@ -36,7 +36,12 @@ class GateRules(BaseModel):
     min_exact_match: float | None = Field(
         None, ge=0, le=1, description="Floor on reconstruction_exact_match_bytes (None: not checked)."
     )
-    confidence: float = Field(0.95, gt=0, lt=1, description="Least confidence level of the paired interval.")
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="Confidence level of the paired interval (the gate recomputes it at this level)."
+    )
+    min_blocks: int = Field(
+        10, ge=2, description="Fewest paired blocks (scoring windows) the interval may rest on; fewer: refused."
+    )
 
 
 Action = Literal["promoted", "forced", "refused", "already_champion"]
@@ -110,6 +115,8 @@ def paired_problem(gate: GateInput, rules: GateRules) -> str:
     paired = gate.paired
     if paired is None or paired.champion_version != gate.champion:
         return "no paired comparison with the champion in its evidence"
+    if paired.blocks < rules.min_blocks:  # a percentile bootstrap of a few blocks is far narrower than it should be
+        return f"the paired comparison rests on {paired.blocks} blocks, the gate needs at least {rules.min_blocks}"
     if paired.confidence < rules.confidence:
         return f"its interval is at {paired.confidence:.0%}, the gate needs {rules.confidence:.0%}"
     bound = -rules.min_improvement

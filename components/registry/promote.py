@@ -27,7 +27,7 @@ from components.registry.decision_log import (
     rollback_record,
     rolled_back_weights,
 )
-from components.registry.gate_evidence import LINEAGE_KEYS, EvidenceError, attestation_of, read_evidence
+from components.registry.gate_evidence import LINEAGE_KEYS, EvidenceError, attestation_of, paired_at, read_evidence
 from components.registry.gate_rules import GateInput, GateRules, decide
 from components.registry.registry_client import (
     CHALLENGER,
@@ -48,12 +48,13 @@ log = get_logger(__name__)
 
 
 # -- deciding --------------------------------------------------------------------------------------------------------
-def gate_input(client, name: str, challenger, champion, forced_by: str | None = None) -> GateInput:
+def gate_input(client, name: str, challenger, champion, rules: GateRules, forced_by: str | None = None) -> GateInput:
     """What decide() needs about `challenger`, read from its verified evidence and the champion alias."""
     base = dict(version=str(challenger.version), champion=str(champion.version) if champion else None)
     base["forced_by"] = forced_by
     try:
         attestation = read_evidence(client, name, challenger).attestation
+        paired = paired_at(client, challenger, attestation, rules.confidence)
     except EvidenceError as error:
         return GateInput(**base, metrics=None, evidence_problem=str(error))
     return GateInput(
@@ -63,7 +64,7 @@ def gate_input(client, name: str, challenger, champion, forced_by: str | None = 
         metrics=attestation.metrics,
         scored_champion=attestation.champion.version if attestation.champion else None,
         champion_problem=attestation.champion_problem,
-        paired=attestation.paired,
+        paired=paired,
     )
 
 
@@ -82,7 +83,7 @@ def _redecider(client, name: str, rules: GateRules):
             if _not_found(error):
                 return None
             raise
-        decision = decide(gate_input(client, name, challenger, champion), rules)
+        decision = decide(gate_input(client, name, challenger, champion, rules), rules)
         after = str(version) if decision.promote else before
         return GateOutcome(
             model=name,
@@ -120,7 +121,7 @@ def promote(
         recover(client, name, lock, _redecider(client, name, rules))
         champion = alias_version(client, name, CHAMPION)
         before = str(champion.version) if champion else None
-        gate = gate_input(client, name, challenger, champion, (forced_by or "") if force else None)
+        gate = gate_input(client, name, challenger, champion, rules, (forced_by or "") if force else None)
         decision = decide(gate, rules)
         outcome = GateOutcome(
             model=name,
