@@ -204,3 +204,29 @@ def test_a_forged_paired_bits_file_is_refused_at_another_confidence(gate_client)
     client.log_artifact(run_id, str(forged), "evaluation")  # overwrites the signed file's copy
     outcome = registry.promote(client, name, version, RULES.model_copy(update={"confidence": 0.99}))
     assert outcome.action == "refused" and "not the one its evaluation signed" in "; ".join(outcome.reasons), outcome
+
+
+def test_deleting_the_alias_does_not_make_a_loser_the_first_champion(gate_client) -> None:
+    client, root = gate_client
+    name = "no-champion"
+    good = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    registry.promote(client, name, good, RULES)
+    worse = registry_helpers.add_version(client, name, 6.5, artifact_root=root)  # scored beside v1: worse
+    assert registry.promote(client, name, worse, RULES).action == "refused"
+    client.delete_registered_model_alias(name, registry.CHAMPION)
+    outcome = registry.promote(client, name, worse, RULES)
+    assert outcome.action == "refused" and "there is no champion now" in outcome.reasons[-1], outcome
+
+
+def test_a_re_created_model_does_not_pass_evidence_scored_against_another_v1(gate_client) -> None:
+    client, root = gate_client
+    name = "re-created"
+    first = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    registry.promote(client, name, first, RULES)
+    better = client.get_model_version(name, registry_helpers.add_version(client, name, 2.0, artifact_root=root))
+    client.delete_registered_model(name)  # numbering restarts: a new v1 with other weights
+    new_first = registry_helpers.add_version(client, name, 4.0, artifact_root=root)
+    assert registry.promote(client, name, new_first, RULES).action == "promoted"
+    copy = str(client.create_model_version(name, source=better.source, run_id=better.run_id).version)
+    outcome = registry.promote(client, name, copy, RULES)
+    assert outcome.action == "refused" and "other weights than champion v1's" in outcome.reasons[-1], outcome

@@ -185,3 +185,22 @@ def test_the_interval_is_recomputed_at_the_gate_confidence_from_the_block_bits()
     at_99 = paired_from_bits({"blocks": rows}, "1", 0.99, seed=0, resamples=2000)
     assert at_99.confidence == 0.99 and at_99.low < at_95.low and at_99.high > at_95.high
     assert at_99.difference == at_95.difference
+
+
+def test_evidence_of_a_comparison_never_makes_a_first_champion() -> None:
+    lost = gate(metrics(2.9), champion=None, scored_champion="1", interval=paired(0.1, 0.2))  # alias deleted
+    decision = decide(lost, RULES)
+    assert decision.action == "refused" and "evaluated against champion v1 but there is no champion now" in (
+        decision.summary
+    )
+    unscored = decide(gate(metrics(2.9), champion=None, champion_problem="champion v1: no weights"), RULES)
+    assert unscored.action == "refused" and "there is no champion now" in unscored.summary
+
+
+def test_the_scored_champion_weights_must_be_the_champions_now() -> None:
+    good = paired(-0.12, -0.06)
+    same = gate(metrics(2.9), interval=good, scored_champion_weights="a" * 64, champion_weights="a" * 64)
+    assert decide(same, RULES).action == "promoted"
+    recreated = gate(metrics(2.9), interval=good, scored_champion_weights="a" * 64, champion_weights="b" * 64)
+    decision = decide(recreated, RULES)
+    assert decision.action == "refused" and "other weights than champion v1's" in decision.summary

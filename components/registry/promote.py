@@ -57,12 +57,20 @@ def gate_input(client, name: str, challenger, champion, rules: GateRules, forced
         paired = paired_at(client, challenger, attestation, rules.confidence)
     except EvidenceError as error:
         return GateInput(**base, metrics=None, evidence_problem=str(error))
+    champion_weights = None
+    if champion is not None:  # what the champion's own (verified) evaluation says its weights are
+        try:
+            champion_weights = read_evidence(client, name, champion).attestation.challenger_weights_sha256
+        except EvidenceError:
+            champion_weights = "unverified"  # never equal to an attested sha256
     return GateInput(
         **base,
         # the ban follows the weights (any version registering them), read from the audit history, not a tag
         rolled_back=attestation.challenger_weights_sha256 in rolled_back_weights(client, name),
         metrics=attestation.metrics,
         scored_champion=attestation.champion.version if attestation.champion else None,
+        scored_champion_weights=attestation.champion.weights_sha256 if attestation.champion else None,
+        champion_weights=champion_weights,
         champion_problem=attestation.champion_problem,
         paired=paired,
     )
