@@ -137,6 +137,7 @@ def add_version(
         )
         files = write_signed(attestation, Path(tmp))
         lineage = {"eval_run_id": "e", "data_hash": "d", "code_identity": "c", "stage2_run_id": "s2"}
+        lineage["challenger_weights_sha256"] = sha256_of(weights_file)  # as the promote step logs it
         record_evidence(client, candidate, [report, bits_file, *files], lineage)
     client.set_terminated(candidate)
     tags = registry.version_tags(metrics, {"data_hash": "d", "git_commit": "c", "config_hash": "h"})

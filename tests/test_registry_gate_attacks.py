@@ -21,6 +21,7 @@ from components.registry.gate_rules import GateRules
 from components.registry.pyfunc_model import AbstractinatorPyfunc, log_pyfunc_model, model_code_files
 from components.training.stages import load_pipeline_config
 from model import build_model
+from pipelines import steps
 from tests import registry_helpers
 from tests.registry_helpers import evaluation_key, experiment_id  # noqa: F401
 
@@ -230,3 +231,21 @@ def test_a_re_created_model_does_not_pass_evidence_scored_against_another_v1(gat
     copy = str(client.create_model_version(name, source=better.source, run_id=better.run_id).version)
     outcome = registry.promote(client, name, copy, RULES)
     assert outcome.action == "refused" and "other weights than champion v1's" in outcome.reasons[-1], outcome
+
+
+def test_the_promote_step_finds_registered_weights_by_signed_evidence_not_tags(gate_client) -> None:
+    client, root = gate_client
+    name = "registered-weights"
+    genuine = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    weights = client.get_run(client.get_model_version(name, genuine).run_id).data.params["challenger_weights_sha256"]
+    found = steps._registered_result(client, name, weights, "candidates", client.tracking_uri)
+    assert found is not None and found.version == genuine and found.action == "already_registered"
+    # the attacker: a hand-made run claiming the next candidate's weights, registered first, and tags
+    upcoming = "f" * 64
+    forged = client.create_run(experiment_id(client), run_name="candidate").info.run_id
+    client.log_param(forged, "challenger_weights_sha256", upcoming)
+    fake = registry.register_version(
+        client, name, f"runs:/{forged}/model", {"checkpoint_hash": upcoming}, run_id=forged
+    )
+    client.set_model_version_tag(name, genuine, "checkpoint_hash", upcoming)
+    assert steps._registered_result(client, name, upcoming, "candidates", client.tracking_uri) is None, fake

@@ -54,6 +54,7 @@ LINEAGE_KEYS = (
     "image",
     "kfp_run_id",
     "report_sha256",
+    "challenger_weights_sha256",  # how the promote step finds a version of the same weights (confirmed by signature)
 )
 
 
