@@ -16,9 +16,10 @@ import yaml
 from components.registry import promote as registry
 from components.registry.attestation import PAIRED_BITS_FILE, Attestation, write_signed
 from components.registry.decision_log import _experiment_id
-from components.registry.gate_evidence import load_verified_model, record_evidence, sha256_of
+from components.registry.gate_evidence import record_evidence, sha256_of
 from components.registry.gate_rules import GateRules
 from components.registry.pyfunc_model import AbstractinatorPyfunc, log_pyfunc_model, model_code_files
+from components.registry.verified_loading import load_verified_model
 from components.training.stages import load_pipeline_config
 from model import build_model
 from pipelines import steps

@@ -11,9 +11,8 @@ A version's evidence is anchored in what nobody but the evaluation task can make
   records, has no evidence;
 - the attestation names the model, the sha256 of the weights it scored and of the code files the model carries:
   the version's registered `artifacts/model.pt` and code must hash to them, so evidence copied onto other
-  weights, or code edited in the artifact store afterwards, is refused. `load_verified_model` loads only the
-  attested weights, through this checkout's pyfunc class: never MLflow's loader, which would follow the
-  registered `MLmodel` (not attested: anyone with the credential can point it at other code or weights).
+  weights, or code edited in the artifact store afterwards, is refused (loading one: components/registry/
+  verified_loading.py).
 
 Tags, params and metrics (appended ones included) are never read here: they mirror the evidence for people.
 The candidate run's params keep the lineage (`LINEAGE_KEYS`) that `registry status` shows.
@@ -165,19 +164,6 @@ def read_evidence(client, name: str, version) -> Evidence:
     return Evidence(attestation=attestation)
 
 
-class VerifiedModel:
-    """The attested weights in this checkout's pyfunc class: `predict(texts, params)` as a loaded pyfunc model's."""
-
-    def __init__(self, weights: Path) -> None:
-        from components.registry.pyfunc_model import AbstractinatorPyfunc
-
-        self.python_model = AbstractinatorPyfunc()
-        self.python_model.load_checkpoint(weights)  # torch.load(weights_only=True): no pickled code runs
-
-    def predict(self, data, params: dict | None = None) -> list[dict]:
-        return self.python_model.predict(None, data, params)
-
-
 PAIRED_BITS_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/{PAIRED_BITS_FILE}"
 
 
@@ -199,22 +185,3 @@ def paired_at(client, version, attestation: Attestation, confidence: float) -> P
         return paired_from_bits(bits, paired.champion_version, confidence, paired.seed, paired.resamples)
     except ValueError as error:
         raise EvidenceError(f"{label}: {error}") from None
-
-
-def load_verified_model(client, name: str, version: str) -> VerifiedModel:
-    """The version's registered weights, checked against its signed attestation, loaded by this checkout's pyfunc
-    class. Nothing else of the registered model is used: not its `MLmodel` (whose `model_code_path` and artifact
-    paths anyone with the MLflow credential can rewrite to run other code or load other weights), not its code
-    copies; so no file the evaluation did not attest is read, let alone run."""
-    from mlflow.artifacts import download_artifacts
-
-    model_version = client.get_model_version(name, str(version))
-    attestation = read_evidence(client, name, model_version).attestation
-    folder = tempfile.mkdtemp(prefix="abstractinator-model-")
-    location = client.get_model_version_download_uri(name, str(version)).rstrip("/")
-    weights = Path(
-        download_artifacts(f"{location}/artifacts/{WEIGHTS_FILE}", dst_path=folder, tracking_uri=client.tracking_uri)
-    )
-    if sha256_of(weights) != attestation.challenger_weights_sha256:  # checked again: what is loaded is what was read
-        raise EvidenceError(f"v{version}: its registered weights are not the weights its evaluation scored (sha256)")
-    return VerifiedModel(weights)
