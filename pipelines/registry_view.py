@@ -42,7 +42,8 @@ def status_table(state: dict) -> str:
     for record in state.get("pending", []):
         lines.append(
             f"pending since {record['time']} UTC: {record['action']} v{record['version']} (audit run "
-            f"{record['run_id']}), completed by the next gate run (promote or rollback)"
+            f"{record['run_id']}), completed by the next gate run (promote or rollback) if its evidence still "
+            "decides it so"
         )
     return "\n".join(lines)
 

@@ -396,18 +396,38 @@ def _kfp_run_tag() -> dict[str, str]:
 
 
 # -- promote -----------------------------------------------------------------------------------------------------
-def _registered_result(client, model_name: str, checkpoint_hash: str, tracking_uri: str):
-    """The earlier decision on this very checkpoint, when a version of `model_name` holds it already (a run whose
-    training and evaluation came from KFP's cache), so it is not registered and judged a second time."""
+def _registered_result(client, model_name: str, weights_sha256: str, experiment: str, tracking_uri: str):
+    """The earlier decision on these very weights, when a version of `model_name` holds them already (a run whose
+    training and evaluation came from KFP's cache), so they are not registered and judged a second time. Found by
+    the candidate runs' immutable `challenger_weights_sha256` param and confirmed by each version's signed
+    attestation (a run anyone can make with that param, or an edited tag, does not count)."""
+    from mlflow.exceptions import MlflowException
+
+    from components.registry.gate_evidence import EvidenceError, attestation_of
     from components.registry.promote import CHAMPION, alias_version
 
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"params.challenger_weights_sha256 = '{weights_sha256}'", max_results=1000
+    )
+    run_ids = {run.info.run_id for run in runs}
     try:
-        found = client.search_model_versions(f"name='{model_name}' and tags.checkpoint_hash='{checkpoint_hash}'")
-    except Exception:  # no such model yet (some stores raise rather than return nothing)
+        versions = [v for v in client.search_model_versions(f"name='{model_name}'") if v.run_id in run_ids]
+    except MlflowException:  # no such model yet (some stores raise rather than return nothing)
         return None
-    if not found:
+    attested = []
+    for candidate in sorted(versions, key=lambda v: int(v.version)):
+        try:
+            attestation = attestation_of(client, candidate)
+        except EvidenceError:
+            continue
+        if attestation.model_name == model_name and attestation.challenger_weights_sha256 == weights_sha256:
+            attested.append(candidate)
+    if not attested:
         return None
-    version = min(found, key=lambda v: int(v.version))
+    version = attested[0]
     champion = alias_version(client, model_name, CHAMPION)
     decision = (version.tags or {}).get("gate.decision", "registered")
     return PromoteStepResult(
@@ -418,8 +438,7 @@ def _registered_result(client, model_name: str, checkpoint_hash: str, tracking_u
         champion=str(champion.version) if champion else None,
         tracking_uri=tracking_uri,
         reasons=[
-            f"checkpoint {checkpoint_hash.removeprefix('sha256:')[:12]} is version {version.version} "
-            f"already ({decision}): not registered again"
+            f"weights {weights_sha256[:12]} are version {version.version} already ({decision}): not registered again"
         ],
     )
 
@@ -460,16 +479,13 @@ def promote_step(
 
     from components.infrastructure.tracking import resolve_tracking_uri
     from components.registry.attestation import ATTESTATION_FILE, PAIRED_BITS_FILE, SIGNATURE_FILE, WEIGHTS_FILE
-    from components.registry.gate_evidence import record_evidence
+    from components.registry.gate_evidence import record_evidence, sha256_of
     from components.registry.promote import client_for, promote, register_version, version_tags
     from components.registry.pyfunc_model import log_pyfunc_model
 
     stages = spec.stages(data_hash)
     config = stages.stage2
     tracking_uri = resolve_tracking_uri(config.project_name)
-    earlier = _registered_result(client_for(tracking_uri), model_name, checkpoint_hash, tracking_uri)
-    if earlier is not None:  # a cached (unchanged) run: its checkpoint was judged already
-        return earlier
     provenance = {
         "data_hash": data_hash,
         "git_commit": spec.git_commit,
@@ -510,6 +526,11 @@ def promote_step(
             artifacts.fetch_file(join_uri(eval_uri, name), Path(tmp) / "evaluation" / name)
             for name in (WEIGHTS_FILE, ATTESTATION_FILE, SIGNATURE_FILE, PAIRED_BITS_FILE)
         ]
+        lineage["challenger_weights_sha256"] = sha256_of(evaluation[0])
+        experiment = config.project_name or "Default"
+        earlier = _registered_result(client, model_name, lineage["challenger_weights_sha256"], experiment, tracking_uri)
+        if earlier is not None:  # a cached (unchanged) run: these weights were judged already
+            return earlier
         with mlflow.start_run(run_name=f"{config.run_name.removesuffix('-stage2')}-candidate") as run:
             mlflow.set_tags({**provenance, **extra, **_kfp_run_tag()})
             mlflow.log_metrics(metrics)

@@ -15,10 +15,10 @@ import pytest
 
 from components.infrastructure import signing
 from components.registry import promote as registry
-from components.registry.attestation import Attestation, ScoredChampion, write_signed
+from components.registry.attestation import PAIRED_BITS_FILE, Attestation, ScoredChampion, write_signed
 from components.registry.gate_evidence import attestation_of, record_evidence, sha256_of
 from components.registry.gate_rules import GateRules
-from components.registry.paired_interval import PairedResult
+from components.registry.paired_interval import PairedResult, paired_interval
 
 
 def experiment_id(client, name: str = "candidates", artifact_root: Path | None = None) -> str:
@@ -73,11 +73,14 @@ def add_version(
     spread: float = 0.005,
     against: str | None = "champion",
     weights: bool = True,
+    block_bits: tuple[list[float], list[float], list[int]] | None = None,
 ) -> str:
     """A version whose evaluation measured `bpb` test bits per byte and live code share `share`, scored beside the
     current champion (against="champion"; None: as if there were none) with a paired interval of +-`spread`
     around the difference, attested and signed as the evaluation step does, with a weights file of its own
-    (`weights` False: attested, but its registered model lacks the file)."""
+    (`weights` False: attested, but its registered model lacks the file). `block_bits` (challenger bits, champion
+    bits, bytes of each block): the paired result is computed from them, as the evaluation does, and they are
+    kept in the signed paired_bits.json."""
     metrics = {"test_bits_per_byte": bpb, "live_code_share_L0": share}
     experiment = experiment_id(client, artifact_root=artifact_root)
     champion = registry.alias_version(client, name, registry.CHAMPION) if against == "champion" else None
@@ -102,6 +105,8 @@ def add_version(
             seed=0,
             resamples=2000,
         )
+    if champion is not None and block_bits is not None:
+        paired = paired_interval(*block_bits, str(champion.version))
     candidate = client.create_run(experiment, run_name="candidate").info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         weights_file = Path(tmp) / "model" / "artifacts" / "model.pt"
@@ -111,6 +116,11 @@ def add_version(
             client.log_artifact(candidate, str(weights_file), "model/artifacts")
         report = Path(tmp) / "report.json"
         report.write_text(json.dumps({"metrics": metrics, "checkpoint": "test"}))
+        bits_file = Path(tmp) / PAIRED_BITS_FILE
+        ours, theirs, sizes = block_bits or ([], [], [])
+        blocks = {"bytes_bits": [[n, b] for n, b in zip(sizes, ours, strict=True)]}
+        blocks["champion"] = [[n, b] for n, b in zip(sizes, theirs, strict=True)]
+        bits_file.write_text(json.dumps({"blocks": {"test": blocks}}))
         attestation = Attestation(
             model_name=name,
             challenger_weights_sha256=sha256_of(weights_file),
@@ -121,12 +131,14 @@ def add_version(
             config_hash="h",
             metrics=metrics,
             paired=paired,
+            paired_bits_sha256=sha256_of(bits_file),
             report_sha256=sha256_of(report),
             evaluated_at="2026-01-01T00:00:00Z",
         )
         files = write_signed(attestation, Path(tmp))
         lineage = {"eval_run_id": "e", "data_hash": "d", "code_identity": "c", "stage2_run_id": "s2"}
-        record_evidence(client, candidate, [report, *files], lineage)
+        lineage["challenger_weights_sha256"] = sha256_of(weights_file)  # as the promote step logs it
+        record_evidence(client, candidate, [report, bits_file, *files], lineage)
     client.set_terminated(candidate)
     tags = registry.version_tags(metrics, {"data_hash": "d", "git_commit": "c", "config_hash": "h"})
     return registry.register_version(client, name, f"runs:/{candidate}/model", tags, run_id=candidate)

@@ -12,8 +12,9 @@ import mlflow
 import pytest
 
 from components.registry import promote as registry
-from components.registry.gate_evidence import EvidenceError, attestation_of, load_verified_model, sha256_of
+from components.registry.gate_evidence import EvidenceError, attestation_of, sha256_of
 from components.registry.gate_rules import GateRules
+from components.registry.verified_loading import load_verified_model
 from pipelines import steps
 from pipelines.registry_view import eval_table
 from tests.conftest import write_corpus

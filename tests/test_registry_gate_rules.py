@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from components.registry.gate_rules import GateInput, GateRules, absolute_problems, decide
-from components.registry.paired_interval import PairedResult, paired_interval
+from components.registry.paired_interval import PairedResult, paired_from_bits, paired_interval
 
 RULES = GateRules(min_improvement=0.05, max_bits_per_byte=6.0, min_live_code_share=0.2)
 
@@ -166,3 +166,41 @@ def test_every_rule_is_a_flag_of_registry_promote() -> None:
     assert gate_rules_from(parser.parse_args([])) == GateRules()
     given = parser.parse_args(["--min-exact-match", "0.9", "--confidence", "0.99", "--max-bits-per-byte", "0"])
     assert gate_rules_from(given) == GateRules(min_exact_match=0.9, confidence=0.99, max_bits_per_byte=None)
+
+
+def test_a_comparison_on_too_few_blocks_is_refused_with_the_count() -> None:
+    two = paired_interval([80, 90], [100, 100], [100, 100], "1")  # the percentile interval of 2 values: [min, max]
+    assert two.high < -RULES.min_improvement
+    decision = decide(gate(metrics(2.9), interval=two), RULES)
+    assert decision.action == "refused"
+    assert "rests on 2 blocks, the gate needs at least 10" in decision.summary
+
+
+def test_the_interval_is_recomputed_at_the_gate_confidence_from_the_block_bits() -> None:
+    sizes, champion = _blocks()
+    challenger = champion - 0.05 * sizes + np.random.default_rng(3).normal(0, 20, len(sizes))
+    rows = {"test": {"bytes_bits": [[int(n), float(b)] for n, b in zip(sizes, challenger, strict=True)]}}
+    rows["test"]["champion"] = [[int(n), float(b)] for n, b in zip(sizes, champion, strict=True)]
+    at_95 = paired_interval(challenger, champion, sizes, "1")
+    at_99 = paired_from_bits({"blocks": rows}, "1", 0.99, seed=0, resamples=2000)
+    assert at_99.confidence == 0.99 and at_99.low < at_95.low and at_99.high > at_95.high
+    assert at_99.difference == at_95.difference
+
+
+def test_evidence_of_a_comparison_never_makes_a_first_champion() -> None:
+    lost = gate(metrics(2.9), champion=None, scored_champion="1", interval=paired(0.1, 0.2))  # alias deleted
+    decision = decide(lost, RULES)
+    assert decision.action == "refused" and "evaluated against champion v1 but there is no champion now" in (
+        decision.summary
+    )
+    unscored = decide(gate(metrics(2.9), champion=None, champion_problem="champion v1: no weights"), RULES)
+    assert unscored.action == "refused" and "there is no champion now" in unscored.summary
+
+
+def test_the_scored_champion_weights_must_be_the_champions_now() -> None:
+    good = paired(-0.12, -0.06)
+    same = gate(metrics(2.9), interval=good, scored_champion_weights="a" * 64, champion_weights="a" * 64)
+    assert decide(same, RULES).action == "promoted"
+    recreated = gate(metrics(2.9), interval=good, scored_champion_weights="a" * 64, champion_weights="b" * 64)
+    decision = decide(recreated, RULES)
+    assert decision.action == "refused" and "other weights than champion v1's" in decision.summary

@@ -10,15 +10,18 @@ and applied crash-consistently, in this order:
 4. the audit run becomes `state=applied`.
 
 A crash (or a dead tracking server) anywhere leaves at most one pending audit run; the next gate run (promote or
-rollback), before deciding anything, completes it: rewrites its tags, moves the alias if it still points at the
-champion the decision was made against, and marks it applied. So the champion, the audit history and the tags
-agree after every gate run.
+rollback), before deciding anything, makes that decision again from the version's verified evidence (a pending
+run is only a record, and anyone with the MLflow credential can create one) and, when it comes out the same,
+completes it: writes its tags, moves the alias if it still points at the champion the decision was made
+against, and marks it applied. A pending forced promotion or rollback, and any pending decision that does not
+come out the same, is marked `unverified` and changes nothing (see `recover`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
@@ -32,6 +35,7 @@ log = get_logger(__name__)
 PROMOTIONS_EXPERIMENT = "promotions"
 MOVES_CHAMPION = ("promoted", "forced", "rolled_back")
 PENDING, APPLIED = "pending", "applied"
+BANNED_WEIGHTS_PARAM = "demoted_weights_sha256"  # a rollback's audit run: the weights it took the alias from
 _already_exists = already_exists
 
 
@@ -82,10 +86,16 @@ def _decision_tags(outcome: GateOutcome, audit_run: str = "") -> dict[str, dict[
 
 
 def _apply(
-    client, lock: RegistryLock, outcome: GateOutcome, rules: GateRules | None, metrics: dict[str, float]
+    client,
+    lock: RegistryLock,
+    outcome: GateOutcome,
+    rules: GateRules | None,
+    metrics: dict[str, float],
+    record: dict[str, str] | None = None,
 ) -> None:
-    """Steps 1-4 of the module docstring."""
-    from mlflow.entities import Metric
+    """Steps 1-4 of the module docstring. `record`: params of the audit run (immutable once logged: MLflow refuses
+    to change a logged param), e.g. the weights a rollback bans."""
+    from mlflow.entities import Metric, Param
 
     version_tags_ = _decision_tags(outcome)
     lock.verify()  # a gate that lost its lock decides nothing (it may have decided against a stale champion)
@@ -104,6 +114,8 @@ def _apply(
             "state": PENDING,
         },
     )
+    if record:
+        client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in sorted(record.items())])
     try:
         _complete(
             client,
@@ -118,7 +130,12 @@ def _apply(
     except Exception as error:  # the decision is recorded (pending): say so wherever the failure is reported
         error.pending_decision = (  # type: ignore[attr-defined]
             f"the decision ({outcome.action} v{outcome.version}, audit run {run.info.run_id}) was recorded at "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC and will be completed by the next gate run"
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC and "
+            + (
+                "will be completed by the next gate run"
+                if outcome.action in RECHECKED_ACTIONS
+                else "is not re-checked by the next gate run: run the command again"
+            )
         )
         raise
     if metrics:
@@ -161,8 +178,17 @@ def _complete(
     return state
 
 
-def recover(client, name: str, lock: RegistryLock) -> int:
-    """Complete every pending decision about `name` (oldest first); returns how many there were."""
+RECHECKED_ACTIONS = ("promoted", "refused")  # what decide() made and can make again from the signed evidence
+UNVERIFIED = "unverified"  # a pending decision recovery could not re-check: recorded, alias untouched
+
+
+def recover(client, name: str, lock: RegistryLock, redecide: Callable[[str, str | None], GateOutcome]) -> int:
+    """Complete every pending decision about `name` (oldest first) that the gate can re-check; returns how many
+    pending ones there were. Anyone with the MLflow credential can create a `state=pending` run, so nothing in it
+    is trusted but the version and the champion it names: `redecide(version, champion_before)` makes the decision
+    again from that version's verified evidence, and only that outcome (its tags, its alias move) is applied. A
+    forced promotion or a rollback (a person's act, not decide()'s) cannot be re-checked: it is marked
+    `unverified`, reported, and the alias left alone; the person runs it again."""
     experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
     if experiment is None:
         return 0
@@ -173,15 +199,28 @@ def recover(client, name: str, lock: RegistryLock) -> int:
     )
     for run in pending:
         tags = run.data.tags
+        before = _version_or_none(tags.get("champion_before"))
+        outcome = redecide(tags.get("version", ""), before) if tags.get("action") in RECHECKED_ACTIONS else None
+        if outcome is None or outcome.action != tags.get("action"):
+            client.set_tag(run.info.run_id, "state", UNVERIFIED)
+            client.set_terminated(run.info.run_id, "FAILED")
+            log.warning(
+                "gate_pending_decision_not_verified",
+                model=name,
+                version=tags.get("version"),
+                action=tags.get("action"),
+                redecided=outcome.action if outcome else None,
+            )
+            continue
         state = _complete(
             client,
             lock,
             run.info.run_id,
             name,
-            json.loads(tags.get("version_tags") or "{}"),
-            tags.get("action", ""),
-            tags.get("champion_before"),
-            tags.get("champion_after"),
+            _decision_tags(outcome),
+            outcome.action,
+            outcome.champion_before,
+            outcome.champion_after,
         )
         client.set_tag(run.info.run_id, "recovered", "true")
         log.warning(
@@ -192,6 +231,29 @@ def recover(client, name: str, lock: RegistryLock) -> int:
             state=state,
         )
     return len(pending)
+
+
+def rollback_record(name: str, demoted_weights_sha256: str) -> dict[str, str]:
+    """The params of a rollback's audit run that ban the demoted weights (read by rolled_back_weights)."""
+    return {"model": name, "action": "rolled_back", BANNED_WEIGHTS_PARAM: demoted_weights_sha256}
+
+
+def rolled_back_weights(client, name: str) -> set[str]:
+    """The sha256 of every weights file a rollback of `name` demoted: read from the rollbacks' audit runs' params
+    (which MLflow lets nobody change), deleted runs included (a deleted run stays searchable until `mlflow gc`),
+    so neither a version tag nor re-registering the same weights as a new version lifts the ban."""
+    from mlflow.entities import ViewType
+
+    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if experiment is None:
+        return set()
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"params.model = '{name}' and params.action = 'rolled_back'",
+        run_view_type=ViewType.ALL,
+        max_results=50000,
+    )
+    return {run.data.params[BANNED_WEIGHTS_PARAM] for run in runs if run.data.params.get(BANNED_WEIGHTS_PARAM)}
 
 
 def pending_decisions(client, name: str) -> list[dict[str, str]]:

@@ -11,8 +11,8 @@ A version's evidence is anchored in what nobody but the evaluation task can make
   records, has no evidence;
 - the attestation names the model, the sha256 of the weights it scored and of the code files the model carries:
   the version's registered `artifacts/model.pt` and code must hash to them, so evidence copied onto other
-  weights, or code edited in the artifact store afterwards, is refused (`load_verified_model` checks the same
-  before MLflow runs the model's code).
+  weights, or code edited in the artifact store afterwards, is refused (loading one: components/registry/
+  verified_loading.py).
 
 Tags, params and metrics (appended ones included) are never read here: they mirror the evidence for people.
 The candidate run's params keep the lineage (`LINEAGE_KEYS`) that `registry status` shows.
@@ -27,7 +27,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from components.infrastructure.signing import SigningError
-from components.registry.attestation import ATTESTATION_FILE, SIGNATURE_FILE, WEIGHTS_FILE, Attestation, verified
+from components.registry.attestation import (
+    ATTESTATION_FILE,
+    PAIRED_BITS_FILE,
+    SIGNATURE_FILE,
+    WEIGHTS_FILE,
+    Attestation,
+    verified,
+)
+from components.registry.paired_interval import PairedResult, paired_from_bits
 from components.registry.registry_lock import not_found
 from configs.errors import UserError
 
@@ -45,6 +53,7 @@ LINEAGE_KEYS = (
     "image",
     "kfp_run_id",
     "report_sha256",
+    "challenger_weights_sha256",  # how the promote step finds a version of the same weights (confirmed by signature)
 )
 
 
@@ -155,16 +164,24 @@ def read_evidence(client, name: str, version) -> Evidence:
     return Evidence(attestation=attestation)
 
 
-def load_verified_model(client, name: str, version: str):
-    """`mlflow.pyfunc.load_model` of the version, after its files (weights and code) were checked against its signed
-    attestation: an edited `pyfunc_model.py` or `code/model/*.py` is refused before MLflow runs it."""
-    import mlflow.pyfunc
+PAIRED_BITS_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/{PAIRED_BITS_FILE}"
 
-    model_version = client.get_model_version(name, str(version))
-    attestation = read_evidence(client, name, model_version).attestation  # checked once here ...
-    folder = Path(tempfile.mkdtemp(prefix="abstractinator-model-"))
-    problem = registered_model_problem(client, name, str(version), attestation, folder)  # ... and what is loaded
-    if problem:
-        raise EvidenceError(f"v{version}: {problem}")
-    (model_file,) = folder.rglob("MLmodel")
-    return mlflow.pyfunc.load_model(str(model_file.parent))
+
+def paired_at(client, version, attestation: Attestation, confidence: float) -> PairedResult | None:
+    """The attested paired result, at `confidence`: recomputed from the run's `paired_bits.json` (its sha256 signed
+    in the attestation) when the evaluation computed another level; EvidenceError when that file does not verify."""
+    import json
+
+    paired = attestation.paired
+    if paired is None or paired.confidence == confidence:
+        return paired
+    label = f"v{version.version}"
+    with tempfile.TemporaryDirectory(prefix="abstractinator-paired-") as tmp:
+        bits_file = _download(client, version.run_id, PAIRED_BITS_ARTIFACT, tmp, label)
+        if not attestation.paired_bits_sha256 or sha256_of(bits_file) != attestation.paired_bits_sha256:
+            raise EvidenceError(f"{label}: its {PAIRED_BITS_FILE} is not the one its evaluation signed (sha256)")
+        bits = json.loads(bits_file.read_text())
+    try:
+        return paired_from_bits(bits, paired.champion_version, confidence, paired.seed, paired.resamples)
+    except ValueError as error:
+        raise EvidenceError(f"{label}: {error}") from None

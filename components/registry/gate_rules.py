@@ -3,9 +3,13 @@
 Every decision is made here: already champion, evidence refused, rolled back earlier, forced, promoted, refused.
 A challenger becomes champion when its evidence verified, it passes the absolute checks (a bits-per-byte
 ceiling, a minimum share of live codes at every level, optional exact-reconstruction floor) and, if there is a
-champion, the evaluation scored that very champion beside it on the same bytes and the paired interval on
-challenger-minus-champion bits per byte lies wholly below `-min_improvement` (components/registry/paired_interval.py).
-An interval that straddles it is "too close to call": a refusal that prints the interval. Every failed check is
+champion, the evaluation scored that very champion (its version and its attested weights) beside it on the
+same bytes and the paired interval on challenger-minus-champion bits per byte lies wholly below
+`-min_improvement` (components/registry/paired_interval.py).
+An interval that straddles it is "too close to call": a refusal that prints the interval; one resting on fewer
+than `min_blocks` blocks is refused. Without a champion, only a version whose evaluation found no champion
+either becomes the first champion: evidence that names a scored champion (or a champion it could not score)
+is a comparison, and the missing alias does not turn it into a first-champion pass. Every failed check is
 a reason, so a refusal says everything that was wrong, not only the first thing.
 """
 
@@ -36,7 +40,12 @@ class GateRules(BaseModel):
     min_exact_match: float | None = Field(
         None, ge=0, le=1, description="Floor on reconstruction_exact_match_bytes (None: not checked)."
     )
-    confidence: float = Field(0.95, gt=0, lt=1, description="Least confidence level of the paired interval.")
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="Confidence level of the paired interval (the gate recomputes it at this level)."
+    )
+    min_blocks: int = Field(
+        10, ge=2, description="Fewest paired blocks (scoring windows) the interval may rest on; fewer: refused."
+    )
 
 
 Action = Literal["promoted", "forced", "refused", "already_champion"]
@@ -52,6 +61,8 @@ class GateInput(BaseModel):
     metrics: dict[str, float] | None = Field(description="The challenger's attested metrics; None: evidence refused.")
     evidence_problem: str = ""
     scored_champion: str | None = Field(None, description="The champion its evaluation scored beside it.")
+    scored_champion_weights: str | None = Field(None, description="The sha256 of the weights it scored as champion.")
+    champion_weights: str | None = Field(None, description="The current champion's attested weights sha256.")
     champion_problem: str = Field("", description="Why its evaluation could not score the champion.")
     paired: PairedResult | None = None
     rolled_back: bool = False
@@ -107,9 +118,13 @@ def paired_problem(gate: GateInput, rules: GateRules) -> str:
     if gate.scored_champion != gate.champion:
         scored = f"champion v{gate.scored_champion}" if gate.scored_champion else "no champion"
         return f"evaluated against {scored} but the champion is v{gate.champion}: evaluate it again on the same bytes"
+    if gate.scored_champion_weights != gate.champion_weights:  # version numbers restart if the model is re-created
+        return f"evaluated against other weights than champion v{gate.champion}'s: evaluate it again on the same bytes"
     paired = gate.paired
     if paired is None or paired.champion_version != gate.champion:
         return "no paired comparison with the champion in its evidence"
+    if paired.blocks < rules.min_blocks:  # a percentile bootstrap of a few blocks is far narrower than it should be
+        return f"the paired comparison rests on {paired.blocks} blocks, the gate needs at least {rules.min_blocks}"
     if paired.confidence < rules.confidence:
         return f"its interval is at {paired.confidence:.0%}, the gate needs {rules.confidence:.0%}"
     bound = -rules.min_improvement
@@ -130,6 +145,9 @@ def decide(gate: GateInput, rules: GateRules) -> GateDecision:
         if gate.champion is not None:
             problem = paired_problem(gate, rules)
             reasons += [problem] if problem else []
+        elif gate.scored_champion or gate.champion_problem:  # its evidence is a comparison: never a first champion
+            scored = f"champion v{gate.scored_champion}" if gate.scored_champion else "a champion"
+            reasons.append(f"evaluated against {scored} but there is no champion now: evaluate it again")
     if gate.rolled_back:
         reasons.insert(0, "rolled back earlier: only --force promotes it again")
     if gate.forced_by is not None:

@@ -7,7 +7,13 @@ bits per byte over all blocks, sum(challenger bits - champion bits) / sum(bytes)
 blocks weigh as much as their bytes); `scipy.stats.bootstrap` resamples whole blocks with the pairs kept
 together (paired=True) and a fixed seed, so the same bits give the same interval on every machine.
 Negative is better for the challenger. The evaluation step computes this (pipelines/paired_evaluation.py) and
-signs it into its attestation; the gate (gate_rules.decide) only reads it.
+signs it into its attestation, with the sha256 of the per-block bits (`paired_bits.json`); a gate configured at
+another confidence recomputes the interval from those bits (paired_from_bits), checked against that hash.
+
+Blocks are resampled one by one, not whole documents: neighbouring windows of one text are correlated, so the
+interval is somewhat narrower than a document-level (cluster) bootstrap's; but the demo's and CI's test splits
+give a handful of documents cut into many windows, where a cluster bootstrap would have too few clusters to
+decide anything. GateRules.min_blocks refuses evidence of too few blocks (2 blocks: the interval is [min, max]).
 """
 
 from __future__ import annotations
@@ -99,3 +105,18 @@ def paired_interval(
         seed=seed,
         resamples=resamples,
     )
+
+
+def paired_from_bits(paired_bits: dict, champion_version: str, confidence: float, seed: int, resamples: int):
+    """The paired result recomputed from an evaluation's `paired_bits.json` ({"blocks": {text: {"bytes_bits":
+    [[bytes, bits], ...], "champion": [[bytes, bits], ...]}}}) at `confidence`: the gate's own level, whatever
+    level the evaluation wrote. ValueError when the file holds no champion bits or the windows differ."""
+    challenger, champion, sizes = [], [], []
+    for name, block in sorted(paired_bits.get("blocks", {}).items()):
+        ours, theirs = block.get("bytes_bits") or [], block.get("champion")
+        if theirs is None or len(ours) != len(theirs) or any(a[0] != b[0] for a, b in zip(ours, theirs, strict=True)):
+            raise ValueError(f"paired bits of {name}: no champion bits on the same windows")
+        sizes += [int(a[0]) for a in ours]
+        challenger += [float(a[1]) for a in ours]
+        champion += [float(b[1]) for b in theirs]
+    return paired_interval(challenger, champion, sizes, champion_version, confidence, seed, resamples)

@@ -24,8 +24,10 @@ from components.registry.decision_log import (
     history,
     pending_decisions,
     recover,
+    rollback_record,
+    rolled_back_weights,
 )
-from components.registry.gate_evidence import LINEAGE_KEYS, EvidenceError, read_evidence
+from components.registry.gate_evidence import LINEAGE_KEYS, EvidenceError, attestation_of, paired_at, read_evidence
 from components.registry.gate_rules import GateInput, GateRules, decide
 from components.registry.registry_client import (
     CHALLENGER,
@@ -46,25 +48,61 @@ log = get_logger(__name__)
 
 
 # -- deciding --------------------------------------------------------------------------------------------------------
-def gate_input(client, name: str, challenger, champion, forced_by: str | None = None) -> GateInput:
+def gate_input(client, name: str, challenger, champion, rules: GateRules, forced_by: str | None = None) -> GateInput:
     """What decide() needs about `challenger`, read from its verified evidence and the champion alias."""
-    base = dict(
-        version=str(challenger.version),
-        champion=str(champion.version) if champion else None,
-        rolled_back=(challenger.tags or {}).get("gate.rolled_back") == "true",
-        forced_by=forced_by,
-    )
+    base = dict(version=str(challenger.version), champion=str(champion.version) if champion else None)
+    base["forced_by"] = forced_by
     try:
         attestation = read_evidence(client, name, challenger).attestation
+        paired = paired_at(client, challenger, attestation, rules.confidence)
     except EvidenceError as error:
         return GateInput(**base, metrics=None, evidence_problem=str(error))
+    champion_weights = None
+    if champion is not None:  # what the champion's own (verified) evaluation says its weights are
+        try:
+            champion_weights = read_evidence(client, name, champion).attestation.challenger_weights_sha256
+        except EvidenceError:
+            champion_weights = "unverified"  # never equal to an attested sha256
     return GateInput(
         **base,
+        # the ban follows the weights (any version registering them), read from the audit history, not a tag
+        rolled_back=attestation.challenger_weights_sha256 in rolled_back_weights(client, name),
         metrics=attestation.metrics,
         scored_champion=attestation.champion.version if attestation.champion else None,
+        scored_champion_weights=attestation.champion.weights_sha256 if attestation.champion else None,
+        champion_weights=champion_weights,
         champion_problem=attestation.champion_problem,
-        paired=attestation.paired,
+        paired=paired,
     )
+
+
+def _redecider(client, name: str, rules: GateRules):
+    """recover()'s re-check: the decision about `version` against the champion `before`, made again by decide()
+    from the version's verified evidence; None when the version is not in the registry."""
+    from mlflow.exceptions import MlflowException
+
+    def redecide(version: str, before: str | None) -> GateOutcome | None:
+        if not str(version).isdigit() or not (before is None or str(before).isdigit()):
+            return None
+        try:
+            challenger = client.get_model_version(name, str(version))
+            champion = client.get_model_version(name, before) if before else None
+        except MlflowException as error:
+            if _not_found(error):
+                return None
+            raise
+        decision = decide(gate_input(client, name, challenger, champion, rules), rules)
+        after = str(version) if decision.promote else before
+        return GateOutcome(
+            model=name,
+            action=decision.action,
+            version=str(version),
+            champion_before=before,
+            champion_after=after,
+            reasons=decision.reasons,
+        )
+
+    return redecide
 
 
 def promote(
@@ -88,10 +126,10 @@ def promote(
             raise
         raise RegistryError(f"model {name!r} version {version}: not in the registry") from None
     with registry_lock(client, name, lock_timeout_s, lease_s) as lock:
-        recover(client, name, lock)
+        recover(client, name, lock, _redecider(client, name, rules))
         champion = alias_version(client, name, CHAMPION)
         before = str(champion.version) if champion else None
-        gate = gate_input(client, name, challenger, champion, (forced_by or "") if force else None)
+        gate = gate_input(client, name, challenger, champion, rules, (forced_by or "") if force else None)
         decision = decide(gate, rules)
         outcome = GateOutcome(
             model=name,
@@ -112,7 +150,7 @@ def promote(
 def rollback(client, name: str, lock_timeout_s: float = 120.0, lease_s: float = 6.0) -> GateOutcome:
     """Give `champion` back to the version the current champion was promoted over."""
     with registry_lock(client, name, lock_timeout_s, lease_s) as lock:
-        recover(client, name, lock)
+        recover(client, name, lock, _redecider(client, name, GateRules()))  # pending promotions: default rules
         champion = alias_version(client, name, CHAMPION)
         if champion is None:
             raise RegistryError(f"model {name!r} has no champion to roll back")
@@ -127,7 +165,11 @@ def rollback(client, name: str, lock_timeout_s: float = 120.0, lease_s: float = 
             champion_after=previous,
             reasons=[f"rollback from v{champion.version} to v{previous}"],
         )
-        _apply(client, lock, outcome, None, {})
+        try:  # the ban is on the demoted weights; a champion without evidence is refused by the gate anyway
+            banned = attestation_of(client, champion).challenger_weights_sha256
+        except EvidenceError:
+            banned = ""
+        _apply(client, lock, outcome, None, {}, rollback_record(name, banned) if banned else None)
     log.info("gate_rollback", model=name, champion=previous, was=champion.version)
     return outcome
 

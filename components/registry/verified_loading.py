@@ -1,0 +1,48 @@
+"""Loading a registered version for use, as its signed evidence vouches for it: only its attested weights, through
+this checkout's pyfunc class (components/registry/pyfunc_model.py).
+
+Never `mlflow.pyfunc.load_model`: that follows the registered `MLmodel`, which no attestation covers, and anyone
+with the MLflow credential can rewrite its `model_code_path` (MLflow runs a sourceless `.pyc` too) or its
+checkpoint path to run other code or load other weights. A module of its own because it imports the model
+package: the gate's evidence checks (gate_evidence.py), which data preparation's skip check imports, do not.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from components.registry.attestation import WEIGHTS_FILE
+from components.registry.gate_evidence import EvidenceError, read_evidence, sha256_of
+
+
+class VerifiedModel:
+    """The attested weights in this checkout's pyfunc class: `predict(texts, params)` as a loaded pyfunc model's."""
+
+    def __init__(self, weights: Path) -> None:
+        from components.registry.pyfunc_model import AbstractinatorPyfunc
+
+        self.python_model = AbstractinatorPyfunc()
+        self.python_model.load_checkpoint(weights)  # torch.load(weights_only=True): no pickled code runs
+
+    def predict(self, data, params: dict | None = None) -> list[dict]:
+        return self.python_model.predict(None, data, params)
+
+
+def load_verified_model(client, name: str, version: str) -> VerifiedModel:
+    """The version's registered weights, checked against its signed attestation, loaded by this checkout's pyfunc
+    class. Nothing else of the registered model is used: not its `MLmodel` (whose `model_code_path` and artifact
+    paths anyone with the MLflow credential can rewrite to run other code or load other weights), not its code
+    copies; so no file the evaluation did not attest is read, let alone run."""
+    from mlflow.artifacts import download_artifacts
+
+    model_version = client.get_model_version(name, str(version))
+    attestation = read_evidence(client, name, model_version).attestation
+    folder = tempfile.mkdtemp(prefix="abstractinator-model-")
+    location = client.get_model_version_download_uri(name, str(version)).rstrip("/")
+    weights = Path(
+        download_artifacts(f"{location}/artifacts/{WEIGHTS_FILE}", dst_path=folder, tracking_uri=client.tracking_uri)
+    )
+    if sha256_of(weights) != attestation.challenger_weights_sha256:  # checked again: what is loaded is what was read
+        raise EvidenceError(f"v{version}: its registered weights are not the weights its evaluation scored (sha256)")
+    return VerifiedModel(weights)
