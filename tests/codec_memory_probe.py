@@ -49,9 +49,9 @@ def main() -> int:
     # read, and the peak grows with the size by design. 4 KB chunks put both sizes far above it, so what grows
     # with the input here is what a large file would grow by.
     files.CHUNK = 4096
-    # Likewise the input and output snapshots (components/codec/endpoints.py) stay in memory up to SPOOL_BYTES
-    # (64 MB) and go to a private temporary file beyond: 4 KB puts both sizes beyond it.
-    endpoints.SPOOL_BYTES = 4096
+    # Likewise the input and output snapshots (components/codec/endpoints.py): read in endpoints.CHUNK pieces, kept
+    # in memory up to SPOOL_BYTES (64 MB) and in a private temporary file beyond: 4 KB puts both sizes beyond both.
+    endpoints.CHUNK = endpoints.SPOOL_BYTES = 4096
     model, params = trained_model(), CodecParams(streams=64, rounds_per_block=1)
     peak_bytes(model, folder, 8 * 1024, params)  # warm-up: lazy imports and first-call caches are not the codec's
     print(json.dumps({"peaks": [peak_bytes(model, folder, size, params) for size in (small, large)]}))

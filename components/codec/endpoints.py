@@ -30,7 +30,7 @@ from components.infrastructure.atomic_files import atomic_write, file_kind, kind
 
 STDIO = "-"
 SPOOL_BYTES = 64 << 20  # snapshots up to this size stay in memory
-_CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read or copied at a time
 
 
 def is_stdio(path: Path | str) -> bool:
@@ -81,7 +81,7 @@ def snapshot_input(source: Path | str) -> Iterator[Snapshot]:
         except OSError as error:
             raise CodecError(f"{source}: cannot be read ({error.strerror})") from None
         with reader as stream:
-            while data := stream.read(_CHUNK):
+            while data := stream.read(CHUNK):
                 digest.update(data)
                 copy.write(data)
                 size += len(data)
@@ -112,5 +112,5 @@ def open_output(destination: Path | str, readable: bool = False) -> Iterator[Bin
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b") as pending:
         yield pending
         pending.seek(0)
-        shutil.copyfileobj(pending, sys.stdout.buffer, _CHUNK)
+        shutil.copyfileobj(pending, sys.stdout.buffer, CHUNK)
         sys.stdout.buffer.flush()
