@@ -245,3 +245,20 @@ def test_default_corpus_prepares_for_real(tmp_path):
     }
     assert "lm_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz" in manifest.eval_sets
     assert prepare_data(PrepareDataParams(out_dir=tmp_path / "default")).skipped
+
+
+def test_a_folder_holding_only_the_eval_sets_our_commands_write_is_prepared_into(text_corpus, tmp_path):
+    """`make eval-data` (or `evaluate --lm-eval`) writes <prepared>/eval/lm_eval* before any preparation;
+    `make demo` must still prepare there. A folder with anything else in eval/ stays foreign."""
+    root, _ = text_corpus
+    out = tmp_path / "out"
+    (out / "eval" / "lm_eval_tasks").mkdir(parents=True)
+    (out / "eval" / "lm_eval_tasks" / "piqa_local.yaml").write_text("task: piqa_local\n")
+    (out / "eval" / "lm_eval" / "piqa").mkdir(parents=True)
+    assert not prepare(root, out).skipped
+    assert documents_by_split(out)
+
+    foreign = tmp_path / "foreign"
+    (foreign / "eval" / "my-notes").mkdir(parents=True)
+    with pytest.raises(DataSourceError, match="not prepared by abstractinator"):
+        prepare(root, foreign)

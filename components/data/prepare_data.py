@@ -53,6 +53,9 @@ TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".prepare.lock"
 MARKER_NAME = ".abstractinator-prepared"
 MARKER_TEXT = "Written by `abstractinator prepare-data`: files in this folder may be replaced or removed by it.\n"
+# What the evaluation commands write under <prepared>/eval before any preparation (`make eval-data`,
+# `evaluate --lm-eval`): the same eval sets prepare-data writes there, so such a folder is still ours.
+EVAL_SET_FOLDERS = frozenset({"canterbury", "lm_eval", "lm_eval_tasks"})
 
 
 class PrepareDataParams(BaseModel):
@@ -163,7 +166,8 @@ def _install(temp: Path, out_dir: Path, manifest: Manifest) -> None:
 
 
 def is_ours(out_dir: Path) -> bool:
-    """True when `out_dir` is missing, empty (but for our own lock/temp files) or was prepared by us."""
+    """True when `out_dir` is missing, empty (but for our own lock/temp files and eval sets) or was prepared by
+    us."""
     out_dir = Path(out_dir)
     if not out_dir.exists():
         return True
@@ -173,7 +177,19 @@ def is_ours(out_dir: Path) -> bool:
         return True
     if (out_dir / MANIFEST_NAME).is_file():
         return _manifest_source(out_dir) is not None  # a valid manifest of ours, written before markers existed
-    return all(entry.name == LOCK_NAME or entry.name.startswith(TEMP_PREFIX) for entry in out_dir.iterdir())
+    return all(_is_own_entry(entry) for entry in out_dir.iterdir())
+
+
+def _is_own_entry(entry: Path) -> bool:
+    """Our lock, our temp folders, or an eval/ folder holding only the eval sets our commands write."""
+    if entry.name == LOCK_NAME or entry.name.startswith(TEMP_PREFIX):
+        return True
+    return (
+        entry.name == "eval"
+        and entry.is_dir()
+        and not entry.is_symlink()
+        and all(sub.name in EVAL_SET_FOLDERS and sub.is_dir() for sub in entry.iterdir())
+    )
 
 
 def _claim(out_dir: Path, force: bool) -> None:
