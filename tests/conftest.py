@@ -61,6 +61,16 @@ def settings_env(monkeypatch):
     forget_environment_caches()
 
 
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    """A small compiled pipeline package (tests/small_pipeline.py) for the submission and schedule tests."""
+    from tests.small_pipeline import compile_small_pipeline
+
+    path = tmp_path_factory.mktemp("pipeline") / "pipeline.yaml"
+    compile_small_pipeline(path)
+    return path
+
+
 @pytest.fixture
 def data_home(tmp_path, settings_env) -> Path:
     """A data home of the test's own, so nothing lands in the repository's .data."""
