@@ -401,6 +401,23 @@ def test_a_full_disk_is_named_at_the_first_checkpoint(world, tiny_disk, capsys, 
     assert not list((tiny_disk / "ckpt").iterdir())  # the partial temp file is removed
 
 
+def test_a_full_staging_disk_names_the_s3_checkpoint_not_our_temporary_folder(tiny_disk, monkeypatch) -> None:
+    """An S3 checkpoint is written to a local staging folder first; when that disk fills, the one line names the
+    checkpoint's URI (and TMPDIR, which moves the staging), never the temporary folder the user did not choose."""
+    import tempfile
+
+    from components.training.checkpoints import CheckpointError, CheckpointStore
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tiny_disk))  # where staging_dir makes its folder
+    store = CheckpointStore("s3://bucket/run")
+    with pytest.raises(CheckpointError) as refused:
+        store.save({"model_state": {"weights": torch.zeros(1 << 20)}}, step=1)  # 4 MB on a 2 MB disk
+    message = str(refused.value)
+    assert message.startswith("s3://bucket/run/checkpoint_step1.pt: cannot stage it on the local disk first (disk full")
+    assert str(tiny_disk) not in message and "abstractinator-ckpt" not in message
+    assert not list(tiny_disk.iterdir())  # the staging folder and its partial file are gone
+
+
 def test_read_only_output_folders_fail_before_any_work(world, tiny_disk, capsys, data_home) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
     cases = [
