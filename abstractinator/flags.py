@@ -1,6 +1,7 @@
 """Flags shared by several subcommands: the pipeline parameters (`pipeline run-local`), the gate rules
-(`pipeline run-local`, `registry promote`), and the bounded number types every numeric flag parses with, so that
-NaN, infinity and out-of-range values are refused by the parser in one line, before any work or connection."""
+(`pipeline run-local`, `registry promote`), and the bounded number types that every float flag (and the gate's
+integer rule) parses with, so that NaN, infinity and out-of-range values are refused by the parser in one line,
+before any work or connection (tests/test_hardening.py finds every float flag and checks it)."""
 
 from __future__ import annotations
 
