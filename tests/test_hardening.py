@@ -223,6 +223,17 @@ CASES = {
         lambda w: ["lm-eval", "--model", "hier_ae", "--model_args", f"checkpoint={w['checkpoint']}", "--tasks", "nope"],
         "lm-eval: Tasks not found: nope",
     ),
+    # one device policy (configs/runtime.py): CUDA asked for on a machine without it is one line, before any work
+    **(
+        {}
+        if torch.cuda.is_available()
+        else {
+            "train device=cuda without a GPU": (
+                lambda w: train_args(w, "--data", str(w["corpus"]), "--set", "device=cuda"),
+                "'cuda' was requested but no CUDA device is visible",
+            )
+        }
+    ),
     "prepare-data bad shard size": (
         lambda w: ["prepare-data", "--out", str(w["root"] / "p"), "--shard-bytes", "-5"],
         "shard_bytes",
