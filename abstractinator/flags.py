@@ -1,9 +1,12 @@
-"""Flags shared by several subcommands: the pipeline parameters (`pipeline run-local`) and the gate rules
-(`pipeline run-local`, `registry promote`)."""
+"""Flags shared by several subcommands: the pipeline parameters (`pipeline run-local`), the gate rules
+(`pipeline run-local`, `registry promote`), and the bounded number types that every float flag (and the gate's
+integer rule) parses with, so that NaN, infinity and out-of-range values are refused by the parser in one line,
+before any work or connection (tests/test_hardening.py finds every float flag and checks it)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 from components.registry.gate_rules import GateRules
 
@@ -53,19 +56,80 @@ def gate_flag(field: str) -> str:
     return "--gate-metric" if field == "metric" else "--" + field.replace("_", "-")
 
 
-def _optional_float(text: str) -> float | None:
-    """A rule that can be off: 0 or "none" turns it off."""
-    return None if text.strip().lower() in ("none", "0", "0.0") else float(text)
+def bounded_float(low: float, high: float, low_open: bool = False, high_open: bool = False, off: bool = False):
+    """An argparse type: a finite float in [low, high] (`low_open`/`high_open`: that end excluded); with `off`,
+    "0" or "none" gives None (a rule turned off)."""
+    shown = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float | None:
+        if off and text.strip().lower() in ("none", "0", "0.0"):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        above_low = value > low if low_open else value >= low
+        below_high = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above_low and below_high):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number in {shown}{' or 0 (off)' if off else ''} (got {text})"
+            )
+        return value
+
+    return parse
+
+
+def bounded_int(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}] (got {value})")
+        return value
+
+    return parse
+
+
+# Upper ends the rules themselves leave open: beyond these a value means nothing (a bits-per-byte figure of an
+# untrained model can exceed 8, never 64), so a typo like 1e6 is refused rather than silently passing or failing
+# every version.
+RULE_CEILINGS = {"min_improvement": 64.0, "max_bits_per_byte": 64.0, "min_blocks": 1_000_000}
+
+
+def _rule_type(name: str, info, optional: bool):
+    """The parse type of the flag of GateRules field `name`: its bounds from the field's own constraints (ge, gt,
+    le, lt), the upper end those leave open from RULE_CEILINGS, finite always; an optional field is off at 0."""
+    kind = float if optional else info.annotation
+    if kind not in (int, float):
+        return kind
+    low, low_open, high, high_open = 0.0, False, RULE_CEILINGS.get(name, math.inf), False
+    for constraint in info.metadata:
+        if getattr(constraint, "ge", None) is not None:
+            low, low_open = constraint.ge, False
+        if getattr(constraint, "gt", None) is not None:
+            low, low_open = constraint.gt, True
+        if getattr(constraint, "le", None) is not None:
+            high, high_open = constraint.le, False
+        if getattr(constraint, "lt", None) is not None:
+            high, high_open = constraint.lt, True
+    if kind is int:
+        return bounded_int(int(low) + low_open, int(high) - high_open)
+    return bounded_float(low, high, low_open, high_open, off=optional)
 
 
 def add_gate_arguments(parser: argparse.ArgumentParser, fields: tuple[str, ...] | None = None) -> None:
     """One flag per GateRules field (all of them, or `fields`), generated from the model, so that no rule exists
-    that no flag reaches: its name (`metric` is --gate-metric), type, default and description."""
+    that no flag reaches: its name (`metric` is --gate-metric), type (bounded: `_rule_type`), default and
+    description."""
     for name, info in GateRules.model_fields.items():
         if fields is not None and name not in fields:
             continue
         optional = type(None) in getattr(info.annotation, "__args__", ())
-        kind = _optional_float if optional else info.annotation
+        kind = _rule_type(name, info, optional)
         off = " (0: off)" if optional else ""
         parser.add_argument(
             gate_flag(name),

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.model_throughput import peak_rss_kib, reset_peak_rss_kib  # noqa: E402
+from configs.runtime import choose_device  # noqa: E402
 from model.attention import block_local_attention, dense_sliding_window_attention  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=32)
     parser.add_argument("--dense-max", type=int, default=8192, help="skip the dense reference above this length")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=choose_device().type)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "attention_memory.json"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", default="block", help=argparse.SUPPRESS)

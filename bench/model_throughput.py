@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from configs import load_config  # noqa: E402
+from configs.runtime import choose_device  # noqa: E402
 from model import build_model  # noqa: E402
 from model.attention import apply_rope  # noqa: E402
 from model.blocks import NORM_EPS, SwiGLU, init_weights  # noqa: E402
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--threads", type=int, default=torch.get_num_threads(), help="torch threads (1 is steadier on busy CPUs)"
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=choose_device().type)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "model_throughput.json"))
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="model", help=argparse.SUPPRESS)

@@ -5,20 +5,17 @@ forbids unknown keys, so a typo fails at load time naming the field path (e.g.
 `compressor_level_configs.0.codebook_size`). Seed code reads configs like dicts (`exp_config['max_steps']`);
 that keeps working through `DictAccess`.
 
-Keys kept only so seed configs load are documented as such; keys whose seed behaviour was a trap
-are validated instead of silently ignored.
+Seed keys that act on nothing are not fields: configs/seed_keys.py checks and drops them before validation
+(with a log line), so the seed's files still load and the schema holds only keys that act.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# The byte vocabulary size (256 bytes + BOS, EOS, PAD), owned by model/tokenizer.py; repeated here because the
-# schema must not import the model (imports point one way). tests/test_configs.py checks they agree.
-BYTE_VOCAB_SIZE = 259
-BYTE_EOS_ID = 257
+from configs.seed_keys import EXPERIMENT_SEED_KEYS, LEVEL_SEED_KEYS, drop_seed_keys
 
 SchedulerType = Literal["cosine_with_min_lr", "cosine", "linear", "constant", "constant_with_warmup"]
 
@@ -70,9 +67,6 @@ class CompressorLevelConfig(DictAccess):
         2, ge=0, description="Compression branch depth; None -> num_encoder_layers."
     )
     encoder_ffn_dim_multiplier: float = Field(4, gt=0, description="SwiGLU hidden width = dim * this.")
-    max_seq_len_encoder: int | None = Field(
-        None, gt=0, description="Accepted so seed configs load; no effect (RoPE has no length limit)."
-    )
     num_queries: int = Field(1, gt=0, description="Learned queries (pooled vectors) per segment.")
     codebook_size: int = Field(4096, ge=2, description="Codes K in this level's vector quantizer.")
     beta: float = Field(1.0, ge=0, description="VQ commitment weight.")
@@ -88,20 +82,11 @@ class CompressorLevelConfig(DictAccess):
     max_segment_len: int | None = Field(
         None, ge=1, description="A segment is cut after this many positions (None: unbounded)."
     )
-    target_compression_ratio: float | list[float] | None = Field(
-        None, description="Seed key; its penalty had no gradient, so only None is accepted."
-    )
-    compression_loss_weight: float = Field(1.0, ge=0, description="Seed key; used only with a target ratio.")
 
-    @field_validator("target_compression_ratio")
+    @model_validator(mode="before")
     @classmethod
-    def _no_gradientless_penalty(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(
-                "the seed's compression-ratio penalty has no gradient and is not supported; "
-                "steer compression with entropy_delta, min_segment_len and max_segment_len"
-            )
-        return value
+    def _drop_seed_keys(cls, data: Any) -> Any:
+        return drop_seed_keys(data, LEVEL_SEED_KEYS, "a compressor level")
 
     @model_validator(mode="after")
     def _check_shapes(self) -> CompressorLevelConfig:
@@ -165,22 +150,11 @@ class ExpConfig(DictAccess):
 
     # --- model (seed) ---
     num_levels: int = Field(1, ge=1)
-    initial_vocab_size: Literal[259] = Field(BYTE_VOCAB_SIZE, description="Byte vocab: 256 bytes, BOS, EOS, PAD.")
     compressor_level_configs: list[CompressorLevelConfig] = Field(default_factory=lambda: [CompressorLevelConfig()])
     expander_dim_scale: float = Field(1.0, gt=0, description="Expander width = level dim * this.")
-    expander_num_enc_layers: int = Field(
-        2, ge=0, description="Seed key for its seq2seq expander, which is not built; no effect."
-    )
     expander_num_dec_layers: int = Field(4, ge=1)
     expander_heads_scale: float = Field(1.0, gt=0, description="Expander heads = level heads * this.")
-    expander_eos_id: Literal[257] = Field(
-        BYTE_EOS_ID, description="The expanders stop at the byte vocabulary's EOS (257), nothing else."
-    )
     expander_max_len: int = Field(2048, gt=0, description="Cap on generated positions per expander call.")
-    use_decoder_only_expander: Literal[True] = Field(
-        True, description="Seed key; the segment-aligned decoder-only expander is the one built."
-    )
-    propagate_key_padding_mask: bool = True
     aux_lm_loss_weight: float = Field(1.0, ge=0, description="Weight of the entropy branch's next-token loss.")
     top_lm_loss_weight: float = Field(1.0, ge=0)
     top_transformer_config: TopTransformerConfig | None = Field(default_factory=TopTransformerConfig)
@@ -246,6 +220,11 @@ class ExpConfig(DictAccess):
     attention_backend: Literal["block", "flex"] = Field(
         "block", description="Sliding-window kernel: block-local SDPA (any device) or FlexAttention (CUDA)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_seed_keys(cls, data: Any) -> Any:
+        return drop_seed_keys(data, EXPERIMENT_SEED_KEYS, "the experiment")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ExpConfig:

@@ -4,6 +4,7 @@
 from configs.base_config import DEVICE, N_CPU
 from configs.super_tiny_config import exp_config as super_tiny
 
+# The seed's values; each restates the super-tiny experiment's (stage 2 is that experiment on a frozen base).
 exp_config = super_tiny.updated(
     top_lm_loss_weight=1.0,
     learning_rate=5e-4,

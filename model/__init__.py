@@ -2,7 +2,7 @@
 
 Imports only torch, the stdlib and `configs`. Entry point: `build_model(exp_config)`; one concept per module:
 attention, blocks, segmentation, pooling, quantizer, compressor, expander, top_lm, autoencoder, code_length,
-generation, tokenizer.
+generation, tokenizer, window_plan, eval_mode (a block in eval mode, the previous mode restored after).
 """
 
 from model.autoencoder import HierarchicalAutoencoder, build_model

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from model.eval_mode import eval_mode
+
 if TYPE_CHECKING:  # annotations only: the autoencoder imports this module
     from model.autoencoder import HierarchicalAutoencoder
 
@@ -109,12 +111,8 @@ def bits_of(logits: dict, quantized: bool = False) -> dict:
 
 def eval_position_logits(model: HierarchicalAutoencoder, tokens: torch.Tensor, key_padding_mask=None) -> dict:
     """`position_logits` in eval mode (no VQ statistic moves while measuring), the mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return position_logits(model, tokens, key_padding_mask)
-    finally:
-        model.train(was_training)
 
 
 def position_bits(

@@ -1,7 +1,7 @@
 """Typed results of the autoencoder: `CompressedText` (model.compress) and `AutoencoderOutput` (model.forward).
 
 Shapes as in model/autoencoder.py: lists are ordered by level, bottom (bytes) first. Both are registered as
-pytree nodes, so DistributedDataParallel (components/train.py, find_unused_parameters=True) sees every tensor
+pytree nodes, so DistributedDataParallel (components/training/train.py, find_unused_parameters=True) sees every tensor
 in them, as it did in the dicts they replace.
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.data.data_sources import sha256_file
+from components.infrastructure.file_hashes import sha256_of
 from components.infrastructure.storage import (
     StorageError,
     download_file,
@@ -60,4 +60,4 @@ def exists(uri: str) -> bool:
 
 
 def file_hash(path: Path) -> str:
-    return f"sha256:{sha256_file(Path(path))}"
+    return f"sha256:{sha256_of(path)}"

@@ -14,6 +14,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "torch_single_thread: run each test with torch on one thread (the fixture of the same name)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def torch_single_thread(request):
+    """Tiny models run fastest on one thread, and far faster than two threads on busy shared cores. A test module
+    opts in with `pytestmark = pytest.mark.torch_single_thread`; the thread count is restored after each test."""
+    if request.node.get_closest_marker("torch_single_thread") is None:
+        yield
+        return
+    import torch  # here, so that tests that never touch torch do not pay for importing it
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def forget_environment_caches() -> None:
     """Drop what was read from the environment once per process: our settings, and boto3's default session,
     whose credentials botocore resolves once and keeps (a later test's AWS_* keys would otherwise be ignored)."""
@@ -38,6 +59,16 @@ def settings_env(monkeypatch):
 
     yield set_env
     forget_environment_caches()
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    """A small compiled pipeline package (tests/small_pipeline.py) for the submission and schedule tests."""
+    from tests.small_pipeline import compile_small_pipeline
+
+    path = tmp_path_factory.mktemp("pipeline") / "pipeline.yaml"
+    compile_small_pipeline(path)
+    return path
 
 
 @pytest.fixture

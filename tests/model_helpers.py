@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from configs import CompressorLevelConfig, ExpConfig, TopTransformerConfig
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 TEXT_PATH = Path(__file__).parent / "data" / "model_text.txt"
-
-
-@pytest.fixture(autouse=True)
-def torch_single_thread():
-    """Tiny models run fastest on one thread, and far faster than two threads on busy shared cores.
-    Test modules opt in with `from tests.model_helpers import torch_single_thread  # noqa: F401`."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_level(**changes) -> CompressorLevelConfig:

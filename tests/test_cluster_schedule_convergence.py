@@ -17,17 +17,10 @@ import time
 import pytest
 
 from tests.fake_kfp_server import Failure, FakeKfpHttpServer, Pause
-from tests.test_cluster_submission import TOKEN, cli, compile_small_pipeline
+from tests.test_cluster_submission import TOKEN, cli
 
 NAME = "weekly-retrain"
 ROUNDS = 3
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pipeline") / "pipeline.yaml"
-    compile_small_pipeline(path)
-    return path
 
 
 @pytest.fixture

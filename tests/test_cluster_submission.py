@@ -1,8 +1,8 @@
 """`abstractinator pipeline submit` / `schedule` against a fake KFP v2beta1 server on loopback.
 
-The package submitted is a small pipeline compiled here with kfp (typed parameters), so these tests do not depend
-on the real training pipeline; the fake server checks the upload is a pipeline spec and that run parameters are
-inputs of the uploaded version with the right types.
+The package submitted is a small pipeline compiled with kfp (tests/small_pipeline.py, typed parameters), so these
+tests do not depend on the real training pipeline; the fake server checks the upload is a pipeline spec and that
+run parameters are inputs of the uploaded version with the right types.
 """
 
 # no `from __future__ import annotations`: kfp reads the component annotations as types
@@ -18,27 +18,6 @@ from tests.fake_kfp_server import FakeKfpHttpServer
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-not-a-secret"
-
-
-def compile_small_pipeline(path, name: str = "small-training") -> None:
-    from kfp import compiler, dsl
-
-    @dsl.component(base_image="python:3.11-slim")
-    def train_step(steps: int, learning_rate: float, config: str, use_gpu: bool) -> str:
-        return f"{config}:{steps}:{learning_rate}:{use_gpu}"
-
-    @dsl.pipeline(name=name)
-    def small(steps: int = 10, learning_rate: float = 0.001, config: str = "ci", use_gpu: bool = False):
-        train_step(steps=steps, learning_rate=learning_rate, config=config, use_gpu=use_gpu)
-
-    compiler.Compiler().compile(small, str(path))
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pipeline") / "pipeline.yaml"
-    compile_small_pipeline(path)
-    return path
 
 
 @pytest.fixture

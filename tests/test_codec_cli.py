@@ -12,10 +12,9 @@ from abstractinator.cli import main
 from components.codec.file_format import FORMAT_VERSION, header_bytes, read_header
 from model import build_model
 from tests.codec_helpers import codec_config, save_checkpoint
-from tests.model_helpers import (
-    real_text,
-    torch_single_thread,  # noqa: F401
-)
+from tests.model_helpers import real_text
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 DATA = real_text()[:120] + b"\x00\xff"
 

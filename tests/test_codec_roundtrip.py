@@ -23,10 +23,9 @@ from components.codec.files import CodecParams
 from components.evaluation.compression_eval import evaluate_compression, text_windows
 from model import build_model
 from tests.codec_helpers import WINDOW, codec_config, identity, round_trip, trained_model
-from tests.model_helpers import (
-    real_text,
-    torch_single_thread,  # noqa: F401
-)
+from tests.model_helpers import real_text
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 TEXT = real_text()
 

@@ -14,13 +14,10 @@ import pytest
 from components.codec.file_format import AdaptSettings
 from components.codec.files import CodecParams
 from tests.codec_helpers import round_trip, trained_model
-from tests.model_helpers import (
-    real_text,
-    torch_single_thread,  # noqa: F401
-)
+from tests.model_helpers import real_text
 from tests.test_codec_roundtrip import canterbury_texts
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.torch_single_thread, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("name", ["alice29", "asyoulik", "lcet10", "plrabn12"])

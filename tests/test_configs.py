@@ -101,6 +101,8 @@ def test_wrong_type_names_the_field_path(tmp_path: Path) -> None:
         ({"compressor_level_configs": [{"min_segment_len": 4, "max_segment_len": 2}]}, "below min_segment_len"),
         ({"scheduler_type": "warmup_stable"}, "scheduler_type"),
         ({"top_transformer_config": {"embed_dim": 99}}, "embed_dim (99) must equal"),
+        ({"propagate_key_padding_mask": False}, "padding is always masked"),
+        ({"use_decoder_only_expander": False}, "decoder-only expander is the one built"),
     ],
 )
 def test_inconsistent_values_are_rejected_with_a_reason(tmp_path: Path, data: dict, fragment: str) -> None:
@@ -188,3 +190,30 @@ def test_every_shipped_config_bounds_its_segments():
         config = load_config(path)
         for level in config.compressor_level_configs:
             assert level.max_segment_len is not None and level.max_segment_len <= 32, path.name
+
+
+def test_seed_keys_that_act_on_nothing_load_and_are_dropped_with_a_log_line(tmp_path: Path, caplog) -> None:
+    """The seed's values of keys that act on nothing load (its files and old checkpoints hold them), are not in the
+    schema nor in the loaded config (so no hash or MLflow param carries them), and a log line names each."""
+    seed_values = {
+        "initial_vocab_size": 259,
+        "expander_eos_id": 257,
+        "use_decoder_only_expander": True,
+        "expander_num_enc_layers": 1,
+        "propagate_key_padding_mask": True,
+        "compressor_level_configs": [
+            {"max_seq_len_encoder": 1024, "target_compression_ratio": None, "compression_loss_weight": 0.5}
+        ],
+    }
+    path = write(tmp_path / "seed.json", json.dumps(seed_values))
+    with caplog.at_level("INFO", logger="configs.seed_keys"):
+        config = load_config(path)
+    dropped = {"initial_vocab_size", "expander_eos_id", "use_decoder_only_expander", "expander_num_enc_layers"}
+    dropped |= {"propagate_key_padding_mask"}
+    level_dropped = {"max_seq_len_encoder", "target_compression_ratio", "compression_loss_weight"}
+    data = config.as_dict()
+    assert not dropped & data.keys() and not level_dropped & data["compressor_level_configs"][0].keys()
+    assert not (dropped & ExpConfig.model_fields.keys())
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert all(key in logged for key in dropped | level_dropped), logged
+    assert config == load_config(write(tmp_path / "plain.json", "{}"))  # they changed nothing

@@ -13,8 +13,10 @@ from components.evaluation.conditional_code_length import HierarchicalAEScorer, 
 from components.evaluation.hier_ae_lm import HierarchicalAELM, plan_windows
 from components.evaluation.lm_eval_tasks import write_rolling_task
 from model import build_model
-from tests.model_helpers import real_text, text_windows, tiny_config, torch_single_thread, train  # noqa: F401
+from tests.model_helpers import real_text, text_windows, tiny_config, train
 from tests.test_eval_conditional import brute_force_bits
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 TEXT = real_text()
 

@@ -14,7 +14,9 @@ from components.evaluation.greedy_reconstruction import greedy_reconstruction
 from model import build_model
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from model.window_plan import default_context, plan_windows
-from tests.model_helpers import padded_batch, real_text, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import padded_batch, real_text, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 SEQUENCE_LENGTH = 64
 CPU = torch.device("cpu")

@@ -16,11 +16,9 @@ import torch
 from components.evaluation.conditional_code_length import ScoringWindow, conditional_bits_of_batch
 from model import build_model
 from model.tokenizer import BOS_ID
-from tests.model_helpers import (
-    real_text,
-    tiny_config,
-    torch_single_thread,  # noqa: F401
-)
+from tests.model_helpers import real_text, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 TEXT = real_text()[:90]
 

@@ -25,10 +25,9 @@ from model import build_model
 from model.tokenizer import NUM_BYTES
 from model.window_plan import default_context, plan_windows
 from tests.conftest import prepare_small_corpus
-from tests.model_helpers import (
-    tiny_config,
-    torch_single_thread,  # noqa: F401
-)
+from tests.model_helpers import tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -18,10 +18,9 @@ from components.registry.verified_loading import load_verified_model
 from pipelines import steps
 from pipelines.registry_view import eval_table
 from tests.conftest import write_corpus
-from tests.model_helpers import torch_single_thread  # noqa: F401
 from tests.registry_helpers import evaluation_key  # noqa: F401
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.torch_single_thread, pytest.mark.slow, pytest.mark.timeout(1800)]
 MODEL = "paired-gate"
 RULES = GateRules(min_improvement=0.01, max_bits_per_byte=None)
 

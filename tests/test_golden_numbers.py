@@ -17,7 +17,8 @@ import pytest
 from components.training.train import TrainParams, train
 from configs import load_config
 from tests.conftest import prepare_small_corpus
-from tests.model_helpers import torch_single_thread  # noqa: F401
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 RELATIVE_TOLERANCE = 1e-3

@@ -4,6 +4,7 @@ never expands, a bad `--load_base_from` or `--text-file` is refused before any w
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -222,6 +223,17 @@ CASES = {
         lambda w: ["lm-eval", "--model", "hier_ae", "--model_args", f"checkpoint={w['checkpoint']}", "--tasks", "nope"],
         "lm-eval: Tasks not found: nope",
     ),
+    # one device policy (configs/runtime.py): CUDA asked for on a machine without it is one line, before any work
+    **(
+        {}
+        if torch.cuda.is_available()
+        else {
+            "train device=cuda without a GPU": (
+                lambda w: train_args(w, "--data", str(w["corpus"]), "--set", "device=cuda"),
+                "'cuda' was requested but no CUDA device is visible",
+            )
+        }
+    ),
     "prepare-data bad shard size": (
         lambda w: ["prepare-data", "--out", str(w["root"] / "p"), "--shard-bytes", "-5"],
         "shard_bytes",
@@ -242,6 +254,65 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, capsys, d
     assert ".partial" not in problems[0]  # never our temporary files
     assert {name: snapshot(world[name]) for name in ("user", "files", "corpus")} == before
     assert not (world["root"] / "PWNED").exists()
+
+
+def parses(kind, text: str):
+    try:
+        return kind(text)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        return None
+
+
+def float_flags() -> list[tuple[list[str], str]]:
+    """Every option of every subcommand that parses a float: (subcommand path, flag), found in the parser itself
+    so that a new float flag joins the table below without an edit here."""
+    from abstractinator.cli import build_parser
+
+    found = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif action.option_strings and callable(action.type) and action.type not in (str, Path):
+                if any(isinstance(parses(action.type, text), float) for text in ("0.001", "0.5", "1.5", "100.5")):
+                    found.append((path, action.option_strings[-1]))  # an integer or a name parses none of them
+
+    walk(build_parser(), [])
+    return found
+
+
+FLOAT_FLAGS = float_flags()
+EXTREMES = ["nan", "inf", "-inf", "-1", "1e300"]
+
+
+def test_the_float_flag_sweep_finds_every_kind() -> None:
+    flags = {(" ".join(path), flag) for path, flag in FLOAT_FLAGS}
+    assert {
+        ("compress", "--adapt-lr"),
+        ("registry promote", "--lock-timeout"),
+        ("registry rollback", "--lock-timeout"),
+        ("registry promote", "--confidence"),
+        ("registry promote", "--min-exact-match"),
+        ("pipeline run-local", "--max-bits-per-byte"),
+    } <= flags
+
+
+@pytest.mark.parametrize("value", EXTREMES)
+@pytest.mark.parametrize(("path", "flag"), FLOAT_FLAGS, ids=[" ".join(p) + " " + f for p, f in FLOAT_FLAGS])
+def test_every_float_flag_refuses_extremes_in_one_line(path, flag, value, capsys) -> None:
+    """NaN, infinity, a negative and a huge value: refused by the parser (exit 2) before any work, connection or
+    file, in one `error:` line naming the flag; never a traceback."""
+    with pytest.raises(SystemExit) as exit_:
+        # One word (argparse takes a bare "-inf" for an option); the unknown flag after it stops the parser before
+        # any work should a value get through, so that a regression fails here instead of running the command.
+        main([*path, f"{flag}={value}", "--not-a-flag-of-any-command"])
+    assert exit_.value.code == 2
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"argument {flag}: must be a finite number in" in errors[0], stderr
+    assert "Traceback" not in stderr
 
 
 def test_evaluation_inputs_are_refused_before_any_report_is_written(world, capsys, data_home) -> None:
@@ -339,6 +410,23 @@ def test_a_full_disk_is_named_at_the_first_checkpoint(world, tiny_disk, capsys, 
     assert code == 2 and "Traceback" not in stderr
     assert problems == [f"error: {tiny_disk / 'ckpt'}: disk full while writing checkpoint_step1.pt"]
     assert not list((tiny_disk / "ckpt").iterdir())  # the partial temp file is removed
+
+
+def test_a_full_staging_disk_names_the_s3_checkpoint_not_our_temporary_folder(tiny_disk, monkeypatch) -> None:
+    """An S3 checkpoint is written to a local staging folder first; when that disk fills, the one line names the
+    checkpoint's URI (and TMPDIR, which moves the staging), never the temporary folder the user did not choose."""
+    import tempfile
+
+    from components.training.checkpoints import CheckpointError, CheckpointStore
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tiny_disk))  # where staging_dir makes its folder
+    store = CheckpointStore("s3://bucket/run")
+    with pytest.raises(CheckpointError) as refused:
+        store.save({"model_state": {"weights": torch.zeros(1 << 20)}}, step=1)  # 4 MB on a 2 MB disk
+    message = str(refused.value)
+    assert message.startswith("s3://bucket/run/checkpoint_step1.pt: cannot stage it on the local disk first (disk full")
+    assert str(tiny_disk) not in message and "abstractinator-ckpt" not in message
+    assert not list(tiny_disk.iterdir())  # the staging folder and its partial file are gone
 
 
 def test_read_only_output_folders_fail_before_any_work(world, tiny_disk, capsys, data_home) -> None:

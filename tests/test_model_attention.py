@@ -15,7 +15,8 @@ from model.attention import (
     sliding_window_attention,
 )
 from model.blocks import TransformerBlock
-from tests.model_helpers import torch_single_thread  # noqa: F401
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def qkv(B=2, H=2, S=37, d=8, seed=0):

@@ -6,7 +6,9 @@ import torch
 
 from configs import load_config
 from model import HierarchicalAutoencoder, build_model
-from tests.model_helpers import padded_batch, text_windows, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import padded_batch, text_windows, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 TEXTS = [b"The lamp had to turn once every twenty seconds.", b"Twice a day the sea comes up the beach."]
 

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from model import build_model
 from model.generation import LevelDecoder, TopCodeSource
-from tests.model_helpers import padded_batch, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import padded_batch, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 class ScoringTopSource(TopCodeSource):

@@ -3,12 +3,15 @@ no NaN with fully padded windows, step-wise LM branch == full forward."""
 
 import math
 
+import pytest
 import torch
 
 from model import build_model
 from model.autoencoder import masked_cross_entropy
 from model.code_length import code_length_breakdown
-from tests.model_helpers import padded_batch, text_windows, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import padded_batch, text_windows, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def test_reconstruction_gradient_reaches_compression_branch_and_pooler():

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from model import build_model
-from tests.model_helpers import text_windows, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import text_windows, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def setup(lookback=1, num_queries=1, reads_lm_state=False):

@@ -6,7 +6,9 @@ import torch
 
 from model import build_model
 from model.tokenizer import EOS_ID, PAD_ID
-from tests.model_helpers import padded_batch, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import padded_batch, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 class FixedLogits(torch.nn.Module):

@@ -12,8 +12,10 @@ from components.codec.files import CodecParams
 from components.evaluation.compression_eval import evaluate_compression, text_windows
 from model import build_model
 from tests.codec_helpers import WINDOW, codec_config, round_trip
-from tests.model_helpers import real_text, torch_single_thread  # noqa: F401
+from tests.model_helpers import real_text
 from tests.test_model_code_length import sharpen_entropy_models
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 TEXT = real_text()
 

@@ -1,9 +1,11 @@
 """Segment pooling: equals per-segment attention computed naively; padding and empty slots give nothing."""
 
+import pytest
 import torch
 
 from model.pooling import SegmentPooler
-from tests.model_helpers import torch_single_thread  # noqa: F401
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def naive_pool(pooler, hidden, segment_ids):

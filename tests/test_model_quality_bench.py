@@ -12,11 +12,13 @@ import torch
 
 from model.autoencoder import build_model
 from model.tokenizer import NUM_BYTES
-from tests.model_helpers import padded_batch, real_text, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import padded_batch, real_text, tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality  # noqa: E402
 from model_throughput import PlainByteTransformer  # noqa: E402
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def test_plain_bits_are_the_training_cross_entropy_over_real_positions():

@@ -1,10 +1,12 @@
 """EMA vector quantizer: consistent init, fp32 statistics under bf16 autocast, dead-code reset rule, padding
 never reaching the codebook, codebook outside the optimizer, checkpoint-friendly state."""
 
+import pytest
 import torch
 
 from model.quantizer import EmaVectorQuantizer
-from tests.model_helpers import torch_single_thread  # noqa: F401
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def clustered(n=256, dim=4, centers=4, seed=0):

@@ -1,12 +1,14 @@
 """Entropy segmentation: the delta and absolute rules, min/max lengths, padding, and that the whole-sequence
 rule equals the left-to-right decoder rule (so boundaries can be recomputed causally)."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.segmentation import EntropySegmenter, RowsSegmentation, SegmentationState, predictive_entropy
-from tests.model_helpers import torch_single_thread  # noqa: F401
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def seg(entropies, pad=None, **kwargs):

@@ -6,7 +6,9 @@ import torch
 
 from configs import TopTransformerConfig
 from model import build_model
-from tests.model_helpers import text_windows, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import text_windows, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def test_top_lm_in_train_mode_leaves_codebook_and_ema_statistics_bit_identical():

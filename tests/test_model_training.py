@@ -3,12 +3,15 @@ overfits one text so that greedy decoding from its codes restores it exactly."""
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from model import build_model
 from model.tokenizer import ByteTokenizer
-from tests.model_helpers import padded_batch, text_windows, tiny_config, torch_single_thread, train  # noqa: F401
+from tests.model_helpers import padded_batch, text_windows, tiny_config, train
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def test_codes_carry_information_about_their_window():

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from configs.schema import BYTE_EOS_ID, BYTE_VOCAB_SIZE
+from configs.seed_keys import BYTE_EOS_ID, BYTE_VOCAB_SIZE
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, ByteTokenizer
 
 tokenizer = ByteTokenizer()

@@ -1,10 +1,13 @@
 """StepMetrics: the seed's averaged loss names plus the codebook's state (EMA perplexity, live codes, resets)."""
 
+import pytest
 import torch
 
 from components.training.train_metrics import StepMetrics
 from model import build_model
-from tests.model_helpers import text_windows, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import text_windows, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def test_codebook_state_is_reported_after_each_step_and_follows_resets():

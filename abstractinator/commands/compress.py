@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
+
+from abstractinator.flags import bounded_float, bounded_int
 
 
 def positive_int(text: str) -> int:
@@ -25,33 +26,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
     return value
-
-
-def bounded_int(low: int, high: int):
-    """An argparse type: an integer in [low, high]."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}] (got {value})")
-        return value
-
-    return parse
-
-
-def bounded_float(high: float):
-    """An argparse type: a finite float in (0, high] (inf, nan and 1e6 never reach the coder)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not (math.isfinite(value) and 0 < value <= high):
-            raise argparse.ArgumentTypeError(f"must be a finite number in (0, {high}] (got {text})")
-        return value
-
-    return parse
 
 
 def add_file_arguments(parser: argparse.ArgumentParser, reads: str, writes: str) -> None:
@@ -91,8 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--adapt", action="store_true", help="fine-tune the model on the file while coding")
     # AdaptSettings' defaults and bounds (file_format.py), written out so that building the parser does not
-    # import torch; tests/test_hardening.py checks that they agree.
-    parser.add_argument("--adapt-lr", type=bounded_float(0.1), default=1e-3, help="learning rate of --adapt")
+    # import torch; tests/test_hardening_codec.py checks that they agree.
+    parser.add_argument(
+        "--adapt-lr", type=bounded_float(0, 0.1, low_open=True), default=1e-3, help="learning rate of --adapt"
+    )
     parser.add_argument(
         "--adapt-steps",
         type=bounded_int(1, 1000),

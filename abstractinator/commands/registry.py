@@ -11,9 +11,11 @@ import argparse
 import json
 from pathlib import Path
 
+MAX_LOCK_WAIT_SECONDS = 86400.0  # a day: longer is a typo, never a gate worth waiting for
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from abstractinator.flags import add_gate_arguments
+    from abstractinator.flags import add_gate_arguments, bounded_float
 
     parser = subparsers.add_parser("registry", help="the model registry gate: promote, status, rollback, history")
     commands = parser.add_subparsers(dest="registry_command", required=True, metavar="REGISTRY_COMMAND")
@@ -35,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name in ("promote", "rollback"):
             sub.add_argument(
                 "--lock-timeout",
-                type=float,
+                type=bounded_float(0, MAX_LOCK_WAIT_SECONDS),
                 default=120.0,
                 metavar="SECONDS",
                 help="wait this long for a live gate holding the lock (default: %(default)s)",

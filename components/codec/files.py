@@ -47,6 +47,7 @@ from components.codec.file_format import (
 )
 from components.codec.range_coding import DecodingChannel, EncodingChannel
 from components.codec.window_coder import encode_round, run_round
+from components.infrastructure.file_hashes import sha256_of
 from model.code_length import PRECISION_BITS, require_code_probabilities
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES
 from model.window_plan import default_context, plan_windows
@@ -316,19 +317,11 @@ def _decode(model, header: CodecHeader, stream: BinaryIO, out: BinaryIO, name: s
         if adapter:
             adapter.update([known + new for known, new in zip(knowns, news, strict=True)])
     out.flush()
-    if written != header.bytes or _digest_of(out) != header.sha256:
+    if written != header.bytes or sha256_of(out) != header.sha256:
         raise CodecError(
             f"{name}: the decoded content does not match its sha256 (decoded with the same weights under "
             "another configuration, or on another kind of CPU or torch build than it was coded on?)"
         )
-
-
-def _digest_of(handle) -> str:
-    handle.seek(0)
-    digest = hashlib.sha256()
-    while data := handle.read(CHUNK):
-        digest.update(data)
-    return digest.hexdigest()
 
 
 def _check_tokens(tokens: list[int], first: int, length: int, offset: int, name: str) -> bytes:

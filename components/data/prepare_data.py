@@ -27,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from components.data.data_sources import DataSourceError, resolve_source, sha256_file
+from components.data.data_sources import DataSourceError, resolve_source
 from components.data.eval_data import write_eval_sets
 from components.data.shards import (
     FORMAT_VERSION,
@@ -43,6 +43,7 @@ from components.data.shards import (
     verify,
     write_manifest,
 )
+from components.infrastructure.file_hashes import sha256_of
 from components.infrastructure.logs import get_logger
 from components.infrastructure.settings import get_settings
 
@@ -143,7 +144,7 @@ def _write_all(source, params: PrepareDataParams, temp: Path) -> tuple[dict, dic
     if params.include_eval_sets:
         for path in write_eval_sets(temp / "eval"):
             relative = path.relative_to(temp).as_posix()
-            info = FileInfo(file=relative, bytes=path.stat().st_size, sha256=sha256_file(path))
+            info = FileInfo(file=relative, bytes=path.stat().st_size, sha256=sha256_of(path))
             eval_sets[path.relative_to(temp / "eval").as_posix()] = info
     return splits, eval_sets
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from components.data.data_sources import DataSourceError, sha256_file
+from components.data.data_sources import DataSourceError
 from components.infrastructure.atomic_files import write_text_atomic
+from components.infrastructure.file_hashes import sha256_of
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -125,7 +126,7 @@ class ShardWriter:
                 sha256=self._digest.hexdigest(),
                 index_file=index_path.name,
                 index_bytes=index_path.stat().st_size,
-                index_sha256=sha256_file(index_path),
+                index_sha256=sha256_of(index_path),
             )
         )
 
@@ -177,7 +178,7 @@ def find_problems(directory: Path, manifest: Manifest, check_hashes: bool = True
             problems.append(f"{info.file}: missing")
         elif path.stat().st_size != info.bytes:
             problems.append(f"{info.file}: {path.stat().st_size} bytes, manifest says {info.bytes}")
-        elif check_hashes and sha256_file(path) != info.sha256:
+        elif check_hashes and sha256_of(path) != info.sha256:
             problems.append(f"{info.file}: sha256 differs from the manifest")
     return problems
 

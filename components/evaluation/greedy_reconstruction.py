@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from model.eval_mode import eval_mode
 from model.lockstep_decoding import lockstep_chain
 from model.tokenizer import EOS_ID, PAD_ID
 
@@ -36,9 +37,7 @@ def greedy_reconstruction(model, top_codes: torch.Tensor, top_valid: torch.Tenso
             logits[:, PAD_ID] = float("-inf")
         return logits.argmax(-1).tolist()
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         decoder = lockstep_chain(
             model, {row: [[] for _ in range(model.num_levels)] for row in range(rows)}, codes, choose
         )
@@ -54,8 +53,6 @@ def greedy_reconstruction(model, top_codes: torch.Tensor, top_valid: torch.Tenso
                 if tokens[row] != EOS_ID and len(out[row]) < max_len:
                     still.append(row)
             active = still
-    finally:
-        model.train(was_training)
     width = max([1] + [len(row) for row in out])
     result = torch.full((rows, width), PAD_ID, dtype=torch.long)
     for row, tokens in enumerate(out):

@@ -26,6 +26,7 @@ from components.infrastructure.logs import get_logger
 from components.infrastructure.storage import is_s3
 from components.training.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_file
 from configs import ExpConfig, validate_config
+from configs.runtime import choose_device
 from model import build_model
 
 CHECKPOINT_URI_TAG = "checkpoint_uri"
@@ -41,16 +42,9 @@ class LoadedModel:
     device: torch.device
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """'auto' (or None): CUDA when available, else CPU; otherwise the named device."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        # lm-eval's CLI asks for cuda:0 by default; on a machine without CUDA the CPU is the only choice.
-        log.warning("cuda_unavailable", requested=str(device), using="cpu")
-        return torch.device("cpu")
-    return chosen
+def _cpu_instead_of_cuda(requested: str) -> None:
+    # lm-eval's CLI asks for cuda:0 by default; on a machine without CUDA the CPU is the only choice.
+    log.warning("cuda_unavailable", requested=requested, using="cpu")
 
 
 def _registry_checkpoint(uri: str) -> dict[str, Any]:
@@ -124,7 +118,7 @@ def load_model(location: str | Path, device: str | None = "auto", config: ExpCon
         if "exp_config" not in checkpoint:
             raise CheckpointError(f"{location}: holds no exp_config; pass a config")
         config = validate_config(checkpoint["exp_config"], origin=f"{location} (exp_config)")
-    target = resolve_device(device)
+    target = choose_device(device, on_missing_cuda=_cpu_instead_of_cuda)
     model = build_model(config)
     try:
         model.load_state_dict(checkpoint["model_state"])

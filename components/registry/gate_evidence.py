@@ -20,12 +20,12 @@ The candidate run's params keep the lineage (`LINEAGE_KEYS`) that `registry stat
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from components.infrastructure.file_hashes import sha256_of
 from components.infrastructure.signing import SigningError
 from components.registry.attestation import (
     ATTESTATION_FILE,
@@ -68,14 +68,6 @@ class Evidence(BaseModel):
     @property
     def metrics(self) -> dict[str, float]:
         return self.attestation.metrics
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_evidence(client, run_id: str, evaluation_files: list[Path], lineage: dict[str, str]) -> None:

@@ -125,12 +125,19 @@ def _is_disk_full(error: BaseException, folder: Path) -> bool:
     return False
 
 
-def _write_failure(error: BaseException, path: Path) -> CheckpointError | None:
-    """A one-line CheckpointError for a write that failed for want of space or permission; None for others."""
-    if _is_disk_full(error, path.parent):
-        return CheckpointError(f"{path.parent}: disk full while writing {path.name}")
+def _write_failure(error: BaseException, path: Path, staged_for: str | None = None) -> CheckpointError | None:
+    """A one-line CheckpointError for a write that failed for want of space or permission; None for others.
+    `staged_for`: the checkpoint's own URI when `path` is only a local staging copy of it (an S3 upload), which
+    the message names instead of our temporary folder."""
+    full = _is_disk_full(error, path.parent)
     error = _os_error_in_chain(error)
-    if error is not None and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    denied = error is not None and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    if staged_for is not None and (full or denied):
+        reason = "disk full" if full else os.strerror(error.errno).lower()
+        return CheckpointError(f"{staged_for}: cannot stage it on the local disk first ({reason}; TMPDIR sets where)")
+    if full:
+        return CheckpointError(f"{path.parent}: disk full while writing {path.name}")
+    if denied:
         return CheckpointError(f"{path.parent}: cannot write {path.name} ({os.strerror(error.errno).lower()})")
     return None
 
@@ -149,8 +156,9 @@ def ensure_writable_folder(folder: Path, purpose: str, error_type: type[Exceptio
         raise error_type(f"{folder}: {purpose} cannot be written here ({reason})") from None
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to `path` so that a crash at any moment leaves either the old file or the new one."""
+def atomic_torch_save(obj: Any, path: Path, staged_for: str | None = None) -> None:
+    """torch.save to `path` so that a crash at any moment leaves either the old file or the new one (`staged_for`:
+    the URI that `path` is a local copy of, named by a failure instead of `path`)."""
     path = Path(path)
     writer = None
     try:
@@ -158,7 +166,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             writer = _ErrnoKeepingWriter(handle)
             torch.save(obj, writer)
     except (OSError, RuntimeError) as error:
-        failure = _write_failure(writer.failure if writer and writer.failure else error, path)
+        failure = _write_failure(writer.failure if writer and writer.failure else error, path, staged_for)
         if failure is None:
             raise
         raise failure from None
@@ -262,7 +270,7 @@ class CheckpointStore:
         client = make_s3_client()
         with staging_dir("ckpt") as tmp:
             local = Path(tmp) / name
-            atomic_torch_save(payload, local)
+            atomic_torch_save(payload, local, staged_for=self.uri(name))
             upload_file(local, self.bucket, self.prefix + name, client=client, budget_s=UPLOAD_BUDGET_S)
         upload_bytes(f"{name}\n".encode(), self.bucket, self.prefix + LATEST_POINTER, client=client)
 

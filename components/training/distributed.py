@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from configs.runtime import choose_device
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -48,20 +50,12 @@ class DistributedContext:
         return tensor.item()
 
 
-def pick_device(requested: str, local_rank: int = 0) -> torch.device:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was requested but no CUDA device is visible")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def init_distributed(requested_device: str) -> DistributedContext:
     """Join the process group torchrun describes (if any) and pick this rank's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(requested_device, local_rank)
+    device = choose_device(requested_device, local_rank)  # CUDA asked for and absent: refused
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -333,7 +333,7 @@ class Trainer:
             sync = nullcontext() if (last or self.ddp is None) else self.ddp.no_sync()
             with sync:
                 with self._autocast():
-                    outputs = model(tokens, key_padding_mask=padding if config.propagate_key_padding_mask else None)
+                    outputs = model(tokens, key_padding_mask=padding)
                 (outputs.total_loss / accumulation).backward()
             self.metrics.add(outputs)
             byte_count += int(((tokens < NUM_BYTES) & ~padding).sum())

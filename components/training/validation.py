@@ -17,6 +17,7 @@ import torch
 
 from components.data.byte_windows import iter_eval_windows
 from configs import ExpConfig
+from model.eval_mode import eval_mode
 from model.tokenizer import NUM_BYTES, ByteTokenizer
 
 
@@ -42,12 +43,10 @@ def fit_top_lm_temperature(model: torch.nn.Module, data_dir: Path, config: ExpCo
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: torch.device) -> dict[str, float]:
-    was_training = model.training
-    model.eval()
     total_loss = reconstruction = bits = 0.0
     batches = byte_count = 0
     metrics: dict[str, float] = {}
-    try:
+    with eval_mode(model):
         if config.has_code_length and model.top_lm.continuous:
             metrics["val/top_lm_inverse_temperature"] = fit_top_lm_temperature(model, data_dir, config, device)
         for batch in _val_batches(data_dir, config):
@@ -60,8 +59,6 @@ def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: 
                 bits += float(model.code_length_bits(tokens, key_padding_mask=padding).sum())
             byte_count += int(((tokens < NUM_BYTES) & ~padding).sum())
             batches += 1
-    finally:
-        model.train(was_training)
     if batches == 0:
         return metrics
     metrics.update(
@@ -82,15 +79,11 @@ def generate_sample(model: torch.nn.Module, config: ExpConfig, device: torch.dev
     tokenizer = ByteTokenizer()
     prompt = config.sample_prompt_for_generation
     tokens = tokenizer.encode(prompt, add_bos=True).unsqueeze(0).to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         compressed = model.compress(tokens)
         reconstructed = model.decompress(compressed.top_codes, compressed=compressed)
         lines = [f"Prompt: {prompt}", f"Reconstructed: {tokenizer.decode_text(reconstructed[0])}"]
         if config.top_transformer_config is not None:
             continuation = model.generate_bytes(tokens, max_new_bytes=config.generation_max_len_override)
             lines.append(f"Continuation: {tokenizer.decode_text(continuation[0])}")
-    finally:
-        model.train(was_training)
     return "\n".join(lines) + "\n"
