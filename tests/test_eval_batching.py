@@ -40,6 +40,7 @@ def test_a_batch_of_eight_gives_each_window_the_bits_it_gets_in_a_batch_of_one(m
     assert [bits for _, bits in batched["window_bits"]] == pytest.approx([b for _, b in alone["window_bits"]], rel=1e-6)
     assert batched["bytes"] == alone["bytes"] == len(DATA)
     assert batched["bits"] == pytest.approx(alone["bits"], rel=1e-6)
+    assert batched["segment_lengths"] == alone["segment_lengths"]  # counted per row within a batch
 
 
 def test_window_bits_are_the_conditional_code_length_of_each_window_alone(model):
