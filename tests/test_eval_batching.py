@@ -42,6 +42,7 @@ def test_a_batch_of_eight_gives_each_window_the_bits_it_gets_in_a_batch_of_one(m
     assert [bits for _, bits in batched["window_bits"]] == pytest.approx([b for _, b in alone["window_bits"]], rel=1e-6)
     assert batched["bytes"] == alone["bytes"] == len(DATA)
     assert batched["bits"] == pytest.approx(alone["bits"], rel=1e-6)
+    assert batched["segment_lengths"] == alone["segment_lengths"]  # counted per row within a batch
 
 
 def test_window_bits_are_the_conditional_code_length_of_each_window_alone(model):
@@ -92,3 +93,18 @@ def test_texts_scored_together_report_what_each_reports_alone(model):
         assert together[name] == alone
     assert together["c"]["reconstruction"]["windows"] == 1 and together["a"]["reconstruction"]["windows"] == 3
     assert len({entry["reconstruction"]["exact_match_bytes"] for entry in together.values()}) == 3
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_a_texts_batch_count_is_known_before_scoring_and_equals_the_batches_built(batch_size):
+    """The progress bar's total (evaluate.py) comes from len(), which no longer rebuilds the window plan."""
+    batches = text_windows(DATA, SEQUENCE_LENGTH, batch_size)
+    built = list(batches)
+    assert len(batches) == len(built) and sum(len(b["tokens"]) for b in built) == len(batches.windows)
+    assert len(list(batches)) == len(built)  # iterable again: each pass builds the batches anew
+
+
+def test_the_remembered_baselines_are_not_changed_through_a_report(model):
+    first = report(model, 8)
+    first["baselines"]["xz"] = -1.0
+    assert report(model, 8)["baselines"]["xz"] > 0

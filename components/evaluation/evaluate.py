@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 from pathlib import Path
@@ -44,7 +43,6 @@ from tqdm import tqdm
 
 from components.evaluation.evaluation_errors import EvaluationError, require_bits
 from components.infrastructure.logs import get_logger
-from model.window_plan import default_context, plan_windows
 
 log = get_logger(__name__)
 
@@ -203,7 +201,7 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
             data = handle.read(limit)  # the compressors see the same bytes; never more than the cap is read
         if params.max_eval_bytes is None and Path(path).stat().st_size > limit:
             log.warning("text_file_capped", file=str(path), scored_bytes=limit, hint="--max-eval-bytes sets the cap")
-        texts[name] = _with_progress(text_windows(data, length, batch), len(data), length, batch, name)
+        texts[name] = _with_progress(text_windows(data, length, batch), name)
         hashes[name] = hashlib.sha256(data).hexdigest()  # what was scored (a golden set is pinned by it)
     # All texts in one call: their reconstruction windows are decoded together (compression_eval.py).
     entries = evaluate_compressions(loaded.model, texts, device, params.reconstruction_windows)
@@ -212,13 +210,10 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
     return entries
 
 
-def _with_progress(batches, byte_count: int, length: int, batch: int, name: str):
-    """The text's batches, with a progress bar on a terminal (quiet in logs and pipelines) that starts when the
-    scoring of this text does."""
-    windows = len(list(plan_windows(byte_count + 2, length, default_context(length))))
-    yield from tqdm(
-        batches, total=math.ceil(windows / batch), desc=f"scoring {name}", unit="batch", disable=None, leave=False
-    )
+def _with_progress(batches, name: str):
+    """The text's batches (a WindowBatches: it knows their count), with a progress bar on a terminal (quiet in
+    logs and pipelines) that starts when the scoring of this text does."""
+    yield from tqdm(batches, desc=f"scoring {name}", unit="batch", disable=None, leave=False)
 
 
 def evaluate(params: EvaluateParams) -> EvaluateResult:
