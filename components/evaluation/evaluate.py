@@ -1,6 +1,7 @@
 """The evaluation step: one function behind `abstractinator evaluate`, `python evaluate.py`, dvc and kfp.
 
-Contract (the pipeline's promotion gate reads EvaluateResult.metrics):
+Contract (the pipeline's evaluate step signs EvaluateResult's metrics and block bits into the attestation the
+promotion gate reads: components/registry/attestation.py):
 
     evaluate(EvaluateParams(checkpoint=..., out_dir=...)) -> EvaluateResult
 
@@ -17,6 +18,9 @@ EvaluateParams (extra="forbid")
                       a split, the first TEXT_FILE_DEFAULT_MAX_BYTES (1 MB) of a text
     text_files        more files to score, each named by its file name
     device            "auto" | "cpu" | "cuda"
+    batch_size        windows scored per forward pass
+    reconstruction_windows  windows per text decoded greedily from their codes (exact-match metrics)
+    quality_benchmark a bench/quality.py JSON whose plain-model numbers the report's plot shows as bars
     tracking          log metrics (as eval/<key>) and the report to MLflow: into the checkpoint's
                       `mlflow_run_id` run when it has one, else a new run in the config's project
 EvaluateResult
