@@ -179,27 +179,20 @@ def promote(
     stage1_run_id: str,
     stage2_run_id: str,
     image: str,
-    gate_metric: str,
-    min_improvement: float,
-    max_bits_per_byte: float,
-    min_live_code_share: float,
+    gate_rules: dict,
 ) -> NamedTuple("PromoteOutputs", version=str, action=str, champion=str, reasons=str):
     """Register the model version (alias challenger) with its evidence (the report, checked against
-    `report_hash`, and the evaluation run) and lineage (the runs and image that made it), then run the gate."""
-    from components.registry.gate_rules import GateRules
+    `report_hash`, and the evaluation run) and lineage (the runs and image that made it), then run the gate with
+    `gate_rules` (every GateRules field, one dict; an unknown key or a bad value fails the task in one line)."""
+    from components.registry.gate_rules import rules_from_parameter
     from pipelines.kfp_artifacts import verified_model_path
     from pipelines.steps import promote_step
     from pipelines.task_runtime import task_failure, task_run_spec
 
     with task_failure():
+        rules = rules_from_parameter(gate_rules)  # before any work: a bad rule registers nothing
         spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
         verified_model_path(checkpoint, checkpoint_hash)  # the lineage input is the checkpoint registered
-        rules = GateRules(
-            metric=gate_metric,
-            min_improvement=min_improvement,
-            max_bits_per_byte=max_bits_per_byte if max_bits_per_byte > 0 else None,
-            min_live_code_share=min_live_code_share,
-        )
         result = promote_step(
             spec,
             model_name,

@@ -11,6 +11,7 @@ import yaml
 
 from abstractinator.cli import main
 from components.infrastructure.provenance import code_identity
+from components.registry.gate_rules import GateRules
 from pipelines.task_runtime import SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 from pipelines.training import DEFAULT_IMAGE, ClusterSettings, compile_pipeline
 
@@ -187,12 +188,15 @@ def test_pipeline_parameters(compiled) -> None:
         "stage2_steps",
         "artifact_root",
         "model_name",
-        "min_improvement",
-        "max_bits_per_byte",
-        "min_live_code_share",
-        "gate_metric",
+        "gate_rules",
     ):
         assert name in parameters
+    # every gate rule is in the one dict parameter (none unreachable), none as a loose parameter
+    assert GateRules.model_validate(parameters["gate_rules"]["defaultValue"]) == GateRules()
+    assert set(parameters["gate_rules"]["defaultValue"]) == set(GateRules.model_fields)
+    assert not set(parameters) & set(GateRules.model_fields)
+    promote = tasks_of(pipeline)["promote"]["inputs"]["parameters"]
+    assert promote["gate_rules"] == {"componentInputParameter": "pipelinechannel--gate_rules"}
     assert parameters["stage1_steps"]["defaultValue"] == 20
     assert parameters["artifact_root"]["defaultValue"] == ""  # the cluster's ABSTRACTINATOR_ARTIFACT_ROOT
 
