@@ -130,10 +130,11 @@ def evaluate(
     model_name: str,
     scores: Output[Metrics],
     report: Output[Markdown],
-) -> NamedTuple("EvaluateOutputs", report_uri=str, report_hash=str, metrics=dict, mlflow_run_id=str):
+) -> NamedTuple("EvaluateOutputs", evaluation=dict):
     """Bits per byte, code use, reconstruction, optional lm-eval tasks: every metric in `scores`, the report as
     Markdown (and report.json under the artifact root); `model_name`'s champion scored on the same bytes and the
-    attestation of both, signed with the key only this task holds (pipelines/paired_evaluation.py)."""
+    attestation of both, signed with the key only this task holds (pipelines/paired_evaluation.py). The promote
+    task gets the result as one dict, `evaluation` (pipelines.steps.EvaluateStepResult)."""
     from pipelines.kfp_artifacts import log_metrics, save_report, verified_model_path
     from pipelines.steps import evaluate_step
     from pipelines.task_runtime import task_failure, task_run_spec
@@ -155,7 +156,7 @@ def evaluate(
         )
         log_metrics(scores, result.metrics)
         save_report(result.report_uri, report)
-    return result.report_uri, result.report_hash, result.metrics, result.mlflow_run_id or ""
+    return (result.model_dump(),)  # one typed value (pipelines.steps.EvaluateStepResult), validated on read
 
 
 def promote(
@@ -170,27 +171,26 @@ def promote(
     checkpoint: Input[Model],
     checkpoint_uri: str,
     checkpoint_hash: str,
-    metrics: dict,
+    evaluation: dict,
     data_uri: str,
     data_hash: str,
-    report_uri: str,
-    report_hash: str,
-    eval_run_id: str,
     stage1_run_id: str,
     stage2_run_id: str,
     image: str,
     gate_rules: dict,
 ) -> NamedTuple("PromoteOutputs", version=str, action=str, champion=str, reasons=str):
-    """Register the model version (alias challenger) with its evidence (the report, checked against
-    `report_hash`, and the evaluation run) and lineage (the runs and image that made it), then run the gate with
+    """Register the model version (alias challenger) with its evidence (`evaluation`, the evaluate task's result
+    as one dict validated by pipelines.steps.EvaluateStepResult: the report, checked against its hash, the
+    evaluation run) and lineage (the runs and image that made it), then run the gate with
     `gate_rules` (every GateRules field, one dict; an unknown key or a bad value fails the task in one line)."""
     from components.registry.gate_rules import rules_from_parameter
     from pipelines.kfp_artifacts import verified_model_path
-    from pipelines.steps import promote_step
+    from pipelines.steps import promote_step, read_evaluation
     from pipelines.task_runtime import task_failure, task_run_spec
 
     with task_failure():
-        rules = rules_from_parameter(gate_rules)  # before any work: a bad rule registers nothing
+        rules = rules_from_parameter(gate_rules)  # before any work: a bad rule or result registers nothing
+        evaluated = read_evaluation(evaluation)
         spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
         verified_model_path(checkpoint, checkpoint_hash)  # the lineage input is the checkpoint registered
         result = promote_step(
@@ -198,12 +198,9 @@ def promote(
             model_name,
             checkpoint_uri,
             checkpoint_hash,
-            metrics,
+            evaluated,
             data_hash,
-            report_uri,
             rules,
-            report_hash=report_hash,
-            eval_run_id=eval_run_id or None,
             stage1_run_id=stage1_run_id or None,
             stage2_run_id=stage2_run_id or None,
             image=image,

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from components.infrastructure.logs import get_logger
 from components.infrastructure.provenance import code_identity, git_commit
@@ -28,6 +28,8 @@ from components.infrastructure.settings import get_settings
 from components.registry.gate_rules import GateRules
 from components.training.stages import StageConfigs, join_uri, load_pipeline_config, run_key, stage_configs
 from configs import ExpConfig
+from configs.errors import UserError
+from configs.loading import describe_validation_error
 from pipelines import artifacts
 
 log = get_logger(__name__)
@@ -295,10 +297,30 @@ def train_stage_step(
 
 # -- evaluate ----------------------------------------------------------------------------------------------------
 class EvaluateStepResult(BaseModel):
-    report_uri: str
-    report_hash: str
+    """What the evaluation hands the promote step, as ONE typed value: the kfp `evaluation` dict output and
+    results/evaluate.json alike, serialised once here and validated on read (`read_evaluation`)."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")  # a NaN metric survives the JSON
+
+    report_uri: str = Field(description="report.json under the run's eval folder.")
+    report_hash: str = Field(description="Its sha256: the promote step refuses a report that differs.")
     metrics: dict[str, float]
     mlflow_run_id: str | None = Field(None, description="The run the evaluation logged its metrics to.")
+
+
+class StepResultError(UserError):
+    """A step's result handed to the next step does not validate: one line naming the field."""
+
+
+def read_evaluation(value: dict | str | bytes, origin: str = "evaluation") -> EvaluateStepResult:
+    """The evaluation's result from the kfp dict output or the JSON of results/evaluate.json; a missing or
+    unknown key, or a bad value, raises StepResultError (the promote step then registers nothing)."""
+    try:
+        if isinstance(value, str | bytes):
+            return EvaluateStepResult.model_validate_json(value)
+        return EvaluateStepResult.model_validate(value)
+    except ValidationError as error:
+        raise StepResultError(f"{origin}: {describe_validation_error(error)}") from None
 
 
 def evaluate_step(
@@ -458,12 +480,9 @@ def promote_step(
     model_name: str,
     checkpoint_uri: str,
     checkpoint_hash: str,
-    metrics: dict[str, float],
+    evaluation: EvaluateStepResult,
     data_hash: str,
-    report_uri: str,
     rules: GateRules,
-    report_hash: str = "",
-    eval_run_id: str | None = None,
     stage1_run_id: str | None = None,
     stage2_run_id: str | None = None,
     image: str = "",
@@ -471,8 +490,8 @@ def promote_step(
     data_uri: str = "",
 ) -> PromoteStepResult:
     """Log the weights the evaluation scored (its `model.pt`, from the stage-2 checkpoint) as a pyfunc model with
-    its evidence (the report, checked against `report_hash`, and the signed attestation) and lineage, register
-    it as `challenger`, run the gate (which trusts only the attestation)."""
+    its evidence (the report, checked against the evaluation's `report_hash`, and the signed attestation) and
+    lineage, register it as `challenger`, run the gate (which trusts only the attestation)."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -495,18 +514,18 @@ def promote_step(
     lineage = {
         "stage1_run_id": stage1_run_id,
         "stage2_run_id": stage2_run_id,
-        "eval_run_id": eval_run_id,
+        "eval_run_id": evaluation.mlflow_run_id,
         "data_hash": data_hash,
         "code_identity": provenance["code_identity"],
         "config_hash": stages.config_hash,
         "image": image,
         "kfp_run_id": kfp_run_id or _kfp_run_tag().get("kfp_run_id", ""),
-        "report_sha256": report_hash,
+        "report_sha256": evaluation.report_hash,
     }
     extra = {
         "checkpoint_uri": checkpoint_uri,
         "checkpoint_hash": checkpoint_hash,
-        "report_uri": report_uri,
+        "report_uri": evaluation.report_uri,
         "config": spec.config,
         "overrides": " ".join(spec.overrides)[:5000],
         **{key: value for key, value in lineage.items() if value},
@@ -518,8 +537,9 @@ def promote_step(
         local = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
         if artifacts.file_hash(local) != checkpoint_hash:
             raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one stage 2 reported")
+        report_uri = evaluation.report_uri
         report = artifacts.fetch_file(report_uri, Path(tmp) / "report.json")
-        if report_hash and artifacts.file_hash(report) != report_hash:
+        if artifacts.file_hash(report) != evaluation.report_hash:
             raise artifacts.StorageError(f"{report_uri}: content hash differs from the one evaluation reported")
         eval_uri = report_uri.rsplit("/", 1)[0]
         evaluation = [  # the weights the evaluation scored and its signed evidence, from beside the report
@@ -533,7 +553,7 @@ def promote_step(
             return earlier
         with mlflow.start_run(run_name=f"{config.run_name.removesuffix('-stage2')}-candidate") as run:
             mlflow.set_tags({**provenance, **extra, **_kfp_run_tag()})
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics(evaluation.metrics)
             data_source = resolve_dataset_source(data_uri or join_uri(spec.artifact_root, "data", data_hash))
             mlflow.log_input(
                 MetaDataset(data_source, name=f"prepared-{data_hash[:12]}", digest=data_hash[:32]), context="training"
@@ -544,7 +564,7 @@ def promote_step(
         client,
         model_name,
         info.model_uri,
-        version_tags(metrics, provenance, {**extra, "run_id": run.info.run_id}),
+        version_tags(evaluation.metrics, provenance, {**extra, "run_id": run.info.run_id}),
         run_id=run.info.run_id,
     )
     outcome = promote(client, model_name, version, rules)

@@ -41,12 +41,9 @@ def run_pipeline(root: Path, source: Path, stage_steps: int, tag: str):
         MODEL,
         stage2.checkpoint_uri,
         stage2.checkpoint_hash,
-        evaluation.metrics,
+        evaluation,
         prepared.data_hash,
-        evaluation.report_uri,
         RULES,
-        report_hash=evaluation.report_hash,
-        eval_run_id=evaluation.mlflow_run_id,
         data_uri=prepared.data_uri,
     )
     return spec, prepared, evaluation, result

@@ -57,7 +57,10 @@ def test_five_components_wired_in_order(compiled) -> None:
     tasks = pipeline["components"][f"comp-{condition_name}"]["dag"]["tasks"]
     assert set(tasks) == set(COMPONENTS[1:])
     assert tasks["stage2-top-lm"]["dependentTasks"] == ["stage1-pretrain"]
-    assert tasks["promote"]["inputs"]["parameters"]["metrics"]["taskOutputParameter"]["producerTask"] == "evaluate"
+    assert tasks["promote"]["inputs"]["parameters"]["evaluation"]["taskOutputParameter"] == {
+        "producerTask": "evaluate",
+        "outputParameterKey": "evaluation",
+    }
     base = tasks["stage2-top-lm"]["inputs"]["artifacts"]["base_components"]["taskOutputArtifact"]
     assert base == {"outputArtifactKey": "base_components", "producerTask": "stage1-pretrain"}
     assert (
@@ -75,8 +78,8 @@ def test_promote_receives_the_gate_evidence_and_lineage(compiled) -> None:
         for name, spec in inputs.items()
         if "taskOutputParameter" in spec
     }
-    assert wired["report_hash"] == ("evaluate", "report_hash")
-    assert wired["eval_run_id"] == ("evaluate", "mlflow_run_id")
+    assert wired["evaluation"] == ("evaluate", "evaluation")  # the evaluation's result: one typed value
+    assert not {"metrics", "report_uri", "report_hash", "eval_run_id"} & set(inputs)
     assert wired["stage1_run_id"] == ("stage1-pretrain", "mlflow_run_id")
     assert wired["stage2_run_id"] == ("stage2-top-lm", "mlflow_run_id")
     assert inputs["data_uri"]["componentInputParameter"] == "pipelinechannel--prepare-data-data_uri"

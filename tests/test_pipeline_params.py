@@ -66,3 +66,38 @@ def test_a_step_without_its_inputs_fails_in_one_line(tmp_path: Path, capsys) -> 
     )
     assert code == 2
     assert "prepare.json: missing; run the prepare step first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "message"),
+    [
+        ({"report_uri": "r.json", "metrics": {}}, "evaluate.json: report_hash: Field required"),
+        ({"report_uri": "r.json", "report_hash": "h", "metrics": {}, "eval_run": "x"}, "eval_run: unknown key"),
+        ({"report_uri": "r.json", "report_hash": "h", "metrics": {"bpb": "low"}}, "metrics.bpb:"),
+    ],
+)
+def test_promote_reads_the_evaluation_as_one_validated_value(tmp_path: Path, capsys, evaluation, message) -> None:
+    """The promote step takes the evaluation's result as one typed value (pipelines.steps.EvaluateStepResult):
+    a result missing a field, with one nobody declared or a bad value fails in one line before MLflow is asked."""
+    import json
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for step in ("prepare", "stage1", "stage2"):
+        (results / f"{step}.json").write_text("{}")
+    (results / "evaluate.json").write_text(json.dumps(evaluation))
+    code = main(["pipeline", "step", "promote", "--params", str(REPO / "params.yaml"), "--results", str(results)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_the_evaluation_result_round_trips_through_json_with_a_nan_metric() -> None:
+    """Serialised once (kfp's dict output, results/evaluate.json), read back equal, a NaN metric included."""
+    import math
+
+    from pipelines.steps import EvaluateStepResult, read_evaluation
+
+    result = EvaluateStepResult(report_uri="r", report_hash="h", metrics={"a": 1.5, "b": math.nan}, mlflow_run_id="m")
+    again = read_evaluation(result.model_dump_json())
+    assert math.isnan(again.metrics.pop("b")) and again.metrics == {"a": 1.5}
+    assert (again.report_uri, again.report_hash, again.mlflow_run_id) == ("r", "h", "m")

@@ -34,7 +34,7 @@ def _read(results: Path, step: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluation: dict):
+def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluation):
     """The promote step with the evidence and lineage the earlier steps recorded; a failing MLflow is one line."""
     from components.infrastructure.redaction import one_line
     from components.infrastructure.tracking import mlflow_failures
@@ -46,12 +46,9 @@ def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluati
             params.registry.model_name,
             stage2["checkpoint_uri"],
             stage2["checkpoint_hash"],
-            evaluation["metrics"],
+            evaluation,
             prepared["data_hash"],
-            evaluation["report_uri"],
             params.gate,
-            report_hash=evaluation["report_hash"],
-            eval_run_id=evaluation.get("mlflow_run_id"),
             stage1_run_id=stage1.get("mlflow_run_id"),
             stage2_run_id=stage2.get("mlflow_run_id"),
             data_uri=prepared["data_uri"],
@@ -105,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         )
         write_text_atomic(results / "eval_metrics.json", json.dumps(result.metrics, indent=2, sort_keys=True))
     else:
-        prepared, stage2, evaluation = _read(results, "prepare"), _read(results, "stage2"), _read(results, "evaluate")
-        stage1 = _read(results, "stage1")
+        prepared, stage1, stage2 = _read(results, "prepare"), _read(results, "stage1"), _read(results, "stage2")
+        evaluation = steps.read_evaluation(_read(results, "evaluate"), str(results / "evaluate.json"))
         result = _promote(steps, params, prepared, stage1, stage2, evaluation)
     if args.name == "prepare":  # only what the data is: the later stages depend on this file
         text = json.dumps({"data_uri": result.data_uri, "data_hash": result.data_hash}, indent=2)
