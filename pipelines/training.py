@@ -14,7 +14,7 @@ Every task runs with a writable scratch emptyDir as HOME, TMPDIR, the data home 
 working directory belongs to root and nothing is written there). Training and evaluation tasks: the GPUs (a
 training task runs one trainer process per GPU, pipelines/torchrun.py), `/dev/shm` as a memory emptyDir (NCCL,
 DataLoader workers), a timeout; the two training tasks also a retry policy (a retried stage resumes from its own
-last checkpoint, pipelines/steps.py). Caching is on for the tasks whose outputs are a pure function of their
+last checkpoint, pipelines/step_train.py). Caching is on for the tasks whose outputs are a pure function of their
 inputs (both training stages and evaluation: config, overrides, step counts, data hash and the compiled code
 identity are inputs) and off for those that read or write the registry (prepare_data's champion check, evaluation,
 which scores the current champion beside the new model, and promote). A rerun of unchanged inputs therefore

@@ -12,12 +12,13 @@ import yaml
 from abstractinator.cli import main
 from components.infrastructure.provenance import code_identity
 from components.registry.gate_rules import GateRules
+from pipelines.step_table import EVALUATE, STEPS, kfp_task_name
 from pipelines.task_runtime import SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 from pipelines.training import DEFAULT_IMAGE, ClusterSettings, compile_pipeline
 
-COMPONENTS = ("prepare-data", "stage1-pretrain", "stage2-top-lm", "evaluate", "promote")
-TRAINING = ("stage1-pretrain", "stage2-top-lm")
-HEAVY = (*TRAINING, "evaluate")
+COMPONENTS = tuple(kfp_task_name(step.name) for step in STEPS)  # the tasks as kfp names them
+TRAINING = tuple(kfp_task_name(step.name) for step in STEPS if step.training_stage)
+HEAVY = (*TRAINING, kfp_task_name(EVALUATE))
 
 
 def load(path: Path) -> tuple[dict, dict]:
