@@ -146,11 +146,11 @@ def promote_step(
         if artifacts.file_hash(report) != evaluation.report_hash:
             raise artifacts.StorageError(f"{report_uri}: content hash differs from the one evaluation reported")
         eval_uri = report_uri.rsplit("/", 1)[0]
-        evaluation = [  # the weights the evaluation scored and its signed evidence, from beside the report
+        evaluated_files = [  # the weights the evaluation scored and its signed evidence, from beside the report
             artifacts.fetch_file(join_uri(eval_uri, name), Path(tmp) / "evaluation" / name)
             for name in (WEIGHTS_FILE, ATTESTATION_FILE, SIGNATURE_FILE, PAIRED_BITS_FILE)
         ]
-        lineage["challenger_weights_sha256"] = sha256_of(evaluation[0])
+        lineage["challenger_weights_sha256"] = sha256_of(evaluated_files[0])
         experiment = config.project_name or "Default"
         earlier = _registered_result(client, model_name, lineage["challenger_weights_sha256"], experiment, tracking_uri)
         if earlier is not None:  # a cached (unchanged) run: these weights were judged already
@@ -162,8 +162,8 @@ def promote_step(
             mlflow.log_input(
                 MetaDataset(data_source, name=f"prepared-{data_hash[:12]}", digest=data_hash[:32]), context="training"
             )
-            record_evidence(client, run.info.run_id, [report, *evaluation[1:]], lineage)
-            info = log_pyfunc_model(evaluation[0], slim=False)  # byte for byte the attested weights
+            record_evidence(client, run.info.run_id, [report, *evaluated_files[1:]], lineage)
+            info = log_pyfunc_model(evaluated_files[0], slim=False)  # byte for byte the attested weights
     version = register_version(
         client,
         model_name,
