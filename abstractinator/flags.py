@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from components.registry.gate_rules import GateRules
+from components.registry.gate_rules import GATE_RULES_PARAMETER, GateRules
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
@@ -45,11 +45,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict | None = N
     parser.add_argument("--eval-limit", type=int, default=0, help="examples per lm-eval task (0: all)")
     parser.add_argument("--eval-max-bytes", type=int, default=0, help="bytes per eval split (0: all)")
     parser.add_argument("--no-canterbury", action="store_true", help="skip the Canterbury texts in evaluation")
-    add_gate_arguments(parser, PIPELINE_GATE_FIELDS)
-
-
-# The rules the kfp pipeline takes as parameters (pipelines/training.py); `pipeline run-local` offers these alone.
-PIPELINE_GATE_FIELDS = ("metric", "min_improvement", "max_bits_per_byte", "min_live_code_share")
+    add_gate_arguments(parser)
 
 
 def gate_flag(field: str) -> str:
@@ -158,10 +154,7 @@ def pipeline_arguments(args: argparse.Namespace) -> dict:
         "artifact_root": args.artifact_root,
         "run_key": args.run_key,
         "model_name": args.model_name,
-        "gate_metric": args.gate_metric,
-        "min_improvement": args.gate_min_improvement,
-        "max_bits_per_byte": args.gate_max_bits_per_byte or 0.0,
-        "min_live_code_share": args.gate_min_live_code_share,
+        GATE_RULES_PARAMETER: gate_rules_from(args).as_parameter(),
         "skip_if_unchanged": not args.no_skip_unchanged,
         "include_eval_sets": not args.no_eval_sets,
         "eval_tasks": list(args.eval_tasks),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from components.registry.gate_rules import GateRules
 from configs import ConfigError
 from configs.loading import describe_validation_error
-from pipelines.steps import RunSpec
+from pipelines.run_spec import RunSpec
 
 
 class _Strict(BaseModel):

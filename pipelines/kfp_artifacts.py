@@ -8,7 +8,7 @@ how a consumer checks an `Input[...]` before using it.
     report                  Output[Markdown]  report.md
 
 Every consumer verifies what it reads: a model file against the hash its producer reported (a task input, so
-a mismatch cannot pass unnoticed), a dataset against its manifest and data hash (pipelines.steps.local_data).
+a mismatch cannot pass unnoticed), a dataset against its manifest and data hash (pipelines.run_spec.local_data).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The pipeline's five tasks, each a kfp lightweight Python component that calls pipelines.steps and hands on its
-results as KFP artifacts (pipelines/kfp_artifacts.py: Dataset, Model, Metrics, Markdown) and parameters (hashes,
-content-addressed URIs, decisions). No logic of their own.
+"""The pipeline's five tasks, each a kfp lightweight Python component named by its step (pipelines/step_table.py)
+that calls the step's job module (pipelines/step_*.py) and hands on its results as KFP artifacts
+(pipelines/kfp_artifacts.py: Dataset, Model, Metrics, Markdown) and parameters (hashes, content-addressed URIs,
+decisions). No logic of their own.
 
 kfp ships each function's source into the container, so every import is inside the function body; the image
 (built from this repository, so `pipelines`, `components`, `model`, `configs` import) is chosen when the
@@ -16,11 +17,13 @@ the data task, which asks the registry, is never cached, so an artifact input wo
 Training outputs feed the later tasks as Model artifacts, which a cache hit reuses unchanged.
 """
 
-from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from pipelines.step_table import STEP_NAMES
 
 
 def prepare_data(
@@ -41,7 +44,7 @@ def prepare_data(
     is "retrain", or "skip" when the registry's champion was made from this data, code and config (named
     `Output` because kfp.local 2.17.3 resolves only `<task>-Output` references in dsl.If conditions)."""
     from pipelines.kfp_artifacts import save_dataset
-    from pipelines.steps import prepare_step
+    from pipelines.step_prepare import prepare_step
     from pipelines.task_runtime import task_failure, task_run_spec
 
     with task_failure():
@@ -73,7 +76,7 @@ def stage1_pretrain(
 ) -> NamedTuple("Stage1Outputs", checkpoint_uri=str, checkpoint_hash=str, base_components_hash=str, mlflow_run_id=str):
     """Compressors + expanders (no top LM): the final checkpoint and the base components as Model artifacts."""
     from pipelines.kfp_artifacts import save_model
-    from pipelines.steps import train_stage_step
+    from pipelines.step_train import train_stage_step
     from pipelines.task_runtime import show_progress, task_failure, task_run_spec
 
     with task_failure():
@@ -100,7 +103,7 @@ def stage2_top_lm(
 ) -> NamedTuple("Stage2Outputs", checkpoint_uri=str, checkpoint_hash=str, mlflow_run_id=str):
     """The top LM on the frozen stage-1 base (verified against the hash stage 1 reported)."""
     from pipelines.kfp_artifacts import save_model, verified_model_path
-    from pipelines.steps import train_stage_step
+    from pipelines.step_train import train_stage_step
     from pipelines.task_runtime import show_progress, task_failure, task_run_spec
 
     with task_failure():
@@ -130,12 +133,13 @@ def evaluate(
     model_name: str,
     scores: Output[Metrics],
     report: Output[Markdown],
-) -> NamedTuple("EvaluateOutputs", report_uri=str, report_hash=str, metrics=dict, mlflow_run_id=str):
+) -> NamedTuple("EvaluateOutputs", evaluation=dict):
     """Bits per byte, code use, reconstruction, optional lm-eval tasks: every metric in `scores`, the report as
     Markdown (and report.json under the artifact root); `model_name`'s champion scored on the same bytes and the
-    attestation of both, signed with the key only this task holds (pipelines/paired_evaluation.py)."""
+    attestation of both, signed with the key only this task holds (pipelines/paired_evaluation.py). The promote
+    task gets the result as one dict, `evaluation` (pipelines.step_results.EvaluateStepResult)."""
     from pipelines.kfp_artifacts import log_metrics, save_report, verified_model_path
-    from pipelines.steps import evaluate_step
+    from pipelines.step_evaluate import evaluate_step
     from pipelines.task_runtime import task_failure, task_run_spec
 
     with task_failure():
@@ -155,7 +159,7 @@ def evaluate(
         )
         log_metrics(scores, result.metrics)
         save_report(result.report_uri, report)
-    return result.report_uri, result.report_hash, result.metrics, result.mlflow_run_id or ""
+    return (result.model_dump(),)  # one typed value (pipelines.step_results.EvaluateStepResult), validated on read
 
 
 def promote(
@@ -170,47 +174,37 @@ def promote(
     checkpoint: Input[Model],
     checkpoint_uri: str,
     checkpoint_hash: str,
-    metrics: dict,
+    evaluation: dict,
     data_uri: str,
     data_hash: str,
-    report_uri: str,
-    report_hash: str,
-    eval_run_id: str,
     stage1_run_id: str,
     stage2_run_id: str,
     image: str,
-    gate_metric: str,
-    min_improvement: float,
-    max_bits_per_byte: float,
-    min_live_code_share: float,
+    gate_rules: dict,
 ) -> NamedTuple("PromoteOutputs", version=str, action=str, champion=str, reasons=str):
-    """Register the model version (alias challenger) with its evidence (the report, checked against
-    `report_hash`, and the evaluation run) and lineage (the runs and image that made it), then run the gate."""
-    from components.registry.gate_rules import GateRules
+    """Register the model version (alias challenger) with its evidence (`evaluation`, the evaluate task's result
+    as one dict validated by pipelines.step_results.EvaluateStepResult: the report, checked against its hash, the
+    evaluation run) and lineage (the runs and image that made it), then run the gate with
+    `gate_rules` (every GateRules field, one dict; an unknown key or a bad value fails the task in one line)."""
+    from components.registry.gate_rules import rules_from_parameter
     from pipelines.kfp_artifacts import verified_model_path
-    from pipelines.steps import promote_step
+    from pipelines.step_promote import promote_step
+    from pipelines.step_results import read_evaluation
     from pipelines.task_runtime import task_failure, task_run_spec
 
     with task_failure():
+        rules = rules_from_parameter(gate_rules)  # before any work: a bad rule or result registers nothing
+        evaluated = read_evaluation(evaluation)
         spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
         verified_model_path(checkpoint, checkpoint_hash)  # the lineage input is the checkpoint registered
-        rules = GateRules(
-            metric=gate_metric,
-            min_improvement=min_improvement,
-            max_bits_per_byte=max_bits_per_byte if max_bits_per_byte > 0 else None,
-            min_live_code_share=min_live_code_share,
-        )
         result = promote_step(
             spec,
             model_name,
             checkpoint_uri,
             checkpoint_hash,
-            metrics,
+            evaluated,
             data_hash,
-            report_uri,
             rules,
-            report_hash=report_hash,
-            eval_run_id=eval_run_id or None,
             stage1_run_id=stage1_run_id or None,
             stage2_run_id=stage2_run_id or None,
             image=image,
@@ -219,19 +213,9 @@ def promote(
     return result.version, result.action, result.champion or "", "; ".join(result.reasons)
 
 
-STEP_FUNCTIONS = (prepare_data, stage1_pretrain, stage2_top_lm, evaluate, promote)
-
-
-@dataclass(frozen=True)
-class KfpTasks:
-    prepare_data: object
-    stage1_pretrain: object
-    stage2_top_lm: object
-    evaluate: object
-    promote: object
-
-
-def make_tasks(image: str) -> KfpTasks:
-    """The five tasks as kfp components running in `image` (kfp is in the image: not installed at run time)."""
-    built = {fn.__name__: dsl.component(fn, base_image=image, install_kfp_package=False) for fn in STEP_FUNCTIONS}
-    return KfpTasks(**built)
+def make_tasks(image: str) -> SimpleNamespace:
+    """The tasks as kfp components running in `image` (kfp is in the image: not installed at run time): one per
+    step of pipelines/step_table.py, the function of this module named by it, an attribute of that name."""
+    return SimpleNamespace(
+        **{name: dsl.component(globals()[name], base_image=image, install_kfp_package=False) for name in STEP_NAMES}
+    )

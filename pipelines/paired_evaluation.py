@@ -1,4 +1,5 @@
-"""The evaluation step's paired comparison and its signed attestation (pipelines/steps.py `evaluate_step` calls it).
+"""The evaluation step's paired comparison and its signed attestation (pipelines/step_evaluate.py `evaluate_step`
+calls it).
 
 The challenger and the registry's current champion are scored in one evaluation on the same bytes: the current
 test split plus the golden set (the Canterbury texts unless the run says `--no-canterbury`; then the test split

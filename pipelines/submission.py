@@ -5,7 +5,8 @@ time), finds or creates the experiment and starts a run of exactly that version 
 pipeline-file, parameter and lookup helpers here serve `schedule` too.
 
 The API's shapes this module relies on (kubeflow/pipelines 2.17.0, backend/src/apiserver/server/): a version's
-`pipeline_spec` is wrapped with its platform spec when the package has one (api_util.go).
+`pipeline_spec` is wrapped with its platform spec when the package has one (api_util.go). The gate rules
+(`gate_rules`, one dict) are checked against GateRules before anything is sent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from components.registry.gate_rules import GATE_RULES_PARAMETER, rules_from_parameter
 from pipelines.kfp_connection import ClusterError, api_errors
 
 
@@ -106,6 +108,8 @@ def parse_parameters(pairs: list[str], spec: dict | None) -> dict[str, Any]:
             raise ClusterError(f"parameter {key!r} is not an input of the pipeline (inputs: {', '.join(declared)})")
         kind = declared[key].get("parameterType", "STRING") if declared is not None else "STRING"
         parameters[key] = _convert(key, value, kind)
+        if key == GATE_RULES_PARAMETER and declared is not None:  # a bad rule fails here, with nothing sent
+            rules_from_parameter(parameters[key])
     return parameters
 
 

@@ -80,7 +80,7 @@ def task_run_spec(
 ):
     """What every component does first: check the task's environment, then build the run's RunSpec from the
     pipeline parameters (an empty run key means derived; an empty artifact root means the ConfigMap's)."""
-    from pipelines.steps import RunSpec
+    from pipelines.run_spec import RunSpec
 
     check_task_environment(code_identity)
     return RunSpec(

@@ -1,7 +1,7 @@
 """Running the trainer under torchrun inside one pipeline step: one process per GPU the pod was given.
 
-A pipeline stage (pipelines.steps.train_stage_step: the kfp component and `abstractinator pipeline step`) calls
-`run_training(params, training_processes())`: with 0 or 1 GPU it calls `components.training.train.train` in
+A pipeline stage (pipelines.step_train.train_stage_step: the kfp component and `abstractinator pipeline step`)
+calls `run_training(params, training_processes())`: with 0 or 1 GPU it calls `components.training.train.train` in
 its own process (nothing changes from the local runner); with N > 1 it writes the TrainParams to a JSON file and
 runs `python -m torch.distributed.run --standalone --nproc_per_node N -m pipelines.torchrun --params F --result R`
 (this module's `main`), whose rank 0 writes the TrainResult back as JSON. The same `components.training.train.train`

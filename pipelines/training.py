@@ -1,6 +1,7 @@
 """The training pipeline: prepare_data -> stage1_pretrain -> stage2_top_lm -> evaluate -> promote.
 
-Run parameters (kfp pipeline parameters): config name + overrides, data source, stage step counts, gate rules,
+Run parameters (kfp pipeline parameters): config name + overrides, data source, stage step counts, the gate rules
+(one dict, `gate_rules`, validated by components/registry/gate_rules.py GateRules in the promote task),
 registry model name, artifact root (empty: the cluster's ABSTRACTINATOR_ARTIFACT_ROOT). What the compiled YAML
 asks of the cluster is fixed at compile time (`ClusterSettings`): the image, the GPUs, CPU and memory of each
 task, retries and timeouts. Where things are (tracking server, S3 endpoint, region, artifact root) is not: every
@@ -13,7 +14,7 @@ Every task runs with a writable scratch emptyDir as HOME, TMPDIR, the data home 
 working directory belongs to root and nothing is written there). Training and evaluation tasks: the GPUs (a
 training task runs one trainer process per GPU, pipelines/torchrun.py), `/dev/shm` as a memory emptyDir (NCCL,
 DataLoader workers), a timeout; the two training tasks also a retry policy (a retried stage resumes from its own
-last checkpoint, pipelines/steps.py). Caching is on for the tasks whose outputs are a pure function of their
+last checkpoint, pipelines/step_train.py). Caching is on for the tasks whose outputs are a pure function of their
 inputs (both training stages and evaluation: config, overrides, step counts, data hash and the compiled code
 identity are inputs) and off for those that read or write the registry (prepare_data's champion check, evaluation,
 which scores the current champion beside the new model, and promote). A rerun of unchanged inputs therefore
@@ -31,10 +32,13 @@ from kfp import dsl, kubernetes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from components.infrastructure.signing import CLUSTER_PRIVATE_KEY_NAME, PRIVATE_KEY_ENV, PUBLIC_KEY_ENV
+from components.registry.gate_rules import GateRules
 from pipelines.kfp_tasks import make_tasks
 from pipelines.task_runtime import REQUIRE_TRACKING_ENV, RUN_ID_ENV, RUN_ID_LABEL, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 
 PIPELINE_NAME = "abstractinator-training"
+# The `gate_rules` parameter's default: every rule, so the KFP UI shows each one and its value.
+DEFAULT_GATE_RULES = GateRules().as_parameter()
 DEFAULT_IMAGE = "ghcr.io/abstractinator/abstractinator:0.1.0"
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 MLFLOW_AUTH_KEYS = {
@@ -233,10 +237,7 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
         artifact_root: str = "",
         run_key: str = "",
         model_name: str = "abstractinator",
-        gate_metric: str = "test_bits_per_byte",
-        min_improvement: float = 0.01,
-        max_bits_per_byte: float = 8.0,
-        min_live_code_share: float = 0.0,
+        gate_rules: dict = DEFAULT_GATE_RULES,  # noqa: B006 (every GateRules field; the promote task validates it)
         skip_if_unchanged: bool = True,
         include_eval_sets: bool = True,
         eval_tasks: list = [],  # noqa: B006
@@ -301,18 +302,12 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
                     checkpoint=stage2.outputs["checkpoint"],
                     checkpoint_uri=stage2.outputs["checkpoint_uri"],
                     checkpoint_hash=stage2.outputs["checkpoint_hash"],
-                    metrics=evaluation.outputs["metrics"],
+                    evaluation=evaluation.outputs["evaluation"],
                     **data,
-                    report_uri=evaluation.outputs["report_uri"],
-                    report_hash=evaluation.outputs["report_hash"],
-                    eval_run_id=evaluation.outputs["mlflow_run_id"],
                     stage1_run_id=stage1.outputs["mlflow_run_id"],
                     stage2_run_id=stage2.outputs["mlflow_run_id"],
                     image="" if local else settings.image,
-                    gate_metric=gate_metric,
-                    min_improvement=min_improvement,
-                    max_bits_per_byte=max_bits_per_byte,
-                    min_live_code_share=min_live_code_share,
+                    gate_rules=gate_rules,
                 ),
                 "light",
             )

@@ -331,7 +331,7 @@ def test_submit_the_real_training_pipeline_with_typed_parameters(server, tmp_pat
         "--param",
         "skip_if_unchanged=false",
         "--param",
-        "min_improvement=0.02",
+        'gate_rules={"min_improvement": 0.02, "min_exact_match": 0.5}',
     )
     assert code == 0, capsys.readouterr().err
     (run,) = server.state.runs.values()
@@ -339,7 +339,7 @@ def test_submit_the_real_training_pipeline_with_typed_parameters(server, tmp_pat
         "stage1_steps": 500,
         "overrides": ["max_steps=3"],
         "skip_if_unchanged": False,
-        "min_improvement": 0.02,
+        "gate_rules": {"min_improvement": 0.02, "min_exact_match": 0.5},
     }
     (pipeline,) = server.state.pipelines.values()
     assert pipeline["display_name"] == "abstractinator-training"
@@ -347,6 +347,26 @@ def test_submit_the_real_training_pipeline_with_typed_parameters(server, tmp_pat
     assert cli("schedule", "--host", server.url, "--name", "weekly", "--cron", "0 0 3 * * 0") == 0
     (recurring,) = server.recurring_runs_named("weekly")
     assert recurring["pipeline_version_reference"]["pipeline_id"] == pipeline["pipeline_id"]
+
+
+@pytest.mark.skipif(not (REPO / "pipelines/training.py").is_file(), reason="the training pipeline is not there yet")
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ('{"min_improvment": 0.02}', "gate_rules: min_improvment: unknown key"),
+        ('{"confidence": 1.5}', "gate_rules: confidence: Input should be less than 1"),
+    ],
+)
+def test_a_bad_gate_rule_fails_before_anything_is_uploaded(server, tmp_path, capsys, rules, message):
+    """The rules travel as one dict, validated by GateRules: a misspelt rule is never silently its default."""
+    from pipelines.training import ClusterSettings, compile_pipeline
+
+    package = tmp_path / "training.yaml"
+    compile_pipeline(str(package), ClusterSettings(gpus=0))
+    assert cli("submit", "--host", server.url, "--package", str(package), "--param", f"gate_rules={rules}") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not server.requests_to("POST", "/pipelines/upload") and not server.state.runs
 
 
 def test_schedule_without_cron_or_action_is_one_line(server, capsys):

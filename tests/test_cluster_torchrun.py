@@ -191,7 +191,7 @@ def small_prepared(tmp_path_factory) -> tuple[Path, str]:
 
 
 def stage_spec(root: Path, steps: int):
-    from pipelines.steps import RunSpec
+    from pipelines.run_spec import RunSpec
 
     return RunSpec(
         config="ci", overrides=STAGE_OVERRIDES, stage1_steps=steps, stage2_steps=1, artifact_root=str(root), run_key="k"
@@ -210,7 +210,7 @@ def test_a_stage_step_with_two_processes_logs_world_size_2_and_matches_one_proce
 ):
     """ABSTRACTINATOR_TRAINING_PROCESSES=2 (what N GPUs give a pod; gloo on CPU here): the stage step runs the
     trainer under torchrun, each process on half the batch, and ends where the one-process step ends."""
-    from pipelines.steps import train_stage_step
+    from pipelines.step_train import train_stage_step
 
     prepared, data_hash = small_prepared
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -241,7 +241,7 @@ def test_a_killed_stage_resumes_on_retry_and_ends_with_the_uninterrupted_paramet
 
     import torch
 
-    from pipelines.steps import train_stage_step
+    from pipelines.step_train import train_stage_step
 
     prepared, data_hash = small_prepared
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -254,7 +254,7 @@ def test_a_killed_stage_resumes_on_retry_and_ends_with_the_uninterrupted_paramet
 
     killed_root = tmp_path / "killed"
     script = (
-        f"from pipelines.steps import train_stage_step\nfrom tests.test_cluster_torchrun import stage_spec\n"
+        f"from pipelines.step_train import train_stage_step\nfrom tests.test_cluster_torchrun import stage_spec\n"
         f"from pathlib import Path\n"
         f"train_stage_step(stage_spec(Path({str(killed_root)!r}), {steps}), 'stage1', {str(prepared)!r}, "
         f"{data_hash!r}, tracking=False)\n"

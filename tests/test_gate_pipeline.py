@@ -1,4 +1,4 @@
-"""The paired gate through the pipeline's own steps (pipelines/steps.py), in process on a local store: the evaluate
+"""The paired gate through the pipeline's own steps (pipelines/step_*.py), in process on a local store: the evaluate
 step scores the new model and the registry's champion on the same bytes and signs the attestation, the promote
 step registers the attested weights and the gate decides from the paired interval; the skip-retrain check reads
 the champion's signed attestation, not its tags."""
@@ -15,7 +15,7 @@ from components.registry import promote as registry
 from components.registry.gate_evidence import EvidenceError, attestation_of, sha256_of
 from components.registry.gate_rules import GateRules
 from components.registry.verified_loading import load_verified_model
-from pipelines import steps
+from pipelines import run_spec, step_evaluate, step_prepare, step_promote, step_train
 from pipelines.registry_view import eval_table
 from tests.conftest import write_corpus
 from tests.registry_helpers import evaluation_key  # noqa: F401
@@ -27,25 +27,24 @@ RULES = GateRules(min_improvement=0.01, max_bits_per_byte=None)
 
 def run_pipeline(root: Path, source: Path, stage_steps: int, tag: str):
     """prepare -> stage1 -> stage2 -> evaluate -> promote, as a pipeline run does (the skip check off)."""
-    spec = steps.RunSpec(config="ci", stage1_steps=stage_steps, stage2_steps=stage_steps, artifact_root=str(root / "a"))
-    prepared = steps.prepare_step(spec, str(source), MODEL, False, False, root / f"prepared-{tag}")
+    spec = run_spec.RunSpec(
+        config="ci", stage1_steps=stage_steps, stage2_steps=stage_steps, artifact_root=str(root / "a")
+    )
+    prepared = step_prepare.prepare_step(spec, str(source), MODEL, False, False, root / f"prepared-{tag}")
     data = (prepared.data_uri, prepared.data_hash)
-    stage1 = steps.train_stage_step(spec, "stage1", *data)
-    stage2 = steps.train_stage_step(spec, "stage2", *data, stage1.base_components_uri)
-    evaluation = steps.evaluate_step(
+    stage1 = step_train.train_stage_step(spec, "stage1", *data)
+    stage2 = step_train.train_stage_step(spec, "stage2", *data, stage1.base_components_uri)
+    evaluation = step_evaluate.evaluate_step(
         spec, stage2.checkpoint_uri, *data, max_eval_bytes=6000, canterbury=False, model_name=MODEL
     )
-    result = steps.promote_step(
+    result = step_promote.promote_step(
         spec,
         MODEL,
         stage2.checkpoint_uri,
         stage2.checkpoint_hash,
-        evaluation.metrics,
+        evaluation,
         prepared.data_hash,
-        evaluation.report_uri,
         RULES,
-        report_hash=evaluation.report_hash,
-        eval_run_id=evaluation.mlflow_run_id,
         data_uri=prepared.data_uri,
     )
     return spec, prepared, evaluation, result
@@ -81,7 +80,7 @@ def test_weaker_refused_and_stronger_promoted_on_the_same_bytes_of_a_changed_sou
     spec, prepared, _, stronger = run_pipeline(tmp_path, source, 30, "stronger")
     assert stronger.action == "promoted", stronger.reasons
     assert stronger.reasons[0].startswith(f"beats champion v{first.version}")
-    report_md = Path(steps.join_uri(spec.run_root(prepared.data_hash), "eval", "report.md")).read_text()
+    report_md = Path(step_prepare.join_uri(spec.run_root(prepared.data_hash), "eval", "report.md")).read_text()
     assert (
         "## Champion versus challenger on the same bytes" in report_md and f"| champion v{first.version} |" in report_md
     )
@@ -93,11 +92,11 @@ def test_weaker_refused_and_stronger_promoted_on_the_same_bytes_of_a_changed_sou
 
     # the skip-retrain check reads the champion's signed attestation: an edited tag changes nothing
     client.set_model_version_tag(MODEL, stronger.version, "data_hash", "edited")
-    unchanged, reason = steps._champion_unchanged(
+    unchanged, reason = step_prepare._champion_unchanged(
         MODEL, spec, prepared.data_hash, spec.stages(prepared.data_hash).config_hash, spec.code_identity
     )
     assert unchanged, reason
-    weights = Path(steps.join_uri(spec.run_root(prepared.data_hash), "eval", "model.pt"))
+    weights = Path(step_prepare.join_uri(spec.run_root(prepared.data_hash), "eval", "model.pt"))
     assert attestation_of(client, client.get_model_version(MODEL, stronger.version)).challenger_weights_sha256 == (
         sha256_of(weights)
     )
@@ -116,7 +115,7 @@ def test_weaker_refused_and_stronger_promoted_on_the_same_bytes_of_a_changed_sou
     with pytest.raises(EvidenceError, match=edited):
         load_verified_model(client, MODEL, stronger.version)
     assert not marker.exists()
-    unchanged, reason = steps._champion_unchanged(
+    unchanged, reason = step_prepare._champion_unchanged(
         MODEL, spec, prepared.data_hash, spec.stages(prepared.data_hash).config_hash, spec.code_identity
     )
     assert not unchanged and "registered code is not the code its evaluation ran" in reason

@@ -11,12 +11,14 @@ import yaml
 
 from abstractinator.cli import main
 from components.infrastructure.provenance import code_identity
+from components.registry.gate_rules import GateRules
+from pipelines.step_table import EVALUATE, STEPS, kfp_task_name
 from pipelines.task_runtime import SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 from pipelines.training import DEFAULT_IMAGE, ClusterSettings, compile_pipeline
 
-COMPONENTS = ("prepare-data", "stage1-pretrain", "stage2-top-lm", "evaluate", "promote")
-TRAINING = ("stage1-pretrain", "stage2-top-lm")
-HEAVY = (*TRAINING, "evaluate")
+COMPONENTS = tuple(kfp_task_name(step.name) for step in STEPS)  # the tasks as kfp names them
+TRAINING = tuple(kfp_task_name(step.name) for step in STEPS if step.training_stage)
+HEAVY = (*TRAINING, kfp_task_name(EVALUATE))
 
 
 def load(path: Path) -> tuple[dict, dict]:
@@ -56,7 +58,10 @@ def test_five_components_wired_in_order(compiled) -> None:
     tasks = pipeline["components"][f"comp-{condition_name}"]["dag"]["tasks"]
     assert set(tasks) == set(COMPONENTS[1:])
     assert tasks["stage2-top-lm"]["dependentTasks"] == ["stage1-pretrain"]
-    assert tasks["promote"]["inputs"]["parameters"]["metrics"]["taskOutputParameter"]["producerTask"] == "evaluate"
+    assert tasks["promote"]["inputs"]["parameters"]["evaluation"]["taskOutputParameter"] == {
+        "producerTask": "evaluate",
+        "outputParameterKey": "evaluation",
+    }
     base = tasks["stage2-top-lm"]["inputs"]["artifacts"]["base_components"]["taskOutputArtifact"]
     assert base == {"outputArtifactKey": "base_components", "producerTask": "stage1-pretrain"}
     assert (
@@ -74,8 +79,8 @@ def test_promote_receives_the_gate_evidence_and_lineage(compiled) -> None:
         for name, spec in inputs.items()
         if "taskOutputParameter" in spec
     }
-    assert wired["report_hash"] == ("evaluate", "report_hash")
-    assert wired["eval_run_id"] == ("evaluate", "mlflow_run_id")
+    assert wired["evaluation"] == ("evaluate", "evaluation")  # the evaluation's result: one typed value
+    assert not {"metrics", "report_uri", "report_hash", "eval_run_id"} & set(inputs)
     assert wired["stage1_run_id"] == ("stage1-pretrain", "mlflow_run_id")
     assert wired["stage2_run_id"] == ("stage2-top-lm", "mlflow_run_id")
     assert inputs["data_uri"]["componentInputParameter"] == "pipelinechannel--prepare-data-data_uri"
@@ -187,12 +192,15 @@ def test_pipeline_parameters(compiled) -> None:
         "stage2_steps",
         "artifact_root",
         "model_name",
-        "min_improvement",
-        "max_bits_per_byte",
-        "min_live_code_share",
-        "gate_metric",
+        "gate_rules",
     ):
         assert name in parameters
+    # every gate rule is in the one dict parameter (none unreachable), none as a loose parameter
+    assert GateRules.model_validate(parameters["gate_rules"]["defaultValue"]) == GateRules()
+    assert set(parameters["gate_rules"]["defaultValue"]) == set(GateRules.model_fields)
+    assert not set(parameters) & set(GateRules.model_fields)
+    promote = tasks_of(pipeline)["promote"]["inputs"]["parameters"]
+    assert promote["gate_rules"] == {"componentInputParameter": "pipelinechannel--gate_rules"}
     assert parameters["stage1_steps"]["defaultValue"] == 20
     assert parameters["artifact_root"]["defaultValue"] == ""  # the cluster's ABSTRACTINATOR_ARTIFACT_ROOT
 

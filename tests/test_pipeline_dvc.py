@@ -16,12 +16,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.step_table import (
+    DVC_STEP_NAMES,
+    EVALUATE,
+    PREPARE_DATA,
+    PROMOTE,
+    STAGE1_PRETRAIN,
+    STAGE2_TOP_LM,
+    curve_file,
+    result_file,
+)
 from tests.servers import SeaweedS3Server
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
-TRAINING = {"stage1_pretrain", "stage2_top_lm"}
+TRAINING = {STAGE1_PRETRAIN, STAGE2_TOP_LM}
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
@@ -88,13 +98,9 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
         (repo / folder / "placeholder").write_text(folder)
     (repo / "results").mkdir()
     for name in (
-        "prepare.json",
-        "stage1.json",
-        "stage2.json",
-        "evaluate.json",
+        *(result_file(name) for name in DVC_STEP_NAMES),
         "eval_metrics.json",
-        "stage1_curve.csv",
-        "stage2_curve.csv",
+        *(curve_file(name) for name in TRAINING),
     ):
         (repo / "results" / name).write_text("{}" if name.endswith("json") else "step,loss\n")
     run([DVC, "commit", "-f", "-q"], repo, env)
@@ -123,20 +129,20 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
         (repo / "params.yaml").write_text(yaml.safe_dump(data))
 
     assert after(lambda: append("configs/ci_config.py")) == TRAINING
-    assert after(lambda: set_param("run", "stage2_steps", 31)) == {"stage2_top_lm"}
-    assert after(lambda: set_param("run", "stage1_steps", 31)) == {"stage1_pretrain"}
-    assert after(lambda: set_param("evaluate", "max_eval_bytes", 1024)) == {"evaluate"}
-    assert after(lambda: set_param("data", "include_eval_sets", False)) == {"prepare"}
+    assert after(lambda: set_param("run", "stage2_steps", 31)) == {STAGE2_TOP_LM}
+    assert after(lambda: set_param("run", "stage1_steps", 31)) == {STAGE1_PRETRAIN}
+    assert after(lambda: set_param("evaluate", "max_eval_bytes", 1024)) == {EVALUATE}
+    assert after(lambda: set_param("data", "include_eval_sets", False)) == {PREPARE_DATA}
     assert after(lambda: set_param("gate", "min_improvement", 0.5)) == set()  # the gate runs after dvc repro
-    assert after(lambda: (repo / "data" / "local" / "b.txt").write_text("another document\n")) == {"prepare"}
+    assert after(lambda: (repo / "data" / "local" / "b.txt").write_text("another document\n")) == {PREPARE_DATA}
     (repo / "data" / "local" / "b.txt").unlink()
-    every_stage = TRAINING | {"prepare", "evaluate"}
+    every_stage = set(DVC_STEP_NAMES)
     for relative, stages in (
-        ("model/attention.py", TRAINING | {"evaluate"}),
+        ("model/attention.py", TRAINING | {EVALUATE}),
         ("components/training/train.py", TRAINING),
-        ("components/evaluation/evaluate.py", {"evaluate"}),
-        ("components/evaluation/compression_eval.py", {"evaluate"}),  # the compression numbers of the report
-        ("components/data/byte_windows.py", TRAINING | {"evaluate"}),
+        ("components/evaluation/evaluate.py", {EVALUATE}),
+        ("components/evaluation/compression_eval.py", {EVALUATE}),  # the compression numbers of the report
+        ("components/data/byte_windows.py", TRAINING | {EVALUATE}),
         ("pipelines/dvc_params.py", every_stage),  # every step reads params.yaml through it
         # imported by every step (train_data prepares data it does not find; params.yaml's gate section is
         # validated by every step), so every stage depends on them (tests/test_pipeline_dvc_deps.py)
@@ -163,7 +169,7 @@ def test_dvc_repro_then_promote_metrics_plots_push_and_pull_into_a_fresh_clone(t
     )
     run([DVC, "repro"], repo, env, timeout=1500)
     promote = subprocess.run(
-        [sys.executable, "-m", "abstractinator", "pipeline", "step", "promote"],
+        [sys.executable, "-m", "abstractinator", "pipeline", "step", PROMOTE],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -171,14 +177,14 @@ def test_dvc_repro_then_promote_metrics_plots_push_and_pull_into_a_fresh_clone(t
         timeout=600,
     )
     assert promote.returncode in (0, 3), promote.stderr[-3000:]
-    promoted = json.loads((repo / "results" / "promote.json").read_text())
+    promoted = json.loads((repo / "results" / result_file(PROMOTE)).read_text())
     assert promoted["version"] == "1" and promoted["action"] in ("promoted", "refused")
     assert promote.returncode == (0 if promoted["promoted"] else 3)
     metrics = json.loads(run([DVC, "metrics", "show", "--json"], repo, env))
     values = metrics[""]["data"]["results/eval_metrics.json"]["data"]
     assert 0 < values["test_bits_per_byte"] < 20 and "live_code_share_L0" in values
     plots = json.loads(run([DVC, "plots", "show", "--json"], repo, env))
-    curve = plots["data"]["results/stage1_curve.csv"][0]["content"]
+    curve = plots["data"][f"results/{curve_file(STAGE1_PRETRAIN)}"][0]["content"]
     assert "step" in json.dumps(curve) and "loss" in json.dumps(curve)
     assert changed_stages(repo, env) == set()  # a second repro would do nothing
 

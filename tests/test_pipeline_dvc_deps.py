@@ -2,16 +2,16 @@
 can import.
 
 The closure starts at the stage's command (`python -m abstractinator pipeline step NAME`, read from dvc.yaml):
-`abstractinator/commands/pipeline/step.py`'s `run` with `args.name == NAME` (only the branches that name takes;
-the CLI's other subcommands, which the dispatcher imports to build its parser, compute nothing here). The two
-dispatch modules (that file and `pipelines/steps.py`, which hold every step) are followed function by
-function: their module-level code, the functions the stage calls and the functions those call. Every other
-repository module reached counts whole: every import in it, at module level or inside a function (a lazy import
-still runs when its function does), except `if TYPE_CHECKING:` blocks. A module is covered when dvc.yaml lists
-its file or a folder above it. A package's `__init__.py` counts when it holds more than its docstring
-(importing a module runs it). A stage that reads `${run.config}` also runs that config file (Python), so its
-imports count too. And the other way: every Python file a stage lists must be in its closure (no stale entry
-that re-runs a stage for code it does not run).
+`abstractinator/commands/pipeline/step.py`'s `run` and its function named NAME (one per step of
+pipelines/step_table.py; the other steps' functions, and the CLI's other subcommands, which the dispatcher
+imports to build its parser, compute nothing here). That file is followed function by function: its
+module-level code, the functions the stage calls and the functions those call. Every other repository module
+reached counts whole (each step's job is a module of its own, pipelines/step_*.py): every import in it, at
+module level or inside a function (a lazy import still runs when its function does), except `if TYPE_CHECKING:`
+blocks. A module is covered when dvc.yaml lists its file or a folder above it. A package's `__init__.py` counts
+when it holds more than its docstring (importing a module runs it). A stage that reads `${run.config}` also
+runs that config file (Python), so its imports count too. And the other way: every Python file a stage lists
+must be in its closure (no stale entry that re-runs a stage for code it does not run).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import functools
 import re
 import shlex
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -29,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("abstractinator", "components", "configs", "model", "pipelines")
 STEP_COMMAND = ["python", "-m", "abstractinator", "pipeline", "step"]
-DISPATCH = {"abstractinator.commands.pipeline.step": "run", "pipelines.steps": None}
+DISPATCH = "abstractinator.commands.pipeline.step"
 
 
 def module_file(name: str) -> Path | None:
@@ -91,28 +90,12 @@ def files_of(name: str) -> list[Path]:
     return [f for f in files if f.name != "__init__.py" or not _only_docstring(f)]
 
 
-def _branch(statements: list[ast.stmt], step: str) -> list[ast.stmt]:
-    """The statements that run for `args.name == step`: an `if` on args.name keeps only the branch it takes."""
-    kept: list[ast.stmt] = []
-    for statement in statements:
-        if isinstance(statement, ast.If) and {n.id for n in ast.walk(statement.test) if isinstance(n, ast.Name)} == {
-            "args"
-        }:
-            taken = eval(  # noqa: S307 - a comparison of args.name with literals, from this repository's source
-                compile(ast.Expression(statement.test), "<test>", "eval"), {"args": SimpleNamespace(name=step)}
-            )
-            kept += _branch(statement.body if taken else statement.orelse, step)
-        else:
-            kept.append(statement)
-    return kept
-
-
 def stage_closure(step: str, config: str | None = None) -> set[Path]:
     """The repository files the step's process can import (module docstring); `config`: the config file it
     runs, if any."""
     files: set[Path] = set()
     whole: list[str] = [module_name(REPO / config)] if config else []
-    functions: list[tuple[str, str]] = [("abstractinator.commands.pipeline.step", "run")]
+    functions: list[tuple[str, str]] = [(DISPATCH, "run"), (DISPATCH, step)]
     visited: set[tuple[str, str]] = set()
     while functions:
         module, function = functions.pop()
@@ -122,23 +105,12 @@ def stage_closure(step: str, config: str | None = None) -> set[Path]:
         tree = parsed(module_file(module))
         defined = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
         top = [n for n in tree.body if not isinstance(n, ast.FunctionDef)]
-        body = _branch(defined[function].body, step) if module == "abstractinator.commands.pipeline.step" else None
-        body = body if body is not None else defined[function].body
+        body = defined[function].body
         whole += imported_names(top + body, module)
         files.update(files_of(module))
-        aliases = {  # `from pipelines import steps` / `import pipelines.steps as steps`
-            alias.asname or alias.name: f"{n.module}.{alias.name}" if isinstance(n, ast.ImportFrom) else alias.name
-            for n in ast.walk(tree)
-            if isinstance(n, ast.ImportFrom | ast.Import)
-            for alias in n.names
-        }
         for node in ast.walk(ast.Module(body=body, type_ignores=[])):
             if isinstance(node, ast.Name) and node.id in defined:
                 functions.append((module, node.id))
-            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                target = aliases.get(node.value.id)
-                if target in DISPATCH:
-                    functions.append((target, node.attr))
     seen: set[Path] = set()
     while whole:
         name = whole.pop()
@@ -146,7 +118,7 @@ def stage_closure(step: str, config: str | None = None) -> set[Path]:
             if path in seen:
                 continue
             seen.add(path)
-            if module_name(path) in DISPATCH:  # followed function by function above
+            if module_name(path) == DISPATCH:  # followed function by function above
                 continue
             whole += imported_names(parsed(path).body, module_name(path))
     return files | seen

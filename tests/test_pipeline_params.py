@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from abstractinator.cli import main
-from abstractinator.commands.pipeline.step import STEPS
 from configs import ConfigError
 from pipelines.dvc_params import load_dvc_params
+from pipelines.step_table import DVC_STEP_NAMES, STEP_NAMES, STEPS, kfp_task_name, result_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,9 +51,14 @@ def test_a_wrong_key_or_value_fails_naming_the_field(tmp_path: Path) -> None:
 
 
 def test_dvc_stages_are_the_steps_before_the_gate_through_the_cli() -> None:
+    """dvc.yaml's stage names stay literal there; they, their commands and their result files are the table's."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == list(DVC_STEP_NAMES)
     commands = [stage["cmd"] for stage in stages.values()]
-    assert commands == [f"python -m abstractinator pipeline step {name}" for name in STEPS if name != "promote"]
+    assert commands == [f"python -m abstractinator pipeline step {name}" for name in DVC_STEP_NAMES]
+    for name, stage in stages.items():
+        outs = [next(iter(out)) if isinstance(out, dict) else out for out in stage["outs"]]
+        assert f"results/{result_file(name)}" in outs, name
     assert any("metrics" in stage for stage in stages.values())
     assert sum("plots" in stage for stage in stages.values()) == 2
     declared = {dep for stage in stages.values() for dep in stage["deps"]}
@@ -62,7 +67,74 @@ def test_dvc_stages_are_the_steps_before_the_gate_through_the_cli() -> None:
 
 def test_a_step_without_its_inputs_fails_in_one_line(tmp_path: Path, capsys) -> None:
     code = main(
-        ["pipeline", "step", "stage2", "--params", str(REPO / "params.yaml"), "--results", str(tmp_path / "results")]
+        [
+            "pipeline",
+            "step",
+            "stage2_top_lm",
+            "--params",
+            str(REPO / "params.yaml"),
+            "--results",
+            str(tmp_path / "results"),
+        ]
     )
     assert code == 2
-    assert "prepare.json: missing; run the prepare step first" in capsys.readouterr().err
+    assert "prepare_data.json: missing; run the prepare_data step first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "message"),
+    [
+        ({"report_uri": "r.json", "metrics": {}}, "evaluate.json: report_hash: Field required"),
+        ({"report_uri": "r.json", "report_hash": "h", "metrics": {}, "eval_run": "x"}, "eval_run: unknown key"),
+        ({"report_uri": "r.json", "report_hash": "h", "metrics": {"bpb": "low"}}, "metrics.bpb:"),
+    ],
+)
+def test_promote_reads_the_evaluation_as_one_validated_value(tmp_path: Path, capsys, evaluation, message) -> None:
+    """The promote step takes the evaluation's result as one typed value (pipelines.step_results.EvaluateStepResult):
+    a result missing a field, with one nobody declared or a bad value fails in one line before MLflow is asked."""
+    import json
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for step in STEP_NAMES[:3]:
+        (results / result_file(step)).write_text("{}")
+    (results / "evaluate.json").write_text(json.dumps(evaluation))
+    code = main(["pipeline", "step", "promote", "--params", str(REPO / "params.yaml"), "--results", str(results)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_the_evaluation_result_round_trips_through_json_with_a_nan_metric() -> None:
+    """Serialised once (kfp's dict output, results/evaluate.json), read back equal, a NaN metric included."""
+    import math
+
+    from pipelines.step_results import EvaluateStepResult, read_evaluation
+
+    result = EvaluateStepResult(report_uri="r", report_hash="h", metrics={"a": 1.5, "b": math.nan}, mlflow_run_id="m")
+    again = read_evaluation(result.model_dump_json())
+    assert math.isnan(again.metrics.pop("b")) and again.metrics == {"a": 1.5}
+    assert (again.report_uri, again.report_hash, again.mlflow_run_id) == ("r", "h", "m")
+
+
+def test_every_place_that_names_a_step_takes_the_tables_one_name(tmp_path: Path) -> None:
+    """pipelines/step_table.py is the one list: the CLI's choices, its step functions, the kfp component functions
+    and the compiled pipeline's tasks are all derived from it (adding a row without a function fails here)."""
+    import argparse
+
+    from abstractinator.commands.pipeline import step
+    from pipelines import kfp_tasks
+    from pipelines.training import compile_pipeline
+
+    parser = argparse.ArgumentParser()
+    step.register(parser.add_subparsers())
+    (choices,) = [a.choices for a in parser._subparsers._group_actions[0].choices["step"]._actions if a.dest == "name"]
+    assert tuple(choices) == STEP_NAMES
+    assert tuple(step.STEP_FUNCTIONS) == STEP_NAMES
+    assert all(step.STEP_FUNCTIONS[name].__name__ == name for name in STEP_NAMES)
+    assert tuple(vars(kfp_tasks.make_tasks("img"))) == STEP_NAMES
+    compile_pipeline(str(tmp_path / "p.yaml"))
+    compiled = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    assert set(compiled["components"]) - {c for c in compiled["components"] if c.startswith("comp-condition")} == {
+        f"comp-{kfp_task_name(name)}" for name in STEP_NAMES
+    }
+    assert [s.training_stage for s in STEPS if s.training_stage] == ["stage1", "stage2"]

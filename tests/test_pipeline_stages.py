@@ -87,7 +87,7 @@ def make_checkout(root, git: bool = True):
         "model/net.py": "W = 1\n",
         "configs/ci_config.py": "STEPS = 3\n",
         "pyproject.toml": "[project]\n",
-        "pipelines/steps.py": "x = 1\n",
+        "pipelines/run_spec.py": "x = 1\n",
         "docs/notes.md": "prose\n",
         ".gitignore": "__pycache__/\n*.pyc\n",
     }
@@ -161,7 +161,7 @@ def test_this_checkout_has_an_identity_and_the_run_key_follows_it(ci) -> None:
 def test_a_run_spec_derives_its_values_once(ci, monkeypatch) -> None:
     """The config file runs, and git is asked, once per spec, however many steps ask for stages or the run
     folder; the run folder is the stages' own, for a derived and a given run key alike."""
-    from pipelines import steps
+    from pipelines import run_spec as steps
 
     calls = {"config": 0, "code": 0}
 

@@ -107,6 +107,23 @@ def test_better_challenger_then_rollback(client) -> None:
     assert client.get_model_version(MODEL, first).tags["gate.audit_run"] == records[2]["run_id"]
 
 
+def test_rollback_follows_the_decision_log_not_an_edited_tag(client) -> None:
+    """The rollback target comes from the audit runs' immutable params: editing the champion's
+    `gate.promoted_over` tag (and the audit run's own tags) cannot send the alias elsewhere."""
+    first = add_version(client, 3.0)
+    registry.promote(client, MODEL, first, RULES)
+    second = add_version(client, 2.5)
+    assert registry.promote(client, MODEL, second, RULES).action == "promoted"
+    third = add_version(client, 2.0)
+    assert registry.promote(client, MODEL, third, RULES).action == "promoted"
+    client.set_model_version_tag(MODEL, third, "gate.promoted_over", first)  # skip the second, say the tags
+    audit_run = client.get_model_version(MODEL, third).tags["gate.audit_run"]
+    client.set_tag(audit_run, "champion_before", first)
+    assert registry.rollback(client, MODEL).champion_after == second and champion(client) == second
+    client.set_model_version_tag(MODEL, second, "gate.promoted_over", third)
+    assert registry.rollback(client, MODEL).champion_after == first and champion(client) == first
+
+
 def test_forced_promotion_is_recorded_and_can_be_rolled_back(client) -> None:
     first = add_version(client, 3.0)
     registry.promote(client, MODEL, first, RULES)

@@ -22,7 +22,7 @@ from components.registry.pyfunc_model import AbstractinatorPyfunc, log_pyfunc_mo
 from components.registry.verified_loading import load_verified_model
 from components.training.stages import load_pipeline_config
 from model import build_model
-from pipelines import steps
+from pipelines import step_promote
 from tests import registry_helpers
 from tests.registry_helpers import evaluation_key, experiment_id  # noqa: F401
 
@@ -239,7 +239,7 @@ def test_the_promote_step_finds_registered_weights_by_signed_evidence_not_tags(g
     name = "registered-weights"
     genuine = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
     weights = client.get_run(client.get_model_version(name, genuine).run_id).data.params["challenger_weights_sha256"]
-    found = steps._registered_result(client, name, weights, "candidates", client.tracking_uri)
+    found = step_promote._registered_result(client, name, weights, "candidates", client.tracking_uri)
     assert found is not None and found.version == genuine and found.action == "already_registered"
     # the attacker: a hand-made run claiming the next candidate's weights, registered first, and tags
     upcoming = "f" * 64
@@ -249,4 +249,4 @@ def test_the_promote_step_finds_registered_weights_by_signed_evidence_not_tags(g
         client, name, f"runs:/{forged}/model", {"checkpoint_hash": upcoming}, run_id=forged
     )
     client.set_model_version_tag(name, genuine, "checkpoint_hash", upcoming)
-    assert steps._registered_result(client, name, upcoming, "candidates", client.tracking_uri) is None, fake
+    assert step_promote._registered_result(client, name, upcoming, "candidates", client.tracking_uri) is None, fake

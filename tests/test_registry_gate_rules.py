@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from components.registry.gate_rules import GateInput, GateRules, absolute_problems, decide
 from components.registry.paired_interval import PairedResult, paired_from_bits, paired_interval
@@ -204,3 +205,46 @@ def test_the_scored_champion_weights_must_be_the_champions_now() -> None:
     recreated = gate(metrics(2.9), interval=good, scored_champion_weights="a" * 64, champion_weights="b" * 64)
     decision = decide(recreated, RULES)
     assert decision.action == "refused" and "other weights than champion v1's" in decision.summary
+
+
+def test_the_pipeline_takes_every_rule_as_one_dict_that_round_trips() -> None:
+    """`pipeline run-local` offers every rule (min_exact_match was unreachable) and hands them on as one dict;
+    a rule that is off travels as "none" (kfp parameters cannot hold null) and comes back off."""
+    import argparse
+
+    from abstractinator.flags import add_run_arguments, pipeline_arguments
+    from components.registry.gate_rules import GATE_RULES_PARAMETER, rules_from_parameter
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    args = parser.parse_args(["--min-exact-match", "0.5", "--max-bits-per-byte", "none", "--min-blocks", "12"])
+    parameter = pipeline_arguments(args)[GATE_RULES_PARAMETER]
+    assert set(parameter) == set(GateRules.model_fields)
+    expected = GateRules(min_exact_match=0.5, max_bits_per_byte=None, min_blocks=12)
+    assert rules_from_parameter(parameter) == expected
+    assert rules_from_parameter({**parameter, "min_blocks": 12.0}) == expected  # kfp's Struct turns ints to floats
+    assert rules_from_parameter({}) == GateRules()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"min_improvment": 0.1}, "gate_rules: min_improvment: unknown key"),
+        ({"min_blocks": 1}, "gate_rules: min_blocks: Input should be greater than or equal to 2"),
+        ({"max_bits_per_byte": "high"}, "gate_rules: max_bits_per_byte:"),
+        (["min_improvement"], "gate_rules: expected a dict of gate rules, got list"),
+    ],
+)
+def test_the_promote_task_fails_in_one_line_on_a_bad_rule(value, message, capsys) -> None:
+    """The kfp promote task validates the dict before any work: a bad rule ends it with exit 2 and one line."""
+    import inspect
+
+    from pipelines.kfp_tasks import promote
+
+    inputs = {name: None for name in inspect.signature(promote).parameters}  # none is reached when a rule is bad
+    inputs.update(config="ci", overrides=[], artifact_root="artifacts", run_key="", code_identity="", gate_rules=value)
+    with pytest.raises(SystemExit) as stopped:
+        promote(**inputs)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

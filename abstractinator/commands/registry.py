@@ -1,5 +1,6 @@
-"""`abstractinator registry promote|status|rollback|history|keygen`: the MLflow registry gate by hand, and the
-evaluation's signing key pair for a cluster (`keygen`: files only, the private key never printed).
+"""`abstractinator registry promote|status|rollback|history|serve|keygen`: the MLflow registry gate by hand,
+serving a version only as its signed attestation vouches for it (`serve`), and the evaluation's signing key pair
+for a cluster (`keygen`: files only, the private key never printed).
 
 Exit codes: 0 promoted, forced, already champion, rolled back (and status/history shown); 3 the gate refused
 the version (a script can gate on it); 2 an error (unreachable or failing MLflow, unknown model or version, lock
@@ -52,6 +53,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             )
             add_gate_arguments(sub)
         sub.set_defaults(func=run)
+    serve = commands.add_parser(
+        "serve",
+        help="serve a version with `mlflow models serve`, from a private copy checked against its signed attestation",
+        description="Downloads the version's registered model once into a private folder, checks its weights and "
+        "code there against the evaluation's signed attestation, writes a pyfunc model from those checked files "
+        "alone (a fresh MLmodel: the registered one is not attested) and runs `mlflow models serve --env-manager "
+        "local` on it. A file that differs from the attestation is refused (exit 2) and nothing is served.",
+    )
+    serve.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    serve.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    serve.add_argument("--project", default=None, help="project name of the local store (e.g. abstractinator-ci)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the checked model folder to DIR (new) and serve nothing (e.g. to build a serving image)",
+    )
+    serve.set_defaults(func=run)
     keygen = commands.add_parser(
         "keygen",
         help="make the evaluation's Ed25519 signing key pair for a cluster (docs/cluster.md, step 3)",
@@ -106,6 +128,8 @@ def _run(args: argparse.Namespace, uri: str) -> int:
     from pipelines.registry_view import history_table, status_table
 
     client = registry.client_for(uri)
+    if args.registry_command == "serve":
+        return _serve(client, args)
     if args.registry_command == "status":
         state = registry.status(client, args.model_name)
         print(json.dumps(state, indent=2) if args.json else status_table(state))
@@ -139,3 +163,62 @@ def _run(args: argparse.Namespace, uri: str) -> int:
         print(f"{outcome.action}: v{outcome.version}; champion {outcome.champion_before} -> {outcome.champion_after}")
         print("  " + "; ".join(outcome.reasons))
     return 0 if outcome.promoted else EXIT_REFUSED
+
+
+def serve_command(folder: Path, host: str, port: int) -> list[str]:
+    """The real `mlflow models serve` on the checked local folder, in this environment (the model's code is the
+    attested copy inside the folder; no virtualenv or conda is built)."""
+    import sys
+
+    return [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder), "--env-manager", "local"] + [
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def serve_environment() -> dict[str, str]:
+    """This environment with the interpreter's bin folder first on PATH: `mlflow models serve` execs `uvicorn`
+    through a shell (mlflow/pyfunc/backend.py), which a venv not on PATH would not find."""
+    import os
+    import sys
+
+    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
+def _serve(client, args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+    import tempfile
+
+    from components.infrastructure.model_reference import parse_model_reference
+    from components.registry import promote as registry
+    from components.registry.verified_loading import verified_serving_folder
+
+    try:
+        reference = parse_model_reference(args.model_uri)
+    except ValueError as error:
+        raise registry.RegistryError(str(error)) from None
+    registry.require_model(client, reference.name)
+    if reference.alias:
+        found = registry.alias_version(client, reference.name, reference.alias)
+        if found is None:
+            raise registry.RegistryError(f"model {reference.name!r} has no alias {reference.alias!r}")
+        version = str(found.version)
+    else:
+        version = reference.version
+    if args.out is not None and args.out.exists():
+        raise registry.RegistryError(f"{args.out}: already exists; give a new folder")
+    private = Path(tempfile.mkdtemp(prefix="abstractinator-serve-"))  # mode 0700: no other user swaps a file
+    try:
+        served = verified_serving_folder(client, reference.name, version, private)
+        if args.out is not None:
+            shutil.copytree(served, args.out)
+            print(f"v{version} of {reference.name}: checked against its signed attestation, written to {args.out}")
+            print(f"serve it with: mlflow models serve -m {args.out} --env-manager local")
+            return 0
+        print(f"serving v{version} of {reference.name} from {served} (checked against its signed attestation)")
+        return subprocess.call(serve_command(served, args.host, args.port), env=serve_environment())
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

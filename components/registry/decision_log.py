@@ -9,6 +9,10 @@ and applied crash-consistently, in this order:
 3. the alias moves (for promotions and rollbacks), right after checking the lock is still held;
 4. the audit run becomes `state=applied`.
 
+Step 1 also logs the decision (model, action, version, champion before and after) as the audit run's params,
+which MLflow lets nobody change once logged: `promoted_over` reads the rollback target from them, never from a
+version tag (`gate.promoted_over` is for people to read; editing it redirects nothing).
+
 A crash (or a dead tracking server) anywhere leaves at most one pending audit run; the next gate run (promote or
 rollback), before deciding anything, makes that decision again from the version's verified evidence (a pending
 run is only a record, and anyone with the MLflow credential can create one) and, when it comes out the same,
@@ -114,8 +118,8 @@ def _apply(
             "state": PENDING,
         },
     )
-    if record:
-        client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in sorted(record.items())])
+    params = {**decision_record(outcome), **(record or {})}  # immutable: what rollback reads (promoted_over)
+    client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in sorted(params.items())])
     try:
         _complete(
             client,
@@ -223,6 +227,11 @@ def recover(client, name: str, lock: RegistryLock, redecide: Callable[[str, str 
             outcome.champion_after,
         )
         client.set_tag(run.info.run_id, "recovered", "true")
+        if not run.data.params.get("version"):  # a crash before step 1's params: record the decision applied
+            from mlflow.entities import Param
+
+            params = decision_record(outcome)
+            client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in sorted(params.items())])
         log.warning(
             "gate_pending_decision_completed",
             model=name,
@@ -231,6 +240,40 @@ def recover(client, name: str, lock: RegistryLock, redecide: Callable[[str, str 
             state=state,
         )
     return len(pending)
+
+
+def decision_record(outcome: GateOutcome) -> dict[str, str]:
+    """The params every audit run gets at step 1: the decision itself, immutable once logged."""
+    return {
+        "model": outcome.model,
+        "action": outcome.action,
+        "version": str(outcome.version),
+        "champion_before": str(outcome.champion_before),
+        "champion_after": str(outcome.champion_after),
+    }
+
+
+def promoted_over(client, name: str, version: str) -> str | None:
+    """The version that `version` of `name` was last made champion over (a promotion or a forced one), read from
+    the audit runs' immutable params; None when no recorded promotion made it champion over another version.
+    Version tags (`gate.promoted_over`) and audit-run tags are editable and not read."""
+    from mlflow.entities import ViewType
+
+    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"params.model = '{name}' and params.version = '{version}'",
+        run_view_type=ViewType.ALL,  # a deleted audit run still records what happened (until `mlflow gc`)
+        order_by=["attributes.start_time DESC"],
+        max_results=50000,
+    )
+    for run in runs:  # newest first: the promotion that last made it champion
+        params = run.data.params
+        if params.get("action") in ("promoted", "forced") and params.get("champion_after") == str(version):
+            return _version_or_none(params.get("champion_before"))
+    return None
 
 
 def rollback_record(name: str, demoted_weights_sha256: str) -> dict[str, str]:

@@ -94,18 +94,28 @@ def _download(client, run_id: str, artifact: str, folder: str, label: str) -> Pa
         raise EvidenceError(f"{label}: no signed evaluation attestation in its run ({artifact} missing)") from None
 
 
-def registered_model_problem(client, name: str, version: str, attestation: Attestation, local: Path) -> str:
-    """Download the version's registered model under `local` and compare it with `attestation`: its weights and every
-    attested code file must hash as attested, and no code file may be there that was not attested. Returns why
-    not ("" when it matches)."""
+def download_registered_model(client, name: str, version: str, local: Path) -> Path:
+    """The version's registered model downloaded under `local`; the folder it landed in (`local` itself when the
+    download failed: whatever is (not) there is then judged by local_model_problem)."""
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
     location = client.get_model_version_download_uri(name, str(version)).rstrip("/")
     try:  # a folder URI lands in a folder of its own name under dst_path
-        local = Path(download_artifacts(artifact_uri=location, dst_path=str(local), tracking_uri=client.tracking_uri))
+        return Path(download_artifacts(artifact_uri=location, dst_path=str(local), tracking_uri=client.tracking_uri))
     except (MlflowException, OSError):
-        pass  # judged by what is (not) there below
+        return Path(local)
+
+
+def registered_model_problem(client, name: str, version: str, attestation: Attestation, local: Path) -> str:
+    """Download the version's registered model under `local` and compare it with `attestation`
+    (local_model_problem). Returns why not ("" when it matches)."""
+    return local_model_problem(download_registered_model(client, name, version, local), attestation)
+
+
+def local_model_problem(local: Path, attestation: Attestation) -> str:
+    """Compare the model folder `local` with `attestation`: its weights and every attested code file must hash as
+    attested, and no code file may be there that was not attested. Returns why not ("" when it matches)."""
     weights = local / "artifacts" / WEIGHTS_FILE
     if not weights.is_file():
         return f"its registered model has no artifacts/{WEIGHTS_FILE} to check"

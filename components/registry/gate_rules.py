@@ -18,16 +18,21 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from components.registry.paired_interval import PairedResult
+from configs.errors import UserError
+from configs.loading import describe_validation_error
 
 LIVE_SHARE_PREFIX = "live_code_share_L"
+OFF_WORDS = ("none", "off")
 
 
 class GateRules(BaseModel):
-    """What a challenger must show. Each field is a flag of `registry promote` (abstractinator/flags.py generates
-    them from these fields); the kfp pipeline takes those of flags.PIPELINE_GATE_FIELDS as parameters."""
+    """What a challenger must show: the one source of the gate's rules. Each field is a flag of `registry promote`
+    and `pipeline run-local` (abstractinator/flags.py generates them from these fields), a key of params.yaml's
+    `gate` section, and a key of the kfp pipeline's one `gate_rules` dict parameter (validated by
+    `rules_from_parameter` in the promote task), so no rule can be unreachable."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +51,37 @@ class GateRules(BaseModel):
     min_blocks: int = Field(
         10, ge=2, description="Fewest paired blocks (scoring windows) the interval may rest on; fewer: refused."
     )
+
+    @field_validator("max_bits_per_byte", "min_exact_match", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        """The words "none" and "off" turn an optional rule off, as null does (kfp parameters cannot hold null)."""
+        return None if isinstance(value, str) and value.strip().lower() in OFF_WORDS else value
+
+    def as_parameter(self) -> dict[str, object]:
+        """The rules as the kfp pipeline's `gate_rules` value: every field, a rule that is off as "none" (kfp
+        refuses None in a dict parameter: kfp 2.x kfp/compiler/pipeline_spec_builder.py `to_protobuf_value`)."""
+        return {name: "none" if value is None else value for name, value in self.model_dump().items()}
+
+
+GATE_RULES_PARAMETER = "gate_rules"  # the kfp pipeline's parameter holding every rule, as one dict
+
+
+class GateRulesError(UserError):
+    """Gate rules that GateRules refuses (an unknown key, a bad value): one line naming the key."""
+
+
+def rules_from_parameter(value: object) -> GateRules:
+    """The rules of the kfp pipeline's `gate_rules` parameter (a dict; keys left out keep their defaults). An
+    unknown key or a bad value raises GateRulesError, so the task fails with one line instead of gating with a
+    rule nobody asked for."""
+    if not isinstance(value, dict):
+        raise GateRulesError(f"{GATE_RULES_PARAMETER}: expected a dict of gate rules, got {type(value).__name__}")
+    try:
+        return GateRules.model_validate(value)
+    except ValidationError as error:
+        known = ", ".join(GateRules.model_fields)
+        raise GateRulesError(f"{GATE_RULES_PARAMETER}: {describe_validation_error(error)} (rules: {known})") from None
 
 
 Action = Literal["promoted", "forced", "refused", "already_champion"]

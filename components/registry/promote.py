@@ -23,6 +23,7 @@ from components.registry.decision_log import (
     _apply,
     history,
     pending_decisions,
+    promoted_over,
     recover,
     rollback_record,
     rolled_back_weights,
@@ -148,13 +149,14 @@ def promote(
 
 
 def rollback(client, name: str, lock_timeout_s: float = 120.0, lease_s: float = 6.0) -> GateOutcome:
-    """Give `champion` back to the version the current champion was promoted over."""
+    """Give `champion` back to the version the current champion was promoted over, as the decision log's
+    immutable record says (decision_log.promoted_over), never the editable `gate.promoted_over` tag."""
     with registry_lock(client, name, lock_timeout_s, lease_s) as lock:
         recover(client, name, lock, _redecider(client, name, GateRules()))  # pending promotions: default rules
         champion = alias_version(client, name, CHAMPION)
         if champion is None:
             raise RegistryError(f"model {name!r} has no champion to roll back")
-        previous = (champion.tags or {}).get("gate.promoted_over")
+        previous = promoted_over(client, name, str(champion.version))
         if not previous:
             raise RegistryError(f"model {name!r}: champion v{champion.version} was the first; nothing to roll back to")
         outcome = GateOutcome(

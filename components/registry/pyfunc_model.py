@@ -153,16 +153,11 @@ def _stage_code(target: Path) -> list[str]:
     return paths
 
 
-def log_pyfunc_model(checkpoint_path: Path, name: str = "model", slim: bool = True) -> Any:
-    """Log the checkpoint (slimmed, unless `slim` is False: a file slim_checkpoint made already, logged byte for
-    byte) as a self-contained pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
-    import shutil
-    import tempfile
-
+def _signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    signature = ModelSignature(
+    return ModelSignature(
         inputs=Schema([ColSpec("string")]),
         params=ParamSchema(
             [
@@ -172,6 +167,31 @@ def log_pyfunc_model(checkpoint_path: Path, name: str = "model", slim: bool = Tr
             ]
         ),
     )
+
+
+def save_pyfunc_model(weights: Path, model_code: Path, code_paths: list[str], path: Path) -> Path:
+    """Write a pyfunc model folder at `path` from given files alone: `weights` (the slim checkpoint, as
+    artifacts/model.pt), `model_code` (this file, as it was logged) and `code_paths` (the code packages); its
+    MLmodel is written here by MLflow, not copied from anywhere. What `registry serve` serves
+    (components/registry/verified_loading.py)."""
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(model_code),  # models from code: the given file
+        artifacts={CHECKPOINT_ARTIFACT: str(weights)},
+        code_paths=code_paths,
+        pip_requirements=pip_requirements(),
+        signature=_signature(),
+    )
+    return Path(path)
+
+
+def log_pyfunc_model(checkpoint_path: Path, name: str = "model", slim: bool = True) -> Any:
+    """Log the checkpoint (slimmed, unless `slim` is False: a file slim_checkpoint made already, logged byte for
+    byte) as a self-contained pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
+    import shutil
+    import tempfile
+
+    signature = _signature()
     with tempfile.TemporaryDirectory(prefix="abstractinator-pyfunc-") as tmp:
         weights = Path(tmp) / "model.pt"
         if slim:

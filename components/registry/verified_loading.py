@@ -1,5 +1,7 @@
 """Loading a registered version for use, as its signed evidence vouches for it: only its attested weights, through
-this checkout's pyfunc class (components/registry/pyfunc_model.py).
+this checkout's pyfunc class (components/registry/pyfunc_model.py); and the folder `registry serve` hands to
+`mlflow models serve` (`verified_serving_folder`): the registered files downloaded once into a private folder,
+checked there against the signed attestation, and a fresh pyfunc model written from those checked files alone.
 
 Never `mlflow.pyfunc.load_model`: that follows the registered `MLmodel`, which no attestation covers, and anyone
 with the MLflow credential can rewrite its `model_code_path` (MLflow runs a sourceless `.pyc` too) or its
@@ -13,7 +15,14 @@ import tempfile
 from pathlib import Path
 
 from components.registry.attestation import WEIGHTS_FILE
-from components.registry.gate_evidence import EvidenceError, read_evidence, sha256_of
+from components.registry.gate_evidence import (
+    EvidenceError,
+    attestation_of,
+    download_registered_model,
+    local_model_problem,
+    read_evidence,
+    sha256_of,
+)
 
 
 class VerifiedModel:
@@ -46,3 +55,37 @@ def load_verified_model(client, name: str, version: str) -> VerifiedModel:
     if sha256_of(weights) != attestation.challenger_weights_sha256:  # checked again: what is loaded is what was read
         raise EvidenceError(f"v{version}: its registered weights are not the weights its evaluation scored (sha256)")
     return VerifiedModel(weights)
+
+
+def verified_serving_folder(client, name: str, version: str, folder: Path) -> Path:
+    """A pyfunc model folder under `folder` (which the caller keeps private) holding only what the version's signed
+    attestation vouches for: the registered model is downloaded once into `folder`, its weights and every code file
+    checked there against the attestation (no unattested code file may be present), and a new model is written
+    from those checked files alone (`folder/model`; its MLflow metadata written here, never the registered
+    `MLmodel`, which no attestation covers and anyone with the credential can rewrite to run other code or load
+    other weights). The new folder is checked again. What is served is the local copy that was checked, so
+    nothing changed in the artifact store afterwards reaches it. EvidenceError (one line) when anything differs."""
+    from components.registry.attestation import WEIGHTS_FILE as WEIGHTS
+    from components.registry.pyfunc_model import CODE_PACKAGES, save_pyfunc_model
+
+    model_version = client.get_model_version(name, str(version))
+    attestation = attestation_of(client, model_version)  # the signature, with the evaluation's public key
+    label = f"v{model_version.version}"
+    if attestation.model_name != name:
+        raise EvidenceError(f"{label}: its attestation is for model {attestation.model_name!r}, not {name!r}")
+    registered = download_registered_model(client, name, str(version), Path(folder) / "registered")
+    problem = local_model_problem(registered, attestation)
+    if not problem and not attestation.model_files:
+        problem = "its attestation names no model code files to check"
+    if problem:
+        raise EvidenceError(f"{label}: {problem}")
+    served = save_pyfunc_model(
+        registered / "artifacts" / WEIGHTS,
+        registered / "pyfunc_model.py",
+        [str(registered / "code" / package) for package in CODE_PACKAGES],
+        Path(folder) / "model",
+    )
+    problem = local_model_problem(served, attestation)
+    if problem:  # what MLflow wrote must still be exactly the attested files
+        raise EvidenceError(f"{label}: the model folder written for serving differs: {problem}")
+    return served

@@ -1,11 +1,13 @@
 """`abstractinator pipeline step NAME --params params.yaml`: one pipeline step, as the dvc stages run it.
 
-Settings come from params.yaml (validated by `DvcParams`); steps hand each other results/<step>.json (URIs and
-hashes; each step verifies what it reads against them), and write the files dvc shows:
-results/eval_metrics.json (`dvc metrics show`) and results/<stage>_curve.csv (`dvc plots show`). A training
-step runs one trainer process per visible GPU under torchrun (ABSTRACTINATOR_TRAINING_PROCESSES=N for N CPU
-processes) and resumes from its run folder's last checkpoint when it has one. `promote` runs after `dvc repro`
-(it is not a dvc stage) and exits 3 when the gate refuses the candidate."""
+NAME is a step of pipelines/step_table.py (prepare_data, stage1_pretrain, stage2_top_lm, evaluate, promote);
+this module has one function of that name per step. Settings come from params.yaml (validated by `DvcParams`);
+steps hand each other results/<step>.json (URIs and hashes; each step verifies what it reads against them), and
+write the files dvc shows: results/eval_metrics.json (`dvc metrics show`) and results/<step>_curve.csv (`dvc
+plots show`). A training step runs one trainer process per visible GPU under torchrun
+(ABSTRACTINATOR_TRAINING_PROCESSES=N for N CPU processes) and resumes from its run folder's last checkpoint when
+it has one. `promote` runs after `dvc repro` (it is not a dvc stage) and exits 3 when the gate refuses the
+candidate."""
 
 from __future__ import annotations
 
@@ -14,19 +16,29 @@ import json
 import shutil
 from pathlib import Path
 
-STEPS = ("prepare", "stage1", "stage2", "evaluate", "promote")
+from pipelines.step_table import (
+    EVALUATE,
+    PREPARE_DATA,
+    PROMOTE,
+    STAGE1_PRETRAIN,
+    STAGE2_TOP_LM,
+    STEP_NAMES,
+    curve_file,
+    result_file,
+    step_named,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("step", help="run one pipeline step with params.yaml (what dvc repro calls)")
-    parser.add_argument("name", choices=STEPS)
+    parser.add_argument("name", choices=STEP_NAMES)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters (%(default)s)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="step results folder (%(default)s)")
     parser.set_defaults(func=run)
 
 
 def _read(results: Path, step: str) -> dict:
-    path = results / f"{step}.json"
+    path = results / result_file(step)
     if not path.is_file():
         from configs import ConfigError
 
@@ -34,24 +46,81 @@ def _read(results: Path, step: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluation: dict):
+def prepare_data(params, results: Path):
+    from pipelines.step_prepare import prepare_step
+
+    data, model_name = params.data, params.registry.model_name
+    result = prepare_step(params.run, data.source, model_name, False, data.include_eval_sets, data.out_dir)
+    return {"data_uri": result.data_uri, "data_hash": result.data_hash}  # what the data is: later stages depend on it
+
+
+def _train(params, results: Path, step: str):
+    from components.training.stages import join_uri
+    from pipelines import artifacts
+    from pipelines.step_train import train_stage_step
+
+    stage = step_named(step).training_stage
+    prepared = _read(results, PREPARE_DATA)
+    base = _read(results, STAGE1_PRETRAIN)["base_components_uri"] if step == STAGE2_TOP_LM else None
+    result = train_stage_step(params.run, stage, prepared["data_uri"], prepared["data_hash"], base)
+    curve = join_uri(params.run.run_root(prepared["data_hash"]), stage, "curve.csv")
+    if artifacts.exists(curve):  # a copy where dvc plots reads it
+        target = results / curve_file(step)
+        if artifacts.is_s3(curve):
+            artifacts.fetch_file(curve, target)
+        else:
+            shutil.copyfile(curve, target)
+    return result
+
+
+def stage1_pretrain(params, results: Path):
+    return _train(params, results, STAGE1_PRETRAIN)
+
+
+def stage2_top_lm(params, results: Path):
+    return _train(params, results, STAGE2_TOP_LM)
+
+
+def evaluate(params, results: Path):
+    from components.infrastructure.atomic_files import write_text_atomic
+    from pipelines.step_evaluate import evaluate_step
+
+    prepared, stage2 = _read(results, PREPARE_DATA), _read(results, STAGE2_TOP_LM)
+    result = evaluate_step(
+        params.run,
+        stage2["checkpoint_uri"],
+        prepared["data_uri"],
+        prepared["data_hash"],
+        params.evaluate.tasks,
+        params.evaluate.limit,
+        params.evaluate.max_eval_bytes,
+        params.evaluate.canterbury,
+        checkpoint_hash=stage2["checkpoint_hash"],
+        model_name=params.registry.model_name,
+    )
+    write_text_atomic(results / "eval_metrics.json", json.dumps(result.metrics, indent=2, sort_keys=True))
+    return result
+
+
+def promote(params, results: Path):
     """The promote step with the evidence and lineage the earlier steps recorded; a failing MLflow is one line."""
     from components.infrastructure.redaction import one_line
     from components.infrastructure.tracking import mlflow_failures
     from components.registry.promote import RegistryError
+    from pipelines.step_promote import promote_step
+    from pipelines.step_results import read_evaluation
 
+    prepared, stage1, stage2 = (_read(results, name) for name in (PREPARE_DATA, STAGE1_PRETRAIN, STAGE2_TOP_LM))
+    evaluation = read_evaluation(_read(results, EVALUATE), str(results / result_file(EVALUATE)))
     try:
-        return steps.promote_step(
+        return promote_step(
             params.run,
             params.registry.model_name,
             stage2["checkpoint_uri"],
             stage2["checkpoint_hash"],
-            evaluation["metrics"],
+            evaluation,
             prepared["data_hash"],
-            evaluation["report_uri"],
             params.gate,
-            report_hash=evaluation["report_hash"],
-            eval_run_id=evaluation.get("mlflow_run_id"),
             stage1_run_id=stage1.get("mlflow_run_id"),
             stage2_run_id=stage2.get("mlflow_run_id"),
             data_uri=prepared["data_uri"],
@@ -60,58 +129,19 @@ def _promote(steps, params, prepared: dict, stage1: dict, stage2: dict, evaluati
         raise RegistryError(f"MLflow failed: {type(error).__name__}: {one_line(error)}") from None
 
 
+# One function per step of the table, named by it (tests/test_pipeline_params.py checks there is one for each).
+STEP_FUNCTIONS = {name: globals()[name] for name in STEP_NAMES}
+
+
 def run(args: argparse.Namespace) -> int:
     from components.infrastructure.atomic_files import write_text_atomic
-    from components.training.stages import join_uri
-    from pipelines import artifacts, steps
     from pipelines.dvc_params import load_dvc_params
 
     params = load_dvc_params(args.params)
-    spec, results = params.run, args.results
-    results.mkdir(parents=True, exist_ok=True)
-    if args.name == "prepare":
-        result = steps.prepare_step(
-            spec,
-            params.data.source,
-            params.registry.model_name,
-            False,
-            params.data.include_eval_sets,
-            params.data.out_dir,
-        )
-    elif args.name in ("stage1", "stage2"):
-        prepared = _read(results, "prepare")
-        base = _read(results, "stage1")["base_components_uri"] if args.name == "stage2" else None
-        result = steps.train_stage_step(spec, args.name, prepared["data_uri"], prepared["data_hash"], base)
-        curve = join_uri(spec.run_root(prepared["data_hash"]), args.name, "curve.csv")
-        if artifacts.exists(curve):  # a copy where dvc plots reads it
-            target = results / f"{args.name}_curve.csv"
-            if artifacts.is_s3(curve):
-                artifacts.fetch_file(curve, target)
-            else:
-                shutil.copyfile(curve, target)
-    elif args.name == "evaluate":
-        prepared, stage2 = _read(results, "prepare"), _read(results, "stage2")
-        result = steps.evaluate_step(
-            spec,
-            stage2["checkpoint_uri"],
-            prepared["data_uri"],
-            prepared["data_hash"],
-            params.evaluate.tasks,
-            params.evaluate.limit,
-            params.evaluate.max_eval_bytes,
-            params.evaluate.canterbury,
-            checkpoint_hash=stage2["checkpoint_hash"],
-            model_name=params.registry.model_name,
-        )
-        write_text_atomic(results / "eval_metrics.json", json.dumps(result.metrics, indent=2, sort_keys=True))
-    else:
-        prepared, stage2, evaluation = _read(results, "prepare"), _read(results, "stage2"), _read(results, "evaluate")
-        stage1 = _read(results, "stage1")
-        result = _promote(steps, params, prepared, stage1, stage2, evaluation)
-    if args.name == "prepare":  # only what the data is: the later stages depend on this file
-        text = json.dumps({"data_uri": result.data_uri, "data_hash": result.data_hash}, indent=2)
-    else:
-        text = result.model_dump_json(indent=2)
-    write_text_atomic(results / f"{args.name}.json", text)  # a step killed mid-write leaves the old result
-    print(f"{args.name}: {results / f'{args.name}.json'}")
-    return 3 if args.name == "promote" and not result.promoted else 0  # 3: the gate refused (as `registry promote`)
+    args.results.mkdir(parents=True, exist_ok=True)
+    result = STEP_FUNCTIONS[args.name](params, args.results)
+    text = json.dumps(result, indent=2) if isinstance(result, dict) else result.model_dump_json(indent=2)
+    target = args.results / result_file(args.name)
+    write_text_atomic(target, text)  # a step killed mid-write leaves the old result
+    print(f"{args.name}: {target}")
+    return 3 if args.name == PROMOTE and not result.promoted else 0  # 3: the gate refused (as `registry promote`)

@@ -1,0 +1,121 @@
+"""The training steps stage1_pretrain and stage2_top_lm (pipelines/step_table.py): one training stage into the
+run folder, resuming from its own last checkpoint, and its curve beside the checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from components.infrastructure.logs import get_logger
+from components.training.stages import join_uri
+from pipelines import artifacts
+from pipelines.run_spec import RunSpec, local_data
+from pipelines.step_table import TrainingStage
+
+log = get_logger(__name__)
+
+
+class StageStepResult(BaseModel):
+    stage: str
+    checkpoint_uri: str
+    checkpoint_hash: str
+    base_components_uri: str | None
+    base_components_hash: str | None
+    mlflow_run_id: str | None
+    final_metrics: dict[str, float]
+
+
+def _write_curve(run_id: str | None, tracking_uri: str | None, target_uri: str) -> None:
+    """Training curve (step, loss, val bpb) from MLflow as CSV next to the checkpoints (dvc plots read it)."""
+    if not run_id or not tracking_uri:
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows: dict[int, dict[str, float]] = {}
+    for key, column in (
+        ("loss/total_avg_accum", "loss"),
+        ("val/bits_per_byte", "val_bits_per_byte"),
+        ("val/reconstruction_bits_per_byte", "val_reconstruction_bits_per_byte"),
+    ):
+        for metric in client.get_metric_history(run_id, key):
+            rows.setdefault(metric.step, {})[column] = metric.value
+    with tempfile.TemporaryDirectory(prefix="abstractinator-curve-") as tmp:
+        path = Path(tmp) / "curve.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["step", "loss", "val_bits_per_byte", "val_reconstruction_bits_per_byte"])
+            for step in sorted(rows):
+                row = rows[step]
+                writer.writerow(
+                    [step, *(row.get(c, "") for c in ("loss", "val_bits_per_byte", "val_reconstruction_bits_per_byte"))]
+                )
+        artifacts.publish_file(path, target_uri)
+
+
+def _hash_of(uri: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="abstractinator-hash-") as tmp:
+        return artifacts.file_hash(artifacts.fetch_file(uri, Path(tmp) / Path(uri).name))
+
+
+def train_stage_step(
+    spec: RunSpec,
+    stage: TrainingStage,
+    data_uri: str,
+    data_hash: str,
+    base_components_uri: str | None = None,
+    tracking: bool = True,
+    progress: bool = False,
+) -> StageStepResult:
+    """Train one stage into the run folder. A stage that finds a checkpoint of its own there (a retried task, a
+    preempted pod, a rerun) resumes from it: the run folder is keyed by config, steps, data and code, so that
+    checkpoint is this very run's. With several training processes (pipelines.torchrun.training_processes:
+    the pod's GPUs, or ABSTRACTINATOR_TRAINING_PROCESSES) the trainer runs under torchrun, one process per
+    device, each on batch_size / N windows, so the global batch and the result are the one-process run's."""
+    from components.infrastructure.tracking import tag_kfp_run
+    from components.training.checkpoints import CheckpointStore
+    from components.training.train import TrainParams
+    from pipelines.torchrun import run_training, training_processes
+
+    stages = spec.stages(data_hash)
+    config = stages.stage1 if stage == "stage1" else stages.stage2
+    if stage == "stage2" and not base_components_uri:
+        raise ValueError("stage2 needs the base components of stage 1 (base_components_uri)")
+    processes = training_processes()
+    if processes > 1:
+        if config.batch_size % processes:
+            from configs import ConfigError
+
+            raise ConfigError(f"batch_size {config.batch_size} does not split over {processes} training processes")
+        config = config.updated(batch_size=config.batch_size // processes)
+    resume = CheckpointStore(config.checkpoint_dir).latest()
+    if resume:
+        log.info("stage_resumes", stage=stage, checkpoint=resume)
+    result = run_training(
+        TrainParams(
+            config=config,
+            data_dir=local_data(data_uri, data_hash),
+            resume_from_checkpoint=resume,
+            load_base_from=base_components_uri if stage == "stage2" else None,
+            progress=progress,
+            tracking=tracking,
+        ),
+        gpus=processes,
+    )
+    if not result.complete:
+        raise RuntimeError(f"{stage} stopped at step {result.steps} before the end: resume it")
+    tag_kfp_run(result.mlflow_run_id, result.tracking_uri)
+    _write_curve(result.mlflow_run_id, result.tracking_uri, join_uri(spec.run_root(data_hash), stage, "curve.csv"))
+    base = result.base_components
+    return StageStepResult(
+        stage=stage,
+        checkpoint_uri=result.final_checkpoint,
+        checkpoint_hash=_hash_of(result.final_checkpoint),
+        base_components_uri=base,
+        base_components_hash=_hash_of(base) if base else None,
+        mlflow_run_id=result.mlflow_run_id,
+        final_metrics=result.final_metrics,
+    )

@@ -1,0 +1,133 @@
+"""`abstractinator registry serve`: the served folder holds only what the version's signed attestation vouches for
+(components/registry/verified_loading.py `verified_serving_folder`), checked on a private local copy; a tampered
+registered file is refused in one line and nothing is served."""
+
+from __future__ import annotations
+
+import os
+import py_compile
+import signal
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from abstractinator.cli import main
+from components.registry.gate_evidence import EvidenceError, sha256_of
+from components.registry.verified_loading import verified_serving_folder
+from tests.registry_helpers import evaluation_key, experiment_id  # noqa: F401
+from tests.test_registry_gate_attacks import _checkpoint, _registered_pyfunc, _rewrite_mlmodel
+
+
+def _tamper(client, name: str, version: str, tmp_path: Path, files: dict[str, bytes]) -> None:
+    """Overwrite files of the registered model in the artifact store (public client API, no signing key)."""
+    edit = tmp_path / "tamper"
+    for relative, content in files.items():
+        (edit / relative).parent.mkdir(parents=True, exist_ok=True)
+        (edit / relative).write_bytes(content)
+    client.log_model_artifacts(client.get_model_version(name, version).source.removeprefix("models:/"), str(edit))
+
+
+def test_the_served_folder_is_the_attested_files_with_a_fresh_mlmodel(tmp_path) -> None:
+    name = "serve-verified"
+    client, version = _registered_pyfunc(tmp_path, name)
+    marker, edit = tmp_path / "attacker-code-ran", tmp_path / "edit"
+    edit.mkdir()
+    source = tmp_path / "evil.py"
+    source.write_text(f"open({str(marker)!r}, 'w').close()\nimport mlflow.models\nmlflow.models.set_model(None)\n")
+    py_compile.compile(str(source), cfile=str(edit / "evil.pyc"))
+
+    def point_at_evil(mlmodel):  # the registered MLmodel is not attested: serving must not follow it
+        mlmodel["flavors"]["python_function"]["model_code_path"] = "evil.pyc"
+
+    _rewrite_mlmodel(client, name, version, edit, point_at_evil)
+    private = tmp_path / "private"
+    served = verified_serving_folder(client, name, version, private)
+    assert served.parent == private
+    assert sha256_of(served / "artifacts" / "model.pt") == sha256_of(tmp_path / "model.pt")
+    flavor = yaml.safe_load((served / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["model_code_path"] != "evil.pyc" and not (served / "evil.pyc").exists()
+    prediction = mlflow.pyfunc.load_model(str(served)).predict(["hello"])  # what `mlflow models serve` loads
+    assert prediction[0]["bytes"] == 5 and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("relative", "message"),
+    [
+        ("artifacts/model.pt", "its registered weights are not the weights its evaluation scored"),
+        ("code/model/__init__.py", "its registered code is not the code its evaluation ran: code/model/__init__.py"),
+        ("code/model/extra_module.py", "its registered code is not the code its evaluation ran"),
+        ("pyfunc_model.py", "its registered code is not the code its evaluation ran: pyfunc_model.py"),
+    ],
+)
+def test_a_tampered_registered_file_is_refused(tmp_path, relative, message) -> None:
+    name = "serve-tampered"
+    client, version = _registered_pyfunc(tmp_path, name)
+    content = _checkpoint(tmp_path / "other.pt", noise=0.5).read_bytes() if relative.endswith(".pt") else b"x = 1\n"
+    _tamper(client, name, version, tmp_path, {relative: content})
+    with pytest.raises(EvidenceError, match=message):
+        verified_serving_folder(client, name, version, tmp_path / "private")
+    assert not (tmp_path / "private" / "model").exists()  # nothing was written to serve
+
+
+def test_cli_serve_writes_the_verified_folder_or_refuses_in_one_line(tmp_path, capsys) -> None:
+    name = "serve-cli"
+    client, version = _registered_pyfunc(tmp_path, name)
+
+    def serve(uri: str, out: Path) -> int:
+        return main(["registry", "serve", uri, "--tracking-uri", client.tracking_uri, "--out", str(out)])
+
+    out = tmp_path / "served"
+    assert serve(f"models:/{name}/{version}", out) == 0
+    assert (out / "MLmodel").is_file() and str(out) in capsys.readouterr().out
+    assert serve(f"models:/{name}/{version}", out) == 2  # never overwrites
+    assert "already exists" in capsys.readouterr().err
+    assert serve(f"models:/{name}", tmp_path / "x") == 2 and "models:/NAME@ALIAS" in capsys.readouterr().err
+    client.set_registered_model_alias(name, "champion", version)
+    _tamper(client, name, version, tmp_path, {"code/configs/__init__.py": b"import os\n"})
+    assert serve(f"models:/{name}@champion", tmp_path / "again") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its registered code is not the code its evaluation ran" in err
+    assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.slow  # starts a real scoring server (about a minute on a loaded CPU)
+def test_the_checked_folder_serves_with_the_real_mlflow_models_serve(tmp_path) -> None:
+    """`registry serve`'s own command and environment on a checked folder answer a real invocation request."""
+    import json
+    import subprocess
+    import urllib.request
+
+    from abstractinator.commands.registry import serve_command, serve_environment
+    from tests.servers import free_port, wait_for
+
+    name = "serve-real"
+    client, version = _registered_pyfunc(tmp_path, name)
+    served = verified_serving_folder(client, name, version, tmp_path / "private")
+    port, log = free_port(), tmp_path / "serve.log"
+    with log.open("wb") as handle:
+        server = subprocess.Popen(
+            serve_command(served, "127.0.0.1", port),
+            env=serve_environment(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                return response.status == 200
+
+        wait_for(ready, 180, f"mlflow models serve (log: {log})", server)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": ["hello"]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert json.loads(response.read())["predictions"][0]["bytes"] == 5
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
