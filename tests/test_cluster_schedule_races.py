@@ -21,7 +21,7 @@ from tests.fake_kfp_server import Failure, Pause
 from tests.test_cluster_schedule_convergence import NAME, started, wait_for
 from tests.test_cluster_submission import TOKEN, cli
 
-environment, package = convergence.environment, convergence.package  # the fixtures, shared
+environment = convergence.environment  # the fixture, shared (`package` comes from conftest.py)
 SCHEDULE = ("schedule", "--name", NAME, "--pipeline-name", "small-training")
 
 
