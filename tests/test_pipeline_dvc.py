@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -105,9 +104,7 @@ def test_dvc_status_names_exactly_the_stages_an_edit_affects(tmp_path: Path) -> 
         (repo / "results" / name).write_text("{}" if name.endswith("json") else "step,loss\n")
     run([DVC, "commit", "-f", "-q"], repo, env)
     assert changed_stages(repo, env) == set()
-    started = time.monotonic()
-    assert "up to date" in run([DVC, "repro"], repo, env)
-    assert time.monotonic() - started < 5, "a repro with nothing changed must take seconds"
+    assert "up to date" in run([DVC, "repro"], repo, env)  # nothing re-runs (its speed is not a test's business)
 
     def after(edit) -> set[str]:
         """The stages dvc status names after `edit()`; the repository is restored afterwards."""
