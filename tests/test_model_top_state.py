@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from components.training.stages import stage_configs
+from components.training.train import stage_of
 from configs import ConfigError
 from model import build_model
 from tests.model_helpers import text_windows, tiny_config, torch_single_thread  # noqa: F401
@@ -61,5 +62,7 @@ def test_the_flag_needs_the_joint_workflow():
     config = tiny_config(top="pooled", expander_reads_top_state=True)
     with pytest.raises(ConfigError, match="needs the joint workflow"):
         stage_configs(config, 10, 10, "/tmp/artifacts", "run")
+    with pytest.raises(ConfigError, match="needs the joint workflow"):
+        stage_of(config, "base_components.pt")
     with pytest.raises(ValueError, match="needs the joint workflow"):
         tiny_config(top=None, expander_reads_top_state=True)
