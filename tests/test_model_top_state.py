@@ -66,3 +66,15 @@ def test_the_flag_needs_the_joint_workflow():
         stage_of(config, "base_components.pt")
     with pytest.raises(ValueError, match="needs the joint workflow"):
         tiny_config(top=None, expander_reads_top_state=True)
+
+
+@torch.no_grad()
+def test_generation_reads_the_top_state_of_the_codes_it_predicts():
+    """generate_bytes runs the top LM for codes it predicts (not only known ones) and passes its state down:
+    greedy continuations are reproducible, and the state moves them (a zero projection gives others)."""
+    model = top_state_model()
+    prompt = text_windows(24, 1)[0]
+    first = model.generate_bytes(prompt, 24)
+    assert first.numel() > 0 and torch.equal(first, model.generate_bytes(prompt, 24))
+    model.expanders[0].top_state_proj.weight.zero_()
+    assert not torch.equal(model.generate_bytes(prompt, 24), first), "the top state reaches the bytes"
