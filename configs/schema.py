@@ -20,6 +20,12 @@ from configs.seed_keys import EXPERIMENT_SEED_KEYS, LEVEL_SEED_KEYS, drop_seed_k
 SchedulerType = Literal["cosine_with_min_lr", "cosine", "linear", "constant", "constant_with_warmup"]
 
 
+TOP_STATE_NEEDS_JOINT = (
+    "expander_reads_top_state needs the joint workflow (top LM and expanders trained together): stage 1 has no "
+    "top LM and stage 2 freezes the expander that reads it"
+)
+
+
 class DictAccess(BaseModel):
     """Strict model with the seed's dict-style access: cfg['key'], cfg['key'] = v (validated), cfg.get, as_dict."""
 
@@ -171,6 +177,12 @@ class ExpConfig(DictAccess):
         description="Each expander also reads its compressor's entropy-model state at the previous position "
         "(a decoder computes it anyway, from the tokens it has decoded, to recompute the boundaries).",
     )
+    expander_reads_top_state: bool = Field(
+        False,
+        description="The top level's expander also reads the top LM's state for each position's segment (the "
+        "state that predicts the segment's first code), and its loss trains the top LM through it. Needs the "
+        "joint workflow: stage 1 has no top LM and stage 2 freezes the expander.",
+    )
 
     # --- optimisation (seed) ---
     learning_rate: float = Field(1e-4, gt=0)
@@ -236,6 +248,8 @@ class ExpConfig(DictAccess):
         top = self.top_transformer_config
         if top is None and self.top_lm_loss_weight > 0:
             raise ValueError("top_lm_loss_weight > 0 needs a top_transformer_config (set the weight to 0.0)")
+        if self.expander_reads_top_state and (top is None or self.save_base_components_path):
+            raise ValueError(TOP_STATE_NEEDS_JOINT)
         top_dim = self.compressor_level_configs[-1].dim
         if top is not None and top.embed_dim is not None and top.embed_dim != top_dim:
             raise ValueError(

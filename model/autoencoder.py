@@ -8,6 +8,8 @@ bottom (bytes) first.
 total_loss = mean reconstruction CE over levels + sum of VQ commitment losses
              + aux_lm_loss_weight * mean aux LM CE + top_lm_loss_weight * top LM loss.
 The top LM reads detached code vectors: no rate term reaches the encoder (it collapsed the codebook; docs/model.md).
+With `expander_reads_top_state` the top level's expander also reads the top LM's state per segment
+(`top_state_per_position`), so the top LM runs before the expanders and their loss trains it as a context model.
 
 Two stages: stage 1 trains compressors + expanders (the "base") and `save_base_components`; stage 2
 `load_base_components(freeze=True)`: the base gets requires_grad False and stays in eval mode through every
@@ -53,6 +55,9 @@ class HierarchicalAutoencoder(nn.Module):
         self.top_lm_loss_weight = config.top_lm_loss_weight
         lookback = getattr(config, "cross_lookback", 1)
 
+        top = config.top_transformer_config
+        self.reads_top_state = bool(getattr(config, "expander_reads_top_state", False))
+        top_state_dim = top.dim if self.reads_top_state else None
         compressors, expanders = [], []
         for i, level in enumerate(levels):
             vocab = VOCAB_SIZE if i == 0 else levels[i - 1].codebook_size
@@ -73,11 +78,11 @@ class HierarchicalAutoencoder(nn.Module):
                     rows_per_segment=level.num_queries,
                     ffn_multiplier=level.encoder_ffn_dim_multiplier,
                     lm_state_dim=level.dim if config.expander_reads_lm_state else None,
+                    top_state_dim=top_state_dim if i == len(levels) - 1 else None,
                 )
             )
         self.compressors = nn.ModuleList(compressors)
         self.expanders = nn.ModuleList(expanders)
-        top = config.top_transformer_config
         self.top_lm = None
         if top is not None:
             self.top_lm = CodeSequenceTransformer(
@@ -119,20 +124,44 @@ class HierarchicalAutoencoder(nn.Module):
             level_tokens, kpm = out.codes, ~out.row_valid
         return CompressedText(outputs)
 
-    def reconstruction_logits(self, compressed: CompressedText) -> list[torch.Tensor]:
-        """Teacher-forced logits of every level's expander (bottom first).
+    def reconstruction_logits(
+        self, compressed: CompressedText, top: dict[str, torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """Teacher-forced logits of every level's expander (bottom first); `top` the `top_lm_loss` of the same
+        compressed text when the top expander reads the top LM's state (computed here if not given).
 
         With use_continuous_expander_inputs the expanders read the pre-VQ vectors only while training: a
         receiver holds codes, never pre-VQ vectors, so in eval mode (every code length, validation, evaluation)
         they read the quantized vectors, and the bits reported are bits a decoder can achieve."""
         logits = []
         continuous = self.use_continuous_expander_inputs and self.training
-        for expander, out in zip(self.expanders, compressed.levels, strict=True):
+        top_state = None
+        if self.reads_top_state:
+            top = top if top is not None else self.top_lm_loss(compressed)
+            top_state = self.top_state_per_position(top["hidden"], compressed.levels[-1].segment_ids)
+        for i, (expander, out) in enumerate(zip(self.expanders, compressed.levels, strict=True)):
             memory = out.pre_vq if continuous else out.quantized
+            level_top_state = top_state if i == self.num_levels - 1 else None
             logits.append(
-                expander(out.tokens, out.key_padding_mask, out.segment_ids, memory, out.row_valid, out.lm_state)
+                expander(
+                    out.tokens,
+                    out.key_padding_mask,
+                    out.segment_ids,
+                    memory,
+                    out.row_valid,
+                    out.lm_state,
+                    level_top_state,
+                )
             )
         return logits
+
+    def top_state_per_position(self, hidden: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
+        """The top LM's state (B, S, D_top) of each top-level token's segment: hidden[:, segment_ids[t] * L], the
+        row that predicts the segment's first code. It has read the codes and pooled vectors of earlier segments
+        only; the next segment's row (s + 1) * L would hold segment s's own pooled vector, i.e. bytes a decoder
+        has not decoded yet. Padding (segment -1) reads row 0."""
+        rows = segment_ids.clamp_min(0) * self.compressors[-1].num_queries
+        return hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
 
     def top_lm_inputs(
         self, codes: torch.Tensor, row_valid: torch.Tensor, pooled: torch.Tensor | None
@@ -157,9 +186,12 @@ class HierarchicalAutoencoder(nn.Module):
 
     # ---------------------------------------------------------------- training objective
     def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> AutoencoderOutput:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.base_frozen):
+        base_grad = torch.is_grad_enabled() and not self.base_frozen
+        with torch.set_grad_enabled(base_grad):
             compressed = self.compress(tokens, key_padding_mask)
-            recon_logits = self.reconstruction_logits(compressed)
+        top = self.top_lm_loss(compressed)  # first: the top expander may read its state
+        with torch.set_grad_enabled(base_grad):
+            recon_logits = self.reconstruction_logits(compressed, top)
             recon, accuracy, aux = [], [], []
             for out, logits in zip(compressed.levels, recon_logits, strict=True):
                 real = ~out.key_padding_mask
@@ -173,7 +205,6 @@ class HierarchicalAutoencoder(nn.Module):
             avg_aux = torch.stack(aux).mean()
             vq_loss = torch.stack([o.vq_loss for o in compressed.levels]).sum()
 
-        top = self.top_lm_loss(compressed)
         top_loss = top["loss"] if top is not None else torch.zeros((), device=tokens.device)
         total = avg_recon + vq_loss + self.aux_lm_loss_weight * avg_aux + self.top_lm_loss_weight * top_loss
         levels = compressed.levels

@@ -59,8 +59,8 @@ def position_logits(model: HierarchicalAutoencoder, tokens: torch.Tensor, key_pa
     output: tokens, masks, codes). The model must be in eval mode (the callers below see to it)."""
     require_code_probabilities(model)
     compressed = model.compress(tokens, key_padding_mask)
-    levels = [logits.float() for logits in model.reconstruction_logits(compressed)]
     top = model.top_lm_loss(compressed)
+    levels = [logits.float() for logits in model.reconstruction_logits(compressed, top)]
     codebook = model.compressors[-1].quantizer.codebook
     return {"levels": levels, "top": model.top_lm.code_logits(top["predictions"], codebook), "compressed": compressed}
 

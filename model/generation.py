@@ -37,27 +37,36 @@ def _choose(logits: torch.Tensor, temperature: float, generator: torch.Generator
 
 
 class TopCodeSource:
-    """Top-level codes: the known ones first, then (if a top LM is given) predicted ones, else exhausted."""
+    """Top-level codes: the known ones first, then (if a top LM is given) predicted ones, else exhausted.
+
+    When the top expander reads the top LM's state (`expander_reads_top_state`), the state of the row that
+    predicts each segment's first code is kept in `segment_states` (one (1, D_top) per segment opened), known
+    code or not: the top level's decoder reads it for every position of that segment."""
 
     def __init__(self, model, known: list[int], temperature: float = 0.0, generator=None, predict: bool = False):
         self.model, self.known, self.temperature, self.generator = model, deque(known), temperature, generator
         self.emitted: list[int] = []
         self.predict = predict and model.top_lm is not None
+        self.segment_states: list[torch.Tensor] = []
         self.decoder: LevelDecoder | None = None  # the top level's decoder, which attaches itself (pooled inputs)
 
     def next_token(self) -> int | None:
-        if self.known:
-            code = self.known.popleft()
-        elif self.predict:
-            code = self._predict_next()
-        else:
+        if not self.known and not self.predict:
             return None
+        if self.model.reads_top_state and len(self.emitted) % self.model.top_lm.rows_per_segment == 0:
+            self.segment_states.append(self._hidden())  # this row predicts the first code of a segment
+        code = self.known.popleft() if self.known else self._predict_next()
         self.emitted.append(code)
         return code
 
     @torch.no_grad()
     def _prediction(self) -> torch.Tensor:
         """The top LM's prediction (1, D) for the next code, from the codes emitted so far."""
+        return self.model.top_lm.out_proj(self._hidden())
+
+    @torch.no_grad()
+    def _hidden(self) -> torch.Tensor:
+        """The top LM's state (1, D_top) at the next row (`hidden_states`), from the codes emitted so far."""
         quantizer = self.model.compressors[-1].quantizer
         device = quantizer.codebook.device
         history = torch.tensor(self.emitted + [0], device=device)[None]  # last entry: placeholder, never read
@@ -66,7 +75,7 @@ class TopCodeSource:
         if self.model.top_lm.pooled_inputs:
             pooled = self.decoder.pooled_rows(history.shape[1])
         vectors, pooled = self.model.top_lm_inputs(history, valid, pooled)
-        return self.model.top_lm.predict(vectors, valid, pooled)[:, -1]
+        return self.model.top_lm.hidden_states(vectors, valid, pooled)[:, -1]
 
     @torch.no_grad()
     def next_logits(self) -> torch.Tensor:
@@ -101,6 +110,8 @@ class LevelDecoder:
         self.codes: list[int] = []  # this level's code rows received so far
         self.tokens: list[int] = []  # this level's tokens decoded so far, and the segment of each
         self.token_segments: list[int] = []
+        # The top level's decoder passes the top LM's state of each segment to an expander that reads it.
+        self.reads_top_state = isinstance(parent, TopCodeSource) and model.reads_top_state
         if isinstance(parent, TopCodeSource):
             parent.decoder = weakref.proxy(self)  # weak: a cycle would wait for the collector
         # -log p(token) in nats of every token emitted: what an arithmetic coder would pay (tests check it
@@ -126,8 +137,15 @@ class LevelDecoder:
         rows = torch.tensor(self.codes[first * L : (segment + 1) * L], device=self.device)
         memory = self.compressor.quantizer.lookup(rows)[None]
         previous = None if self.previous_token is None else torch.tensor([self.previous_token], device=self.device)
+        top_state = self.parent.segment_states[segment] if self.reads_top_state else None
         logits = self.expander.step(
-            previous, torch.tensor([segment], device=self.device), memory, first, self.expander_caches, self.lm_state
+            previous,
+            torch.tensor([segment], device=self.device),
+            memory,
+            first,
+            self.expander_caches,
+            self.lm_state,
+            top_state,
         )[0]
         token = self.forced.popleft() if self.forced else self.choose_token(logits)
         self.token_nats.append(float(-torch.log_softmax(logits.float(), -1)[token]))

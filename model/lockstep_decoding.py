@@ -62,31 +62,48 @@ def _grown(table: torch.Tensor, needed: int) -> torch.Tensor:
 class LockstepTopSource:
     """Top codes of each row: its known ones first, then each next one chosen under the top LM's distribution.
     The top LM runs position by position with ragged KV caches (`TopLM.step`); before a prediction, a row's
-    caches catch up over the codes it emitted since its last one (its known codes)."""
+    caches catch up over the codes it emitted since its last one (its known codes). When the top expander reads
+    the top LM's state (`expander_reads_top_state`), a row about to emit the first code of a segment, known or
+    not, runs the top LM up to that row too, and `states[row]` keeps that state (D_top,): the state of the
+    row's latest segment, the one its top-level decoder is decoding (a decoder asks for a segment's codes when
+    the segment opens)."""
 
     def __init__(self, model, known: dict[int, list[int]], choose: Chooser):
         self.model, self.choose = model, choose
         self.known = {row: deque(codes) for row, codes in known.items()}
         self.emitted: dict[int, list[int]] = {row: [] for row in known}
         self.caches = _ragged(model.top_lm.new_caches(), len(known))
+        self.states = torch.zeros(len(known), model.top_lm.norm.weight.shape[0])
         self.decoder: LockstepLevelDecoder | None = None  # the top level's decoder attaches itself (pooled inputs)
 
     def next_tokens(self, rows: list[int]) -> dict[int, int]:
+        predicted = [row for row in rows if not self.known[row]]
+        opening = []
+        if self.model.reads_top_state:
+            L = self.model.top_lm.rows_per_segment
+            opening = [row for row in rows if len(self.emitted[row]) % L == 0]
+        predictions, hidden = self._run_to_next(sorted(set(predicted) | set(opening)))
+        for row in opening:
+            self.states[row] = hidden[row]
         out = {row: self.known[row].popleft() for row in rows if self.known[row]}
-        predicted = [row for row in rows if row not in out]
         if predicted:
-            chosen = self.choose(self.model.num_levels, predicted, self.next_logits(predicted))
+            quantizer = self.model.compressors[-1].quantizer
+            stacked = torch.stack([predictions[row] for row in predicted])
+            logits = self.model.top_lm.code_logits(stacked[:, None], quantizer.codebook)[:, 0]
+            chosen = self.choose(self.model.num_levels, predicted, logits)
             out.update(zip(predicted, chosen, strict=True))
         for row in rows:
             self.emitted[row].append(out[row])
         return out
 
     @torch.no_grad()
-    def next_logits(self, rows: list[int]) -> torch.Tensor:
-        """Logits (len(rows), K) of each row's next code, given the codes it emitted so far."""
+    def _run_to_next(self, rows: list[int]) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """The top LM's prediction (D_code,) and state (D_top,) at each row's next position (the one that
+        predicts its next code), given the codes it emitted so far."""
         quantizer = self.model.compressors[-1].quantizer
         lengths = self.caches.lengths  # positions fed so far, per row
         predictions: dict[int, torch.Tensor] = {}
+        hidden: dict[int, torch.Tensor] = {}
         # Position len(emitted) predicts the next code; positions before it only fill the caches.
         while pending := [row for row in rows if lengths[row] <= len(self.emitted[row])]:
             for group in _by_start(pending, lengths):
@@ -96,12 +113,11 @@ class LockstepTopSource:
                     codes = [self.emitted[row][int(lengths[row]) - 1] for row in group]
                     previous = quantizer.lookup(torch.tensor(codes))
                     pooled = self._pooled_inputs(group, [int(lengths[row]) - 1 for row in group])
-                out = self.model.top_lm.step(previous, _views(self.caches, index), len(group), pooled)
+                out, states = self.model.top_lm.step(previous, _views(self.caches, index), len(group), pooled)
                 for i, row in enumerate(group):
                     if lengths[row] == len(self.emitted[row]) + 1:  # the step just taken was the predicting one
-                        predictions[row] = out[i]
-        stacked = torch.stack([predictions[row] for row in rows])
-        return self.model.top_lm.code_logits(stacked[:, None], quantizer.codebook)[:, 0]
+                        predictions[row], hidden[row] = out[i], states[i]
+        return predictions, hidden
 
     def _pooled_inputs(self, rows: list[int], code_rows: list[int]) -> torch.Tensor | None:
         """With pooled_inputs, each row's pooled vector of top row code_rows[i] (zero unless that row closes its
@@ -144,6 +160,8 @@ class LockstepLevelDecoder:
         # step computes beside the LM state: one compression-layer step per token, instead of re-running the
         # trunk over a row's decoded tokens for every segment it closes.
         self.pooling_caches = None
+        # The top level's decoder passes the top LM's state of each row's segment to an expander that reads it.
+        self.reads_top_state = isinstance(parent, LockstepTopSource) and model.reads_top_state
         if isinstance(parent, LockstepTopSource):
             parent.decoder = weakref.proxy(self)  # weak: a cycle would wait for the collector
             if model.top_lm.pooled_inputs:
@@ -186,7 +204,9 @@ class LockstepLevelDecoder:
         if self.expander_caches.lengths[rows[0]] > 0:
             previous, lm_state = self.previous[index], self.lm_state[index]
         positions = self.expander_caches.lengths[index]  # each row's position: where its pooler input goes
-        logits = self.expander.step(previous, local_segment, memory, 0, _views(self.expander_caches, index), lm_state)
+        top_state = self.parent.states[index] if self.reads_top_state else None
+        caches = _views(self.expander_caches, index)
+        logits = self.expander.step(previous, local_segment, memory, 0, caches, lm_state, top_state)
         free = [i for i, row in enumerate(rows) if not self.forced[row]]
         tokens = [self.forced[row].popleft() if self.forced[row] else -1 for row in rows]
         if free:

@@ -69,6 +69,13 @@ class CodeSequenceTransformer(nn.Module):
     def predict(self, vectors: torch.Tensor, valid: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions (B, N, D_code); position k is predicted from the rows before k (code vectors, and with
         pooled_inputs the pooled vectors of the segments closed by then)."""
+        return self.out_proj(self.hidden_states(vectors, valid, pooled))
+
+    def hidden_states(
+        self, vectors: torch.Tensor, valid: torch.Tensor, pooled: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The state h (B, N, dim) that `predict` projects: h[:, k] has read the rows before k only (the top
+        level's expander reads h[:, s * L] with `expander_reads_top_state`)."""
         B, N = vectors.shape[:2]
         if self.pooled_inputs and pooled is not None:
             closed = self.closes_segment(torch.arange(N - 1, device=vectors.device))[None, :, None]  # (1, N-1, 1)
@@ -78,7 +85,7 @@ class CodeSequenceTransformer(nn.Module):
         kpm = ~valid
         for layer in self.layers:
             x = layer(x, kpm)
-        return self.out_proj(self.norm(x))
+        return self.norm(x)
 
     def _row_inputs(self, vectors: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
         """The input (..., dim) that rows with code vectors (..., D_code) give the next position: the code vector
@@ -105,18 +112,20 @@ class CodeSequenceTransformer(nn.Module):
         caches: list[KeyValueCache],
         batch: int,
         pooled: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`predict` one position at a time with KV caches (decoding), for `batch` rows: previous (B, D_code) the
         vector before this position (None at position 0: the start vector); with pooled_inputs, pooled (B, D_code)
         the pooled vector of that row, zero where the row does not close its segment (`closes_segment`: zero adds
-        nothing, as in `predict`). Returns its prediction (B, D_code)."""
+        nothing, as in `predict`). Returns its prediction (B, D_code) and its hidden state (B, dim)
+        (`hidden_states`' row)."""
         if previous is None:
             x = self.start.expand(batch, 1, -1)
         else:
             x = self._row_inputs(previous, pooled)[:, None]
         for layer, cache in zip(self.layers, caches, strict=True):
             x = layer.step(x, cache)
-        return self.out_proj(self.norm(x))[:, 0]
+        hidden = self.norm(x)[:, 0]
+        return self.out_proj(hidden), hidden
 
     def code_logits(self, predictions: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """(B, N, D) x (K, D) -> (B, N, K) in fp32: -(mean squared difference per dim) * inverse temperature.
@@ -136,13 +145,15 @@ class CodeSequenceTransformer(nn.Module):
         codebook: torch.Tensor,
         pooled: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Mean loss over valid positions, plus `nll_nats` (B, N) per position in discrete mode."""
+        """Mean loss over valid positions, plus `nll_nats` (B, N) per position in discrete mode, `predictions`
+        and `hidden` (B, N, dim) (`hidden_states`, not detached: an expander that reads it trains it)."""
         vectors = vectors.detach()
-        predictions = self.predict(vectors, valid, None if pooled is None else pooled.detach())
+        hidden = self.hidden_states(vectors, valid, None if pooled is None else pooled.detach())
+        predictions = self.out_proj(hidden)
         count = valid.sum().clamp_min(1)
         if self.continuous:
             mse = ((predictions.float() - vectors.float()) ** 2).mean(-1)
-            result = {"loss": (mse * valid).sum() / count, "predictions": predictions}
+            result = {"loss": (mse * valid).sum() / count, "predictions": predictions, "hidden": hidden}
             if not self.training:  # the code length's share; training never needs it
                 logits = self.code_logits(predictions.detach(), codebook)
                 result["nll_nats"] = F.cross_entropy(logits.transpose(1, 2), codes, reduction="none") * valid
@@ -150,7 +161,13 @@ class CodeSequenceTransformer(nn.Module):
         logits = self.code_logits(predictions, codebook)
         nll = F.cross_entropy(logits.transpose(1, 2), codes, reduction="none") * valid
         accuracy = ((logits.argmax(-1) == codes) & valid).sum() / count
-        return {"loss": nll.sum() / count, "nll_nats": nll, "accuracy": accuracy, "predictions": predictions}
+        return {
+            "loss": nll.sum() / count,
+            "nll_nats": nll,
+            "accuracy": accuracy,
+            "predictions": predictions,
+            "hidden": hidden,
+        }
 
     @torch.no_grad()
     def fit_inverse_temperature(

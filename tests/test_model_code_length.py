@@ -69,17 +69,20 @@ def entropy_boundaries(model, tokens, kpm) -> int:
     return sum(int((length[:-1] < bound).sum()) for length in lengths)
 
 
-@pytest.mark.parametrize("top", ["discrete", "pooled", "lm_state"])
+@pytest.mark.parametrize("top", ["discrete", "pooled", "lm_state", "top_state"])
 @pytest.mark.parametrize("num_levels,num_queries", [(1, 1), (1, 2), (2, 1)])
 def test_code_length_equals_stepwise_decoder_cross_entropies(num_levels, num_queries, top):
-    """ "lm_state": a discrete top LM, and expanders that read their compressor's entropy-model state."""
+    """ "lm_state": a discrete top LM, and expanders that read their compressor's entropy-model state.
+    "top_state": a top LM reading pooled vectors, and a top expander that reads its state (reading it one
+    segment late would read that segment's own pooled vector, which changes the numbers)."""
     changes = dict(num_queries=num_queries, entropy_delta=0.05, max_segment_len=5)
-    reads_lm_state = top == "lm_state"
+    reads_lm_state, reads_top_state = top == "lm_state", top == "top_state"
     config = tiny_config(
         num_levels,
-        top="discrete" if reads_lm_state else top,
+        top={"lm_state": "discrete", "top_state": "pooled"}.get(top, top),
         level_changes=changes,
         expander_reads_lm_state=reads_lm_state,
+        expander_reads_top_state=reads_top_state,
     )
     model = build_model(config).eval()
     sharpen_entropy_models(model)
@@ -87,6 +90,10 @@ def test_code_length_equals_stepwise_decoder_cross_entropies(num_levels, num_que
         with torch.no_grad():
             for expander in model.expanders:
                 expander.lm_state_proj.weight.mul_(50.0)
+    if reads_top_state:  # likewise the top LM's state, and the pooled vectors it reads
+        with torch.no_grad():
+            model.expanders[-1].top_state_proj.weight.mul_(50.0)
+            model.top_lm.pooled_proj.weight.mul_(50.0)
     if top == "pooled":  # at init (std 0.02) the pooled vectors barely move the predictions: make them count
         with torch.no_grad():
             model.top_lm.pooled_proj.weight.mul_(50.0)

@@ -49,8 +49,8 @@ def test_top_lm_step_matches_predict():
     vectors = torch.randn(2, 7, top_lm.in_proj.in_features)
     full = top_lm.predict(vectors, torch.ones(2, 7, dtype=torch.bool))
     caches = top_lm.new_caches()
-    steps = [top_lm.step(None, caches, 2)]
-    steps += [top_lm.step(vectors[:, k], caches, 2) for k in range(6)]
+    steps = [top_lm.step(None, caches, 2)[0]]
+    steps += [top_lm.step(vectors[:, k], caches, 2)[0] for k in range(6)]
     torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 

@@ -1,7 +1,7 @@
 """Inputs a decoder recomputes from the bytes it has decoded keep the code achievable: a top LM that reads the
-pooled vectors of past segments (pooled_inputs), and an expander that reads its compressor's entropy-model
-state (expander_reads_lm_state). The codec, which decodes step by step, round-trips with each and pays the
-code length the batched evaluation reports."""
+pooled vectors of past segments (pooled_inputs), an expander that reads its compressor's entropy-model state
+(expander_reads_lm_state), and an expander that reads the top LM's state (expander_reads_top_state). The codec,
+which decodes step by step, round-trips with each and pays the code length the batched evaluation reports."""
 
 from __future__ import annotations
 
@@ -44,7 +44,24 @@ def lm_state_model():
     return model.eval()
 
 
-@pytest.mark.parametrize("make_model", [pooled_model, lm_state_model], ids=["pooled", "lm_state"])
+def top_state_model():
+    """Untrained, a top LM reading pooled vectors and an expander reading the top LM's state
+    (expander_reads_top_state), each projection large enough to move what reads it."""
+    config = codec_config(
+        top="pooled", expander_reads_top_state=True, level_changes={"max_segment_len": 6, "entropy_delta": 0.05}
+    )
+    model = build_model(config)
+    sharpen_entropy_models(model)
+    with torch.no_grad():
+        model.top_lm.pooled_proj.weight.mul_(50.0)
+        model.expanders[0].top_state_proj.weight.mul_(50.0)
+        model.expanders[0].head.weight.mul_(50.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "make_model", [pooled_model, lm_state_model, top_state_model], ids=["pooled", "lm_state", "top_state"]
+)
 def test_decoder_recomputed_inputs_round_trip_and_code_the_reported_length(make_model, tmp_path):
     """Four streams coded side by side (chunks of 150, 150, 150 and 100 bytes), so a decoder that
     mixes up the rows' recomputed inputs codes other distributions than the report's."""

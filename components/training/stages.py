@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components.infrastructure.provenance import config_hash
 from configs import ConfigError, ExpConfig, load_config
+from configs.schema import TOP_STATE_NEEDS_JOINT
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -66,6 +67,8 @@ def stage_configs(
     """The stage-1 and stage-2 configs of `config`, writing under `<artifact_root>/runs/<run_key>/`."""
     if config.top_transformer_config is None:
         raise ConfigError(f"config {config.run_name!r} has no top_transformer_config: stage 2 needs a top LM")
+    if config.expander_reads_top_state:  # the schema would refuse stage 1's config anyway; say why first
+        raise ConfigError(f"config {config.run_name!r}: {TOP_STATE_NEEDS_JOINT}")
     if stage1_steps < 1 or stage2_steps < 1:
         raise ConfigError(f"stage step counts must be >= 1 (got stage1={stage1_steps}, stage2={stage2_steps})")
     run_root = join_uri(artifact_root, "runs", run_key)

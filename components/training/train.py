@@ -49,8 +49,9 @@ from components.training.distributed import DistributedContext, init_distributed
 from components.training.optimization import build_optimizer, build_scheduler
 from components.training.train_metrics import StepMetrics
 from components.training.validation import generate_sample, validate
-from configs import ExpConfig
+from configs import ConfigError, ExpConfig
 from configs.errors import torch_load_failure
+from configs.schema import TOP_STATE_NEEDS_JOINT
 from model import build_model
 from model.quantizer import EmaVectorQuantizer
 from model.tokenizer import NUM_BYTES
@@ -103,6 +104,8 @@ class TrainResult(BaseModel):
 
 def stage_of(config: ExpConfig, load_base_from: str | None) -> Stage:
     if load_base_from:
+        if config.expander_reads_top_state:  # stage 2 would freeze the expander that reads the top LM
+            raise ConfigError(f"--load_base_from: {TOP_STATE_NEEDS_JOINT}")
         return "stage2"
     return "stage1" if config.top_transformer_config is None else "joint"
 
