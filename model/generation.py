@@ -20,6 +20,7 @@ from collections import deque
 
 import torch
 
+from model.eval_mode import eval_mode
 from model.segmentation import SegmentationState
 from model.tokenizer import EOS_ID, PAD_ID
 
@@ -201,10 +202,8 @@ def decompress(
     if top_valid is None:
         top_valid = torch.ones_like(top_codes, dtype=torch.bool)
     max_len = max_len or model.config.expander_max_len
-    was_training = model.training
-    model.eval()
     rows = []
-    try:
+    with eval_mode(model):
         for codes, valid in zip(top_codes, top_valid, strict=True):
             source = TopCodeSource(model, codes[valid].tolist())
             decoder = _build_chain(model, [[] for _ in range(model.num_levels)], source, 0.0, None)
@@ -217,8 +216,6 @@ def decompress(
                 if token == EOS_ID:
                     break
             rows.append(out)
-    finally:
-        model.train(was_training)
     return _pad_rows(rows, top_codes.device)
 
 
@@ -260,12 +257,8 @@ def generate_bytes(
         raise ValueError("generate_bytes needs a top LM (top_transformer_config) to predict new codes")
     batched = prompt_tokens.dim() == 2
     prompts = prompt_tokens if batched else prompt_tokens[None]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         rows = [_continue(model, p[p != PAD_ID], max_new_bytes, temperature, generator) for p in prompts]
-    finally:
-        model.train(was_training)
     result = _pad_rows(rows, prompt_tokens.device)
     return result if batched else result[0, : len(rows[0])]
 

@@ -9,12 +9,15 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from components.codec.adaptation import OnlineAdapter
 from components.codec.file_format import AdaptSettings
 from model import build_model
-from tests.model_helpers import real_text, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import real_text, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 WINDOWS = [[256, *real_text()[start : start + 47]] for start in (0, 300, 900)]
 

@@ -10,7 +10,9 @@ from components.training.stages import stage_configs
 from components.training.train import stage_of
 from configs import ConfigError
 from model import build_model
-from tests.model_helpers import text_windows, tiny_config, torch_single_thread  # noqa: F401
+from tests.model_helpers import text_windows, tiny_config
+
+pytestmark = pytest.mark.torch_single_thread  # tiny models: one thread (tests/conftest.py)
 
 
 def top_state_model():
