@@ -12,6 +12,7 @@ executor logs go to `log_path`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -36,9 +37,10 @@ def run_local(
     arguments: dict[str, Any], pipeline_root: Path | None = None, log_path: Path | None = None, follow: bool = True
 ) -> dict[str, Any]:
     """Run the pipeline with `arguments` (pipeline parameters); returns {'reason', 'seconds', 'pipeline_root',
-    'log_path'}. A failing task raises LocalRunError naming it and `log_path` (its last log lines are on the
-    screen, all of them in the log). Without `pipeline_root`, kfp.local's folder is a temp dir removed afterwards
-    (and nothing is cached). `follow=False` leaves kfp.local's output as it is."""
+    'log_path', 'evaluation'} ('evaluation': the evaluate task's result when it ran, else None). A failing task
+    raises LocalRunError naming it and `log_path` (its last log lines are on the screen, all of them in the log).
+    Without `pipeline_root`, kfp.local's folder is a temp dir removed afterwards (and nothing is cached).
+    `follow=False` leaves kfp.local's output as it is."""
     from kfp import local
 
     from components.infrastructure.settings import get_settings
@@ -56,6 +58,7 @@ def run_local(
         enable_caching=pipeline_root is not None,
     )
     started = time.monotonic()
+    earlier_runs = set(root.iterdir())
     previous = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "1" if follow else "0"  # the tasks' trainers draw progress the view can read
     try:
@@ -72,6 +75,7 @@ def run_local(
                     if view:
                         view.close_view()
         reason = task.output if hasattr(task, "output") else None
+        evaluation = _evaluation_of(set(root.iterdir()) - earlier_runs)
     finally:
         if previous is None:
             os.environ.pop(PROGRESS_ENV, None)
@@ -81,4 +85,22 @@ def run_local(
             shutil.rmtree(root, ignore_errors=True)
     seconds = round(time.monotonic() - started, 1)
     log.info("pipeline_run_local_done", seconds=seconds, pipeline_root=str(root), reason=reason)
-    return {"reason": reason, "seconds": seconds, "pipeline_root": str(root), "log_path": str(log_path)}
+    return {
+        "reason": reason,
+        "seconds": seconds,
+        "pipeline_root": str(root),
+        "log_path": str(log_path),
+        "evaluation": evaluation,
+    }
+
+
+def _evaluation_of(new_runs: set[Path]) -> dict | None:
+    """The evaluate task's `evaluation` output in this run's folder (None when the run skipped it). kfp.local
+    2.17 keeps each task's outputs in <pipeline_root>/<pipeline name>-<timestamp>/<task name>/executor_output.json
+    (kfp/local/executor_input_utils.py: `get_local_pipeline_resource_name`, `construct_local_task_root`)."""
+    if len(new_runs) != 1:  # another run started beside this one in the same folder: not ours to guess
+        return None
+    outputs = next(iter(new_runs)) / "evaluate" / "executor_output.json"
+    if not outputs.is_file():
+        return None
+    return json.loads(outputs.read_text()).get("parameterValues", {}).get("evaluation")

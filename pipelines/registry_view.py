@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from components.infrastructure.redaction import redact
+from components.infrastructure.storage import fetch_file
 from components.infrastructure.tracking import ui_command
+from components.registry.attestation import ATTESTATION_FILE, SIGNATURE_FILE, verified
 from components.registry.gate_evidence import EvidenceError, attestation_of
 from components.registry.promote import (
     CHALLENGER,
@@ -15,6 +20,7 @@ from components.registry.promote import (
     metrics_of,
     status,
 )
+from configs.errors import UserError
 
 SHOWN_METRICS = ("test_bits_per_byte", "val_bits_per_byte", "live_code_share_L0", "reconstruction_exact_match_bytes")
 
@@ -63,19 +69,42 @@ def history_table(records: list[dict]) -> str:
 
 def paired_table(version, attestation) -> list[str]:
     """Challenger and champion on the same bytes, from the version's verified attestation."""
+    return paired_lines(f"challenger v{version.version}", attestation)
+
+
+def paired_lines(challenger: str, attestation) -> list[str]:
+    """The paired comparison in a verified attestation; `challenger` names the model it scored."""
     if attestation.champion_problem:
-        return [f"champion not scored beside v{version.version}: {attestation.champion_problem}"]
+        return [f"champion not scored beside the {challenger}: {attestation.champion_problem}"]
     paired = attestation.paired
     if paired is None:
-        return [f"no champion to compare v{version.version} with: its own numbers decide"]
+        return [f"no champion to compare the {challenger} with: its own numbers decide"]
     golden = "test split + golden set" if attestation.golden_sha256 else "test split"
     return [
         f"champion versus challenger on the same bytes ({golden}: {paired.blocks} blocks, {paired.bytes} bytes):",
-        f"  {'challenger v' + str(version.version):<16}{paired.challenger_bits_per_byte:10.4f} bits per byte",
-        f"  {'champion v' + paired.champion_version:<16}{paired.champion_bits_per_byte:10.4f} bits per byte",
-        f"  {'difference':<16}{paired.difference:+10.4f}  {paired.confidence:.0%} interval "
+        f"  {challenger:<24}{paired.challenger_bits_per_byte:10.4f} bits per byte",
+        f"  {'champion v' + paired.champion_version:<24}{paired.champion_bits_per_byte:10.4f} bits per byte",
+        f"  {'difference':<24}{paired.difference:+10.4f}  {paired.confidence:.0%} interval "
         f"[{paired.low:+.4f}, {paired.high:+.4f}]",
     ]
+
+
+def this_run_table(evaluation: dict) -> str:
+    """What this run's evaluation measured, from its own signed attestation (beside its report): a run that
+    re-evaluates a model already registered (`--no-skip-unchanged` with nothing changed) registers nothing new,
+    so the registry's newest version still shows its first evaluation."""
+    report_uri = evaluation["report_uri"]
+    lines = [f"this run's evaluation ({report_uri}):"]
+    folder = report_uri.rsplit("/", 1)[0]
+    try:
+        with tempfile.TemporaryDirectory(prefix="abstractinator-attestation-") as tmp:
+            data = fetch_file(f"{folder}/{ATTESTATION_FILE}", Path(tmp) / ATTESTATION_FILE).read_bytes()
+            signature = fetch_file(f"{folder}/{SIGNATURE_FILE}", Path(tmp) / SIGNATURE_FILE).read_text()
+        attestation = verified(data, signature)
+    except (OSError, UserError, ValueError) as error:
+        return "\n".join([*lines, f"  no verified attestation beside it: {error}"])
+    challenger = f"challenger {attestation.challenger_weights_sha256[:12]}"  # its weights: maybe no version yet
+    return "\n".join([*lines, *paired_lines(challenger, attestation)])
 
 
 def eval_table(version, attestation=None) -> str:
@@ -93,7 +122,14 @@ def eval_table(version, attestation=None) -> str:
     return "\n".join(lines)
 
 
-def print_registry(tracking_uri: str, model_name: str, registry_flags: str = "") -> None:
+def print_registry(
+    tracking_uri: str, model_name: str, registry_flags: str = "", evaluation: dict | None = None
+) -> None:
+    """The registry's state and history; with `evaluation` (a run's evaluate result), that evaluation's
+    champion-versus-challenger numbers first."""
+    if evaluation is not None:
+        print(this_run_table(evaluation))
+        print()
     client = client_for(tracking_uri)
     try:
         state = status(client, model_name)
@@ -107,7 +143,7 @@ def print_registry(tracking_uri: str, model_name: str, registry_flags: str = "")
         except EvidenceError as error:
             attestation = None
             print(f"no verified evidence: {error}")
-        print(eval_table(latest, attestation))
+        print(eval_table(latest, attestation if evaluation is None else None))  # else shown above, fresher
         print()
     print(status_table(state))
     print()

@@ -44,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"full task logs: {outcome['log_path']}")
     tracking_uri = resolve_tracking_uri(config.project_name)
     flags = "" if get_settings().mlflow_tracking_uri else f"--project {config.project_name}"
-    print_registry(tracking_uri, args.model_name, flags)
+    print_registry(tracking_uri, args.model_name, flags, outcome["evaluation"])
     return 0
