@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the package editable with all extras (pinned)
 
-demo: setup ## the whole pipeline on CPU with kfp.local (sqlite MLflow, local artifacts): prepare_data, stage1_pretrain, stage2_top_lm, evaluate, promote (the gate)
+demo: setup ## the whole pipeline on CPU with kfp.local (sqlite MLflow, local artifacts): prepare_data, stage1_pretrain, stage2_top_lm, evaluate, promote (the gate); ARGS=... adds flags
 	$(PY) -m abstractinator pipeline run-local --config demo --stage1-steps 500 --stage2-steps 300 \
 		--artifact-root .data/artifacts --pipeline-root .data/kfp-local --model-name abstractinator-demo \
-		--eval-max-bytes 65536 --no-canterbury
+		--eval-max-bytes 65536 --no-canterbury $(ARGS)
 
 up: setup ## start SeaweedFS (S3), PostgreSQL and an MLflow server on loopback (state in .data/stack)
 	$(PY) -m abstractinator stack up --state-dir .data/stack
