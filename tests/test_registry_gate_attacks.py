@@ -15,7 +15,7 @@ import yaml
 
 from components.registry import promote as registry
 from components.registry.attestation import PAIRED_BITS_FILE, Attestation, write_signed
-from components.registry.decision_log import _experiment_id
+from components.registry.decision_log import BANNED_WEIGHTS_PARAM, _experiment_id
 from components.registry.gate_evidence import record_evidence, sha256_of
 from components.registry.gate_rules import GateRules
 from components.registry.pyfunc_model import AbstractinatorPyfunc, log_pyfunc_model, model_code_files
@@ -250,3 +250,37 @@ def test_the_promote_step_finds_registered_weights_by_signed_evidence_not_tags(g
     )
     client.set_model_version_tag(name, genuine, "checkpoint_hash", upcoming)
     assert step_promote._registered_result(client, name, upcoming, "candidates", client.tracking_uri) is None, fake
+
+
+def test_a_forged_audit_run_cannot_choose_the_rollback_target(gate_client) -> None:
+    """Anyone with the credential can create a run in the promotions experiment, dated in the future, whose params
+    say the champion was promoted over another version (here a hand-registered one with no evidence). Rollback
+    reads its target from the champion's signed attestation instead, and checks the target's weights."""
+    client, root = gate_client
+    name = "forged-audit"
+    first = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    registry.promote(client, name, first, RULES)
+    second = registry_helpers.add_version(client, name, 2.5, artifact_root=root)
+    assert registry.promote(client, name, second, RULES).action == "promoted"
+    planted = client.create_model_version(name, source=client.get_model_version(name, first).source)
+    forged = client.create_run(_experiment_id(client), start_time=4_102_444_800_000)  # the year 2100
+    params = {"model": name, "action": "promoted", "version": second, "champion_after": second}
+    for key, value in {**params, "champion_before": str(planted.version)}.items():
+        client.log_param(forged.info.run_id, key, value)
+    assert registry.rollback(client, name).champion_after == first
+    assert str(registry.alias_version(client, name, registry.CHAMPION).version) == first
+
+
+def test_rollback_refuses_a_target_whose_weights_a_rollback_banned(gate_client) -> None:
+    client, root = gate_client
+    name = "banned-target"
+    first = registry_helpers.add_version(client, name, 3.0, artifact_root=root)
+    registry.promote(client, name, first, RULES)
+    second = registry_helpers.add_version(client, name, 2.5, artifact_root=root)
+    registry.promote(client, name, second, RULES)
+    banned = registry.attestation_of(client, client.get_model_version(name, first)).challenger_weights_sha256
+    ban = client.create_run(_experiment_id(client)).info.run_id  # a ban fails closed, whoever writes it
+    for key, value in {"model": name, "action": "rolled_back", BANNED_WEIGHTS_PARAM: banned}.items():
+        client.log_param(ban, key, value)
+    with pytest.raises(registry.RegistryError, match="whose weights a rollback banned"):
+        registry.rollback(client, name)

@@ -10,8 +10,8 @@ and applied crash-consistently, in this order:
 4. the audit run becomes `state=applied`.
 
 Step 1 also logs the decision (model, action, version, champion before and after) as the audit run's params,
-which MLflow lets nobody change once logged: `promoted_over` reads the rollback target from them, never from a
-version tag (`gate.promoted_over` is for people to read; editing it redirects nothing).
+which MLflow lets nobody change once logged (for people and `registry history`; a rollback takes its target
+from the champion's signed attestation instead, since anyone with the credential can create a run here).
 
 A crash (or a dead tracking server) anywhere leaves at most one pending audit run; the next gate run (promote or
 rollback), before deciding anything, makes that decision again from the version's verified evidence (a pending
@@ -118,7 +118,7 @@ def _apply(
             "state": PENDING,
         },
     )
-    params = {**decision_record(outcome), **(record or {})}  # immutable: what rollback reads (promoted_over)
+    params = {**decision_record(outcome), **(record or {})}  # immutable once logged
     client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in sorted(params.items())])
     try:
         _complete(
@@ -251,29 +251,6 @@ def decision_record(outcome: GateOutcome) -> dict[str, str]:
         "champion_before": str(outcome.champion_before),
         "champion_after": str(outcome.champion_after),
     }
-
-
-def promoted_over(client, name: str, version: str) -> str | None:
-    """The version that `version` of `name` was last made champion over (a promotion or a forced one), read from
-    the audit runs' immutable params; None when no recorded promotion made it champion over another version.
-    Version tags (`gate.promoted_over`) and audit-run tags are editable and not read."""
-    from mlflow.entities import ViewType
-
-    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"params.model = '{name}' and params.version = '{version}'",
-        run_view_type=ViewType.ALL,  # a deleted audit run still records what happened (until `mlflow gc`)
-        order_by=["attributes.start_time DESC"],
-        max_results=50000,
-    )
-    for run in runs:  # newest first: the promotion that last made it champion
-        params = run.data.params
-        if params.get("action") in ("promoted", "forced") and params.get("champion_after") == str(version):
-            return _version_or_none(params.get("champion_before"))
-    return None
 
 
 def rollback_record(name: str, demoted_weights_sha256: str) -> dict[str, str]:

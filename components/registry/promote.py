@@ -23,7 +23,6 @@ from components.registry.decision_log import (
     _apply,
     history,
     pending_decisions,
-    promoted_over,
     recover,
     rollback_record,
     rolled_back_weights,
@@ -46,6 +45,35 @@ from components.registry.registry_client import (
 from components.registry.registry_lock import LockError, RegistryError
 
 log = get_logger(__name__)
+
+
+def _rollback_target(client, name: str, champion) -> str:
+    """The champion the current one was scored beside by its own evaluation (a promotion needs that to be the
+    champion it replaced: gate_rules.decide), from its signed attestation, checked: the target's registered weights
+    verify against its own attestation and are the very weights the champion was scored beside, and no rollback
+    banned them. RegistryError (one line) when there is none or it fails a check; `promote --force` remains."""
+    from mlflow.exceptions import MlflowException
+
+    label = f"model {name!r}: champion v{champion.version}"
+    try:
+        scored = attestation_of(client, champion).champion
+    except EvidenceError as error:
+        raise RegistryError(f"{label} has no verified evaluation naming the version it replaced ({error})") from None
+    if scored is None:
+        raise RegistryError(f"{label} was the first; nothing to roll back to")
+    try:
+        target = read_evidence(client, name, client.get_model_version(name, scored.version)).attestation
+    except EvidenceError as error:
+        raise RegistryError(f"{label} replaced v{scored.version}, whose evidence does not verify: {error}") from None
+    except MlflowException as error:
+        if not _not_found(error):
+            raise
+        raise RegistryError(f"{label} replaced v{scored.version}, which no longer exists") from None
+    if target.challenger_weights_sha256 != scored.weights_sha256:
+        raise RegistryError(f"{label} was scored beside other weights than v{scored.version} registers")
+    if scored.weights_sha256 in rolled_back_weights(client, name):
+        raise RegistryError(f"{label} replaced v{scored.version}, whose weights a rollback banned")
+    return scored.version
 
 
 # -- deciding --------------------------------------------------------------------------------------------------------
@@ -149,16 +177,14 @@ def promote(
 
 
 def rollback(client, name: str, lock_timeout_s: float = 120.0, lease_s: float = 6.0) -> GateOutcome:
-    """Give `champion` back to the version the current champion was promoted over, as the decision log's
-    immutable record says (decision_log.promoted_over), never the editable `gate.promoted_over` tag."""
+    """Give `champion` back to the version the current champion replaced, as its own signed evaluation names it
+    (`_rollback_target`), never an editable tag or an audit run anyone with the credential can create."""
     with registry_lock(client, name, lock_timeout_s, lease_s) as lock:
         recover(client, name, lock, _redecider(client, name, GateRules()))  # pending promotions: default rules
         champion = alias_version(client, name, CHAMPION)
         if champion is None:
             raise RegistryError(f"model {name!r} has no champion to roll back")
-        previous = promoted_over(client, name, str(champion.version))
-        if not previous:
-            raise RegistryError(f"model {name!r}: champion v{champion.version} was the first; nothing to roll back to")
+        previous = _rollback_target(client, name, champion)
         outcome = GateOutcome(
             model=name,
             action="rolled_back",
