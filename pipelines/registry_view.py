@@ -93,7 +93,13 @@ def this_run_table(evaluation: dict) -> str:
     """What this run's evaluation measured, from its own signed attestation (beside its report): a run that
     re-evaluates a model already registered (`--no-skip-unchanged` with nothing changed) registers nothing new,
     so the registry's newest version still shows its first evaluation."""
-    report_uri = evaluation["report_uri"]
+    from pipelines.step_results import StepResultError, read_evaluation
+
+    try:
+        result = read_evaluation(evaluation, "this run's evaluation")
+    except StepResultError as error:
+        return f"this run's evaluation cannot be shown: {error}"
+    report_uri = result.report_uri
     lines = [f"this run's evaluation ({report_uri}):"]
     folder = report_uri.rsplit("/", 1)[0]
     try:
@@ -103,6 +109,8 @@ def this_run_table(evaluation: dict) -> str:
         attestation = verified(data, signature)
     except (OSError, UserError, ValueError) as error:
         return "\n".join([*lines, f"  no verified attestation beside it: {error}"])
+    if attestation.report_sha256 != result.report_hash.removeprefix("sha256:"):  # an older attestation, copied
+        return "\n".join([*lines, "  the attestation beside it is for another report: not shown"])
     challenger = f"challenger {attestation.challenger_weights_sha256[:12]}"  # its weights: maybe no version yet
     return "\n".join([*lines, *paired_lines(challenger, attestation)])
 

@@ -40,12 +40,12 @@ def signed_evaluation(folder: Path) -> dict:
         metrics={"test_bits_per_byte": 2.0},
         paired=PAIRED,
         paired_bits_sha256="e",
-        report_sha256="f",
+        report_sha256="f" * 64,
         evaluated_at="2026-12-06T00:00:00Z",
     )
     folder.mkdir(parents=True)
     write_signed(attestation, folder)
-    return {"report_uri": str(folder / "report.json"), "report_hash": "sha256:f", "metrics": {}}
+    return {"report_uri": str(folder / "report.json"), "report_hash": "sha256:" + "f" * 64, "metrics": {}}
 
 
 def test_the_summary_shows_this_runs_champion_versus_challenger_numbers(tmp_path):
@@ -61,6 +61,16 @@ def test_an_attestation_that_does_not_verify_is_not_shown_as_a_result(tmp_path):
     attestation.write_bytes(attestation.read_bytes().replace(b"2.25", b"9.25"))
     table = this_run_table(evaluation)
     assert "no verified attestation beside it" in table and "9.25" not in table
+
+
+def test_an_attestation_of_another_report_is_not_shown_as_this_runs(tmp_path):
+    evaluation = signed_evaluation(tmp_path / "eval")  # a genuine attestation, but not of this run's report
+    table = this_run_table({**evaluation, "report_hash": "sha256:" + "0" * 64})
+    assert "for another report: not shown" in table and "2.2500" not in table
+
+
+def test_a_malformed_evaluation_output_is_one_line(tmp_path):
+    assert this_run_table({"metrics": {}}).startswith("this run's evaluation cannot be shown: ")
 
 
 def test_the_evaluation_is_read_from_this_runs_kfp_local_folder_only(tmp_path):
