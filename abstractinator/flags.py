@@ -90,19 +90,13 @@ def bounded_int(low: int, high: int):
     return parse
 
 
-# Upper ends the rules themselves leave open: beyond these a value means nothing (a bits-per-byte figure of an
-# untrained model can exceed 8, never 64), so a typo like 1e6 is refused rather than silently passing or failing
-# every version.
-RULE_CEILINGS = {"min_improvement": 64.0, "max_bits_per_byte": 64.0, "min_blocks": 1_000_000}
-
-
 def _rule_type(name: str, info, optional: bool):
     """The parse type of the flag of GateRules field `name`: its bounds from the field's own constraints (ge, gt,
-    le, lt), the upper end those leave open from RULE_CEILINGS, finite always; an optional field is off at 0."""
+    le, lt), finite always; an optional field is off at 0."""
     kind = float if optional else info.annotation
     if kind not in (int, float):
         return kind
-    low, low_open, high, high_open = 0.0, False, RULE_CEILINGS.get(name, math.inf), False
+    low, low_open, high, high_open = 0.0, False, math.inf, False
     for constraint in info.metadata:
         if getattr(constraint, "ge", None) is not None:
             low, low_open = constraint.ge, False

@@ -276,7 +276,8 @@ def float_flags() -> list[tuple[list[str], str]]:
                 for name, sub in action.choices.items():
                     walk(sub, [*path, name])
             elif action.option_strings and callable(action.type) and action.type not in (str, Path):
-                if any(isinstance(parses(action.type, text), float) for text in ("0.001", "0.5", "1.5", "100.5")):
+                probes = ("0.001", "0.5", "0.9", "1.5", "100.5")
+                if any(isinstance(parses(action.type, text), float) for text in probes):
                     found.append((path, action.option_strings[-1]))  # an integer or a name parses none of them
 
     walk(build_parser(), [])

@@ -233,6 +233,11 @@ def test_the_pipeline_takes_every_rule_as_one_dict_that_round_trips() -> None:
         ({"min_blocks": 1}, "gate_rules: min_blocks: Input should be greater than or equal to 2"),
         ({"max_bits_per_byte": "high"}, "gate_rules: max_bits_per_byte:"),
         (["min_improvement"], "gate_rules: expected a dict of gate rules, got list"),
+        # rules that would quietly weaken the gate (attacking review): each refused like a typo
+        ({"min_improvement": "inf"}, "gate_rules: min_improvement: Input should be a finite number"),
+        ({"max_bits_per_byte": 1e300}, "gate_rules: max_bits_per_byte: Input should be less than or equal to 64"),
+        ({"confidence": 1e-12}, "gate_rules: confidence: Input should be greater than or equal to 0.8"),
+        ({"metric": "live_code_share_L0"}, "gate_rules: metric: must be a <text>_bits_per_byte"),
     ],
 )
 def test_the_promote_task_fails_in_one_line_on_a_bad_rule(value, message, capsys) -> None:

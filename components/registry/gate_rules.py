@@ -34,23 +34,43 @@ class GateRules(BaseModel):
     `gate` section, and a key of the kfp pipeline's one `gate_rules` dict parameter (validated by
     `rules_from_parameter` in the promote task), so no rule can be unreachable."""
 
-    model_config = ConfigDict(extra="forbid")
+    # No NaN or infinity, and upper ends on every number: beyond them a value means nothing (a bits-per-byte figure
+    # of an untrained model can exceed 8, never 64), so a typo like 1e6, whether a flag or a key of the pipeline's
+    # dict, is refused rather than silently passing or failing every version.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    metric: str = Field("test_bits_per_byte", description="The metric of the absolute checks; lower is better.")
-    min_improvement: float = Field(
-        0.01, ge=0, description="Bits per byte the whole paired interval must lie below the champion by."
+    metric: str = Field(
+        "test_bits_per_byte", description="The metric of the absolute checks: a <text>_bits_per_byte (lower is better)."
     )
-    max_bits_per_byte: float | None = Field(8.0, gt=0, description="Ceiling on the metric (8.0: uniform bytes).")
+    min_improvement: float = Field(
+        0.01, ge=0, le=64, description="Bits per byte the whole paired interval must lie below the champion by."
+    )
+    max_bits_per_byte: float | None = Field(8.0, gt=0, le=64, description="Ceiling on the metric (8.0: uniform bytes).")
     min_live_code_share: float = Field(0.0, ge=0, le=1, description="Every level's live codebook share >= this.")
     min_exact_match: float | None = Field(
         None, ge=0, le=1, description="Floor on reconstruction_exact_match_bytes (None: not checked)."
     )
     confidence: float = Field(
-        0.95, gt=0, lt=1, description="Confidence level of the paired interval (the gate recomputes it at this level)."
+        0.95,
+        ge=0.8,  # below, the interval shrinks toward a point and "noise-aware" means nothing; --force is the override
+        lt=1,
+        description="Confidence level of the paired interval (the gate recomputes it at this level).",
     )
     min_blocks: int = Field(
-        10, ge=2, description="Fewest paired blocks (scoring windows) the interval may rest on; fewer: refused."
+        10,
+        ge=2,
+        le=1_000_000,
+        description="Fewest paired blocks (scoring windows) the interval may rest on; fewer: refused.",
     )
+
+    @field_validator("metric")
+    @classmethod
+    def _lower_is_better(cls, value: str) -> str:
+        """Only a bits-per-byte metric: the absolute checks treat lower as better (a share of live codes as the
+        metric would pass every ceiling)."""
+        if not value.endswith("_bits_per_byte"):
+            raise ValueError(f"must be a <text>_bits_per_byte metric (lower is better), not {value!r}")
+        return value
 
     @field_validator("max_bits_per_byte", "min_exact_match", mode="before")
     @classmethod
