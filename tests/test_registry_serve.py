@@ -57,8 +57,17 @@ def test_the_served_folder_is_the_attested_files_with_a_fresh_mlmodel(tmp_path) 
     [
         ("artifacts/model.pt", "its registered weights are not the weights its evaluation scored"),
         ("code/model/__init__.py", "its registered code is not the code its evaluation ran: code/model/__init__.py"),
-        ("code/model/extra_module.py", "its registered code is not the code its evaluation ran"),
-        ("pyfunc_model.py", "its registered code is not the code its evaluation ran: pyfunc_model.py"),
+        # the same check on other files: in the slow run, to keep the default suite under 10 minutes
+        pytest.param(
+            "code/model/extra_module.py",
+            "its registered code is not the code its evaluation ran",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "pyfunc_model.py",
+            "its registered code is not the code its evaluation ran: pyfunc_model.py",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_a_tampered_registered_file_is_refused(tmp_path, relative, message) -> None:
