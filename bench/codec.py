@@ -117,7 +117,7 @@ def main() -> int:
         streams=args.adapt_streams or args.streams,
         adapt=AdaptSettings(learning_rate=args.adapt_lr, steps_per_round=args.adapt_steps),
     )
-    window = int(loaded.model.config.sequence_length)
+    window = int(loaded.model.exp_config.data.sequence_length)
     rows = []
     chosen = texts(args.max_bytes, args.split_bytes)
     if args.texts:

@@ -166,7 +166,9 @@ def peak_rss_kib() -> int:
 def load_for_bench(path: str, max_segment_len: int):
     config = load_config(path)
     if max_segment_len > 0:
-        levels = [level.as_dict() | {"max_segment_len": max_segment_len} for level in config.compressor_level_configs]
+        levels = [
+            level.as_dict() | {"max_segment_len": max_segment_len} for level in config.model.compressor_level_configs
+        ]
         levels = [level | {"min_segment_len": min(level["min_segment_len"], max_segment_len)} for level in levels]
         config = config.updated(compressor_level_configs=levels)
     return config

@@ -143,7 +143,7 @@ def score(bits_fn, model, batches) -> dict:
 
 def eval_sets(data_dir: Path, config: ExpConfig, eval_bytes: int, canterbury: bool) -> dict:
     """name -> a function giving fresh window batches (the same windows for both models)."""
-    length, batch = config.sequence_length, 16
+    length, batch = config.data.sequence_length, 16
     sets = {split: (lambda s=split: split_windows(data_dir, s, length, batch, eval_bytes)) for split in ("val", "test")}
     if canterbury:
         folder = data_dir / "eval" / "canterbury"
@@ -165,7 +165,7 @@ def bench_config(config: ExpConfig, checkpoint_dir: Path) -> ExpConfig:
         validation_interval=NEVER,
         generation_interval=NEVER,
         checkpoint_interval=NEVER,
-        validation_max_bytes=config.sequence_length,
+        validation_max_bytes=config.data.sequence_length,
         keep_last_checkpoints=1,
         resume_from_checkpoint=None,
     )
@@ -238,7 +238,7 @@ def train_project(args, config: ExpConfig, data_dir: Path, work: Path, curve_bat
                 "load": os.getloadavg()[0],
             }
             loaded = load_model(checkpoint, "cpu")
-            if loaded.config.has_code_length:
+            if loaded.config.model.has_code_length:
                 point["val_bits_per_byte"] = score(project_bits, loaded.model, curve_batches())["bits_per_byte"]
             curve.append(point)
             print(f"  project {name} step {result.steps}: {seconds:.0f}s {point.get('val_bits_per_byte', '')}")
@@ -248,10 +248,10 @@ def train_project(args, config: ExpConfig, data_dir: Path, work: Path, curve_bat
 # ------------------------------------------------------------------------------------------------ the plain model
 def lr_at(config: ExpConfig, step: int, fraction: float) -> float:
     """Warmup over the config's warmup steps, then cosine to min_lr over the fraction of the time budget used."""
-    peak = config.learning_rate
-    floor = config.scheduler_specific_kwargs.get("min_lr", 0.0)
-    if step < config.warmup_steps:
-        return peak * (step + 1) / config.warmup_steps
+    peak = config.optim.learning_rate
+    floor = config.optim.scheduler_specific_kwargs.get("min_lr", 0.0)
+    if step < config.optim.warmup_steps:
+        return peak * (step + 1) / config.optim.warmup_steps
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
 
 
@@ -267,8 +267,8 @@ def train_plain(
     """Trains for `budget` seconds of the --clock (wall or this process's CPU) of its optimizer steps, scoring at
     each of `checkpoints` seconds (scoring is not timed)."""
     torch.manual_seed(config.seed)
-    loader = ByteWindowLoader(data_dir, "train", config.sequence_length, config.batch_size, config.seed)
-    optimizer = build_optimizer(model, config)
+    loader = ByteWindowLoader(data_dir, "train", config.data.sequence_length, config.data.batch_size, config.seed)
+    optimizer = build_optimizer(model, config.optim)
     model.train()
     seconds, cpu, step, curve = 0.0, 0.0, 0, []
     pending = sorted(checkpoints)
@@ -282,8 +282,8 @@ def train_plain(
         loss = plain_bits(model, tokens, padding).sum() * math.log(2) / count_
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if config.gradient_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip_norm)
+        if config.optim.gradient_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.gradient_clip_norm)
         optimizer.step()
         step += 1
         seconds += time.perf_counter() - started
@@ -397,13 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a wrong name or value: one line, exit 2
         print(f"quality: {error}".splitlines()[0], file=sys.stderr)
         return 2
-    if not config.has_code_length:
+    if not config.model.has_code_length:
         print("quality: the config has no top LM, so its model has no bits per byte", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     data_dir = resolve_training_data(config, args.data)
-    curve = lambda: split_windows(data_dir, "val", config.sequence_length, 16, args.curve_bytes)  # noqa: E731
+    curve = lambda: split_windows(data_dir, "val", config.data.sequence_length, 16, args.curve_bytes)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as work:
         print(f"project model: {args.config} ({args.workflow}), threads {torch.get_num_threads()}")
         load_before = os.getloadavg()[0]
@@ -444,8 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             else {"joint": args.steps}
         ),
         "settings": {
-            "sequence_length": config.sequence_length,
-            "batch_size": config.batch_size,
+            "sequence_length": config.data.sequence_length,
+            "batch_size": config.data.batch_size,
             "eval_bytes": args.eval_bytes,
             "curve_bytes": args.curve_bytes,
             "threads": torch.get_num_threads(),

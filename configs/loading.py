@@ -5,6 +5,8 @@ Accepted sources:
 - a Python config file exporting `exp_config` (an ExpConfig or a dict), like the seed's configs/*.py;
 - a YAML or JSON file holding the config mapping;
 - a checkpoint (.pt) whose `exp_config` entry is the config as plain data (loaded with weights_only=True).
+
+Each may be sectioned or flat (written before the sections): the schema moves flat keys to their sections.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from configs.errors import UserError, torch_load_failure
+from configs.flat_keys import sectioned_path
 from configs.schema import ExpConfig
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
@@ -62,13 +65,13 @@ def describe_validation_error(error: ValidationError) -> str:
     """All of a pydantic error's problems on one line: `path.to.field: message; other.field: message`."""
     parts = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<config>"
+        path = ".".join(str(p) for p in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] not in ("value_error", "assertion_error") and "input" in item:
             message += f" (got {_quoted(item['input'])})"
-        parts.append(f"{path}: {message}")
+        parts.append(f"{path}: {message}" if path else message)  # a whole-config check names its keys itself
     return "; ".join(parts)
 
 
@@ -141,7 +144,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.0=value` -> (['a', 'b', '0'], value); the value is read as YAML (numbers, bools, null, lists)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected key=value (e.g. max_steps=20)")
+        raise ConfigError(f"--set {text!r}: expected key=value (e.g. optim.max_steps=20)")
     raw = raw.strip()
     try:
         value = None if raw in ("None", "none") else safe_yaml(raw) if raw else ""
@@ -172,14 +175,16 @@ def _set_path(data: Any, path: list[str], value: Any, full_key: str) -> None:
 
 
 def apply_overrides(config: ExpConfig, overrides: Iterable[str], origin: str = "--set") -> ExpConfig:
-    """A new, revalidated config with each `key.sub=value` applied in order."""
+    """A new, revalidated config with each `key.sub=value` applied in order: `optim.max_steps=20` or the flat
+    seed name `max_steps=20`."""
     overrides = list(overrides)
     if not overrides:
         return config
     data = config.as_dict()
     for text in overrides:
         path, value = parse_override(text)
-        _set_path(data, path, value, text.partition("=")[0])
+        # a flat seed name (`max_steps=20`) goes to its section, through the one table (configs/flat_keys.py)
+        _set_path(data, sectioned_path(path), value, text.partition("=")[0])
     return validate_config(data, origin=f"{origin} {' '.join(overrides)}")
 
 

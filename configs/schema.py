@@ -1,9 +1,24 @@
-"""The experiment config schema: one strict pydantic model per concept.
+"""The experiment config schema: one strict pydantic model per concept, the experiment in sections.
 
-`ExpConfig` covers every key of the seed's config files (so they load unchanged) plus ours. Every model
-forbids unknown keys, so a typo fails at load time naming the field path (e.g.
-`compressor_level_configs.0.codebook_size`). Seed code reads configs like dicts (`exp_config['max_steps']`);
-that keeps working through `DictAccess`.
+`ExpConfig` is sectioned by the package that reads each key (as torchtitan's JobConfig and BLT's args are):
+
+- `model` (ModelConfig): levels, expanders, top LM, loss weights, the attention kernel; build_model reads only
+  this section (model/autoencoder.py).
+- `optim` (OptimConfig): learning rate, schedule, clipping, accumulation, weight decay, steps and epochs; the
+  optimizer and scheduler are built from it alone (components/training/optimization.py).
+- `data` (DataConfig): the source, the prepared shards, and the windows (sequence_length, batch_size), which the
+  data loaders, evaluation and the codec read.
+- `checkpoint` (CheckpointConfig): interval, folder, resume, stage 1's base components, how many to keep.
+- `validation` (ValidationConfig): the validation passes and the generated samples during training.
+- `logging` (LoggingConfig): run and project names, metric and MLflow intervals.
+- `seed` and `device` stay at the top: every package reads them.
+
+A field keeps its seed name inside its section (`optim.learning_rate`). Every config written flat (the seed's
+files, older YAML/JSON, the `exp_config` of older checkpoints) still loads: a `mode="before"` validator moves
+each flat key to its section through the one table in configs/flat_keys.py, and refuses a key given both flat
+and in its section. Every model forbids unknown keys, so a typo fails at load time naming the field path (e.g.
+`model.compressor_level_configs.0.codebook_size`). Dict-style access (`exp_config['optim']['max_steps']`)
+works through `DictAccess`.
 
 Seed keys that act on nothing are not fields: configs/seed_keys.py checks and drops them before validation
 (with a log line), so the seed's files still load and the schema holds only keys that act.
@@ -15,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from configs.flat_keys import FLAT_KEY_SECTIONS, SECTIONS, sectioned
 from configs.seed_keys import EXPERIMENT_SEED_KEYS, LEVEL_SEED_KEYS, drop_seed_keys
 
 SchedulerType = Literal["cosine_with_min_lr", "cosine", "linear", "constant", "constant_with_warmup"]
@@ -145,16 +161,9 @@ class TopTransformerConfig(DictAccess):
         return self
 
 
-class ExpConfig(DictAccess):
-    """A whole experiment: model, training, data, logging. Seed keys first, then ours."""
+class ModelConfig(DictAccess):
+    """What build_model reads (model/autoencoder.py): levels, expanders, the top LM, loss weights, kernels."""
 
-    # --- identity and tracking (seed) ---
-    run_name: str = "HierarchicalAE_KPM_Run_v2"
-    project_name: str | None = "TemporalAutoencodedLanguageModelling"
-    mlflow_batch_interval: int = Field(50, gt=0, description="Metrics are sent to MLflow in batches of this.")
-    log_interval: int = Field(1, gt=0, description="Steps between metric records.")
-
-    # --- model (seed) ---
     num_levels: int = Field(1, ge=1)
     compressor_level_configs: list[CompressorLevelConfig] = Field(default_factory=lambda: [CompressorLevelConfig()])
     expander_dim_scale: float = Field(1.0, gt=0, description="Expander width = level dim * this.")
@@ -183,63 +192,12 @@ class ExpConfig(DictAccess):
         "state that predicts the segment's first code), and its loss trains the top LM through it. Needs the "
         "joint workflow: stage 1 has no top LM and stage 2 freezes the expander.",
     )
-
-    # --- optimisation (seed) ---
-    learning_rate: float = Field(1e-4, gt=0)
-    batch_size: int = Field(16, gt=0)
-    sequence_length: int = Field(1024, ge=2)
-    num_epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="Stops at whichever of this and num_epochs ends first.")
-    gradient_clip_norm: float = Field(1.0, ge=0, description="0 disables clipping.")
-    gradient_accumulation_steps: int = Field(16, ge=1)
-    scheduler_type: SchedulerType = "cosine_with_min_lr"
-    warmup_steps: int = Field(1000, ge=0)
-    scheduler_specific_kwargs: dict[str, float] = Field(default_factory=lambda: {"min_lr": 1e-6})
-    weight_decay: float = Field(0.1, ge=0, description="AdamW decay; never on norms, biases, embeddings.")
-
-    # --- data (seed keys; 'default' is the embedded public-domain corpus) ---
-    dataset_name: str = Field(
-        "default",
-        description="'default' (embedded corpus), a local path or glob, s3://bucket/prefix, or a Hugging Face "
-        "dataset name (hf:org/name).",
-    )
-    dataset_config: str | None = None
-    dataset_train_split: str = "train"
-    text_column_name: str = "text"
-    data_dir: str | None = Field(
-        None, description="Prepared shards (prepare-data output); None: the default corpus, prepared on first use."
-    )
-
-    # --- generation samples (seed) ---
-    generation_interval: int = Field(50, gt=0)
-    sample_prompt_for_generation: str = "The purpose of education is "
-    generation_max_len_override: int = Field(512, gt=0)
-
-    # --- checkpoints (seed) ---
-    checkpoint_interval: int = Field(1000, gt=0)
-    checkpoint_dir: str = Field("./checkpoints", description="Local path or s3://bucket/prefix.")
-    resume_from_checkpoint: str | None = None
-    save_base_components_path: str | None = Field(
-        None, description="Stage 1: write compressors+expanders here after training."
-    )
-    keep_last_checkpoints: int = Field(3, ge=1)
-
-    # --- ours ---
-    seed: int = Field(0, description="Seeds parameters init, data order and sampling.")
-    validation_interval: int = Field(500, gt=0, description="Steps between validation passes.")
-    validation_max_bytes: int = Field(262_144, gt=0, description="Bytes of the val split per validation pass.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if available, else cpu.")
     attention_backend: Literal["block", "flex"] = Field(
         "block", description="Sliding-window kernel: block-local SDPA (any device) or FlexAttention (CUDA)."
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_seed_keys(cls, data: Any) -> Any:
-        return drop_seed_keys(data, EXPERIMENT_SEED_KEYS, "the experiment")
-
     @model_validator(mode="after")
-    def _check_consistency(self) -> ExpConfig:
+    def _check_consistency(self) -> ModelConfig:
         if self.num_levels != len(self.compressor_level_configs):
             raise ValueError(
                 f"num_levels ({self.num_levels}) must equal the number of compressor_level_configs "
@@ -248,7 +206,7 @@ class ExpConfig(DictAccess):
         top = self.top_transformer_config
         if top is None and self.top_lm_loss_weight > 0:
             raise ValueError("top_lm_loss_weight > 0 needs a top_transformer_config (set the weight to 0.0)")
-        if self.expander_reads_top_state and (top is None or self.save_base_components_path):
+        if self.expander_reads_top_state and top is None:
             raise ValueError(TOP_STATE_NEEDS_JOINT)
         top_dim = self.compressor_level_configs[-1].dim
         if top is not None and top.embed_dim is not None and top.embed_dim != top_dim:
@@ -265,3 +223,117 @@ class ExpConfig(DictAccess):
     @property
     def has_discrete_top_lm(self) -> bool:
         return self.top_transformer_config is not None and not self.top_transformer_config.continuous
+
+
+class OptimConfig(DictAccess):
+    """The optimizer, its schedule and the loop's length (components/training/optimization.py, train.py)."""
+
+    learning_rate: float = Field(1e-4, gt=0)
+    num_epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="Stops at whichever of this and num_epochs ends first.")
+    gradient_clip_norm: float = Field(1.0, ge=0, description="0 disables clipping.")
+    gradient_accumulation_steps: int = Field(16, ge=1)
+    scheduler_type: SchedulerType = "cosine_with_min_lr"
+    warmup_steps: int = Field(1000, ge=0)
+    scheduler_specific_kwargs: dict[str, float] = Field(default_factory=lambda: {"min_lr": 1e-6})
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay; never on norms, biases, embeddings.")
+
+
+class DataConfig(DictAccess):
+    """Where the bytes come from and the windows they are cut into (components/data/); evaluation and the codec
+    window texts by the same sequence_length."""
+
+    dataset_name: str = Field(
+        "default",
+        description="'default' (embedded corpus), a local path or glob, s3://bucket/prefix, or a Hugging Face "
+        "dataset name (hf:org/name).",
+    )
+    dataset_config: str | None = None
+    dataset_train_split: str = "train"
+    text_column_name: str = "text"
+    data_dir: str | None = Field(
+        None, description="Prepared shards (prepare-data output); None: the default corpus, prepared on first use."
+    )
+    sequence_length: int = Field(1024, ge=2, description="Tokens per window: training, validation, evaluation.")
+    batch_size: int = Field(16, gt=0, description="Windows per micro-batch (per process).")
+
+
+class CheckpointConfig(DictAccess):
+    """Saving and resuming (components/training/checkpoints.py, train.py)."""
+
+    checkpoint_interval: int = Field(1000, gt=0)
+    checkpoint_dir: str = Field("./checkpoints", description="Local path or s3://bucket/prefix.")
+    resume_from_checkpoint: str | None = None
+    save_base_components_path: str | None = Field(
+        None, description="Stage 1: write compressors+expanders here after training."
+    )
+    keep_last_checkpoints: int = Field(3, ge=1)
+
+
+class ValidationConfig(DictAccess):
+    """Validation passes and generated samples during training (components/training/validation.py)."""
+
+    validation_interval: int = Field(500, gt=0, description="Steps between validation passes.")
+    validation_max_bytes: int = Field(262_144, gt=0, description="Bytes of the val split per validation pass.")
+    generation_interval: int = Field(50, gt=0)
+    sample_prompt_for_generation: str = "The purpose of education is "
+    generation_max_len_override: int = Field(512, gt=0)
+
+
+class LoggingConfig(DictAccess):
+    """Run names and metric records (components/infrastructure/tracking.py, components/training/train_metrics.py)."""
+
+    run_name: str = "HierarchicalAE_KPM_Run_v2"
+    project_name: str | None = "TemporalAutoencodedLanguageModelling"
+    mlflow_batch_interval: int = Field(50, gt=0, description="Metrics are sent to MLflow in batches of this.")
+    log_interval: int = Field(1, gt=0, description="Steps between metric records.")
+
+
+class ExpConfig(DictAccess):
+    """A whole experiment, in sections (see the module docstring); `seed` and `device` act everywhere."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    seed: int = Field(0, description="Seeds parameters init, data order and sampling.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if available, else cpu.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_flat_keys(cls, data: Any) -> Any:
+        """Seed keys checked and dropped, then each flat key moved to its section (configs/flat_keys.py)."""
+        data = drop_seed_keys(data, EXPERIMENT_SEED_KEYS, "the experiment")
+        return sectioned(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ExpConfig:
+        if self.model.expander_reads_top_state and self.checkpoint.save_base_components_path:
+            raise ValueError(TOP_STATE_NEEDS_JOINT)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # Read-only flat names (`base.compressor_level_configs`, `cfg['max_steps']`) for config files written
+        # against the flat schema, the seed's configs/*tiny*.py among them, which must load unchanged. Our code
+        # reads the sectioned names; only names the table knows resolve, anything else fails as before.
+        section = FLAT_KEY_SECTIONS.get(name)
+        if section is None:
+            return super().__getattr__(name)
+        return getattr(getattr(self, section), name)
+
+    def __getitem__(self, key: str) -> Any:
+        section = FLAT_KEY_SECTIONS.get(key)
+        return super().__getitem__(key) if section is None else getattr(self, section)[key]
+
+    def updated(self, **changes: Any) -> ExpConfig:
+        """A validated copy with `changes` applied, as a delta: flat keys (`max_steps=3`) go to their section,
+        and a section given as a mapping (`optim={"max_steps": 3}`) changes only the keys it names."""
+        data = self.as_dict()
+        for key, value in sectioned(changes).items():
+            if key in SECTIONS and isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return type(self).model_validate(data)

@@ -36,6 +36,7 @@ from model.top_lm import CodeSequenceTransformer
 
 if TYPE_CHECKING:
     from configs import ExpConfig
+    from configs.schema import ModelConfig
 
 
 def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,7 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: tor
 
 
 class HierarchicalAutoencoder(nn.Module):
-    def __init__(self, config: ExpConfig):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         levels = config.compressor_level_configs
@@ -53,10 +54,10 @@ class HierarchicalAutoencoder(nn.Module):
         self.use_continuous_expander_inputs = config.use_continuous_expander_inputs
         self.aux_lm_loss_weight = config.aux_lm_loss_weight
         self.top_lm_loss_weight = config.top_lm_loss_weight
-        lookback = getattr(config, "cross_lookback", 1)
+        lookback = config.cross_lookback
 
         top = config.top_transformer_config
-        self.reads_top_state = bool(getattr(config, "expander_reads_top_state", False))
+        self.reads_top_state = config.expander_reads_top_state
         top_state_dim = top.dim if self.reads_top_state else None
         compressors, expanders = [], []
         for i, level in enumerate(levels):
@@ -99,7 +100,7 @@ class HierarchicalAutoencoder(nn.Module):
             )
         init_weights(self)
         self.base_frozen = False
-        self.set_attention_backend(getattr(config, "attention_backend", "block"))
+        self.set_attention_backend(config.attention_backend)
 
     def set_attention_backend(self, name: str) -> None:
         """The sliding-window kernel of every self-attention layer of this model (not of any other)."""
@@ -289,7 +290,12 @@ class HierarchicalAutoencoder(nn.Module):
 
 
 def build_model(exp_config: ExpConfig) -> HierarchicalAutoencoder:
-    """The model an ExpConfig describes; init is seeded by exp_config.seed (the global RNG is left as is)."""
+    """The model of exp_config's `model` section; init is seeded by exp_config.seed (the global RNG is left as is).
+
+    The model keeps the whole experiment as `exp_config` for those that hold only the model: the codec windows
+    texts by its `data.sequence_length`, and a checkpoint of the model stores it."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(getattr(exp_config, "seed", 0))
-        return HierarchicalAutoencoder(exp_config)
+        torch.manual_seed(exp_config.seed)
+        model = HierarchicalAutoencoder(exp_config.model)
+    model.exp_config = exp_config
+    return model

@@ -58,7 +58,7 @@ def evaluate_step(
             tracking=tracking,
         )
         result = evaluate(params)
-        tracking_uri = resolve_tracking_uri(spec.exp_config.project_name)
+        tracking_uri = resolve_tracking_uri(spec.exp_config.logging.project_name)
         signed = attest(
             model_name,
             tracking_uri,

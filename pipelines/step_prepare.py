@@ -81,7 +81,7 @@ def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_h
 
     if code == "unknown":
         return False, "the code identity is unknown: retraining"
-    client = client_for(resolve_tracking_uri(spec.exp_config.project_name))
+    client = client_for(resolve_tracking_uri(spec.exp_config.logging.project_name))
     champion = alias_version(client, model_name, CHAMPION)
     if champion is None:
         return False, f"model {model_name!r} has no champion yet"

@@ -108,7 +108,7 @@ def promote_step(
 
     stages = spec.stages(data_hash)
     config = stages.stage2
-    tracking_uri = resolve_tracking_uri(config.project_name)
+    tracking_uri = resolve_tracking_uri(config.logging.project_name)
     provenance = {
         "data_hash": data_hash,
         "git_commit": spec.git_commit,
@@ -135,7 +135,7 @@ def promote_step(
         **{key: value for key, value in lineage.items() if value},
     }
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(config.project_name or "Default")
+    mlflow.set_experiment(config.logging.project_name or "Default")
     client = client_for(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="abstractinator-promote-") as tmp:
         local = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
@@ -151,11 +151,11 @@ def promote_step(
             for name in (WEIGHTS_FILE, ATTESTATION_FILE, SIGNATURE_FILE, PAIRED_BITS_FILE)
         ]
         lineage["challenger_weights_sha256"] = sha256_of(evaluated_files[0])
-        experiment = config.project_name or "Default"
+        experiment = config.logging.project_name or "Default"
         earlier = _registered_result(client, model_name, lineage["challenger_weights_sha256"], experiment, tracking_uri)
         if earlier is not None:  # a cached (unchanged) run: these weights were judged already
             return earlier
-        with mlflow.start_run(run_name=f"{config.run_name.removesuffix('-stage2')}-candidate") as run:
+        with mlflow.start_run(run_name=f"{config.logging.run_name.removesuffix('-stage2')}-candidate") as run:
             mlflow.set_tags({**provenance, **extra, **_kfp_run_tag()})
             mlflow.log_metrics(evaluation.metrics)
             data_source = resolve_dataset_source(data_uri or join_uri(spec.artifact_root, "data", data_hash))

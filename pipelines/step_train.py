@@ -86,12 +86,12 @@ def train_stage_step(
         raise ValueError("stage2 needs the base components of stage 1 (base_components_uri)")
     processes = training_processes()
     if processes > 1:
-        if config.batch_size % processes:
+        if config.data.batch_size % processes:
             from configs import ConfigError
 
-            raise ConfigError(f"batch_size {config.batch_size} does not split over {processes} training processes")
-        config = config.updated(batch_size=config.batch_size // processes)
-    resume = CheckpointStore(config.checkpoint_dir).latest()
+            raise ConfigError(f"batch_size {config.data.batch_size} does not split over {processes} training processes")
+        config = config.updated(batch_size=config.data.batch_size // processes)
+    resume = CheckpointStore(config.checkpoint.checkpoint_dir).latest()
     if resume:
         log.info("stage_resumes", stage=stage, checkpoint=resume)
     result = run_training(

@@ -58,7 +58,7 @@ def trained_model():
 def save_checkpoint(model, folder: Path) -> str:
     """The model as a training checkpoint file that components/evaluation/model_loading.py reads."""
     return CheckpointStore(folder).save(
-        {"model_state": model.state_dict(), "exp_config": model.config.as_dict(), "global_step": 1}, 1
+        {"model_state": model.state_dict(), "exp_config": model.exp_config.as_dict(), "global_step": 1}, 1
     )
 
 

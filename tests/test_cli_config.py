@@ -21,7 +21,7 @@ def test_show_prints_the_resolved_config_as_yaml_and_json(name: str, capsys: pyt
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown == load_config(path).as_dict()
     assert main(["config", "show", path, "--json", "--set", "max_steps=7"]) == 0
-    assert json.loads(capsys.readouterr().out)["max_steps"] == 7
+    assert json.loads(capsys.readouterr().out)["optim"]["max_steps"] == 7
 
 
 def test_show_of_a_broken_config_exits_2_naming_the_field(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_show_of_a_broken_config_exits_2_naming_the_field(tmp_path: Path) -> Non
     bad.write_text(
         "from configs.ci_config import exp_config as base\n"
         "exp_config = base.as_dict()\n"
-        "exp_config['compressor_level_configs'][0]['codebook_size'] = 'big'\n"
+        "exp_config['model']['compressor_level_configs'][0]['codebook_size'] = 'big'\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "abstractinator", "config", "show", str(bad)],

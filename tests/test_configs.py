@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from configs import ConfigError, ExpConfig, apply_overrides, load_config
+from configs import ConfigError, ExpConfig, ModelConfig, apply_overrides, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CONFIGS = [
@@ -25,45 +25,45 @@ SEED_CONFIGS = [
 @pytest.mark.parametrize("name", SEED_CONFIGS)
 def test_every_shipped_config_loads(name: str) -> None:
     config = load_config(REPO / "configs" / name)
-    assert config.num_levels == len(config.compressor_level_configs)
-    assert config.dataset_name == "default"
+    assert config.model.num_levels == len(config.model.compressor_level_configs)
+    assert config.data.dataset_name == "default"
 
 
 def test_seed_configs_keep_their_model_and_training_values() -> None:
     tiny = load_config(REPO / "configs/tiny_config.py")
-    level = tiny.compressor_level_configs[0]
+    level = tiny.model.compressor_level_configs[0]
     assert (level.dim, level.heads, level.window, level.codebook_size) == (128, 4, 128, 1024)
-    assert (tiny.batch_size, tiny.gradient_accumulation_steps, tiny.learning_rate) == (64, 2, 1e-4)
-    assert tiny.top_transformer_config.dim == 256 and tiny.top_transformer_config.continuous
+    assert (tiny.data.batch_size, tiny.optim.gradient_accumulation_steps, tiny.optim.learning_rate) == (64, 2, 1e-4)
+    assert tiny.model.top_transformer_config.dim == 256 and tiny.model.top_transformer_config.continuous
     stage1 = load_config(REPO / "configs/stage1_super_tiny_config.py")
-    assert stage1.top_transformer_config is None and stage1.top_lm_loss_weight == 0.0
-    assert stage1.save_base_components_path == "./stage1_base.pt"
-    assert (stage1.batch_size, stage1.gradient_accumulation_steps) == (64, 1)
+    assert stage1.model.top_transformer_config is None and stage1.model.top_lm_loss_weight == 0.0
+    assert stage1.checkpoint.save_base_components_path == "./stage1_base.pt"
+    assert (stage1.data.batch_size, stage1.optim.gradient_accumulation_steps) == (64, 1)
     stage2 = load_config(REPO / "configs/stage2_super_tiny_config.py")
-    assert stage2.compressor_level_configs == stage1.compressor_level_configs
-    assert stage2.top_transformer_config.dim == 128
+    assert stage2.model.compressor_level_configs == stage1.model.compressor_level_configs
+    assert stage2.model.top_transformer_config.dim == 128
     ci = load_config(REPO / "configs/ci_config.py")
-    assert ci.has_discrete_top_lm and ci.num_levels == 1
+    assert ci.model.has_discrete_top_lm and ci.model.num_levels == 1
 
 
 def test_dict_style_access_reads_writes_and_validates() -> None:
     config = load_config(REPO / "configs/config.py")
-    assert config["max_steps"] is None
-    config["max_steps"] = 20
-    assert config.max_steps == 20
-    assert config["compressor_level_configs"][0]["codebook_size"] == 4096
-    assert "learning_rate" in config and "no_such_key" not in config
+    assert config["optim"]["max_steps"] is None
+    config["optim"]["max_steps"] = 20
+    assert config.optim.max_steps == 20
+    assert config["model"]["compressor_level_configs"][0]["codebook_size"] == 4096
+    assert "optim" in config and "learning_rate" in config["optim"] and "no_such_key" not in config
     assert config.get("no_such_key", 7) == 7
     with pytest.raises(ValueError, match="max_steps"):
-        config["max_steps"] = "many"
+        config["optim"]["max_steps"] = "many"
     with pytest.raises(KeyError):
         config["no_such_key"] = 1
 
 
 def test_loading_a_config_does_not_share_state_with_the_file_module() -> None:
     first = load_config(REPO / "configs/config.py")
-    first["batch_size"] = 3
-    assert load_config(REPO / "configs/config.py").batch_size == 16
+    first["data"]["batch_size"] = 3
+    assert load_config(REPO / "configs/config.py").data.batch_size == 16
 
 
 def write(path: Path, text: str) -> Path:
@@ -119,7 +119,7 @@ def test_yaml_json_and_python_dict_configs_load_alike(tmp_path: Path) -> None:
     as_json = load_config(write(tmp_path / "c.json", json.dumps(data)))
     as_py = load_config(write(tmp_path / "c.py", f"exp_config = {data!r}\n"))
     assert as_yaml == as_json == as_py
-    assert as_py.compressor_level_configs[0].dim == 64
+    assert as_py.model.compressor_level_configs[0].dim == 64
 
 
 def test_checkpoint_config_loads_and_a_truncated_checkpoint_is_named(tmp_path: Path) -> None:
@@ -159,13 +159,16 @@ def test_overrides_reach_nested_fields_and_are_validated() -> None:
             "scheduler_specific_kwargs={min_lr: 0.0}",
         ],
     )
-    assert changed.max_steps == 20 and changed.learning_rate == 3e-4
-    assert changed.compressor_level_configs[0].codebook_size == 512
-    assert changed.compressor_level_configs[0].entropy_abs_threshold == 1.5
-    assert changed.top_transformer_config.continuous is False
-    assert changed.scheduler_specific_kwargs == {"min_lr": 0.0}
-    assert apply_overrides(base, ["top_transformer_config=null", "top_lm_loss_weight=0"]).top_transformer_config is None
-    assert base.max_steps is None  # the original is untouched
+    assert changed.optim.max_steps == 20 and changed.optim.learning_rate == 3e-4
+    assert changed.model.compressor_level_configs[0].codebook_size == 512
+    assert changed.model.compressor_level_configs[0].entropy_abs_threshold == 1.5
+    assert changed.model.top_transformer_config.continuous is False
+    assert changed.optim.scheduler_specific_kwargs == {"min_lr": 0.0}
+    assert (
+        apply_overrides(base, ["top_transformer_config=null", "top_lm_loss_weight=0"]).model.top_transformer_config
+        is None
+    )
+    assert base.optim.max_steps is None  # the original is untouched
 
 
 @pytest.mark.parametrize(
@@ -175,8 +178,8 @@ def test_overrides_reach_nested_fields_and_are_validated() -> None:
         ("compressor_level_configs.3.dim=8", "no list index '3'"),
         ("no_such.key=1", "unknown key 'no_such'"),
         ("nokey", "expected key=value"),
-        ("batch_size.x=1", "'batch_size' is not a mapping or list"),
-        ("max_steps.x=1", "'max_steps' is null"),
+        ("batch_size.x=1", "'data.batch_size' is not a mapping or list"),
+        ("max_steps.x=1", "'optim.max_steps' is null"),
     ],
 )
 def test_bad_overrides_name_the_problem(override: str, fragment: str) -> None:
@@ -188,7 +191,7 @@ def test_every_shipped_config_bounds_its_segments():
     """Flat entropy at initialisation makes a window one segment unless max_segment_len cuts it."""
     for path in sorted((REPO / "configs").glob("*config.py")):
         config = load_config(path)
-        for level in config.compressor_level_configs:
+        for level in config.model.compressor_level_configs:
             assert level.max_segment_len is not None and level.max_segment_len <= 32, path.name
 
 
@@ -212,8 +215,9 @@ def test_seed_keys_that_act_on_nothing_load_and_are_dropped_with_a_log_line(tmp_
     dropped |= {"propagate_key_padding_mask"}
     level_dropped = {"max_seq_len_encoder", "target_compression_ratio", "compression_loss_weight"}
     data = config.as_dict()
-    assert not dropped & data.keys() and not level_dropped & data["compressor_level_configs"][0].keys()
-    assert not (dropped & ExpConfig.model_fields.keys())
+    assert not dropped & (data.keys() | data["model"].keys())
+    assert not level_dropped & data["model"]["compressor_level_configs"][0].keys()
+    assert not (dropped & (ExpConfig.model_fields.keys() | ModelConfig.model_fields.keys()))
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert all(key in logged for key in dropped | level_dropped), logged
     assert config == load_config(write(tmp_path / "plain.json", "{}"))  # they changed nothing

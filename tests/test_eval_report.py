@@ -101,7 +101,7 @@ def test_compression_report_on_a_ci_checkpoint(ci_checkpoint, corpus, text_file,
     # The headline number, recomputed independently: the conditional code length of each context-carrying
     # window's new tokens, over the split's stream read once in order.
     loaded = load_model(ci_checkpoint, "cpu")
-    length = loaded.config.sequence_length
+    length = loaded.config.data.sequence_length
     stream = [
         int(t)
         for batch in iter_eval_windows(corpus, "test", length, 3, max_bytes=4096)

@@ -72,7 +72,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (files / "empty.pt").write_bytes(b"")
     (files / "folder.pt").mkdir()
     narrow = load_config(CI).updated(
-        compressor_level_configs=[{**config.compressor_level_configs[0].as_dict(), "dim": 32}]
+        compressor_level_configs=[{**config.model.compressor_level_configs[0].as_dict(), "dim": 32}]
     )
     build_model(narrow).save_base_components(files / "narrow_base.pt")
     torch.save({"compressors": Exploit(root / "PWNED")}, files / "malicious.pt")

@@ -36,7 +36,7 @@ def small_config(folder: Path, **changes):
     """The CI model on small batches with codebook-reset checks every 2 steps (a code is dead after 5 unused
     steps; resets stop at step total // 2) and no validation or sampling in between."""
     config = load_config(REPO / "configs/ci_config.py")
-    level = {**config.compressor_level_configs[0].as_dict(), "vq_reset_interval": 2}
+    level = {**config.model.compressor_level_configs[0].as_dict(), "vq_reset_interval": 2}
     defaults = {
         "checkpoint_dir": str(folder),
         "compressor_level_configs": [level],
@@ -125,7 +125,7 @@ def test_a_non_finite_loss_stops_training_without_a_checkpoint_from_it(
         state = read_checkpoint_file(tmp_path / "ckpt" / name)["model_state"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), name
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name(config.project_name).experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name(config.logging.project_name).experiment_id])
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["failure"]
 
 

@@ -155,7 +155,7 @@ def test_build_model_accepts_the_shipped_configs(path):
     config = load_config(path)
     model = build_model(config)
     assert isinstance(model, HierarchicalAutoencoder)
-    assert (model.top_lm is None) == (config.top_transformer_config is None)
+    assert (model.top_lm is None) == (config.model.top_transformer_config is None)
     assert not any(p is model.compressors[0].quantizer.codebook for p in model.parameters())  # EMA-trained only
 
 

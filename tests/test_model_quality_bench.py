@@ -58,9 +58,9 @@ def test_code_statistics_add_up_to_the_code_length_and_count_every_sent_code():
 def test_slices_end_at_the_last_step_and_the_schedule_follows_time():
     assert quality.slice_ends(500, 3) == [167, 333, 500] and quality.slice_ends(2, 5) == [1, 2]
     config = quality.load_pipeline_config("demo")
-    assert quality.lr_at(config, 0, 0.0) == pytest.approx(config.learning_rate / config.warmup_steps)
-    assert quality.lr_at(config, 10_000, 0.0) == pytest.approx(config.learning_rate)
-    assert quality.lr_at(config, 10_000, 1.0) == pytest.approx(config.scheduler_specific_kwargs["min_lr"])
+    assert quality.lr_at(config, 0, 0.0) == pytest.approx(config.optim.learning_rate / config.optim.warmup_steps)
+    assert quality.lr_at(config, 10_000, 0.0) == pytest.approx(config.optim.learning_rate)
+    assert quality.lr_at(config, 10_000, 1.0) == pytest.approx(config.optim.scheduler_specific_kwargs["min_lr"])
 
 
 def test_bad_input_is_one_line_and_exit_2(capsys):

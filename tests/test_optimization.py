@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from components.training.optimization import build_optimizer, build_scheduler, lr_multiplier_fn, parameter_groups
-from configs import ExpConfig
+from configs import OptimConfig
 
 
 class Tiny(nn.Module):
@@ -33,11 +33,11 @@ def test_decay_only_on_trainable_matrices_never_norms_biases_embeddings_or_buffe
 def test_a_fully_frozen_model_is_an_error() -> None:
     model = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
-        build_optimizer(model, ExpConfig())
+        build_optimizer(model, OptimConfig())
 
 
 def test_cosine_with_min_lr_warms_up_then_decays_to_the_floor() -> None:
-    config = ExpConfig(learning_rate=1e-3, warmup_steps=10, scheduler_specific_kwargs={"min_lr": 1e-4})
+    config = OptimConfig(learning_rate=1e-3, warmup_steps=10, scheduler_specific_kwargs={"min_lr": 1e-4})
     f = lr_multiplier_fn(config, total_steps=110)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0)
@@ -51,13 +51,13 @@ def test_cosine_with_min_lr_warms_up_then_decays_to_the_floor() -> None:
     [("cosine", 0.5, 0.0), ("linear", 0.5, 0.0), ("constant", 1.0, 1.0), ("constant_with_warmup", 1.0, 1.0)],
 )
 def test_other_seed_schedules(kind: str, at_half: float, at_end: float) -> None:
-    config = ExpConfig(scheduler_type=kind, warmup_steps=0, scheduler_specific_kwargs={})
+    config = OptimConfig(scheduler_type=kind, warmup_steps=0, scheduler_specific_kwargs={})
     f = lr_multiplier_fn(config, total_steps=100)
     assert f(50) == pytest.approx(at_half) and f(100) == pytest.approx(at_end, abs=1e-12)
 
 
 def test_scheduler_state_resumes_the_same_curve() -> None:
-    config = ExpConfig(learning_rate=1.0, warmup_steps=3, scheduler_specific_kwargs={"min_lr": 0.0})
+    config = OptimConfig(learning_rate=1.0, warmup_steps=3, scheduler_specific_kwargs={"min_lr": 0.0})
     model = nn.Linear(2, 2)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, total_steps=20)

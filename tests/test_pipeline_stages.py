@@ -16,24 +16,26 @@ def ci():
 
 def test_stage1_drops_the_top_lm_and_writes_the_base_that_stage2_loads(ci) -> None:
     stages = stage_configs(ci, 7, 9, "s3://bucket/prefix", "run-1")
-    assert stages.stage1.top_transformer_config is None
-    assert stages.stage1.top_lm_loss_weight == 0.0
-    assert stages.stage1.save_base_components_path == "s3://bucket/prefix/runs/run-1/stage1/base_components.pt"
-    assert stages.base_components_uri == stages.stage1.save_base_components_path
-    assert stages.stage2.top_transformer_config == ci.top_transformer_config
-    assert stages.stage2.save_base_components_path is None
-    assert (stages.stage1.max_steps, stages.stage2.max_steps) == (7, 9)
-    assert stages.stage1.checkpoint_dir == "s3://bucket/prefix/runs/run-1/stage1/checkpoints"
-    assert stages.stage2.checkpoint_dir == "s3://bucket/prefix/runs/run-1/stage2/checkpoints"
+    assert stages.stage1.model.top_transformer_config is None
+    assert stages.stage1.model.top_lm_loss_weight == 0.0
+    assert (
+        stages.stage1.checkpoint.save_base_components_path == "s3://bucket/prefix/runs/run-1/stage1/base_components.pt"
+    )
+    assert stages.base_components_uri == stages.stage1.checkpoint.save_base_components_path
+    assert stages.stage2.model.top_transformer_config == ci.model.top_transformer_config
+    assert stages.stage2.checkpoint.save_base_components_path is None
+    assert (stages.stage1.optim.max_steps, stages.stage2.optim.max_steps) == (7, 9)
+    assert stages.stage1.checkpoint.checkpoint_dir == "s3://bucket/prefix/runs/run-1/stage1/checkpoints"
+    assert stages.stage2.checkpoint.checkpoint_dir == "s3://bucket/prefix/runs/run-1/stage2/checkpoints"
     # everything else is the base config's
-    assert stages.stage1.compressor_level_configs == ci.compressor_level_configs
-    assert stages.stage2.learning_rate == ci.learning_rate
+    assert stages.stage1.model.compressor_level_configs == ci.model.compressor_level_configs
+    assert stages.stage2.optim.learning_rate == ci.optim.learning_rate
 
 
 def test_intervals_fit_short_stages(ci) -> None:
     stages = stage_configs(ci, 3, 4, "artifacts", "k")
-    assert stages.stage1.checkpoint_interval == 3 and stages.stage1.validation_interval == 3
-    assert stages.stage2.warmup_steps <= 1
+    assert stages.stage1.checkpoint.checkpoint_interval == 3 and stages.stage1.validation.validation_interval == 3
+    assert stages.stage2.optim.warmup_steps <= 1
 
 
 def test_config_hash_names_what_is_trained_not_where(ci) -> None:
@@ -47,7 +49,7 @@ def test_config_hash_names_what_is_trained_not_where(ci) -> None:
 def test_overrides_and_names(ci) -> None:
     assert resolve_config_path("ci") == resolve_config_path("ci_config") == resolve_config_path("configs/ci_config.py")
     changed = load_pipeline_config("ci", ["learning_rate=0.5", ""])
-    assert changed.learning_rate == 0.5 and config_hash(changed) != config_hash(ci)
+    assert changed.optim.learning_rate == 0.5 and config_hash(changed) != config_hash(ci)
     with pytest.raises(ConfigError, match="no configs/nope_config.py"):
         load_pipeline_config("nope")
     with pytest.raises(ConfigError, match="learning_rate"):

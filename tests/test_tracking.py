@@ -29,7 +29,7 @@ def test_params_tags_metrics_and_texts_arrive_in_a_local_store(tmp_path: Path) -
     assert tracker.close()
     client = MlflowClient(uri)
     run = client.get_run(tracker.run_id)
-    assert run.data.params["compressor_level_configs.0.codebook_size"] == "4096"
+    assert run.data.params["model.compressor_level_configs.0.codebook_size"] == "4096"
     assert run.data.tags["stage"] == "stage1"
     history = client.get_metric_history(tracker.run_id, "loss/total_avg_accum")
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 13))

@@ -65,7 +65,7 @@ def test_seed_command_trains_checkpoints_and_tracks(tmp_path: Path, corpus: Path
     assert set(checkpoint) >= {"optimizer_state", "scheduler_state", "rng_state", "exp_config", "git_commit"}
     client = MlflowClient(tracking)
     (run,) = client.search_runs([client.get_experiment_by_name("abstractinator-ci").experiment_id])
-    assert run.data.params["max_steps"] == "20"
+    assert run.data.params["optim.max_steps"] == "20"
     assert run.data.tags["stage"] == "joint" and run.data.tags["data_hash"] == checkpoint["data_hash"]
     assert {"git_commit", "config_hash"} <= set(run.data.tags)
     history = client.get_metric_history(run.info.run_id, "loss/total_avg_accum")
@@ -281,7 +281,7 @@ def test_mismatched_base_names_the_module(tmp_path: Path, corpus: Path) -> None:
     )
     train(TrainParams(config=config, data_dir=corpus, progress=False, tracking=False))
     wider = ci_config(tmp_path / "other", max_steps=1).as_dict()
-    wider["compressor_level_configs"][0]["dim"] = 32
+    wider["model"]["compressor_level_configs"][0]["dim"] = 32
     from configs import validate_config
 
     with pytest.raises(Exception, match=r"compressor|expander"):

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a field, e.g. --set compressor_level_configs.0.codebook_size=512 (repeatable)",
+        help="override a field, e.g. --set model.compressor_level_configs.0.codebook_size=512 or a flat seed name "
+        "such as --set max_steps=20 (repeatable)",
     )
     show.set_defaults(func=show_config)
 

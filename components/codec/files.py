@@ -139,7 +139,7 @@ def compress_file(
         require_code_probabilities(model, "compressing")
     except ValueError as error:
         raise CodecError(str(error)) from None
-    window = int(model.config.sequence_length)
+    window = int(model.exp_config.data.sequence_length)
     context = default_context(window) if params.context is None else params.context
     if not 0 <= context < window:
         raise CodecError(f"--context must be in [0, {window}) for a window of {window} tokens (got {context})")

@@ -27,27 +27,27 @@ def resolve_training_data(config: ExpConfig, data_dir: str | Path | None = None)
     """A directory of prepared shards for this run. An explicit directory (`--data`, or the config's data_dir)
     must hold a manifest and verify: it is never prepared into or replaced by another corpus. Without one, the
     config's dataset is prepared under the data home (idempotent)."""
-    chosen = data_dir or config.data_dir
+    chosen = data_dir or config.data.data_dir
     if chosen:
         directory = Path(chosen)
         if not (directory / MANIFEST_NAME).is_file():
             what = "no such folder" if not directory.exists() else f"no {MANIFEST_NAME}, so not prepared data"
             raise DataSourceError(
                 f"{directory}: {what}; prepare it first with `abstractinator prepare-data --source SOURCE --out "
-                f"{directory}`, or leave out --data to use the config's dataset_name ({config.dataset_name!r})"
+                f"{directory}`, or leave out --data to use the config's dataset_name ({config.data.dataset_name!r})"
             )
         verify(directory)
         return directory
-    directory = prepared_dir_for(config.dataset_name)
-    if config.dataset_name == "default":
+    directory = prepared_dir_for(config.data.dataset_name)
+    if config.data.dataset_name == "default":
         return ensure_prepared(directory)
     prepare_data(
         PrepareDataParams(
-            source=config.dataset_name,
+            source=config.data.dataset_name,
             out_dir=directory,
-            text_column=config.text_column_name,
-            hf_config=config.dataset_config,
-            hf_split=config.dataset_train_split,
+            text_column=config.data.text_column_name,
+            hf_config=config.data.dataset_config,
+            hf_split=config.data.dataset_train_split,
         )
     )
     return directory

@@ -184,7 +184,7 @@ def _compression_entries(params: EvaluateParams, loaded, data_dir: Path | None) 
     from components.infrastructure.settings import get_settings
 
     config, device = loaded.config, loaded.device
-    length, batch = config.sequence_length, params.batch_size
+    length, batch = config.data.sequence_length, params.batch_size
     texts, hashes = {}, {}
     if params.compression and data_dir is not None:
         for split in params.splits:
@@ -239,7 +239,7 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
         from components.evaluation.conditional_code_length import HierarchicalAEScorer
         from components.evaluation.hier_ae_lm import HierarchicalAELM
 
-        scorer = HierarchicalAEScorer(loaded.model, loaded.device, config.sequence_length, params.batch_size)
+        scorer = HierarchicalAEScorer(loaded.model, loaded.device, config.data.sequence_length, params.batch_size)
         output = run_lm_eval(
             HierarchicalAELM(scorer=scorer), None, params.tasks, data_dir, params.limit, params.num_fewshot
         )
@@ -257,7 +257,7 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
         "git_commit": loaded.checkpoint.get("git_commit"),
         "versions": versions(),
         "settings": {
-            "sequence_length": config.sequence_length,
+            "sequence_length": config.data.sequence_length,
             "max_eval_bytes": params.max_eval_bytes,
             "limit": params.limit,
             "num_fewshot": params.num_fewshot,
@@ -291,9 +291,9 @@ def _track(params: EvaluateParams, loaded, metrics: dict[str, float], files: lis
 
     config = loaded.config
     tracker = RunTracker(
-        experiment=config.project_name or "Default",
-        run_name=f"{config.run_name}-evaluate",
-        tracking_uri=resolve_tracking_uri(config.project_name),
+        experiment=config.logging.project_name or "Default",
+        run_name=f"{config.logging.run_name}-evaluate",
+        tracking_uri=resolve_tracking_uri(config.logging.project_name),
         run_id=loaded.checkpoint.get("mlflow_run_id"),
         unsent_path=Path(params.out_dir) / "mlflow_unsent.jsonl",
     )

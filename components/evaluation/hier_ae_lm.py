@@ -101,7 +101,7 @@ class HierarchicalAELM(LM):
 
             loaded = load_model(checkpoint, device, load_config(config) if config else None)
             require_bits(loaded.model, checkpoint)
-            length = int(max_length) if max_length else loaded.config.sequence_length
+            length = int(max_length) if max_length else loaded.config.data.sequence_length
             scorer = HierarchicalAEScorer(loaded.model, loaded.device, length, batch)
             self._device = loaded.device
         self.scorer = scorer

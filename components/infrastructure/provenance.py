@@ -23,6 +23,7 @@ from typing import Any
 
 from components.infrastructure.settings import get_settings
 from configs import ExpConfig
+from configs.flat_keys import FLAT_KEY_SECTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the training image copies (docker/Dockerfile) that can change what is trained: code, configs, pins.
@@ -126,7 +127,9 @@ def code_identity(root: Path | None = None) -> str:
 
 def config_hash(config: ExpConfig) -> str:
     """sha256 of the canonical JSON of what the config trains (locations excluded), first 16 hex digits."""
-    data = {k: v for k, v in config.as_dict().items() if k not in _LOCATION_KEYS}
+    data = config.as_dict()
+    for key in _LOCATION_KEYS:
+        del data[FLAT_KEY_SECTIONS[key]][key]  # the sectioned form: each key in its section
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -3,9 +3,10 @@
 Weight decay applies to matrices only: never to norms, biases or embeddings. The EMA codebooks are buffers,
 not parameters, so the optimizer never sees them. Frozen parameters (stage 2's base) are left out.
 
-Schedules are pure functions of the step (a LambdaLR), so a resumed run continues the same curve exactly.
-Names are transformers' scheduler names, so config files written for it keep working: cosine_with_min_lr
-(kwargs min_lr or min_lr_rate), cosine, linear, constant, constant_with_warmup.
+Both are built from the config's `optim` section alone. Schedules are pure functions of the step (a LambdaLR),
+so a resumed run continues the same curve exactly. Names are transformers' scheduler names, so config files
+written for it keep working: cosine_with_min_lr (kwargs min_lr or min_lr_rate), cosine, linear, constant,
+constant_with_warmup.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from configs import ExpConfig
+from configs.schema import OptimConfig
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -34,14 +35,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config: ExpConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     groups = [g for g in parameter_groups(model, config.weight_decay) if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters (is everything frozen?)")
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), eps=1e-8)
 
 
-def lr_multiplier_fn(config: ExpConfig, total_steps: int) -> Callable[[int], float]:
+def lr_multiplier_fn(config: OptimConfig, total_steps: int) -> Callable[[int], float]:
     """step -> factor on the base learning rate."""
     kind, warmup = config.scheduler_type, config.warmup_steps
     kwargs = config.scheduler_specific_kwargs
@@ -69,6 +70,6 @@ def lr_multiplier_fn(config: ExpConfig, total_steps: int) -> Callable[[int], flo
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: ExpConfig, total_steps: int
+    optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier_fn(config, total_steps))

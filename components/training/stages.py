@@ -65,10 +65,10 @@ def stage_configs(
     config: ExpConfig, stage1_steps: int, stage2_steps: int, artifact_root: str, run_key: str
 ) -> StageConfigs:
     """The stage-1 and stage-2 configs of `config`, writing under `<artifact_root>/runs/<run_key>/`."""
-    if config.top_transformer_config is None:
-        raise ConfigError(f"config {config.run_name!r} has no top_transformer_config: stage 2 needs a top LM")
-    if config.expander_reads_top_state:  # the schema would refuse stage 1's config anyway; say why first
-        raise ConfigError(f"config {config.run_name!r}: {TOP_STATE_NEEDS_JOINT}")
+    if config.model.top_transformer_config is None:
+        raise ConfigError(f"config {config.logging.run_name!r} has no top_transformer_config: stage 2 needs a top LM")
+    if config.model.expander_reads_top_state:  # the schema would refuse stage 1's config anyway; say why first
+        raise ConfigError(f"config {config.logging.run_name!r}: {TOP_STATE_NEEDS_JOINT}")
     if stage1_steps < 1 or stage2_steps < 1:
         raise ConfigError(f"stage step counts must be >= 1 (got stage1={stage1_steps}, stage2={stage2_steps})")
     run_root = join_uri(artifact_root, "runs", run_key)
@@ -77,9 +77,9 @@ def stage_configs(
     def intervals(steps: int) -> dict[str, int]:
         return {
             "max_steps": steps,
-            "warmup_steps": min(config.warmup_steps, max(steps // 10, 1)),
-            "checkpoint_interval": min(config.checkpoint_interval, steps),
-            "validation_interval": min(config.validation_interval, steps),
+            "warmup_steps": min(config.optim.warmup_steps, max(steps // 10, 1)),
+            "checkpoint_interval": min(config.checkpoint.checkpoint_interval, steps),
+            "validation_interval": min(config.validation.validation_interval, steps),
         }
 
     stage1 = config.updated(
@@ -87,15 +87,15 @@ def stage_configs(
         top_lm_loss_weight=0.0,
         save_base_components_path=base_uri,
         checkpoint_dir=join_uri(run_root, "stage1", "checkpoints"),
-        run_name=f"{config.run_name}-stage1",
+        run_name=f"{config.logging.run_name}-stage1",
         resume_from_checkpoint=None,
         **intervals(stage1_steps),
     )
     stage2 = config.updated(
-        top_lm_loss_weight=config.top_lm_loss_weight or 1.0,
+        top_lm_loss_weight=config.model.top_lm_loss_weight or 1.0,
         save_base_components_path=None,
         checkpoint_dir=join_uri(run_root, "stage2", "checkpoints"),
-        run_name=f"{config.run_name}-stage2",
+        run_name=f"{config.logging.run_name}-stage2",
         resume_from_checkpoint=None,
         **intervals(stage2_steps),
     )
@@ -105,4 +105,4 @@ def stage_configs(
 def run_key(config: ExpConfig, stage1_steps: int, stage2_steps: int, data_hash: str, commit: str) -> str:
     """A deterministic folder name for one (config, steps, data, code): reruns reuse (and resume) it."""
     text = f"{config_hash(config)}:{stage1_steps}:{stage2_steps}:{data_hash}:{commit}"
-    return f"{config.run_name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return f"{config.logging.run_name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"

@@ -104,10 +104,10 @@ class TrainResult(BaseModel):
 
 def stage_of(config: ExpConfig, load_base_from: str | None) -> Stage:
     if load_base_from:
-        if config.expander_reads_top_state:  # stage 2 would freeze the expander that reads the top LM
+        if config.model.expander_reads_top_state:  # stage 2 would freeze the expander that reads the top LM
             raise ConfigError(f"--load_base_from: {TOP_STATE_NEEDS_JOINT}")
         return "stage2"
-    return "stage1" if config.top_transformer_config is None else "joint"
+    return "stage1" if config.model.top_transformer_config is None else "joint"
 
 
 def _save_base_components(model: torch.nn.Module, target: str, staging: Path) -> str:
@@ -196,17 +196,21 @@ class Trainer:
         self.commit = git_commit()
         self.config_hash = config_hash(config)
         self._tmp = staging_dir("train")
-        self.store = CheckpointStore(config.checkpoint_dir, keep_last=config.keep_last_checkpoints)
+        self.store = CheckpointStore(
+            config.checkpoint.checkpoint_dir, keep_last=config.checkpoint.keep_last_checkpoints
+        )
 
         if context.is_main:
             # Before any data is prepared or step is run: a folder we cannot write fails now, not at step N.
             self.store.check_writable()
-            base_target = config.save_base_components_path
+            base_target = config.checkpoint.save_base_components_path
             if base_target and not is_s3(base_target):
                 ensure_writable_folder(Path(base_target).parent, "base components")
             freed = self.store.remove_interrupted_writes()
             if freed:
-                log.info("removed_interrupted_writes", checkpoint_dir=redact(config.checkpoint_dir), bytes=freed)
+                log.info(
+                    "removed_interrupted_writes", checkpoint_dir=redact(config.checkpoint.checkpoint_dir), bytes=freed
+                )
             self.data_dir = resolve_training_data(config, params.data_dir)
         context.barrier()  # other ranks wait until rank 0 has prepared the data
         if not context.is_main:
@@ -215,29 +219,29 @@ class Trainer:
         self.loader = ByteWindowLoader(
             self.data_dir,
             "train",
-            config.sequence_length,
-            config.batch_size,
+            config.data.sequence_length,
+            config.data.batch_size,
             config.seed,
             rank=context.rank,
             world_size=context.world_size,
         )
-        self.steps_per_epoch = math.ceil(self.loader.batches_per_epoch / config.gradient_accumulation_steps)
-        total = config.num_epochs * self.steps_per_epoch
-        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.steps_per_epoch = math.ceil(self.loader.batches_per_epoch / config.optim.gradient_accumulation_steps)
+        total = config.optim.num_epochs * self.steps_per_epoch
+        self.total_steps = min(total, config.optim.max_steps) if config.optim.max_steps else total
 
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.model = build_model(config).to(self.device)
         if params.load_base_from:
             _load_base_components(self.model, params.load_base_from, Path(self._tmp.name))
-        resume = params.resume_from_checkpoint or config.resume_from_checkpoint
+        resume = params.resume_from_checkpoint or config.checkpoint.resume_from_checkpoint
         checkpoint = load_checkpoint(resume) if resume else None
         if checkpoint is not None and checkpoint.get("stage") == "stage2" and not params.load_base_from:
             # A stage-2 checkpoint holds its frozen base in model_state: freeze it again before the optimizer is
             # built, so the optimizer's parameter groups are the saved ones (resume from the checkpoint alone).
             self.model.freeze_base()
             self.stage = "stage2"
-        self.optimizer = build_optimizer(self.model, config)
-        self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, self.total_steps)
         self.step = 0
         self.last_saved_step: int | None = None
         self.last_checkpoint: str | None = None
@@ -250,7 +254,7 @@ class Trainer:
         self.tracker = self._make_tracker() if (params.tracking and context.is_main) else None
         if self.tracker is not None and self.unsent_tracking:
             self.tracker.restore_pending(self.unsent_tracking)
-        self.metrics = StepMetrics([level.codebook_size for level in config.compressor_level_configs])
+        self.metrics = StepMetrics([level.codebook_size for level in config.model.compressor_level_configs])
 
     # -- set-up helpers -----------------------------------------------------------------------------------------
     def _resume(self, location: str, checkpoint: dict[str, Any]) -> None:
@@ -287,11 +291,11 @@ class Trainer:
     def _make_tracker(self) -> RunTracker:
         config = self.config
         tracker = RunTracker(
-            experiment=config.project_name or "Default",
-            run_name=config.run_name,
-            tracking_uri=resolve_tracking_uri(config.project_name),
+            experiment=config.logging.project_name or "Default",
+            run_name=config.logging.run_name,
+            tracking_uri=resolve_tracking_uri(config.logging.project_name),
             run_id=self.run_id,
-            batch_interval=config.mlflow_batch_interval,
+            batch_interval=config.logging.mlflow_batch_interval,
             unsent_path=Path(self._checkpoint_dir_local()) / "mlflow_unsent.jsonl",
         )
         if self.run_id is None:
@@ -309,7 +313,7 @@ class Trainer:
         return tracker
 
     def _checkpoint_dir_local(self) -> str:
-        location = self.config.checkpoint_dir
+        location = self.config.checkpoint.checkpoint_dir
         return self._tmp.name if is_s3(location) else location
 
     # -- the loop -------------------------------------------------------------------------------------------------
@@ -321,7 +325,7 @@ class Trainer:
     def _train_step(self) -> tuple[dict[str, float], int]:
         """One optimizer step over gradient_accumulation_steps micro-batches; returns metrics and bytes seen."""
         config, model = self.config, self.ddp or self.model
-        accumulation = config.gradient_accumulation_steps
+        accumulation = config.optim.gradient_accumulation_steps
         self.model.train()
         set_progress = getattr(self.model, "set_training_progress", None)
         if set_progress is not None:
@@ -344,8 +348,8 @@ class Trainer:
         # Before the update: a NaN/inf loss or gradient must not reach the weights. The averages are all-reduced,
         # so every rank takes the same decision (none is left waiting in a collective).
         self._stop_if_not_finite("loss", averages.get("loss/total_avg_accum", 0.0))
-        if config.gradient_clip_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.gradient_clip_norm)
+        if config.optim.gradient_clip_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.gradient_clip_norm)
             self._stop_if_not_finite("gradient norm", float(norm))
         self.optimizer.step()
         self.scheduler.step()
@@ -405,10 +409,10 @@ class Trainer:
         """Validation and sample generation on their intervals (and at the end)."""
         config, done = self.config, self.step == self.total_steps
         extra: dict[str, float] = {}
-        if self.ctx.is_main and (self.step % config.validation_interval == 0 or done):
+        if self.ctx.is_main and (self.step % config.validation.validation_interval == 0 or done):
             extra = validate(self.model, self.data_dir, config, self.device)
             log.info("validation", step=self.step, **{k: round(v, 4) for k, v in extra.items()})
-        if self.ctx.is_main and self.tracker and self.step % config.generation_interval == 0:
+        if self.ctx.is_main and self.tracker and self.step % config.validation.generation_interval == 0:
             text = generate_sample(self.model, config, self.device)
             self.tracker.log_text(text, f"samples/sample_generation_step_{self.step}.txt")
         self.ctx.barrier()
@@ -417,7 +421,7 @@ class Trainer:
     def _checkpoint_if_due(self) -> None:
         """After the step's metrics are queued, so the checkpoint's flush sends them: a kill right after a
         checkpoint loses no metric of the steps it covers."""
-        if self.step % self.config.checkpoint_interval == 0:
+        if self.step % self.config.checkpoint.checkpoint_interval == 0:
             self.save_checkpoint(final=self.step == self.total_steps)
 
     def run(self) -> TrainResult:
@@ -458,7 +462,7 @@ class Trainer:
                     step_metrics["performance/mfu"] = 6 * n_params * byte_count / elapsed / (peak * ctx.world_size)
                 step_metrics.update(self._periodic_work())
                 last_metrics = step_metrics
-                if self.tracker and (self.step % config.log_interval == 0 or self.step == self.total_steps):
+                if self.tracker and (self.step % config.logging.log_interval == 0 or self.step == self.total_steps):
                     self.tracker.log_metrics(step_metrics, step=self.step)
                     self.tracker.maybe_flush(self.step)
                 self._checkpoint_if_due()
@@ -500,8 +504,8 @@ class Trainer:
         final = self.last_checkpoint
         base = None
         complete = self.step >= self.total_steps
-        if self.ctx.is_main and config.save_base_components_path and complete:
-            base = _save_base_components(self.model, config.save_base_components_path, Path(self._tmp.name))
+        if self.ctx.is_main and config.checkpoint.save_base_components_path and complete:
+            base = _save_base_components(self.model, config.checkpoint.save_base_components_path, Path(self._tmp.name))
             log.info("base_components_saved", path=base)
         tracking_uri = run_id = None
         if self.tracker is not None:

@@ -23,7 +23,11 @@ from model.tokenizer import NUM_BYTES, ByteTokenizer
 
 def _val_batches(data_dir: Path, config: ExpConfig):
     return iter_eval_windows(
-        data_dir, "val", config.sequence_length, config.batch_size, max_bytes=config.validation_max_bytes
+        data_dir,
+        "val",
+        config.data.sequence_length,
+        config.data.batch_size,
+        max_bytes=config.validation.validation_max_bytes,
     )
 
 
@@ -47,7 +51,7 @@ def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: 
     batches = byte_count = 0
     metrics: dict[str, float] = {}
     with eval_mode(model):
-        if config.has_code_length and model.top_lm.continuous:
+        if config.model.has_code_length and model.top_lm.continuous:
             metrics["val/top_lm_inverse_temperature"] = fit_top_lm_temperature(model, data_dir, config, device)
         for batch in _val_batches(data_dir, config):
             tokens = batch["tokens"].to(device)
@@ -55,7 +59,7 @@ def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: 
             outputs = model(tokens, key_padding_mask=padding)
             total_loss += float(outputs.total_loss)
             reconstruction += float(outputs.avg_reconstruction_loss)
-            if config.has_code_length:
+            if config.model.has_code_length:
                 bits += float(model.code_length_bits(tokens, key_padding_mask=padding).sum())
             byte_count += int(((tokens < NUM_BYTES) & ~padding).sum())
             batches += 1
@@ -68,7 +72,7 @@ def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: 
             "val/reconstruction_bits_per_byte": reconstruction / batches / math.log(2),
         }
     )
-    if config.has_code_length and byte_count:
+    if config.model.has_code_length and byte_count:
         metrics["val/bits_per_byte"] = bits / byte_count
     return metrics
 
@@ -77,13 +81,13 @@ def validate(model: torch.nn.Module, data_dir: Path, config: ExpConfig, device: 
 def generate_sample(model: torch.nn.Module, config: ExpConfig, device: torch.device) -> str:
     """The configured prompt, its reconstruction from its own codes, and (with a top LM) a continuation."""
     tokenizer = ByteTokenizer()
-    prompt = config.sample_prompt_for_generation
+    prompt = config.validation.sample_prompt_for_generation
     tokens = tokenizer.encode(prompt, add_bos=True).unsqueeze(0).to(device)
     with eval_mode(model):
         compressed = model.compress(tokens)
         reconstructed = model.decompress(compressed.top_codes, compressed=compressed)
         lines = [f"Prompt: {prompt}", f"Reconstructed: {tokenizer.decode_text(reconstructed[0])}"]
-        if config.top_transformer_config is not None:
-            continuation = model.generate_bytes(tokens, max_new_bytes=config.generation_max_len_override)
+        if config.model.top_transformer_config is not None:
+            continuation = model.generate_bytes(tokens, max_new_bytes=config.validation.generation_max_len_override)
             lines.append(f"Continuation: {tokenizer.decode_text(continuation[0])}")
     return "\n".join(lines) + "\n"

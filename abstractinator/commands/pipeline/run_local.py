@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_local(pipeline_arguments(args), args.pipeline_root, log_path, follow=not args.raw)
     print(f"pipeline finished in {outcome['seconds']} s (data step's decision: {outcome['reason']})")
     print(f"full task logs: {outcome['log_path']}")
-    tracking_uri = resolve_tracking_uri(config.project_name)
-    flags = "" if get_settings().mlflow_tracking_uri else f"--project {config.project_name}"
+    tracking_uri = resolve_tracking_uri(config.logging.project_name)
+    flags = "" if get_settings().mlflow_tracking_uri else f"--project {config.logging.project_name}"
     print_registry(tracking_uri, args.model_name, flags, outcome["evaluation"])
     return 0
