@@ -327,6 +327,9 @@ class ExpConfig(DictAccess):
         section = FLAT_KEY_SECTIONS.get(key)
         return super().__getitem__(key) if section is None else getattr(self, section)[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in FLAT_KEY_SECTIONS else super().get(key, default)
+
     def updated(self, **changes: Any) -> ExpConfig:
         """A validated copy with `changes` applied, as a delta: flat keys (`max_steps=3`) go to their section,
         and a section given as a mapping (`optim={"max_steps": 3}`) changes only the keys it names."""

@@ -115,6 +115,16 @@ def test_unknown_keys_still_name_their_path(override: str, path: str) -> None:
         apply_overrides(load_config(REPO / "configs/ci_config.py"), [override])
 
 
+def test_flat_names_still_read_as_the_seed_read_them() -> None:
+    """The seed's files read `base.compressor_level_configs[0]`; seed-style code reads `cfg['max_steps']`."""
+    ci = load_config(REPO / "configs/ci_config.py")
+    assert ci.compressor_level_configs is ci.model.compressor_level_configs
+    assert ci.max_steps == ci["max_steps"] == ci.get("max_steps") == ci.optim.max_steps == 50
+    assert ci.get("no_such_key", 7) == 7
+    with pytest.raises(AttributeError):
+        _ = ci.no_such_key
+
+
 def test_updated_is_a_delta_per_section_in_either_spelling() -> None:
     ci = load_config(REPO / "configs/ci_config.py")
     by_section = ci.updated(optim={"max_steps": 3})

@@ -39,7 +39,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field (repeatable), e.g. --set max_steps=20",
+        help="override a config field (repeatable), e.g. --set optim.max_steps=20 (or the flat seed name max_steps=20)",
     )
     parser.add_argument("--data", type=Path, default=None, help="prepared shards (default: the config's dataset)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
