@@ -157,6 +157,10 @@ def test_build_model_accepts_the_shipped_configs(path):
     assert isinstance(model, HierarchicalAutoencoder)
     assert (model.top_lm is None) == (config.model.top_transformer_config is None)
     assert not any(p is model.compressors[0].quantizer.codebook for p in model.parameters())  # EMA-trained only
+    # the model reads its own section only (configs/schema.py): built from it alone, it is the same model
+    alone = HierarchicalAutoencoder(config.model)
+    assert alone.config is config.model and model.exp_config is config
+    assert alone.state_dict().keys() == model.state_dict().keys()
 
 
 def test_loading_a_base_of_another_shape_names_the_part(tmp_path):
