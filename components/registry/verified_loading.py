@@ -47,14 +47,20 @@ def load_verified_model(client, name: str, version: str) -> VerifiedModel:
 
     model_version = client.get_model_version(name, str(version))
     attestation = read_evidence(client, name, model_version).attestation
-    folder = tempfile.mkdtemp(prefix="abstractinator-model-")
     location = client.get_model_version_download_uri(name, str(version)).rstrip("/")
-    weights = Path(
-        download_artifacts(f"{location}/artifacts/{WEIGHTS_FILE}", dst_path=folder, tracking_uri=client.tracking_uri)
-    )
-    if sha256_of(weights) != attestation.challenger_weights_sha256:  # checked again: what is loaded is what was read
-        raise EvidenceError(f"v{version}: its registered weights are not the weights its evaluation scored (sha256)")
-    return VerifiedModel(weights)
+    # The weights are loaded into memory (AbstractinatorPyfunc.load_checkpoint keeps no file open and reads none
+    # later), so the downloaded copy goes with the folder: every champion scored used to leave one in /tmp.
+    with tempfile.TemporaryDirectory(prefix="abstractinator-model-") as folder:
+        weights = Path(
+            download_artifacts(
+                f"{location}/artifacts/{WEIGHTS_FILE}", dst_path=folder, tracking_uri=client.tracking_uri
+            )
+        )
+        if sha256_of(weights) != attestation.challenger_weights_sha256:  # checked again: loaded is what was read
+            raise EvidenceError(
+                f"v{version}: its registered weights are not the weights its evaluation scored (sha256)"
+            )
+        return VerifiedModel(weights)
 
 
 def verified_serving_folder(client, name: str, version: str, folder: Path) -> Path:
