@@ -178,3 +178,25 @@ def assert_consistent(client, name: str) -> list[dict]:
     with pytest.raises(Exception, match="(?i)not found|does not exist"):
         client.get_registered_model(f"{name}.gate-lock")  # released
     return records
+
+
+def invoke_served(server, port: int, log: Path, texts: list[str], timeout_s: float = 180) -> list[dict]:
+    """The predictions of a started `mlflow models serve` (process `server`, logging to `log`) for `texts`: waits
+    for its /ping (failing with the log's path when the process ends first or `timeout_s` passes), then one POST
+    to /invocations (mlflow's scoring server protocol: {"inputs": [...]} in, {"predictions": [...]} out)."""
+    import urllib.request
+
+    from tests.servers import wait_for
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+            return response.status == 200
+
+    wait_for(ready, timeout_s, f"mlflow models serve (log: {log})", server)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps({"inputs": texts}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["predictions"]

@@ -17,7 +17,7 @@ from abstractinator.cli import main
 from components.registry import promote as registry
 from components.registry.gate_evidence import EvidenceError, sha256_of
 from components.registry.verified_loading import serving_decision, verified_serving_folder
-from tests.registry_helpers import RULES_ANY, add_version, evaluation_key, experiment_id  # noqa: F401
+from tests.registry_helpers import RULES_ANY, add_version, evaluation_key, experiment_id, invoke_served  # noqa: F401
 from tests.test_registry_gate_attacks import _checkpoint, _registered_pyfunc, _rewrite_mlmodel
 
 
@@ -159,12 +159,10 @@ def test_serve_never_serves_weights_a_rollback_demoted(tmp_path, capsys) -> None
 @pytest.mark.slow  # starts a real scoring server (about a minute on a loaded CPU)
 def test_the_checked_folder_serves_with_the_real_mlflow_models_serve(tmp_path) -> None:
     """`registry serve`'s own command and environment on a checked folder answer a real invocation request."""
-    import json
     import subprocess
-    import urllib.request
 
     from abstractinator.commands.registry import serve_command, serve_environment
-    from tests.servers import free_port, wait_for
+    from tests.servers import free_port
 
     name = "serve-real"
     client, version = _registered_pyfunc(tmp_path, name)
@@ -179,19 +177,7 @@ def test_the_checked_folder_serves_with_the_real_mlflow_models_serve(tmp_path) -
             start_new_session=True,
         )
     try:
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                return response.status == 200
-
-        wait_for(ready, 180, f"mlflow models serve (log: {log})", server)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": ["hello"]}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            assert json.loads(response.read())["predictions"][0]["bytes"] == 5
+        assert invoke_served(server, port, log, ["hello"])[0]["bytes"] == 5
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
