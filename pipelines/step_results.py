@@ -9,6 +9,7 @@ these values carry what describes them (URIs, hashes, runs, metrics)."""
 
 from __future__ import annotations
 
+import json
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,9 +26,10 @@ class StepResultError(UserError):
 
 class StepResult(BaseModel):
     """A step's result. Unknown keys are refused (a misspelt or stale field fails instead of being dropped); a NaN
-    metric survives the JSON (`ser_json_inf_nan`)."""
+    or infinite metric is written as the string "NaN" / "Infinity" (strict JSON, which kfp's protobuf Struct and
+    the launcher's JSON need) and read back as the float."""
 
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
 
     @classmethod
     def read(cls, value: dict | str | bytes, origin: str) -> Self:
@@ -41,8 +43,12 @@ class StepResult(BaseModel):
             raise StepResultError(f"{origin}: {describe_validation_error(error)}") from None
 
     def handed_on(self) -> dict:
-        """The kfp dict output (kfp writes it as JSON; NaN as the bare `NaN` Python's json module reads back)."""
-        return self.model_dump()
+        """The kfp dict output, as strict JSON values: a field that is None is left out (it reads back as its
+        default, None), since kfp refuses None anywhere in a dict parameter (kfp 2.17
+        compiler/pipeline_spec_builder.py `to_protobuf_value`, which kfp.local runs on every task input), and a
+        non-finite metric is its string, since protobuf's JSON refuses a NaN number (json_format: "Fail to
+        serialize NaN for Value.number_value")."""
+        return json.loads(self.model_dump_json(exclude_none=True))
 
 
 class PrepareStepResult(StepResult):
@@ -82,6 +88,6 @@ class PromoteStepResult(StepResult):
     version: str
     action: str
     promoted: bool
-    champion: str | None
+    champion: str | None = None
     reasons: list[str]
     tracking_uri: str

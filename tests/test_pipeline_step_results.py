@@ -8,6 +8,8 @@ import json
 import math
 
 import pytest
+from google.protobuf import json_format
+from kfp.compiler.pipeline_spec_builder import to_protobuf_value
 
 from pipelines.step_results import StepResultError
 from pipelines.step_table import STEPS, read_result
@@ -31,7 +33,7 @@ FILLED = {
         "version": "3",
         "action": "refused",
         "promoted": False,
-        "champion": "2",
+        "champion": None,  # no champion after the decision
         "reasons": ["worse than the champion"],
         "tracking_uri": "http://mlflow",
     },
@@ -52,7 +54,9 @@ def test_every_step_has_a_filled_in_result_here() -> None:
 def test_a_result_round_trips_through_the_kfp_dict_and_the_json_file(name: str) -> None:
     result = read_result(name, FILLED[name], name)
     assert type(result) is STEPS[STEP_NAMES.index(name)].result
-    from_kfp = read_result(name, json.loads(json.dumps(result.handed_on())), name)  # kfp writes the dict as JSON
+    # kfp turns a dict parameter into a protobuf Struct (None refused), the next task gets it back as JSON
+    struct = json_format.MessageToJson(to_protobuf_value(result.handed_on()))
+    from_kfp = read_result(name, json.loads(struct), name)
     from_file = read_result(name, result.model_dump_json(indent=2), name)  # results/<step>.json
     assert _same(from_kfp.model_dump(), FILLED[name] | from_kfp.model_dump())
     assert _same(from_file.model_dump(), from_kfp.model_dump())
