@@ -9,8 +9,9 @@ reads another's result takes it as the parameter named by that step. Tests read 
 lists. `training_stage` is not a step name: it is the stage config the step trains
 (components/training/stages.py; its run folder `runs/<run_key>/<training_stage>`).
 
-Adding a step: a row here, its function in pipelines/kfp_tasks.py and abstractinator/commands/pipeline/step.py
-(both named by the row), its job module (pipelines/step_*.py), and a stage in dvc.yaml when `dvc_stage`.
+Adding a step: a row here with its result model (pipelines/step_results.py), its function in
+pipelines/kfp_tasks.py and abstractinator/commands/pipeline/step.py (both named by the row), its job module
+(pipelines/step_*.py), and a stage in dvc.yaml when `dvc_stage`.
 """
 
 from __future__ import annotations
