@@ -24,6 +24,8 @@ TASK_START = re.compile(r"Executing task '(?P<task>[^']+)'")
 TASK_END = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
 TASK_OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' outputs:")
 OUTPUT_VALUE = re.compile(r"^\s+(?P<key>\w+): '(?P<value>.*)'$")
+# a dict output (each step's `result`): kfp.local prints its Python repr (logging_utils.make_log_lines_for_outputs)
+OUTPUT_DICT = re.compile(r"^\s+(?P<key>\w+): (?P<value>\{.*\})$")
 PIPELINE_END = re.compile(r"Pipeline '(?P<pipeline>[^']+)' finished with status (?P<status>\w+)")
 TRAIN_PROGRESS = re.compile(r"(?P<desc>train \w+):\s+\d+%\|.*?\|\s*(?P<done>\d+)/(?P<total>\d+)")
 SCORING = re.compile(r"\b(scoring_split|scoring_text)\b")
@@ -40,6 +42,24 @@ KEY_OUTPUTS = (
     "champion",
     "reasons",
 )
+
+
+def _dict_values(text: str) -> dict[str, str]:
+    """The values of a printed dict output, each as text (a list joined by '; '); {} when it is not a literal.
+    A non-finite metric prints as a bare `nan` or `inf`, no literal: read as None."""
+    import ast
+
+    try:
+        value = ast.literal_eval(re.sub(r"(?<=: )-?(nan|inf)(?=[,}])", "None", text))
+    except (ValueError, SyntaxError):
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(key): "; ".join(map(str, item)) if isinstance(item, list) else str(item)
+        for key, item in value.items()
+        if item is not None
+    }
 
 
 def _short(value: str) -> str:
@@ -97,6 +117,9 @@ class FollowableOutput(io.TextIOBase):
             match = OUTPUT_VALUE.match(line)
             if match:
                 self._outputs[match["key"]] = match["value"]
+                return
+            if match := OUTPUT_DICT.match(line):
+                self._outputs.update(_dict_values(match["value"]))
                 return
             if not line.strip() or line.startswith(" "):
                 return  # artifact reprs and blank lines inside the outputs block

@@ -95,12 +95,14 @@ def run_local(
 
 
 def _evaluation_of(new_runs: set[Path]) -> dict | None:
-    """The evaluate task's `evaluation` output in this run's folder (None when the run skipped it). kfp.local
-    2.17 keeps each task's outputs in <pipeline_root>/<pipeline name>-<timestamp>/<task name>/executor_output.json
+    """The evaluate task's result (its `result` output) in this run's folder (None when the run skipped it).
+    kfp.local 2.17 keeps each task's outputs in <pipeline_root>/<pipeline name>-<timestamp>/<task>/executor_output.json
     (kfp/local/executor_input_utils.py: `get_local_pipeline_resource_name`, `construct_local_task_root`)."""
+    from pipelines.step_table import EVALUATE, RESULT_OUTPUT, kfp_task_name
+
     if len(new_runs) != 1:  # another run started beside this one in the same folder: not ours to guess
         return None
-    outputs = next(iter(new_runs)) / "evaluate" / "executor_output.json"
+    outputs = next(iter(new_runs)) / kfp_task_name(EVALUATE) / "executor_output.json"
     if not outputs.is_file():
         return None
-    return json.loads(outputs.read_text()).get("parameterValues", {}).get("evaluation")
+    return json.loads(outputs.read_text()).get("parameterValues", {}).get(RESULT_OUTPUT)

@@ -93,10 +93,10 @@ def this_run_table(evaluation: dict) -> str:
     """What this run's evaluation measured, from its own signed attestation (beside its report): a run that
     re-evaluates a model already registered (`--no-skip-unchanged` with nothing changed) registers nothing new,
     so the registry's newest version still shows its first evaluation."""
-    from pipelines.step_results import StepResultError, read_evaluation
+    from pipelines.step_results import EvaluateStepResult, StepResultError
 
     try:
-        result = read_evaluation(evaluation, "this run's evaluation")
+        result = EvaluateStepResult.read(evaluation, "this run's evaluation")
     except StepResultError as error:
         return f"this run's evaluation cannot be shown: {error}"
     report_uri = result.report_uri

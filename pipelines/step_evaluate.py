@@ -12,23 +12,23 @@ from components.infrastructure.settings import get_settings
 from components.training.stages import join_uri
 from pipelines import artifacts
 from pipelines.run_spec import RunSpec, local_data
-from pipelines.step_results import EvaluateStepResult
+from pipelines.step_results import EvaluateStepResult, PrepareStepResult, TrainStepResult
 
 
 def evaluate_step(
     spec: RunSpec,
-    checkpoint_uri: str,
-    data_uri: str,
-    data_hash: str,
+    data: PrepareStepResult,
+    trained: TrainStepResult,
     tasks: list[str] | None = None,
     limit: int | None = None,
     max_eval_bytes: int | None = None,
     canterbury: bool = True,
     tracking: bool = True,
-    checkpoint_hash: str | None = None,
     model_name: str = "",
+    checkpoint_path: str | None = None,
 ) -> EvaluateStepResult:
-    """Evaluate the checkpoint (verified against `checkpoint_hash` first, when given) into the run's eval folder:
+    """Evaluate stage 2's checkpoint (`trained`; read from `checkpoint_path` when given, the kfp task's local copy
+    of the Model artifact, and verified against `trained.checkpoint_hash` first) into the run's eval folder:
     its weights as the slim `model.pt` that gets registered, scored beside `model_name`'s current champion on the
     same bytes, and the signed attestation of both (pipelines/paired_evaluation.py). Each evaluation is a fresh
     MLflow run."""
@@ -38,19 +38,20 @@ def evaluate_step(
     from components.registry.pyfunc_model import slim_checkpoint
     from pipelines.paired_evaluation import attest
 
+    data_hash, checkpoint_uri = data.data_hash, checkpoint_path or trained.checkpoint_uri
     eval_uri = join_uri(spec.run_root(data_hash), "eval")
     local = not artifacts.is_s3(eval_uri)
     with tempfile.TemporaryDirectory(prefix="abstractinator-eval-") as tmp:
         out_dir = Path(eval_uri) if local else Path(tmp) / "report"
         out_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
-        if checkpoint_hash and artifacts.file_hash(checkpoint) != checkpoint_hash:
+        if artifacts.file_hash(checkpoint) != trained.checkpoint_hash:
             raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one training reported")
         weights = slim_checkpoint(checkpoint, out_dir / WEIGHTS_FILE)  # the very file scored, attested, registered
         params = EvaluateParams(
             checkpoint=str(weights),
             out_dir=out_dir,
-            data_dir=local_data(data_uri, data_hash),
+            data_dir=local_data(data.data_uri, data_hash),
             tasks=tasks or [],
             limit=limit,
             max_eval_bytes=max_eval_bytes,

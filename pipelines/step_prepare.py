@@ -4,26 +4,24 @@ and the scheduled-retraining check against the registry champion's signed eviden
 from __future__ import annotations
 
 from pathlib import Path
-
-from pydantic import BaseModel, Field
+from typing import NamedTuple
 
 from components.infrastructure.logs import get_logger
 from components.training.stages import join_uri
 from pipelines import artifacts
 from pipelines.run_spec import RunSpec
+from pipelines.step_results import PrepareStepResult
 
 log = get_logger(__name__)
 
 
-class PrepareStepResult(BaseModel):
-    data_uri: str
-    data_hash: str
-    config_hash: str
-    code_identity: str
-    git_commit: str
-    run_root: str
-    unchanged: bool = Field(description="The registry's champion was made from this data, code and config.")
-    local_dir: str = Field(description="The prepared folder on this machine.")
+class PreparedData(NamedTuple):
+    """What prepare_step did: the result it hands on, where the data lies on this machine (the kfp task's Dataset
+    artifact copies it) and the champion check's decision (the pipeline's control flow, not handed on)."""
+
+    result: PrepareStepResult
+    local_dir: Path
+    unchanged: bool  # the registry's champion was made from this data, code and config
     reason: str
 
 
@@ -34,7 +32,7 @@ def prepare_step(
     skip_if_unchanged: bool = True,
     include_eval_sets: bool = True,
     prepared_dir: Path | None = None,
-) -> PrepareStepResult:
+) -> PreparedData:
     """Prepare `data_source` (into `prepared_dir`, default: the data home's folder for it), publish it to an
     s3:// artifact root, and check whether the registry's champion already has this data, code and config."""
     from components.data.prepare_data import PrepareDataParams, prepare_data
@@ -59,17 +57,8 @@ def prepare_step(
     if skip_if_unchanged and model_name:
         unchanged, reason = _champion_unchanged(model_name, spec, data_hash, stages.config_hash, code)
     log.info("prepare_step_done", data_uri=data_uri, data_hash=data_hash, unchanged=unchanged, reason=reason)
-    return PrepareStepResult(
-        data_uri=data_uri,
-        data_hash=data_hash,
-        config_hash=stages.config_hash,
-        code_identity=code,
-        git_commit=spec.git_commit,
-        run_root=spec.run_root(data_hash),
-        unchanged=unchanged,
-        reason=reason,
-        local_dir=str(prepared.out_dir),
-    )
+    result = PrepareStepResult(data_uri=data_uri, data_hash=data_hash)
+    return PreparedData(result, Path(prepared.out_dir), unchanged, reason)
 
 
 def _champion_unchanged(model_name: str, spec: RunSpec, data_hash: str, config_hash: str, code: str):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from components.registry.gate_rules import GateRules
 from components.training.stages import join_uri
 from pipelines import artifacts
 from pipelines.run_spec import RunSpec
-from pipelines.step_results import EvaluateStepResult
+from pipelines.step_results import EvaluateStepResult, PrepareStepResult, PromoteStepResult, TrainStepResult
 
 
 def _kfp_run_tag() -> dict[str, str]:
@@ -69,33 +67,21 @@ def _registered_result(client, model_name: str, weights_sha256: str, experiment:
     )
 
 
-class PromoteStepResult(BaseModel):
-    model: str
-    version: str
-    action: str
-    promoted: bool
-    champion: str | None
-    reasons: list[str]
-    tracking_uri: str
-
-
 def promote_step(
     spec: RunSpec,
     model_name: str,
-    checkpoint_uri: str,
-    checkpoint_hash: str,
+    data: PrepareStepResult,
+    stage1: TrainStepResult,
+    stage2: TrainStepResult,
     evaluation: EvaluateStepResult,
-    data_hash: str,
     rules: GateRules,
-    stage1_run_id: str | None = None,
-    stage2_run_id: str | None = None,
     image: str = "",
     kfp_run_id: str = "",
-    data_uri: str = "",
 ) -> PromoteStepResult:
-    """Log the weights the evaluation scored (its `model.pt`, from the stage-2 checkpoint) as a pyfunc model with
-    its evidence (the report, checked against the evaluation's `report_hash`, and the signed attestation) and
-    lineage, register it as `challenger`, run the gate (which trusts only the attestation)."""
+    """Log the weights the evaluation scored (its `model.pt`, from stage 2's checkpoint, checked against the hash
+    stage 2 reported) as a pyfunc model with its evidence (the report, checked against the evaluation's
+    `report_hash`, and the signed attestation) and lineage (the `data`, both training runs, the evaluation run,
+    `image`), register it as `challenger`, run the gate (which trusts only the attestation)."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -106,6 +92,7 @@ def promote_step(
     from components.registry.promote import client_for, promote, register_version, version_tags
     from components.registry.pyfunc_model import log_pyfunc_model
 
+    data_hash, checkpoint_uri = data.data_hash, stage2.checkpoint_uri
     stages = spec.stages(data_hash)
     config = stages.stage2
     tracking_uri = resolve_tracking_uri(config.logging.project_name)
@@ -116,8 +103,8 @@ def promote_step(
         "code_identity": spec.code_identity,
     }
     lineage = {
-        "stage1_run_id": stage1_run_id,
-        "stage2_run_id": stage2_run_id,
+        "stage1_run_id": stage1.mlflow_run_id,
+        "stage2_run_id": stage2.mlflow_run_id,
         "eval_run_id": evaluation.mlflow_run_id,
         "data_hash": data_hash,
         "code_identity": provenance["code_identity"],
@@ -128,7 +115,7 @@ def promote_step(
     }
     extra = {
         "checkpoint_uri": checkpoint_uri,
-        "checkpoint_hash": checkpoint_hash,
+        "checkpoint_hash": stage2.checkpoint_hash,
         "report_uri": evaluation.report_uri,
         "config": spec.config,
         "overrides": " ".join(spec.overrides)[:5000],
@@ -139,7 +126,7 @@ def promote_step(
     client = client_for(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="abstractinator-promote-") as tmp:
         local = artifacts.fetch_file(checkpoint_uri, Path(tmp) / "checkpoint.pt")
-        if artifacts.file_hash(local) != checkpoint_hash:
+        if artifacts.file_hash(local) != stage2.checkpoint_hash:
             raise artifacts.StorageError(f"{checkpoint_uri}: content hash differs from the one stage 2 reported")
         report_uri = evaluation.report_uri
         report = artifacts.fetch_file(report_uri, Path(tmp) / "report.json")
@@ -158,7 +145,7 @@ def promote_step(
         with mlflow.start_run(run_name=f"{config.logging.run_name.removesuffix('-stage2')}-candidate") as run:
             mlflow.set_tags({**provenance, **extra, **_kfp_run_tag()})
             mlflow.log_metrics(evaluation.metrics)
-            data_source = resolve_dataset_source(data_uri or join_uri(spec.artifact_root, "data", data_hash))
+            data_source = resolve_dataset_source(data.data_uri)
             mlflow.log_input(
                 MetaDataset(data_source, name=f"prepared-{data_hash[:12]}", digest=data_hash[:32]), context="training"
             )

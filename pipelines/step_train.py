@@ -7,25 +7,13 @@ import csv
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from components.infrastructure.logs import get_logger
 from components.training.stages import join_uri
 from pipelines import artifacts
 from pipelines.run_spec import RunSpec, local_data
-from pipelines.step_table import TrainingStage
+from pipelines.step_results import PrepareStepResult, TrainingStage, TrainStepResult
 
 log = get_logger(__name__)
-
-
-class StageStepResult(BaseModel):
-    stage: str
-    checkpoint_uri: str
-    checkpoint_hash: str
-    base_components_uri: str | None
-    base_components_hash: str | None
-    mlflow_run_id: str | None
-    final_metrics: dict[str, float]
 
 
 def _write_curve(run_id: str | None, tracking_uri: str | None, target_uri: str) -> None:
@@ -64,22 +52,24 @@ def _hash_of(uri: str) -> str:
 def train_stage_step(
     spec: RunSpec,
     stage: TrainingStage,
-    data_uri: str,
-    data_hash: str,
+    data: PrepareStepResult,
     base_components_uri: str | None = None,
     tracking: bool = True,
     progress: bool = False,
-) -> StageStepResult:
-    """Train one stage into the run folder. A stage that finds a checkpoint of its own there (a retried task, a
-    preempted pod, a rerun) resumes from it: the run folder is keyed by config, steps, data and code, so that
-    checkpoint is this very run's. With several training processes (pipelines.torchrun.training_processes:
-    the pod's GPUs, or ABSTRACTINATOR_TRAINING_PROCESSES) the trainer runs under torchrun, one process per
-    device, each on batch_size / N windows, so the global batch and the result are the one-process run's."""
+) -> TrainStepResult:
+    """Train one stage on the prepared `data` into the run folder (stage 2 on `base_components_uri`: stage 1's
+    base, its URI or the local copy of the kfp artifact). A stage that finds a checkpoint of its own there (a
+    retried task, a preempted pod, a rerun) resumes from it: the run folder is keyed by config, steps, data and
+    code, so that checkpoint is this very run's. With several training processes
+    (pipelines.torchrun.training_processes: the pod's GPUs, or ABSTRACTINATOR_TRAINING_PROCESSES) the trainer
+    runs under torchrun, one process per device, each on batch_size / N windows, so the global batch and the
+    result are the one-process run's."""
     from components.infrastructure.tracking import tag_kfp_run
     from components.training.checkpoints import CheckpointStore
     from components.training.train import TrainParams
     from pipelines.torchrun import run_training, training_processes
 
+    data_hash = data.data_hash
     stages = spec.stages(data_hash)
     config = stages.stage1 if stage == "stage1" else stages.stage2
     if stage == "stage2" and not base_components_uri:
@@ -97,7 +87,7 @@ def train_stage_step(
     result = run_training(
         TrainParams(
             config=config,
-            data_dir=local_data(data_uri, data_hash),
+            data_dir=local_data(data.data_uri, data_hash),
             resume_from_checkpoint=resume,
             load_base_from=base_components_uri if stage == "stage2" else None,
             progress=progress,
@@ -110,7 +100,7 @@ def train_stage_step(
     tag_kfp_run(result.mlflow_run_id, result.tracking_uri)
     _write_curve(result.mlflow_run_id, result.tracking_uri, join_uri(spec.run_root(data_hash), stage, "curve.csv"))
     base = result.base_components
-    return StageStepResult(
+    return TrainStepResult(
         stage=stage,
         checkpoint_uri=result.final_checkpoint,
         checkpoint_hash=_hash_of(result.final_checkpoint),

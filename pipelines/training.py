@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from components.infrastructure.signing import CLUSTER_PRIVATE_KEY_NAME, PRIVATE_KEY_ENV, PUBLIC_KEY_ENV
 from components.registry.gate_rules import GateRules
 from pipelines.kfp_tasks import make_tasks
+from pipelines.step_table import RESULT_OUTPUT
 from pipelines.task_runtime import REQUIRE_TRACKING_ENV, RUN_ID_ENV, RUN_ID_LABEL, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 
 PIPELINE_NAME = "abstractinator-training"
@@ -264,24 +265,25 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
             ),
             "light",
         )
-        data = dict(data_uri=prepare.outputs["data_uri"], data_hash=prepare.outputs["data_hash"])
+        # A task takes another step's result as the parameter named by that step (pipelines/kfp_tasks.py).
+        prepared = dict(prepare_data=prepare.outputs[RESULT_OUTPUT])
         with dsl.If(prepare.outputs["Output"] == "retrain", name="data-code-or-config-changed"):
-            stage1 = configure(steps.stage1_pretrain(**run, **data), "training")
+            stage1 = configure(steps.stage1_pretrain(**run, **prepared), "training")
             stage2 = configure(
                 steps.stage2_top_lm(
                     **run,
-                    **data,
+                    **prepared,
+                    stage1_pretrain=stage1.outputs[RESULT_OUTPUT],
                     base_components=stage1.outputs["base_components"],
-                    base_components_hash=stage1.outputs["base_components_hash"],
                 ),
                 "training",
             )
             evaluation = configure(
                 steps.evaluate(
                     **run,
-                    **data,
+                    **prepared,
+                    stage2_top_lm=stage2.outputs[RESULT_OUTPUT],
                     checkpoint=stage2.outputs["checkpoint"],
-                    checkpoint_hash=stage2.outputs["checkpoint_hash"],
                     tasks=eval_tasks,
                     limit=eval_limit,
                     max_eval_bytes=eval_max_bytes,
@@ -298,14 +300,12 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
             configure(
                 steps.promote(
                     **run,
+                    **prepared,
+                    stage1_pretrain=stage1.outputs[RESULT_OUTPUT],
+                    stage2_top_lm=stage2.outputs[RESULT_OUTPUT],
+                    evaluate=evaluation.outputs[RESULT_OUTPUT],
                     model_name=model_name,
                     checkpoint=stage2.outputs["checkpoint"],
-                    checkpoint_uri=stage2.outputs["checkpoint_uri"],
-                    checkpoint_hash=stage2.outputs["checkpoint_hash"],
-                    evaluation=evaluation.outputs["evaluation"],
-                    **data,
-                    stage1_run_id=stage1.outputs["mlflow_run_id"],
-                    stage2_run_id=stage2.outputs["mlflow_run_id"],
                     image="" if local else settings.image,
                     gate_rules=gate_rules,
                 ),

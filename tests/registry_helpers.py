@@ -74,13 +74,15 @@ def add_version(
     against: str | None = "champion",
     weights: bool = True,
     block_bits: tuple[list[float], list[float], list[int]] | None = None,
+    copy_weights_of: Path | None = None,
 ) -> str:
     """A version whose evaluation measured `bpb` test bits per byte and live code share `share`, scored beside the
     current champion (against="champion"; None: as if there were none) with a paired interval of +-`spread`
     around the difference, attested and signed as the evaluation step does, with a weights file of its own
     (`weights` False: attested, but its registered model lacks the file). `block_bits` (challenger bits, champion
     bits, bytes of each block): the paired result is computed from them, as the evaluation does, and they are
-    kept in the signed paired_bits.json."""
+    kept in the signed paired_bits.json. `copy_weights_of`: its weights are a copy of that file (e.g. those of
+    another version), not random bytes."""
     metrics = {"test_bits_per_byte": bpb, "live_code_share_L0": share}
     experiment = experiment_id(client, artifact_root=artifact_root)
     champion = registry.alias_version(client, name, registry.CHAMPION) if against == "champion" else None
@@ -111,7 +113,7 @@ def add_version(
     with tempfile.TemporaryDirectory() as tmp:
         weights_file = Path(tmp) / "model" / "artifacts" / "model.pt"
         weights_file.parent.mkdir(parents=True)
-        weights_file.write_bytes(os.urandom(256))
+        weights_file.write_bytes(copy_weights_of.read_bytes() if copy_weights_of else os.urandom(256))
         if weights:
             client.log_artifact(candidate, str(weights_file), "model/artifacts")
         report = Path(tmp) / "report.json"
@@ -176,3 +178,25 @@ def assert_consistent(client, name: str) -> list[dict]:
     with pytest.raises(Exception, match="(?i)not found|does not exist"):
         client.get_registered_model(f"{name}.gate-lock")  # released
     return records
+
+
+def invoke_served(server, port: int, log: Path, texts: list[str], timeout_s: float = 180) -> list[dict]:
+    """The predictions of a started `mlflow models serve` (process `server`, logging to `log`) for `texts`: waits
+    for its /ping (failing with the log's path when the process ends first or `timeout_s` passes), then one POST
+    to /invocations (mlflow's scoring server protocol: {"inputs": [...]} in, {"predictions": [...]} out)."""
+    import urllib.request
+
+    from tests.servers import wait_for
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+            return response.status == 200
+
+    wait_for(ready, timeout_s, f"mlflow models serve (log: {log})", server)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps({"inputs": texts}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["predictions"]

@@ -210,16 +210,18 @@ def test_a_stage_step_with_two_processes_logs_world_size_2_and_matches_one_proce
 ):
     """ABSTRACTINATOR_TRAINING_PROCESSES=2 (what N GPUs give a pod; gloo on CPU here): the stage step runs the
     trainer under torchrun, each process on half the batch, and ends where the one-process step ends."""
+    from pipelines.step_results import PrepareStepResult
     from pipelines.step_train import train_stage_step
 
     prepared, data_hash = small_prepared
+    data = PrepareStepResult(data_uri=str(prepared), data_hash=data_hash)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ABSTRACTINATOR_TRAINING_PROCESSES", raising=False)
-    one = train_stage_step(stage_spec(tmp_path / "one", 4), "stage1", str(prepared), data_hash, tracking=False)
+    one = train_stage_step(stage_spec(tmp_path / "one", 4), "stage1", data, tracking=False)
     assert "world_size=1" in "".join(capfd.readouterr())
     monkeypatch.setenv("ABSTRACTINATOR_TRAINING_PROCESSES", "2")
-    two = train_stage_step(stage_spec(tmp_path / "two", 4), "stage1", str(prepared), data_hash, tracking=False)
+    two = train_stage_step(stage_spec(tmp_path / "two", 4), "stage1", data, tracking=False)
     logs = "".join(capfd.readouterr())
     assert "world_size=2" in logs and "train_start" in logs
     loss = "loss/total_avg_accum"
@@ -241,23 +243,23 @@ def test_a_killed_stage_resumes_on_retry_and_ends_with_the_uninterrupted_paramet
 
     import torch
 
+    from pipelines.step_results import PrepareStepResult
     from pipelines.step_train import train_stage_step
 
     prepared, data_hash = small_prepared
+    data = PrepareStepResult(data_uri=str(prepared), data_hash=data_hash)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("ABSTRACTINATOR_TRAINING_PROCESSES", raising=False)
     monkeypatch.chdir(tmp_path)
     steps = 10
-    straight = train_stage_step(
-        stage_spec(tmp_path / "straight", steps), "stage1", str(prepared), data_hash, tracking=False
-    )
+    straight = train_stage_step(stage_spec(tmp_path / "straight", steps), "stage1", data, tracking=False)
 
     killed_root = tmp_path / "killed"
     script = (
         f"from pipelines.step_train import train_stage_step\nfrom tests.test_cluster_torchrun import stage_spec\n"
-        f"from pathlib import Path\n"
-        f"train_stage_step(stage_spec(Path({str(killed_root)!r}), {steps}), 'stage1', {str(prepared)!r}, "
-        f"{data_hash!r}, tracking=False)\n"
+        f"from pathlib import Path\nfrom pipelines.step_results import PrepareStepResult\n"
+        f"data = PrepareStepResult.model_validate_json({data.model_dump_json()!r})\n"
+        f"train_stage_step(stage_spec(Path({str(killed_root)!r}), {steps}), 'stage1', data, tracking=False)\n"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -277,7 +279,7 @@ def test_a_killed_stage_resumes_on_retry_and_ends_with_the_uninterrupted_paramet
     assert saved and max(saved) < steps  # killed mid-run, after at least one checkpoint
 
     capfd.readouterr()
-    retried = train_stage_step(stage_spec(killed_root, steps), "stage1", str(prepared), data_hash, tracking=False)
+    retried = train_stage_step(stage_spec(killed_root, steps), "stage1", data, tracking=False)
     logs = "".join(capfd.readouterr())
     assert "stage_resumes" in logs and f"start_step={max(saved)}" in logs  # not from step 0
     assert retried.checkpoint_uri.endswith(f"checkpoint_step{steps}.pt")

@@ -30,23 +30,13 @@ def run_pipeline(root: Path, source: Path, stage_steps: int, tag: str):
     spec = run_spec.RunSpec(
         config="ci", stage1_steps=stage_steps, stage2_steps=stage_steps, artifact_root=str(root / "a")
     )
-    prepared = step_prepare.prepare_step(spec, str(source), MODEL, False, False, root / f"prepared-{tag}")
-    data = (prepared.data_uri, prepared.data_hash)
-    stage1 = step_train.train_stage_step(spec, "stage1", *data)
-    stage2 = step_train.train_stage_step(spec, "stage2", *data, stage1.base_components_uri)
+    prepared = step_prepare.prepare_step(spec, str(source), MODEL, False, False, root / f"prepared-{tag}").result
+    stage1 = step_train.train_stage_step(spec, "stage1", prepared)
+    stage2 = step_train.train_stage_step(spec, "stage2", prepared, stage1.base_components_uri)
     evaluation = step_evaluate.evaluate_step(
-        spec, stage2.checkpoint_uri, *data, max_eval_bytes=6000, canterbury=False, model_name=MODEL
+        spec, prepared, stage2, max_eval_bytes=6000, canterbury=False, model_name=MODEL
     )
-    result = step_promote.promote_step(
-        spec,
-        MODEL,
-        stage2.checkpoint_uri,
-        stage2.checkpoint_hash,
-        evaluation,
-        prepared.data_hash,
-        RULES,
-        data_uri=prepared.data_uri,
-    )
+    result = step_promote.promote_step(spec, MODEL, prepared, stage1, stage2, evaluation, RULES)
     return spec, prepared, evaluation, result
 
 

@@ -12,7 +12,18 @@ import yaml
 from abstractinator.cli import main
 from components.infrastructure.provenance import code_identity
 from components.registry.gate_rules import GateRules
-from pipelines.step_table import EVALUATE, STEPS, kfp_task_name
+from pipelines.step_results import PrepareStepResult
+from pipelines.step_table import (
+    EVALUATE,
+    PREPARE_DATA,
+    PROMOTE,
+    RESULT_OUTPUT,
+    STAGE1_PRETRAIN,
+    STAGE2_TOP_LM,
+    STEP_NAMES,
+    STEPS,
+    kfp_task_name,
+)
 from pipelines.task_runtime import SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 from pipelines.training import DEFAULT_IMAGE, ClusterSettings, compile_pipeline
 
@@ -58,9 +69,9 @@ def test_five_components_wired_in_order(compiled) -> None:
     tasks = pipeline["components"][f"comp-{condition_name}"]["dag"]["tasks"]
     assert set(tasks) == set(COMPONENTS[1:])
     assert tasks["stage2-top-lm"]["dependentTasks"] == ["stage1-pretrain"]
-    assert tasks["promote"]["inputs"]["parameters"]["evaluation"]["taskOutputParameter"] == {
+    assert tasks["promote"]["inputs"]["parameters"]["evaluate"]["taskOutputParameter"] == {
         "producerTask": "evaluate",
-        "outputParameterKey": "evaluation",
+        "outputParameterKey": "result",
     }
     base = tasks["stage2-top-lm"]["inputs"]["artifacts"]["base_components"]["taskOutputArtifact"]
     assert base == {"outputArtifactKey": "base_components", "producerTask": "stage1-pretrain"}
@@ -69,22 +80,33 @@ def test_five_components_wired_in_order(compiled) -> None:
     )
 
 
-def test_promote_receives_the_gate_evidence_and_lineage(compiled) -> None:
-    """The gate checks the report against the hash evaluation reported and the evaluation run's metrics; the
-    version records the runs and the image that made it."""
+def test_each_step_hands_on_one_result_taken_by_the_steps_name(compiled) -> None:
+    """Every task has one dict output, `result` (its step's model in pipelines/step_results.py); a task takes
+    another step's result as the parameter named by that step and no loose value of it (URI, hash, run id). The
+    promote task gets the data, both trainings and the evaluation so (its evidence and lineage), and the image
+    that made the model."""
     pipeline, _ = compiled
-    inputs = tasks_of(pipeline)["promote"]["inputs"]["parameters"]
-    wired = {
-        name: (spec["taskOutputParameter"]["producerTask"], spec["taskOutputParameter"]["outputParameterKey"])
-        for name, spec in inputs.items()
-        if "taskOutputParameter" in spec
-    }
-    assert wired["evaluation"] == ("evaluate", "evaluation")  # the evaluation's result: one typed value
-    assert not {"metrics", "report_uri", "report_hash", "eval_run_id"} & set(inputs)
-    assert wired["stage1_run_id"] == ("stage1-pretrain", "mlflow_run_id")
-    assert wired["stage2_run_id"] == ("stage2-top-lm", "mlflow_run_id")
-    assert inputs["data_uri"]["componentInputParameter"] == "pipelinechannel--prepare-data-data_uri"
-    assert inputs["image"]["runtimeValue"]["constant"] == "registry.example/abstractinator:test"
+    tasks = tasks_of(pipeline)
+    for step in STEPS:
+        outputs = pipeline["components"][f"comp-{kfp_task_name(step.name)}"]["outputDefinitions"]["parameters"]
+        assert outputs[RESULT_OUTPUT] == {"parameterType": "STRUCT"}
+        control = {"Output", "reason"} if step.name == PREPARE_DATA else set()  # the champion check: dsl.If
+        assert set(outputs) == {RESULT_OUTPUT} | control, step.name
+    read = {STAGE1_PRETRAIN: {PREPARE_DATA}, STAGE2_TOP_LM: {PREPARE_DATA, STAGE1_PRETRAIN}}
+    read |= {EVALUATE: {PREPARE_DATA, STAGE2_TOP_LM}, PROMOTE: {PREPARE_DATA, STAGE1_PRETRAIN, STAGE2_TOP_LM, EVALUATE}}
+    for reader, producers in read.items():
+        inputs = tasks[kfp_task_name(reader)]["inputs"]["parameters"]
+        assert {name for name in inputs if name in STEP_NAMES} == producers, reader
+        for producer in producers:
+            if producer == PREPARE_DATA:  # produced outside the condition: a channel into it
+                assert inputs[producer] == {"componentInputParameter": "pipelinechannel--prepare-data-result"}
+            else:
+                wired = inputs[producer]["taskOutputParameter"]
+                assert wired == {"producerTask": kfp_task_name(producer), "outputParameterKey": RESULT_OUTPUT}
+        loose = {"data_uri", "data_hash", "checkpoint_uri", "checkpoint_hash", "base_components_hash", "report_uri"}
+        assert not loose & set(inputs) and not {n for n in inputs if n.endswith("_run_id")}, reader
+    promote = tasks[kfp_task_name(PROMOTE)]["inputs"]["parameters"]
+    assert promote["image"]["runtimeValue"]["constant"] == "registry.example/abstractinator:test"
 
 
 def test_outputs_are_kfp_artifacts(compiled) -> None:
@@ -178,7 +200,9 @@ def test_caching_is_on_exactly_for_the_deterministic_tasks(compiled) -> None:
     for name in HEAVY:  # the cache key holds the code identity of the compiled checkout and the data hash
         inputs = tasks[name]["inputs"]["parameters"]
         assert inputs["code_identity"]["runtimeValue"]["constant"] == code_identity()
-        assert inputs["data_hash"] == {"componentInputParameter": "pipelinechannel--prepare-data-data_hash"}
+        # the data hash through prepare_data's result, which holds the data alone (so equal whenever the data is)
+        assert inputs[PREPARE_DATA] == {"componentInputParameter": "pipelinechannel--prepare-data-result"}
+        assert set(PrepareStepResult.model_fields) == {"data_uri", "data_hash"}
 
 
 def test_pipeline_parameters(compiled) -> None:

@@ -81,39 +81,38 @@ def test_a_step_without_its_inputs_fails_in_one_line(tmp_path: Path, capsys) -> 
     assert "prepare_data.json: missing; run the prepare_data step first" in capsys.readouterr().err
 
 
+EARLIER_RESULTS = {  # what prepare_data and the two training steps leave in results/
+    "prepare_data": {"data_uri": "data/prepared", "data_hash": "d"},
+    "stage1_pretrain": {"stage": "stage1", "checkpoint_uri": "c1.pt", "checkpoint_hash": "h1"},
+    "stage2_top_lm": {"stage": "stage2", "checkpoint_uri": "c2.pt", "checkpoint_hash": "h2", "mlflow_run_id": "r"},
+}
+EVALUATION = {"report_uri": "r.json", "report_hash": "h", "metrics": {}}
+
+
 @pytest.mark.parametrize(
-    ("evaluation", "message"),
+    ("step", "result", "message"),
     [
-        ({"report_uri": "r.json", "metrics": {}}, "evaluate.json: report_hash: Field required"),
-        ({"report_uri": "r.json", "report_hash": "h", "metrics": {}, "eval_run": "x"}, "eval_run: unknown key"),
-        ({"report_uri": "r.json", "report_hash": "h", "metrics": {"bpb": "low"}}, "metrics.bpb:"),
+        ("evaluate", {"report_uri": "r.json", "metrics": {}}, "evaluate.json: report_hash: Field required"),
+        ("evaluate", {**EVALUATION, "eval_run": "x"}, "evaluate.json: eval_run: unknown key"),
+        ("evaluate", {**EVALUATION, "metrics": {"bpb": "low"}}, "evaluate.json: metrics.bpb:"),
+        ("stage2_top_lm", {"stage": "stage2", "checkpoint_uri": "c"}, "stage2_top_lm.json: checkpoint_hash: Field"),
+        ("stage1_pretrain", {**EARLIER_RESULTS["stage1_pretrain"], "stage": "stage3"}, "stage1_pretrain.json: stage:"),
+        ("prepare_data", {"data_uri": "d", "data_hash": "h", "unchanged": True}, "unchanged: unknown key"),
     ],
 )
-def test_promote_reads_the_evaluation_as_one_validated_value(tmp_path: Path, capsys, evaluation, message) -> None:
-    """The promote step takes the evaluation's result as one typed value (pipelines.step_results.EvaluateStepResult):
-    a result missing a field, with one nobody declared or a bad value fails in one line before MLflow is asked."""
+def test_promote_reads_each_earlier_result_as_one_validated_value(tmp_path: Path, capsys, step, result, message):
+    """The promote step takes each earlier step's result as one typed value (pipelines/step_results.py): one
+    missing a field, with one nobody declared or a bad value fails in one line naming the file and the field,
+    before MLflow is asked."""
     import json
 
     results = tmp_path / "results"
     results.mkdir()
-    for step in STEP_NAMES[:3]:
-        (results / result_file(step)).write_text("{}")
-    (results / "evaluate.json").write_text(json.dumps(evaluation))
+    for name, earlier in {**EARLIER_RESULTS, "evaluate": EVALUATION, step: result}.items():
+        (results / result_file(name)).write_text(json.dumps(earlier))
     code = main(["pipeline", "step", "promote", "--params", str(REPO / "params.yaml"), "--results", str(results)])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
-
-
-def test_the_evaluation_result_round_trips_through_json_with_a_nan_metric() -> None:
-    """Serialised once (kfp's dict output, results/evaluate.json), read back equal, a NaN metric included."""
-    import math
-
-    from pipelines.step_results import EvaluateStepResult, read_evaluation
-
-    result = EvaluateStepResult(report_uri="r", report_hash="h", metrics={"a": 1.5, "b": math.nan}, mlflow_run_id="m")
-    again = read_evaluation(result.model_dump_json())
-    assert math.isnan(again.metrics.pop("b")) and again.metrics == {"a": 1.5}
-    assert (again.report_uri, again.report_hash, again.mlflow_run_id) == ("r", "h", "m")
 
 
 def test_every_place_that_names_a_step_takes_the_tables_one_name(tmp_path: Path) -> None:

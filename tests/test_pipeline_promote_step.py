@@ -18,7 +18,7 @@ from components.registry.pyfunc_model import model_code_files
 from pipelines import artifacts
 from pipelines.run_spec import RunSpec
 from pipelines.step_promote import promote_step
-from pipelines.step_results import EvaluateStepResult
+from pipelines.step_results import EvaluateStepResult, PrepareStepResult, TrainStepResult
 from tests.registry_helpers import evaluation_key  # noqa: F401
 from tests.test_registry_gate_attacks import _checkpoint
 
@@ -60,8 +60,14 @@ def test_promote_step_registers_and_gates_the_typed_evaluation(tmp_path, setting
     checkpoint = Path(evaluation.report_uri).parent / "model.pt"
     rules = GateRules(min_improvement=0.01)
 
+    data = PrepareStepResult(data_uri=str(tmp_path / "data"), data_hash=DATA_HASH)
+    stage1 = TrainStepResult(stage="stage1", checkpoint_uri="c1.pt", checkpoint_hash="h1", mlflow_run_id="train-1")
+    stage2 = TrainStepResult(
+        stage="stage2", checkpoint_uri=str(checkpoint), checkpoint_hash=artifacts.file_hash(checkpoint)
+    )
+
     def promote(result: EvaluateStepResult):
-        return promote_step(spec, MODEL, str(checkpoint), artifacts.file_hash(checkpoint), result, DATA_HASH, rules)
+        return promote_step(spec, MODEL, data, stage1, stage2, result, rules)
 
     first = promote(evaluation)
     assert first.action == "promoted" and first.promoted, first.reasons
@@ -69,6 +75,7 @@ def test_promote_step_registers_and_gates_the_typed_evaluation(tmp_path, setting
     version = client.get_model_version(MODEL, first.version)
     params = client.get_run(version.run_id).data.params
     assert params["eval_run_id"] == "eval-run" and params["report_sha256"] == evaluation.report_hash
+    assert params["stage1_run_id"] == "train-1" and "stage2_run_id" not in params  # lineage from the results
     assert client.get_run(version.run_id).data.metrics["test_bits_per_byte"] == 3.0
     again = promote(evaluation)  # KFP's cache handed the same weights on: judged already
     assert again.action == "already_registered" and again.version == first.version

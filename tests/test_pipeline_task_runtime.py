@@ -46,8 +46,7 @@ def test_a_cluster_task_without_a_tracking_server_stops_at_once_in_one_line(monk
             artifact_root="s3://b/p",
             run_key="",
             code_identity=code_identity(),
-            data_uri="s3://b/p/data/x",
-            data_hash="x",
+            prepare_data={"data_uri": "s3://b/p/data/x", "data_hash": "x"},
             checkpoint=Model(uri=str(tmp_path / "c")),
             base_components=Model(uri=str(tmp_path / "b")),
         )
@@ -113,6 +112,19 @@ def test_metrics_artifact_holds_every_finite_metric_in_metadata_and_file(tmp_pat
 
 
 # -- the followable local run ------------------------------------------------------------------------------------------
+# Each task's one dict output, as kfp.local prints it: the dict's Python repr (a NaN metric a bare `nan`).
+PREPARED = {
+    "data_uri": "/data/prepared/default",
+    "data_hash": "d18f14de00e7368d917066361357003295d876ad4904d5c57baa32d153ddf3c6",
+}
+TRAINED = {
+    "stage": "stage1",
+    "checkpoint_uri": "/a/runs/k/stage1/final.pt",
+    "checkpoint_hash": "sha256:bb5b5d65b2ffb75a93c9c11b5d8f36e695289fdf98d54bdd4d5fa7297c8f9fef",
+    "base_components_uri": None,
+    "mlflow_run_id": None,
+    "final_metrics": {"loss": float("nan"), "val_bpb": float("-inf")},
+}
 KFP_LOCAL_OUTPUT = """\
 10:18:48.572 - INFO - Running pipeline: \x1b[95m'abstractinator-training'\x1b[0m
 10:18:48.579 - INFO - Executing task \x1b[96m'prepare-data'\x1b[0m
@@ -122,10 +134,9 @@ KFP_LOCAL_OUTPUT = """\
     }
 10:19:17.035 - INFO - Task \x1b[96m'prepare-data'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
 10:19:17.036 - INFO - Task \x1b[96m'prepare-data'\x1b[0m outputs:
-    data_uri: '/data/prepared/default'
+    result: PREPARED
     Output: 'retrain'
     reason: 'model 'demo' has no champion yet'
-    data_hash: 'd18f14de00e7368d917066361357003295d876ad4904d5c57baa32d153ddf3c6'
     dataset: Dataset( name='dataset',
                       metadata={'data_hash': 'd18f'} )
 
@@ -135,14 +146,14 @@ KFP_LOCAL_OUTPUT = """\
     train stage1: 100%|██████████| 3/3 [00:29<00:00,  8.28s/step]
 10:20:39.025 - INFO - Task \x1b[96m'stage1-pretrain'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
 10:20:39.026 - INFO - Task \x1b[96m'stage1-pretrain'\x1b[0m outputs:
-    checkpoint_hash: 'sha256:bb5b5d65b2ffb75a93c9c11b5d8f36e695289fdf98d54bdd4d5fa7297c8f9fef'
+    result: TRAINED
 10:21:25.160 - INFO - Executing task \x1b[96m'evaluate'\x1b[0m
     2026-11-29T10:21:30Z [info     ] scoring_split   split=val
     Traceback (most recent call last):
     RuntimeError: out of memory
 10:22:26.822 - INFO - Task \x1b[96m'evaluate'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
 10:22:26.823 - INFO - Pipeline \x1b[95m'abstractinator-training'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
-"""
+""".replace("PREPARED", str(PREPARED)).replace("TRAINED", str(TRAINED))
 
 
 def test_a_local_run_shows_one_line_per_task_start_and_end_and_logs_everything() -> None:

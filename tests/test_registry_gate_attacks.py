@@ -16,7 +16,7 @@ import yaml
 from components.registry import promote as registry
 from components.registry.attestation import PAIRED_BITS_FILE, Attestation, write_signed
 from components.registry.decision_log import BANNED_WEIGHTS_PARAM, _experiment_id
-from components.registry.gate_evidence import record_evidence, sha256_of
+from components.registry.gate_evidence import EvidenceError, record_evidence, sha256_of
 from components.registry.gate_rules import GateRules
 from components.registry.pyfunc_model import AbstractinatorPyfunc, log_pyfunc_model, model_code_files
 from components.registry.verified_loading import load_verified_model
@@ -114,6 +114,25 @@ def test_a_rewritten_mlmodel_loads_no_unattested_weights(tmp_path) -> None:
     attested.load_checkpoint(tmp_path / "model.pt")
     expected = attested.predict(None, ["hello world"])[0]["bits_per_byte"]
     assert load_verified_model(client, name, version).predict(["hello world"])[0]["bits_per_byte"] == expected
+
+
+def test_loading_a_verified_model_leaves_no_copy_of_its_weights_behind(tmp_path, monkeypatch) -> None:
+    """The weights are downloaded into a temporary folder and loaded into memory: the folder goes afterwards, also
+    when the check refuses them (each champion scored in the gate left a model's weights in /tmp before)."""
+    import tempfile
+
+    name = "verified-no-leftovers"
+    client, version = _registered_pyfunc(tmp_path, name)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # what TMPDIR sets: every temporary folder lands here
+    assert load_verified_model(client, name, version).predict(["hello"])[0]["bytes"] == 5
+    assert list(scratch.iterdir()) == []
+    location = client.get_model_version_download_uri(name, version).removeprefix("file://")
+    _checkpoint(Path(location) / "artifacts" / "model.pt", noise=0.5)  # other weights in the artifact store
+    with pytest.raises(EvidenceError, match="not the weights its evaluation scored"):
+        load_verified_model(client, name, version)
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.fixture

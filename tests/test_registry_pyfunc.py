@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -21,7 +20,8 @@ from components.registry import promote as registry
 from components.registry.pyfunc_model import log_pyfunc_model
 from components.training.stages import load_pipeline_config
 from model import build_model
-from tests.servers import free_port, wait_for
+from tests.registry_helpers import invoke_served
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Runs at interpreter start (PYTHONPATH) in every process of a "no repository" environment, also in the workers
@@ -181,20 +181,7 @@ def test_mlflow_models_serve_answers_bits_per_byte_over_http(champion_model, wit
             start_new_session=True,
         )
     try:
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                return response.status == 200
-
-        wait_for(ready, 180, f"mlflow models serve (log: {log})", server)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": ["hello world"]}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.loads(response.read())
-        (row,) = answer["predictions"]
+        (row,) = invoke_served(server, port, log, ["hello world"])
         assert row["bits_per_byte"] == pytest.approx(
             champion_model[0].predict(["hello world"])[0]["bits_per_byte"], rel=1e-5
         )

@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from abstractinator.cli import main
+from components.registry import promote as registry
 from components.registry.gate_evidence import EvidenceError, sha256_of
-from components.registry.verified_loading import verified_serving_folder
-from tests.registry_helpers import evaluation_key, experiment_id  # noqa: F401
+from components.registry.verified_loading import serving_decision, verified_serving_folder
+from tests.registry_helpers import RULES_ANY, add_version, evaluation_key, experiment_id, invoke_served  # noqa: F401
 from tests.test_registry_gate_attacks import _checkpoint, _registered_pyfunc, _rewrite_mlmodel
 
 
@@ -83,6 +84,7 @@ def test_a_tampered_registered_file_is_refused(tmp_path, relative, message) -> N
 def test_cli_serve_writes_the_verified_folder_or_refuses_in_one_line(tmp_path, capsys) -> None:
     name = "serve-cli"
     client, version = _registered_pyfunc(tmp_path, name)
+    assert registry.promote(client, name, version, RULES_ANY).action == "promoted"  # the gate's champion
 
     def serve(uri: str, out: Path) -> int:
         return main(["registry", "serve", uri, "--tracking-uri", client.tracking_uri, "--out", str(out)])
@@ -93,7 +95,6 @@ def test_cli_serve_writes_the_verified_folder_or_refuses_in_one_line(tmp_path, c
     assert serve(f"models:/{name}/{version}", out) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
     assert serve(f"models:/{name}", tmp_path / "x") == 2 and "models:/NAME@ALIAS" in capsys.readouterr().err
-    client.set_registered_model_alias(name, "champion", version)
     _tamper(client, name, version, tmp_path, {"code/configs/__init__.py": b"import os\n"})
     assert serve(f"models:/{name}@champion", tmp_path / "again") == 2
     err = capsys.readouterr().err
@@ -101,15 +102,67 @@ def test_cli_serve_writes_the_verified_folder_or_refuses_in_one_line(tmp_path, c
     assert not (tmp_path / "again").exists()
 
 
+def _serve_out(client, capsys, uri: str, out: Path, *flags: str) -> int:
+    """`registry serve URI --out OUT`; capsys then holds its output alone."""
+    capsys.readouterr()
+    return main(["registry", "serve", uri, "--tracking-uri", client.tracking_uri, "--out", str(out), *flags])
+
+
+def test_serve_shows_the_gate_decision_and_serves_an_ungated_version_only_when_asked(tmp_path, capsys) -> None:
+    """Before serving: the version's gate decision. A version the gate did not promote (never gated, refused) is
+    refused in one line naming the decision, unless --allow-ungated, which serves it saying so."""
+    name = "serve-gated"
+    client, version = _registered_pyfunc(tmp_path, name)
+    uri = f"models:/{name}/{version}"
+    assert _serve_out(client, capsys, uri, tmp_path / "refused") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the gate did not promote it (never gated); --allow-ungated" in err, err
+    assert not (tmp_path / "refused").exists()
+    assert _serve_out(client, capsys, uri, tmp_path / "ungated", "--allow-ungated") == 0
+    out = capsys.readouterr().out
+    assert f"v{version} of {name}: never gated; served anyway (--allow-ungated)" in out
+    assert (tmp_path / "ungated" / "MLmodel").is_file()
+    assert registry.promote(client, name, version, RULES_ANY).action == "promoted"
+    assert _serve_out(client, capsys, f"models:/{name}@champion", tmp_path / "champion") == 0
+    out = capsys.readouterr().out
+    assert f"v{version} of {name}: gate decision: promoted (" in out and "served anyway" not in out
+    assert out.index("gate decision") < out.index("written to")  # shown before the folder is made
+    worse = add_version(client, name, 6.0, artifact_root=tmp_path / "artifacts")
+    assert registry.promote(client, name, worse, RULES_ANY).action == "refused"
+    assert _serve_out(client, capsys, f"models:/{name}/{worse}", tmp_path / "worse") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the gate did not promote it (gate decision: refused (" in err
+    assert "worse than the champion" in err, err
+
+
+def test_serve_never_serves_weights_a_rollback_demoted(tmp_path, capsys) -> None:
+    """A rollback bans the demoted weights (decision_log.rolled_back_weights): no version holding them is served,
+    --allow-ungated or not; here a real, never gated version whose weights are those a rollback took the alias
+    from."""
+    name = "serve-banned"
+    client, servable = _registered_pyfunc(tmp_path, name)
+    root = tmp_path / "artifacts"
+    first = add_version(client, name, 3.0, artifact_root=root)
+    assert registry.promote(client, name, first, RULES_ANY).action == "promoted"
+    same_weights = add_version(client, name, 2.5, artifact_root=root, copy_weights_of=tmp_path / "model.pt")
+    assert registry.promote(client, name, same_weights, RULES_ANY).action == "promoted"
+    registry.rollback(client, name)
+    for version in (servable, same_weights):
+        assert _serve_out(client, capsys, f"models:/{name}/{version}", tmp_path / "out", "--allow-ungated") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "were rolled back from champion: not served" in err, err
+        assert not (tmp_path / "out").exists()
+    # the version it gave champion back to (random weights here: its decision, not a served folder)
+    assert serving_decision(client, name, first).startswith(f"v{first} of {name}: gate decision: rolled_back (")
+
+
 @pytest.mark.slow  # starts a real scoring server (about a minute on a loaded CPU)
 def test_the_checked_folder_serves_with_the_real_mlflow_models_serve(tmp_path) -> None:
     """`registry serve`'s own command and environment on a checked folder answer a real invocation request."""
-    import json
     import subprocess
-    import urllib.request
 
     from abstractinator.commands.registry import serve_command, serve_environment
-    from tests.servers import free_port, wait_for
+    from tests.servers import free_port
 
     name = "serve-real"
     client, version = _registered_pyfunc(tmp_path, name)
@@ -124,19 +177,7 @@ def test_the_checked_folder_serves_with_the_real_mlflow_models_serve(tmp_path) -
             start_new_session=True,
         )
     try:
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                return response.status == 200
-
-        wait_for(ready, 180, f"mlflow models serve (log: {log})", server)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": ["hello"]}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            assert json.loads(response.read())["predictions"][0]["bytes"] == 5
+        assert invoke_served(server, port, log, ["hello"])[0]["bytes"] == 5
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)

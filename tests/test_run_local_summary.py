@@ -77,7 +77,7 @@ def test_the_evaluation_is_read_from_this_runs_kfp_local_folder_only(tmp_path):
     run = tmp_path / "abstractinator-training-2026-12-06-19-37-45-766014"
     (run / "evaluate").mkdir(parents=True)
     evaluation = {"report_uri": "r", "report_hash": "h", "metrics": {}}
-    output = {"parameterValues": {"evaluation": evaluation}}
+    output = {"parameterValues": {"result": evaluation}}  # the task's one dict output
     (run / "evaluate" / "executor_output.json").write_text(json.dumps(output))
     assert _evaluation_of({run}) == evaluation
     skipped = tmp_path / "abstractinator-training-2026-12-06-19-40-00-000000"  # stopped after data preparation

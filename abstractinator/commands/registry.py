@@ -59,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Downloads the version's registered model once into a private folder, checks its weights and "
         "code there against the evaluation's signed attestation, writes a pyfunc model from those checked files "
         "alone (a fresh MLmodel: the registered one is not attested) and runs `mlflow models serve --env-manager "
-        "local` on it. A file that differs from the attestation is refused (exit 2) and nothing is served.",
+        "local` on it. A file that differs from the attestation is refused (exit 2) and nothing is served. It "
+        "prints the gate's decision on the version first; weights a rollback demoted are never served, and a "
+        "version the gate did not promote (refused, pending, never gated) only with --allow-ungated.",
     )
     serve.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
     serve.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
@@ -72,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="DIR",
         help="write the checked model folder to DIR (new) and serve nothing (e.g. to build a serving image)",
+    )
+    serve.add_argument(
+        "--allow-ungated",
+        action="store_true",
+        help="serve a version the gate did not promote (refused or never gated), saying so; never rolled-back weights",
     )
     serve.set_defaults(func=run)
     keygen = commands.add_parser(
@@ -194,7 +201,7 @@ def _serve(client, args: argparse.Namespace) -> int:
 
     from components.infrastructure.model_reference import parse_model_reference
     from components.registry import promote as registry
-    from components.registry.verified_loading import verified_serving_folder
+    from components.registry.verified_loading import serving_decision, verified_serving_folder
 
     try:
         reference = parse_model_reference(args.model_uri)
@@ -210,6 +217,7 @@ def _serve(client, args: argparse.Namespace) -> int:
         version = reference.version
     if args.out is not None and args.out.exists():
         raise registry.RegistryError(f"{args.out}: already exists; give a new folder")
+    print(serving_decision(client, reference.name, version, args.allow_ungated))  # refuses banned/ungated weights
     private = Path(tempfile.mkdtemp(prefix="abstractinator-serve-"))  # mode 0700: no other user swaps a file
     try:
         served = verified_serving_folder(client, reference.name, version, private)

@@ -276,6 +276,52 @@ def rolled_back_weights(client, name: str) -> set[str]:
     return {run.data.params[BANNED_WEIGHTS_PARAM] for run in runs if run.data.params.get(BANNED_WEIGHTS_PARAM)}
 
 
+class RecordedDecision(BaseModel):
+    """The gate's latest recorded decision about one version (`latest_decision`)."""
+
+    action: str  # promoted | forced | refused | rolled_back (the version it gave champion back to)
+    state: str  # applied | superseded | pending
+    reasons: str
+    time: str
+    run_id: str
+
+    @property
+    def made_champion(self) -> bool:
+        """The gate (or a person through it: forced, rolled back) made this version champion."""
+        return self.action in MOVES_CHAMPION and self.state in (APPLIED, "superseded")
+
+    def describe(self) -> str:
+        state = "" if self.state == APPLIED else f", {self.state}"
+        reasons = f": {self.reasons}" if self.reasons else ""
+        return f"{self.action} ({self.time} UTC, audit run {self.run_id}{state}){reasons}"
+
+
+def latest_decision(client, name: str, version: str) -> RecordedDecision | None:
+    """The latest decision the gate recorded about `version` of `name` (None: never gated): found by the audit
+    runs' params (model, version, action: immutable once logged), a decision recovery could not re-check
+    (`unverified`, applied nowhere) left out; its reasons and state are the run's tags, shown as recorded."""
+    experiment = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"params.model = '{name}' and params.version = '{version}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    for run in runs:
+        state = run.data.tags.get("state", "")
+        if state != UNVERIFIED:
+            return RecordedDecision(
+                action=run.data.params["action"],
+                state=state,
+                reasons=run.data.tags.get("reasons", ""),
+                time=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.info.start_time / 1000)),
+                run_id=run.info.run_id,
+            )
+    return None
+
+
 def pending_decisions(client, name: str) -> list[dict[str, str]]:
     """Decisions about `name` a crash left pending (the next gate run completes them), oldest first."""
     return [record for record in history(client, name) if record["state"] == PENDING]

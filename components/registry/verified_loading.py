@@ -1,7 +1,9 @@
 """Loading a registered version for use, as its signed evidence vouches for it: only its attested weights, through
 this checkout's pyfunc class (components/registry/pyfunc_model.py); and the folder `registry serve` hands to
 `mlflow models serve` (`verified_serving_folder`): the registered files downloaded once into a private folder,
-checked there against the signed attestation, and a fresh pyfunc model written from those checked files alone.
+checked there against the signed attestation, and a fresh pyfunc model written from those checked files alone;
+before that, `serving_decision`: weights a rollback banned are never served, and a version the gate did not make
+champion only when asked (`--allow-ungated`).
 
 Never `mlflow.pyfunc.load_model`: that follows the registered `MLmodel`, which no attestation covers, and anyone
 with the MLflow credential can rewrite its `model_code_path` (MLflow runs a sourceless `.pyc` too) or its
@@ -23,6 +25,7 @@ from components.registry.gate_evidence import (
     read_evidence,
     sha256_of,
 )
+from configs.errors import UserError
 
 
 class VerifiedModel:
@@ -47,14 +50,45 @@ def load_verified_model(client, name: str, version: str) -> VerifiedModel:
 
     model_version = client.get_model_version(name, str(version))
     attestation = read_evidence(client, name, model_version).attestation
-    folder = tempfile.mkdtemp(prefix="abstractinator-model-")
     location = client.get_model_version_download_uri(name, str(version)).rstrip("/")
-    weights = Path(
-        download_artifacts(f"{location}/artifacts/{WEIGHTS_FILE}", dst_path=folder, tracking_uri=client.tracking_uri)
-    )
-    if sha256_of(weights) != attestation.challenger_weights_sha256:  # checked again: what is loaded is what was read
-        raise EvidenceError(f"v{version}: its registered weights are not the weights its evaluation scored (sha256)")
-    return VerifiedModel(weights)
+    # The weights are loaded into memory (AbstractinatorPyfunc.load_checkpoint keeps no file open and reads none
+    # later), so the downloaded copy goes with the folder: every champion scored used to leave one in /tmp.
+    with tempfile.TemporaryDirectory(prefix="abstractinator-model-") as folder:
+        weights = Path(
+            download_artifacts(
+                f"{location}/artifacts/{WEIGHTS_FILE}", dst_path=folder, tracking_uri=client.tracking_uri
+            )
+        )
+        if sha256_of(weights) != attestation.challenger_weights_sha256:  # checked again: loaded is what was read
+            raise EvidenceError(
+                f"v{version}: its registered weights are not the weights its evaluation scored (sha256)"
+            )
+        return VerifiedModel(weights)
+
+
+class ServingRefused(UserError):
+    """`registry serve` will not serve the version (weights a rollback banned, or not made champion by the gate
+    without `--allow-ungated`); str() is one line."""
+
+
+def serving_decision(client, name: str, version: str, allow_ungated: bool = False) -> str:
+    """What the gate decided about the version, as one line to show before it is served. ServingRefused when its
+    weights (as its signed attestation names them) are ones a rollback demoted (decision_log.rolled_back_weights:
+    never served, whatever the flags), or when the gate did not make it champion (refused, pending, never gated)
+    and `allow_ungated` is off. EvidenceError when its attestation does not verify."""
+    from components.registry.decision_log import latest_decision, rolled_back_weights
+
+    label = f"v{version} of {name}"
+    weights = attestation_of(client, client.get_model_version(name, str(version))).challenger_weights_sha256
+    if weights in rolled_back_weights(client, name):
+        raise ServingRefused(f"{label}: its weights ({weights[:12]}) were rolled back from champion: not served")
+    decision = latest_decision(client, name, str(version))
+    said = f"gate decision: {decision.describe()}" if decision else "never gated"
+    if decision is not None and decision.made_champion:
+        return f"{label}: {said}"
+    if not allow_ungated:
+        raise ServingRefused(f"{label}: the gate did not promote it ({said}); --allow-ungated serves it anyway")
+    return f"{label}: {said}; served anyway (--allow-ungated): the gate did not promote it"
 
 
 def verified_serving_folder(client, name: str, version: str, folder: Path) -> Path:

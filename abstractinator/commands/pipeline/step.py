@@ -2,7 +2,8 @@
 
 NAME is a step of pipelines/step_table.py (prepare_data, stage1_pretrain, stage2_top_lm, evaluate, promote);
 this module has one function of that name per step. Settings come from params.yaml (validated by `DvcParams`);
-steps hand each other results/<step>.json (URIs and hashes; each step verifies what it reads against them), and
+steps hand each other results/<step>.json (the step's typed result, pipelines/step_results.py, validated on
+read; URIs and hashes: each step verifies what it reads against them), and
 write the files dvc shows: results/eval_metrics.json (`dvc metrics show`) and results/<step>_curve.csv (`dvc
 plots show`). A training step runs one trainer process per visible GPU under torchrun
 (ABSTRACTINATOR_TRAINING_PROCESSES=N for N CPU processes) and resumes from its run folder's last checkpoint when
@@ -37,21 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _read(results: Path, step: str) -> dict:
+def _read(results: Path, step: str):
+    """Step `step`'s result from results/<step>.json, validated by its model (pipelines/step_results.py): a
+    missing file, or a missing, unknown or bad field, is one line."""
+    from pipelines.step_table import read_result
+
     path = results / result_file(step)
     if not path.is_file():
         from configs import ConfigError
 
         raise ConfigError(f"{path}: missing; run the {step} step first")
-    return json.loads(path.read_text())
+    return read_result(step, path.read_bytes(), str(path))
 
 
 def prepare_data(params, results: Path):
     from pipelines.step_prepare import prepare_step
 
     data, model_name = params.data, params.registry.model_name
-    result = prepare_step(params.run, data.source, model_name, False, data.include_eval_sets, data.out_dir)
-    return {"data_uri": result.data_uri, "data_hash": result.data_hash}  # what the data is: later stages depend on it
+    return prepare_step(params.run, data.source, model_name, False, data.include_eval_sets, data.out_dir).result
 
 
 def _train(params, results: Path, step: str):
@@ -61,9 +65,9 @@ def _train(params, results: Path, step: str):
 
     stage = step_named(step).training_stage
     prepared = _read(results, PREPARE_DATA)
-    base = _read(results, STAGE1_PRETRAIN)["base_components_uri"] if step == STAGE2_TOP_LM else None
-    result = train_stage_step(params.run, stage, prepared["data_uri"], prepared["data_hash"], base)
-    curve = join_uri(params.run.run_root(prepared["data_hash"]), stage, "curve.csv")
+    base = _read(results, STAGE1_PRETRAIN).base_components_uri if step == STAGE2_TOP_LM else None
+    result = train_stage_step(params.run, stage, prepared, base)
+    curve = join_uri(params.run.run_root(prepared.data_hash), stage, "curve.csv")
     if artifacts.exists(curve):  # a copy where dvc plots reads it
         target = results / curve_file(step)
         if artifacts.is_s3(curve):
@@ -85,17 +89,15 @@ def evaluate(params, results: Path):
     from components.infrastructure.atomic_files import write_text_atomic
     from pipelines.step_evaluate import evaluate_step
 
-    prepared, stage2 = _read(results, PREPARE_DATA), _read(results, STAGE2_TOP_LM)
+    evaluation = params.evaluate
     result = evaluate_step(
         params.run,
-        stage2["checkpoint_uri"],
-        prepared["data_uri"],
-        prepared["data_hash"],
-        params.evaluate.tasks,
-        params.evaluate.limit,
-        params.evaluate.max_eval_bytes,
-        params.evaluate.canterbury,
-        checkpoint_hash=stage2["checkpoint_hash"],
+        _read(results, PREPARE_DATA),
+        _read(results, STAGE2_TOP_LM),
+        evaluation.tasks,
+        evaluation.limit,
+        evaluation.max_eval_bytes,
+        evaluation.canterbury,
         model_name=params.registry.model_name,
     )
     write_text_atomic(results / "eval_metrics.json", json.dumps(result.metrics, indent=2, sort_keys=True))
@@ -103,28 +105,17 @@ def evaluate(params, results: Path):
 
 
 def promote(params, results: Path):
-    """The promote step with the evidence and lineage the earlier steps recorded; a failing MLflow is one line."""
+    """The promote step on the results the earlier steps recorded; a failing MLflow is one line."""
     from components.infrastructure.redaction import one_line
     from components.infrastructure.tracking import mlflow_failures
     from components.registry.promote import RegistryError
     from pipelines.step_promote import promote_step
-    from pipelines.step_results import read_evaluation
 
-    prepared, stage1, stage2 = (_read(results, name) for name in (PREPARE_DATA, STAGE1_PRETRAIN, STAGE2_TOP_LM))
-    evaluation = read_evaluation(_read(results, EVALUATE), str(results / result_file(EVALUATE)))
+    data, stage1, stage2, evaluation = (
+        _read(results, name) for name in (PREPARE_DATA, STAGE1_PRETRAIN, STAGE2_TOP_LM, EVALUATE)
+    )
     try:
-        return promote_step(
-            params.run,
-            params.registry.model_name,
-            stage2["checkpoint_uri"],
-            stage2["checkpoint_hash"],
-            evaluation,
-            prepared["data_hash"],
-            params.gate,
-            stage1_run_id=stage1.get("mlflow_run_id"),
-            stage2_run_id=stage2.get("mlflow_run_id"),
-            data_uri=prepared["data_uri"],
-        )
+        return promote_step(params.run, params.registry.model_name, data, stage1, stage2, evaluation, params.gate)
     except mlflow_failures() as error:
         raise RegistryError(f"MLflow failed: {type(error).__name__}: {one_line(error)}") from None
 
@@ -139,9 +130,8 @@ def run(args: argparse.Namespace) -> int:
 
     params = load_dvc_params(args.params)
     args.results.mkdir(parents=True, exist_ok=True)
-    result = STEP_FUNCTIONS[args.name](params, args.results)
-    text = json.dumps(result, indent=2) if isinstance(result, dict) else result.model_dump_json(indent=2)
+    result = STEP_FUNCTIONS[args.name](params, args.results)  # the step's model (pipelines/step_results.py)
     target = args.results / result_file(args.name)
-    write_text_atomic(target, text)  # a step killed mid-write leaves the old result
+    write_text_atomic(target, result.model_dump_json(indent=2))  # a step killed mid-write leaves the old result
     print(f"{args.name}: {target}")
     return 3 if args.name == PROMOTE and not result.promoted else 0  # 3: the gate refused (as `registry promote`)
