@@ -102,12 +102,12 @@ def test_a_file_edited_while_it_is_compressed_gives_an_archive_of_what_was_read(
     decompresses, to the bytes that were read (one read, hashed and coded), never an archive that is refused later."""
     import os
 
-    from components.codec import files
+    from components.codec import files, stream_groups
 
     original = TEXT[:300]
     source, packed, restored = tmp_path / "in.bin", tmp_path / "in.abz", tmp_path / "out.bin"
     source.write_bytes(original)
-    real_encode_round = files.encode_round
+    real_encode_round = stream_groups.encode_round
 
     def encode_round_while_the_file_is_edited(*args):
         status = source.stat()
@@ -116,7 +116,7 @@ def test_a_file_edited_while_it_is_compressed_gives_an_archive_of_what_was_read(
         os.utime(source, ns=(status.st_atime_ns, status.st_mtime_ns))
         return real_encode_round(*args)
 
-    monkeypatch.setattr(files, "encode_round", encode_round_while_the_file_is_edited)
+    monkeypatch.setattr(stream_groups, "encode_round", encode_round_while_the_file_is_edited)
     files.compress_file(model, identity(model), source, packed, CodecParams(context=8, chunk_bytes=100))
     monkeypatch.undo()
     files.decompress_file(model, packed, restored)
