@@ -37,9 +37,14 @@ def _forged(packed: Path, target: Path, forge) -> None:
 
 
 def _all_ones(body: bytearray) -> None:
-    # Every word of the first block 0xFFFFFFFF (its word count kept): constriction's decoder asserts on it
-    # ("Tried to decode from compressed data that is invalid for the employed entropy model").
-    body[4:] = b"\xff" * (len(body) - 4)
+    # Every word of every segment 0xFFFFFFFF (the segments' word counts kept: one per stream group and block):
+    # constriction's decoder asserts on it ("Tried to decode from compressed data that is invalid for the
+    # employed entropy model").
+    start = 0
+    while start < len(body):
+        words = int.from_bytes(body[start : start + 4], "little")
+        body[start + 4 : start + 4 + 4 * words] = b"\xff" * (4 * words)
+        start += 4 + 4 * words
 
 
 def _one_flipped_byte(body: bytearray) -> None:
