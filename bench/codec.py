@@ -11,6 +11,7 @@ plus the header).
 Prints a markdown table and writes JSON (default bench/results/codec.json).
 
     python bench/codec.py --model CHECKPOINT [--max-bytes N] [--streams 64] [--no-static | --no-adaptive]
+        [--groups 2] [--workers 1,2]   # each worker count in turn: wall and CPU seconds, identical files
     make bench-codec MODEL=CHECKPOINT
 """
 
@@ -19,8 +20,11 @@ from __future__ import annotations
 import argparse
 import bz2
 import gzip
+import hashlib
 import json
 import lzma
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -74,22 +78,50 @@ def report_bytes(model, data: bytes, params: CodecParams, window: int) -> float:
     return bits / 8
 
 
-def run_codec(loaded, data: bytes, params: CodecParams, folder: Path) -> dict:
-    source, packed, restored = folder / "in.bin", folder / "in.abz", folder / "out.bin"
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the codec's worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_codec(
+    loaded, data: bytes, params: CodecParams, folder: Path, workers: int | None = None, decompress: bool = True
+) -> dict:
+    source, packed, restored = folder / "in.bin", folder / "in.abz", folder / f"out{workers}.bin"
     source.write_bytes(data)
-    started = time.perf_counter()
-    compress_file(loaded.model, loaded.identity, source, packed, params)
-    compress_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    decompress_file(loaded.model, packed, restored)
-    decompress_seconds = time.perf_counter() - started
-    if restored.read_bytes() != data:
-        raise SystemExit("round trip failed: the decoded bytes differ")
+    started, cpu = time.perf_counter(), cpu_seconds()
+    summary = compress_file(loaded.model, loaded.identity, source, packed, params, workers=workers)
+    compress_seconds, compress_cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    decompress_seconds = decompress_cpu = float("nan")
+    if decompress:
+        started, cpu = time.perf_counter(), cpu_seconds()
+        decompress_file(loaded.model, packed, restored, workers=workers)
+        decompress_seconds, decompress_cpu = time.perf_counter() - started, cpu_seconds() - cpu
+        if restored.read_bytes() != data:
+            raise SystemExit("round trip failed: the decoded bytes differ")
     return {
         "bytes": packed.stat().st_size,
+        "sha256": hashlib.sha256(packed.read_bytes()).hexdigest(),
+        "workers": summary.workers,
+        "groups": summary.groups,
+        "compress_seconds": compress_seconds,
+        "compress_cpu_seconds": compress_cpu,
+        "decompress_seconds": decompress_seconds,
+        "decompress_cpu_seconds": decompress_cpu,
         "compress_bytes_per_s": len(data) / compress_seconds,
         "decompress_bytes_per_s": len(data) / decompress_seconds,
+        "load_average": os.getloadavg()[0],
     }
+
+
+def run_modes(
+    loaded, data: bytes, params: CodecParams, folder: Path, workers: list[int | None], decompress: bool
+) -> dict:
+    """The codec with each worker count in turn (the first is the row's); the files must be identical."""
+    runs = [run_codec(loaded, data, params, folder, count, decompress) for count in workers]
+    if len({run["sha256"] for run in runs}) != 1:
+        raise SystemExit("the file depends on the worker count")
+    return {**runs[0], "by_workers": runs}
 
 
 def main() -> int:
@@ -100,6 +132,14 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=None, help="codec context (default: the codec's)")
     parser.add_argument("--streams", type=int, default=64, help="codec streams (chunks coded side by side)")
     parser.add_argument("--adapt-streams", type=int, default=None, help="streams with --adapt (default: --streams)")
+    parser.add_argument("--groups", type=int, default=CodecParams().groups, help="stream groups (the file's)")
+    parser.add_argument("--adapt-groups", type=int, default=None, help="stream groups with --adapt (default: --groups)")
+    parser.add_argument(
+        "--workers", default=None, help="comma-separated worker counts, each run in turn (default: the codec's)"
+    )
+    parser.add_argument(
+        "--no-decompress", action="store_true", help="compress only (a screen of settings: no round trip checked)"
+    )
     parser.add_argument("--texts", default=None, help="comma-separated subset of the texts (default: all)")
     parser.add_argument("--no-static", action="store_true", help="skip the static runs and the report")
     parser.add_argument("--no-adaptive", action="store_true", help="skip the --adapt runs")
@@ -111,13 +151,15 @@ def main() -> int:
         parser.error("--no-static and --no-adaptive leave nothing to measure")
 
     loaded = load_codec_model(args.model)
-    static = CodecParams(context=args.context, streams=args.streams)
+    static = CodecParams(context=args.context, streams=args.streams, groups=args.groups)
     adaptive = CodecParams(
         context=args.context,
         streams=args.adapt_streams or args.streams,
+        groups=args.adapt_groups or args.groups,
         adapt=AdaptSettings(learning_rate=args.adapt_lr, steps_per_round=args.adapt_steps),
     )
     window = int(loaded.model.exp_config.data.sequence_length)
+    workers = [int(count) for count in args.workers.split(",")] if args.workers else [None]
     rows = []
     chosen = texts(args.max_bytes, args.split_bytes)
     if args.texts:
@@ -128,9 +170,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             if not args.no_static:
                 row["report_quantized_bytes"] = report_bytes(loaded.model, data, static, window)
-                row["static"] = run_codec(loaded, data, static, Path(tmp))
+                row["static"] = run_modes(loaded, data, static, Path(tmp), workers, not args.no_decompress)
             if not args.no_adaptive:
-                row["adaptive"] = run_codec(loaded, data, adaptive, Path(tmp))
+                row["adaptive"] = run_modes(loaded, data, adaptive, Path(tmp), workers, not args.no_decompress)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -165,9 +207,23 @@ def main() -> int:
         "context": args.context,
         "adapt_lr": args.adapt_lr,
         "adapt_steps": args.adapt_steps,
+        "groups": args.groups,
+        "adapt_groups": args.adapt_groups or args.groups,
+        "workers": workers,
         "rows": rows,
     }
     write_text_atomic(args.out, json.dumps(result, indent=2))
+    print("\n| text | mode | workers | bytes | compress s (wall / CPU) | decompress s (wall / CPU) | load |")
+    print("|---|---|---:|---:|---|---|---:|")
+    for row in rows:
+        for mode in ("static", "adaptive"):
+            for run in row.get(mode, {}).get("by_workers", []):
+                print(
+                    f"| {row['text']} | {mode} | {run['workers']} | {run['bytes']:,} | "
+                    f"{run['compress_seconds']:.1f} / {run['compress_cpu_seconds']:.1f} | "
+                    f"{run['decompress_seconds']:.1f} / {run['decompress_cpu_seconds']:.1f} | "
+                    f"{run['load_average']:.1f} |"
+                )
     print(f"wrote {args.out}")
     return 0
 

@@ -5,6 +5,9 @@ of several texts are decoded together."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 
@@ -108,3 +111,16 @@ def test_the_remembered_baselines_are_not_changed_through_a_report(model):
     first = report(model, 8)
     first["baselines"]["xz"] = -1.0
     assert report(model, 8)["baselines"]["xz"] > 0
+
+
+def test_two_worker_threads_give_the_one_worker_report_to_the_byte(model):
+    """Batches scored by two threads side by side, accumulated in order: the report JSON's sha256 is the
+    one-worker report's (every window's bits, every statistic, the reconstruction)."""
+    texts = {"a": DATA, "b": real_text()[2000:2600], "c": real_text()[5000:5040]}
+
+    def report_sha256(workers: int) -> str:
+        batches = {name: text_windows(data, SEQUENCE_LENGTH, 2) for name, data in texts.items()}
+        reports = evaluate_compressions(model, batches, CPU, 3, workers=workers)
+        return hashlib.sha256(json.dumps(reports, sort_keys=True).encode()).hexdigest()
+
+    assert report_sha256(2) == report_sha256(1)

@@ -37,9 +37,14 @@ def _forged(packed: Path, target: Path, forge) -> None:
 
 
 def _all_ones(body: bytearray) -> None:
-    # Every word of the first block 0xFFFFFFFF (its word count kept): constriction's decoder asserts on it
-    # ("Tried to decode from compressed data that is invalid for the employed entropy model").
-    body[4:] = b"\xff" * (len(body) - 4)
+    # Every word of every segment 0xFFFFFFFF (the segments' word counts kept: one per stream group and block):
+    # constriction's decoder asserts on it ("Tried to decode from compressed data that is invalid for the
+    # employed entropy model").
+    start = 0
+    while start < len(body):
+        words = int.from_bytes(body[start : start + 4], "little")
+        body[start + 4 : start + 4 + 4 * words] = b"\xff" * (4 * words)
+        start += 4 + 4 * words
 
 
 def _one_flipped_byte(body: bytearray) -> None:
@@ -149,6 +154,11 @@ def test_bad_codec_input_is_one_line_exit_2_and_changes_nothing(case, world, cap
         ("--adapt-lr", "fast", "not a number"),
         ("--adapt-steps", "0", "must be in [1, 1000]"),
         ("--adapt-steps", "1000000", "must be in [1, 1000]"),
+        ("--workers", "0", "must be in [1, 256]"),
+        ("--workers", "100000", "must be in [1, 256]"),
+        ("--workers", "two", "not an integer"),
+        ("--groups", "0", "must be in [1, 1024]"),
+        ("--groups", "-3", "must be in [1, 1024]"),
     ],
 )
 def test_extreme_flags_are_refused_by_the_parser(flag, value, expected, world, capsys) -> None:
@@ -159,6 +169,15 @@ def test_extreme_flags_are_refused_by_the_parser(flag, value, expected, world, c
     stderr = capsys.readouterr().err
     assert f"argument {flag}: {expected}" in stderr and "Traceback" not in stderr, stderr
     assert not (world["files"] / "new.abz").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "257", "nan"])
+def test_decompress_refuses_a_bad_worker_count_in_one_line(value, world, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(_decompress("packed", "restored.txt", "--workers", value)(world))
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --workers: " in stderr and "Traceback" not in stderr, stderr
+    assert not (world["files"] / "restored.txt").exists()
 
 
 def test_the_parsers_bounds_are_the_headers_own() -> None:

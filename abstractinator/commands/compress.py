@@ -1,8 +1,10 @@
 """`abstractinator compress IN OUT --model M`: code a file with the model's two-part code (components/codec/).
 
 M is a checkpoint file, folder or s3:// URI, or a registry reference (models:/abstractinator@champion).
-`--streams` cuts the file into that many chunks (at most) coded side by side as one batch: the speed, for a few
-bits per chunk. `--adapt` fine-tunes a copy of the model on the file while coding (decompress repeats it);
+`--streams` cuts the file into that many chunks (at most) coded side by side in batches: the speed, for a few
+bits per chunk. `--groups` splits the streams into that many independent batches (recorded in the file), which
+`--workers` processes code in parallel (default: the cores torch sees); the file is the same whatever the
+number of workers. `--adapt` fine-tunes a copy of the model on the file while coding (decompress repeats it);
 `--json` prints bytes in/out, bits per byte, seconds and bytes/s. Errors a user can fix: one line, exit 2.
 
 Files as gzip, xz and zstd treat them: `-` is standard input or output; an existing output is refused unless
@@ -37,6 +39,16 @@ def add_file_arguments(parser: argparse.ArgumentParser, reads: str, writes: str)
     )
 
 
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=bounded_int(1, 256),
+        default=None,
+        help="processes coding the stream groups side by side (default: the cores torch sees, at most the "
+        "groups); the result does not depend on it",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compress",
@@ -60,6 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=64,
         help="chunks of the file coded side by side as one batch (the speed; each chunk starts cold)",
     )
+    parser.add_argument(
+        "--groups",
+        type=bounded_int(1, 1024),
+        default=2,
+        help="independent batches of streams, coded in parallel (recorded in the file; with --adapt each "
+        "adapts its own copy of the model)",
+    )
+    add_workers_argument(parser)
     parser.add_argument(
         "--rounds-per-block", type=positive_int, default=16, help="rounds (a window of every stream) per block"
     )
@@ -109,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
     check_input(args.input)
     adapt = AdaptSettings(learning_rate=args.adapt_lr, steps_per_round=args.adapt_steps) if args.adapt else None
     params = CodecParams(
-        context=args.context, streams=args.streams, rounds_per_block=args.rounds_per_block, adapt=adapt
+        context=args.context,
+        streams=args.streams,
+        groups=args.groups,
+        rounds_per_block=args.rounds_per_block,
+        adapt=adapt,
     )
     loaded = load_codec_model(args.model)
     summary = compress_file(
@@ -120,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         params,
         progress=not args.no_progress,
         verify=args.verify,
+        workers=args.workers,
     )
     report(summary, args.json, "compressed", to_stdout=str(args.output) == "-")
     return 0

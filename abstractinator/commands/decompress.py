@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from abstractinator.commands.compress import add_file_arguments
+from abstractinator.commands.compress import add_file_arguments, add_workers_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_file_arguments(parser, "compressed file", "file to write (atomically)")
     parser.add_argument("--model", default=None, help="the model it was made with (default: the header's)")
+    add_workers_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
             header.model.source, header.model.weights_sha256, packed.name, is_stdio(args.input)
         )
         loaded = load_codec_model(location)
-        summary = decompress_snapshot(loaded.model, header, packed, args.output, progress=not args.no_progress)
+        summary = decompress_snapshot(
+            loaded.model, header, packed, args.output, progress=not args.no_progress, workers=args.workers
+        )
     report(summary, args.json, "decompressed", to_stdout=is_stdio(args.output))
     return 0

@@ -3,26 +3,31 @@
     magic  b"ABZC"                      4 bytes
     format version                      u16 (FORMAT_VERSION)
     fixed fields                        u64 bytes, u64 payload bytes, u32 window, u32 context, u32 streams,
-                                        u64 chunk bytes, u32 rounds per block, u8 precision bits, then sha256
-                                        of the content, of the payload and of the model's weights (32 bytes
-                                        each)
+                                        u32 groups (version 4), u64 chunk bytes, u32 rounds per block, u8
+                                        precision bits, then sha256 of the content, of the payload and of the
+                                        model's weights (32 bytes each)
     details                             u16 length + UTF-8 JSON: model source, registry name/version, adapt
-    header checksum                     u32 CRC-32 of everything above (version 3)
-    payload                             blocks, each: u32 word count, then that many u32 words
+    header checksum                     u32 CRC-32 of everything above (versions 3 and 4)
+    payload                             blocks; each block is one segment per stream group, in group order,
+                                        each segment: u32 word count, then that many u32 words
 
 All integers little-endian. The header carries the original length and sha256 of the content, the payload's
 length and sha256 (so a truncated or corrupted file is refused before any decoding), the model's identity
 (sha256 of its weights, where it was loaded from, registry name and version when known) and the coding
 parameters the decoder must repeat (window, context, the chunk layout, rounds per block, adaptation settings):
 about 150 bytes plus the model's source. The content is cut into `streams` chunks of `chunk bytes` (the last
-one shorter), coded side by side (components/codec/files.py); a round codes one window of every stream, and a
-block is one range coder's output for `rounds per block` rounds, so memory stays bounded by a block whatever
-the file size.
+one shorter), coded side by side (components/codec/files.py). The streams form `groups` stream groups
+(components/codec/stream_groups.py: contiguous, sizes differing by at most one), each an independent lockstep
+batch with its own range coder, so that the groups can be coded in parallel; a round codes one window of every
+stream of a group, and a block holds, for `rounds per block` rounds, each group's range coder output (an empty
+segment for a group that has no round left). Memory stays bounded by a block whatever the file size. The file
+depends on the group count, never on how many worker processes coded it.
 
 The header checksum makes a damaged header field (a window, a context, the adaptation settings) a refusal before
 any decoding instead of a decoding that diverges, perhaps an hour later. Version 2 (the same header without the
-checksum) is still read. Version 1 (one stream, windows per block) is refused: its files decode only with the
-build that wrote them.
+checksum) and version 3 (the same header without the group count) are still read: their payload is the
+one-group case of version 4, byte for byte. Version 1 (one stream, windows per block) is refused: its files
+decode only with the build that wrote them.
 """
 
 from __future__ import annotations
@@ -40,10 +45,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from configs.errors import UserError
 
 MAGIC = b"ABZC"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)  # 2: the same header without its checksum
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)  # 2: without the checksum; 2 and 3: without the group count (one group)
 _PREFIX = struct.Struct("<4sH")
-_FIXED = struct.Struct("<QQIIIQIB32s32s32sH")
+_FIXED = struct.Struct("<QQIIIIQIB32s32s32sH")
+_FIXED_ONE_GROUP = struct.Struct("<QQIIIQIB32s32s32sH")  # versions 2 and 3
 _WORDS = struct.Struct("<I")
 _CHECKSUM = struct.Struct("<I")
 MAX_ADAPT_LR = 0.1  # 100x the default; far past where adapting helps (docs/benchmarks.md)
@@ -86,6 +92,7 @@ class CodecHeader(BaseModel):
     window: int
     context: int
     streams: int = Field(ge=1)  # chunks coded side by side
+    groups: int = Field(1, ge=1)  # stream groups, each its own lockstep batch and range coder (version 4)
     chunk_bytes: int = Field(ge=1)  # bytes of each chunk (the last one: what is left)
     rounds_per_block: int = Field(ge=1)
     precision_bits: int
@@ -113,6 +120,7 @@ def header_bytes(header: CodecHeader) -> bytes:
         header.window,
         header.context,
         header.streams,
+        header.groups,
         header.chunk_bytes,
         header.rounds_per_block,
         header.precision_bits,
@@ -133,12 +141,17 @@ def read_header(stream: BinaryIO, name: str) -> CodecHeader:
     if version not in READABLE_VERSIONS:
         readable = " and ".join(map(str, READABLE_VERSIONS))
         raise CodecError(f"{name}: format version {version} is not supported (this build reads {readable})")
-    fixed = stream.read(_FIXED.size)
-    if len(fixed) < _FIXED.size:
+    layout = _FIXED if version >= 4 else _FIXED_ONE_GROUP
+    fixed = stream.read(layout.size)
+    if len(fixed) < layout.size:
         raise CodecError(f"{name}: truncated (the header is cut short)")
-    (size, payload, window, context, streams, chunk, per_block, precision, content, payload_sha, weights, length) = (
-        _FIXED.unpack(fixed)
+    fields = list(layout.unpack(fixed))
+    if version < 4:
+        fields.insert(5, 1)  # one group: the whole payload is one lockstep batch's, as version 4 codes one group
+    (size, payload, window, context, streams, groups, chunk, per_block, precision, content, payload_sha, weights) = (
+        fields[:-1]
     )
+    length = fields[-1]
     body = stream.read(length)
     checksum = stream.read(_CHECKSUM.size) if version >= 3 else b""
     if len(body) < length or len(checksum) < (_CHECKSUM.size if version >= 3 else 0):
@@ -158,6 +171,7 @@ def read_header(stream: BinaryIO, name: str) -> CodecHeader:
             window=window,
             context=context,
             streams=streams,
+            groups=groups,
             chunk_bytes=chunk,
             rounds_per_block=per_block,
             precision_bits=precision,

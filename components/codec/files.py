@@ -1,11 +1,15 @@
 """Compress and decompress files with a model: streaming, atomic, verified.
 
 Streams: the content is cut into up to `streams` chunks (`chunk_layout`), each coded as the evaluation codes a
-file (BOS + bytes + EOS in context-carrying windows, components/codec/window_coder.py), all of them side by side:
-round r codes window r of every stream that has one, the streams' step-by-step decoders running in lockstep as
-one batch (model/lockstep_decoding.py). That is what makes coding fast: one model call per position computes
-every stream. Context carries across windows inside a stream; a chunk starts cold, which costs about one window
-boundary's bits. One range coder per block of rounds.
+file (BOS + bytes + EOS in context-carrying windows, components/codec/window_coder.py), side by side: round r
+codes window r of every stream that has one, the streams' step-by-step decoders running in lockstep as one
+batch (model/lockstep_decoding.py), one model call per position for every stream of the batch. Context carries
+across windows inside a stream; a chunk starts cold, which costs about one window boundary's bits.
+
+Groups: the streams are split into `groups` independent batches (components/codec/stream_groups.py), each with
+its own range coder per block of rounds and, with --adapt, its own adapted copy of the model, and worker
+processes code the groups side by side (components/codec/group_workers.py). The group count is in the header;
+the worker count is not, and the file does not depend on it.
 
 `compress_file` reads the input once, into a snapshot hashed on the way (components/codec/endpoints.py), and codes
 that snapshot: the header's sha256 describes exactly the bytes coded, whatever happens to the file meanwhile; with
@@ -21,18 +25,17 @@ CPU and torch build then computes bit-identical distributions; the content sha25
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.codec.adaptation import OnlineAdapter
 from components.codec.endpoints import Snapshot, is_stdio, open_output, snapshot_input
 from components.codec.file_format import (
     AdaptSettings,
@@ -45,14 +48,15 @@ from components.codec.file_format import (
     weights_sha256,
     write_block,
 )
-from components.codec.range_coding import DecodingChannel, EncodingChannel
-from components.codec.window_coder import encode_round, run_round
+from components.codec.group_workers import default_workers, group_workers
+from components.codec.stream_groups import GroupDecoder, GroupEncoder, group_layout, group_rounds
 from components.infrastructure.file_hashes import sha256_of
 from model.code_length import PRECISION_BITS, require_code_probabilities
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES
-from model.window_plan import default_context, plan_windows
+from model.window_plan import default_context
 
 CHUNK = 1 << 20
+MAX_GROUPS = 1024  # a bound for the flag; a file has at most one group per stream
 
 
 class CodecParams(BaseModel):
@@ -61,6 +65,9 @@ class CodecParams(BaseModel):
     context: int | None = Field(None, description="known tokens carried into each window (default: window // 8)")
     streams: int = Field(64, ge=1, description="chunks coded side by side (at most; small files get fewer)")
     chunk_bytes: int | None = Field(None, ge=1, description="bytes per chunk (default: from streams)")
+    groups: int = Field(
+        2, ge=1, le=MAX_GROUPS, description="stream groups: independent batches that workers code side by side"
+    )
     rounds_per_block: int = Field(16, ge=1, description="rounds (one window of every stream) per range-coder block")
     adapt: AdaptSettings | None = None
 
@@ -73,6 +80,8 @@ class CodecSummary(BaseModel):
     coded_bits: float | None = None  # sum of -log2 of the quantized probabilities the encoder coded (compress)
     seconds: float
     bytes_per_second: float
+    groups: int | None = None  # stream groups in the file
+    workers: int | None = None  # processes that coded them
 
 
 @contextmanager
@@ -116,12 +125,9 @@ def _stream_tokens(content: BinaryIO, offset: int, length: int, start: int, end:
     return ([BOS_ID] if start == 0 else []) + list(data) + ([EOS_ID] if end == length + 2 else [])
 
 
-def _rounds(chunks: list[tuple[int, int]], window: int, context: int) -> Iterator[list[tuple[int, tuple]]]:
-    """Each round: (stream, (start, known_end, end)) of the next window of every stream that has one. Each
-    stream's plan is drawn lazily (the plan of a huge file is never held)."""
-    plans = [plan_windows(length + 2, window, context) for _, length in chunks]
-    while round_ := [(stream, w) for stream, plan in enumerate(plans) if (w := next(plan, None)) is not None]:
-        yield round_
+def _take(plans: list[Iterator], rounds: int) -> list[list]:
+    """The next `rounds` rounds of every group (empty for a group that has none left)."""
+    return [list(islice(plan, rounds)) for plan in plans]
 
 
 def compress_file(
@@ -132,9 +138,12 @@ def compress_file(
     params: CodecParams,
     progress: bool = False,
     verify: bool = False,
+    workers: int | None = None,
 ) -> CodecSummary:
     """Code `source` (`-`: standard input) into `destination` (`-`: standard output). verify: decode the result
-    here before it is published, so that success means it decompresses on this machine."""
+    here before it is published, so that success means it decompresses on this machine. workers: processes
+    coding the stream groups side by side (default: the cores torch sees, at most the groups); the file is the
+    same whatever the number."""
     try:
         require_code_probabilities(model, "compressing")
     except ValueError as error:
@@ -144,38 +153,35 @@ def compress_file(
     if not 0 <= context < window:
         raise CodecError(f"--context must be in [0, {window}) for a window of {window} tokens (got {context})")
     started = time.perf_counter()
-    coder = copy.deepcopy(model) if params.adapt else model  # adapting changes a copy, never the caller's model
     beside = None if is_stdio(destination) or not Path(destination).parent.exists() else Path(destination).parent
     with snapshot_input(source) as content:  # read once: the bytes hashed are the bytes coded
         streams, chunk = chunk_layout(content.size, params.streams, window, params.chunk_bytes)
         chunks = _chunks(content.size, streams, chunk)
+        layout = group_layout(streams, params.groups)
+        workers = workers or default_workers(len(layout))  # before coding_mode leaves torch one thread
         payload, coded_bits = hashlib.sha256(), 0.0
         with (
-            coding_mode(coder),
+            coding_mode(model),
             tempfile.TemporaryFile(dir=beside) as body,
             _progress(content.size, progress, "compress") as bar,
         ):
-            adapter = OnlineAdapter(coder, params.adapt) if params.adapt else None
-            channel = EncodingChannel()
-            for index, round_ in enumerate(_rounds(chunks, window, context)):
-                if index and index % params.rounds_per_block == 0:
-                    coded_bits += channel.bits
-                    payload.update(write_block(body, channel.finish()))
-                    channel.bits = 0.0
-                windows = [_stream_tokens(content.handle, *chunks[s], start, end) for s, (start, _, end) in round_]
-                try:
-                    encode_round(coder, windows, [known_end - start for _, (start, known_end, _) in round_], channel)
-                except ValueError as error:  # constriction: "Probability distribution not normalizable"
-                    if adapter is None:
-                        raise
-                    raise CodecError(
-                        f"{content.name}: --adapt diverged at round {index} ({error}); use a lower --adapt-lr"
-                    ) from None
-                if adapter:
-                    adapter.update(windows)
-                bar.update(sum(min(end, chunks[s][1] + 1) - known_end for s, (_, known_end, end) in round_))
-            coded_bits += channel.bits
-            payload.update(write_block(body, channel.finish()))
+            coders = [GroupEncoder(model, params.adapt, content.name) for _ in layout]
+            plans = [group_rounds(chunks, group, window, context) for group in layout]
+            with group_workers(coders, workers) as pool:
+                while any(block := _take(plans, params.rounds_per_block)):
+                    read = content.handle
+                    requests = [([_round_windows(read, chunks, round_) for round_ in rounds],) for rounds in block]
+                    for words, bits in pool.run("code_block", requests):
+                        payload.update(write_block(body, words))
+                        coded_bits += bits
+                    bar.update(
+                        sum(
+                            min(end, chunks[s][1] + 1) - known_end
+                            for rounds in block
+                            for round_ in rounds
+                            for s, (_, known_end, end) in round_
+                        )
+                    )
             header = CodecHeader(
                 bytes=content.size,
                 sha256=content.sha256,
@@ -185,6 +191,7 @@ def compress_file(
                 window=window,
                 context=context,
                 streams=streams,
+                groups=len(layout),
                 chunk_bytes=chunk,
                 rounds_per_block=params.rounds_per_block,
                 precision_bits=PRECISION_BITS,
@@ -197,21 +204,27 @@ def compress_file(
                 while data := body.read(CHUNK):
                     out.write(data)
                 if verify:
-                    _verify(model, out, content.name)
+                    _verify(model, out, content.name, workers)
     summary = _summary(
         content.size, len(prefix) + header.payload_bytes, header.payload_bytes, time.perf_counter() - started
     )
-    return summary.model_copy(update={"coded_bits": coded_bits})
+    return summary.model_copy(update={"coded_bits": coded_bits, "groups": len(layout), "workers": workers})
 
 
-def _verify(model, packed: BinaryIO, name: str) -> None:
+def _round_windows(content: BinaryIO, chunks: list[tuple[int, int]], round_) -> tuple[list[list[int]], list[int]]:
+    """A round's windows (tokens read from the snapshot) and how many tokens of each the receiver knows."""
+    windows = [_stream_tokens(content, *chunks[s], start, end) for s, (start, _, end) in round_]
+    return windows, [known_end - start for _, (start, known_end, _) in round_]
+
+
+def _verify(model, packed: BinaryIO, name: str, workers: int) -> None:
     """Decode what was just written (the caller's model, as decompress would load it) and check its content."""
     packed.flush()
     packed.seek(0)
     header = read_header(packed, name)
     with coding_mode(model), tempfile.TemporaryFile() as scratch:
         try:
-            _decode(model, header, packed, scratch, name, _progress(0, False, ""))
+            _decode(model, header, packed, scratch, name, _progress(0, False, ""), workers)
         except CodecError:
             raise CodecError(
                 f"{name}: the compressed file does not decompress on this machine (verification failed); "
@@ -258,23 +271,30 @@ def check_model(model, header: CodecHeader, name: str) -> None:
         )
 
 
-def decompress_file(model, source: Path | str, destination: Path | str, progress: bool = False) -> CodecSummary:
+def decompress_file(
+    model, source: Path | str, destination: Path | str, progress: bool = False, workers: int | None = None
+) -> CodecSummary:
     """Restore `source` (`-`: standard input) into `destination` (`-`: standard output)."""
     with snapshot_input(source) as packed:
         header = read_verified_header(packed.handle, packed.name)
-        return decompress_snapshot(model, header, packed, destination, progress)
+        return decompress_snapshot(model, header, packed, destination, progress, workers)
 
 
-def decompress_snapshot(model, header: CodecHeader, packed: Snapshot, destination, progress: bool) -> CodecSummary:
-    """Decode a verified compressed file's snapshot (`read_verified_header`) into `destination`."""
+def decompress_snapshot(
+    model, header: CodecHeader, packed: Snapshot, destination, progress: bool, workers: int | None = None
+) -> CodecSummary:
+    """Decode a verified compressed file's snapshot (`read_verified_header`) into `destination` with `workers`
+    processes (default: the cores torch sees, at most the header's groups)."""
     check_model(model, header, packed.name)
     if header.precision_bits != PRECISION_BITS:
         raise CodecError(
             f"{packed.name}: coded at {header.precision_bits}-bit precision, this build codes at {PRECISION_BITS}"
         )
     layout = chunk_layout(header.bytes, header.streams, header.window, header.chunk_bytes)
-    if layout != (header.streams, header.chunk_bytes) or not 0 <= header.context < header.window:
+    consistent = layout == (header.streams, header.chunk_bytes) and header.groups <= header.streams
+    if not consistent or not 0 <= header.context < header.window:
         raise CodecError(f"{packed.name}: corrupted header (inconsistent chunk layout or window)")
+    workers = workers or default_workers(header.groups)
     started = time.perf_counter()
     packed.handle.seek(0)
     read_header(packed.handle, packed.name)
@@ -283,39 +303,32 @@ def decompress_snapshot(model, header: CodecHeader, packed: Snapshot, destinatio
         open_output(destination, readable=True) as out,
         _progress(header.bytes, progress, "decompress") as bar,
     ):
-        _decode(model, header, packed.handle, out, packed.name, bar)
-    return _summary(header.bytes, packed.size, header.payload_bytes, time.perf_counter() - started)
+        _decode(model, header, packed.handle, out, packed.name, bar, workers)
+    summary = _summary(header.bytes, packed.size, header.payload_bytes, time.perf_counter() - started)
+    return summary.model_copy(update={"groups": header.groups, "workers": workers})
 
 
-def _decode(model, header: CodecHeader, stream: BinaryIO, out: BinaryIO, name: str, bar) -> None:
+def _decode(model, header: CodecHeader, stream: BinaryIO, out: BinaryIO, name: str, bar, workers: int) -> None:
     """Decode the payload at `stream`'s position into `out` (seekable, readable), each stream's bytes at its
     chunk's offset, then check the content's length and sha256. Any damage is a CodecError."""
-    model = copy.deepcopy(model) if header.adapt else model
     chunks = _chunks(header.bytes, header.streams, header.chunk_bytes)
-    tails = [[BOS_ID] for _ in chunks]  # each stream so far, as far as its next window can look back
+    layout = group_layout(header.streams, header.groups)
+    coders = [GroupDecoder(model, header.adapt, header.context, group, name) for group in layout]
+    plans = [group_rounds(chunks, group, header.window, header.context) for group in layout]
     written = 0
-    adapter = OnlineAdapter(model, header.adapt) if header.adapt else None
-    for index, round_ in enumerate(_rounds(chunks, header.window, header.context)):
-        if index % header.rounds_per_block == 0:
-            channel = DecodingChannel(read_block(stream, name))
-        knowns = [tails[s][len(tails[s]) - (known_end - start) :] for s, (start, known_end, _) in round_]
-        try:
-            news = run_round(model, knowns, [end - known_end for _, (_, known_end, end) in round_], channel)
-        except (AssertionError, ValueError):
-            # A payload forged to pass its sha256 (and the header's checksum) makes constriction's decoder assert
-            # ("Tried to decode from compressed data that is invalid for the employed entropy model"), or an
-            # adaptation on garbage diverge ("Probability distribution not normalizable").
-            raise CodecError(f"{name}: decoding failed in round {index} (a damaged or forged payload?)") from None
-        for (stream_index, (_, known_end, _)), known, new in zip(round_, knowns, news, strict=True):
-            offset, length = chunks[stream_index]
-            data = _check_tokens(new, known_end, length, offset, name)
-            out.seek(offset + known_end - 1)
-            out.write(data)
-            written += len(data)
-            tails[stream_index] = (known + new)[-max(header.context, 1) :]
-            bar.update(len(data))
-        if adapter:
-            adapter.update([known + new for known, new in zip(knowns, news, strict=True)])
+    with group_workers(coders, workers) as pool:
+        while any(block := _take(plans, header.rounds_per_block)):
+            words = [read_block(stream, name) for _ in layout]
+            decoded = pool.run("decode_block", list(zip(words, block, strict=True)))
+            for rounds, news_of_rounds in zip(block, decoded, strict=True):
+                for round_, news in zip(rounds, news_of_rounds, strict=True):
+                    for (stream_index, (_, known_end, _)), new in zip(round_, news, strict=True):
+                        offset, length = chunks[stream_index]
+                        data = _check_tokens(new, known_end, length, offset, name)
+                        out.seek(offset + known_end - 1)
+                        out.write(data)
+                        written += len(data)
+                        bar.update(len(data))
     out.flush()
     if written != header.bytes or sha256_of(out) != header.sha256:
         raise CodecError(

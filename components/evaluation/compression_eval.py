@@ -45,6 +45,7 @@ import zstandard
 from components.data.byte_windows import SplitStream
 from components.evaluation.conditional_code_length import known_counts, one_thread_on_cpu
 from components.evaluation.greedy_reconstruction import greedy_reconstruction
+from components.evaluation.ordered_threads import default_workers, ordered_map
 from components.infrastructure.logs import get_logger
 from model.code_length import bits_of, eval_position_logits
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID
@@ -246,47 +247,73 @@ def evaluate_compression(
 
 @torch.inference_mode()
 def evaluate_compressions(
-    model, texts: dict[str, Iterable[dict[str, torch.Tensor]]], device: torch.device, reconstruction_windows: int = 4
+    model,
+    texts: dict[str, Iterable[dict[str, torch.Tensor]]],
+    device: torch.device,
+    reconstruction_windows: int = 4,
+    workers: int | None = None,
 ) -> dict[str, dict]:
     """`evaluate_compression` of each text (name -> its batches), in order; the reconstruction windows of all
     texts are decoded together at the end, in one lockstep pass (its cost grows slowly with its rows: 24
     windows cost about twice 4, docs/benchmarks.md).
 
-    On CPU the forward passes run on one thread, as the codec's do (components/codec/files.py `coding_mode`):
-    on the shared 2-core machine two intra-op threads made every pass 3-5x slower in CPU seconds and in wall
-    time (docs/benchmarks.md, evaluation), and one thread is the arithmetic the codec's sizes come from."""
+    On CPU the forward passes run on one thread each, as the codec's do (components/codec/files.py
+    `coding_mode`): on the shared 2-core machine two intra-op threads made every pass 3-5x slower in CPU seconds
+    and in wall time (docs/benchmarks.md, evaluation), and one thread is the arithmetic the codec's sizes come
+    from. `workers` threads (default: the cores torch sees) compute whole batches side by side
+    (components/evaluation/ordered_threads.py), accumulated in order: the report is the same for any count."""
     model.eval()
+    workers = workers or default_workers(device)
     with one_thread_on_cpu(device):
-        scored = {}
-        for name, batches in texts.items():
-            log.info("scoring_text", text=name)
-            scored[name] = _score(model, batches, device, reconstruction_windows)
-        _reconstruct(model, [(accumulator, windows) for accumulator, windows in scored.values() if windows])
-    return {name: accumulator.result() for name, (accumulator, _) in scored.items()}
+        scored = {name: _TextScore(model, reconstruction_windows) for name in texts}
+        jobs = ((name, batch) for name, batches in texts.items() for batch in _logged(name, batches))
+        for name, forward in ordered_map(lambda job: (job[0], _forward(model, job[1], device)), jobs, workers):
+            scored[name].add(*forward)
+        _reconstruct(model, [(score.accumulator, score.to_decode) for score in scored.values() if score.to_decode])
+    return {name: score.result() for name, score in scored.items()}
 
 
-def _score(model, batches, device: torch.device, reconstruction_windows: int) -> tuple[_Accumulator, list]:
-    """The text's accumulator and its first windows for the reconstruction: [(tokens, padding, codes, valid)]."""
-    sizes = [int(compressor.quantizer.codebook.shape[0]) for compressor in model.compressors]
-    accumulator = _Accumulator(sizes)
-    left_to_decode, to_decode = reconstruction_windows, []
-    for batch in batches:
+def _logged(name: str, batches: Iterable) -> Iterator:
+    log.info("scoring_text", text=name)
+    yield from batches
+
+
+def _forward(model, batch: dict[str, torch.Tensor], device: torch.device) -> tuple:
+    """A batch's tokens, padding and known counts, bits (exact, quantized) and known counts per level: the model's
+    work, done in whichever worker thread (inference mode is per thread)."""
+    with torch.inference_mode():
         tokens = batch["tokens"].to(device)
         padding = batch["key_padding_mask"].to(device)
         known = batch.get("known", torch.zeros(tokens.shape[0], dtype=torch.long)).to(device)
         logits = eval_position_logits(model, tokens, padding)
         bits, quantized = bits_of(logits), bits_of(logits, quantized=True)
-        counts = known_counts(model, bits["compressed"], known)
+        return tokens, padding, known, bits, quantized, known_counts(model, bits["compressed"], known)
+
+
+class _TextScore:
+    """A text's accumulator and its first windows for the reconstruction: [(tokens, padding, codes, valid)]."""
+
+    def __init__(self, model, reconstruction_windows: int):
+        sizes = [int(compressor.quantizer.codebook.shape[0]) for compressor in model.compressors]
+        self.accumulator = _Accumulator(sizes)
+        self.left_to_decode, self.to_decode = reconstruction_windows, []
+
+    def add(self, tokens, padding, known, bits, quantized, counts) -> None:
+        accumulator = self.accumulator
         accumulator.context = max(accumulator.context, int(known.max()))
         accumulator.add(tokens, padding, bits, quantized, counts)
-        if left_to_decode > 0:
-            take = min(left_to_decode, tokens.shape[0])
+        if self.left_to_decode > 0:
+            take = min(self.left_to_decode, tokens.shape[0])
             compressed = bits["compressed"]
-            to_decode.append((tokens[:take], padding[:take], compressed.top_codes[:take], compressed.top_valid[:take]))
-            left_to_decode -= take
-    if accumulator.byte_count == 0:
-        raise ValueError("nothing to evaluate: no bytes")
-    return accumulator, to_decode
+            self.to_decode.append(
+                (tokens[:take], padding[:take], compressed.top_codes[:take], compressed.top_valid[:take])
+            )
+            self.left_to_decode -= take
+
+    def result(self) -> dict:
+        if self.accumulator.byte_count == 0:
+            raise ValueError("nothing to evaluate: no bytes")
+        return self.accumulator.result()
 
 
 def _reconstruct(model, pending: list[tuple[_Accumulator, list]]) -> None:
