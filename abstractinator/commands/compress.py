@@ -75,9 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--groups",
         type=bounded_int(1, 1024),
-        default=2,
+        default=None,
         help="independent batches of streams, coded in parallel (recorded in the file; with --adapt each "
-        "adapts its own copy of the model)",
+        "adapts its own copy of the model; default: two for inputs of at least 16 KB, one below)",
     )
     add_workers_argument(parser)
     parser.add_argument(
