@@ -66,11 +66,12 @@ def identity(model) -> ModelIdentity:
     return ModelIdentity(weights_sha256=weights_sha256(model))
 
 
-def round_trip(model, data: bytes, tmp_path: Path, params: CodecParams | None = None):
-    """(restored bytes, compress summary, compressed path)."""
+def round_trip(model, data: bytes, tmp_path: Path, params: CodecParams | None = None, workers: int | None = None):
+    """(restored bytes, compress summary, compressed path); `workers` processes code the stream groups at both
+    ends (default: the cores torch sees, one under the torch_single_thread marker)."""
     params = params or CodecParams()
     source, packed, restored = tmp_path / "in.bin", tmp_path / "in.abz", tmp_path / "out.bin"
     source.write_bytes(data)
-    summary = compress_file(model, identity(model), source, packed, params)
-    decompress_file(model, packed, restored)
+    summary = compress_file(model, identity(model), source, packed, params, workers=workers)
+    decompress_file(model, packed, restored, workers=workers)
     return restored.read_bytes(), summary, packed
