@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from components.infrastructure.redaction import redact_data
 from configs.errors import UserError
 from configs.loading import describe_validation_error
 
@@ -30,6 +31,14 @@ class StepResult(BaseModel):
     the launcher's JSON need) and read back as the float."""
 
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _without_credentials(cls, value):
+        """Every string masked of credentials (components/infrastructure/redaction.py): a result is kept in kfp's
+        metadata store, its UI and results/<step>.json, and the tracking URI the promote step used may carry
+        the MLflow password (a full local run's promote output held it)."""
+        return redact_data(value)
 
     @classmethod
     def read(cls, value: dict | str | bytes, origin: str) -> Self:

@@ -99,3 +99,16 @@ def test_the_kfp_promote_task_refuses_a_bad_earlier_result_before_any_work(capsy
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.count("\n") == 1
     assert "stage2_top_lm: checkpoint_hash: Input should be a valid string" in err, err
+
+
+def test_a_result_never_hands_on_a_credential(monkeypatch) -> None:
+    """A full local run's promote output held the MLflow password inside its tracking URI (kfp keeps every
+    output in its metadata store and UI; dvc keeps results/promote.json): every string is masked."""
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Pw-marker-in-a-result")
+    result = read_result(
+        "promote",
+        {**FILLED["promote"], "tracking_uri": "http://pipeline:Pw-marker-in-a-result@mlflow:5000"},
+        "promote",
+    )
+    handed_on = json.dumps(result.handed_on()) + result.model_dump_json()
+    assert "Pw-marker-in-a-result" not in handed_on and "mlflow:5000" in handed_on
