@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from configs.errors import UserError, torch_load_failure
 from configs.flat_keys import sectioned_path
-from configs.schema import ExpConfig
+from configs.schema import FLAT_KEY_SECTIONS, ExpConfig
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few KB; a bigger file is a mistake (or an attack on memory)
@@ -183,8 +183,8 @@ def apply_overrides(config: ExpConfig, overrides: Iterable[str], origin: str = "
     data = config.as_dict()
     for text in overrides:
         path, value = parse_override(text)
-        # a flat seed name (`max_steps=20`) goes to its section, through the one table (configs/flat_keys.py)
-        _set_path(data, sectioned_path(path), value, text.partition("=")[0])
+        # a flat seed name (`max_steps=20`) goes to its section (configs/schema.py FLAT_KEY_SECTIONS)
+        _set_path(data, sectioned_path(path, FLAT_KEY_SECTIONS), value, text.partition("=")[0])
     return validate_config(data, origin=f"{origin} {' '.join(overrides)}")
 
 

@@ -15,7 +15,7 @@
 
 A field keeps its seed name inside its section (`optim.learning_rate`). Every config written flat (the seed's
 files, older YAML/JSON, the `exp_config` of older checkpoints) still loads: a `mode="before"` validator moves
-each flat key to its section through the one table in configs/flat_keys.py, and refuses a key given both flat
+each flat key to its section (`FLAT_KEY_SECTIONS`, derived from the sections' fields), and refuses a key given both flat
 and in its section. Every model forbids unknown keys, so a typo fails at load time naming the field path (e.g.
 `model.compressor_level_configs.0.codebook_size`). Dict-style access (`exp_config['optim']['max_steps']`)
 works through `DictAccess`.
@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from configs.flat_keys import FLAT_KEY_SECTIONS, SECTIONS, sectioned
+from configs.flat_keys import sectioned
 from configs.seed_keys import EXPERIMENT_SEED_KEYS, LEVEL_SEED_KEYS, drop_seed_keys
 
 SchedulerType = Literal["cosine_with_min_lr", "cosine", "linear", "constant", "constant_with_warmup"]
@@ -306,7 +306,7 @@ class ExpConfig(DictAccess):
     def _read_flat_keys(cls, data: Any) -> Any:
         """Seed keys checked and dropped, then each flat key moved to its section (configs/flat_keys.py)."""
         data = drop_seed_keys(data, EXPERIMENT_SEED_KEYS, "the experiment")
-        return sectioned(data) if isinstance(data, dict) else data
+        return sectioned(data, FLAT_KEY_SECTIONS) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ExpConfig:
@@ -334,9 +334,22 @@ class ExpConfig(DictAccess):
         """A validated copy with `changes` applied, as a delta: flat keys (`max_steps=3`) go to their section,
         and a section given as a mapping (`optim={"max_steps": 3}`) changes only the keys it names."""
         data = self.as_dict()
-        for key, value in sectioned(changes).items():
+        for key, value in sectioned(changes, FLAT_KEY_SECTIONS).items():
             if key in SECTIONS and isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
         return type(self).model_validate(data)
+
+
+# The sections and each flat key's section, derived from the section models' own fields (no list to keep in step).
+SECTIONS = tuple(
+    name
+    for name, field in ExpConfig.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, DictAccess)
+)
+FLAT_KEY_SECTIONS = {
+    key: section for section in SECTIONS for key in ExpConfig.model_fields[section].annotation.model_fields
+}
+if len(FLAT_KEY_SECTIONS) != sum(len(ExpConfig.model_fields[section].annotation.model_fields) for section in SECTIONS):
+    raise TypeError("two ExpConfig sections share a field name: a flat config could not say which one it sets")

@@ -15,7 +15,7 @@ from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH,
 
 from components.infrastructure.provenance import flatten
 from configs import ConfigError, ExpConfig, apply_overrides, load_config, validate_config
-from configs.flat_keys import FLAT_KEY_SECTIONS, SECTIONS
+from configs.schema import FLAT_KEY_SECTIONS, SECTIONS
 from configs.seed_keys import EXPERIMENT_SEED_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,8 +24,9 @@ TOP_LEVEL_FIELDS = {"seed", "device"}
 
 
 def test_the_table_maps_every_section_field_and_names_no_other() -> None:
-    """A field added to a section without an entry in configs/flat_keys.py (or an entry left for a field that
-    is gone) fails here: the table is the only way a flat config reaches that field."""
+    """The table (derived from the section models in configs/schema.py) is the only way a flat config reaches a
+    field: it maps every section field to its section, and no flat key is also a section, a top-level field or a
+    dropped seed key."""
     assert set(SECTIONS) == ExpConfig.model_fields.keys() - TOP_LEVEL_FIELDS
     for section in SECTIONS:
         fields = set(ExpConfig.model_fields[section].annotation.model_fields)

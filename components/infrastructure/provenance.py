@@ -23,7 +23,7 @@ from typing import Any
 
 from components.infrastructure.settings import get_settings
 from configs import ExpConfig
-from configs.flat_keys import FLAT_KEY_SECTIONS
+from configs.schema import FLAT_KEY_SECTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the training image copies (docker/Dockerfile) that can change what is trained: code, configs, pins.
