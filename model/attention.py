@@ -55,14 +55,16 @@ def rope_angles(positions: torch.Tensor, d: int, device) -> tuple[torch.Tensor, 
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + d/2) of x (B, H, S, d) by the angles of `rope_angles`."""
-    d = x.shape[-1]
+    """Rotate channel pairs (i, i + d/2) of x (..., B, H, S, d) by the angles of `rope_angles` (in fp32). Leading
+    dims broadcast: queries and keys stacked (2, B, H, S, d) are rotated in one pass, the same numbers as apart."""
+    d, dtype = x.shape[-1], x.dtype
     half = d // 2
-    x1, x2 = x[..., :half].float(), x[..., half : 2 * half].float()
+    x = x.float()  # a no-op in fp32: decoding steps call this for every layer, so no call more than needed
+    x1, x2 = x[..., :half], x[..., half : 2 * half]
     rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     if 2 * half != d:  # odd head dim: the last channel is not rotated
-        rotated = torch.cat([rotated, x[..., 2 * half :].float()], dim=-1)
-    return rotated.to(x.dtype)
+        rotated = torch.cat([rotated, x[..., 2 * half :]], dim=-1)
+    return rotated if dtype == torch.float32 else rotated.to(dtype)
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -245,6 +247,62 @@ def segment_cross_attention(
     return torch.einsum("bhsr,bhsrd->bhsd", weights, v_rows)
 
 
+_SEGMENT_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+@dataclass
+class SegmentStepReads:
+    """What the cross-attention layers of one decoding step share (`segment_step_reads`): for each row, the
+    memory rows its query reads (its own segment and `lookback` earlier ones, as `segment_cross_attention`
+    gathers them), which of them exist, and the RoPE angles of the queries and of the memory rows."""
+
+    rows: torch.Tensor  # (B, R) memory row gathered at each slot (0 where the slot's segment does not exist)
+    visible: torch.Tensor  # (B, 1, R)
+    query_rope: tuple[torch.Tensor, torch.Tensor]  # (B, 1, 1, d/2) each
+    memory_rope: tuple[torch.Tensor, torch.Tensor]  # (M, d/2) each
+
+
+def segment_step_reads(
+    local_segments: torch.Tensor, memory_rows: int, lookback: int, rows_per_segment: int, d: int
+) -> SegmentStepReads:
+    """`SegmentStepReads` of one query per row at segment local_segments (B,) of memory rows 0..memory_rows-1,
+    all valid, which hold at least the query's own segment (a decoding step passes the rows of its segments).
+    The slots of each local segment, and the memory rows' angles, are computed once per shape: a decoding step
+    would otherwise rebuild them in every layer. The same numbers as `segment_cross_attention`."""
+    device = local_segments.device
+    key = (memory_rows, lookback, rows_per_segment, d, device)
+    if key not in _SEGMENT_TABLES:
+        with torch.inference_mode(False):
+            L = rows_per_segment
+            local = torch.arange(lookback + 1, device=device)[:, None]  # every local segment a query may have
+            segments = local - torch.arange(lookback, -1, -1, device=device)  # (lookback+1, lookback+1)
+            rows = (segments[..., None] * L + torch.arange(L, device=device)).reshape(lookback + 1, -1)
+            in_range = (segments[..., None] >= 0).expand(-1, -1, L).reshape(lookback + 1, -1) & (rows < memory_rows)
+            memory_rope = rope_angles(torch.arange(memory_rows, device=device) // L, d, device)
+            _SEGMENT_TABLES[key] = (torch.where(in_range, rows, torch.zeros_like(rows)), in_range, *memory_rope)
+    rows, visible, cos, sin = _SEGMENT_TABLES[key]
+    return SegmentStepReads(
+        rows[local_segments],
+        visible[local_segments][:, None],
+        rope_angles(local_segments[:, None], d, device),
+        (cos, sin),
+    )
+
+
+def segment_cross_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, reads: SegmentStepReads):
+    """`segment_cross_attention` of one (rotated) query per row, q (B, H, 1, d), over k, v (B, H, M, d) (rotated
+    keys): the same gathers and einsums, so the same numbers, without rebuilding the slots in every layer. Every
+    query sees its own segment's rows, so no row of weights needs zeroing."""
+    B, H, _, d = q.shape
+    R = reads.rows.shape[1]
+    index = reads.rows.reshape(B, 1, R, 1).expand(B, H, -1, d)
+    k_rows = torch.gather(k, 2, index).reshape(B, H, 1, R, d)
+    v_rows = torch.gather(v, 2, index).reshape(B, H, 1, R, d)
+    scores = torch.einsum("bhsd,bhsrd->bhsr", q, k_rows) * d**-0.5
+    weights = torch.softmax(scores.masked_fill(~reads.visible[:, None], float("-inf")), dim=-1)
+    return torch.einsum("bhsr,bhsrd->bhsd", weights, v_rows)
+
+
 @dataclass
 class KeyValueCache:
     """Keys/values (B, H, T, d) of the positions decoded so far, trimmed to the last `window` + 1."""
@@ -263,9 +321,9 @@ class KeyValueCache:
         self.length += k.shape[2]
         return self.keys, self.values
 
-    def next_positions(self, device) -> torch.Tensor:
-        """RoPE position of the next step: the same for every row."""
-        return torch.tensor([self.length], device=device)
+    def rope(self, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (1, d/2) of the next step's position, the same for every row (`rope_angles`)."""
+        return rope_angles(torch.tensor([self.length], device=device), d, device)
 
     def append_step(self, k: torch.Tensor, v: torch.Tensor):
         """`append`, plus the attention mask of the step (None: every cached key is visible)."""

@@ -17,10 +17,12 @@ import torch.nn.functional as F
 
 from model.attention import (
     KeyValueCache,
+    SegmentStepReads,
     apply_rope,
     rope_angles,
     rotate,
     segment_cross_attention,
+    segment_cross_attention_step,
     sliding_window_attention,
 )
 
@@ -55,22 +57,23 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def _split(self, x: torch.Tensor, positions: torch.Tensor):
+    def _split(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """q, k (rotated in one pass), v (B, H, S, d) of x (B, S, D)."""
         B, S, D = x.shape
-        q, k, v = self.qkv(x).view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        cos, sin = rope_angles(positions, D // self.heads, x.device)
-        return rotate(q, cos, sin), rotate(k, cos, sin), v
+        qkv = self.qkv(x).view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = rotate(qkv[:2], cos, sin)
+        return q, k, qkv[2]
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, S, D = x.shape
-        q, k, v = self._split(x, torch.arange(S, device=x.device))
+        q, k, v = self._split(x, *rope_angles(torch.arange(S, device=x.device), D // self.heads, x.device))
         out = sliding_window_attention(q, k, v, self.window, key_padding_mask, self.backend)
         return self.out(out.transpose(1, 2).reshape(B, S, D))
 
     def step(self, x: torch.Tensor, cache: KeyValueCache | RaggedCacheView) -> torch.Tensor:
         """x (B, 1, D) is the position after the cached ones (of each row, with a ragged cache)."""
         B, _, D = x.shape
-        q, k, v = self._split(x, cache.next_positions(x.device))
+        q, k, v = self._split(x, *cache.rope(D // self.heads, x.device))
         keys, values, mask = cache.append_step(k, v)
         # One query per row: two small batched matmuls beat SDPA's kernel at this shape on CPU (about 1.6x).
         scores = torch.matmul(q, keys.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, 1, T)
@@ -100,19 +103,26 @@ class SegmentCrossAttention(nn.Module):
         memory: torch.Tensor,
         memory_valid: torch.Tensor,
         query_segments: torch.Tensor,
-        first_segment: int = 0,
     ) -> torch.Tensor:
-        """`first_segment`: the segment index of memory row 0 (generation passes only the rows it needs)."""
         B, S, D = x.shape
         M = memory.shape[1]
         h, d = self.heads, D // self.heads
         q = self.q(x).view(B, S, h, d).transpose(1, 2)
         k, v = self.kv(memory).view(B, M, 2, h, d).permute(2, 0, 3, 1, 4)
-        local_segments = torch.where(query_segments >= 0, query_segments - first_segment, query_segments)
-        q = apply_rope(q, local_segments.clamp_min(0))
+        q = apply_rope(q, query_segments.clamp_min(0))
         k = apply_rope(k, torch.arange(M, device=x.device) // self.rows_per_segment)
-        out = segment_cross_attention(q, k, v, local_segments, memory_valid, self.lookback, self.rows_per_segment)
+        out = segment_cross_attention(q, k, v, query_segments, memory_valid, self.lookback, self.rows_per_segment)
         return self.out(out.transpose(1, 2).reshape(B, S, D))
+
+    def step(self, x: torch.Tensor, memory: torch.Tensor, reads: SegmentStepReads) -> torch.Tensor:
+        """`forward` of one position per row, x (B, 1, D), with the step's shared `reads` (`segment_step_reads`)."""
+        B, _, D = x.shape
+        M = memory.shape[1]
+        h, d = self.heads, D // self.heads
+        q = rotate(self.q(x).view(B, 1, h, d).transpose(1, 2), *reads.query_rope)
+        k, v = self.kv(memory).view(B, M, 2, h, d).permute(2, 0, 3, 1, 4)
+        out = segment_cross_attention_step(q, rotate(k, *reads.memory_rope), v, reads)
+        return self.out(out.transpose(1, 2).reshape(B, 1, D))
 
 
 class TransformerBlock(nn.Module):
@@ -138,11 +148,6 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = nn.RMSNorm(dim, eps=NORM_EPS)
         self.ffn = SwiGLU(dim, max(1, int(dim * ffn_multiplier)))
 
-    def _cross_and_ffn(self, x, memory, memory_valid, query_segments, first_segment):
-        if self.cross is not None:
-            x = x + self.cross(self.cross_norm(x), memory, memory_valid, query_segments, first_segment)
-        return x + self.ffn(self.ffn_norm(x))
-
     def forward(
         self,
         x: torch.Tensor,
@@ -152,7 +157,9 @@ class TransformerBlock(nn.Module):
         query_segments: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), key_padding_mask)
-        x = self._cross_and_ffn(x, memory, memory_valid, query_segments, 0)
+        if self.cross is not None:
+            x = x + self.cross(self.cross_norm(x), memory, memory_valid, query_segments)
+        x = x + self.ffn(self.ffn_norm(x))
         if key_padding_mask is not None:  # padded positions carry exact zeros, so nothing there can turn NaN
             x = x.masked_fill(key_padding_mask[..., None], 0.0)
         return x
@@ -160,14 +167,15 @@ class TransformerBlock(nn.Module):
     def step(
         self,
         x: torch.Tensor,
-        cache: KeyValueCache,
+        cache: KeyValueCache | RaggedCacheView,
         memory: torch.Tensor | None = None,
-        memory_valid: torch.Tensor | None = None,
-        query_segments: torch.Tensor | None = None,
-        first_segment: int = 0,
+        reads: SegmentStepReads | None = None,
     ) -> torch.Tensor:
+        """One position per row; with cross-attention, memory (B, M, D_mem) and the step's `reads`."""
         x = x + self.attn.step(self.attn_norm(x), cache)
-        return self._cross_and_ffn(x, memory, memory_valid, query_segments, first_segment)
+        if self.cross is not None:
+            x = x + self.cross.step(self.cross_norm(x), memory, reads)
+        return x + self.ffn(self.ffn_norm(x))
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

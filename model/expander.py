@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from model.attention import KeyValueCache
+from model.attention import KeyValueCache, segment_step_reads
 from model.blocks import NORM_EPS, TransformerBlock
 
 
@@ -125,7 +125,10 @@ class Expander(nn.Module):
             x = self._input(previous_token[:, None], None if lm_state is None else lm_state[:, None])
         x = self._with_top_state(x, None if top_state is None else top_state[:, None])
         memory = self.memory_norm(memory)
-        valid = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        cross = self.layers[0].cross
+        reads = segment_step_reads(
+            segment - first_segment, memory.shape[1], self.lookback, self.rows_per_segment, x.shape[-1] // cross.heads
+        )
         for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer.step(x, cache, memory, valid, segment[:, None], first_segment)
+            x = layer.step(x, cache, memory, reads)
         return self.head(self.norm(x))[:, 0]

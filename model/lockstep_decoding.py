@@ -42,9 +42,8 @@ def _views(caches: RaggedKeyValueCaches, index: torch.Tensor):
     return caches.views(index)
 
 
-def _by_start(rows: list[int], lengths: torch.Tensor) -> list[list[int]]:
+def _by_start(rows: list[int], lengths: list[int]) -> list[list[int]]:
     """Rows at their first position, then the others (each list one model call; empty lists dropped)."""
-    lengths = lengths.tolist()
     first = [row for row in rows if lengths[row] == 0]
     later = [row for row in rows if lengths[row] > 0]
     return [group for group in (first, later) if group]
@@ -101,21 +100,23 @@ class LockstepTopSource:
         """The top LM's prediction (D_code,) and state (D_top,) at each row's next position (the one that
         predicts its next code), given the codes it emitted so far."""
         quantizer = self.model.compressors[-1].quantizer
-        lengths = self.caches.lengths  # positions fed so far, per row
         predictions: dict[int, torch.Tensor] = {}
         hidden: dict[int, torch.Tensor] = {}
         # Position len(emitted) predicts the next code; positions before it only fill the caches.
-        while pending := [row for row in rows if lengths[row] <= len(self.emitted[row])]:
+        while True:
+            lengths = self.caches.lengths.tolist()  # positions fed so far, per row (the groups below are disjoint)
+            if not (pending := [row for row in rows if lengths[row] <= len(self.emitted[row])]):
+                break
             for group in _by_start(pending, lengths):
                 index = torch.tensor(group)
                 previous = pooled = None
                 if lengths[group[0]] > 0:
-                    codes = [self.emitted[row][int(lengths[row]) - 1] for row in group]
+                    codes = [self.emitted[row][lengths[row] - 1] for row in group]
                     previous = quantizer.lookup(torch.tensor(codes))
-                    pooled = self._pooled_inputs(group, [int(lengths[row]) - 1 for row in group])
+                    pooled = self._pooled_inputs(group, [lengths[row] - 1 for row in group])
                 out, states = self.model.top_lm.step(previous, _views(self.caches, index), len(group), pooled)
                 for i, row in enumerate(group):
-                    if lengths[row] == len(self.emitted[row]) + 1:  # the step just taken was the predicting one
+                    if lengths[row] == len(self.emitted[row]):  # the step just taken was the predicting one
                         predictions[row], hidden[row] = out[i], states[i]
         return predictions, hidden
 

@@ -4,7 +4,7 @@ positions (lockstep decoding, model/lockstep_decoding.py).
 Storage per layer (R, H, capacity, d), each row's positions from index 0, and one length per row shared by the
 stack's layers. A step runs on some rows, each at its own position: `views(rows)` plans it once (positions,
 which slice of the storage is read, which keys each row sees) and gives every layer a view over that plan, the
-interface `SelfAttention.step` uses (`next_positions`, `append_step`). Planning once per step, not per layer,
+interface `SelfAttention.step` uses (`rope`, `append_step`). Planning once per step, not per layer,
 matters: a decoding step is a few microseconds of arithmetic per layer, so bookkeeping repeated per layer was a
 large share of it. A row sees its own keys only, within its layer's sliding window; when every row of the
 step sits at the same position and sees all the read keys, no mask is built (the common case).
@@ -13,6 +13,8 @@ step sits at the same position and sees all the read keys, no mask is built (the
 from __future__ import annotations
 
 import torch
+
+from model.attention import rope_angles
 
 
 class RaggedKeyValueCaches:
@@ -43,6 +45,14 @@ class _StepPlan:
         self.every_row = len(rows) == len(caches.lengths) and bool((rows == torch.arange(len(rows))).all())
         self.positions = self.lengths[:, None]  # (n, 1)
         self._reads: dict[int | None, tuple[int, torch.Tensor | None]] = {}
+        self._rope: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def rope(self, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of the rows' positions (`rope_angles`), computed once for all the stack's layers."""
+        key = (d, torch.device(device))
+        if key not in self._rope:
+            self._rope[key] = rope_angles(self.positions.to(device), d, device)
+        return self._rope[key]
 
     def reads(self, window: int | None) -> tuple[int, torch.Tensor | None]:
         """(oldest stored index read, mask (n, 1, 1, T) of the keys each row sees, or None when all)."""
@@ -65,8 +75,9 @@ class RaggedCacheView:
     def __init__(self, plan: _StepPlan, layer: int):
         self.plan, self.layer = plan, layer
 
-    def next_positions(self, device) -> torch.Tensor:
-        return self.plan.positions.to(device)  # (n, 1): one position per row
+    def rope(self, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of each row's position (n, 1, 1, d/2), shared by the stack's layers."""
+        return self.plan.rope(d, device)
 
     def append_step(self, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (n, H, 1, d) at each row's position; returns the rows' keys and values (n, H, T, d) and the

@@ -11,7 +11,11 @@ from model.attention import (
     apply_rope,
     block_local_attention,
     dense_sliding_window_attention,
+    rope_angles,
+    rotate,
     segment_cross_attention,
+    segment_cross_attention_step,
+    segment_step_reads,
     sliding_window_attention,
 )
 from model.blocks import TransformerBlock
@@ -104,6 +108,38 @@ def test_segment_cross_attention_matches_masked_dense_reference():
     weights = torch.softmax(scores, -1).nan_to_num(0.0)
     torch.testing.assert_close(got, weights @ v)
     assert (got[1, :, 6:] == 0).all()  # padding queries read nothing
+
+
+@pytest.mark.parametrize("lookback,rows_per_segment,memory_segments", [(1, 1, 2), (2, 3, 3), (2, 2, 1), (3, 1, 4)])
+def test_a_decoding_step_reads_the_rows_the_whole_sequence_path_reads_to_the_bit(
+    lookback, rows_per_segment, memory_segments
+):
+    """The step path (slots from a table per shape, the angles computed once per step) must give exactly the
+    floats of `segment_cross_attention`: the codec's files decode only if every distribution is bit-identical."""
+    g = torch.Generator().manual_seed(3)
+    B, H, d, L = 6, 2, 8, rows_per_segment
+    M = memory_segments * L
+    q, k, v = (torch.randn(B, H, n, d, generator=g) for n in (1, M, M))
+    local = torch.randint(0, min(lookback, memory_segments - 1) + 1, (B,), generator=g)  # its own segment is held
+    reads = segment_step_reads(local, M, lookback, L, d)
+    q_rotated = apply_rope(q, local[:, None])
+    k_rotated = apply_rope(k, torch.arange(M) // L)
+    whole = segment_cross_attention(
+        q_rotated, k_rotated, v, local[:, None], torch.ones(B, M, dtype=torch.bool), lookback, L
+    )
+    assert torch.equal(rotate(q, *reads.query_rope), q_rotated)
+    assert torch.equal(rotate(k, *reads.memory_rope), k_rotated)
+    assert torch.equal(segment_cross_attention_step(q_rotated, k_rotated, v, reads), whole)
+
+
+def test_queries_and_keys_rotated_together_are_rotated_exactly_as_apart():
+    g = torch.Generator().manual_seed(4)
+    for d in (8, 7):  # an odd head dim leaves its last channel alone
+        q, k = torch.randn(2, 3, 2, 5, d, generator=g)
+        cos, sin = rope_angles(torch.arange(5), d, "cpu")
+        together = rotate(torch.stack([q, k]), cos, sin)
+        assert torch.equal(together[0], rotate(q, cos, sin)) and torch.equal(together[1], rotate(k, cos, sin))
+        assert torch.equal(rotate(q, cos, sin)[..., d // 2 * 2 :], q[..., d // 2 * 2 :])
 
 
 def test_kv_cache_steps_match_full_forward():
