@@ -368,25 +368,10 @@ def test_prepare_data_claims_new_folders_and_takes_foreign_ones_only_with_force(
     assert (foreign / "manifest.json").is_file() and (foreign / MARKER_NAME).is_file()
 
 
-def _mountable() -> bool:
-    return os.geteuid() == 0 and subprocess.run(["mount", "--version"], capture_output=True).returncode == 0
-
-
 @pytest.fixture
-def tiny_disk(tmp_path):
-    """A 2 MB tmpfs (root only: the way to get a real ENOSPC and a real read-only file system)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if (
-        not _mountable()
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("needs root and mount(8) for a real full or read-only file system")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def tiny_disk(tmpfs):
+    """A 2 MB tmpfs: a real ENOSPC, and a real read-only file system once remounted."""
+    return tmpfs("2m")
 
 
 def test_a_full_disk_is_named_at_the_first_checkpoint(world, tiny_disk, capsys, data_home) -> None:

@@ -240,3 +240,14 @@ def test_verify_refuses_an_archive_that_does_not_decompress_here(world, capsys, 
     assert len(problems) == 1 and "does not decompress on this machine (verification failed)" in problems[0]
     assert not target.exists()
     assert main([*argv, "--no-progress", "--no-verify"]) == 0 and target.exists()  # what exit 0 meant before
+
+
+def test_a_disk_that_fills_while_compressing_is_named_and_nothing_is_left(world, tmpfs, capsys) -> None:
+    """The coded blocks go to a temporary file beside the destination; when that disk fills, the error names the
+    folder (a write to an unnamed temporary file has no file name of its own) and nothing stays behind."""
+    disk = tmpfs("2m")
+    (disk / "filler").write_bytes(b"x" * (2 * 1024 * 1024 - 16))  # every page taken
+    argv = ["compress", str(world["files"] / "in.txt"), str(disk / "out.abz"), "--model", str(world["checkpoint"])]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: {disk}: disk full\n"
+    assert sorted(path.name for path in disk.iterdir()) == ["filler"]

@@ -232,17 +232,9 @@ def test_sigkill_loses_no_metric_of_a_checkpointed_step(tmp_path: Path, corpus: 
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A real 80 MB tmpfs (root only): more free space than the low-space guess, so only the errno can tell."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs):
+    """A real 80 MB tmpfs: more free space than the low-space guess, so only the errno can tell."""
+    return tmpfs("80m")
 
 
 def test_a_full_disk_inside_torch_save_is_named_by_its_errno(small_disk) -> None:

@@ -105,6 +105,17 @@ def coding_mode(model):
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def _writes_named(folder: Path | None):
+    """An OSError without a file name (a write to a temporary file: the disk filled) names the folder it was in."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(folder or tempfile.gettempdir())
+        raise
+
+
 def _progress(total: int, enabled: bool, description: str):
     from tqdm import tqdm
 
@@ -168,6 +179,7 @@ def compress_file(
         workers = workers or default_workers(len(layout))  # before coding_mode leaves torch one thread
         payload, coded_bits = hashlib.sha256(), 0.0
         with (
+            _writes_named(beside),
             coding_mode(model),
             tempfile.TemporaryFile(dir=beside) as body,
             _progress(content.size, progress, "compress") as bar,
