@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,19 +75,25 @@ def pipeline_inputs(spec: dict) -> dict[str, dict]:
     return unwrap_pipeline_spec(spec).get("root", {}).get("inputDefinitions", {}).get("parameters", {}) or {}
 
 
+def _no_constant(name: str):
+    raise ValueError(name)  # NaN, Infinity: Python's json reads them, JSON itself (and the KFP API) does not
+
+
 def _convert(name: str, text: str, kind: str) -> Any:
     try:
         if kind == "NUMBER_INTEGER":
             return int(text)
         if kind == "NUMBER_DOUBLE":
-            return float(text)
+            if not math.isfinite(value := float(text)):  # JSON, the API's encoding, has no NaN or infinity
+                raise ValueError(text)
+            return value
         if kind == "BOOLEAN":
             lowered = text.strip().lower()
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(text)
             return lowered in ("true", "1", "yes")
         if kind in ("LIST", "STRUCT"):
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_no_constant)
             if not isinstance(value, list if kind == "LIST" else dict):
                 raise ValueError(text)
             return value

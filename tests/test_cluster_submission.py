@@ -99,6 +99,9 @@ def test_second_submit_adds_a_version_to_the_same_pipeline(server, package, caps
         ("steps=ten", "'ten' is not a integer"),
         ("use_gpu=maybe", "is not a boolean"),
         ("noequals", "is not key=value"),
+        ("learning_rate=nan", "'nan' is not a double"),
+        ("learning_rate=-inf", "'-inf' is not a double"),
+        ("learning_rate=1e999", "'1e999' is not a double"),
     ],
 )
 def test_bad_parameters_fail_before_anything_is_uploaded(server, package, capsys, param, message):
@@ -517,3 +520,14 @@ def test_the_fake_answers_in_the_upstream_shapes(server, package):
     (pipeline,) = get("/pipelines")[1]["pipelines"]
     assert set(pipeline) == {"pipeline_id", "display_name", "name", "created_at"}
     assert pipeline["created_at"].endswith("Z") and "." not in pipeline["created_at"]  # whole seconds
+
+
+@pytest.mark.parametrize("text", ["[1, NaN]", '{"a": Infinity}'])
+def test_a_json_parameter_with_a_non_finite_number_is_refused(text):
+    from pipelines.submission import ClusterError, parse_parameters
+
+    kind = "LIST" if text.startswith("[") else "STRUCT"
+    spec = {"root": {"inputDefinitions": {"parameters": {"value": {"parameterType": kind}}}}}
+    assert parse_parameters([f"value={text.replace('NaN', '2').replace('Infinity', '3')}"], spec)
+    with pytest.raises(ClusterError, match=f"is not a {kind.lower()}"):
+        parse_parameters([f"value={text}"], spec)
