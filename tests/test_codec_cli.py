@@ -212,3 +212,18 @@ def test_a_bad_registry_reference_or_an_unreachable_registry_is_one_line(
     source.write_bytes(DATA)
     refused(capsys, ["compress", str(source), str(tmp_path / "x.abz"), "--model", reference], fragment)
     assert not (tmp_path / "x.abz").exists()
+
+
+def test_the_groups_flag_states_the_codecs_own_default_and_bound():
+    """The help is written out (building the parser imports no torch), so it is checked against the codec."""
+    import argparse
+
+    from abstractinator.cli import build_parser
+    from components.codec.files import AUTO_GROUPS_MIN_BYTES, MAX_GROUPS
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    groups = next(a for a in commands.choices["compress"]._actions if "--groups" in a.option_strings)
+    assert f"at least {AUTO_GROUPS_MIN_BYTES // 1024} KB" in groups.help and AUTO_GROUPS_MIN_BYTES % 1024 == 0
+    assert groups.type(str(MAX_GROUPS)) == MAX_GROUPS
+    with pytest.raises(argparse.ArgumentTypeError):
+        groups.type(str(MAX_GROUPS + 1))
