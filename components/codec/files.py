@@ -25,6 +25,7 @@ CPU and torch build then computes bit-identical distributions; the content sha25
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import tempfile
 import time
@@ -107,11 +108,12 @@ def coding_mode(model):
 
 @contextmanager
 def _writes_named(folder: Path | None):
-    """An OSError without a file name (a write to a temporary file: the disk filled) names the folder it was in."""
+    """A full disk met by a write to an unnamed temporary file (an OSError without a file name) names the folder
+    the file was in."""
     try:
         yield
     except OSError as error:
-        if error.filename is None:
+        if error.filename is None and error.errno in (errno.ENOSPC, errno.EDQUOT):
             error.filename = str(folder or tempfile.gettempdir())
         raise
 
