@@ -35,7 +35,6 @@ import lzma
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -254,52 +253,29 @@ def evaluate_compressions(
     reconstruction_windows: int = 4,
     workers: int | None = None,
 ) -> dict[str, dict]:
-    """`evaluate_compression` of each text (name -> its batches); the reconstruction windows of all texts are
-    decoded together, in one lockstep pass (its cost grows slowly with its rows: 24 windows cost about twice 4,
-    docs/benchmarks.md).
+    """`evaluate_compression` of each text (name -> its batches), in order; the reconstruction windows of all
+    texts are decoded together at the end, in one lockstep pass (its cost grows slowly with its rows: 24
+    windows cost about twice 4, docs/benchmarks.md).
 
     On CPU the forward passes run on one thread each, as the codec's do (components/codec/files.py
     `coding_mode`): on the shared 2-core machine two intra-op threads made every pass 3-5x slower in CPU seconds
     and in wall time (docs/benchmarks.md, evaluation), and one thread is the arithmetic the codec's sizes come
     from. `workers` threads (default: the cores torch sees) compute whole batches side by side
-    (components/evaluation/ordered_threads.py), accumulated in each text's order: the report is the same for any
-    count. The texts' batches are taken in turn (first batches first), so with more than one worker the
-    reconstruction starts in a thread of its own as soon as every text has given its windows, beside the
-    scoring instead of after it."""
+    (components/evaluation/ordered_threads.py), accumulated in order: the report is the same for any count."""
     model.eval()
     workers = workers or default_workers(device)
-    with one_thread_on_cpu(device), ThreadPoolExecutor(1, thread_name_prefix="reconstruction") as background:
+    with one_thread_on_cpu(device):
         scored = {name: _TextScore(model, reconstruction_windows) for name in texts}
-        reconstruction = None
-        jobs = _in_turn({name: _logged(name, batches) for name, batches in texts.items()})
+        jobs = ((name, batch) for name, batches in texts.items() for batch in _logged(name, batches))
         for name, forward in ordered_map(lambda job: (job[0], _forward(model, job[1], device)), jobs, workers):
             scored[name].add(*forward)
-            if reconstruction is None and workers > 1 and all(not score.left_to_decode for score in scored.values()):
-                reconstruction = background.submit(_decode_reconstructions, model, _pending(scored))
-        decoded = reconstruction.result() if reconstruction else _decode_reconstructions(model, _pending(scored))
-        for accumulator, tokens, padding, tokens_decoded in decoded:
-            accumulator.add_reconstruction(tokens, padding, tokens_decoded)
+        _reconstruct(model, [(score.accumulator, score.to_decode) for score in scored.values() if score.to_decode])
     return {name: score.result() for name, score in scored.items()}
-
-
-def _in_turn(texts: dict[str, Iterator]) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-    """(name, batch) of each text in turn, each text's batches in order, until every text is done."""
-    while texts:
-        for name in list(texts):
-            batch = next(texts[name], None)
-            if batch is None:
-                del texts[name]
-            else:
-                yield name, batch
 
 
 def _logged(name: str, batches: Iterable) -> Iterator:
     log.info("scoring_text", text=name)
     yield from batches
-
-
-def _pending(scored: dict[str, _TextScore]) -> list[tuple[_Accumulator, list]]:
-    return [(score.accumulator, score.to_decode) for score in scored.values() if score.to_decode]
 
 
 def _forward(model, batch: dict[str, torch.Tensor], device: torch.device) -> tuple:
@@ -340,14 +316,12 @@ class _TextScore:
         return self.accumulator.result()
 
 
-def _decode_reconstructions(model, pending: list[tuple[_Accumulator, list]]) -> list[tuple]:
-    """Greedy reconstruction of every pending window (of every text) in one lockstep pass per window length:
-    [(accumulator, tokens, padding, decoded)] for the caller to add to each text's accumulator."""
+def _reconstruct(model, pending: list[tuple[_Accumulator, list]]) -> None:
+    """Greedy reconstruction of every pending window (of every text) in one lockstep pass per window length."""
     by_length: dict[int, list] = {}
     for accumulator, windows in pending:
         for tokens, padding, codes, valid in windows:
             by_length.setdefault(tokens.shape[1], []).append((accumulator, tokens, padding, codes, valid))
-    results = []
     for length, parts in by_length.items():
         width = max(codes.shape[1] for _, _, _, codes, _ in parts)  # top rows differ per batch: pad, invalid
         codes = torch.cat([F.pad(codes, (0, width - codes.shape[1])) for _, _, _, codes, _ in parts])
@@ -355,6 +329,5 @@ def _decode_reconstructions(model, pending: list[tuple[_Accumulator, list]]) -> 
         decoded = greedy_reconstruction(model, codes, valid, length)
         first = 0
         for accumulator, tokens, padding, _, _ in parts:
-            results.append((accumulator, tokens, padding, decoded[first : first + tokens.shape[0]]))
+            accumulator.add_reconstruction(tokens, padding, decoded[first : first + tokens.shape[0]])
             first += tokens.shape[0]
-    return results
