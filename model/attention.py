@@ -298,9 +298,9 @@ def segment_cross_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     index = reads.rows.reshape(B, 1, R, 1).expand(B, H, -1, d)
     k_rows = torch.gather(k, 2, index).reshape(B, H, 1, R, d)
     v_rows = torch.gather(v, 2, index).reshape(B, H, 1, R, d)
-    scores = torch.einsum("bhsd,bhsrd->bhsr", q, k_rows) * d**-0.5
+    scores = torch.einsum("bhsd,bhsrd->bhsr", q, k_rows).float() * d**-0.5
     weights = torch.softmax(scores.masked_fill(~reads.visible[:, None], float("-inf")), dim=-1)
-    return torch.einsum("bhsr,bhsrd->bhsd", weights, v_rows)
+    return torch.einsum("bhsr,bhsrd->bhsd", weights.to(v.dtype), v_rows)
 
 
 @dataclass
