@@ -79,21 +79,25 @@ def _no_constant(name: str):
     raise ValueError(name)  # NaN, Infinity: Python's json reads them, JSON itself (and the KFP API) does not
 
 
+def _finite(text: str) -> float:
+    if not math.isfinite(value := float(text)):  # 1e999 reads as infinity
+        raise ValueError(text)
+    return value
+
+
 def _convert(name: str, text: str, kind: str) -> Any:
     try:
         if kind == "NUMBER_INTEGER":
             return int(text)
         if kind == "NUMBER_DOUBLE":
-            if not math.isfinite(value := float(text)):  # JSON, the API's encoding, has no NaN or infinity
-                raise ValueError(text)
-            return value
+            return _finite(text)  # JSON, the API's encoding, has no NaN or infinity
         if kind == "BOOLEAN":
             lowered = text.strip().lower()
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(text)
             return lowered in ("true", "1", "yes")
         if kind in ("LIST", "STRUCT"):
-            value = json.loads(text, parse_constant=_no_constant)
+            value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
             if not isinstance(value, list if kind == "LIST" else dict):
                 raise ValueError(text)
             return value
