@@ -251,3 +251,20 @@ def test_a_disk_that_fills_while_compressing_is_named_and_nothing_is_left(world,
     assert main([*argv, "--no-progress"]) == 2
     assert capsys.readouterr().err == f"error: {disk}: disk full\n"
     assert sorted(path.name for path in disk.iterdir()) == ["filler"]
+
+
+def test_a_full_temporary_folder_while_verifying_is_named_not_the_destination(
+    world, tmpfs, monkeypatch, capsys
+) -> None:
+    """--verify decodes into a scratch file in the temporary folder: when that disk is full, the message names it
+    (the destination's disk had room), and nothing is published."""
+    import tempfile
+
+    disk = tmpfs("2m")
+    (disk / "filler").write_bytes(b"x" * (2 * 1024 * 1024 - 16))
+    monkeypatch.setattr(tempfile, "tempdir", str(disk))
+    target = world["root"] / "verified-on-a-full-tmp.abz"
+    argv = ["compress", str(world["files"] / "in.txt"), str(target), "--model", str(world["checkpoint"])]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: {disk}: disk full\n"
+    assert not target.exists()

@@ -108,13 +108,13 @@ def coding_mode(model):
 
 @contextmanager
 def _writes_named(folder: Path | None):
-    """A full disk met by a write to an unnamed temporary file (an OSError without a file name) names the folder
-    the file was in."""
+    """A full disk met by a write to an unnamed temporary file in `folder` (an OSError without a file name) names
+    the folder. None: nothing is named (standard output, whose disk is not known here)."""
     try:
         yield
     except OSError as error:
-        if error.filename is None and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            error.filename = str(folder or tempfile.gettempdir())
+        if folder is not None and error.filename is None and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            error.filename = str(folder)
         raise
 
 
@@ -243,7 +243,7 @@ def _verify(model, packed: BinaryIO, name: str, workers: int) -> None:
     packed.flush()
     packed.seek(0)
     header = read_header(packed, name)
-    with coding_mode(model), tempfile.TemporaryFile() as scratch:
+    with coding_mode(model), _writes_named(Path(tempfile.gettempdir())), tempfile.TemporaryFile() as scratch:
         try:
             _decode(model, header, packed, scratch, name, _progress(0, False, ""), workers)
         except CodecError:
