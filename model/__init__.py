@@ -5,7 +5,7 @@ attention, blocks, segmentation, pooling, quantizer, compressor, expander, top_l
 generation, tokenizer, window_plan, eval_mode (a block in eval mode, the previous mode restored after).
 """
 
-from model.autoencoder import HierarchicalAutoencoder, build_model
+from model.autoencoder import HierarchicalAutoencoder, build_model, require_memory_for
 from model.code_length import code_length_bits, code_length_breakdown
 from model.compressor import Compressor
 from model.expander import Expander
@@ -31,4 +31,5 @@ __all__ = [
     "build_model",
     "code_length_bits",
     "code_length_breakdown",
+    "require_memory_for",
 ]

@@ -19,12 +19,14 @@ statistic moves.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from configs.loading import ConfigError
 from model import attention
 from model.blocks import SelfAttention, init_weights
 from model.code_length import code_length_bits
@@ -287,6 +289,24 @@ class HierarchicalAutoencoder(nn.Module):
             for module in self.base_modules():
                 module.eval()
         return self
+
+
+def require_memory_for(exp_config: ExpConfig, origin: str, bytes_per_parameter: int = 4) -> None:
+    """Refuse, in one line and before anything is allocated, a model whose parameters alone (bytes_per_parameter
+    each: 4 to hold fp32 weights, 16 to train them with Adam) exceed this machine's memory. torch would otherwise
+    fail inside an allocation with a traceback, or the kernel would kill the process while the weights are
+    initialised. The parameters are counted on the meta device (no memory, about 25 ms)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # a platform that does not say: nothing to check against
+        return
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        parameters = sum(p.numel() for p in HierarchicalAutoencoder(exp_config.model).parameters())
+    if parameters * bytes_per_parameter > memory:
+        raise ConfigError(
+            f"{origin}: the model has {parameters:,} parameters, {parameters * bytes_per_parameter / 2**30:,.1f} GiB "
+            f"at {bytes_per_parameter} bytes each, more than this machine's {memory / 2**30:,.1f} GiB of memory"
+        )
 
 
 def build_model(exp_config: ExpConfig) -> HierarchicalAutoencoder:

@@ -374,6 +374,26 @@ def tiny_disk(tmpfs):
     return tmpfs("2m")
 
 
+def test_a_model_larger_than_the_machine_is_refused_in_one_line_before_allocating(world, capsys, tmp_path) -> None:
+    """A typo in a size (`--set expander_dim_scale=100000`: 491 trillion parameters) used to end in a traceback
+    from torch's allocator; a checkpoint whose config says as much would do the same when loaded."""
+    huge = "model.expander_dim_scale=100000"
+    code, problems, stderr = run_cli(capsys, train_args(world, "--set", huge))
+    assert code == 2 and len(problems) == 1 and "Traceback" not in stderr, stderr
+    assert problems[0].startswith("error: config ") and "491,524,166,659,585 parameters" in problems[0]
+    assert "more than this machine's" in problems[0]
+
+    from components.evaluation.model_loading import load_model
+    from components.training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    from configs import ConfigError, load_config
+
+    forged = tmp_path / "forged.pt"
+    config = load_config(Path(CI), [huge]).model_dump(mode="json")
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "exp_config": config}, forged)
+    with pytest.raises(ConfigError, match=r"forged.pt \(exp_config\): the model has 491,524,166,659,585 parameters"):
+        load_model(forged, device="cpu")
+
+
 def test_a_full_disk_is_named_at_the_first_checkpoint(world, tiny_disk, capsys, data_home) -> None:
     code, problems, stderr = run_cli(
         capsys,

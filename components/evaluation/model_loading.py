@@ -27,7 +27,7 @@ from components.infrastructure.storage import is_s3
 from components.training.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_file
 from configs import ExpConfig, validate_config
 from configs.runtime import choose_device
-from model import build_model
+from model import build_model, require_memory_for
 
 CHECKPOINT_URI_TAG = "checkpoint_uri"
 log = get_logger(__name__)
@@ -119,6 +119,7 @@ def load_model(location: str | Path, device: str | None = "auto", config: ExpCon
             raise CheckpointError(f"{location}: holds no exp_config; pass a config")
         config = validate_config(checkpoint["exp_config"], origin=f"{location} (exp_config)")
     target = choose_device(device, on_missing_cuda=_cpu_instead_of_cuda)
+    require_memory_for(config, f"{location} (exp_config)")
     model = build_model(config)
     try:
         model.load_state_dict(checkpoint["model_state"])

@@ -52,7 +52,7 @@ from components.training.validation import generate_sample, validate
 from configs import ConfigError, ExpConfig
 from configs.errors import torch_load_failure
 from configs.schema import TOP_STATE_NEEDS_JOINT
-from model import build_model
+from model import build_model, require_memory_for
 from model.quantizer import EmaVectorQuantizer
 from model.tokenizer import NUM_BYTES
 
@@ -229,6 +229,7 @@ class Trainer:
         total = config.optim.num_epochs * self.steps_per_epoch
         self.total_steps = min(total, config.optim.max_steps) if config.optim.max_steps else total
 
+        require_memory_for(config, f"config {config.logging.run_name!r}", bytes_per_parameter=16)  # weights, Adam
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.model = build_model(config).to(self.device)
         if params.load_base_from:
