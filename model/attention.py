@@ -209,6 +209,21 @@ def is_right_padding(key_padding_mask: torch.Tensor) -> bool:
     return bool((key_padding_mask[:, :-1] <= key_padding_mask[:, 1:]).all())
 
 
+def _segment_slots(
+    query_segments: torch.Tensor, memory_rows: int, lookback: int, rows_per_segment: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The memory rows each query (B, S) reads, oldest segment first: (B, S, R) row indices (0 where the slot's
+    segment is before the first or past the memory) and (B, S, R) whether the slot's row exists."""
+    B, S = query_segments.shape
+    L = rows_per_segment
+    offsets = torch.arange(lookback, -1, -1, device=query_segments.device)  # oldest segment first
+    segments = query_segments[:, :, None] - offsets  # (B, S, lookback+1)
+    rows = segments[..., None] * L + torch.arange(L, device=query_segments.device)  # (B, S, lookback+1, L)
+    rows = rows.reshape(B, S, -1)  # (B, S, R)
+    in_range = (segments[..., None] >= 0).expand(-1, -1, -1, L).reshape(B, S, -1) & (rows < memory_rows)
+    return torch.where(in_range, rows, torch.zeros_like(rows)), in_range
+
+
 def segment_cross_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -225,14 +240,7 @@ def segment_cross_attention(
     Returns (B, H, S, d); a query with no visible row (padding) gets zeros.
     """
     B, H, S, d = q.shape
-    M = k.shape[2]
-    L = rows_per_segment
-    offsets = torch.arange(lookback, -1, -1, device=q.device)  # oldest segment first
-    segments = query_segments[:, :, None] - offsets  # (B, S, lookback+1)
-    rows = segments[..., None] * L + torch.arange(L, device=q.device)  # (B, S, lookback+1, L)
-    rows = rows.reshape(B, S, -1)  # (B, S, R)
-    in_range = (segments[..., None] >= 0).expand(-1, -1, -1, L).reshape(B, S, -1) & (rows < M)
-    safe_rows = torch.where(in_range, rows, torch.zeros_like(rows))
+    safe_rows, in_range = _segment_slots(query_segments, k.shape[2], lookback, rows_per_segment)
     visible = in_range & torch.gather(row_valid, 1, safe_rows.reshape(B, -1)).reshape(B, S, -1)
     visible = visible & (query_segments >= 0)[..., None]
 
@@ -273,13 +281,10 @@ def segment_step_reads(
     key = (memory_rows, lookback, rows_per_segment, d, device)
     if key not in _SEGMENT_TABLES:
         with torch.inference_mode(False):
-            L = rows_per_segment
             local = torch.arange(lookback + 1, device=device)[:, None]  # every local segment a query may have
-            segments = local - torch.arange(lookback, -1, -1, device=device)  # (lookback+1, lookback+1)
-            rows = (segments[..., None] * L + torch.arange(L, device=device)).reshape(lookback + 1, -1)
-            in_range = (segments[..., None] >= 0).expand(-1, -1, L).reshape(lookback + 1, -1) & (rows < memory_rows)
-            memory_rope = rope_angles(torch.arange(memory_rows, device=device) // L, d, device)
-            _SEGMENT_TABLES[key] = (torch.where(in_range, rows, torch.zeros_like(rows)), in_range, *memory_rope)
+            rows, in_range = _segment_slots(local, memory_rows, lookback, rows_per_segment)
+            memory_rope = rope_angles(torch.arange(memory_rows, device=device) // rows_per_segment, d, device)
+            _SEGMENT_TABLES[key] = (rows[:, 0], in_range[:, 0], *memory_rope)
     rows, visible, cos, sin = _SEGMENT_TABLES[key]
     return SegmentStepReads(
         rows[local_segments],
