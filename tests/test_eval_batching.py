@@ -124,3 +124,21 @@ def test_two_worker_threads_give_the_one_worker_report_to_the_byte(model):
         return hashlib.sha256(json.dumps(reports, sort_keys=True).encode()).hexdigest()
 
     assert report_sha256(2) == report_sha256(1)
+
+
+def test_two_workers_decode_the_reconstruction_while_later_batches_are_scored(model, monkeypatch):
+    """The reconstruction is a worker's job from the moment every text's windows to decode are known (the last
+    text's first batch), not a serial tail after the last batch."""
+    import components.evaluation.compression_eval as compression_eval
+
+    scored, seen_at_start = [], []
+    forward, reconstruct = compression_eval._forward, compression_eval._reconstruct
+    monkeypatch.setattr(compression_eval, "_forward", lambda *args: scored.append(1) or forward(*args))
+    monkeypatch.setattr(
+        compression_eval, "_reconstruct", lambda *args: seen_at_start.append(len(scored)) or reconstruct(*args)
+    )
+    texts = {"a": DATA, "b": real_text()[2000:5000]}
+    batches = {name: text_windows(data, SEQUENCE_LENGTH, 2) for name, data in texts.items()}
+    total = sum(len(text) for text in batches.values())
+    evaluate_compressions(model, batches, CPU, 3, workers=2)
+    assert len(seen_at_start) == 1 and seen_at_start[0] < total - 10  # b's first batches, and the ones queued ahead

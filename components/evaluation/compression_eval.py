@@ -45,7 +45,8 @@ import zstandard
 from components.data.byte_windows import SplitStream
 from components.evaluation.conditional_code_length import known_counts, one_thread_on_cpu
 from components.evaluation.greedy_reconstruction import greedy_reconstruction
-from components.evaluation.ordered_threads import default_workers, ordered_map
+from components.evaluation.ordered_threads import Workers, default_workers
+from components.infrastructure.allocator import keep_freed_memory
 from components.infrastructure.logs import get_logger
 from model.code_length import bits_of, eval_position_logits
 from model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID
@@ -254,22 +255,31 @@ def evaluate_compressions(
     workers: int | None = None,
 ) -> dict[str, dict]:
     """`evaluate_compression` of each text (name -> its batches), in order; the reconstruction windows of all
-    texts are decoded together at the end, in one lockstep pass (its cost grows slowly with its rows: 24
-    windows cost about twice 4, docs/benchmarks.md).
+    texts are decoded together, in one lockstep pass (its cost grows slowly with its rows: 24 windows cost about
+    twice 4, docs/benchmarks.md).
 
     On CPU the forward passes run on one thread each, as the codec's do (components/codec/files.py
     `coding_mode`): on the shared 2-core machine two intra-op threads made every pass 3-5x slower in CPU seconds
     and in wall time (docs/benchmarks.md, evaluation), and one thread is the arithmetic the codec's sizes come
     from. `workers` threads (default: the cores torch sees) compute whole batches side by side
-    (components/evaluation/ordered_threads.py), accumulated in order: the report is the same for any count."""
+    (components/evaluation/ordered_threads.py), accumulated in order: the report is the same for any count. The
+    reconstruction is one of their jobs, submitted as soon as every text's windows to decode are known (after
+    the last text's first batch), so one worker decodes while the others score."""
     model.eval()
-    workers = workers or default_workers(device)
-    with one_thread_on_cpu(device):
+    keep_freed_memory()  # each batch reuses the pages the last one freed (components/infrastructure/allocator.py)
+    with one_thread_on_cpu(device), Workers(workers or default_workers(device)) as pool:
         scored = {name: _TextScore(model, reconstruction_windows) for name in texts}
         jobs = ((name, batch) for name, batches in texts.items() for batch in _logged(name, batches))
-        for name, forward in ordered_map(lambda job: (job[0], _forward(model, job[1], device)), jobs, workers):
+        reconstruction = None
+        for name, forward in pool.ordered_map(lambda job: (job[0], _forward(model, job[1], device)), jobs):
             scored[name].add(*forward)
-        _reconstruct(model, [(score.accumulator, score.to_decode) for score in scored.values() if score.to_decode])
+            if reconstruction is None and all(score.left_to_decode == 0 for score in scored.values()):
+                reconstruction = pool.submit(_reconstruct, model, [score.to_decode for score in scored.values()])
+        if reconstruction is None:  # a text had fewer windows than asked for: its windows were known only now
+            reconstruction = pool.submit(_reconstruct, model, [score.to_decode for score in scored.values()])
+        for score, decoded in zip(scored.values(), reconstruction.result(), strict=True):
+            for tokens, padding, out in decoded:
+                score.accumulator.add_reconstruction(tokens, padding, out)
     return {name: score.result() for name, score in scored.items()}
 
 
@@ -316,18 +326,21 @@ class _TextScore:
         return self.accumulator.result()
 
 
-def _reconstruct(model, pending: list[tuple[_Accumulator, list]]) -> None:
-    """Greedy reconstruction of every pending window (of every text) in one lockstep pass per window length."""
+def _reconstruct(model, texts: list[list[tuple]]) -> list[list[tuple]]:
+    """Greedy reconstruction of each text's windows [(tokens, padding, codes, valid)], all texts' windows in one
+    lockstep pass per window length: per text, [(tokens, padding, decoded)]."""
     by_length: dict[int, list] = {}
-    for accumulator, windows in pending:
+    for text, windows in enumerate(texts):
         for tokens, padding, codes, valid in windows:
-            by_length.setdefault(tokens.shape[1], []).append((accumulator, tokens, padding, codes, valid))
+            by_length.setdefault(tokens.shape[1], []).append((text, tokens, padding, codes, valid))
+    decoded_texts: list[list[tuple]] = [[] for _ in texts]
     for length, parts in by_length.items():
         width = max(codes.shape[1] for _, _, _, codes, _ in parts)  # top rows differ per batch: pad, invalid
         codes = torch.cat([F.pad(codes, (0, width - codes.shape[1])) for _, _, _, codes, _ in parts])
         valid = torch.cat([F.pad(valid, (0, width - valid.shape[1]), value=False) for *_, valid in parts])
         decoded = greedy_reconstruction(model, codes, valid, length)
         first = 0
-        for accumulator, tokens, padding, _, _ in parts:
-            accumulator.add_reconstruction(tokens, padding, decoded[first : first + tokens.shape[0]])
+        for text, tokens, padding, _, _ in parts:
+            decoded_texts[text].append((tokens, padding, decoded[first : first + tokens.shape[0]]))
             first += tokens.shape[0]
+    return decoded_texts
