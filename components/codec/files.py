@@ -94,9 +94,13 @@ class CodecSummary(BaseModel):
 
 @contextmanager
 def coding_mode(model):
-    """One thread, eval mode, fp32 on CPU: what both ends need for identical distributions."""
+    """One thread, eval mode, fp32 on CPU: what both ends need for identical distributions. (And freed memory
+    kept for reuse, components/infrastructure/allocator.py: the rounds' batched passes allocate alike.)"""
     import torch
 
+    from components.infrastructure.allocator import keep_freed_memory
+
+    keep_freed_memory()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     model.float().cpu().eval()
