@@ -34,8 +34,8 @@ from model.segmentation import RowsSegmentation
 Chooser = Callable[[int, list[int], torch.Tensor], list[int]]
 
 
-def _ragged(caches, rows: int) -> RaggedKeyValueCaches:
-    return RaggedKeyValueCaches([cache.window for cache in caches], rows)
+def _ragged(caches, rows: int, capacity: int = 16) -> RaggedKeyValueCaches:
+    return RaggedKeyValueCaches([cache.window for cache in caches], rows, capacity)
 
 
 def _views(caches: RaggedKeyValueCaches, index: torch.Tensor):
@@ -140,7 +140,7 @@ class LockstepLevelDecoder:
     Per-row state lives in tensors indexed by row (segmentation, previous token, LM state, code rows), so a
     step's bookkeeping is a few tensor operations for all its rows rather than Python work per row."""
 
-    def __init__(self, model, level: int, parent, forced: dict[int, list[int]], choose: Chooser):
+    def __init__(self, model, level: int, parent, forced: dict[int, list[int]], choose: Chooser, positions: int):
         self.level, self.parent, self.choose = level, parent, choose
         self.compressor = model.compressors[level]
         self.expander = model.expanders[level]
@@ -153,8 +153,8 @@ class LockstepLevelDecoder:
         self.lm_state = torch.zeros(rows, self.compressor.dim)  # the compressor's LM state after it
         self.codes = torch.zeros(rows, 16, dtype=torch.long)  # this level's code rows received so far
         self.code_counts = torch.zeros(rows, dtype=torch.long)
-        self.expander_caches = _ragged(self.expander.new_caches(), rows)
-        self.lm_caches = _ragged(self.compressor.new_caches(), rows)
+        self.expander_caches = _ragged(self.expander.new_caches(), rows, positions)
+        self.lm_caches = _ragged(self.compressor.new_caches(), rows, positions)
         self.tokens: dict[int, list[int]] = {row: [] for row in forced}  # decoded so far, and the segment of each
         self.token_segments: dict[int, list[int]] = {row: [] for row in forced}
         # The top level's pooled vectors (the top LM's pooled inputs), pooled from the pooler inputs that each
@@ -166,7 +166,7 @@ class LockstepLevelDecoder:
         if isinstance(parent, LockstepTopSource):
             parent.decoder = weakref.proxy(self)  # weak: a cycle would wait for the collector
             if model.top_lm.pooled_inputs:
-                self.pooling_caches = _ragged(self.compressor.new_pooling_caches(), rows)
+                self.pooling_caches = _ragged(self.compressor.new_pooling_caches(), rows, positions)
                 self.pooling_inputs = torch.zeros(rows, 16, self.compressor.dim)  # (rows, position, D)
 
     @torch.no_grad()
@@ -256,12 +256,17 @@ class LockstepLevelDecoder:
         return pooled[torch.arange(len(rows)), torch.tensor(code_rows) % L]
 
 
-def lockstep_chain(model, forced: dict[int, list[list[int]]], top_known: dict[int, list[int]], choose: Chooser):
+def lockstep_chain(
+    model, forced: dict[int, list[list[int]]], top_known: dict[int, list[int]], choose: Chooser, positions: int = 16
+):
     """The byte-level decoder of a chain (top source, then each level down to bytes) over rows 0..n-1:
-    `forced` row -> known tokens of each level (bottom first), `top_known` row -> known top codes."""
+    `forced` row -> known tokens of each level (bottom first), `top_known` row -> known top codes. `positions`:
+    the bytes a row will take at most, when known (level 0's caches are made that long at once; more still fit,
+    by growing them)."""
     if sorted(forced) != list(range(len(forced))) or sorted(top_known) != sorted(forced):
         raise ValueError("lockstep rows are numbered 0..n-1, with known top codes for each")
     parent = LockstepTopSource(model, top_known, choose)
     for level in reversed(range(model.num_levels)):
-        parent = LockstepLevelDecoder(model, level, parent, {row: f[level] for row, f in forced.items()}, choose)
+        known = {row: tokens[level] for row, tokens in forced.items()}
+        parent = LockstepLevelDecoder(model, level, parent, known, choose, positions if level == 0 else 16)
     return parent

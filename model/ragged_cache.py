@@ -18,10 +18,12 @@ from model.attention import rope_angles
 
 
 class RaggedKeyValueCaches:
-    """The caches of one layer stack (windows: each layer's sliding window, None for all earlier keys)."""
+    """The caches of one layer stack (windows: each layer's sliding window, None for all earlier keys; capacity:
+    the positions per row stored from the start, when the caller knows how many the rows will take, so the
+    storage is not grown and copied on the way)."""
 
-    def __init__(self, windows: list[int | None], rows: int):
-        self.windows = list(windows)
+    def __init__(self, windows: list[int | None], rows: int, capacity: int = 16):
+        self.windows, self.capacity = list(windows), capacity
         self.keys: list[torch.Tensor | None] = [None] * len(self.windows)
         self.values: list[torch.Tensor | None] = [None] * len(self.windows)
         self.lengths = torch.zeros(rows, dtype=torch.long)  # positions fed so far, per row
@@ -85,7 +87,7 @@ class RaggedCacheView:
         plan, caches, layer = self.plan, self.plan.caches, self.layer
         keys, values = caches.keys[layer], caches.values[layer]
         if keys is None or keys.shape[2] < plan.needed:
-            capacity = max(16, 2 * plan.needed)
+            capacity = max(caches.capacity, 2 * plan.needed)
             shape = (len(caches.lengths), k.shape[1], capacity, k.shape[3])
             grown_keys, grown_values = k.new_zeros(shape), v.new_zeros(shape)
             if keys is not None:

@@ -85,8 +85,8 @@ def run_round(model, knowns: list[list[int]], new_counts: list[int], channel, pr
     """Replay each row's known tokens, then code (or decode) its `new_counts` tokens, all rows in lockstep;
     returns each row's new tokens. `prefixes`: `known_prefixes(model, knowns)` when the caller has it."""
     forced, top_known = prefixes or known_prefixes(model, knowns)
-    decoder = lockstep_chain(model, forced, top_known, channel.code)
     totals = [len(known) + count for known, count in zip(knowns, new_counts, strict=True)]
+    decoder = lockstep_chain(model, forced, top_known, channel.code, max(totals))
     out: list[list[int]] = [[] for _ in knowns]
     active, position = [row for row, total in enumerate(totals) if total > 0], 0
     while active:

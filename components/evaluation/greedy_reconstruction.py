@@ -39,7 +39,7 @@ def greedy_reconstruction(model, top_codes: torch.Tensor, top_valid: torch.Tenso
 
     with eval_mode(model):
         decoder = lockstep_chain(
-            model, {row: [[] for _ in range(model.num_levels)] for row in range(rows)}, codes, choose
+            model, {row: [[] for _ in range(model.num_levels)] for row in range(rows)}, codes, choose, max_len
         )
         out: list[list[int]] = [[] for _ in range(rows)]
         active = [row for row in range(rows) if max_len > 0]
