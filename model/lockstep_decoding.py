@@ -22,6 +22,7 @@ num_levels for the top codes), logits (len(rows), V) fp32.
 
 from __future__ import annotations
 
+import bisect
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -237,21 +238,16 @@ class LockstepLevelDecoder:
         inputs of that segment's decoded positions (the segment must be closed: pooling and the layers below it
         are causal, so later tokens change nothing). One padded pooler call for all of them."""
         L = self.rows_per_segment
-        spans = []
+        starts, lengths = [], []
         for row, code_row in zip(rows, code_rows, strict=True):
-            segments = self.token_segments[row]
-            segment = code_row // L
-            start = segments.index(segment)
-            end = start
-            while end < len(segments) and segments[end] == segment:
-                end += 1
-            spans.append((start, end))
-        width = max(end - start for start, end in spans)
-        hidden = torch.zeros(len(rows), width, self.compressor.dim)
-        valid = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, (row, (start, end)) in enumerate(zip(rows, spans, strict=True)):
-            hidden[i, : end - start] = self.pooling_inputs[row, start:end]
-            valid[i, : end - start] = True
+            segments = self.token_segments[row]  # non-decreasing: a segment's positions are one run
+            start = bisect.bisect_left(segments, code_row // L)
+            starts.append(start)
+            lengths.append(bisect.bisect_right(segments, code_row // L, start) - start)
+        offsets = torch.arange(max(lengths))
+        valid = offsets[None] < torch.tensor(lengths)[:, None]
+        positions = (torch.tensor(starts)[:, None] + offsets).masked_fill(~valid, 0)
+        hidden = self.pooling_inputs[torch.tensor(rows)[:, None], positions].masked_fill(~valid[..., None], 0.0)
         pooled = self.compressor.pool_segments(hidden, valid)
         return pooled[torch.arange(len(rows)), torch.tensor(code_rows) % L]
 
