@@ -4,6 +4,7 @@ blocks come straight from malloc, so that no other allocation sits between them 
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -35,11 +36,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def faults(mode: str) -> int:
+    # glibc's defaults, whatever the environment tunes (MALLOC_TOP_PAD_ alone keeps the blocks too)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     result = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
+        env=env,
         timeout=120,
         check=True,
     )
@@ -51,5 +55,8 @@ def test_batches_reuse_freed_pages():
     pages_per_batch = 42_000_000 // 4096  # what a batch touches: about 10,000 pages
     # Ten batches: by default glibc hands the memory back and faults it in again each time (measured:
     # 102,220 faults); kept, fewer than one batch's pages over all ten (measured: 0).
-    assert faults("default") > 5 * pages_per_batch
+    handed_back = faults("default")
+    if handed_back < pages_per_batch:  # transparent huge pages "always": a fault maps 2 MB, the count shows nothing
+        pytest.skip(f"this host faults {handed_back} times for ten batches of 42 MB: huge pages hide the reuse")
+    assert handed_back > 5 * pages_per_batch
     assert faults("keep") < pages_per_batch

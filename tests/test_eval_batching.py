@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
+from concurrent.futures import CancelledError
 
 import pytest
 import torch
 
+import components.evaluation.compression_eval as compression_eval
 from components.evaluation.compression_eval import evaluate_compression, evaluate_compressions, text_windows
 from components.evaluation.conditional_code_length import conditional_bits_of_tokens
 from components.evaluation.greedy_reconstruction import greedy_reconstruction
+from components.evaluation.ordered_threads import Workers
 from model import build_model
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from model.window_plan import default_context, plan_windows
@@ -129,8 +134,6 @@ def test_two_worker_threads_give_the_one_worker_report_to_the_byte(model):
 def test_two_workers_decode_the_reconstruction_while_later_batches_are_scored(model, monkeypatch):
     """The reconstruction is a worker's job from the moment every text's windows to decode are known (the last
     text's first batch), not a serial tail after the last batch."""
-    import components.evaluation.compression_eval as compression_eval
-
     scored, seen_at_start = [], []
     forward, reconstruct = compression_eval._forward, compression_eval._reconstruct
     monkeypatch.setattr(compression_eval, "_forward", lambda *args: scored.append(1) or forward(*args))
@@ -142,3 +145,49 @@ def test_two_workers_decode_the_reconstruction_while_later_batches_are_scored(mo
     total = sum(len(text) for text in batches.values())
     evaluate_compressions(model, batches, CPU, 3, workers=2)
     assert len(seen_at_start) == 1 and seen_at_start[0] < total - 10  # b's first batches, and the ones queued ahead
+
+
+def test_the_default_worker_count_is_torchs_thread_count(model, monkeypatch):
+    """Without `workers`, the batches are scored by as many threads as torch had before the evaluation took it
+    down to one (the evaluation step passes no count)."""
+    import threading
+
+    import components.evaluation.compression_eval as compression_eval
+
+    threads, forward = set(), compression_eval._forward
+    monkeypatch.setattr(compression_eval, "_forward", lambda *a: threads.add(threading.current_thread()) or forward(*a))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        evaluate_compressions(model, {"a": text_windows(DATA, SEQUENCE_LENGTH, 1)}, CPU, 0)
+    finally:
+        torch.set_num_threads(previous)
+    assert len(threads) == 2 and threading.main_thread() not in threads
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_error_stops_the_reconstruction_at_its_next_step(model, workers):
+    """A failure (or Ctrl-C) in the scoring loop sets the workers' stop, which the greedy reconstruction reads at
+    each step: the error is not held up by a reconstruction nobody will read."""
+    codes, valid = torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.bool)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        greedy_reconstruction(model, codes, valid, 8, stop)
+
+    seen = []
+
+    def long_job(pool):
+        deadline = time.monotonic() + 30
+        while not pool.stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append(pool.stop.is_set())
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        with Workers(workers) as pool:
+            if workers > 1:
+                pool.submit(long_job, pool)
+            raise RuntimeError("scoring failed")
+    assert time.monotonic() - started < 10
+    assert pool.stop.is_set() and seen == ([True] if workers > 1 else [])

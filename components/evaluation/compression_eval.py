@@ -33,6 +33,7 @@ import functools
 import gzip
 import lzma
 import math
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -263,20 +264,22 @@ def evaluate_compressions(
     and in wall time (docs/benchmarks.md, evaluation), and one thread is the arithmetic the codec's sizes come
     from. `workers` threads (default: the cores torch sees) compute whole batches side by side
     (components/evaluation/ordered_threads.py), accumulated in order: the report is the same for any count. The
-    reconstruction is one of their jobs, submitted as soon as every text's windows to decode are known (after
-    the last text's first batch), so one worker decodes while the others score."""
+    reconstruction is one of their jobs, submitted as soon as every text's windows to decode are known (with
+    `reconstruction_windows` up to the batch size: after the last text's first batch), so one worker decodes
+    while the others score; an error or an interrupt stops it at its next step."""
     model.eval()
     keep_freed_memory()  # each batch reuses the pages the last one freed (components/infrastructure/allocator.py)
-    with one_thread_on_cpu(device), Workers(workers or default_workers(device)) as pool:
+    workers = workers or default_workers(device)  # before one_thread_on_cpu leaves torch one thread
+    with one_thread_on_cpu(device), Workers(workers) as pool:
         scored = {name: _TextScore(model, reconstruction_windows) for name in texts}
         jobs = ((name, batch) for name, batches in texts.items() for batch in _logged(name, batches))
         reconstruction = None
         for name, forward in pool.ordered_map(lambda job: (job[0], _forward(model, job[1], device)), jobs):
             scored[name].add(*forward)
             if reconstruction is None and all(score.left_to_decode == 0 for score in scored.values()):
-                reconstruction = pool.submit(_reconstruct, model, [score.to_decode for score in scored.values()])
+                reconstruction = pool.submit(_reconstruct, model, [s.to_decode for s in scored.values()], pool.stop)
         if reconstruction is None:  # a text had fewer windows than asked for: its windows were known only now
-            reconstruction = pool.submit(_reconstruct, model, [score.to_decode for score in scored.values()])
+            reconstruction = pool.submit(_reconstruct, model, [s.to_decode for s in scored.values()], pool.stop)
         for score, decoded in zip(scored.values(), reconstruction.result(), strict=True):
             for tokens, padding, out in decoded:
                 score.accumulator.add_reconstruction(tokens, padding, out)
@@ -326,9 +329,9 @@ class _TextScore:
         return self.accumulator.result()
 
 
-def _reconstruct(model, texts: list[list[tuple]]) -> list[list[tuple]]:
+def _reconstruct(model, texts: list[list[tuple]], stop: threading.Event) -> list[list[tuple]]:
     """Greedy reconstruction of each text's windows [(tokens, padding, codes, valid)], all texts' windows in one
-    lockstep pass per window length: per text, [(tokens, padding, decoded)]."""
+    lockstep pass per window length: per text, [(tokens, padding, decoded)]. `stop` set: ends at the next step."""
     by_length: dict[int, list] = {}
     for text, windows in enumerate(texts):
         for tokens, padding, codes, valid in windows:
@@ -338,7 +341,7 @@ def _reconstruct(model, texts: list[list[tuple]]) -> list[list[tuple]]:
         width = max(codes.shape[1] for _, _, _, codes, _ in parts)  # top rows differ per batch: pad, invalid
         codes = torch.cat([F.pad(codes, (0, width - codes.shape[1])) for _, _, _, codes, _ in parts])
         valid = torch.cat([F.pad(valid, (0, width - valid.shape[1]), value=False) for *_, valid in parts])
-        decoded = greedy_reconstruction(model, codes, valid, length)
+        decoded = greedy_reconstruction(model, codes, valid, length, stop)
         first = 0
         for text, tokens, padding, _, _ in parts:
             decoded_texts[text].append((tokens, padding, decoded[first : first + tokens.shape[0]]))

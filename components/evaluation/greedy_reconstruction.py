@@ -14,6 +14,9 @@ advances in one model call per step:
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import CancelledError
+
 import torch
 
 from model.eval_mode import eval_mode
@@ -22,9 +25,12 @@ from model.tokenizer import EOS_ID, PAD_ID
 
 
 @torch.inference_mode()
-def greedy_reconstruction(model, top_codes: torch.Tensor, top_valid: torch.Tensor, max_len: int) -> torch.Tensor:
+def greedy_reconstruction(
+    model, top_codes: torch.Tensor, top_valid: torch.Tensor, max_len: int, stop: threading.Event | None = None
+) -> torch.Tensor:
     """Greedy bytes (B, T) from top codes (B, N) with valid rows `top_valid`, padded with PAD: the same rows as
-    `model.decompress(top_codes, top_valid, max_len)`."""
+    `model.decompress(top_codes, top_valid, max_len)`. When `stop` is set (the caller failed or was interrupted
+    while this ran in a worker thread), raises CancelledError at the next step."""
     rows = top_codes.shape[0]
     codes = {row: top_codes[row][top_valid[row]].tolist() for row in range(rows)}
     ran_out: set[int] = set()
@@ -44,6 +50,8 @@ def greedy_reconstruction(model, top_codes: torch.Tensor, top_valid: torch.Tenso
         out: list[list[int]] = [[] for _ in range(rows)]
         active = [row for row in range(rows) if max_len > 0]
         while active:
+            if stop is not None and stop.is_set():
+                raise CancelledError("greedy reconstruction stopped")
             tokens = decoder.next_tokens(active)
             still = []
             for row in active:

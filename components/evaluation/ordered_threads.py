@@ -10,6 +10,7 @@ evaluation's greedy reconstruction), queued among the batches in the order they 
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,16 +27,19 @@ def default_workers(device: torch.device) -> int:
 
 class Workers:
     """`count` threads (a context manager), or, for one, the calling thread: a job submitted then runs at once.
-    On an error, the jobs not yet started are dropped rather than run."""
+    On an error (or an interrupt) in the block, the jobs not yet started are dropped, and `stop` is set for the
+    long ones that watch it, so the error is not held up by work nobody will read."""
 
     def __init__(self, count: int):
-        self.count = count
+        self.count, self.stop = count, threading.Event()
         self.pool = ThreadPoolExecutor(count, thread_name_prefix="evaluation") if count > 1 else None
 
     def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, error_type, *_) -> None:
+        if error_type is not None:
+            self.stop.set()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=error_type is not None)
 

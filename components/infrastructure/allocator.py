@@ -6,7 +6,8 @@ batch allocates and frees activations of a few MB each, so every batch mapped ne
 them (about 4,000-7,000 page faults per evaluation batch of the `make demo` champion: zeroing pages in the
 kernel). Serving requests up to 32 MB from the heap and keeping up to 256 MB free in it lets the next batch
 reuse the same pages: the evaluation's forward passes take about 9% less CPU on the 2-core machine
-(docs/benchmarks.md, "Sixth round"). The price is that a process holds on to up to that much freed memory.
+(docs/benchmarks.md, "Sixth round"). The price is that a process holds on to up to 256 MB of freed memory
+per malloc arena (each thread that allocates may get an arena of its own: the evaluation's workers do).
 
 The settings are glibc's `mallopt` (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD; the same as the environment variables
 MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_). Other C libraries are left as they are. Numbers never
