@@ -29,13 +29,13 @@ from collections.abc import Callable
 
 import torch
 
-from model.ragged_cache import RaggedKeyValueCaches
+from model.ragged_cache import MIN_CAPACITY, RaggedKeyValueCaches
 from model.segmentation import RowsSegmentation
 
 Chooser = Callable[[int, list[int], torch.Tensor], list[int]]
 
 
-def _ragged(caches, rows: int, capacity: int = 16) -> RaggedKeyValueCaches:
+def _ragged(caches, rows: int, capacity: int = MIN_CAPACITY) -> RaggedKeyValueCaches:
     return RaggedKeyValueCaches([cache.window for cache in caches], rows, capacity)
 
 
@@ -253,7 +253,11 @@ class LockstepLevelDecoder:
 
 
 def lockstep_chain(
-    model, forced: dict[int, list[list[int]]], top_known: dict[int, list[int]], choose: Chooser, positions: int = 16
+    model,
+    forced: dict[int, list[list[int]]],
+    top_known: dict[int, list[int]],
+    choose: Chooser,
+    positions: int = MIN_CAPACITY,
 ):
     """The byte-level decoder of a chain (top source, then each level down to bytes) over rows 0..n-1:
     `forced` row -> known tokens of each level (bottom first), `top_known` row -> known top codes. `positions`:
@@ -264,5 +268,5 @@ def lockstep_chain(
     parent = LockstepTopSource(model, top_known, choose)
     for level in reversed(range(model.num_levels)):
         known = {row: tokens[level] for row, tokens in forced.items()}
-        parent = LockstepLevelDecoder(model, level, parent, known, choose, positions if level == 0 else 16)
+        parent = LockstepLevelDecoder(model, level, parent, known, choose, positions if level == 0 else MIN_CAPACITY)
     return parent

@@ -16,13 +16,15 @@ import torch
 
 from model.attention import rope_angles
 
+MIN_CAPACITY = 16  # positions per row a layer's storage starts with, unless the caller knows more
+
 
 class RaggedKeyValueCaches:
     """The caches of one layer stack (windows: each layer's sliding window, None for all earlier keys; capacity:
     the positions per row stored from the start, when the caller knows how many the rows will take, so the
     storage is not grown and copied on the way)."""
 
-    def __init__(self, windows: list[int | None], rows: int, capacity: int = 16):
+    def __init__(self, windows: list[int | None], rows: int, capacity: int = MIN_CAPACITY):
         self.windows, self.capacity = list(windows), capacity
         self.keys: list[torch.Tensor | None] = [None] * len(self.windows)
         self.values: list[torch.Tensor | None] = [None] * len(self.windows)

@@ -274,12 +274,16 @@ def evaluate_compressions(
         scored = {name: _TextScore(model, reconstruction_windows) for name in texts}
         jobs = ((name, batch) for name, batches in texts.items() for batch in _logged(name, batches))
         reconstruction = None
+
+        def reconstruct():
+            return pool.submit(_reconstruct, model, [score.to_decode for score in scored.values()], pool.stop)
+
         for name, forward in pool.ordered_map(lambda job: (job[0], _forward(model, job[1], device)), jobs):
             scored[name].add(*forward)
             if reconstruction is None and all(score.left_to_decode == 0 for score in scored.values()):
-                reconstruction = pool.submit(_reconstruct, model, [s.to_decode for s in scored.values()], pool.stop)
+                reconstruction = reconstruct()
         if reconstruction is None:  # a text had fewer windows than asked for: its windows were known only now
-            reconstruction = pool.submit(_reconstruct, model, [s.to_decode for s in scored.values()], pool.stop)
+            reconstruction = reconstruct()
         for score, decoded in zip(scored.values(), reconstruction.result(), strict=True):
             for tokens, padding, out in decoded:
                 score.accumulator.add_reconstruction(tokens, padding, out)
