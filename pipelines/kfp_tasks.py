@@ -62,7 +62,6 @@ def stage1_pretrain(
     config: str,
     overrides: list,
     stage1_steps: int,
-    stage2_steps: int,
     artifact_root: str,
     run_key: str,
     code_identity: str,
@@ -71,7 +70,8 @@ def stage1_pretrain(
     base_components: Output[Model],
 ) -> NamedTuple("Stage1Outputs", result=dict):
     """Compressors + expanders (no top LM): the final checkpoint and the base components as Model artifacts;
-    `result` (pipelines.step_results.TrainStepResult)."""
+    `result` (pipelines.step_results.TrainStepResult). It is not given stage2_steps: every input is part of KFP's
+    cache key, and a run that changes only stage 2 reuses this task from the cache."""
     from pipelines.kfp_artifacts import save_model
     from pipelines.step_results import PrepareStepResult
     from pipelines.step_train import train_stage_step
@@ -79,7 +79,7 @@ def stage1_pretrain(
 
     with task_failure():
         data = PrepareStepResult.read(prepare_data, "prepare_data")
-        spec = task_run_spec(code_identity, config, overrides, stage1_steps, stage2_steps, artifact_root, run_key)
+        spec = task_run_spec(code_identity, config, overrides, stage1_steps, None, artifact_root, run_key)
         result = train_stage_step(spec, "stage1", data, progress=show_progress())
         save_model(result.checkpoint_uri, checkpoint, result.checkpoint_hash, stage="stage1")
         save_model(result.base_components_uri, base_components, result.base_components_hash, stage="stage1")

@@ -11,9 +11,12 @@ those. Each step reads URIs (+ content hashes) and writes its artifacts under th
 artifact root (an s3:// prefix or a local folder):
 
     <artifact_root>/data/<data_hash>/                   prepared shards + manifest (content addressed)
-    <artifact_root>/runs/<run_key>/stage1/...           checkpoints, base_components.pt, curve.csv
+    <artifact_root>/runs/<stage1_key>/stage1/...        checkpoints, base_components.pt, curve.csv
     <artifact_root>/runs/<run_key>/stage2/...           checkpoints, curve.csv
     <artifact_root>/runs/<run_key>/eval/...             report.json, report.md, plots, metrics.json
+
+Derived keys: stage 1's from what stage 1 trains (components/training/stages.py `stage1_key`), the run's from
+both stages; a given run key names both folders.
 
 The logic lives in components/ (prepare_data, train, evaluate, promote); the step modules only map a run's
 settings onto those functions and move artifacts.
@@ -28,7 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from components.infrastructure.provenance import code_identity, git_commit
 from components.infrastructure.settings import get_settings
-from components.training.stages import StageConfigs, load_pipeline_config, run_key, stage_configs
+from components.training.stages import (
+    StageConfigs,
+    join_uri,
+    load_pipeline_config,
+    run_key,
+    stage1_config,
+    stage1_key,
+    stage_configs,
+)
 from configs import ExpConfig
 from pipelines import artifacts
 
@@ -44,7 +55,9 @@ class RunSpec(BaseModel):
     config: str = Field("ci", description="Config name (configs/<name>_config.py) or path.")
     overrides: list[str] = Field(default_factory=list, description="key=value config overrides.")
     stage1_steps: int = Field(20, ge=1)
-    stage2_steps: int = Field(20, ge=1)
+    stage2_steps: int | None = Field(
+        20, ge=1, description="None where a step must not depend on it: the stage-1 task (KFP's cache key)."
+    )
     artifact_root: str = Field("artifacts", description="s3://bucket/prefix or a local folder.")
     run_key: str | None = Field(None, description="Run folder name; None: derived from config, data, code.")
 
@@ -63,19 +76,42 @@ class RunSpec(BaseModel):
         return git_commit()
 
     def stages(self, data_hash: str) -> StageConfigs:
-        """Both stage configs of this run on the data `data_hash` (its run key derives from config, data, code)."""
+        """Both stage configs of this run on the data `data_hash` (its keys derive from config, data, code)."""
+        if self.stage2_steps is None:
+            raise ValueError("this step was not given stage2_steps: it may ask for stage 1 only (stage1_config)")
         if data_hash not in self._stages:
             key = self.run_key or run_key(
                 self.exp_config, self.stage1_steps, self.stage2_steps, data_hash, self.code_identity
             )
             self._stages[data_hash] = stage_configs(
-                self.exp_config, self.stage1_steps, self.stage2_steps, self.artifact_root, key
+                self.exp_config,
+                self.stage1_steps,
+                self.stage2_steps,
+                self.artifact_root,
+                key,
+                self._stage1_key(data_hash),
             )
         return self._stages[data_hash]
 
+    def stage1_config(self, data_hash: str) -> ExpConfig:
+        """Stage 1's config on the data `data_hash`, which stage 2's settings do not change."""
+        return stage1_config(self.exp_config, self.stage1_steps, self._stage1_root(data_hash))
+
+    def _stage1_key(self, data_hash: str) -> str:
+        return self.run_key or stage1_key(self.exp_config, self.stage1_steps, data_hash, self.code_identity)
+
+    def _stage1_root(self, data_hash: str) -> str:
+        return join_uri(self.artifact_root, "runs", self._stage1_key(data_hash))
+
     def run_root(self, data_hash: str) -> str:
-        """<artifact_root>/runs/<run_key>: the folder of every artifact of this run on the data `data_hash`."""
+        """<artifact_root>/runs/<run_key>: stage 2's and the evaluation's folder of this run on `data_hash`."""
         return self.stages(data_hash).run_root
+
+    def stage_folder(self, data_hash: str, stage: str) -> str:
+        """The folder a training stage writes ("stage1": under stage 1's own key; "stage2": the run folder)."""
+        if stage == "stage1":
+            return join_uri(self._stage1_root(data_hash), "stage1")
+        return join_uri(self.run_root(data_hash), stage)
 
 
 def _cache_dir(*parts: str) -> Path:

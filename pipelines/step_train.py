@@ -59,8 +59,9 @@ def train_stage_step(
 ) -> TrainStepResult:
     """Train one stage on the prepared `data` into the run folder (stage 2 on `base_components_uri`: stage 1's
     base, its URI or the local copy of the kfp artifact). A stage that finds a checkpoint of its own there (a
-    retried task, a preempted pod, a rerun) resumes from it: the run folder is keyed by config, steps, data and
-    code, so that checkpoint is this very run's. With several training processes
+    retried task, a preempted pod, a rerun) resumes from it: the folder is keyed by what the stage trains (config,
+    steps, data, code), so that checkpoint is this very stage's; stage 1's key leaves out stage 2's settings, so
+    a run that changes only those finds stage 1 done. With several training processes
     (pipelines.torchrun.training_processes: the pod's GPUs, or ABSTRACTINATOR_TRAINING_PROCESSES) the trainer
     runs under torchrun, one process per device, each on batch_size / N windows, so the global batch and the
     result are the one-process run's."""
@@ -70,8 +71,7 @@ def train_stage_step(
     from pipelines.torchrun import run_training, training_processes
 
     data_hash = data.data_hash
-    stages = spec.stages(data_hash)
-    config = stages.stage1 if stage == "stage1" else stages.stage2
+    config = spec.stage1_config(data_hash) if stage == "stage1" else spec.stages(data_hash).stage2
     if stage == "stage2" and not base_components_uri:
         raise ValueError("stage2 needs the base components of stage 1 (base_components_uri)")
     processes = training_processes()
@@ -98,7 +98,7 @@ def train_stage_step(
     if not result.complete:
         raise RuntimeError(f"{stage} stopped at step {result.steps} before the end: resume it")
     tag_kfp_run(result.mlflow_run_id, result.tracking_uri)
-    _write_curve(result.mlflow_run_id, result.tracking_uri, join_uri(spec.run_root(data_hash), stage, "curve.csv"))
+    _write_curve(result.mlflow_run_id, result.tracking_uri, join_uri(spec.stage_folder(data_hash, stage), "curve.csv"))
     base = result.base_components
     return TrainStepResult(
         stage=stage,

@@ -74,12 +74,13 @@ def task_run_spec(
     config: str,
     overrides: list,
     stage1_steps: int,
-    stage2_steps: int,
+    stage2_steps: int | None,
     artifact_root_parameter: str,
     run_key: str,
 ):
     """What every component does first: check the task's environment, then build the run's RunSpec from the
-    pipeline parameters (an empty run key means derived; an empty artifact root means the ConfigMap's)."""
+    pipeline parameters (an empty run key means derived; an empty artifact root means the ConfigMap's; no
+    stage2_steps: the stage-1 task, which must not depend on it)."""
     from pipelines.run_spec import RunSpec
 
     check_task_environment(code_identity)

@@ -268,7 +268,8 @@ def build_pipeline(settings: ClusterSettings | None = None, local: bool = False)
         # A task takes another step's result as the parameter named by that step (pipelines/kfp_tasks.py).
         prepared = dict(prepare_data=prepare.outputs[RESULT_OUTPUT])
         with dsl.If(prepare.outputs["Output"] == "retrain", name="data-code-or-config-changed"):
-            stage1 = configure(steps.stage1_pretrain(**run, **prepared), "training")
+            stage1_run = {name: value for name, value in run.items() if name != "stage2_steps"}  # its cache key
+            stage1 = configure(steps.stage1_pretrain(**stage1_run, **prepared), "training")
             stage2 = configure(
                 steps.stage2_top_lm(
                     **run,

@@ -203,6 +203,10 @@ def test_caching_is_on_exactly_for_the_deterministic_tasks(compiled) -> None:
         # the data hash through prepare_data's result, which holds the data alone (so equal whenever the data is)
         assert inputs[PREPARE_DATA] == {"componentInputParameter": "pipelinechannel--prepare-data-result"}
         assert set(PrepareStepResult.model_fields) == {"data_uri", "data_hash"}
+    # stage 1's key holds its own step count, not stage 2's: a run that changes only stage 2 reuses stage 1
+    assert "stage2_steps" not in tasks["stage1-pretrain"]["inputs"]["parameters"]
+    assert "stage1_steps" in tasks["stage1-pretrain"]["inputs"]["parameters"]
+    assert "stage2_steps" in tasks["stage2-top-lm"]["inputs"]["parameters"]
 
 
 def test_pipeline_parameters(compiled) -> None:

@@ -159,7 +159,7 @@ def test_a_local_run_on_two_processes_is_followable_and_an_unchanged_rerun_comes
     """kfp.local, no servers: each training stage runs 2 trainer processes (gloo; what 2 GPUs give a pod) and
     logs world_size=2; the screen has one line per task, the executor logs are in the log file; a rerun with the
     same inputs reuses both stages from KFP's cache, evaluates again beside the champion and registers nothing
-    new."""
+    new; one that changes only stage 2's steps reuses stage 1."""
     from mlflow import MlflowClient
 
     from tests.conftest import write_corpus
@@ -230,3 +230,12 @@ def test_a_local_run_on_two_processes_is_followable_and_an_unchanged_rerun_comes
     assert "action=already_registered" in again
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/abstractinator-ci/mlflow.db")
     assert len(client.search_model_versions("name='local-e2e'")) == 1
+
+    # only stage 2 changes: stage 1 comes from the cache (its task is not given stage2_steps), stage 2 trains into
+    # a run folder of its own beside stage 1's one folder
+    longer = run("longer.log", "--stage2-steps", "3")
+    assert "stage1-pretrain: started" not in longer
+    assert "stage2-top-lm: started" in longer and "stage2-top-lm: SUCCESS" in longer
+    runs = tmp_path / "artifacts" / "runs"
+    assert len([folder for folder in runs.iterdir() if (folder / "stage1").is_dir()]) == 1
+    assert len([folder for folder in runs.iterdir() if (folder / "stage2").is_dir()]) == 2

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from components.infrastructure.provenance import config_hash
-from components.training.stages import join_uri, load_pipeline_config, resolve_config_path, run_key, stage_configs
+from components.training.stages import (
+    join_uri,
+    load_pipeline_config,
+    resolve_config_path,
+    run_key,
+    stage1_key,
+    stage_configs,
+)
 from configs import ConfigError
 
 
@@ -30,6 +37,34 @@ def test_stage1_drops_the_top_lm_and_writes_the_base_that_stage2_loads(ci) -> No
     # everything else is the base config's
     assert stages.stage1.model.compressor_level_configs == ci.model.compressor_level_configs
     assert stages.stage2.optim.learning_rate == ci.optim.learning_rate
+
+
+def test_stage1_has_a_folder_of_its_own_that_only_what_stage1_trains_changes(ci) -> None:
+    """Runs that differ only in stage 2 (its steps, the top LM's settings) share stage 1's folder and so find it
+    trained; what stage 1 trains (its steps, its model, the data, the code) gives another folder."""
+    key = stage1_key(ci, 5, "data1", "commit1")
+    top = ci.model.top_transformer_config
+    bigger_top = ci.updated(top_transformer_config=top.model_copy(update={"num_layers": top.num_layers + 1}))
+    assert stage1_key(bigger_top, 5, "data1", "commit1") == key
+    assert run_key(bigger_top, 5, 5, "data1", "commit1") != run_key(ci, 5, 5, "data1", "commit1")
+    wider = ci.model.compressor_level_configs[0].model_copy(
+        update={"dim": 2 * ci.model.compressor_level_configs[0].dim}
+    )
+    others = {
+        stage1_key(ci, 6, "data1", "commit1"),
+        stage1_key(ci, 5, "data2", "commit1"),
+        stage1_key(ci, 5, "data1", "commit2"),
+        stage1_key(ci.updated(compressor_level_configs=[wider]), 5, "data1", "commit1"),
+    }
+    assert key not in others and len(others) == 4
+    short, long = (stage_configs(ci, 5, steps, "s3://b/p", f"run-{steps}", key) for steps in (5, 9))
+    assert short.stage1 == long.stage1 and short.base_components_uri == long.base_components_uri
+    assert short.stage1.checkpoint.checkpoint_dir == f"s3://b/p/runs/{key}/stage1/checkpoints"
+    assert (
+        short.stage2.checkpoint.checkpoint_dir
+        == "s3://b/p/runs/run-5/stage2/checkpoints"
+        != long.stage2.checkpoint.checkpoint_dir
+    )
 
 
 def test_intervals_fit_short_stages(ci) -> None:
@@ -181,8 +216,25 @@ def test_a_run_spec_derives_its_values_once(ci, monkeypatch) -> None:
     for _ in range(3):
         stages = spec.stages("d1")
         assert spec.run_root("d1") == stages.run_root == f"s3://bucket/prefix/runs/{run_key(ci, 20, 20, 'd1', 'c0de')}"
-        assert stages.base_components_uri == join_uri(stages.run_root, "stage1", "base_components.pt")
+        stage1_root = f"s3://bucket/prefix/runs/{stage1_key(ci, 20, 'd1', 'c0de')}"
+        assert stages.base_components_uri == join_uri(stage1_root, "stage1", "base_components.pt")
+        assert spec.stage_folder("d1", "stage1") == join_uri(stage1_root, "stage1")
+        assert spec.stage_folder("d1", "stage2") == join_uri(stages.run_root, "stage2")
     assert spec.stages("d1") is stages and spec.run_root("d2") != spec.run_root("d1")  # another data hash, another run
     assert calls == {"config": 1, "code": 1}
     given = steps.RunSpec(artifact_root="artifacts", run_key="nightly")
     assert given.run_root("d1") == "artifacts/runs/nightly" and calls["code"] == 1  # a given key needs no code
+    assert given.stages("d1").base_components_uri == "artifacts/runs/nightly/stage1/base_components.pt"
+
+
+def test_the_stage1_task_spec_knows_stage1_alone(ci, monkeypatch) -> None:
+    """The stage-1 task is not given stage2_steps (KFP's cache key); its spec gives stage 1's config, the one a
+    full spec gives, and refuses to guess stage 2's."""
+    from pipelines import run_spec as steps
+
+    monkeypatch.setattr(steps, "load_pipeline_config", lambda name, overrides: ci)
+    monkeypatch.setattr(steps, "code_identity", lambda: "c0de")
+    alone = steps.RunSpec(artifact_root="artifacts", stage1_steps=7, stage2_steps=None)
+    assert alone.stage1_config("d1") == steps.RunSpec(artifact_root="artifacts", stage1_steps=7).stages("d1").stage1
+    with pytest.raises(ValueError, match="not given stage2_steps"):
+        alone.stages("d1")

@@ -42,7 +42,6 @@ def test_a_cluster_task_without_a_tracking_server_stops_at_once_in_one_line(monk
             config="ci",
             overrides=[],
             stage1_steps=2,
-            stage2_steps=2,
             artifact_root="s3://b/p",
             run_key="",
             code_identity=code_identity(),

@@ -67,7 +67,7 @@ def _train(params, results: Path, step: str):
     prepared = _read(results, PREPARE_DATA)
     base = _read(results, STAGE1_PRETRAIN).base_components_uri if step == STAGE2_TOP_LM else None
     result = train_stage_step(params.run, stage, prepared, base)
-    curve = join_uri(params.run.run_root(prepared.data_hash), stage, "curve.csv")
+    curve = join_uri(params.run.stage_folder(prepared.data_hash, stage), "curve.csv")
     if artifacts.exists(curve):  # a copy where dvc plots reads it
         target = results / curve_file(step)
         if artifacts.is_s3(curve):
