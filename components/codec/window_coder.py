@@ -46,7 +46,7 @@ def _padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, tokens == PAD_ID
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def known_prefixes(model, knowns: list[list[int]]) -> tuple[dict[int, list[list[int]]], dict[int, list[int]]]:
     """Per row: the known tokens of every level (bottom first) and the known top codes, from the known tokens
     alone (one padded pass over every row)."""
@@ -62,7 +62,7 @@ def known_prefixes(model, knowns: list[list[int]]) -> tuple[dict[int, list[list[
     return forced, top
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def intended_symbols(
     model, windows: list[list[int]], forced: dict[int, list[list[int]]], top_known: dict[int, list[int]]
 ) -> dict[int, dict[int, deque]]:
@@ -80,7 +80,7 @@ def intended_symbols(
     return streams
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def run_round(model, knowns: list[list[int]], new_counts: list[int], channel, prefixes=None) -> list[list[int]]:
     """Replay each row's known tokens, then code (or decode) its `new_counts` tokens, all rows in lockstep;
     returns each row's new tokens. `prefixes`: `known_prefixes(model, knowns)` when the caller has it."""
@@ -99,7 +99,7 @@ def run_round(model, knowns: list[list[int]], new_counts: list[int], channel, pr
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_round(model, windows: list[list[int]], known_counts_: list[int], channel) -> None:
     """Code each window's tokens[known:] given tokens[:known] into the channel (an EncodingChannel)."""
     knowns = [window[:known] for window, known in zip(windows, known_counts_, strict=True)]
