@@ -38,9 +38,10 @@ _INVERSE_FREQUENCIES: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
 def rope_angles(positions: torch.Tensor, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (S, d/2) or (B, 1, S, d/2) of the rotation at `positions` (S,) or (B, S), for head dim d.
-    Computed once per call site and shared by queries and keys (`rotate`); the frequencies are cached, since a
-    decoding step would otherwise rebuild them for every layer."""
+    """The rotation at `positions` (S,) or (B, S) for head dim d, as the two tables (S, d) or (B, 1, S, d) that
+    `rotate` multiplies by: [cos, cos] and [-sin, sin] of each channel pair's angle (1 and 0 for an odd last
+    channel, which is not rotated). Computed once per call site and shared by queries and keys; the frequencies
+    are cached, since a decoding step would otherwise rebuild them for every layer."""
     half = d // 2
     key = (half, torch.device(device))
     inv_freq = _INVERSE_FREQUENCIES.get(key)
@@ -49,21 +50,32 @@ def rope_angles(positions: torch.Tensor, d: int, device) -> tuple[torch.Tensor, 
             inv_freq = ROPE_BASE ** (-torch.arange(0, half, device=device, dtype=torch.float32) / half)
         _INVERSE_FREQUENCIES[key] = inv_freq
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (S, d/2) or (B, S, d/2)
+    cos, sin = angles.cos(), angles.sin()
+    cos_parts, sin_parts = [cos, cos], [-sin, sin]
+    if d % 2:  # an odd last channel is not rotated
+        cos_parts.append(torch.ones_like(cos[..., :1]))
+        sin_parts.append(torch.zeros_like(sin[..., :1]))
+    cos_table, sin_table = torch.cat(cos_parts, dim=-1), torch.cat(sin_parts, dim=-1)
     if angles.dim() == 3:
-        angles = angles[:, None]  # (B, 1, S, d/2): broadcast over heads
-    return angles.cos(), angles.sin()
+        return cos_table[:, None], sin_table[:, None]  # (B, 1, S, d): broadcast over heads
+    return cos_table, sin_table
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + d/2) of x (..., B, H, S, d) by the angles of `rope_angles` (in fp32). Leading
-    dims broadcast: queries and keys stacked (2, B, H, S, d) are rotated in one pass, the same numbers as apart."""
+    """Rotate channel pairs (i, i + d/2) of x (..., B, H, S, d) by the angles of `rope_angles` (in fp32):
+    x * [cos, cos] + swapped * [-sin, sin], swapped being x with its two halves exchanged. The same floats as
+    (x1 cos - x2 sin, x1 sin + x2 cos) (a negated product is exact; a sum does not depend on its order) in 4
+    calls instead of 9: a decoding step rotates 13 times. Leading dims broadcast: queries and keys stacked
+    (2, B, H, S, d) are rotated in one pass, the same numbers as apart."""
     d, dtype = x.shape[-1], x.dtype
     half = d // 2
-    x = x.float()  # a no-op in fp32: decoding steps call this for every layer, so no call more than needed
-    x1, x2 = x[..., :half], x[..., half : 2 * half]
-    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    if 2 * half != d:  # odd head dim: the last channel is not rotated
-        rotated = torch.cat([rotated, x[..., 2 * half :]], dim=-1)
+    if dtype != torch.float32:
+        x = x.float()
+    if d % 2:  # the odd last channel stays where it is (its tables: 1, 0)
+        swapped = torch.cat([x[..., half : 2 * half], x[..., :half], x[..., 2 * half :]], dim=-1)
+    else:
+        swapped = torch.roll(x, half, dims=-1)
+    rotated = x * cos + swapped * sin
     return rotated if dtype == torch.float32 else rotated.to(dtype)
 
 
@@ -266,8 +278,8 @@ class SegmentStepReads:
 
     rows: torch.Tensor  # (B, R) memory row gathered at each slot (0 where the slot's segment does not exist)
     visible: torch.Tensor  # (B, 1, R)
-    query_rope: tuple[torch.Tensor, torch.Tensor]  # (B, 1, 1, d/2) each
-    memory_rope: tuple[torch.Tensor, torch.Tensor]  # (M, d/2) each
+    query_rope: tuple[torch.Tensor, torch.Tensor]  # (B, 1, 1, d) each
+    memory_rope: tuple[torch.Tensor, torch.Tensor]  # (M, d) each
 
 
 def segment_step_reads(
@@ -327,7 +339,7 @@ class KeyValueCache:
         return self.keys, self.values
 
     def rope(self, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (1, d/2) of the next step's position, the same for every row (`rope_angles`)."""
+        """The rotation tables (1, d) of the next step's position, the same for every row (`rope_angles`)."""
         return rope_angles(torch.tensor([self.length], device=device), d, device)
 
     def append_step(self, k: torch.Tensor, v: torch.Tensor):

@@ -52,7 +52,7 @@ class _StepPlan:
         self._rope: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def rope(self, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of the rows' positions (`rope_angles`), computed once for all the stack's layers."""
+        """The rotation tables of the rows' positions (`rope_angles`), computed once for all the stack's layers."""
         key = (d, torch.device(device))
         if key not in self._rope:
             self._rope[key] = rope_angles(self.positions.to(device), d, device)
@@ -80,7 +80,7 @@ class RaggedCacheView:
         self.plan, self.layer = plan, layer
 
     def rope(self, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of each row's position (n, 1, 1, d/2), shared by the stack's layers."""
+        """The rotation tables (`rope_angles`) of each row's position (n, 1, 1, d), shared by the stack's layers."""
         return self.plan.rope(d, device)
 
     def append_step(self, k: torch.Tensor, v: torch.Tensor):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from model import attention
 from model.attention import (
+    ROPE_BASE,
     KeyValueCache,
     apply_rope,
     block_local_attention,
@@ -140,6 +141,21 @@ def test_queries_and_keys_rotated_together_are_rotated_exactly_as_apart():
         together = rotate(torch.stack([q, k]), cos, sin)
         assert torch.equal(together[0], rotate(q, cos, sin)) and torch.equal(together[1], rotate(k, cos, sin))
         assert torch.equal(rotate(q, cos, sin)[..., d // 2 * 2 :], q[..., d // 2 * 2 :])
+
+
+def test_rotation_gives_the_floats_of_the_pairwise_formula():
+    """`rotate`'s table form is the textbook rotation bit for bit (what checkpoints were trained with and what
+    codec files were coded with): (x1 cos - x2 sin, x1 sin + x2 cos) over channel pairs (i, i + d/2)."""
+    g = torch.Generator().manual_seed(5)
+    for d in (32, 7):
+        half = d // 2
+        x = torch.randn(3, 4, 9, d, generator=g) * 50
+        positions = torch.randint(0, 5000, (3, 9), generator=g)
+        angles = positions.float()[..., None] * ROPE_BASE ** (-torch.arange(0, half, dtype=torch.float32) / half)
+        cos, sin = angles.cos()[:, None], angles.sin()[:, None]
+        x1, x2 = x[..., :half], x[..., half : 2 * half]
+        expected = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, x[..., 2 * half :]], dim=-1)
+        assert torch.equal(rotate(x, *rope_angles(positions, d, "cpu")), expected)
 
 
 def test_kv_cache_steps_match_full_forward():
