@@ -38,10 +38,10 @@ _INVERSE_FREQUENCIES: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
 def rope_angles(positions: torch.Tensor, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rotation at `positions` (S,) or (B, S) for head dim d, as the two tables (S, d) or (B, 1, S, d) that
-    `rotate` multiplies by: [cos, cos] and [-sin, sin] of each channel pair's angle (1 and 0 for an odd last
-    channel, which is not rotated). Computed once per call site and shared by queries and keys; the frequencies
-    are cached, since a decoding step would otherwise rebuild them for every layer."""
+    """The rotation at `positions` (S,) or (B, S) for head dim d, as the two tables (S, 2h) or (B, 1, S, 2h), h =
+    d // 2, that `rotate` multiplies by: [cos, cos] and [-sin, sin] of each channel pair's angle. Computed once
+    per call site and shared by queries and keys; the frequencies are cached, since a decoding step would
+    otherwise rebuild them for every layer."""
     half = d // 2
     key = (half, torch.device(device))
     inv_freq = _INVERSE_FREQUENCIES.get(key)
@@ -51,11 +51,7 @@ def rope_angles(positions: torch.Tensor, d: int, device) -> tuple[torch.Tensor, 
         _INVERSE_FREQUENCIES[key] = inv_freq
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (S, d/2) or (B, S, d/2)
     cos, sin = angles.cos(), angles.sin()
-    cos_parts, sin_parts = [cos, cos], [-sin, sin]
-    if d % 2:  # an odd last channel is not rotated
-        cos_parts.append(torch.ones_like(cos[..., :1]))
-        sin_parts.append(torch.zeros_like(sin[..., :1]))
-    cos_table, sin_table = torch.cat(cos_parts, dim=-1), torch.cat(sin_parts, dim=-1)
+    cos_table, sin_table = torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
     if angles.dim() == 3:
         return cos_table[:, None], sin_table[:, None]  # (B, 1, S, d): broadcast over heads
     return cos_table, sin_table
@@ -71,11 +67,10 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     half = d // 2
     if dtype != torch.float32:
         x = x.float()
-    if d % 2:  # the odd last channel stays where it is (its tables: 1, 0)
-        swapped = torch.cat([x[..., half : 2 * half], x[..., :half], x[..., 2 * half :]], dim=-1)
-    else:
-        swapped = torch.roll(x, half, dims=-1)
-    rotated = x * cos + swapped * sin
+    pairs = x[..., : 2 * half] if d % 2 else x
+    rotated = pairs * cos + torch.roll(pairs, half, dims=-1) * sin if half else pairs
+    if d % 2:  # an odd last channel is not rotated
+        rotated = torch.cat([rotated, x[..., 2 * half :]], dim=-1)
     return rotated if dtype == torch.float32 else rotated.to(dtype)
 
 
@@ -278,8 +273,8 @@ class SegmentStepReads:
 
     rows: torch.Tensor  # (B, R) memory row gathered at each slot (0 where the slot's segment does not exist)
     visible: torch.Tensor  # (B, 1, R)
-    query_rope: tuple[torch.Tensor, torch.Tensor]  # (B, 1, 1, d) each
-    memory_rope: tuple[torch.Tensor, torch.Tensor]  # (M, d) each
+    query_rope: tuple[torch.Tensor, torch.Tensor]  # (B, 1, 1, 2 * (d // 2)) each
+    memory_rope: tuple[torch.Tensor, torch.Tensor]  # (M, 2 * (d // 2)) each
 
 
 def segment_step_reads(
@@ -339,7 +334,8 @@ class KeyValueCache:
         return self.keys, self.values
 
     def rope(self, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rotation tables (1, d) of the next step's position, the same for every row (`rope_angles`)."""
+        """The rotation tables (1, 2 * (d // 2)) of the next step's position, the same for every row
+        (`rope_angles`)."""
         return rope_angles(torch.tensor([self.length], device=device), d, device)
 
     def append_step(self, k: torch.Tensor, v: torch.Tensor):

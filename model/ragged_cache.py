@@ -80,7 +80,8 @@ class RaggedCacheView:
         self.plan, self.layer = plan, layer
 
     def rope(self, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rotation tables (`rope_angles`) of each row's position (n, 1, 1, d), shared by the stack's layers."""
+        """The rotation tables (`rope_angles`) of each row's position (n, 1, 1, 2 * (d // 2)), shared by the
+        stack's layers."""
         return self.plan.rope(d, device)
 
     def append_step(self, k: torch.Tensor, v: torch.Tensor):

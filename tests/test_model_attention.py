@@ -147,7 +147,7 @@ def test_rotation_gives_the_floats_of_the_pairwise_formula():
     """`rotate`'s table form is the textbook rotation bit for bit (what checkpoints were trained with and what
     codec files were coded with): (x1 cos - x2 sin, x1 sin + x2 cos) over channel pairs (i, i + d/2)."""
     g = torch.Generator().manual_seed(5)
-    for d in (32, 7):
+    for d in (32, 7, 1):  # head dim 1: nothing to rotate
         half = d // 2
         x = torch.randn(3, 4, 9, d, generator=g) * 50
         positions = torch.randint(0, 5000, (3, 9), generator=g)
