@@ -119,6 +119,22 @@ def test_resumed_run_matches_a_straight_run(tmp_path: Path, corpus: Path, settin
     assert len(losses(straight.mlflow_run_id)) == steps
 
 
+def test_a_run_resumed_at_its_last_step_rewrites_nothing(tmp_path: Path, corpus: Path) -> None:
+    """A rerun that finds its stage done (a retried task, a run that shares stage 1's folder) reports the
+    checkpoint it resumed from, whose bytes (and so the first run's recorded hash) stay as they were."""
+    config = ci_config(tmp_path, max_steps=3, checkpoint_interval=3, run_name="done")
+    done = train(TrainParams(config=config, data_dir=corpus, progress=False, tracking=False))
+    before = Path(done.final_checkpoint).read_bytes()
+    again = train(
+        TrainParams(
+            config=config, data_dir=corpus, progress=False, tracking=False, resume_from_checkpoint=done.final_checkpoint
+        )
+    )
+    assert again.complete and again.steps == 3 and again.final_checkpoint == done.final_checkpoint
+    assert Path(done.final_checkpoint).read_bytes() == before
+    assert sorted(p.name for p in Path(config.checkpoint.checkpoint_dir).glob("*.pt")) == ["checkpoint_step3.pt"]
+
+
 def test_sigkill_mid_run_leaves_a_resumable_checkpoint(tmp_path: Path, corpus: Path) -> None:
     ckpt = tmp_path / "ckpt"
     args = [*train_command(corpus, ckpt, "max_steps=400", "checkpoint_interval=2"), "--no-tracking"]

@@ -251,6 +251,8 @@ class Trainer:
 
         if checkpoint is not None:
             self._resume(resume, checkpoint)
+            if str(resume).endswith(".pt"):  # this step's checkpoint: a run that has nothing left to do keeps it
+                self.last_saved_step, self.last_checkpoint = self.step, str(resume)
         self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True) if context.enabled else None
         self.tracker = self._make_tracker() if (params.tracking and context.is_main) else None
         if self.tracker is not None and self.unsent_tracking:
