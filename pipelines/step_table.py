@@ -7,7 +7,7 @@ its result: one typed value (`result`, a pipelines/step_results.py model), the k
 `result` and the dvc step's `results/NAME.json` (a training step's curve: `results/NAME_curve.csv`); a step that
 reads another's result takes it as the parameter named by that step. Tests read this table instead of repeating
 lists. `training_stage` is not a step name: it is the stage config the step trains
-(components/training/stages.py; its run folder `runs/<run_key>/<training_stage>`).
+(components/training/stages.py; its folder `runs/<stage1_key>/stage1` or `runs/<run_key>/stage2`).
 
 Adding a step: a row here with its result model (pipelines/step_results.py), its function in
 pipelines/kfp_tasks.py and abstractinator/commands/pipeline/step.py (both named by the row), its job module
