@@ -71,6 +71,8 @@ class DvcParams(_Strict):
             )
         if not self.run.run_key:
             raise ValueError("run.run_key: must be set (dvc.yaml names the checkpoint folders by it)")
+        if self.run.stage2_steps is None:  # None is for the kfp stage-1 task alone
+            raise ValueError("run.stage2_steps: must be a step count (>= 1)")
         return self
 
 

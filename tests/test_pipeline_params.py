@@ -26,6 +26,7 @@ def test_the_repository_params_validate() -> None:
     [
         ("run", "config", "ci", "run.config: give the config file's path, e.g. configs/ci_config.py"),
         ("run", "run_key", None, "run.run_key: must be set"),
+        ("run", "stage2_steps", None, "run.stage2_steps: must be a step count"),
         ("data", "source", "/elsewhere/texts", "data.source: a local source must lie under data/local/"),
     ],
 )
