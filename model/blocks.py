@@ -80,7 +80,7 @@ class SelfAttention(nn.Module):
         B, S, D = x.shape
         q, k, v = self._split(x, *rope_angles(torch.arange(S, device=x.device), D // self.heads, x.device))
         out = sliding_window_attention(q, k, v, self.window, key_padding_mask, self.backend)
-        return self.out(out.transpose(1, 2).reshape(B, S, D))
+        return _linear(self.out, out.transpose(1, 2).reshape(B, S, D))
 
     def step(self, x: torch.Tensor, cache: KeyValueCache | RaggedCacheView) -> torch.Tensor:
         """x (B, 1, D) is the position after the cached ones (of each row, with a ragged cache)."""
@@ -119,12 +119,12 @@ class SegmentCrossAttention(nn.Module):
         B, S, D = x.shape
         M = memory.shape[1]
         h, d = self.heads, D // self.heads
-        q = self.q(x).view(B, S, h, d).transpose(1, 2)
-        k, v = self.kv(memory).view(B, M, 2, h, d).permute(2, 0, 3, 1, 4)
+        q = _linear(self.q, x).view(B, S, h, d).transpose(1, 2)
+        k, v = _linear(self.kv, memory).view(B, M, 2, h, d).permute(2, 0, 3, 1, 4)
         q = apply_rope(q, query_segments.clamp_min(0))
         k = apply_rope(k, torch.arange(M, device=x.device) // self.rows_per_segment)
         out = segment_cross_attention(q, k, v, query_segments, memory_valid, self.lookback, self.rows_per_segment)
-        return self.out(out.transpose(1, 2).reshape(B, S, D))
+        return _linear(self.out, out.transpose(1, 2).reshape(B, S, D))
 
     def step(self, x: torch.Tensor, memory: torch.Tensor, reads: SegmentStepReads) -> torch.Tensor:
         """`forward` of one position per row, x (B, 1, D), with the step's shared `reads` (`segment_step_reads`)."""
