@@ -21,7 +21,7 @@ from components.codec.file_format import (
 from components.codec.range_coding import DecodingChannel, EncodingChannel
 from model import build_model
 from model.code_length import PRECISION_BITS, quantized_frequencies
-from model.window_plan import plan_windows
+from model.window_plan import default_context, plan_windows
 from tests.codec_helpers import codec_config
 
 
@@ -123,6 +123,14 @@ def test_weights_sha256_names_the_weights():
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] += 1e-6
     assert weights_sha256(model) != first
+
+
+@pytest.mark.parametrize("window,context", [(16, 2), (64, 8), (128, 16), (256, 16), (1024, 16)])
+def test_the_default_context_is_an_eighth_of_the_window_and_at_most_16_tokens(window, context):
+    # 16 coded the demo champion's texts as small as 32 did, in 16 fewer replayed steps per window; adapting,
+    # fewer windows meant fewer optimizer steps and a larger file
+    assert default_context(window) == context
+    assert default_context(window, adapting=True) == window // 8
 
 
 @pytest.mark.parametrize("total,window,context", [(2, 4, 0), (3, 4, 1), (50, 16, 0), (50, 16, 5), (17, 16, 15)])

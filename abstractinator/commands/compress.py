@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--context",
         type=int,
         default=None,
-        help="tokens of the previous window each window conditions on (default: window // 8)",
+        help="tokens of the previous window that each window reads (default: window // 8, at most 16 unless --adapt)",
     )
     parser.add_argument(
         "--streams",

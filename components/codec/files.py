@@ -66,7 +66,9 @@ AUTO_GROUPS_MIN_BYTES = 16_384
 class CodecParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    context: int | None = Field(None, description="known tokens carried into each window (default: window // 8)")
+    context: int | None = Field(
+        None, description="known tokens carried into each window (default: window // 8, at most 16 unless adapting)"
+    )
     streams: int = Field(64, ge=1, description="chunks coded side by side (at most; small files get fewer)")
     chunk_bytes: int | None = Field(None, ge=1, description="bytes per chunk (default: from streams)")
     groups: int | None = Field(
@@ -173,7 +175,7 @@ def compress_file(
     except ValueError as error:
         raise CodecError(str(error)) from None
     window = int(model.exp_config.data.sequence_length)
-    context = default_context(window) if params.context is None else params.context
+    context = params.context if params.context is not None else default_context(window, params.adapt is not None)
     if not 0 <= context < window:
         raise CodecError(f"--context must be in [0, {window}) for a window of {window} tokens (got {context})")
     started = time.perf_counter()
