@@ -17,7 +17,8 @@ where segment-aligned cross-attention never reads.
 Determinism: which rows go into which call, and in what order, depends only on the tokens decoded so far, so an
 encoder and a decoder that decode the same tokens make the same calls with the same shapes and get the same
 floats (the codec relies on it). `choose(stream, rows, logits)` picks the free tokens: stream is the level (or
-num_levels for the top codes), logits (len(rows), V) fp32.
+num_levels for the top codes), logits (len(rows), V) fp32. An encoder, which knows level 0's tokens in advance,
+may run that level's compressor steps ahead (`LockstepLevelDecoder.run_ahead`): the same calls, made earlier.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import bisect
 import weakref
 from collections import deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from model.ragged_cache import MIN_CAPACITY, RaggedKeyValueCaches
 from model.segmentation import RowsSegmentation
+from model.tokenizer import PAD_ID
 
 Chooser = Callable[[int, list[int], torch.Tensor], list[int]]
 
@@ -50,6 +53,12 @@ def _by_start(rows: list[int], lengths: list[int]) -> list[list[int]]:
     return [group for group in (first, later) if group]
 
 
+def _entropy(lm_logits: torch.Tensor) -> torch.Tensor:
+    """The entropy (float32) of each row's next-token distribution: what the boundaries are cut on."""
+    log_probs = torch.log_softmax(lm_logits.float(), dim=-1)
+    return -(log_probs.exp() * log_probs).sum(-1)
+
+
 def _grown(table: torch.Tensor, needed: int) -> torch.Tensor:
     """`table` (rows, capacity, ...) with room for `needed` entries per row (doubling: amortised O(1))."""
     if table.shape[1] >= needed:
@@ -57,6 +66,14 @@ def _grown(table: torch.Tensor, needed: int) -> torch.Tensor:
     grown = table.new_zeros((table.shape[0], max(needed, 2 * table.shape[1]), *table.shape[2:]))
     grown[:, : table.shape[1]] = table
     return grown
+
+
+class _Ahead(NamedTuple):
+    """A level's compressor steps run ahead (`LockstepLevelDecoder.run_ahead`), per (row, position)."""
+
+    tokens: torch.Tensor  # (rows, T) long
+    segments: torch.Tensor  # (rows, T) long, -1 past a row's end
+    states: torch.Tensor  # (rows, T, D) the LM state after each token
 
 
 class LockstepTopSource:
@@ -156,6 +173,7 @@ class LockstepLevelDecoder:
         self.code_counts = torch.zeros(rows, dtype=torch.long)
         self.expander_caches = _ragged(self.expander.new_caches(), rows, positions)
         self.lm_caches = _ragged(self.compressor.new_caches(), rows, positions)
+        self.ahead: _Ahead | None = None  # the compressor's steps, when run ahead (`run_ahead`: the encoder)
         self.tokens: dict[int, list[int]] = {row: [] for row in forced}  # decoded so far, and the segment of each
         self.token_segments: dict[int, list[int]] = {row: [] for row in forced}
         # The top level's pooled vectors (the top LM's pooled inputs), pooled from the pooler inputs that each
@@ -173,7 +191,10 @@ class LockstepLevelDecoder:
     @torch.no_grad()
     def next_tokens(self, rows: list[int]) -> dict[int, int]:
         index = torch.tensor(rows)
-        segments = self.segmentation.step(index)
+        if self.ahead is None:
+            segments = self.segmentation.step(index)
+        else:
+            segments = self.ahead.segments[index, self.expander_caches.lengths[index]]
         L = self.rows_per_segment
         while (needing := index[self.code_counts[index] < (segments + 1) * L]).numel():
             received = self.parent.next_tokens(needing.tolist())
@@ -216,21 +237,57 @@ class LockstepLevelDecoder:
             for i, token in zip(free, chosen, strict=True):
                 tokens[i] = token
         token_tensor = torch.tensor(tokens)
-        if self.pooling_caches is None:
+        if self.ahead is not None:
+            if not torch.equal(token_tensor, self.ahead.tokens[index, positions]):
+                raise RuntimeError("the tokens chosen differ from the tokens the compressor was run ahead on")
+            lm_states = self.ahead.states[index, positions]
+        elif self.pooling_caches is None:
             lm_logits, lm_states = self.compressor.lm_step(token_tensor, _views(self.lm_caches, index))
+            self.segmentation.set_entropy(index, _entropy(lm_logits))
         else:
             lm_logits, lm_states, pooling = self.compressor.lm_step(
                 token_tensor, _views(self.lm_caches, index), _views(self.pooling_caches, index)
             )
+            self.segmentation.set_entropy(index, _entropy(lm_logits))
             self.pooling_inputs = _grown(self.pooling_inputs, int(positions.max()) + 1)
             self.pooling_inputs[index, positions] = pooling
-        log_probs = torch.log_softmax(lm_logits.float(), dim=-1)
-        self.segmentation.set_entropy(index, -(log_probs.exp() * log_probs).sum(-1))
         self.previous[index], self.lm_state[index] = token_tensor, lm_states
         for row, token, segment in zip(rows, tokens, segments.tolist(), strict=True):
             self.tokens[row].append(token)
             self.token_segments[row].append(segment)
         return dict(zip(rows, tokens, strict=True))
+
+    @torch.no_grad()
+    def run_ahead(self, tokens: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's shortcut: run this level's compressor over each row's `tokens` (all of them, known and
+        to be sent) before decoding starts, one step call per position for the rows that reach it, which are the
+        calls decoding makes at level 0 of a round (every row starts together and advances one position per
+        call), so the states, entropies and boundaries are the decoder's floats. Decoding then reads them instead
+        of stepping the compressor again, and must choose exactly these tokens.
+
+        Returns each position's segment (rows, T; -1 past a row's end) and pooler input (rows, T, D): an encoder
+        pools a segment's code from them before the segment is decoded, with the decoder's own boundaries."""
+        n, lengths = len(tokens), [len(row) for row in tokens]
+        longest = max(lengths, default=0)
+        pooling_caches = self.pooling_caches
+        if pooling_caches is None:  # the decoder does not pool at this level; the encoder still pools its codes
+            pooling_caches = _ragged(self.compressor.new_pooling_caches(), n, longest)
+        table = torch.full((n, longest), PAD_ID, dtype=torch.long)
+        segments = torch.full((n, longest), -1, dtype=torch.long)
+        states = torch.zeros(n, longest, self.compressor.dim)
+        pooling = torch.zeros(n, longest, self.compressor.dim)
+        for position in range(longest):
+            rows = [row for row in range(n) if position < lengths[row]]
+            index = torch.tensor(rows)
+            segments[index, position] = self.segmentation.step(index)
+            table[index, position] = torch.tensor([tokens[row][position] for row in rows])
+            lm_logits, states[index, position], pooling[index, position] = self.compressor.lm_step(
+                table[index, position], _views(self.lm_caches, index), _views(pooling_caches, index)
+            )
+            self.segmentation.set_entropy(index, _entropy(lm_logits))
+        self.ahead = _Ahead(table, segments, states)
+        self.pooling_inputs = pooling
+        return segments, pooling
 
     @torch.no_grad()
     def pooled_vectors(self, rows: list[int], code_rows: list[int]) -> torch.Tensor:

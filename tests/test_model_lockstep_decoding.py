@@ -7,10 +7,12 @@ round trips and size check (tests/test_codec_roundtrip.py) test the decoder buil
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from components.codec.window_coder import known_prefixes
+from components.codec.range_coding import EncodingChannel
+from components.codec.window_coder import decode_rows, encode_round, intended_symbols, known_prefixes
 from model import build_model
 from model.attention import KeyValueCache
 from model.blocks import TransformerBlock
@@ -76,3 +78,66 @@ def test_pooled_vectors_from_the_decoders_steps_match_a_pass_over_the_decoded_to
             rows.append(row), code_rows.append(segment), expected.append(full[segment])
     assert len(set(code_rows)) > 3
     torch.testing.assert_close(decoder.pooled_vectors(rows, code_rows), torch.stack(expected), atol=1e-5, rtol=1e-5)
+
+
+class _RecordingChannel(EncodingChannel):
+    """The encoder's channel, keeping every request (stream, rows, logits) it coded."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    def code(self, stream, rows, logits):
+        self.requests.append((stream, list(rows), logits.clone()))
+        return super().code(stream, rows, logits)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(top="pooled", expander_reads_lm_state=True, level_changes={"max_segment_len": 6, "entropy_delta": 0.05}),
+        dict(num_levels=2, level_changes={"num_queries": 2, "max_segment_len": 5, "entropy_delta": 0.05}),
+    ],
+)
+def test_an_encoder_with_the_compressor_run_ahead_codes_the_decoders_requests(changes):
+    """The encoder runs level 0's compressor over the whole windows before coding (`run_ahead`), then reads those
+    steps; the decoder steps it as it decodes. Every request (which stream, which rows, the logits bit for bit)
+    and the words coded must be the ones the encoder makes without running ahead, and the symbols it meant to
+    send are exactly the ones the decoder asked for (the codes of the decoder's own segments)."""
+    torch.manual_seed(0)
+    model = build_model(codec_config(**changes))
+    sharpen_entropy_models(model)
+    model.eval()
+    text = real_text()
+    windows = [[BOS_ID, *text[:47]], [*text[300:340]], [*text[600:610]]]
+    known_counts = [1, 12, 9]
+    knowns = [window[:known] for window, known in zip(windows, known_counts, strict=True)]
+    news = [len(window) - known for window, known in zip(windows, known_counts, strict=True)]
+    with torch.inference_mode():
+        ahead = _RecordingChannel()
+        encode_round(model, windows, known_counts, ahead)
+        forced, top_known = known_prefixes(model, knowns)
+        stepping = _RecordingChannel()
+        stepping.intended = intended_symbols(
+            model, windows, forced, top_known, lockstep_chain(model, forced, top_known, None, max(map(len, windows)))
+        )
+        decoder = lockstep_chain(model, forced, top_known, stepping.code, max(map(len, windows)))
+        sent = decode_rows(decoder, knowns, news)
+    assert sent == [window[k:] for window, k in zip(windows, known_counts, strict=True)]
+    assert len(ahead.requests) == len(stepping.requests) > 20
+    for (stream, rows, logits), (stream_, rows_, logits_) in zip(ahead.requests, stepping.requests, strict=True):
+        assert (stream, rows) == (stream_, rows_) and torch.equal(logits, logits_)
+    assert {stream for stream, _, _ in ahead.requests} == set(range(model.num_levels + 1))
+    assert all(not queue for rows in ahead.intended.values() for queue in rows.values())
+    assert np.array_equal(ahead.finish(), stepping.finish())
+
+
+def test_decoding_after_running_ahead_refuses_other_tokens():
+    model = build_model(codec_config()).eval()
+    windows = [[BOS_ID, *real_text()[:20]]]
+    forced, top_known = known_prefixes(model, [windows[0][:1]])
+    with torch.inference_mode():
+        decoder = lockstep_chain(model, forced, top_known, lambda stream, rows, logits: [7] * len(rows), 21)
+        decoder.run_ahead(windows)
+        with pytest.raises(RuntimeError, match="run ahead"):
+            decode_rows(decoder, [windows[0][:1]], [20])

@@ -22,9 +22,11 @@ segments and pooling are causal, so the probe changes nothing it returns). Every
 from the first unknown top row (the code of a segment that straddles the cut included), each level's tokens from
 its first unknown one. That is the conditional code length of the window's new tokens given its known ones.
 
-What the encoder means to send (`intended_symbols`): the new tokens at level 0, and the codes one pass of
-model.compress over the whole window gives for the unknown rows of each level above. If the step-by-step
-boundaries ever differ from that pass (a float tie), the symbols still decode; they only cost more.
+What the encoder means to send (`intended_symbols`): the new tokens at level 0, and for the unknown rows of each
+level above, the codes of the decoder's own segments. The encoder knows the whole window, so it runs level 0's
+compressor steps ahead (`LockstepLevelDecoder.run_ahead`: the calls decoding makes, so the decoder's floats and
+boundaries) and pools each segment's code from those steps before the segment is coded; the levels above (if
+any) are one batched pass over those codes. Whatever it sends decodes: the decoder repeats the same requests.
 """
 
 from __future__ import annotations
@@ -64,29 +66,32 @@ def known_prefixes(model, knowns: list[list[int]]) -> tuple[dict[int, list[list[
 
 @torch.inference_mode()
 def intended_symbols(
-    model, windows: list[list[int]], forced: dict[int, list[list[int]]], top_known: dict[int, list[int]]
+    model, windows: list[list[int]], forced: dict[int, list[list[int]]], top_known: dict[int, list[int]], level0
 ) -> dict[int, dict[int, deque]]:
-    """Stream -> row -> the symbols the encoder means to send for each window (known + new tokens)."""
-    tokens, padding = _padded(windows)
-    compressed = model.compress(tokens, padding)
+    """Stream -> row -> the symbols the encoder means to send for each window (known + new tokens). level0: the
+    round's level-0 decoder, whose compressor is run ahead over the windows here (`run_ahead`)."""
+    segments, pooler_inputs = level0.run_ahead(windows)
+    compressor = model.compressors[0]
+    pooled, row_valid = compressor.pooler(pooler_inputs, segments)
+    codes = compressor.quantizer(pooled, row_valid).codes
+    per_level = [(codes, row_valid)]
+    for compressor in model.compressors[1:]:  # the levels above read the codes below as their tokens
+        out = compressor(codes, ~row_valid)
+        codes, row_valid = out.codes, out.row_valid
+        per_level.append((codes, row_valid))
     streams: dict[int, dict[int, deque]] = {level: {} for level in range(model.num_levels + 1)}
     for row, window in enumerate(windows):
         streams[0][row] = deque(window[len(forced[row][0]) :])
-        for level in range(1, model.num_levels + 1):
-            out = compressed.levels[level - 1]
-            codes = out.codes[row][out.row_valid[row]].tolist()
+        for level, (codes, valid) in enumerate(per_level, start=1):
+            sent = codes[row][valid[row]].tolist()
             already = top_known[row] if level == model.num_levels else forced[row][level]
-            streams[level][row] = deque(codes[len(already) :])
+            streams[level][row] = deque(sent[len(already) :])
     return streams
 
 
-@torch.inference_mode()
-def run_round(model, knowns: list[list[int]], new_counts: list[int], channel, prefixes=None) -> list[list[int]]:
-    """Replay each row's known tokens, then code (or decode) its `new_counts` tokens, all rows in lockstep;
-    returns each row's new tokens. `prefixes`: `known_prefixes(model, knowns)` when the caller has it."""
-    forced, top_known = prefixes or known_prefixes(model, knowns)
+def decode_rows(decoder, knowns: list[list[int]], new_counts: list[int]) -> list[list[int]]:
+    """Replay each row's known tokens, then decode its `new_counts` tokens, all rows in lockstep."""
     totals = [len(known) + count for known, count in zip(knowns, new_counts, strict=True)]
-    decoder = lockstep_chain(model, forced, top_known, channel.code, max(totals))
     out: list[list[int]] = [[] for _ in knowns]
     active, position = [row for row, total in enumerate(totals) if total > 0], 0
     while active:
@@ -100,13 +105,25 @@ def run_round(model, knowns: list[list[int]], new_counts: list[int], channel, pr
 
 
 @torch.inference_mode()
+def run_round(model, knowns: list[list[int]], new_counts: list[int], channel) -> list[list[int]]:
+    """Replay each row's known tokens, then decode its `new_counts` tokens from the channel, all rows in
+    lockstep; returns each row's new tokens."""
+    forced, top_known = known_prefixes(model, knowns)
+    totals = [len(known) + count for known, count in zip(knowns, new_counts, strict=True)]
+    decoder = lockstep_chain(model, forced, top_known, channel.code, max(totals))
+    return decode_rows(decoder, knowns, new_counts)
+
+
+@torch.inference_mode()
 def encode_round(model, windows: list[list[int]], known_counts_: list[int], channel) -> None:
-    """Code each window's tokens[known:] given tokens[:known] into the channel (an EncodingChannel)."""
+    """Code each window's tokens[known:] given tokens[:known] into the channel (an EncodingChannel), making the
+    decoder's calls (`run_round`), with the level-0 compressor's run ahead."""
     knowns = [window[:known] for window, known in zip(windows, known_counts_, strict=True)]
     forced, top_known = known_prefixes(model, knowns)
-    channel.intended = intended_symbols(model, windows, forced, top_known)
+    decoder = lockstep_chain(model, forced, top_known, channel.code, max(len(window) for window in windows))
+    channel.intended = intended_symbols(model, windows, forced, top_known, decoder)
     news = [len(window) - known for window, known in zip(windows, known_counts_, strict=True)]
-    sent = run_round(model, knowns, news, channel, (forced, top_known))
+    sent = decode_rows(decoder, knowns, news)
     if sent != [window[known:] for window, known in zip(windows, known_counts_, strict=True)]:
         # level 0 always sends its intended tokens; this guards that contract
         raise RuntimeError("the encoder sent other tokens than the windows'")
