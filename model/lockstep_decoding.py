@@ -267,6 +267,8 @@ class LockstepLevelDecoder:
 
         Returns each position's segment (rows, T; -1 past a row's end) and pooler input (rows, T, D): an encoder
         pools a segment's code from them before the segment is decoded, with the decoder's own boundaries."""
+        if self.ahead is not None or bool(self.lm_caches.lengths.any()):
+            raise RuntimeError("run_ahead is for a level decoder that has not stepped yet")
         n, lengths = len(tokens), [len(row) for row in tokens]
         longest = max(lengths, default=0)
         pooling_caches = self.pooling_caches

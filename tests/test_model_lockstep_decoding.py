@@ -16,6 +16,7 @@ from components.codec.window_coder import decode_rows, encode_round, intended_sy
 from model import build_model
 from model.attention import KeyValueCache
 from model.blocks import TransformerBlock
+from model.compressor import Compressor
 from model.lockstep_decoding import lockstep_chain
 from model.ragged_cache import RaggedKeyValueCaches
 from model.tokenizer import BOS_ID
@@ -99,7 +100,7 @@ class _RecordingChannel(EncodingChannel):
         dict(num_levels=2, level_changes={"num_queries": 2, "max_segment_len": 5, "entropy_delta": 0.05}),
     ],
 )
-def test_an_encoder_with_the_compressor_run_ahead_codes_the_decoders_requests(changes):
+def test_an_encoder_with_the_compressor_run_ahead_codes_the_decoders_requests(changes, monkeypatch):
     """The encoder runs level 0's compressor over the whole windows before coding (`run_ahead`), then reads those
     steps; the decoder steps it as it decodes. Every request (which stream, which rows, the logits bit for bit)
     and the words coded must be the ones the encoder makes without running ahead, and the symbols it meant to
@@ -113,9 +114,14 @@ def test_an_encoder_with_the_compressor_run_ahead_codes_the_decoders_requests(ch
     known_counts = [1, 12, 9]
     knowns = [window[:known] for window, known in zip(windows, known_counts, strict=True)]
     news = [len(window) - known for window, known in zip(windows, known_counts, strict=True)]
+    passes = []
+    forward = Compressor.forward
+    monkeypatch.setattr(Compressor, "forward", lambda self, *args: passes.append(self) or forward(self, *args))
     with torch.inference_mode():
         ahead = _RecordingChannel()
         encode_round(model, windows, known_counts, ahead)
+        # whole-window passes: the known prefixes' of every level, the codes' of the levels above 0; none at level 0
+        assert passes == [*model.compressors, *model.compressors[1:]]
         forced, top_known = known_prefixes(model, knowns)
         stepping = _RecordingChannel()
         stepping.intended = intended_symbols(
@@ -141,3 +147,5 @@ def test_decoding_after_running_ahead_refuses_other_tokens():
         decoder.run_ahead(windows)
         with pytest.raises(RuntimeError, match="run ahead"):
             decode_rows(decoder, [windows[0][:1]], [20])
+        with pytest.raises(RuntimeError, match="not stepped yet"):
+            decoder.run_ahead(windows)

@@ -8,12 +8,12 @@ evaluation scores), cut into windows of at most `window` tokens (the model's seq
 (model/window_plan.py) gives (start, known_end, end) stream indices. A round codes one window of each of several
 streams, side by side.
 
-Coding a round is decoding it: the encoder runs exactly the decoder's loop (model/lockstep_decoding.py: the
-level decoders of model/generation.py for many rows at once, boundaries recomputed causally step by step, KV
-caches, the top LM through `TopLM.code_logits`), and wherever the decoder would read symbols the encoder codes
-the ones it means to send. So the two ends compute the same distributions from the same inputs in the same
-batched calls, which is what keeps them bit-identical (one thread, fp32, CPU), and any symbol the encoder picks
-decodes.
+Coding a round is decoding it: the encoder runs the decoder's loop (model/lockstep_decoding.py: the level
+decoders of model/generation.py for many rows at once, boundaries recomputed causally step by step, KV caches,
+the top LM through `TopLM.code_logits`), and wherever the decoder would read symbols the encoder codes the ones
+it means to send. So the two ends compute the same distributions from the same inputs in the same batched calls
+(the encoder makes level 0's compressor calls first, since it knows those tokens: the same calls), which is what
+keeps them bit-identical (one thread, fp32, CPU), and any symbol the encoder picks decodes.
 
 What the receiver knows before the window, computed by both ends from the known tokens alone
 (`known_prefixes`): the known tokens at level 0, and at each level above the codes of the closed segments below
