@@ -241,16 +241,16 @@ class LockstepLevelDecoder:
             if not torch.equal(token_tensor, self.ahead.tokens[index, positions]):
                 raise RuntimeError("the tokens chosen differ from the tokens the compressor was run ahead on")
             lm_states = self.ahead.states[index, positions]
-        elif self.pooling_caches is None:
-            lm_logits, lm_states = self.compressor.lm_step(token_tensor, _views(self.lm_caches, index))
-            self.segmentation.set_entropy(index, _entropy(lm_logits))
         else:
-            lm_logits, lm_states, pooling = self.compressor.lm_step(
-                token_tensor, _views(self.lm_caches, index), _views(self.pooling_caches, index)
-            )
+            if self.pooling_caches is None:
+                lm_logits, lm_states = self.compressor.lm_step(token_tensor, _views(self.lm_caches, index))
+            else:
+                lm_logits, lm_states, pooling = self.compressor.lm_step(
+                    token_tensor, _views(self.lm_caches, index), _views(self.pooling_caches, index)
+                )
+                self.pooling_inputs = _grown(self.pooling_inputs, int(positions.max()) + 1)
+                self.pooling_inputs[index, positions] = pooling
             self.segmentation.set_entropy(index, _entropy(lm_logits))
-            self.pooling_inputs = _grown(self.pooling_inputs, int(positions.max()) + 1)
-            self.pooling_inputs[index, positions] = pooling
         self.previous[index], self.lm_state[index] = token_tensor, lm_states
         for row, token, segment in zip(rows, tokens, segments.tolist(), strict=True):
             self.tokens[row].append(token)
@@ -282,9 +282,9 @@ class LockstepLevelDecoder:
             rows = [row for row in range(n) if position < lengths[row]]
             index = torch.tensor(rows)
             segments[index, position] = self.segmentation.step(index)
-            table[index, position] = torch.tensor([tokens[row][position] for row in rows])
+            token = table[index, position] = torch.tensor([tokens[row][position] for row in rows])
             lm_logits, states[index, position], pooling[index, position] = self.compressor.lm_step(
-                table[index, position], _views(self.lm_caches, index), _views(pooling_caches, index)
+                token, _views(self.lm_caches, index), _views(pooling_caches, index)
             )
             self.segmentation.set_entropy(index, _entropy(lm_logits))
         self.ahead = _Ahead(table, segments, states)
